@@ -1,0 +1,3 @@
+from siscom.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The actors of one gateway process: consumer -> decoder -> router -> sessions."""

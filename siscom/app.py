@@ -1,0 +1,50 @@
+"""The Quart application: routes bound to one :class:`~siscom.gateway.Gateway`.
+
+``create_app()`` reads the settings from the environment when none are given, so the app can also
+be served directly with ``hypercorn "siscom.app:create_app()"``. The gateway starts before the
+first request is served and stops, closing clients with 1001, after the last.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from quart import Quart, send_from_directory
+
+from siscom.config import Settings
+from siscom.gateway import Gateway
+from siscom.routes.status import status_blueprint
+from siscom.routes.stream import stream_blueprint
+
+STATIC = Path(__file__).parent / "static"
+
+
+def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> Quart:
+    settings = settings or Settings.from_env()
+    gateway = gateway or Gateway(settings)
+    app = Quart(__name__, static_folder=None)
+    app.extensions["siscom.gateway"] = gateway
+    app.register_blueprint(status_blueprint(gateway))
+    app.register_blueprint(stream_blueprint(gateway))
+
+    @app.get("/")
+    async def demo_page():
+        return await send_from_directory(STATIC, "index.html")
+
+    @app.get("/static/<path:name>")
+    async def static_file(name: str):
+        return await send_from_directory(STATIC, name)
+
+    @app.before_serving
+    async def start_gateway() -> None:
+        await gateway.start()
+
+    @app.after_serving
+    async def stop_gateway() -> None:
+        await gateway.stop()
+
+    return app
+
+
+def gateway_of(app: Quart) -> Gateway:
+    return app.extensions["siscom.gateway"]

@@ -1,0 +1,176 @@
+"""The ``siscom`` command: ``serve`` the gateway, ``simulate`` a fleet, or run the ``dev`` demo.
+
+Configuration comes from the environment (and ``.env``); a bad value stops the command before
+anything starts, with one line naming the variable, its value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from siscom.config import ConfigError, Settings
+from siscom.logs import configure_logging
+
+logger = logging.getLogger(__name__)
+
+#: Exit status for a configuration error (as for a usage error).
+EXIT_CONFIG = 2
+#: Exit status when the supervision tree gave up.
+EXIT_TREE_FAILED = 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as error:
+        print(f"siscom: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        return args.command(settings, args)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="siscom", description="Kafka-to-WebSocket telemetry gateway")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="serve the gateway with Hypercorn")
+    serve.add_argument("--bind", default="127.0.0.1:8000", help="HOST:PORT to listen on (default %(default)s)")
+    serve.set_defaults(command=run_serve)
+
+    simulate = commands.add_parser("simulate", help="produce simulated vehicles to KAFKA_TOPIC")
+    simulate.add_argument("--devices", type=int, default=20)
+    simulate.add_argument("--rate", type=float, default=20.0, help="records per second, all devices together")
+    simulate.add_argument("--duration", type=float, default=None, help="seconds (default: until interrupted)")
+    simulate.set_defaults(command=run_simulate)
+
+    dev = commands.add_parser("dev", help="embedded broker + simulator + server: the local demo")
+    dev.add_argument("--bind", default="127.0.0.1:8000")
+    dev.add_argument("--devices", type=int, default=25)
+    dev.add_argument("--rate", type=float, default=25.0)
+    dev.set_defaults(command=run_dev)
+    return parser
+
+
+def hypercorn_config(bind: str):
+    from hypercorn.config import Config
+
+    config = Config()
+    config.bind = [bind]
+    config.accesslog = None
+    config.graceful_timeout = 5.0
+    # Clients send only small subscription requests; anything larger is refused with 1009.
+    config.websocket_max_message_size = 64 * 1024
+    return config
+
+
+async def serve_app(settings: Settings, bind: str, stop: asyncio.Event) -> int:
+    """Serve until ``stop`` is set or the supervision tree fails; close clients with 1001 first."""
+    from hypercorn.asyncio import serve
+
+    from siscom.app import create_app, gateway_of
+    from siscom.protocol import CloseCode
+
+    app = create_app(settings)
+    gateway = gateway_of(app)
+    exit_code = 0
+
+    async def shutdown_trigger() -> None:
+        nonlocal exit_code
+        waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(gateway.failed.wait())}
+        done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in pending:
+            waiter.cancel()
+        if gateway.failed.is_set():
+            exit_code = EXIT_TREE_FAILED
+        logger.info("Shutting down: closing streams")
+        await gateway.close_sessions(CloseCode.GOING_AWAY, "server shutting down")
+
+    await serve(app, hypercorn_config(bind), shutdown_trigger=shutdown_trigger)
+    return exit_code
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+
+def run_serve(settings: Settings, args: argparse.Namespace) -> int:
+    async def main() -> int:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        return await serve_app(settings, args.bind, stop)
+
+    return asyncio.run(main())
+
+
+def run_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from siscom.simulator import run_simulator
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        await run_simulator(
+            ",".join(settings.kafka_bootstrap_servers),
+            settings.kafka_topic,
+            devices=args.devices,
+            rate=args.rate,
+            duration=args.duration,
+            alerts_topic=settings.kafka_alerts_topic,
+            alert_every=50 if settings.kafka_alerts_topic else 0,
+            stop=stop,
+        )
+        return 0
+
+    return asyncio.run(main())
+
+
+def run_dev(settings: Settings, args: argparse.Namespace) -> int:
+    from siscom.devbroker import TansuBroker, create_topics
+    from siscom.simulator import run_simulator
+
+    alerts_topic = settings.kafka_alerts_topic or "tracking-alerts"
+    with TansuBroker() as broker:
+        settings = settings.replace(
+            kafka_bootstrap_servers=(broker.bootstrap,),
+            kafka_alerts_topic=alerts_topic,
+            kafka_auto_offset_reset="latest",
+            kafka_fetch_max_wait_ms=min(settings.kafka_fetch_max_wait_ms, 20),
+        )
+
+        async def main() -> int:
+            stop = asyncio.Event()
+            _stop_on_signals(stop)
+            await create_topics(broker.bootstrap, {settings.kafka_topic: 3, alerts_topic: 1})
+            simulator = asyncio.create_task(
+                run_simulator(
+                    broker.bootstrap,
+                    settings.kafka_topic,
+                    devices=args.devices,
+                    rate=args.rate,
+                    duration=None,
+                    alerts_topic=alerts_topic,
+                    alert_every=40,
+                    stop=stop,
+                )
+            )
+            host, _, port = args.bind.rpartition(":")
+            print(f"siscom dev: broker at {broker.bootstrap}; open http://{host}:{port}/", flush=True)
+            try:
+                return await serve_app(settings, args.bind, stop)
+            finally:
+                stop.set()
+                simulator.cancel()
+                await asyncio.wait((simulator,))
+
+        return asyncio.run(main())

@@ -1,0 +1,440 @@
+"""Settings, read once at start-up from environment variables and an optional ``.env`` file.
+
+Operators configure the service only through its environment, so a wrong value has to be caught
+before anything starts, with a message that fits on one log line: which variable, what it held,
+what is allowed. Every setting is declared once, as a field of :class:`Settings`; the field's
+metadata carries its parser and its documentation, and both :meth:`Settings.from_env` and
+:func:`describe_variables` (which feeds the README and ``.env.example``) read them from there.
+
+Rules shared by every variable:
+
+- The variable name is the field name in upper case: ``kafka_topic`` is read from ``KAFKA_TOPIC``.
+- An empty or blank value means the same as an unset variable, so the default applies; for the
+  optional settings the default is "none" (``STATSD_HOST=`` leaves metrics off).
+- Surrounding blanks are ignored, except in ``KAFKA_USERNAME`` and ``KAFKA_PASSWORD``.
+- Unknown variables are ignored.
+- Secrets are never echoed back: an error about ``KAFKA_PASSWORD`` shows ``'***'``.
+
+:meth:`Settings.from_env` is the validating entry point; building :class:`Settings` directly or
+through :meth:`Settings.replace` (as tests do) trusts the caller.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from dotenv import dotenv_values
+
+__all__ = ["ConfigError", "Settings", "describe_variables"]
+
+_MASK = "***"
+_SHOWN_CHARS = 100  # longer values are cut in messages so a log line stays readable
+_INT32_MAX = 2**31 - 1  # Kafka's wire format carries the fetch sizes as int32
+
+
+class ConfigError(Exception):
+    """A variable holds a value the service cannot run with.
+
+    ``str(error)`` is a single line, ``VARIABLE='value' is not valid: what is allowed``, meant to be
+    printed as-is by the command line before it exits.
+    """
+
+    variable: str
+    value: str
+    allowed: str
+
+    def __init__(self, variable: str, value: str, allowed: str, *, secret: bool = False) -> None:
+        if secret and value:
+            value = _MASK
+        self.variable = variable
+        self.value = value
+        self.allowed = allowed
+        shown = value if len(value) <= _SHOWN_CHARS else value[:_SHOWN_CHARS] + "..."
+        # repr() escapes newlines and other control characters, which keeps the message one line.
+        super().__init__(f"{variable}={shown!r} is not valid: {' '.join(allowed.split())}")
+
+
+class _Invalid(ValueError):
+    """Raised by a parser; :meth:`Settings.from_env` turns it into a :class:`ConfigError`."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    """How one variable is read and documented."""
+
+    parse: Callable[[str], Any]
+    allowed: str  # what a valid value looks like; shown in errors
+    meaning: str  # what the setting does; shown in generated documentation
+    secret: bool = False
+    keep_blanks: bool = False
+
+
+def _setting(
+    default: Any,
+    parse: Callable[[str], Any],
+    allowed: str,
+    meaning: str,
+    *,
+    secret: bool = False,
+    keep_blanks: bool = False,
+) -> Any:
+    spec = _Spec(parse, allowed, meaning, secret=secret, keep_blanks=keep_blanks)
+    return field(default=default, repr=not secret, metadata={"spec": spec})
+
+
+# -- parsers: each takes the raw text and returns the value or raises _Invalid ---------------------
+
+_DIGITS = re.compile(r"-?[0-9]{1,30}")
+_DECIMAL = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?")
+_HOST_NAME = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?")
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
+_METRIC_PREFIX = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def _one_of(*options: str) -> Callable[[str], str]:
+    """Case-insensitive choice; the value is stored in the spelling given here."""
+    canonical = {option.lower(): option for option in options}
+
+    def parse(text: str) -> str:
+        try:
+            return canonical[text.lower()]
+        except KeyError:
+            raise _Invalid from None
+
+    return parse
+
+
+def _whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not _DIGITS.fullmatch(text):
+            raise _Invalid
+        number = int(text)
+        if number < low or (high is not None and number > high):
+            raise _Invalid
+        return number
+
+    return parse
+
+
+def _positive_seconds(text: str) -> float:
+    if not _DECIMAL.fullmatch(text):
+        raise _Invalid
+    seconds = float(text)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise _Invalid
+    return seconds
+
+
+def _boolean(text: str) -> bool:
+    word = text.lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise _Invalid
+
+
+def _host_name(text: str) -> bool:
+    return len(text) <= 253 and _HOST_NAME.fullmatch(text) is not None
+
+
+def _broker_address(item: str) -> str:
+    host, colon, port = item.rpartition(":")
+    if not colon or not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
+        raise _Invalid
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise _Invalid from None
+    elif not _host_name(host):
+        raise _Invalid
+    return item
+
+
+def _broker_list(text: str) -> tuple[str, ...]:
+    items = [item.strip() for item in text.split(",")]
+    addresses = tuple(_broker_address(item) for item in items if item)
+    if not addresses:
+        raise _Invalid
+    return addresses
+
+
+def _topic(text: str) -> str:
+    if not _TOPIC.fullmatch(text) or text in {".", ".."}:
+        raise _Invalid
+    return text
+
+
+def _client_id(text: str) -> str:
+    if not _CLIENT_ID.fullmatch(text):
+        raise _Invalid
+    return text
+
+
+def _credential(text: str) -> str:
+    # SASL PLAIN separates its fields with NUL; no control character belongs in a credential.
+    if _CONTROL.search(text):
+        raise _Invalid
+    return text
+
+
+def _existing_file(text: str) -> str:
+    if not os.path.isfile(text):
+        raise _Invalid
+    return text
+
+
+def _statsd_host(text: str) -> str:
+    if _host_name(text):
+        return text
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise _Invalid from None
+    return text
+
+
+def _metric_prefix(text: str) -> str:
+    if len(text) > 200 or not _METRIC_PREFIX.fullmatch(text):
+        raise _Invalid
+    return text
+
+
+_TOPIC_RULE = (
+    "a legal Kafka topic name: 1-249 characters of A-Z a-z 0-9 . _ - (not '.' or '..'; "
+    "'/' is not allowed)"
+)
+_AT_LEAST_ONE = "a whole number, at least 1"
+_BYTES = f"a whole number of bytes from 1 to {_INT32_MAX}"
+_SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the service can be told from outside; see :func:`describe_variables`."""
+
+    kafka_bootstrap_servers: tuple[str, ...] = _setting(
+        ("localhost:9092",), _broker_list,
+        "a comma-separated list of host:port (port 1-65535; IPv6 as [::1]:9092)",
+        "Kafka brokers to bootstrap from",
+    )
+    kafka_topic: str = _setting(
+        "tracking-data", _topic, _TOPIC_RULE,
+        "topic with the position records, sent to clients as 'message' frames",
+    )
+    kafka_alerts_topic: str | None = _setting(
+        None, _topic, _TOPIC_RULE + "; empty for none",
+        "optional topic whose records are sent to clients as 'alert' frames",
+    )
+    kafka_group_id: str = _setting(
+        "siscom-stream", _client_id, "1-200 characters of A-Z a-z 0-9 . _ -",
+        "prefix of the Kafka client id (no consumer group is joined: every replica reads every "
+        "partition)",
+    )
+    kafka_auto_offset_reset: str = _setting(
+        "latest", _one_of("latest", "earliest"), "one of latest, earliest",
+        "where to start reading, and where to resume when a position is past the log end",
+    )
+    kafka_security_protocol: str = _setting(
+        "PLAINTEXT", _one_of("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"),
+        "one of PLAINTEXT, SASL_PLAINTEXT, SASL_SSL, SSL",
+        "how to talk to the brokers",
+    )
+    kafka_sasl_mechanism: str = _setting(
+        "PLAIN", _one_of("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+        "one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
+        "SASL mechanism, used with the SASL_* protocols",
+    )
+    kafka_username: str | None = _setting(
+        None, _credential, "a user name without control characters; empty for none",
+        "SASL user name; needs KAFKA_PASSWORD and a SASL_* protocol",
+        keep_blanks=True,
+    )
+    kafka_password: str | None = _setting(
+        None, _credential, "a password without control characters; empty for none",
+        "SASL password (never logged)",
+        secret=True, keep_blanks=True,
+    )
+    kafka_ssl_cafile: str | None = _setting(
+        None, _existing_file, "the path of an existing file; empty for none",
+        "CA bundle (PEM) to verify the brokers with, instead of the system's",
+    )
+    kafka_ssl_certfile: str | None = _setting(
+        None, _existing_file, "the path of an existing file; empty for none",
+        "client certificate (PEM) for mutual TLS",
+    )
+    kafka_ssl_keyfile: str | None = _setting(
+        None, _existing_file, "the path of an existing file; empty for none",
+        "private key (PEM) of the client certificate",
+    )
+    kafka_fetch_max_wait_ms: int = _setting(
+        100, _whole_number(0, 60000), "a whole number of milliseconds from 0 to 60000",
+        "longest time the broker may hold a fetch waiting for data (bounds latency)",
+    )
+    kafka_fetch_min_bytes: int = _setting(
+        1, _whole_number(1, _INT32_MAX), _BYTES,
+        "data the broker waits for before answering a fetch",
+    )
+    kafka_fetch_max_bytes: int = _setting(
+        52428800, _whole_number(1, _INT32_MAX), _BYTES,
+        "most data returned by one fetch",
+    )
+    kafka_max_partition_fetch_bytes: int = _setting(
+        1048576, _whole_number(1, _INT32_MAX), _BYTES,
+        "most data returned per partition by one fetch",
+    )
+    kafka_max_poll_records: int = _setting(
+        2000, _whole_number(1), _AT_LEAST_ONE,
+        "most records handed down the pipeline in one batch",
+    )
+    kafka_reconnect_backoff_max_seconds: float = _setting(
+        5.0, _positive_seconds, "a number of seconds greater than 0",
+        "cap of the exponential backoff between attempts to reach the brokers",
+    )
+    stream_keepalive_seconds: float = _setting(
+        60.0, _positive_seconds, "a number of seconds greater than 0",
+        "interval of the keep-alive 'ping' frames",
+    )
+    stream_max_device_ids: int = _setting(
+        1000, _whole_number(1), _AT_LEAST_ONE,
+        "most device ids one client may subscribe to",
+    )
+    stream_snapshot: bool = _setting(
+        True, _boolean, "true or false (also 1/0, yes/no, on/off)",
+        "send a new client the last known position of each of its devices",
+    )
+    stream_max_record_bytes: int = _setting(
+        1048576, _whole_number(1), _AT_LEAST_ONE,
+        "largest record value accepted, in bytes; larger ones are skipped as malformed",
+    )
+    stream_max_pending_frames: int = _setting(
+        1000, _whole_number(1), _AT_LEAST_ONE,
+        "frames that cannot be conflated (alerts) a client may have waiting before it is "
+        "closed with 1013",
+    )
+    stream_send_timeout_seconds: float = _setting(
+        30.0, _positive_seconds, "a number of seconds greater than 0",
+        "longest a write to one client may stall before that client is closed with 1013",
+    )
+    log_level: str = _setting(
+        "INFO", _one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        "one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
+        "least severe log level written",
+    )
+    log_format: str = _setting(
+        "text", _one_of("text", "json"), "one of text, json",
+        "log lines as plain text or as one JSON object each",
+    )
+    statsd_host: str | None = _setting(
+        None, _statsd_host, "a host name or IP address; empty for none",
+        "StatsD server; metrics are off when unset",
+    )
+    statsd_port: int = _setting(
+        8125, _whole_number(1, 65535), "a whole number from 1 to 65535",
+        "StatsD UDP port",
+    )
+    statsd_prefix: str = _setting(
+        "siscom", _metric_prefix, "letters, digits, '_' and '-', in parts joined by single dots",
+        "prefix of every metric name",
+    )
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        env_file: str | os.PathLike[str] | None = ".env",
+    ) -> Settings:
+        """Read and check every setting; raise :class:`ConfigError` on the first bad value.
+
+        ``environ`` defaults to ``os.environ``. Values from ``env_file``, when that file exists,
+        are overridden by ``environ``, so a deployment can always correct a stale ``.env``.
+        """
+        source: dict[str, str] = {}
+        if env_file is not None and os.path.isfile(env_file):
+            source.update((k, v) for k, v in dotenv_values(env_file).items() if v is not None)
+        source.update(os.environ if environ is None else environ)
+
+        values: dict[str, Any] = {}
+        for setting in dataclasses.fields(cls):
+            spec: _Spec = setting.metadata["spec"]
+            variable = setting.name.upper()
+            raw = source.get(variable)
+            if raw is None or not raw.strip():
+                continue
+            try:
+                values[setting.name] = spec.parse(raw if spec.keep_blanks else raw.strip())
+            except _Invalid:
+                raise ConfigError(variable, raw, spec.allowed, secret=spec.secret) from None
+        settings = cls(**values)
+        _check_combinations(settings)
+        return settings
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (not validated)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """Every topic the consumer reads: the position topic, then the alerts topic if set."""
+        if self.kafka_alerts_topic is None:
+            return (self.kafka_topic,)
+        return (self.kafka_topic, self.kafka_alerts_topic)
+
+
+def _check_combinations(settings: Settings) -> None:
+    """Rules that involve more than one variable; each error names the variable to fix."""
+    protocol = settings.kafka_security_protocol
+    if settings.kafka_username is not None:
+        if settings.kafka_password is None:
+            raise ConfigError("KAFKA_PASSWORD", "", "required when KAFKA_USERNAME is set")
+        if protocol not in _SASL_PROTOCOLS:
+            raise ConfigError(
+                "KAFKA_SECURITY_PROTOCOL", protocol,
+                "SASL_PLAINTEXT or SASL_SSL when KAFKA_USERNAME is set",
+            )
+    elif settings.kafka_password is not None:
+        raise ConfigError("KAFKA_USERNAME", "", "required when KAFKA_PASSWORD is set")
+    elif protocol in _SASL_PROTOCOLS:
+        raise ConfigError(
+            "KAFKA_USERNAME", "", f"required when KAFKA_SECURITY_PROTOCOL is {protocol}"
+        )
+    if settings.kafka_alerts_topic == settings.kafka_topic:
+        raise ConfigError(
+            "KAFKA_ALERTS_TOPIC", settings.kafka_alerts_topic,
+            "a topic other than KAFKA_TOPIC, or empty for none",
+        )
+
+
+def _default_text(value: Any) -> str:
+    """The default written the way the variable would be set; it parses back to the default."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def describe_variables() -> list[tuple[str, str, str]]:
+    """``(VARIABLE, default as text, meaning — allowed values)`` for every setting, in order."""
+    rows = []
+    for setting in dataclasses.fields(Settings):
+        spec: _Spec = setting.metadata["spec"]
+        described = f"{spec.meaning} — {spec.allowed}"
+        rows.append((setting.name.upper(), _default_text(setting.default), described))
+    return rows

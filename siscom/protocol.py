@@ -1,0 +1,190 @@
+"""The WebSocket wire contract of ``/api/v1/stream``: what clients may send, what they receive.
+
+Pure functions and constants, no I/O, so the contract can be read and tested in one place.
+Server frames are compact JSON text (browsers ``JSON.parse`` them), one object per frame::
+
+    {"event":"message","data":<Kafka value>}      a position record
+    {"event":"alert","data":<Kafka value>}        a record of the alerts topic
+    {"event":"ping","data":{"type":"keep-alive"}} keep-alive
+    {"event":"error","data":{"message":...}}      a refused request (then, usually, close 1008)
+    {"event":"ack","data":{"action":...,"device_ids":[...]|null}}  answer to a client command
+
+The Kafka value is spliced into message and alert frames byte for byte, never re-encoded: it was
+checked to be a JSON object when it was decoded (see :mod:`siscom.records`), so the frame is valid
+JSON and costs one string concatenation per record.
+
+Clients may send ``{"action":"subscribe"|"unsubscribe","device_ids":[...]}`` to change their
+device set without reconnecting; any other text is ignored.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+__all__ = [
+    "PING_FRAME",
+    "BadRequest",
+    "ClientCommand",
+    "CloseCode",
+    "DEVICE_ID_PATTERN",
+    "ack_frame",
+    "alert_frame",
+    "error_frame",
+    "message_frame",
+    "parse_client_frame",
+    "parse_device_id_list",
+    "parse_device_ids",
+]
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes the server uses (RFC 6455, section 7.4.1)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # server shutting down
+    POLICY_VIOLATION = 1008  # bad request, not allowed
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013  # client too slow or server overloaded
+
+
+class BadRequest(ValueError):
+    """A client asked for something the contract does not allow.
+
+    ``message`` is written for the client and goes into an error frame unchanged; ``detail``
+    holds extra machine-readable fields for that frame.
+    """
+
+    message: str
+    detail: dict[str, Any]
+
+    def __init__(self, message: str, **detail: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+    def frame(self) -> str:
+        """The error frame telling the client what was wrong."""
+        return error_frame(self.message, **self.detail)
+
+
+# -- device ids --------------------------------------------------------------------------------
+
+DEVICE_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_SHOWN_ID_CHARS = 64
+_ID_RULE = "1-64 characters of A-Z a-z 0-9 . _ : -"
+
+
+def _collect_ids(items: Iterable[str], max_ids: int) -> frozenset[str]:
+    """Trim, drop empties, dedupe and check ids; stop at the first bad one or once too many."""
+    ids: set[str] = set()
+    for item in items:
+        device_id = item.strip()
+        if not device_id:
+            continue
+        if DEVICE_ID_PATTERN.fullmatch(device_id) is None:
+            shown = device_id[:_SHOWN_ID_CHARS]
+            raise BadRequest(
+                f"invalid device id {shown!r}: expected {_ID_RULE}", device_id=shown
+            )
+        ids.add(device_id)
+        if len(ids) > max_ids:
+            raise BadRequest(
+                f"too many device ids: at most {max_ids} allowed", max_device_ids=max_ids
+            )
+    return frozenset(ids)
+
+
+def parse_device_ids(raw: str | None, *, max_ids: int) -> frozenset[str] | None:
+    """The ``device_ids`` query parameter as a set, or ``None`` for "every device".
+
+    ``None`` (no parameter) means every device. Items are split on commas, trimmed, empties
+    dropped and duplicates removed; when nothing is left (``device_ids=`` or ``,,``) that also
+    means every device, because a client that names no device has not restricted anything.
+    Raises :class:`BadRequest` for an id outside ``[A-Za-z0-9._:-]{1,64}`` or for more than
+    ``max_ids`` distinct ids.
+    """
+    if raw is None:
+        return None
+    ids = _collect_ids(raw.split(","), max_ids)
+    return ids or None
+
+
+def parse_device_id_list(items: object, *, max_ids: int) -> frozenset[str]:
+    """The ``device_ids`` of a client command: a JSON list of strings, same rules as the query.
+
+    Unlike the query, an empty result stays empty: subscribing to nothing adds nothing.
+    """
+    if not isinstance(items, list | tuple) or not all(isinstance(item, str) for item in items):
+        raise BadRequest("device_ids must be a list of strings")
+    return _collect_ids(items, max_ids)
+
+
+# -- server frames -------------------------------------------------------------------------------
+
+PING_FRAME = '{"event":"ping","data":{"type":"keep-alive"}}'
+
+
+def message_frame(value_text: str) -> str:
+    """A position record, its Kafka value spliced in unchanged."""
+    return '{"event":"message","data":' + value_text + "}"
+
+
+def alert_frame(value_text: str) -> str:
+    """An alerts-topic record, its Kafka value spliced in unchanged."""
+    return '{"event":"alert","data":' + value_text + "}"
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def error_frame(message: str, **detail: Any) -> str:
+    """``{"event":"error","data":{"message":...,**detail}}``."""
+    return _json({"event": "error", "data": {"message": message, **detail}})
+
+
+def ack_frame(action: str, device_ids: frozenset[str] | None) -> str:
+    """Confirms a client command; ``device_ids`` sorted, or ``null`` for every device."""
+    ids = None if device_ids is None else sorted(device_ids)
+    return _json({"event": "ack", "data": {"action": action, "device_ids": ids}})
+
+
+# -- client frames -------------------------------------------------------------------------------
+
+Action = Literal["subscribe", "unsubscribe"]
+_ACTIONS: frozenset[str] = frozenset({"subscribe", "unsubscribe"})
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCommand:
+    """A client's request to add devices to, or remove them from, its subscription."""
+
+    action: Action
+    device_ids: frozenset[str]
+
+
+def parse_client_frame(text: str | bytes, *, max_ids: int) -> ClientCommand | None:
+    """The command in a client frame, or ``None`` when the frame is not a command.
+
+    Anything that is not a JSON object with ``"action"`` set to ``"subscribe"`` or
+    ``"unsubscribe"`` is ignored (``None``), so clients may send their own heartbeats. A command
+    whose ``device_ids`` break the rules raises :class:`BadRequest`.
+    """
+    try:
+        frame = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(frame, dict):
+        return None
+    action = frame.get("action")
+    if not isinstance(action, str) or action not in _ACTIONS:
+        return None
+    ids = parse_device_id_list(frame.get("device_ids"), max_ids=max_ids)
+    return ClientCommand(action, ids)  # type: ignore[arg-type]  # checked against _ACTIONS

@@ -1,0 +1,83 @@
+"""Decoding a Kafka record value: check it once, find its device id, keep its text unchanged.
+
+A record is decoded exactly once, however many clients receive it. The text is kept as it arrived
+so that frames can splice it in byte for byte (see :mod:`siscom.protocol`); the parse only proves
+that the text is one JSON object and finds the device to route it by.
+
+Anything wrong with a value is reported as :class:`MalformedRecord` with a short, fixed
+``reason`` that is safe to count and log; nothing else is raised, so one bad record can never
+stop the pipeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+__all__ = ["MAX_DEVICE_ID_CHARS", "REASONS", "Decoded", "MalformedRecord", "decode_value"]
+
+MAX_DEVICE_ID_CHARS = 256
+
+REASONS = ("empty", "too large", "not UTF-8", "not JSON", "not a JSON object", "no device id")
+
+
+class MalformedRecord(ValueError):
+    """A record value that cannot be streamed; ``reason`` is one of :data:`REASONS`."""
+
+    reason: str
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A record value proven to be a JSON object, with the device it belongs to."""
+
+    device_id: str
+    text: str  # the value decoded as UTF-8, unchanged
+
+
+def decode_value(value: bytes | None, *, max_bytes: int) -> Decoded:
+    """Check a record value and find its device id.
+
+    The device id is the first usable one of ``data.DEVICE_ID``, ``data.device_id`` and a
+    top-level ``device_id``: a non-empty string of at most 256 characters, or an integer (written
+    in decimal). Raises :class:`MalformedRecord`, and nothing else, when the value is empty,
+    longer than ``max_bytes``, not UTF-8, not JSON, not a JSON object, or has no usable id.
+    """
+    if not value:
+        raise MalformedRecord("empty")
+    if len(value) > max_bytes:
+        raise MalformedRecord("too large")
+    try:
+        text = bytes(value).decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedRecord("not UTF-8") from None
+    try:
+        document = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        raise MalformedRecord("not JSON") from None
+    if not isinstance(document, dict):
+        raise MalformedRecord("not a JSON object")
+    device_id = _device_id(document)
+    if device_id is None:
+        raise MalformedRecord("no device id")
+    return Decoded(device_id, text)
+
+
+def _device_id(document: dict[str, Any]) -> str | None:
+    data = document.get("data")
+    candidates = []
+    if isinstance(data, dict):
+        candidates += [data.get("DEVICE_ID"), data.get("device_id")]
+    candidates.append(document.get("device_id"))
+    for candidate in candidates:
+        if isinstance(candidate, str) and 0 < len(candidate) <= MAX_DEVICE_ID_CHARS:
+            return candidate
+        if isinstance(candidate, int) and not isinstance(candidate, bool):
+            return str(candidate)
+    return None

@@ -1,0 +1,1 @@
+"""HTTP and WebSocket routes. Each module builds a blueprint bound to one gateway."""

@@ -1,0 +1,185 @@
+// Live fleet map for the demo page: plain WebSocket + JSON.parse, drawn as SVG.
+// No tiles and no third-party code, so it works offline; the view fits the vehicles seen.
+"use strict";
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+const WIDTH = 1000, HEIGHT = 700, MARGIN = 40, TRAIL = 20;
+const devices = new Map(); // id -> {lat, lon, speed, time, trail: [[lat, lon]], marker, path, row}
+let socket = null;
+let drawScheduled = false;
+
+const $ = (selector) => document.querySelector(selector);
+
+function streamUrl(deviceIds) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const query = deviceIds ? "?device_ids=" + encodeURIComponent(deviceIds) : "";
+  return `${scheme}//${location.host}/api/v1/stream${query}`;
+}
+
+function setStatus(text, state) {
+  const status = $("#status");
+  status.textContent = text;
+  status.className = "status " + (state || "");
+}
+
+function connect(deviceIds) {
+  if (socket) {
+    socket.onclose = null;
+    socket.close(1000);
+  }
+  for (const device of devices.values()) {
+    device.marker.remove();
+    device.path.remove();
+    device.row.remove();
+  }
+  devices.clear();
+  socket = new WebSocket(streamUrl(deviceIds));
+  setStatus("connecting…");
+  socket.onopen = () => setStatus("live", "open");
+  socket.onmessage = (event) => handleFrame(JSON.parse(event.data));
+  socket.onclose = (event) => {
+    setStatus(`closed (${event.code}${event.reason ? ": " + event.reason : ""}), retrying…`, "closed");
+    setTimeout(() => connect(deviceIds), 2000);
+  };
+}
+
+function handleFrame(frame) {
+  if (frame.event === "message") {
+    updateDevice(frame.data);
+  } else if (frame.event === "alert") {
+    const data = frame.data.data || frame.data;
+    const item = document.createElement("li");
+    item.textContent = `${data.GPS_DATETIME || new Date().toISOString()} ${data.DEVICE_ID || ""} ${data.ALERT || "alert"}`;
+    const list = $("#alerts");
+    list.prepend(item);
+    while (list.children.length > 20) list.lastChild.remove();
+  } else if (frame.event === "error") {
+    setStatus("error: " + frame.data.message, "closed");
+  }
+}
+
+function updateDevice(record) {
+  const data = record.data || record;
+  const id = String(data.DEVICE_ID ?? data.device_id ?? record.device_id);
+  const lat = parseFloat(data.LATITUD), lon = parseFloat(data.LONGITUD);
+  if (!Number.isFinite(lat) || !Number.isFinite(lon)) return;
+  let device = devices.get(id);
+  if (!device) {
+    device = createDevice(id);
+    devices.set(id, device);
+  }
+  Object.assign(device, { lat, lon, speed: parseFloat(data.SPEED) || 0, time: data.GPS_DATETIME || "" });
+  device.trail.push([lat, lon]);
+  if (device.trail.length > TRAIL) device.trail.shift();
+  device.row.cells[1].textContent = device.speed.toFixed(1) + " km/h";
+  device.row.cells[2].textContent = device.time;
+  scheduleDraw();
+}
+
+function createDevice(id) {
+  const marker = document.createElementNS(SVG_NS, "g");
+  marker.setAttribute("class", "marker");
+  marker.dataset.deviceId = id;
+  const circle = document.createElementNS(SVG_NS, "circle");
+  circle.setAttribute("r", 6);
+  const label = document.createElementNS(SVG_NS, "text");
+  label.setAttribute("x", 9);
+  label.setAttribute("y", 4);
+  label.textContent = id;
+  marker.append(circle, label);
+  $("#markers").append(marker);
+  const path = document.createElementNS(SVG_NS, "polyline");
+  path.setAttribute("class", "trail");
+  $("#trails").append(path);
+  const row = $("#devices tbody").insertRow();
+  row.insertCell().textContent = id;
+  row.insertCell();
+  row.insertCell();
+  return { trail: [], marker, path, row };
+}
+
+function scheduleDraw() {
+  if (!drawScheduled) {
+    drawScheduled = true;
+    requestAnimationFrame(draw);
+  }
+}
+
+// Equirectangular projection fitted to the vehicles seen, longitudes scaled by cos(latitude).
+function projection() {
+  let minLat = Infinity, maxLat = -Infinity, minLon = Infinity, maxLon = -Infinity;
+  for (const d of devices.values()) {
+    for (const [lat, lon] of d.trail) {
+      minLat = Math.min(minLat, lat); maxLat = Math.max(maxLat, lat);
+      minLon = Math.min(minLon, lon); maxLon = Math.max(maxLon, lon);
+    }
+  }
+  const k = Math.cos(((minLat + maxLat) / 2) * Math.PI / 180);
+  const spanX = Math.max((maxLon - minLon) * k, 0.005), spanY = Math.max(maxLat - minLat, 0.005);
+  const scale = Math.min((WIDTH - 2 * MARGIN) / spanX, (HEIGHT - 2 * MARGIN) / spanY);
+  const cx = (minLon + maxLon) / 2, cy = (minLat + maxLat) / 2;
+  return {
+    x: (lon) => WIDTH / 2 + (lon - cx) * k * scale,
+    y: (lat) => HEIGHT / 2 - (lat - cy) * scale,
+    bounds: { minLat, maxLat, minLon, maxLon },
+  };
+}
+
+function draw() {
+  drawScheduled = false;
+  if (devices.size === 0) return;
+  const p = projection();
+  for (const d of devices.values()) {
+    d.marker.setAttribute("transform", `translate(${p.x(d.lon).toFixed(1)},${p.y(d.lat).toFixed(1)})`);
+    d.marker.classList.toggle("stopped", d.speed < 1);
+    d.path.setAttribute("points", d.trail.map(([lat, lon]) => `${p.x(lon).toFixed(1)},${p.y(lat).toFixed(1)}`).join(" "));
+  }
+  drawGrid(p);
+}
+
+function drawGrid(p) {
+  const grid = $("#grid");
+  grid.replaceChildren();
+  const { minLat, maxLat, minLon, maxLon } = p.bounds;
+  const step = niceStep(Math.max(maxLat - minLat, maxLon - minLon) / 4);
+  for (let lat = Math.floor(minLat / step) * step; lat <= maxLat + step; lat += step) {
+    grid.append(line(0, p.y(lat), WIDTH, p.y(lat)), label(4, p.y(lat) - 3, lat.toFixed(3)));
+  }
+  for (let lon = Math.floor(minLon / step) * step; lon <= maxLon + step; lon += step) {
+    grid.append(line(p.x(lon), 0, p.x(lon), HEIGHT), label(p.x(lon) + 3, HEIGHT - 4, lon.toFixed(3)));
+  }
+}
+
+function niceStep(raw) {
+  const power = Math.pow(10, Math.floor(Math.log10(raw || 0.001)));
+  return [1, 2, 5, 10].map((m) => m * power).find((s) => s >= raw) || power * 10;
+}
+
+function line(x1, y1, x2, y2) {
+  const element = document.createElementNS(SVG_NS, "line");
+  Object.entries({ x1, y1, x2, y2 }).forEach(([k, v]) => element.setAttribute(k, v));
+  element.setAttribute("class", "gridline");
+  return element;
+}
+
+function label(x, y, text) {
+  const element = document.createElementNS(SVG_NS, "text");
+  element.setAttribute("x", x);
+  element.setAttribute("y", y);
+  element.setAttribute("class", "gridlabel");
+  element.textContent = text;
+  return element;
+}
+
+$("#filter").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const ids = $("#device-ids").value.trim();
+  const url = new URL(location.href);
+  if (ids) url.searchParams.set("device_ids", ids); else url.searchParams.delete("device_ids");
+  history.replaceState(null, "", url);
+  connect(ids);
+});
+
+const initial = new URLSearchParams(location.search).get("device_ids") || "";
+$("#device-ids").value = initial;
+connect(initial);

