@@ -27,6 +27,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
 __all__ = ["BrokerError", "TansuBroker", "create_topics", "free_port"]
 
 START_TIMEOUT = 10.0
@@ -297,15 +301,6 @@ async def create_topics(
     each get `partitions`.  A broker that is still starting up is retried
     until `timeout`; any other refusal is raised.
     """
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
-    from tenacity import (
-        AsyncRetrying,
-        retry_if_exception_type,
-        stop_after_delay,
-        wait_exponential,
-    )
-
     if isinstance(topics, Mapping):
         wanted = dict(topics)
     else:

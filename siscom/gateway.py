@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Sequence
 
 from aiokafka import ConsumerRecord
@@ -61,8 +62,9 @@ class Gateway:
         self._root = Supervisor(
             "root",
             [
-                ChildSpec("pipeline", self._new_pipeline),
-                ChildSpec("sessions", self._new_session_supervisor),
+                # Supervisors get all the time they need to stop their own children (as in OTP).
+                ChildSpec("pipeline", self._new_pipeline, shutdown=math.inf),
+                ChildSpec("sessions", self._new_session_supervisor, shutdown=math.inf),
             ],
             strategy=Strategy.ONE_FOR_ONE,
             intensity=3,

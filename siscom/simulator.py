@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 __all__ = [
     "QUERETARO",
@@ -56,7 +59,7 @@ _TURN_RADIUS_M = 8.0  # tightest circle a car drives: no turning on the spot
 _ACCEL_KMH_S = 9.0  # about 2.5 m/s²
 _BRAKE_KMH_S = 15.0  # about 4.2 m/s²
 _ARRIVAL_M = 25.0
-_PARK_CHANCE = 0.15
+_PARK_CHANCE = 0.3
 _MAX_TICK_S = 1.0
 _MAX_TICKS = 120  # a vehicle silent for longer skips ahead with coarser ticks
 _METRES_PER_DEG_LAT = 111_320.0
@@ -73,8 +76,7 @@ def device_ids(devices: int, seed: int = 0) -> list[str]:
 
 
 def _move(lat: float, lon: float, heading_deg: float, metres: float) -> tuple[float, float]:
-    # Flat-earth approximation: good to centimetres over the few kilometres
-    # of a city.
+    # Flat-earth approximation: plenty for the few kilometres of a city.
     theta = math.radians(heading_deg)
     north = metres * math.cos(theta)
     east = metres * math.sin(theta)
@@ -109,7 +111,7 @@ class _Vehicle:
         self.target = self._next_target()
         _, bearing = _distance_and_bearing(self.lat, self.lon, *self.target)
         self.heading = (bearing + rng.uniform(-30.0, 30.0)) % 360.0
-        self.cruise_kmh = rng.uniform(35.0, 70.0)
+        self.cruise_kmh = rng.uniform(30.0, 60.0)
         self.parked_for = rng.uniform(5.0, 90.0) if rng.random() < _PARK_CHANCE else 0.0
         self.speed_kmh = 0.0 if self.parked_for else self.cruise_kmh * 0.5
         self.satellites = rng.randint(7, 12)
@@ -164,7 +166,7 @@ class _Vehicle:
 
         # Drivers wander around their cruising speed, slow down for bends
         # and when arriving.
-        self.cruise_kmh = _clamp(self.cruise_kmh + rng.gauss(0.0, 2.0) * math.sqrt(dt), 25.0, 95.0)
+        self.cruise_kmh = _clamp(self.cruise_kmh + rng.gauss(0.0, 1.5) * math.sqrt(dt), 20.0, 90.0)
         bend = math.cos(math.radians(min(abs(error), 90.0)))
         wanted = min(self.cruise_kmh * max(0.25, bend), max(10.0, distance * 0.5))
         change = _clamp(wanted - self.speed_kmh, -_BRAKE_KMH_S * dt, _ACCEL_KMH_S * dt)
@@ -176,7 +178,7 @@ class _Vehicle:
         if distance <= max(_ARRIVAL_M, metres):
             self.target = self._next_target()
             if rng.random() < _PARK_CHANCE:
-                self.parked_for = rng.uniform(20.0, 180.0)
+                self.parked_for = rng.uniform(30.0, 240.0)
                 self.speed_kmh = 0.0
 
     def _common(self, now: float) -> dict[str, str]:
@@ -336,10 +338,6 @@ async def run_simulator(
     A broker that is down or goes away is retried with capped, jittered
     exponential backoff; the rate never exceeds `rate`, even after an outage.
     """
-    from aiokafka import AIOKafkaProducer
-    from aiokafka.errors import KafkaError
-    from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
-
     if rate <= 0:
         raise ValueError("rate must be positive")
     if alert_every < 0:

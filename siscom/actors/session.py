@@ -117,7 +117,11 @@ class Session(Actor):
             self._outbox.clear()
             self._metrics.incr("connections_closed")
             self.finished.set()
-            logger.info("Stream closed for %s (%s)", self._transport.peer, self._close_code or "client left")
+            logger.info(
+                "Stream closed for %s (%s)",
+                self._transport.peer,
+                "client left" if self._transport.gone else self._close_code,
+            )
 
     def client_left(self) -> None:
         """The client disconnected: stop without sending anything more."""
