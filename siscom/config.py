@@ -28,6 +28,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
 from dotenv import dotenv_values
@@ -90,6 +91,8 @@ def _setting(
 
 
 # -- parsers: each takes the raw text and returns the value or raises _Invalid ---------------------
+
+IPNetwork = IPv4Network | IPv6Network
 
 _DIGITS = re.compile(r"-?[0-9]{1,30}")
 _DECIMAL = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?")
@@ -204,6 +207,13 @@ def _statsd_host(text: str) -> str:
     except ValueError:
         raise _Invalid from None
     return text
+
+
+def _networks(text: str) -> tuple[IPNetwork, ...]:
+    try:
+        return tuple(ipaddress.ip_network(item.strip(), strict=False) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise _Invalid from None
 
 
 def _metric_prefix(text: str) -> str:
@@ -323,6 +333,10 @@ class Settings:
         1000, _whole_number(1), _AT_LEAST_ONE,
         "frames that cannot be conflated (alerts) a client may have waiting before it is "
         "closed with 1013",
+    )
+    stream_trusted_proxies: tuple[IPNetwork, ...] = _setting(
+        (), _networks, "comma-separated IP addresses or networks (CIDR), e.g. 127.0.0.1,10.0.0.0/8",
+        "proxies whose X-Forwarded-For header is believed when finding a client's address",
     )
     stream_send_timeout_seconds: float = _setting(
         30.0, _positive_seconds, "a number of seconds greater than 0",

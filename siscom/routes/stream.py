@@ -7,6 +7,7 @@ import logging
 from quart import Blueprint, websocket
 
 from siscom.gateway import Gateway
+from siscom.peers import client_address
 from siscom.protocol import BadRequest, CloseCode, error_frame, parse_device_ids
 from siscom.transport import QuartTransport
 
@@ -16,10 +17,11 @@ logger = logging.getLogger(__name__)
 def stream_blueprint(gateway: Gateway) -> Blueprint:
     blueprint = Blueprint("stream", __name__)
     max_ids = gateway.settings.stream_max_device_ids
+    trusted_proxies = gateway.settings.stream_trusted_proxies
 
     @blueprint.websocket("/api/v1/stream")
     async def stream() -> None:
-        peer = websocket.remote_addr or "unknown"
+        peer = client_address(websocket.remote_addr, websocket.headers.get("X-Forwarded-For"), trusted_proxies)
         values = websocket.args.getlist("device_ids")
         try:
             device_ids = parse_device_ids(",".join(values) if values else None, max_ids=max_ids)
