@@ -15,6 +15,8 @@ from siscom.config import Settings
 from siscom.gateway import Gateway
 from siscom.routes.status import status_blueprint
 from siscom.routes.stream import stream_blueprint
+from siscom.security.headers import add_security_headers
+from siscom.transport import StreamWebsocket, StreamWebsocketConnection
 
 STATIC = Path(__file__).parent / "static"
 
@@ -23,6 +25,9 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     settings = settings or Settings.from_env()
     gateway = gateway or Gateway(settings)
     app = Quart(__name__, static_folder=None)
+    # Streams write many frames per client: the cheapest send path Quart offers (see transport).
+    app.websocket_class = StreamWebsocket
+    app.asgi_websocket_class = StreamWebsocketConnection
     app.extensions["siscom.gateway"] = gateway
     app.register_blueprint(status_blueprint(gateway))
     app.register_blueprint(stream_blueprint(gateway))
@@ -34,6 +39,11 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     @app.get("/static/<path:name>")
     async def static_file(name: str):
         return await send_from_directory(STATIC, name)
+
+    @app.after_request
+    async def security_headers(response):
+        add_security_headers(response.headers)
+        return response
 
     @app.before_serving
     async def start_gateway() -> None:

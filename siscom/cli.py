@@ -44,7 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="serve the gateway with Hypercorn")
-    serve.add_argument("--bind", default="127.0.0.1:8000", help="HOST:PORT to listen on (default %(default)s)")
+    serve.add_argument(
+        "--bind", default="127.0.0.1:8000", help="HOST:PORT to listen on, or fd://FD (default %(default)s)"
+    )
+    serve.add_argument(
+        "--workers", type=_positive_int, default=1,
+        help="processes serving the port; each reads every partition (default %(default)s)",
+    )
     serve.set_defaults(command=run_serve)
 
     simulate = commands.add_parser("simulate", help="produce simulated vehicles to KAFKA_TOPIC")
@@ -70,6 +76,8 @@ def hypercorn_config(bind: str):
     config.graceful_timeout = 5.0
     # Clients send only small subscription requests; anything larger is refused with 1009.
     config.websocket_max_message_size = 64 * 1024
+    # Tell clients nothing about the server software.
+    config.include_server_header = False
     return config
 
 
@@ -105,13 +113,36 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(signum, stop.set)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def run_serve(settings: Settings, args: argparse.Namespace) -> int:
+    if args.workers > 1:
+        from siscom.workers import run_workers
+
+        return run_workers(args.bind, args.workers)
+
     async def main() -> int:
         stop = asyncio.Event()
         _stop_on_signals(stop)
         return await serve_app(settings, args.bind, stop)
 
-    return asyncio.run(main())
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        return runner.run(main())
+
+
+def event_loop_factory():
+    """uvloop's event loop where installed (it is a dependency): its transports write and
+    schedule in C, which the per-client send path spends most of its time on."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def run_simulate(settings: Settings, args: argparse.Namespace) -> int:

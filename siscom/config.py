@@ -13,7 +13,8 @@ Rules shared by every variable:
   optional settings the default is "none" (``STATSD_HOST=`` leaves metrics off).
 - Surrounding blanks are ignored, except in ``KAFKA_USERNAME`` and ``KAFKA_PASSWORD``.
 - Unknown variables are ignored.
-- Secrets are never echoed back: an error about ``KAFKA_PASSWORD`` shows ``'***'``.
+- Secrets are never echoed back: an error about ``KAFKA_PASSWORD`` or ``STREAM_JWT_SECRET``
+  shows ``'***'``.
 
 :meth:`Settings.from_env` is the validating entry point; building :class:`Settings` directly or
 through :meth:`Settings.replace` (as tests do) trusts the caller.
@@ -26,12 +27,16 @@ import ipaddress
 import math
 import os
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
 from dotenv import dotenv_values
+
+from siscom.security.keys import MIN_SECRET_CHARS, load_public_key, read_public_key_text
+from siscom.security.origins import ANY_ORIGIN, normalize_origin
 
 __all__ = ["ConfigError", "Settings", "describe_variables"]
 
@@ -216,6 +221,37 @@ def _networks(text: str) -> tuple[IPNetwork, ...]:
         raise _Invalid from None
 
 
+def _jwt_secret(text: str) -> str:
+    if len(text) < MIN_SECRET_CHARS or _CONTROL.search(text):
+        raise _Invalid
+    return text
+
+
+def _jwt_public_key(text: str) -> str:
+    try:
+        pem = read_public_key_text(text)
+        load_public_key(pem)
+    except (ValueError, OSError):
+        raise _Invalid from None
+    return pem
+
+
+def _claim_value(text: str) -> str:
+    if len(text) > 200 or _CONTROL.search(text):
+        raise _Invalid
+    return text
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise _Invalid
+    try:
+        return tuple(item if item == ANY_ORIGIN else normalize_origin(item) for item in items)
+    except ValueError:
+        raise _Invalid from None
+
+
 def _metric_prefix(text: str) -> str:
     if len(text) > 200 or not _METRIC_PREFIX.fullmatch(text):
         raise _Invalid
@@ -342,6 +378,41 @@ class Settings:
         30.0, _positive_seconds, "a number of seconds greater than 0",
         "longest a write to one client may stall before that client is closed with 1013",
     )
+    stream_jwt_secret: str | None = _setting(
+        None, _jwt_secret, "at least 32 characters; empty for none",
+        "shared secret that verifies client tokens (HS256); when set, every stream and the stats "
+        "need a token (never logged)",
+        secret=True,
+    )
+    stream_jwt_public_key: str | None = _setting(
+        None, _jwt_public_key,
+        "a PEM public key (RSA of 2048 bits or more: RS256; EC P-256: ES256), as PEM text (newlines "
+        "may be written \\n) or the path of a PEM file; empty for none",
+        "public key that verifies client tokens; when set, every stream and the stats need a "
+        "token (instead of STREAM_JWT_SECRET)",
+    )
+    stream_jwt_audience: str | None = _setting(
+        None, _claim_value, "1-200 characters; empty for none",
+        "when set, tokens must carry this 'aud' claim",
+    )
+    stream_jwt_issuer: str | None = _setting(
+        None, _claim_value, "1-200 characters; empty for none",
+        "when set, tokens must carry this 'iss' claim",
+    )
+    stream_allowed_origins: tuple[str, ...] = _setting(
+        ("*",), _origins,
+        "'*' for any, or a comma-separated list of origins such as https://fleet.example.com",
+        "web pages (the browser's Origin header) that may open a stream; others get 403",
+    )
+    stream_max_connections: int = _setting(
+        10000, _whole_number(0), "a whole number; 0 for no limit",
+        "most streams one process holds open; past it new clients are closed with 1013",
+    )
+    stream_max_connections_per_ip: int = _setting(
+        0, _whole_number(0), "a whole number; 0 for no limit",
+        "most streams one process holds open per client address (see STREAM_TRUSTED_PROXIES); "
+        "past it new clients from that address are closed with 1013",
+    )
     log_level: str = _setting(
         "INFO", _one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
         "one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
@@ -429,6 +500,55 @@ def _check_combinations(settings: Settings) -> None:
             "KAFKA_ALERTS_TOPIC", settings.kafka_alerts_topic,
             "a topic other than KAFKA_TOPIC, or empty for none",
         )
+    _check_kafka_tls(settings)
+    _check_stream_tokens(settings)
+
+
+def _check_kafka_tls(settings: Settings) -> None:
+    """With a TLS protocol, the TLS files must load: the consumer would crash on them later.
+
+    (Files given with a plaintext protocol are not used; the gateway warns about them at start.)
+    """
+    if not settings.kafka_security_protocol.endswith("SSL"):
+        return
+    if settings.kafka_ssl_keyfile is not None and settings.kafka_ssl_certfile is None:
+        raise ConfigError("KAFKA_SSL_CERTFILE", "", "required when KAFKA_SSL_KEYFILE is set")
+    context = ssl.create_default_context()
+    if settings.kafka_ssl_cafile is not None:
+        try:
+            context.load_verify_locations(cafile=settings.kafka_ssl_cafile)
+        except (ssl.SSLError, ValueError):
+            raise ConfigError(
+                "KAFKA_SSL_CAFILE", settings.kafka_ssl_cafile, "a file of PEM certificates"
+            ) from None
+    if settings.kafka_ssl_certfile is not None:
+        try:
+            context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
+        except (ssl.SSLError, ValueError):
+            raise ConfigError(
+                "KAFKA_SSL_CERTFILE", settings.kafka_ssl_certfile,
+                "a PEM certificate whose private key is in KAFKA_SSL_KEYFILE (or in the same "
+                "file), not encrypted",
+            ) from None
+
+
+def _check_stream_tokens(settings: Settings) -> None:
+    """One way to verify tokens; claims to check without a key are a mistake, not a policy."""
+    if settings.stream_jwt_secret is not None and settings.stream_jwt_public_key is not None:
+        raise ConfigError(
+            "STREAM_JWT_PUBLIC_KEY", "(set)", "empty when STREAM_JWT_SECRET is set: choose one"
+        )
+    if settings.stream_jwt_secret is None and settings.stream_jwt_public_key is None:
+        for variable, value in (
+            ("STREAM_JWT_AUDIENCE", settings.stream_jwt_audience),
+            ("STREAM_JWT_ISSUER", settings.stream_jwt_issuer),
+        ):
+            if value is not None:
+                raise ConfigError(
+                    variable, value,
+                    "empty unless STREAM_JWT_SECRET or STREAM_JWT_PUBLIC_KEY is set (tokens "
+                    "would not be checked at all)",
+                )
 
 
 def _default_text(value: Any) -> str:

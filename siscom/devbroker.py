@@ -22,7 +22,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -102,9 +102,17 @@ class TansuBroker:
         port: int | None = None,
         binary: str | os.PathLike[str] | None = None,
         log_path: str | os.PathLike[str] | None = None,
+        *,
+        advertised_port: int | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.host = host
         self.port = port
+        #: The port clients are told to use in metadata, when something (a TLS terminator, a
+        #: proxy) stands in front of the broker; by default the broker's own.
+        self.advertised_port = advertised_port
+        #: More ``tansu broker`` options, e.g. ``["--authentication"]``.
+        self.extra_args = list(extra_args)
         self.binary = os.fspath(binary) if binary is not None else None
         self.log_path = Path(log_path) if log_path is not None else None
         self._process: subprocess.Popen[bytes] | None = None
@@ -145,12 +153,14 @@ class TansuBroker:
             self.port = free_port(self.host)
         binary = self.binary or _resolve_binary()
         url = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.host}:{self.advertised_port or self.port}"
         command = [
             binary,
             "broker",
             "--listener-url", url,
-            "--advertised-listener-url", url,
+            "--advertised-listener-url", advertised,
             "--storage-engine", "memory://tansu/",
+            *self.extra_args,
         ]
         deadline = time.monotonic() + timeout
         statuses: list[int] = []

@@ -23,6 +23,7 @@ from aiokafka import ConsumerRecord
 from supervisors import ChildSpec, Mailbox, Restart, Strategy, Supervisor
 
 from siscom.actors.consumer import Consumer, KafkaStatus
+from siscom.actors.positions import ReadPositions
 from siscom.actors.decoder import Decoder
 from siscom.actors.router import Router
 from siscom.actors.session import Session, SessionLimits
@@ -30,6 +31,7 @@ from siscom.config import Settings
 from siscom.frames import Frame
 from siscom.metrics import Metrics
 from siscom.protocol import CloseCode
+from siscom.security.guard import SECURITY_COUNTERS, Guard
 from siscom.subscriptions import SubscriptionTable
 from siscom.transport import Transport
 
@@ -48,6 +50,12 @@ class Gateway:
             settings.statsd_host, settings.statsd_port, settings.statsd_prefix
         )
         self.kafka = KafkaStatus()
+        #: How far reading got per partition: a restarted consumer resumes there.
+        self.read_positions = ReadPositions()
+        #: Origin, connection-limit and token checks for the routes.
+        self.guard = Guard(settings)
+        for name in SECURITY_COUNTERS:  # shown in the stats from the start, not from the first refusal
+            self.metrics.counters.setdefault(name, 0)
         self.subscriptions = SubscriptionTable()
         self.limits = SessionLimits(
             keepalive_seconds=settings.stream_keepalive_seconds,
@@ -59,6 +67,9 @@ class Gateway:
         self._records: Mailbox[Sequence[ConsumerRecord]] = Mailbox(PIPELINE_MAILBOX_SIZE)
         self._frames: Mailbox[list[Frame]] = Mailbox(PIPELINE_MAILBOX_SIZE)
         self._sessions: Supervisor | None = None
+        self._pipeline: Supervisor | None = None
+        #: Sessions started and not yet finished: the ``connections`` gauge.
+        self._streaming = 0
         self._root = Supervisor(
             "root",
             [
@@ -78,10 +89,13 @@ class Gateway:
 
     def _new_pipeline(self) -> Supervisor:
         settings, metrics = self.settings, self.metrics
-        return Supervisor(
+        self._pipeline = Supervisor(
             "pipeline",
             [
-                ChildSpec("consumer", lambda: Consumer(settings, self._records, self.kafka, metrics)),
+                ChildSpec(
+                    "consumer",
+                    lambda: Consumer(settings, self._records, self.kafka, metrics, self.read_positions),
+                ),
                 ChildSpec(
                     "decoder",
                     lambda: Decoder(
@@ -98,6 +112,7 @@ class Gateway:
             intensity=5,
             period=10.0,
         )
+        return self._pipeline
 
     def _new_session_supervisor(self) -> Supervisor:
         self._sessions = Supervisor("sessions", strategy=Strategy.ONE_FOR_ONE, intensity=1000, period=1.0)
@@ -106,6 +121,7 @@ class Gateway:
     # Lifecycle
 
     async def start(self) -> None:
+        self.guard.log_posture(logger)
         await self._root.start()
         self._watcher = asyncio.create_task(self._watch(), name="gateway.watch")
 
@@ -126,24 +142,60 @@ class Gateway:
 
     @property
     def ready(self) -> bool:
-        return self.kafka.ready and self._root.running and not self.failed.is_set()
+        return self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        """Why records cannot reach clients now (for ``/ready``), or None when they can."""
+        if self.failed.is_set():
+            return "supervision tree failed"
+        if not self._root.running:
+            return "not running"
+        pipeline = self._pipeline
+        if pipeline is None or not pipeline.running or not all(c.running for c in pipeline.which_children()):
+            return "pipeline restarting"
+        if not self.kafka.ready:
+            return self.kafka.reason()
+        return None
+
+    @property
+    def root(self) -> Supervisor:
+        """The root supervisor, for inspection: its children, their restarts."""
+        return self._root
 
     # Sessions
 
-    async def open_session(self, transport: Transport, device_ids: frozenset[str] | None) -> Session:
+    async def open_session(
+        self,
+        transport: Transport,
+        device_ids: frozenset[str] | None,
+        *,
+        allowed_devices: frozenset[str] | None = None,
+        expires_at: float | None = None,
+    ) -> Session:
+        """Start a session; ``allowed_devices`` and ``expires_at`` come from the client's token."""
         if self._sessions is None or not self._sessions.running:
             raise RuntimeError("the session supervisor is not running")
-        session = Session(transport, device_ids, table=self.subscriptions, limits=self.limits, metrics=self.metrics)
+        session = Session(
+            transport, device_ids, table=self.subscriptions, limits=self.limits, metrics=self.metrics,
+            allowed_devices=allowed_devices, expires_at=expires_at,
+        )
         await self._sessions.start_child(ChildSpec(session.name, lambda: session, restart=Restart.TEMPORARY))
-        self.metrics.gauge("connections", self.connections)
+        self._streaming += 1
+        self.metrics.gauge("connections", self._streaming)
+        # Whichever way the session ends (the client left, the server closed it, shutdown), the
+        # gauge follows.
+        asyncio.ensure_future(session.finished.wait()).add_done_callback(self._session_finished)
         return session
+
+    def _session_finished(self, _: asyncio.Future[object]) -> None:
+        self._streaming -= 1
+        self.metrics.gauge("connections", self._streaming)
 
     async def end_session(self, session: Session) -> None:
         """The client left: stop its session (a no-op if it already ended)."""
         session.client_left()
         if self._sessions is not None and not session.finished.is_set():
             await self._sessions.terminate_child(session.name)
-        self.metrics.gauge("connections", self.connections)
 
     async def close_sessions(self, code: CloseCode, reason: str, timeout: float = 5.0) -> None:
         """Ask every session to close with ``code``; wait up to ``timeout`` for them to finish."""
@@ -157,7 +209,7 @@ class Gateway:
 
     @property
     def connections(self) -> int:
-        return self._sessions.count_children() if self._sessions is not None else 0
+        return self._streaming
 
     def stats(self) -> dict[str, object]:
         kafka = self.kafka

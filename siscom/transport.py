@@ -7,8 +7,9 @@ send path be tuned without touching session logic.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
+from quart.asgi import ASGIWebsocketConnection
 from quart.wrappers import Websocket
 
 
@@ -52,3 +53,40 @@ class QuartTransport:
             return
         self._closed = True
         await self._websocket.close(code, reason)
+
+
+class StreamWebsocket(Websocket):
+    """Quart's websocket object, with a ``send`` fit for streaming many frames.
+
+    Quart's own ``send`` yields to the event loop before every frame (so that a tight loop of
+    sends cannot starve the loop) and runs the idempotent accept again each time. A session
+    writes its frames in batches and yields once per batch, so per frame both are pure cost.
+    This ``send`` hands the frame straight to the ASGI ``websocket.send`` message. It is the
+    application's :attr:`quart.Quart.websocket_class`.
+    """
+
+    _stream_accepted = False
+
+    async def accept(self, headers: Any = None, subprotocol: str | None = None) -> None:
+        await super().accept(headers, subprotocol)
+        self._stream_accepted = True
+
+    async def send(self, data: str | bytes) -> None:
+        if not self._stream_accepted:
+            await self.accept()
+        # The ASGI send the connection gave this websocket (a subclass may use it).
+        await self._send(data)
+
+
+class StreamWebsocketConnection(ASGIWebsocketConnection):
+    """Quart's ASGI websocket handling, without the ``websocket_sent`` signal after each frame.
+
+    Nothing in this service listens to that signal, and firing it costs a coroutine per frame
+    per client. It is the application's :attr:`quart.Quart.asgi_websocket_class`.
+    """
+
+    async def send_data(self, send: Any, data: str | bytes) -> None:
+        if isinstance(data, str):
+            await send({"type": "websocket.send", "bytes": None, "text": data})
+        else:
+            await send({"type": "websocket.send", "bytes": data, "text": None})

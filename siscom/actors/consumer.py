@@ -1,16 +1,17 @@
 """The consumer actor: reads the topics from Kafka and hands record batches to the decoder.
 
 It joins no consumer group. Every replica and every worker process must see every partition
-(this is a fan-out, not a work queue), so the consumer subscribes with ``group_id=None``: aiokafka
-then assigns it all partitions of the subscribed topics and reassigns when metadata shows new
-ones (``NoGroupCoordinator`` in aiokafka's consumer). Nothing is committed and no group is left
-behind on the broker when a replica goes away. Where to start is ``KAFKA_AUTO_OFFSET_RESET``.
+(this is a fan-out, not a work queue), so the consumer uses ``group_id=None`` and assigns itself
+every partition of its topics, as the metadata shows them. Nothing is committed and no group is
+left behind on the broker when a replica goes away.
 
 The broker may be absent, hung, or restarted empty. The consumer keeps serving through all
 three: connecting retries with capped exponential backoff and jitter (tenacity); a probe asks for
-metadata every second, so ``/ready`` tells the truth about the broker; and a partition whose
-position lies beyond the log end the broker reports (its log was reset) is repositioned per the
-reset policy instead of waiting for offsets that will not come again for a long time.
+metadata every second, so ``/ready`` tells the truth about the broker, and a broker that stops
+answering is let go and connected to afresh. Where each partition is read from, on the first
+connection and after each later one, is the business of :mod:`siscom.actors.positions`: in short,
+``KAFKA_AUTO_OFFSET_RESET`` at the very start, right after the last record handed on ever after,
+and from the beginning of any log that turns out to be newer than that record.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from dataclasses import dataclass, field
 
 import tenacity
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.cluster import ClusterMetadata
+from aiokafka.errors import IllegalStateError, KafkaError, RecordTooLargeError
 from aiokafka.helpers import create_ssl_context
 
 from supervisors import Actor, Mailbox
 
+from siscom.actors.positions import ReadPositions, Resumer
 from siscom.config import Settings
 from siscom.metrics import Metrics
 
@@ -35,8 +38,12 @@ logger = logging.getLogger(__name__)
 
 #: How often the consumer checks that the broker answers and that positions are sane.
 PROBE_INTERVAL = 1.0
-#: How long a metadata request may take before the broker counts as unreachable.
+#: How long the probe's requests may take before the broker counts as lost.
 PROBE_TIMEOUT = 2.0
+#: How long one attempt to connect may take (a hung broker accepts connections, then says nothing).
+CONNECT_TIMEOUT = 5.0
+#: Longest wait for records in one fetch call, so that new partitions are placed promptly.
+FETCH_WAIT = 0.25
 
 
 @dataclass
@@ -100,40 +107,98 @@ def consumer_options(settings: Settings) -> dict[str, object]:
     return options
 
 
-class Consumer(Actor):
-    """Fetches record batches and puts them in the decoder's inbox (waiting when it is full)."""
+class BrokerLost(Exception):
+    """The broker stopped answering: this connection is over. Expected, so not a crash."""
 
-    def __init__(self, settings: Settings, out: Mailbox, status: KafkaStatus, metrics: Metrics) -> None:
+
+async def fetch_metadata(consumer: AIOKafkaConsumer) -> ClusterMetadata:
+    """Fresh metadata of the whole cluster, asked of the broker now.
+
+    This is the request ``consumer.topics()`` makes, keeping the partitions it returns; the
+    consumer's own copy is refreshed only every ``metadata_max_age_ms``, and only for assigned
+    topics. (A private attribute of aiokafka, whose version the project pins.)
+    """
+    return await consumer._client.fetch_all_metadata()
+
+
+def describe(error: BaseException) -> str:
+    """An error as one short line, its type named once (aiokafka's messages start with it)."""
+    name, text = type(error).__name__, str(error)
+    return text if text.startswith(name) else f"{name}: {text}" if text else name
+
+
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """``consumer.stop()``, without the stray CancelledError aiokafka 0.14 can let out of it.
+
+    When a fetch request is waiting out its retry backoff (the broker is gone), the fetcher's
+    ``close()`` cancels that task and awaits it, re-raising its CancelledError in our task as if
+    we had been cancelled. Stopping in a task of its own keeps the two apart: our own
+    cancellation still interrupts the wait.
+    """
+    stopping = asyncio.ensure_future(consumer.stop())
+    await asyncio.wait((stopping,))
+    if not stopping.cancelled() and (error := stopping.exception()) is not None:
+        raise error
+
+
+class Consumer(Actor):
+    """Fetches record batches and puts them in the decoder's inbox (waiting when it is full).
+
+    Its life is a series of connections. Each places every partition of the topics where
+    :mod:`siscom.actors.positions` says, then runs two tasks: the fetch loop, the only one that
+    moves positions, and a probe that asks the broker for metadata every second. When the probe
+    gets no answer the connection is dropped and a new one made, with capped exponential backoff.
+    A broker that is down or hung is an expected condition, not a crash: it never counts towards
+    the supervisor's restart intensity, so a flapping broker cannot bring the tree down.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        out: Mailbox,
+        status: KafkaStatus,
+        metrics: Metrics,
+        positions: ReadPositions | None = None,
+    ) -> None:
         super().__init__(name="consumer")
         self._settings = settings
         self._out = out
         self._status = status
         self._metrics = metrics
+        #: Owned by the gateway when given, so that a restarted consumer resumes where this one was.
+        self._positions = positions if positions is not None else ReadPositions()
+        #: Every partition of the topics, as the latest metadata shows them.
+        self._partitions: frozenset[TopicPartition] = frozenset()
 
     async def run(self) -> None:
-        consumer = AIOKafkaConsumer(*self._settings.topics, **consumer_options(self._settings))
+        connections = 0
         try:
-            await self._connect(consumer)
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._fetch(consumer), name="consumer.fetch")
-                tasks.create_task(self._probe(consumer), name="consumer.probe")
+            while True:
+                consumer = await self._connect()
+                connections += 1
+                if connections > 1:
+                    self._metrics.incr("broker_reconnects")
+                try:
+                    await self._read(consumer)
+                finally:
+                    self._status.connected = False
+                    self._status.positioned = False
+                    await stop_consumer(consumer)
         finally:
-            self._status.connected = False
-            self._status.positioned = False
-            await consumer.stop()
             logger.info("Kafka consumer stopped")
 
-    async def _connect(self, consumer: AIOKafkaConsumer) -> None:
+    async def _connect(self) -> AIOKafkaConsumer:
+        """A started consumer with fresh metadata; retries with backoff until there is one."""
         cap = self._settings.kafka_reconnect_backoff_max_seconds
         retrying = tenacity.AsyncRetrying(
-            wait=tenacity.wait_exponential_jitter(initial=0.2, max=cap, jitter=min(1.0, cap / 4)),
-            retry=tenacity.retry_if_exception_type((KafkaError, OSError)),
+            wait=tenacity.wait_exponential_jitter(multiplier=0.2, max=cap, jitter=min(1.0, cap / 4)),
+            retry=tenacity.retry_if_exception_type((KafkaError, OSError, TimeoutError)),
             before_sleep=self._log_connect_failure,
             reraise=True,
         )
         async for attempt in retrying:
             with attempt:
-                await consumer.start()
+                consumer = await self._start_consumer()
         self._status.connected = True
         self._status.last_error = None
         logger.info(
@@ -141,11 +206,27 @@ class Consumer(Actor):
             ",".join(self._settings.kafka_bootstrap_servers),
             ", ".join(self._settings.topics),
         )
+        return consumer
+
+    async def _start_consumer(self) -> AIOKafkaConsumer:
+        consumer = AIOKafkaConsumer(**consumer_options(self._settings))
+        try:
+            # A hung broker accepts the TCP connection and never answers: do not wait for it.
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await consumer.start()
+                self._review_metadata(await fetch_metadata(consumer))
+        except BaseException:
+            await stop_consumer(consumer)
+            raise
+        return consumer
 
     def _log_connect_failure(self, state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         self._status.connected = False
-        self._status.last_error = f"{type(error).__name__}: {error}"
+        if isinstance(error, TimeoutError):
+            self._status.last_error = f"no answer within {CONNECT_TIMEOUT:g} s"
+        else:
+            self._status.last_error = describe(error) if error is not None else "unknown error"
         delay = state.next_action.sleep if state.next_action else 0.0
         logger.warning(
             "Cannot connect to Kafka at %s (attempt %d): %s; retrying in %.2f s",
@@ -155,11 +236,45 @@ class Consumer(Actor):
             delay,
         )
 
-    async def _fetch(self, consumer: AIOKafkaConsumer) -> None:
+    async def _read(self, consumer: AIOKafkaConsumer) -> None:
+        """Read through ``consumer`` until the broker is lost."""
+        resumer = Resumer(consumer, self._positions)
+        # Not a TaskGroup: on Python 3.11 it leaves our task marked as cancelled after a child
+        # fails, which a connection ending is not.
+        tasks = (
+            asyncio.create_task(self._fetch(consumer, resumer), name="consumer.fetch"),
+            asyncio.create_task(self._probe(consumer, resumer), name="consumer.probe"),
+        )
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
+        error = next(iter(done)).exception()
+        if not isinstance(error, BrokerLost):
+            raise error or RuntimeError("a consumer task returned")
+        self._status.last_error = str(error)
+        logger.warning("Lost the Kafka broker (%s); reconnecting", error)
+
+    async def _fetch(self, consumer: AIOKafkaConsumer, resumer: Resumer) -> None:
         max_records = self._settings.kafka_max_poll_records
-        out = self._out
+        out, positions, status = self._out, self._positions, self._status
         while True:
-            batches = await consumer.getmany(timeout_ms=1000, max_records=max_records)
+            if resumer.assigned != self._partitions:
+                await resumer.place(self._partitions)
+                status.assigned = set(resumer.assigned)
+            if not resumer.assigned:
+                await asyncio.sleep(FETCH_WAIT)  # no topic to read (yet)
+                continue
+            try:
+                batches = await consumer.getmany(timeout_ms=int(FETCH_WAIT * 1000), max_records=max_records)
+            except RecordTooLargeError as error:
+                # aiokafka has stepped past it already; skip it like any malformed record.
+                self._metrics.incr("malformed_records")
+                logger.warning("Skipping a record larger than the fetch size: %s", error)
+                continue
+            batches = await resumer.admit(batches)
             if not batches:
                 continue
             records = [record for batch in batches.values() for record in batch]
@@ -167,54 +282,55 @@ class Consumer(Actor):
                 for record in records:
                     logger.debug("Record %s[%d]@%d", record.topic, record.partition, record.offset)
             await out.put(records)
+            positions.handed_on(batches)
 
-    async def _probe(self, consumer: AIOKafkaConsumer) -> None:
-        status = self._status
+    async def _probe(self, consumer: AIOKafkaConsumer, resumer: Resumer) -> None:
         while True:
             await asyncio.sleep(PROBE_INTERVAL)
             try:
-                topics = await asyncio.wait_for(consumer.topics(), PROBE_TIMEOUT)
-                await self._review_assignment(consumer, topics)
-            except (KafkaError, OSError, TimeoutError) as error:
-                if status.connected:
-                    logger.warning("Lost the Kafka broker: %s", type(error).__name__)
-                status.connected = False
-                status.last_error = f"{type(error).__name__}: {error}"
-                continue
-            if not status.connected:
-                logger.info("Kafka broker reachable again")
-                self._metrics.incr("broker_reconnects")
-            status.connected = True
-            status.last_error = None
+                async with asyncio.timeout(PROBE_TIMEOUT):
+                    self._review_metadata(await fetch_metadata(consumer))
+                    await self._review_positions(consumer, resumer)
+            except TimeoutError as error:
+                raise BrokerLost(f"no answer within {PROBE_TIMEOUT:g} s") from error
+            except (KafkaError, OSError) as error:
+                raise BrokerLost(describe(error)) from error
 
-    async def _review_assignment(self, consumer: AIOKafkaConsumer, topics: set[str]) -> None:
-        """Refresh the partition counts and reposition partitions whose log was reset."""
+    def _review_metadata(self, cluster: ClusterMetadata) -> None:
+        """Note the partitions of the topics; the fetch loop places them."""
         status = self._status
         wanted = self._settings.topics
-        status.missing_topics = tuple(topic for topic in wanted if topic not in topics)
-        total = sum(len(consumer.partitions_for_topic(topic) or ()) for topic in wanted)
-        assigned = set(consumer.assignment())
-        if len(assigned) < total and len(assigned) != len(status.assigned):
-            logger.warning("Reading %d of %d partitions", len(assigned), total)
-        status.total_partitions = total
-        status.assigned = assigned
-        beyond_end = []
-        for partition in assigned:
-            position = await asyncio.wait_for(consumer.position(partition), PROBE_TIMEOUT)
-            highwater = consumer.highwater(partition)
-            if highwater is not None and position > highwater:
-                beyond_end.append((partition, position, highwater))
-        status.positioned = bool(assigned)
-        for partition, position, highwater in beyond_end:
-            # The broker's log is shorter than where we stand: it was reset (restarted without
-            # storage, topic recreated). Fetching from here would wait for offsets that may
-            # never come; start again as a new consumer would.
-            logger.warning(
-                "%s[%d]: position %d is beyond the log end %d; resetting to %s",
-                partition.topic, partition.partition, position, highwater,
-                self._settings.kafka_auto_offset_reset,
-            )
-            if self._settings.kafka_auto_offset_reset == "earliest":
-                await consumer.seek_to_beginning(partition)
+        topics = cluster.topics()
+        missing = tuple(topic for topic in wanted if topic not in topics)
+        if missing != status.missing_topics:
+            if missing:
+                logger.warning("Topics not found: %s", ", ".join(missing))
             else:
-                await consumer.seek_to_end(partition)
+                logger.info("All topics found: %s", ", ".join(wanted))
+        status.missing_topics = missing
+        partitions = frozenset(
+            TopicPartition(topic, partition)
+            for topic in wanted
+            for partition in cluster.partitions_for_topic(topic) or ()
+        )
+        if self._partitions and partitions != self._partitions:
+            logger.info("The topics now have %d partitions (were %d)", len(partitions), len(self._partitions))
+        self._partitions = partitions
+        status.total_partitions = len(partitions)
+
+    async def _review_positions(self, consumer: AIOKafkaConsumer, resumer: Resumer) -> None:
+        """Note positions reached, publish the lag, and whether every partition has a position."""
+        lag = 0
+        for partition in resumer.assigned:
+            try:
+                position = await consumer.position(partition)
+                highwater = consumer.highwater(partition)
+            except IllegalStateError:
+                continue  # the fetch loop placed the partitions anew meanwhile
+            self._positions.reached(partition, position)
+            if highwater is not None:
+                lag += max(0, highwater - position)
+        self._status.assigned = set(resumer.assigned)
+        self._status.positioned = bool(resumer.assigned)
+        # Records in the broker not yet read, over all partitions (as of the last fetch).
+        self._metrics.gauge("partition_lag", lag)

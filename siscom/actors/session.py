@@ -10,7 +10,9 @@ How a session ends, and the close code the client sees:
 - the service shuts down: 1001 (the session is cancelled by its supervisor, or asked to close);
 - the client cannot keep up (unconflatable frames past the bound, or a write stalled past
   ``STREAM_SEND_TIMEOUT_SECONDS``): 1013, counted as a slow-client close;
-- the client sends something not allowed: an error frame, then 1008.
+- the client sends something not allowed: an error frame, then 1008;
+- the client asks for devices its token does not grant, or its token expires: an error frame,
+  then 1008. Expiry is a timer set once per session, so the frames pay nothing for it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from dataclasses import dataclass
 
 from supervisors import Actor, MailboxFull
@@ -38,8 +41,11 @@ from siscom.transport import ClientGone, Transport
 
 logger = logging.getLogger(__name__)
 
-#: How long a closing handshake may take before the session gives up on the client.
+#: How long a session waits for its close frame to go out before it ends anyway.
 CLOSE_TIMEOUT = 2.0
+#: How long a close frame may then still wait behind data a stalled client has not read, with
+#: the connection kept open for it, before the connection is given up.
+CLOSE_LINGER = 30.0
 
 _session_ids = itertools.count(1)
 
@@ -64,8 +70,14 @@ class Session(Actor):
         table: SubscriptionTable,
         limits: SessionLimits,
         metrics: Metrics,
+        allowed_devices: frozenset[str] | None = None,
+        expires_at: float | None = None,
     ) -> None:
         super().__init__(name=f"session-{next(_session_ids)}")
+        #: What the client's token grants: the devices it may ever subscribe to (None: any), and
+        #: when the stream must end (POSIX seconds; None: never).
+        self._allowed_devices = allowed_devices
+        self._expires_at = expires_at
         self._transport = transport
         self._initial_ids = device_ids
         self._table = table
@@ -74,6 +86,11 @@ class Session(Actor):
         self._outbox = Outbox(soft_limit=limits.max_pending_frames, max_alerts=limits.max_pending_frames)
         self._close_code: CloseCode | None = None
         self._close_reason = ""
+        self._final_frame: str | None = None
+        #: The deadline of the writes in progress, if any; close() moves it to now.
+        self._send_deadline: asyncio.Timeout | None = None
+        #: Sending the close frame, when it took longer than CLOSE_TIMEOUT (see _send_close).
+        self._closing: asyncio.Future[None] | None = None
         #: Set when the session has finished, whichever way it ended.
         self.finished = asyncio.Event()
 
@@ -89,12 +106,21 @@ class Session(Actor):
         except MailboxFull:
             self.close(CloseCode.TRY_AGAIN_LATER, "client too slow")
 
-    def close(self, code: CloseCode, reason: str = "") -> None:
-        """Ask the session to send a close frame with ``code`` and end (first request wins)."""
+    def close(self, code: CloseCode, reason: str = "", *, final_frame: str | None = None) -> None:
+        """Ask the session to send a close frame with ``code`` and end (first request wins).
+
+        ``final_frame`` (an error frame saying why) is sent just before the close frame; whatever
+        else was waiting is dropped.
+        """
         if self._close_code is None:
             self._close_code, self._close_reason = code, reason
+            self._final_frame = final_frame
             self._outbox.clear()
             self._outbox.wake()
+            deadline = self._send_deadline
+            if deadline is not None and not deadline.expired():
+                # A write in progress may be stalled on a client that does not read: stop it now.
+                deadline.reschedule(asyncio.get_running_loop().time())
 
     async def run(self) -> None:
         self._table.subscribe(self, self._initial_ids)
@@ -104,6 +130,10 @@ class Session(Actor):
         logger.info("Stream opened for %s, devices: %s", self._transport.peer, _describe(self._initial_ids))
         receiver = asyncio.create_task(self._receive_loop(), name=f"{self.name}.receive")
         receiver.add_done_callback(self._on_receiver_done)
+        expiry = None
+        if self._expires_at is not None:
+            delay = max(0.0, self._expires_at - time.time())
+            expiry = asyncio.get_running_loop().call_later(delay, self._token_expired)
         try:
             await self._send_loop()
         except asyncio.CancelledError:
@@ -111,9 +141,14 @@ class Session(Actor):
                 await self._send_close(CloseCode.GOING_AWAY, "server shutting down")
             raise
         finally:
+            if expiry is not None:
+                expiry.cancel()
             receiver.cancel()
             await asyncio.wait((receiver,))
             self._table.unsubscribe(self)
+            if self._outbox.conflated:  # a client that stalled for good never got to a count
+                self._metrics.incr("conflated", self._outbox.conflated)
+                self._outbox.conflated = 0
             self._outbox.clear()
             self._metrics.incr("connections_closed")
             self.finished.set()
@@ -126,7 +161,38 @@ class Session(Actor):
     def client_left(self) -> None:
         """The client disconnected: stop without sending anything more."""
         self._transport.gone = True
+        if self._closing is not None:
+            self._closing.cancel()
         self.close(CloseCode.NORMAL)
+
+    async def close_sent(self) -> None:
+        """Wait until the close frame is out, or given up, after the session has finished.
+
+        Whoever owns the connection waits for this before letting it go: a close frame that had
+        to wait behind unread data is still on its way when the session ends.
+        """
+        if self._closing is not None:
+            await asyncio.wait((self._closing,))
+
+    def _token_expired(self) -> None:
+        if self._close_code is not None:
+            return
+        self._metrics.incr("token_expiries")
+        logger.info("Token of %s expired: closing its stream", self._transport.peer)
+        self.close(CloseCode.POLICY_VIOLATION, "token expired", final_frame=error_frame("token expired"))
+
+    def _forbid(self, device_ids: frozenset[str]) -> bool:
+        """Close with an error frame and 1008 if ``device_ids`` go beyond the token's grant."""
+        if self._allowed_devices is None:
+            return False
+        outside = device_ids - self._allowed_devices
+        if not outside:
+            return False
+        self._metrics.incr("forbidden_requests")
+        logger.info("Closing %s: asked for devices its token does not grant", self._transport.peer)
+        frame = error_frame("device ids not allowed by the token", device_ids=sorted(outside)[:20])
+        self.close(CloseCode.POLICY_VIOLATION, "device not allowed", final_frame=frame)
+        return True
 
     def _on_receiver_done(self, receiver: asyncio.Task[None]) -> None:
         if receiver.cancelled():
@@ -159,14 +225,16 @@ class Session(Actor):
             if not texts:
                 continue
             try:
-                async with asyncio.timeout(self._limits.send_timeout_seconds):
+                async with asyncio.timeout(self._limits.send_timeout_seconds) as self._send_deadline:
                     for text in texts:
                         await send(text)
             except TimeoutError:
-                self.close(CloseCode.TRY_AGAIN_LATER, "client too slow")
+                self.close(CloseCode.TRY_AGAIN_LATER, "client too slow")  # unless closed meanwhile
                 break
             except ClientGone:
                 break
+            finally:
+                self._send_deadline = None
             metrics.incr("frames_sent", len(texts))
             if outbox.conflated:
                 metrics.incr("conflated", outbox.conflated)
@@ -174,6 +242,12 @@ class Session(Actor):
         if self._close_code == CloseCode.TRY_AGAIN_LATER:
             metrics.incr("slow_client_closes")
             logger.warning("Closing slow client %s: %s", self._transport.peer, self._close_reason)
+        if self._final_frame is not None and not self._transport.gone:
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await send(self._final_frame)
+            except (TimeoutError, ClientGone):
+                pass
         await self._send_close(self._close_code, self._close_reason)
 
     async def _receive_loop(self) -> None:
@@ -186,6 +260,8 @@ class Session(Actor):
                 continue
             if command is None:
                 continue
+            if command.action == "subscribe" and self._forbid(command.device_ids):
+                return
             current = self._table.filter_of(self)
             if command.action == "subscribe":
                 added = command.device_ids if current is None else command.device_ids - current
@@ -210,13 +286,32 @@ class Session(Actor):
             self.close(CloseCode.TRY_AGAIN_LATER, "client too slow")
 
     async def _send_close(self, code: CloseCode, reason: str) -> None:
+        """Send the close frame; if the client does not take it in CLOSE_TIMEOUT, end anyway.
+
+        A client that stopped reading has data waiting in its socket, and the server writes to a
+        socket under a lock held for as long as a write waits to drain (Hypercorn's
+        ``protocol_send``), perhaps by a write of its own, such as a pong. The close frame then
+        waits its turn. The session does not wait with it: it ends, releasing its outbox and its
+        subscriptions, and leaves the close frame to go out in the background, where the client
+        finds it, after what it had not read, once it reads again. That wait is bounded by
+        CLOSE_LINGER; the connection's owner waits for it with :meth:`close_sent`.
+        """
         if self._transport.gone:
             return
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                await self._transport.close(code, reason)
-        except (TimeoutError, ClientGone):
-            pass
+        closing = self._closing = asyncio.ensure_future(self._transport.close(code, reason))
+        closing.add_done_callback(_retrieve_outcome)
+        if (await asyncio.wait((closing,), timeout=CLOSE_TIMEOUT))[0]:
+            return
+        logger.info("Close frame for %s waits behind unread data; ending the session now", self._transport.peer)
+        linger = asyncio.get_running_loop().call_later(CLOSE_LINGER, closing.cancel)
+        closing.add_done_callback(lambda _: linger.cancel())
+
+
+def _retrieve_outcome(closing: asyncio.Future[None]) -> None:
+    # The client being gone, or the linger over (cancelled), ends a close normally.
+    error = None if closing.cancelled() else closing.exception()
+    if error is not None and not isinstance(error, ClientGone):
+        logger.warning("Sending a close frame failed: %r", error)
 
 
 def _describe(device_ids: frozenset[str] | None) -> str:

@@ -1,10 +1,15 @@
-"""Liveness, readiness and counters: what load balancers and operators poll."""
+"""Liveness, readiness and counters: what load balancers and operators poll.
+
+``/health`` and ``/ready`` stay open (load balancers carry no tokens and learn nothing about
+vehicles from them); the stats need a token when streams do.
+"""
 
 from __future__ import annotations
 
-from quart import Blueprint
+from quart import Blueprint, request
 
 from siscom.gateway import Gateway
+from siscom.security.tokens import TokenError, bearer_token
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -21,16 +26,26 @@ def status_blueprint(gateway: Gateway) -> Blueprint:
     async def ready():
         """200 once the consumer is connected and positioned on every partition, else 503."""
         kafka = gateway.kafka
+        reason = gateway.not_ready_reason()
         body = {
-            "status": "ready" if gateway.ready else "not ready",
-            "reason": "ready" if gateway.ready else ("supervision tree failed" if gateway.failed.is_set() else kafka.reason()),
+            "status": "not ready" if reason else "ready",
+            "reason": reason or "ready",
             "assigned_partitions": len(kafka.assigned),
             "total_partitions": kafka.total_partitions,
         }
-        return body, (200 if gateway.ready else 503), NO_STORE
+        return body, (503 if reason else 200), NO_STORE
 
     @blueprint.get("/api/v1/stream/stats")
     async def stats():
+        """The counters; with tokens required, any valid token (``"devices": []`` will do)."""
+        if gateway.guard.auth_required:
+            try:
+                token = bearer_token(request.headers.get("Authorization")) or request.args.get("token")
+                gateway.guard.authenticate(token)
+            except TokenError as error:
+                gateway.metrics.incr("auth_failures")
+                challenge = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+                return {"error": error.message}, 401, {**NO_STORE, **challenge}
         return gateway.stats(), 200, NO_STORE
 
     return blueprint

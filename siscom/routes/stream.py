@@ -1,14 +1,22 @@
-"""``GET /api/v1/stream``: validate the request, then hand the socket to a session actor."""
+"""``GET /api/v1/stream``: validate the request, then hand the socket to a session actor.
+
+Checks run cheapest first: the browser's origin (refused with 403 before the handshake), a free
+connection slot (1013), the client's token (1008), then the query and the devices the token
+grants (1008). Refusals after the handshake carry an error frame saying why, because a browser
+sees nothing of a refused handshake but the close.
+"""
 
 from __future__ import annotations
 
 import logging
 
-from quart import Blueprint, websocket
+from quart import Blueprint, Response, websocket
 
 from siscom.gateway import Gateway
 from siscom.peers import client_address
-from siscom.protocol import BadRequest, CloseCode, error_frame, parse_device_ids
+from siscom.protocol import BadRequest, CloseCode, parse_device_ids
+from siscom.security.headers import SECURITY_HEADERS
+from siscom.security.tokens import SUBPROTOCOL, Forbidden, TokenError, find_token
 from siscom.transport import QuartTransport
 
 logger = logging.getLogger(__name__)
@@ -18,30 +26,75 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
     blueprint = Blueprint("stream", __name__)
     max_ids = gateway.settings.stream_max_device_ids
     trusted_proxies = gateway.settings.stream_trusted_proxies
+    guard = gateway.guard
+
+    async def refuse(peer: str, counter: str, error: BadRequest, reason: str) -> None:
+        gateway.metrics.incr(counter)
+        logger.info("Refusing stream for %s: %s", peer, error.message)
+        await websocket.send(error.frame())
+        await websocket.close(CloseCode.POLICY_VIOLATION, reason)
 
     @blueprint.websocket("/api/v1/stream")
-    async def stream() -> None:
+    async def stream() -> Response | None:
         peer = client_address(websocket.remote_addr, websocket.headers.get("X-Forwarded-For"), trusted_proxies)
+        origin = websocket.headers.get("Origin")
+        if not guard.origins.allows(origin):
+            gateway.metrics.incr("origin_refusals")
+            logger.warning("Refusing stream for %s: origin %r not allowed", peer, origin[:100] if origin else origin)
+            # Returned before accepting, this becomes the HTTP answer to the handshake.
+            return Response("origin not allowed\n", 403, {**SECURITY_HEADERS, "Content-Type": "text/plain"})
+        # A browser that offered the token as a subprotocol fails the handshake unless one is chosen.
+        subprotocol = SUBPROTOCOL if SUBPROTOCOL in websocket.requested_subprotocols else None
+        await websocket.accept(subprotocol=subprotocol)
+        refusal = guard.limiter.acquire(peer)
+        if refusal is not None:
+            gateway.metrics.incr("connection_limit_refusals")
+            logger.warning("Refusing stream for %s: %s", peer, refusal)
+            await websocket.close(CloseCode.TRY_AGAIN_LATER, refusal)
+            return None
+        try:
+            await serve(peer)
+        finally:
+            guard.limiter.release(peer)
+        return None
+
+    async def serve(peer: str) -> None:
+        try:
+            token = find_token(
+                websocket.headers.get("Authorization"), websocket.requested_subprotocols, websocket.args.get("token")
+            )
+            grant = guard.authenticate(token)
+        except TokenError as error:
+            await refuse(peer, "auth_failures", error, "not authenticated")
+            return
         values = websocket.args.getlist("device_ids")
         try:
             device_ids = parse_device_ids(",".join(values) if values else None, max_ids=max_ids)
         except BadRequest as error:
-            gateway.metrics.incr("rejected_requests")
-            logger.info("Refusing stream for %s: %s", peer, error.message)
-            await websocket.accept()
-            await websocket.send(error_frame(error.message))
-            await websocket.close(CloseCode.POLICY_VIOLATION, "bad request")
+            await refuse(peer, "rejected_requests", error, "bad request")
             return
+        if grant is not None:
+            try:
+                device_ids = grant.narrow(device_ids)
+            except Forbidden as error:
+                await refuse(peer, "forbidden_requests", error, "device not allowed")
+                return
 
-        await websocket.accept()
         transport = QuartTransport(websocket._get_current_object(), peer)
         try:
-            session = await gateway.open_session(transport, device_ids)
+            session = await gateway.open_session(
+                transport,
+                device_ids,
+                allowed_devices=grant.devices if grant is not None else None,
+                expires_at=grant.expires_at if grant is not None else None,
+            )
         except RuntimeError:
             await websocket.close(CloseCode.TRY_AGAIN_LATER, "server not accepting streams")
             return
         try:
             await session.finished.wait()
+            # A stalled client's close frame may still wait behind what it has not read.
+            await session.close_sent()
         finally:
             # Cancelled by Quart when the client disconnects: the session must stop too.
             if not session.finished.is_set():

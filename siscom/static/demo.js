@@ -3,10 +3,11 @@
 "use strict";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
-const WIDTH = 1000, HEIGHT = 700, MARGIN = 40, TRAIL = 20;
-const devices = new Map(); // id -> {lat, lon, speed, time, trail: [[lat, lon]], marker, path, row}
+const WIDTH = 1000, HEIGHT = 700, MARGIN = 40, TRAIL = 40;
+const devices = new Map(); // id -> {lat, lon, speed, heading, time, trail: [[lat, lon]], marker, path, row}
 let socket = null;
 let drawScheduled = false;
+let received = 0; // message frames since the last rate update
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -36,6 +37,7 @@ function connect(deviceIds) {
   socket = new WebSocket(streamUrl(deviceIds));
   setStatus("connecting…");
   socket.onopen = () => setStatus("live", "open");
+  received = 0;
   socket.onmessage = (event) => handleFrame(JSON.parse(event.data));
   socket.onclose = (event) => {
     setStatus(`closed (${event.code}${event.reason ? ": " + event.reason : ""}), retrying…`, "closed");
@@ -45,6 +47,7 @@ function connect(deviceIds) {
 
 function handleFrame(frame) {
   if (frame.event === "message") {
+    received += 1;
     updateDevice(frame.data);
   } else if (frame.event === "alert") {
     const data = frame.data.data || frame.data;
@@ -68,11 +71,17 @@ function updateDevice(record) {
     device = createDevice(id);
     devices.set(id, device);
   }
-  Object.assign(device, { lat, lon, speed: parseFloat(data.SPEED) || 0, time: data.GPS_DATETIME || "" });
+  const heading = parseFloat(data.HEADING);
+  Object.assign(device, {
+    lat, lon, speed: parseFloat(data.SPEED) || 0, time: data.GPS_DATETIME || "",
+    heading: Number.isFinite(heading) ? heading : null,
+  });
   device.trail.push([lat, lon]);
   if (device.trail.length > TRAIL) device.trail.shift();
-  device.row.cells[1].textContent = device.speed.toFixed(1) + " km/h";
-  device.row.cells[2].textContent = device.time;
+  device.row.cells[1].textContent = device.speed.toFixed(1);
+  // The time of day is what changes; the full timestamp is in the tooltip.
+  device.row.cells[2].textContent = device.time.split(" ").pop();
+  device.row.cells[2].title = device.time;
   scheduleDraw();
 }
 
@@ -80,21 +89,30 @@ function createDevice(id) {
   const marker = document.createElementNS(SVG_NS, "g");
   marker.setAttribute("class", "marker");
   marker.dataset.deviceId = id;
+  // An arrow pointing up, turned to the vehicle's heading; a dot when it stands still.
+  const arrow = document.createElementNS(SVG_NS, "path");
+  arrow.setAttribute("class", "arrow");
+  arrow.setAttribute("d", "M0,-9 L6,6 L0,3 L-6,6 Z");
   const circle = document.createElementNS(SVG_NS, "circle");
-  circle.setAttribute("r", 6);
+  circle.setAttribute("r", 5);
   const label = document.createElementNS(SVG_NS, "text");
-  label.setAttribute("x", 9);
+  label.setAttribute("x", 10);
   label.setAttribute("y", 4);
   label.textContent = id;
-  marker.append(circle, label);
+  const title = document.createElementNS(SVG_NS, "title");
+  title.textContent = id;
+  marker.append(arrow, circle, label, title);
   $("#markers").append(marker);
   const path = document.createElementNS(SVG_NS, "polyline");
   path.setAttribute("class", "trail");
   $("#trails").append(path);
   const row = $("#devices tbody").insertRow();
   row.insertCell().textContent = id;
-  row.insertCell();
-  row.insertCell();
+  row.insertCell().className = "number";
+  row.insertCell().className = "number";
+  // Pointing at a row picks out its vehicle on the map.
+  row.addEventListener("mouseenter", () => marker.classList.add("focus"));
+  row.addEventListener("mouseleave", () => marker.classList.remove("focus"));
   return { trail: [], marker, path, row };
 }
 
@@ -132,9 +150,28 @@ function draw() {
   for (const d of devices.values()) {
     d.marker.setAttribute("transform", `translate(${p.x(d.lon).toFixed(1)},${p.y(d.lat).toFixed(1)})`);
     d.marker.classList.toggle("stopped", d.speed < 1);
+    d.marker.querySelector(".arrow").setAttribute("transform", `rotate(${d.heading ?? 0})`);
     d.path.setAttribute("points", d.trail.map(([lat, lon]) => `${p.x(lon).toFixed(1)},${p.y(lat).toFixed(1)}`).join(" "));
   }
   drawGrid(p);
+  drawScale(p);
+}
+
+// A scale bar of a round number of metres, about a fifth of the map wide.
+function drawScale(p) {
+  const { minLat, maxLat } = p.bounds;
+  const metresPerPixel = 111320 / Math.abs(p.y(minLat + 1) - p.y(minLat));
+  const metres = niceStep((WIDTH / 5) * metresPerPixel);
+  const length = metres / metresPerPixel;
+  const x = WIDTH - MARGIN - length, y = HEIGHT - 16;
+  const scale = $("#scale");
+  scale.replaceChildren(
+    line(x, y, x + length, y),
+    line(x, y - 5, x, y + 1),
+    line(x + length, y - 5, x + length, y + 1),
+    label(x, y - 8, metres >= 1000 ? `${metres / 1000} km` : `${metres} m`),
+  );
+  if (!Number.isFinite(maxLat)) scale.replaceChildren();
 }
 
 function drawGrid(p) {
@@ -179,6 +216,12 @@ $("#filter").addEventListener("submit", (event) => {
   history.replaceState(null, "", url);
   connect(ids);
 });
+
+// Vehicles on the map and frames per second, next to the connection status.
+setInterval(() => {
+  $("#summary").textContent = `${devices.size} vehicles · ${received} positions/s`;
+  received = 0;
+}, 1000);
 
 const initial = new URLSearchParams(location.search).get("device_ids") || "";
 $("#device-ids").value = initial;

@@ -13,38 +13,11 @@ from websockets.exceptions import ConnectionClosed
 from support import ws_client
 from support.http import http_get_json
 from support.kafka import produce
+from support.status import stats, wait_ready, wait_stats
 
 
 def record(device_id: str, n: int, **extra) -> bytes:
     return json.dumps({"data": {"DEVICE_ID": device_id, "SEQ": n, **extra}, "uuid": f"{device_id}-{n}"}).encode()
-
-
-async def wait_ready(server, timeout: float = 20.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        status, body = await asyncio.to_thread(http_get_json, f"{server.url}/ready")
-        if status == 200:
-            return body
-        if time.monotonic() > deadline:
-            raise AssertionError(f"/ready still {status} after {timeout}s: {body}\n{server.log_tail()}")
-        await asyncio.sleep(0.1)
-
-
-def stats(server) -> dict:
-    status, body = http_get_json(f"{server.url}/api/v1/stream/stats")
-    assert status == 200
-    return body
-
-
-async def wait_stats(server, predicate, timeout: float = 10.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = await asyncio.to_thread(stats, server)
-        if predicate(body):
-            return body
-        if time.monotonic() > deadline:
-            raise AssertionError(f"stats never matched: {body}")
-        await asyncio.sleep(0.1)
 
 
 def seqs(frames, device_id=None):

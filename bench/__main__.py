@@ -1,0 +1,90 @@
+"""``python -m bench SCENARIO [--json FILE]``: run a scenario and print its table.
+
+The harness starts a private Kafka-compatible broker on a loopback port, runs each server under
+test in turn (the gateway and the naive baseline, by default), and stops everything it started
+before it returns, also when a run fails or is interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from siscom.devbroker import TansuBroker
+
+from bench.report import Result, render
+from bench.scenarios import DEFAULT_TARGETS, SCENARIOS, TARGETS, Bench, Options
+
+
+def raise_open_files_limit() -> int:
+    """Lift this process's soft limit on open files to the hard limit; children inherit it.
+
+    The idle scenario holds 10,000 connections: more descriptors than the usual default of
+    1,024, in the server and in the client processes. The service itself never changes it.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("scenario", choices=[*SCENARIOS, "all"], help="what to run ('all': every scenario in turn)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--targets", help=f"comma-separated servers to run, of {', '.join(TARGETS)} (default: per scenario)")
+    parser.add_argument("--rate", type=float, help="records per second for steady and overload, instead of the default")
+    parser.add_argument(
+        "--deflate", action="store_true", help="clients ask for permessage-deflate compression, as browsers do"
+    )
+    parser.add_argument("--smoke", action="store_true", help="a tiny, seconds-long run that checks the harness works")
+    parser.add_argument("--workdir", type=Path, help="where server and broker logs go (default: a temporary directory)")
+    return parser
+
+
+async def run(names: list[str], args: argparse.Namespace, workdir: Path) -> list[Result]:
+    options = Options(workdir=workdir, smoke=args.smoke, rate=args.rate, deflate=args.deflate)
+    results = []
+    with TansuBroker(log_path=workdir / "tansu.log") as broker:
+        bench = Bench(broker, options)
+        for name in names:
+            targets = [TARGETS[t] for t in args.targets.split(",")] if args.targets else DEFAULT_TARGETS[name]
+            started = time.monotonic()
+            print(f"-- {name}: {', '.join(t.name for t in targets)}", flush=True)
+            result = await SCENARIOS[name](bench, targets)
+            result.params["took_s"] = round(time.monotonic() - started, 1)
+            if args.deflate:
+                result.params["deflate"] = True
+            print(render(result), "\n", flush=True)
+            results.append(result)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.targets and any(t not in TARGETS for t in args.targets.split(",")):
+        print(f"unknown target in {args.targets!r}; known: {', '.join(TARGETS)}", file=sys.stderr)
+        return 2
+    raise_open_files_limit()
+    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    with tempfile.TemporaryDirectory(prefix="siscom-bench-") as scratch:
+        workdir = args.workdir or Path(scratch)
+        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            results = asyncio.run(run(names, args, workdir))
+        except KeyboardInterrupt:
+            return 130
+    if args.json:
+        document = results[0].to_json() if len(results) == 1 else {"scenarios": [r.to_json() for r in results]}
+        args.json.write_text(json.dumps(document, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Servers the benchmark measures the gateway against."""

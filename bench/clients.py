@@ -1,0 +1,316 @@
+"""Many stream clients, spread over several processes, that time every frame they receive.
+
+Each client process runs an event loop with a share of the clients (bare protocol objects from
+:mod:`bench.wsclient`) and answers the harness over a pipe: it says when its clients are
+connected, reports what they received in a time window, and closes them when asked.
+
+What a client records per position frame is two numbers: the producer's timestamp carried in
+the record (``metadata.producer_ts_ms``) and how old the record was when the frame arrived. It
+finds the timestamp with a byte search rather than a JSON parse, so a client costs a few
+microseconds per frame and a few processes keep up with a server on the same cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+import time
+from array import array
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from urllib.parse import quote
+
+from bench.stats import percentile
+from bench.wsclient import StreamClient, open_stream
+
+STREAM_PATH = "/api/v1/stream"
+_STAMP = b'"producer_ts_ms":'
+_MESSAGE = b'{"event":"message"'
+_PING = b'{"event":"ping"'
+
+#: A client's device list; ``None`` subscribes to every device.
+Subscription = tuple[str, ...] | None
+
+
+def stream_path(devices: Subscription) -> str:
+    if devices is None:
+        return STREAM_PATH
+    return f"{STREAM_PATH}?device_ids={quote(','.join(devices), safe=',')}"
+
+
+class Recorder:
+    """What one client saw: a timestamp and an age per position frame, and its keep-alives."""
+
+    __slots__ = ("stamps", "ages", "pings", "others", "close_code")
+
+    def __init__(self) -> None:
+        self.stamps = array("d")  # producer timestamps, ms since the epoch
+        self.ages = array("f")  # arrival time minus producer timestamp, ms
+        self.pings = array("d")  # arrival times of keep-alives, s since the epoch
+        self.others = 0
+        self.close_code: int | None = None
+
+    def on_text(self, payload: bytes, arrived: float) -> None:
+        if payload.startswith(_MESSAGE):
+            start = payload.find(_STAMP)
+            if start >= 0:
+                start += len(_STAMP)
+                stamp = int(payload[start : payload.find(b",", start)])
+                self.stamps.append(stamp)
+                self.ages.append(arrived * 1000.0 - stamp)
+                return
+        elif payload.startswith(_PING):
+            self.pings.append(arrived)
+            return
+        self.others += 1
+
+    def clear(self) -> None:
+        self.stamps = array("d")
+        self.ages = array("f")
+        self.pings = array("d")
+        self.others = 0
+
+
+@dataclass
+class ClientFigures:
+    """One client's figures for a window, small enough to send back for every client."""
+
+    received: int
+    age_p99: float | None
+    age_max: float | None
+    pings: int
+    max_ping_gap: float | None
+    close_code: int | None
+
+
+@dataclass
+class ProcessReport:
+    """What one client process saw in a window."""
+
+    clients: list[ClientFigures]
+    #: Every position frame of the window: producer timestamp (ms) and age (ms), as raw arrays.
+    stamps: bytes
+    ages: bytes
+    others: int = 0
+    close_codes: Counter[int] = field(default_factory=Counter)
+
+
+def _window_figures(recorder: Recorder, t0_ms: float, t1_ms: float) -> tuple[ClientFigures, array, array]:
+    stamps, ages = array("d"), array("f")
+    for stamp, age in zip(recorder.stamps, recorder.ages):
+        if t0_ms <= stamp < t1_ms:
+            stamps.append(stamp)
+            ages.append(age)
+    ordered = sorted(ages)
+    pings = [t for t in recorder.pings if t0_ms <= t * 1000.0 < t1_ms]
+    gaps = [later - earlier for earlier, later in zip(pings, pings[1:])]
+    figures = ClientFigures(
+        received=len(stamps),
+        age_p99=percentile(ordered, 99) if ordered else None,
+        age_max=ordered[-1] if ordered else None,
+        pings=len(pings),
+        max_ping_gap=max(gaps) if gaps else None,
+        close_code=recorder.close_code,
+    )
+    return figures, stamps, ages
+
+
+async def _serve_parent(
+    conn: Connection, host: str, port: int, subscriptions: Sequence[Subscription], concurrency: int, deflate: bool
+) -> None:
+    loop = asyncio.get_running_loop()
+    recorders = [Recorder() for _ in subscriptions]
+    clients: list[StreamClient | None] = [None] * len(subscriptions)
+    errors: Counter[str] = Counter()
+    gate = asyncio.Semaphore(concurrency)
+
+    async def connect(index: int) -> None:
+        recorder = recorders[index]
+        async with gate:
+            try:
+                client = await open_stream(
+                    host, port, stream_path(subscriptions[index]), recorder.on_text, deflate=deflate
+                )
+            except (OSError, TimeoutError) as error:
+                errors[type(error).__name__] += 1
+                return
+        clients[index] = client
+        client.closed.add_done_callback(lambda done: setattr(recorder, "close_code", done.result()))
+
+    await asyncio.gather(*(connect(index) for index in range(len(subscriptions))))
+    conn.send(("connected", sum(client is not None for client in clients), dict(errors)))
+
+    commands: asyncio.Queue[tuple] = asyncio.Queue()
+
+    def reply(*message: object) -> None:
+        # Watching the pipe made it non-blocking; a large report must be written whole.
+        os.set_blocking(conn.fileno(), True)
+        conn.send(message)
+
+    def read_command() -> None:
+        try:
+            commands.put_nowait(conn.recv())
+        except (EOFError, OSError):  # the harness went away: close and end
+            loop.remove_reader(conn.fileno())
+            commands.put_nowait(("close", 1.0))
+
+    loop.add_reader(conn.fileno(), read_command)
+    while True:
+        command, *args = await commands.get()
+        if command == "report":
+            t0_ms, t1_ms, clear = args
+            report = ProcessReport(clients=[], stamps=b"", ages=b"")
+            all_stamps, all_ages = array("d"), array("f")
+            for recorder in recorders:
+                figures, stamps, ages = _window_figures(recorder, t0_ms, t1_ms)
+                report.clients.append(figures)
+                all_stamps.extend(stamps)
+                all_ages.extend(ages)
+                report.others += recorder.others
+                if recorder.close_code is not None:
+                    report.close_codes[recorder.close_code] += 1
+                if clear:
+                    recorder.clear()
+            report.stamps, report.ages = all_stamps.tobytes(), all_ages.tobytes()
+            reply("report", report)
+        elif command == "close":
+            (timeout,) = args
+            open_clients = [client for client in clients if client is not None]
+            for client in open_clients:
+                client.close()
+            pending = [client.closed for client in open_clients if not client.closed.done()]
+            if pending:
+                await asyncio.wait(pending, timeout=timeout)
+            for client in open_clients:
+                client.abort()
+            codes = Counter(client.closed.result() for client in open_clients if client.closed.done())
+            reply("closed", dict(codes))
+            return
+
+
+def _client_process(
+    conn: Connection, host: str, port: int, subscriptions: Sequence[Subscription], concurrency: int, deflate: bool
+) -> None:
+    # The harness stops us over the pipe; a Ctrl-C in the terminal is for the harness.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:
+        runner = asyncio.Runner()
+    with runner:
+        runner.run(_serve_parent(conn, host, port, subscriptions, concurrency, deflate))
+
+
+@dataclass
+class PoolReport:
+    """Every client's figures for one window, merged over the processes."""
+
+    clients: list[ClientFigures]
+    subscriptions: list[Subscription]
+    stamps: array
+    ages: array
+    others: int
+    close_codes: Counter[int]
+
+
+class ClientPool:
+    """``subscriptions`` (one entry per client) dealt round-robin to ``processes`` processes."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        subscriptions: Sequence[Subscription],
+        *,
+        processes: int = 2,
+        concurrency: int = 64,
+        deflate: bool = False,
+    ) -> None:
+        self.host, self.port = host, port
+        processes = max(1, min(processes, len(subscriptions)))
+        self._shares = [list(subscriptions[index::processes]) for index in range(processes)]
+        self._concurrency = concurrency
+        self._deflate = deflate
+        self._context = multiprocessing.get_context("spawn")
+        self._workers: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
+        self.connected = 0
+        self.errors: Counter[str] = Counter()
+
+    async def start(self, timeout: float = 120.0) -> int:
+        """Start the processes and wait until every client connected or failed; returns how many connected."""
+        for share in self._shares:
+            parent, child = self._context.Pipe()
+            process = self._context.Process(
+                target=_client_process,
+                args=(child, self.host, self.port, share, self._concurrency, self._deflate),
+                name="bench-clients",
+                daemon=True,
+            )
+            process.start()
+            child.close()
+            self._workers.append((process, parent))
+        for _, conn in self._workers:
+            _, connected, errors = await self._receive(conn, "connected", timeout)
+            self.connected += connected
+            self.errors.update(errors)
+        return self.connected
+
+    @property
+    def pids(self) -> list[int]:
+        return [process.pid for process, _ in self._workers if process.pid is not None]
+
+    async def report(self, t0_ms: float, t1_ms: float, *, clear: bool = True, timeout: float = 60.0) -> PoolReport:
+        """Figures for frames whose records were produced in ``[t0_ms, t1_ms)``."""
+        for _, conn in self._workers:
+            conn.send(("report", t0_ms, t1_ms, clear))
+        merged = PoolReport([], [], array("d"), array("f"), 0, Counter())
+        for share, (_, conn) in zip(self._shares, self._workers):
+            _, report = await self._receive(conn, "report", timeout)
+            merged.clients += report.clients
+            merged.subscriptions += share
+            merged.stamps.frombytes(report.stamps)
+            merged.ages.frombytes(report.ages)
+            merged.others += report.others
+            merged.close_codes.update(report.close_codes)
+        return merged
+
+    async def stop(self, timeout: float = 10.0) -> Counter[int]:
+        """Close every client (waiting up to ``timeout`` for the closing handshakes) and end the processes."""
+        codes: Counter[int] = Counter()
+        for process, conn in self._workers:
+            if process.is_alive():
+                try:
+                    conn.send(("close", timeout))
+                except OSError:
+                    pass
+        for process, conn in self._workers:
+            try:
+                _, closed = await self._receive(conn, "closed", timeout + 5.0)
+                codes.update(closed)
+            except (EOFError, OSError, TimeoutError):
+                pass
+        for process, conn in self._workers:
+            await asyncio.to_thread(process.join, 5.0)
+            if process.is_alive():
+                process.kill()
+                await asyncio.to_thread(process.join, 5.0)
+            conn.close()
+        self._workers.clear()
+        return codes
+
+    @staticmethod
+    async def _receive(conn: Connection, expected: str, timeout: float) -> tuple:
+        deadline = time.monotonic() + timeout
+        while not await asyncio.to_thread(conn.poll, 0.2):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {expected!r} from a client process within {timeout} s")
+        message = conn.recv()
+        if message[0] != expected:
+            raise RuntimeError(f"client process sent {message[0]!r}, expected {expected!r}")
+        return message

@@ -1,0 +1,146 @@
+"""Records at a fixed rate, each stamped with the moment it was handed to the Kafka client.
+
+The records are the simulator's (:class:`siscom.simulator.FleetSimulator`), one template per
+device made once; sending one costs a byte concatenation that writes the current time into
+``metadata.producer_ts_ms``. The clients read that stamp back to time each delivery end to end.
+
+The rate is kept by the clock, not by sleeping a fixed time per record: every tick sends
+whatever the elapsed time says is due, so a slow tick is made up by the next one. A window
+counts the records stamped inside it per device, which is what the clients' subscriptions turn
+into the number of deliveries expected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+
+from siscom.simulator import FleetSimulator
+
+#: How often the pacing loop wakes. Records due in between go out together, in one batch per
+#: partition: tansu's memory storage gets slower with every batch a topic holds, so the producer
+#: keeps batches few (at most one per tick) rather than letting the client linger.
+TICK = 0.005
+_STAMP = re.compile(rb'"producer_ts_ms":\d+')
+
+
+@dataclass
+class Window:
+    """The records stamped in ``[t0_ms, t1_ms)``."""
+
+    t0_ms: float
+    t1_ms: float
+    per_device: Counter[str]
+
+    @property
+    def seconds(self) -> float:
+        return (self.t1_ms - self.t0_ms) / 1000.0
+
+    @property
+    def records(self) -> int:
+        return sum(self.per_device.values())
+
+    def expected(self, devices: Sequence[str] | None) -> int:
+        """Deliveries a client subscribed to ``devices`` (``None``: all) should receive."""
+        if devices is None:
+            return self.records
+        return sum(self.per_device[device] for device in devices)
+
+
+def record_templates(devices: int, seed: int = 0) -> list[tuple[str, bytes, bytes]]:
+    """``(device_id, head, tail)`` per device: ``head + stamp + tail`` is one record."""
+    templates = []
+    for device_id, value in FleetSimulator(devices, seed).step(time.time()):
+        match = _STAMP.search(value)
+        assert match is not None, "simulator records carry metadata.producer_ts_ms"
+        templates.append((device_id, value[: match.start()] + b'"producer_ts_ms":', value[match.end() :]))
+    return templates
+
+
+class FixedRateProducer:
+    """Sends the devices' records round-robin at ``rate`` records per second."""
+
+    def __init__(self, bootstrap: str, topic: str, devices: int, seed: int = 0) -> None:
+        self.topic = topic
+        self._templates = [(device_id.encode(), device_id, head, tail) for device_id, head, tail in record_templates(devices, seed)]
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, linger_ms=0, acks=1, max_batch_size=512 * 1024
+        )
+        self._next = 0
+        self.failed = 0
+
+    @property
+    def device_ids(self) -> list[str]:
+        return [device_id for _, device_id, _, _ in self._templates]
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def run(self, rate: float, seconds: float) -> Window:
+        """Produce for ``seconds`` at ``rate``; return the window of what was sent."""
+        producer, topic, templates = self._producer, self.topic, self._templates
+        count = len(templates)
+        per_device: Counter[str] = Counter()
+        on_done = self._on_done
+        # Windows start and end on whole milliseconds, so that every stamp is in exactly one.
+        t0_ms = await _next_millisecond()
+        start = time.monotonic()
+        end = start + seconds
+        sent = 0
+        while True:
+            now = time.monotonic()
+            if now >= end:
+                break
+            due = int((now - start) * rate) - sent
+            for _ in range(due):
+                key, device_id, head, tail = templates[self._next]
+                self._next = (self._next + 1) % count
+                stamp = time.time_ns() // 1_000_000
+                future = await producer.send(topic, head + str(stamp).encode() + tail, key=key)
+                future.add_done_callback(on_done)
+                per_device[device_id] += 1
+            sent += max(due, 0)
+            await asyncio.sleep(TICK)
+        t1_ms = await _next_millisecond()
+        return Window(t0_ms, t1_ms, per_device)
+
+    async def flush(self) -> None:
+        await self._producer.flush()
+
+    def _on_done(self, future: asyncio.Future) -> None:
+        if future.cancelled() or future.exception() is not None:
+            self.failed += 1
+
+
+async def _next_millisecond() -> int:
+    """Wait for the wall clock to enter the next millisecond, and return it."""
+    target = time.time_ns() // 1_000_000 + 1
+    while time.time_ns() // 1_000_000 < target:
+        await asyncio.sleep(0.0005)
+    return target
+
+
+async def fill(bootstrap: str, topic: str, records: int, devices: int = 1000, batch: int = 5000) -> None:
+    """Write ``records`` records to ``topic`` as fast as the broker takes them (for the pipeline scenario)."""
+    templates = record_templates(devices)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks=1, max_batch_size=256 * 1024)
+    await producer.start()
+    try:
+        stamp = str(time.time_ns() // 1_000_000).encode()
+        for first in range(0, records, batch):
+            futures = []
+            for index in range(first, min(first + batch, records)):
+                device_id, head, tail = templates[index % devices]
+                futures.append(await producer.send(topic, head + stamp + tail, key=device_id.encode()))
+            await asyncio.gather(*futures)
+    finally:
+        await producer.stop()

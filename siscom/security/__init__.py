@@ -1,0 +1,8 @@
+"""Optional protections of the stream: tokens, origins, connection limits, response headers.
+
+Each module has one job: :mod:`~siscom.security.tokens` verifies JWTs and says which devices a
+client may see, :mod:`~siscom.security.keys` loads the public keys that verify them,
+:mod:`~siscom.security.origins` checks the browser's ``Origin``, :mod:`~siscom.security.limits`
+counts connections, :mod:`~siscom.security.headers` sets HTTP response headers, and
+:mod:`~siscom.security.guard` holds one process's instances of all of them.
+"""

@@ -1,0 +1,79 @@
+"""The security checks of one gateway process, built once from its settings.
+
+The gateway owns one :class:`Guard`; the routes ask it, in this order, whether a handshake's
+origin is allowed, whether a connection slot is free, and what the client's token grants.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from siscom.security.limits import ConnectionLimiter
+from siscom.security.origins import OriginPolicy
+from siscom.security.tokens import Grant, TokenVerifier
+
+if TYPE_CHECKING:
+    from siscom.config import Settings
+
+__all__ = ["SECURITY_COUNTERS", "Guard"]
+
+#: Counters of refused or ended requests, published in the stats and to StatsD.
+SECURITY_COUNTERS = (
+    "origin_refusals",  # handshake from an origin not in STREAM_ALLOWED_ORIGINS: 403
+    "connection_limit_refusals",  # past STREAM_MAX_CONNECTIONS(_PER_IP): 1013
+    "auth_failures",  # no token or a bad one: 1008 (stats: 401)
+    "forbidden_requests",  # devices the token does not grant: 1008
+    "token_expiries",  # streams closed because their token expired: 1008
+)
+
+
+class Guard:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.verifier = TokenVerifier.from_settings(settings)
+        self.origins = OriginPolicy(settings.stream_allowed_origins)
+        self.limiter = ConnectionLimiter(
+            settings.stream_max_connections, settings.stream_max_connections_per_ip
+        )
+
+    @property
+    def auth_required(self) -> bool:
+        return self.verifier is not None
+
+    def authenticate(self, token: str | None) -> Grant | None:
+        """The token's grant; ``None`` when no token is required. Raises ``TokenError``."""
+        if self.verifier is None:
+            return None
+        return self.verifier.verify(token)
+
+    def log_posture(self, logger: logging.Logger) -> None:
+        """Say once, at start, how streams are protected, and warn about what is left open."""
+        settings = self._settings
+        tokens = f"required ({self.verifier.algorithm})" if self.verifier else "not required"
+        origins = "any" if self.origins.any else ",".join(settings.stream_allowed_origins)
+        logger.info(
+            "Streams: tokens %s; origins %s; at most %s connections, %s per address",
+            tokens, origins,
+            settings.stream_max_connections or "unlimited",
+            settings.stream_max_connections_per_ip or "unlimited",
+        )
+        if self.verifier is None:
+            logger.warning(
+                "Anyone who can reach this port may watch every vehicle: "
+                "set STREAM_JWT_SECRET or STREAM_JWT_PUBLIC_KEY to require tokens"
+            )
+        tls_files = [
+            name for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+            if getattr(settings, name) is not None
+        ]
+        if tls_files and not settings.kafka_security_protocol.endswith("SSL"):
+            logger.warning(
+                "%s set, but KAFKA_SECURITY_PROTOCOL=%s: the connection to Kafka is not encrypted",
+                ", ".join(name.upper() for name in tls_files), settings.kafka_security_protocol,
+            )
+        if settings.kafka_security_protocol == "SASL_PLAINTEXT" and settings.kafka_sasl_mechanism == "PLAIN":
+            logger.warning(
+                "KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT with PLAIN sends the Kafka password "
+                "unencrypted; prefer SASL_SSL"
+            )

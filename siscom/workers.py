@@ -1,0 +1,109 @@
+"""``siscom serve --workers N``: several gateway processes behind one listening socket.
+
+One Python process streams on one core. To use more, the parent binds the listening socket
+once and starts ``N`` workers that all accept on it; each worker is a complete, ordinary
+``siscom serve`` (its own supervision tree, consumer and sessions), started with
+``--bind fd://FD`` so that it serves the inherited socket instead of binding its own.
+
+A worker must stream every device, so every worker reads every partition: the consumer joins
+no consumer group (see :mod:`siscom.actors.consumer`), and ``N`` workers are ``N`` independent
+readers of the topic, not a group that splits it.
+
+The parent does nothing else. SIGTERM or SIGINT is passed on to every worker, which closes its
+clients with 1001 and exits; the parent exits when all have, with status 0 if they all did. A
+worker that exits on its own (its supervision tree gave up) brings the others down too and its
+status becomes the parent's, so the process manager that restarts failed services sees it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import time
+from types import FrameType
+
+logger = logging.getLogger(__name__)
+
+#: How often the parent looks at its workers.
+POLL_INTERVAL = 0.1
+#: How long workers get to close their clients and exit before they are killed.
+STOP_TIMEOUT = 30.0
+
+
+def listening_socket(bind: str, backlog: int = 1024) -> socket.socket:
+    """A TCP socket listening on ``HOST:PORT`` (IPv6 hosts in brackets), inheritable by workers."""
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, int(port)))
+    sock.listen(backlog)
+    sock.set_inheritable(True)
+    return sock
+
+
+def worker_command(fd: int) -> list[str]:
+    return [sys.executable, "-m", "siscom", "serve", "--bind", f"fd://{fd}"]
+
+
+def run_workers(bind: str, count: int) -> int:
+    """Serve ``bind`` with ``count`` worker processes until told to stop; return the exit status."""
+    sock = listening_socket(bind)
+    workers: list[subprocess.Popen[bytes]] = []
+    stopping = False
+
+    def stop_all(signum: int | None = None, _frame: FrameType | None = None) -> None:
+        nonlocal stopping
+        stopping = True
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+
+    previous = {signum: signal.signal(signum, stop_all) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for _ in range(count):
+            workers.append(subprocess.Popen(worker_command(sock.fileno()), pass_fds=(sock.fileno(),)))
+        logger.info("Serving %s with %d workers (pids %s)", bind, count, ", ".join(str(w.pid) for w in workers))
+        status = _wait(workers, stop_all, lambda: stopping)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _kill_stragglers(workers)
+        sock.close()
+    return status
+
+
+def _wait(workers: list[subprocess.Popen[bytes]], stop_all, stopping) -> int:
+    status = 0
+    deadline: float | None = None
+    while any(worker.poll() is None for worker in workers):
+        for worker in workers:
+            code = worker.returncode
+            if code is not None and code != 0 and status == 0:
+                status = code if code > 0 else 1
+                if not stopping():
+                    logger.error("Worker %d exited with %d; stopping the others", worker.pid, code)
+                    stop_all()
+        if stopping() and deadline is None:
+            deadline = time.monotonic() + STOP_TIMEOUT
+        if deadline is not None and time.monotonic() > deadline:
+            logger.error("Workers still running %.0f s after the stop request; killing them", STOP_TIMEOUT)
+            break
+        time.sleep(POLL_INTERVAL)
+    for worker in workers:
+        code = worker.poll()
+        if code is not None and code != 0 and status == 0:
+            status = code if code > 0 else 1
+    return status
+
+
+def _kill_stragglers(workers: list[subprocess.Popen[bytes]]) -> None:
+    for worker in workers:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()

@@ -1,0 +1,123 @@
+"""Scenario 5: a client completes the handshake, then never reads, beside clients that keep up.
+
+Its TCP window fills, the server's writes to it stall. The promise: the other clients get every
+record as fast as without it, the server's memory stays bounded, the stalled client's positions
+are conflated, and past ``STREAM_SEND_TIMEOUT_SECONDS`` of stalling it is closed with 1013 and
+counted. Its session ends even though its socket stays blocked; the close frame waits in the
+socket behind the data it has not read, and it sees 1013 when it reads again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from contextlib import AsyncExitStack
+
+import pytest
+
+from siscom.devbroker import create_topics
+from support import ws_client
+from support.status import stats, wait_ready, wait_stats
+from chaos.memory import RssSampler
+from chaos.rawws import RawWebSocket
+from chaos.traffic import FrameLog, Producer, percentile, position, record_of, sequences
+
+pytestmark = pytest.mark.chaos
+
+TOPIC = "positions"
+DEVICE = "hot-1"
+FAST_CLIENTS = 2
+RECORDS = 15_000
+CHUNK = 15  # records per send, one send every CHUNK_INTERVAL: about 1,500 records/s
+CHUNK_INTERVAL = 0.01
+#: Makes a record about 1 KB, as a tracker's full report can be: the kernel buffers megabytes
+#: for a socket, so a client only stalls the server's writes once that much is unread.
+PADDING = "x" * 850
+SEND_TIMEOUT = 4.0
+
+
+async def produce_paced(bootstrap: str, first_seq: int) -> None:
+    async with Producer(bootstrap) as producer:
+        for start in range(first_seq, first_seq + RECORDS, CHUNK):
+            began = time.monotonic()
+            await producer.send_many(TOPIC, [(DEVICE, position(DEVICE, n, PAD=PADDING)) for n in range(start, start + CHUNK)])
+            await asyncio.sleep(max(0.0, CHUNK_INTERVAL - (time.monotonic() - began)))
+
+
+def latencies(logs: list[FrameLog], first_seq: int) -> list[float]:
+    """Seconds from send to arrival of every record of the run that began at ``first_seq``."""
+    to_wall = time.time() - time.monotonic()
+    return [
+        at + to_wall - record_of(frame)["SENT"]
+        for log in logs
+        for at, frame in log.data_frames()
+        if record_of(frame)["SEQ"] >= first_seq
+    ]
+
+
+async def run(bootstrap: str, logs: list[FrameLog], first_seq: int) -> list[float]:
+    await produce_paced(bootstrap, first_seq)
+    for log in logs:
+        await log.wait_until(
+            lambda l: len(l.data_frames()) >= first_seq + RECORDS, 60, f"all {first_seq + RECORDS} records"
+        )
+    return latencies(logs, first_seq)
+
+
+async def test_a_client_that_never_reads_is_conflated_then_closed_while_others_keep_pace(
+    broker_factory, server_factory, scenario
+):
+    scenario.title = "5. stalled client beside fast ones"
+    scenario.target = "fast: all records; RSS < 30 MiB; 1013 + counted"
+    broker = broker_factory()
+    await create_topics(broker.bootstrap, {TOPIC: 1})
+    server = server_factory(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+            "KAFKA_TOPIC": TOPIC,
+            "STREAM_SEND_TIMEOUT_SECONDS": str(SEND_TIMEOUT),
+            "LOG_LEVEL": "INFO",
+        }
+    )
+    await wait_ready(server)
+    url = server.ws_url(f"/api/v1/stream?device_ids={DEVICE}")
+    async with AsyncExitStack() as stack:
+        logs = []
+        for _ in range(FAST_CLIENTS):
+            client = await stack.enter_async_context(ws_client(url))
+            logs.append(await stack.enter_async_context(FrameLog(client)))
+        await wait_stats(server, lambda s: s["connections"] == FAST_CLIENTS)
+        alone = await run(broker.bootstrap, logs, 0)
+
+        stalled = await RawWebSocket.connect(url, receive_buffer=4096)
+        stack.callback(stalled.close)
+        before = await wait_stats(server, lambda s: s["connections"] == FAST_CLIENTS + 1)
+        started = time.monotonic()
+        with RssSampler(server.pid) as rss:
+            beside = await run(broker.bootstrap, logs, RECORDS)
+            after = await wait_stats(server, lambda s: s["slow_client_closes"] == 1, timeout=SEND_TIMEOUT + 10)
+            closed_after = time.monotonic() - started
+        await wait_stats(server, lambda s: s["connections"] == FAST_CLIENTS)
+        code, texts = await stalled.read_until_close(timeout=30)
+        for log in logs:
+            assert log.close_code is None
+
+    for log in logs:
+        assert sequences(log.data_frames(), DEVICE) == list(range(2 * RECORDS))
+    seen = [json.loads(text)["data"]["data"]["SEQ"] for text in texts]
+    assert seen == sorted(seen) and len(set(seen)) == len(seen)
+    conflated = after["conflated"] - before["conflated"]
+    assert code == 1013
+    assert conflated > 0
+    assert rss.growth_mib < 30
+    assert "Closing slow client" in server.log_text()
+    scenario.figure("records for its device", f"{RECORDS} per run, ~{CHUNK / CHUNK_INTERVAL:,.0f}/s")
+    scenario.figure("fast clients p50 / p99 without it", f"{percentile(alone, .5) * 1000:.0f} / {percentile(alone, .99) * 1000:.0f} ms")
+    scenario.figure("fast clients p50 / p99 beside it", f"{percentile(beside, .5) * 1000:.0f} / {percentile(beside, .99) * 1000:.0f} ms")
+    scenario.figure("fast clients got every record, in order", f"{FAST_CLIENTS} x {2 * RECORDS}")
+    scenario.figure("server RSS growth while it stalled (peak)", f"{rss.growth_mib:.1f} MiB")
+    scenario.figure("positions conflated for it", f"{conflated}")
+    scenario.figure("closed, after the run began", f"{closed_after:.1f} s (bound: writes stalled {SEND_TIMEOUT:g} s)")
+    scenario.figure("slow_client_closes", str(after["slow_client_closes"]))
+    scenario.figure("it sees, once it reads again", f"{len(texts)} frames in order, then close {code}")
