@@ -121,6 +121,17 @@ def test_nginx_lets_streams_stay_silent_longer_than_the_keep_alive_interval(comp
 # Dockerfile
 
 
+def test_nginx_hides_its_version_and_keeps_tokens_out_of_its_access_log():
+    text = TEMPLATE.read_text()
+    assert re.search(r"^\s*server_tokens off;", text, re.M)
+    formats = dict(re.findall(r"log_format (\S+) ((?:'[^']*'\s*)+);", text))
+    logs = re.findall(r"^\s*access_log \S+ (\S+);", text, re.M)
+    assert logs and all(name in formats for name in logs)
+    for name in logs:
+        # $request, $request_uri and $args all carry the query string, where ?token= lives.
+        assert not re.search(r"\$(request|request_uri|args|query_string|arg_token)\b", formats[name])
+
+
 def test_the_image_is_slim_and_does_not_run_as_root():
     assert re.fullmatch(r"python:3\.\d+-slim(-\w+)?", instruction("FROM"))
     assert instruction("USER") not in ("root", "0")
