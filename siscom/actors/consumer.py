@@ -127,6 +127,16 @@ def describe(error: BaseException) -> str:
     return text if text.startswith(name) else f"{name}: {text}" if text else name
 
 
+def broker_connections(consumer: AIOKafkaConsumer) -> dict[object, object]:
+    """The consumer's connections to brokers, by node.
+
+    One that is replaced by another broke: perhaps the broker restarted, faster than the probe
+    could see. aiokafka reconnects by itself and says nothing, so this looks at its table of
+    connections (a private attribute of aiokafka, whose version the project pins).
+    """
+    return {key: conn for key, conn in consumer._client._conns.items() if isinstance(key[0], int)}
+
+
 async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
     """``consumer.stop()``, without the stray CancelledError aiokafka 0.14 can let out of it.
 
@@ -169,6 +179,9 @@ class Consumer(Actor):
         self._positions = positions if positions is not None else ReadPositions()
         #: Every partition of the topics, as the latest metadata shows them.
         self._partitions: frozenset[TopicPartition] = frozenset()
+        #: True while fetched records are on their way to the decoder: positions are then past
+        #: records not yet handed on, and must not be noted as reached.
+        self._handing_on = False
 
     async def run(self) -> None:
         connections = 0
@@ -260,6 +273,8 @@ class Consumer(Actor):
     async def _fetch(self, consumer: AIOKafkaConsumer, resumer: Resumer) -> None:
         max_records = self._settings.kafka_max_poll_records
         out, positions, status = self._out, self._positions, self._status
+        connections = broker_connections(consumer)
+        self._handing_on = False
         while True:
             if resumer.assigned != self._partitions:
                 await resumer.place(self._partitions)
@@ -274,15 +289,22 @@ class Consumer(Actor):
                 self._metrics.incr("malformed_records")
                 logger.warning("Skipping a record larger than the fetch size: %s", error)
                 continue
+            current = broker_connections(consumer)
+            if any(current.get(node) is not connection for node, connection in connections.items()):
+                logger.info("A connection to the broker broke and was made again; checking the logs read so far")
+                for partition in resumer.recheck():
+                    batches.pop(partition, None)
+            connections = current
+            self._handing_on = True
             batches = await resumer.admit(batches)
-            if not batches:
-                continue
-            records = [record for batch in batches.values() for record in batch]
-            if logger.isEnabledFor(logging.DEBUG):
-                for record in records:
-                    logger.debug("Record %s[%d]@%d", record.topic, record.partition, record.offset)
-            await out.put(records)
-            positions.handed_on(batches)
+            if batches:
+                records = [record for batch in batches.values() for record in batch]
+                if logger.isEnabledFor(logging.DEBUG):
+                    for record in records:
+                        logger.debug("Record %s[%d]@%d", record.topic, record.partition, record.offset)
+                await out.put(records)
+                positions.handed_on(batches)
+            self._handing_on = False
 
     async def _probe(self, consumer: AIOKafkaConsumer, resumer: Resumer) -> None:
         while True:
@@ -327,7 +349,8 @@ class Consumer(Actor):
                 highwater = consumer.highwater(partition)
             except IllegalStateError:
                 continue  # the fetch loop placed the partitions anew meanwhile
-            self._positions.reached(partition, position)
+            if not self._handing_on:
+                self._positions.reached(partition, position)
             if highwater is not None:
                 lag += max(0, highwater - position)
         self._status.assigned = set(resumer.assigned)

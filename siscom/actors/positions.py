@@ -18,10 +18,12 @@ connection, and when the partitions of a topic change):
   beginning: all of it was written after we started. (Kafka consumers reset new partitions per
   ``auto.offset.reset`` too; with ``latest`` that loses what was written to them before the
   consumer noticed them.)
-- While reading, a partition whose log ends before the offset we reached was replaced under a
-  connection that survived (a broker restarted faster than the probe noticed): it too is read
-  again from its beginning. The log end is taken from fetch responses, which the test broker
-  reports correctly, rather than from ListOffsets, which it can report late.
+- While reading, when a connection to the broker broke and was made again (the broker may have
+  restarted, faster than the consumer's probe could notice), every partition read before is
+  checked again as on resuming (:meth:`Resumer.recheck`). And a partition whose log ends before
+  the offset reached was replaced: it too is read again from its beginning. The log end is taken
+  from fetch responses, which the test broker reports correctly, rather than from ListOffsets,
+  which it can report late.
 
 Re-reading costs one record per partition per connection; trusting offsets loses records.
 """
@@ -118,9 +120,7 @@ class Resumer:
         for partition in wanted:
             mark = positions.mark(partition)
             if mark is not None:
-                # Re-read the last record handed on, if there was one, to recognise the log.
-                consumer.seek(partition, mark.next_offset - 1 if mark.last is not None else mark.next_offset)
-                self._unconfirmed[partition] = mark
+                self._resume(partition, mark)
             elif positions.is_new(partition):
                 from_start.append(partition)
         positions.looked(wanted)
@@ -128,6 +128,26 @@ class Resumer:
         if from_start:
             logger.info("Reading new partitions from their beginning: %s", _names(from_start))
             await consumer.seek_to_beginning(*from_start)
+
+    def recheck(self) -> set[TopicPartition]:
+        """Check again every partition read before, as on resuming; return them.
+
+        For when the connection the records came through broke: the broker may have restarted
+        without its data, faster than anyone noticed. Records fetched for these partitions and
+        not yet admitted must be dropped: they are fetched again.
+        """
+        rechecked = set()
+        for partition in self.assigned:
+            mark = self._positions.mark(partition)
+            if mark is not None:
+                self._resume(partition, mark)
+                rechecked.add(partition)
+        return rechecked
+
+    def _resume(self, partition: TopicPartition, mark: Mark) -> None:
+        # Re-read the last record handed on, if there was one, to recognise the log.
+        self._consumer.seek(partition, mark.next_offset - 1 if mark.last is not None else mark.next_offset)
+        self._unconfirmed[partition] = mark
 
     async def admit(self, batches: Batches) -> Batches:
         """What of a fetched batch may be handed on; restarts partitions whose log was replaced.

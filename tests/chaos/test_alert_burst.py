@@ -22,8 +22,8 @@ pytestmark = pytest.mark.chaos
 TOPIC, ALERTS = "positions", "alerts"
 BOUND = 200  # STREAM_MAX_PENDING_FRAMES
 WITHIN, BEYOND = 150, 400  # alerts in each burst
-FLOOD = 6000  # 1 KB positions per device: more than the kernel buffers for a socket
-PADDING = "x" * 900
+FLOOD = 6000  # 3 KB positions per device: far more than the kernel buffers for a socket
+PADDING = "x" * 3000
 
 
 async def flood(producer: Producer, device_id: str) -> None:

@@ -24,8 +24,10 @@ pytestmark = pytest.mark.chaos
 
 TOPIC = "positions"
 DEVICES = ("bus-1", "bus-2", "bus-3")
-#: How long the broker stays dead in each cycle: some shorter than the consumer's probe interval.
-DOWNTIMES = (1.0, 0.3, 2.0, 0.6)
+#: How long the broker stays dead in each cycle, and how the records come after it: paced, or
+#: all at once. A short death is over before the consumer's probe notices; a burst then grows
+#: the new log past the offsets read before it, so offsets alone would skip the burst's start.
+CYCLES = ((1.0, "paced"), (0.15, "burst"), (2.0, "paced"), (0.3, "burst"))
 RECORDS_PER_CYCLE = 30
 SEND_INTERVAL = 0.05
 
@@ -55,17 +57,20 @@ async def test_broker_killed_and_restarted_empty_every_new_record_reaches_every_
             await log.wait_until(lambda l: len(l.data_frames()) >= 6, 10, "records before the first kill")
 
             latencies = []
-            for cycle, downtime in enumerate(DOWNTIMES):
+            for cycle, (downtime, pattern) in enumerate(CYCLES):
                 broker.kill()
                 await asyncio.sleep(downtime)
                 await asyncio.to_thread(broker.start)
                 back = time.monotonic()
                 await create_topics(broker.bootstrap, {TOPIC: 2})
+                records = [(DEVICES[n % 3], position(DEVICES[n % 3], n, CYCLE=cycle)) for n in range(RECORDS_PER_CYCLE)]
                 async with Producer(broker.bootstrap) as producer:
-                    for n in range(RECORDS_PER_CYCLE):
-                        device = DEVICES[n % 3]
-                        await producer.send(TOPIC, device, position(device, n, CYCLE=cycle))
-                        await asyncio.sleep(SEND_INTERVAL)
+                    if pattern == "burst":
+                        await producer.send_many(TOPIC, records)
+                    else:
+                        for device, value in records:
+                            await producer.send(TOPIC, device, value)
+                            await asyncio.sleep(SEND_INTERVAL)
                 await log.wait_until(
                     lambda l: len(list(filter(in_cycle(cycle), l.data_frames()))) >= RECORDS_PER_CYCLE,
                     20, f"all records of cycle {cycle}",
@@ -82,7 +87,7 @@ async def test_broker_killed_and_restarted_empty_every_new_record_reaches_every_
             frames, frames_one, pings = log.data_frames(), log_one.data_frames(), log.pings()
 
     produced = delivered = 0
-    for cycle in range(len(DOWNTIMES)):
+    for cycle in range(len(CYCLES)):
         cycle_frames = list(filter(in_cycle(cycle), frames))
         for index, device in enumerate(DEVICES):
             expected = list(range(index, RECORDS_PER_CYCLE, len(DEVICES)))
@@ -98,7 +103,8 @@ async def test_broker_killed_and_restarted_empty_every_new_record_reaches_every_
     assert len(pings) >= test_seconds / 2, f"keep-alives stopped: {len(pings)} in {test_seconds:.1f} s"
 
     median = statistics.median(latencies)
-    scenario.figure("cycles (broker dead for)", ", ".join(f"{d:g} s" for d in DOWNTIMES))
+    log_text = server.log_text()
+    scenario.figure("cycles (broker dead for, records)", ", ".join(f"{d:g} s {p}" for d, p in CYCLES))
     scenario.figure("broker back -> first record delivered, median", f"{median:.2f} s")
     scenario.figure("... per cycle", ", ".join(f"{s:.2f}" for s in latencies))
     scenario.figure(
@@ -106,6 +112,11 @@ async def test_broker_killed_and_restarted_empty_every_new_record_reaches_every_
     )
     scenario.figure("order per device / duplicates", "in order / 0")
     scenario.figure("clients connected throughout", f"2 of 2; {len(pings)} keep-alives")
+    scenario.figure(
+        "restart noticed by: probe / broken connection",
+        f"{log_text.count('Lost the Kafka broker')} / {log_text.count('broke and was made again')}",
+    )
+    scenario.figure("partition logs found replaced, read from start", str(log_text.count("the log no longer holds")))
     scenario.figure("broker_reconnects counted", str(counters["broker_reconnects"]))
     scenario.figure("partitions after the last restart", f"{body['assigned_partitions']}/{body['total_partitions']}")
     assert median < 3.0

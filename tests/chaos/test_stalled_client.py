@@ -18,9 +18,9 @@ import pytest
 
 from siscom.devbroker import create_topics
 from support import ws_client
-from support.status import stats, wait_ready, wait_stats
+from support.status import wait_ready, wait_stats
 from chaos.memory import RssSampler
-from chaos.rawws import RawWebSocket
+from chaos.rawws import OP_PING, RawWebSocket, masked_frame
 from chaos.traffic import FrameLog, Producer, percentile, position, record_of, sequences
 
 pytestmark = pytest.mark.chaos
@@ -68,7 +68,7 @@ async def run(bootstrap: str, logs: list[FrameLog], first_seq: int) -> list[floa
 async def test_a_client_that_never_reads_is_conflated_then_closed_while_others_keep_pace(
     broker_factory, server_factory, scenario
 ):
-    scenario.title = "5. stalled client beside fast ones"
+    scenario.title = "5a. stalled client beside fast ones"
     scenario.target = "fast: all records; RSS < 30 MiB; 1013 + counted"
     broker = broker_factory()
     await create_topics(broker.bootstrap, {TOPIC: 1})
@@ -121,3 +121,53 @@ async def test_a_client_that_never_reads_is_conflated_then_closed_while_others_k
     scenario.figure("closed, after the run began", f"{closed_after:.1f} s (bound: writes stalled {SEND_TIMEOUT:g} s)")
     scenario.figure("slow_client_closes", str(after["slow_client_closes"]))
     scenario.figure("it sees, once it reads again", f"{len(texts)} frames in order, then close {code}")
+
+
+async def test_a_stalled_client_that_keeps_pinging_gets_its_1013_when_it_reads_again(
+    broker_factory, server_factory, scenario
+):
+    """Its pings make the server write pongs, which wait in its full socket while holding the
+    server's lock on that socket: the close frame has to wait for the lock, not only for room."""
+    scenario.title = "5b. stalled client that keeps pinging"
+    scenario.target = "session ends while blocked; 1013 when it reads"
+    broker = broker_factory()
+    await create_topics(broker.bootstrap, {TOPIC: 1})
+    server = server_factory(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+            "KAFKA_TOPIC": TOPIC,
+            "STREAM_SEND_TIMEOUT_SECONDS": "2",
+            "LOG_LEVEL": "INFO",
+        }
+    )
+    await wait_ready(server)
+    stalled = await RawWebSocket.connect(server.ws_url(f"/api/v1/stream?device_ids={DEVICE}"), receive_buffer=4096)
+
+    async def ping_forever() -> None:
+        while True:
+            await stalled.send(masked_frame(b"still here", OP_PING))
+            await asyncio.sleep(0.1)
+
+    pinging = asyncio.create_task(ping_forever())
+    try:
+        await wait_stats(server, lambda s: s["connections"] == 1)
+        async with Producer(broker.bootstrap) as producer:
+            for start in range(0, 8000, 200):
+                await producer.send_many(
+                    TOPIC, [(DEVICE, position(DEVICE, n, PAD="x" * 3000)) for n in range(start, start + 200)]
+                )
+        # The session ends, and its gauge drops, while the socket is still blocked.
+        ended = await wait_stats(server, lambda s: s["slow_client_closes"] == 1 and s["connections"] == 0, timeout=30)
+        await asyncio.sleep(1.0)
+        pinging.cancel()
+        await asyncio.wait((pinging,))
+        code, texts = await stalled.read_until_close(timeout=30)
+    finally:
+        pinging.cancel()
+        stalled.close()
+
+    assert code == 1013
+    assert ended["connections_closed"] == 1
+    assert "waits behind unread data" in server.log_text()
+    scenario.figure("while blocked", f"session ended, counted: connections {ended['connections']}, slow_client_closes {ended['slow_client_closes']}")
+    scenario.figure("once it reads again", f"{len(texts)} frames, then close {code}")

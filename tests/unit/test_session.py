@@ -101,7 +101,7 @@ def numbers(transport: FakeTransport, event: str = "message") -> list[int]:
 
 
 @pytest.fixture
-def harness():
+async def harness():
     made: list[Harness] = []
 
     def make(**options) -> Harness:
@@ -109,9 +109,11 @@ def harness():
         return made[-1]
 
     yield make
-    for h in made:
-        if h.task is not None and not h.task.done():
-            h.task.cancel()
+    tasks = [h.task for h in made if h.task is not None]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks)
 
 
 async def test_keep_alives_are_sent_while_nothing_else_is(harness):
@@ -143,7 +145,6 @@ async def test_deliver_never_waits_and_a_stalled_client_gets_the_newest_position
     for n in range(10 * BOUND):  # synchronous: the router never waits for a client
         session.deliver(position("a", n))
         session.deliver(position("b", n))
-    assert len(session._outbox) <= 2 * BOUND
     h.transport.writable.set()
     await h.until(lambda: numbers(h.transport)[-2:] == [10 * BOUND - 1] * 2)
     received = numbers(h.transport)
@@ -194,8 +195,7 @@ async def test_closing_interrupts_a_stalled_write_at_once(harness):
     session = h.start()
     h.transport.writable.clear()
     session.deliver(position("a", 1))
-    await asyncio.sleep(0.01)
-    h.transport.writable.set()  # the close frame itself may go out
+    await asyncio.sleep(0.01)  # that write is now stalled; the close frame is not
     session.close(CloseCode.GOING_AWAY, "server shutting down")
     await h.ended(timeout=1.0)
     assert h.transport.closed == (CloseCode.GOING_AWAY, "server shutting down")
@@ -212,7 +212,7 @@ async def test_a_close_frame_stuck_behind_unread_data_does_not_keep_the_session(
     session.deliver(position("a", 1))
     await h.ended()  # ended, although the close frame is still waiting
     assert h.transport.closed is None
-    assert len(h.table) == 0 and len(session._outbox) == 0
+    assert len(h.table) == 0
     assert h.metrics.counters["slow_client_closes"] == 1
     sent = asyncio.create_task(session.close_sent())
     await asyncio.sleep(0.05)
