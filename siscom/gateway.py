@@ -68,8 +68,6 @@ class Gateway:
         self._frames: Mailbox[list[Frame]] = Mailbox(PIPELINE_MAILBOX_SIZE)
         self._sessions: Supervisor | None = None
         self._pipeline: Supervisor | None = None
-        #: Sessions started and not yet finished: the ``connections`` gauge.
-        self._streaming = 0
         self._root = Supervisor(
             "root",
             [
@@ -180,16 +178,7 @@ class Gateway:
             allowed_devices=allowed_devices, expires_at=expires_at,
         )
         await self._sessions.start_child(ChildSpec(session.name, lambda: session, restart=Restart.TEMPORARY))
-        self._streaming += 1
-        self.metrics.gauge("connections", self._streaming)
-        # Whichever way the session ends (the client left, the server closed it, shutdown), the
-        # gauge follows.
-        asyncio.ensure_future(session.finished.wait()).add_done_callback(self._session_finished)
         return session
-
-    def _session_finished(self, _: asyncio.Future[object]) -> None:
-        self._streaming -= 1
-        self.metrics.gauge("connections", self._streaming)
 
     async def end_session(self, session: Session) -> None:
         """The client left: stop its session (a no-op if it already ended)."""
@@ -209,7 +198,7 @@ class Gateway:
 
     @property
     def connections(self) -> int:
-        return self._streaming
+        return self.metrics.open_streams
 
     def stats(self) -> dict[str, object]:
         kafka = self.kafka

@@ -68,6 +68,19 @@ class Metrics:
         if self._client is not None:
             self._client.timing(name, milliseconds)
 
+    def stream_opened(self) -> None:
+        self.incr("connections_opened")
+        self.gauge("connections", self.open_streams)
+
+    def stream_closed(self) -> None:
+        self.incr("connections_closed")
+        self.gauge("connections", self.open_streams)
+
+    @property
+    def open_streams(self) -> int:
+        """Sessions started and not yet finished, however they ended."""
+        return self.counters["connections_opened"] - self.counters["connections_closed"]
+
     def snapshot(self) -> dict[str, float]:
         """Current totals, for the stats endpoint."""
         return {**self.counters, **self.gauges}

@@ -126,7 +126,7 @@ class Session(Actor):
         self._table.subscribe(self, self._initial_ids)
         if self._limits.snapshot:
             self._queue_snapshot(self._initial_ids)
-        self._metrics.incr("connections_opened")
+        self._metrics.stream_opened()
         logger.info("Stream opened for %s, devices: %s", self._transport.peer, _describe(self._initial_ids))
         receiver = asyncio.create_task(self._receive_loop(), name=f"{self.name}.receive")
         receiver.add_done_callback(self._on_receiver_done)
@@ -150,7 +150,7 @@ class Session(Actor):
                 self._metrics.incr("conflated", self._outbox.conflated)
                 self._outbox.conflated = 0
             self._outbox.clear()
-            self._metrics.incr("connections_closed")
+            self._metrics.stream_closed()
             self.finished.set()
             logger.info(
                 "Stream closed for %s (%s)",
