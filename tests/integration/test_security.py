@@ -26,6 +26,7 @@ from siscom.devbroker import TansuBroker, create_topics
 from support import ServerProcess, ws_client
 from support.http import http_get_json
 from support.kafka import produce
+from support.status import stats as status_stats
 from support.status import wait_ready, wait_stats
 
 SECRET = "integration-secret-" + uuid.uuid4().hex  # 51 characters, different every run
@@ -62,21 +63,13 @@ def request(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[
 
 
 def stats(server: ServerProcess) -> dict:
-    status, _, body = request(f"{server.url}/api/v1/stream/stats", {"Authorization": f"Bearer {mint([])}"})
-    assert status == 200, body
-    return json.loads(body)
+    """The counters, read with a token (the stats endpoint is behind the same auth as streams)."""
+    return status_stats(server, {"Authorization": f"Bearer {mint([])}"})
 
 
 async def wait_stats_authed(server: ServerProcess, predicate, timeout: float = 10.0) -> dict:
     """Poll the stats, with a token, until `predicate` accepts them."""
-    deadline = time.monotonic() + timeout
-    while True:
-        body = await asyncio.to_thread(stats, server)
-        if predicate(body):
-            return body
-        if time.monotonic() > deadline:
-            raise AssertionError(f"stats never matched: {body}")
-        await asyncio.sleep(0.05)
+    return await wait_stats(server, predicate, timeout, headers={"Authorization": f"Bearer {mint([])}"})
 
 
 async def wait_counter(server: ServerProcess, name: str, value: int) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .http import http_get_json
@@ -22,20 +22,23 @@ async def wait_ready(server: Any, timeout: float = 20.0) -> dict[str, Any]:
         await asyncio.sleep(0.1)
 
 
-def stats(server: Any) -> dict[str, Any]:
-    """The server's counters, from ``/api/v1/stream/stats``."""
-    status, body = http_get_json(f"{server.url}/api/v1/stream/stats")
+def stats(server: Any, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The server's counters, from ``/api/v1/stream/stats`` (``headers`` may carry a token)."""
+    status, body = http_get_json(f"{server.url}/api/v1/stream/stats", headers=headers)
     assert status == 200, body
     return body
 
 
 async def wait_stats(
-    server: Any, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+    server: Any,
+    predicate: Callable[[dict[str, Any]], bool],
+    timeout: float = 10.0,
+    headers: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Poll the stats until `predicate` accepts them; return them."""
     deadline = time.monotonic() + timeout
     while True:
-        body = await asyncio.to_thread(stats, server)
+        body = await asyncio.to_thread(stats, server, headers)
         if predicate(body):
             return body
         if time.monotonic() > deadline:

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from siscom.config import ConfigError, Settings, describe_variables
+from support.settings import error_for, load
 
 VARIABLES = [name for name, _, _ in describe_variables()]
 
@@ -18,16 +19,6 @@ COMPANIONS = {
     "KAFKA_PASSWORD": {"KAFKA_USERNAME": "user", "KAFKA_SECURITY_PROTOCOL": "SASL_SSL"},
     "KAFKA_SECURITY_PROTOCOL": {"KAFKA_USERNAME": "user", "KAFKA_PASSWORD": "secret"},
 }
-
-
-def load(**environ: str) -> Settings:
-    return Settings.from_env(environ, env_file=None)
-
-
-def error_for(**environ: str) -> ConfigError:
-    with pytest.raises(ConfigError) as caught:
-        load(**environ)
-    return caught.value
 
 
 # -- defaults and the shared rules ----------------------------------------------------------------

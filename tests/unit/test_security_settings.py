@@ -6,20 +6,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from siscom.config import ConfigError, Settings
+from support.settings import error_for, load
 from support.pki import CertificateAuthority
 
 SECRET = "a-secret-that-is-at-least-32-chars"
-
-
-def load(**environ: str) -> Settings:
-    return Settings.from_env(environ, env_file=None)
-
-
-def error_for(**environ: str) -> ConfigError:
-    with pytest.raises(ConfigError) as caught:
-        load(**environ)
-    return caught.value
 
 
 def public_pem(private_key) -> str:
