@@ -1,4 +1,4 @@
-"""``python -m bench SCENARIO [--json FILE]``: run a scenario and print its table.
+"""``python -m bench SCENARIO... [--json FILE]``: run scenarios and print their tables.
 
 The harness starts a private Kafka-compatible broker on a loopback port, runs each server under
 test in turn (the gateway and the naive baseline, by default), and stops everything it started
@@ -36,7 +36,10 @@ def raise_open_files_limit() -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("scenario", choices=[*SCENARIOS, "all"], help="what to run ('all': every scenario in turn)")
+    parser.add_argument(
+        "scenarios", nargs="+", choices=[*SCENARIOS, "all"], metavar="SCENARIO",
+        help=f"one or more of {', '.join(SCENARIOS)}, or 'all' for every one in turn",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--targets", help=f"comma-separated servers to run, of {', '.join(TARGETS)} (default: per scenario)")
     parser.add_argument("--rate", type=float, help="records per second for steady and overload, instead of the default")
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown target in {args.targets!r}; known: {', '.join(TARGETS)}", file=sys.stderr)
         return 2
     raise_open_files_limit()
-    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    names = list(SCENARIOS) if "all" in args.scenarios else list(dict.fromkeys(args.scenarios))
     with tempfile.TemporaryDirectory(prefix="siscom-bench-") as scratch:
         workdir = args.workdir or Path(scratch)
         workdir.mkdir(parents=True, exist_ok=True)

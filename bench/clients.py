@@ -133,7 +133,7 @@ async def _serve_parent(
         async with gate:
             try:
                 client = await open_stream(
-                    host, port, stream_path(subscriptions[index]), recorder.on_text, deflate=deflate
+                    host, port, stream_path(subscriptions[index]), recorder.on_text, deflate=deflate, timeout=30.0
                 )
             except (OSError, TimeoutError) as error:
                 errors[type(error).__name__] += 1

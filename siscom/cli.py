@@ -131,18 +131,7 @@ def run_serve(settings: Settings, args: argparse.Namespace) -> int:
         _stop_on_signals(stop)
         return await serve_app(settings, args.bind, stop)
 
-    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        return runner.run(main())
-
-
-def event_loop_factory():
-    """uvloop's event loop where installed (it is a dependency): its transports write and
-    schedule in C, which the per-client send path spends most of its time on."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
+    return asyncio.run(main())
 
 
 def run_simulate(settings: Settings, args: argparse.Namespace) -> int:

@@ -1,41 +1,66 @@
 """A session's mailbox: first in, first out while the client keeps up; conflating once it doesn't.
 
 A client that reads as fast as frames arrive gets every frame in order. A client that falls more
-than ``soft_limit`` frames behind has its backlog compacted: only the newest position of each
-device is kept (a map should show where a vehicle *is*, not replay where it was), while alerts
-and control frames are kept whole, in order. Memory is therefore bounded by the number of devices
-the client watches plus the alerts it has not read; alerts past ``max_alerts`` make the outbox
-refuse more (:class:`~supervisors.MailboxFull`), and the session closes that client with 1013.
+than ``soft_limit`` frames behind gets the newest position of each device instead of a backlog (a
+map should show where a vehicle *is*, not replay where it was): from then on, until it has caught
+up, a new position of a device that is still waiting replaces the waiting one in its place in
+line, and frames go out in chunks of at most ``chunk``, so that what waits keeps being refreshed
+while earlier chunks are written. Each device therefore reaches a slow client once per pass over
+the devices, with the newest data there is, and how old that data is stays bounded by how often
+devices report, not by how far behind the client is. Alerts and control frames are never
+conflated and keep their order; more than ``max_alerts`` of them waiting make the outbox refuse
+more (:class:`~supervisors.MailboxFull`), and the session closes that client with 1013. Memory is
+bounded by the devices the client watches plus the alerts it has not read.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+from collections import OrderedDict, deque
 
 from supervisors import MailboxFull
 
 from siscom.frames import Frame
 
-#: Key of frames that are never conflated (alerts, pings, errors, acks).
+#: Key of frames that are never conflated (alerts, pings, errors, acks) while the client keeps up.
 _KEEP = None
+
+#: Deadlines closer than this (seconds) are the same deadline, computed twice.
+_SAME_DEADLINE = 0.001
+
+#: Most frames handed out by one take: a session writes at most this many before it lets the
+#: others run.
+CHUNK = 8
 
 
 class Outbox:
-    __slots__ = ("_queue", "_soft_limit", "_compact_at", "_max_alerts", "_alerts", "_waiter", "conflated")
+    __slots__ = (
+        "_queue", "_latest", "_soft_limit", "_chunk", "_max_alerts", "_alerts", "_waiter", "_timer", "conflated"
+    )
 
-    def __init__(self, soft_limit: int, max_alerts: int) -> None:
+    def __init__(self, soft_limit: int, max_alerts: int, chunk: int = CHUNK) -> None:
+        #: Frames in arrival order while the client keeps up: (device id or _KEEP, text).
         self._queue: deque[tuple[str | None, str]] = deque()
+        #: While the client is behind: device id (or a unique key per kept frame) -> newest text.
+        self._latest: OrderedDict[object, str] | None = None
         self._soft_limit = soft_limit
-        self._compact_at = soft_limit
+        self._chunk = chunk
         self._max_alerts = max_alerts
         self._alerts = 0
         self._waiter: asyncio.Future[None] | None = None
+        #: Ends the wait of :meth:`take` at its deadline. The deadline (the next keep-alive) is
+        #: the same for many takes in a row, so one timer serves them all.
+        self._timer: asyncio.TimerHandle | None = None
         #: Positions dropped because a newer one of the same device replaced them.
         self.conflated = 0
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + (len(self._latest) if self._latest is not None else 0)
+
+    @property
+    def behind(self) -> bool:
+        """True while the client is too far behind to get every frame."""
+        return self._latest is not None
 
     def put_frame(self, frame: Frame) -> None:
         if frame.alert:
@@ -44,9 +69,15 @@ class Outbox:
             self.put_position(frame.device_id, frame.text)
 
     def put_position(self, device_id: str, text: str) -> None:
-        self._queue.append((device_id, text))
-        if len(self._queue) > self._compact_at:
-            self._compact()
+        latest = self._latest
+        if latest is not None:
+            if device_id in latest:
+                self.conflated += 1
+            latest[device_id] = text  # a waiting device keeps its place in line
+        else:
+            self._queue.append((device_id, text))
+            if len(self._queue) > self._soft_limit:
+                self._fall_behind()
         self.wake()
 
     def put_kept(self, text: str) -> None:
@@ -54,32 +85,71 @@ class Outbox:
         if self._alerts >= self._max_alerts:
             raise MailboxFull(f"{self._alerts} unconflatable frames waiting")
         self._alerts += 1
-        self._queue.append((_KEEP, text))
+        if self._latest is not None:
+            self._latest[object()] = text
+        else:
+            self._queue.append((_KEEP, text))
         self.wake()
 
     async def take(self, timeout: float) -> list[str]:
-        """Wait up to ``timeout`` seconds for frames, then take everything, oldest first.
+        """Wait up to ``timeout`` seconds for frames, then take up to a chunk of them, oldest first.
 
         Returns an empty list when the time ran out first (the session's cue for a keep-alive).
         """
-        if not self._queue:
+        if not self._queue and not self._latest:
             loop = asyncio.get_running_loop()
-            waiter = self._waiter = loop.create_future()
-            timer = loop.call_later(timeout, _resolve, waiter)
+            deadline = loop.time() + timeout
+            timer = self._timer
+            if timer is None or abs(timer.when() - deadline) > _SAME_DEADLINE:
+                if timer is not None:
+                    timer.cancel()
+                self._timer = loop.call_at(deadline, self._time_is_up)
+            self._waiter = loop.create_future()
             try:
-                await waiter
+                await self._waiter
             finally:
-                timer.cancel()
                 self._waiter = None
-        texts = [text for _, text in self._queue]
-        self._queue.clear()
-        self._alerts = 0
-        self._compact_at = self._soft_limit
+        else:
+            # Frames came while the last chunk was written: let the others run first (the
+            # pipeline and the other sessions), so that no session holds the loop for long and
+            # what this one takes next is as new as the pipeline has.
+            await asyncio.sleep(0)
+        latest = self._latest
+        if latest is None:
+            queue = self._queue
+            if len(queue) <= self._chunk:
+                texts = [text for _, text in queue]
+                queue.clear()
+                self._alerts = 0
+                return texts
+            texts = []
+            for _ in range(self._chunk):
+                key, text = queue.popleft()
+                if key is _KEEP:
+                    self._alerts -= 1
+                texts.append(text)
+            return texts
+        texts = []
+        for _ in range(min(self._chunk, len(latest))):
+            key, text = latest.popitem(last=False)
+            if type(key) is not str:
+                self._alerts -= 1
+            texts.append(text)
+        if not latest:
+            self._latest = None  # caught up: first in, first out again
         return texts
 
     def clear(self) -> None:
         self._queue.clear()
+        self._latest = None
         self._alerts = 0
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _time_is_up(self) -> None:
+        self._timer = None
+        self.wake()
 
     def wake(self) -> None:
         """Make a waiting :meth:`take` return now, even with nothing queued."""
@@ -87,22 +157,17 @@ class Outbox:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _compact(self) -> None:
-        """Keep kept frames and the newest position per device, in their original order."""
-        newest: dict[str, int] = {}
-        for index, (key, _) in enumerate(self._queue):
-            if key is not _KEEP:
-                newest[key] = index
-        before = len(self._queue)
-        self._queue = deque(
-            item for index, item in enumerate(self._queue) if item[0] is _KEEP or newest[item[0]] == index
-        )
-        self.conflated += before - len(self._queue)
-        # A client watching more devices than the soft limit would compact on every frame:
-        # wait for the queue to double before paying for the next pass.
-        self._compact_at = max(self._soft_limit, 2 * len(self._queue))
+    def _fall_behind(self) -> None:
+        """Fold the queue into newest-per-device order: each device where it first waited."""
+        latest: OrderedDict[object, str] = OrderedDict()
+        for key, text in self._queue:
+            if key is _KEEP:
+                latest[object()] = text
+            else:
+                if key in latest:
+                    self.conflated += 1
+                latest[key] = text
+        self._queue.clear()
+        self._latest = latest
 
 
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)

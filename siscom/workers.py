@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,8 @@ def run_workers(bind: str, count: int) -> int:
     return status
 
 
-def _wait(workers: list[subprocess.Popen[bytes]], stop_all, stopping) -> int:
+def _wait(workers: list[subprocess.Popen[bytes]], stop_all: Callable[[], None], stopping: Callable[[], bool]) -> int:
+    """Wait for every worker to exit; the first failure (or the stop request) stops the rest."""
     status = 0
     deadline: float | None = None
     while any(worker.poll() is None for worker in workers):

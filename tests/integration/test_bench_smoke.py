@@ -1,0 +1,54 @@
+"""The load harness runs end to end (tiny loads, seconds long), so that it cannot rot.
+
+Nothing here judges performance: the figures of a smoke run on a busy machine mean nothing. What
+is checked is that every scenario runs both servers, counts deliveries consistently (never more
+than the subscriptions imply) and writes its figures, and that it leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from support.server import REPO_ROOT
+
+
+@pytest.mark.usefixtures("broker")  # only to require the tansu binary (fails under CI if missing)
+def test_every_scenario_runs_both_servers_and_writes_its_figures(tmp_path):
+    before = {child.pid for child in psutil.Process().children(recursive=True)}
+    out = tmp_path / "figures.json"
+    env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "all", "--smoke", "--targets", "siscom,naive", "--json", str(out),
+         "--workdir", str(tmp_path / "logs")],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    document = json.loads(out.read_text())
+    scenarios = {entry["scenario"]: entry for entry in document["scenarios"]}
+    assert set(scenarios) == {"steady", "capacity", "overload", "idle", "pipeline"}
+    for entry in scenarios.values():
+        assert entry["targets"] == ["siscom", "naive"]
+        assert entry["rows"], entry["scenario"]
+        # The table printed for each scenario shows every figure beside the baseline's, as a ratio.
+        assert f"== {entry['scenario']}:" in completed.stdout
+
+    for name in ("siscom", "naive"):
+        steady = scenarios["steady"]["figures"][name]
+        assert 0 < steady["delivered"] <= steady["expected"]
+        assert steady["latency_ms"]["p99"] is not None
+        overload = scenarios["overload"]["figures"][name]
+        assert 0 < overload["delivered"] <= overload["expected"]
+        assert scenarios["idle"]["figures"][name]["connected"] == scenarios["idle"]["params"]["connections"]
+        assert scenarios["capacity"]["figures"][name]["steps"]
+    assert "siscom/naive" in completed.stdout
+
+    # Servers, client processes and the broker were all stopped.
+    leftovers = [child for child in psutil.Process().children(recursive=True) if child.pid not in before]
+    assert leftovers == []
