@@ -229,3 +229,14 @@ async def test_a_stream_silent_for_longer_than_proxy_read_timeout_is_cut_by_ngin
     assert "upstream timed out" in proxy.error_log.read_text()
     await wait_stats(server, lambda s: s["connections"] == 0)
     assert stats(server)["connections_closed"] == 1
+
+
+async def test_nginx_keeps_per_client_compression_off_while_the_app_alone_would_accept_it(replicas, nginx_factory):
+    """Compression costs the gateway CPU per frame per client; the template turns it off."""
+    _, (server,) = await replicas(1)
+    proxy = nginx_factory([server.url.removeprefix("http://")])
+    offer = {"compression": "deflate"}
+    async with ws_client(server.ws_url("/api/v1/stream?device_ids=car-0"), **offer) as direct:
+        assert [type(e).__name__ for e in direct.connection.protocol.extensions] == ["PerMessageDeflate"]
+    async with ws_client(stream_url(proxy), **offer) as proxied:
+        assert proxied.connection.protocol.extensions == []
