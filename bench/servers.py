@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from typing import IO, Any
 import psutil
 
 from siscom.devbroker import free_port
+from siscom.processes import terminate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -147,13 +147,7 @@ class ServerUnderTest:
         if process is None:
             return None
         children = self._tree()[1:]
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        terminate(process, timeout)
         _, alive = psutil.wait_procs(children, timeout=timeout)
         for child in alive:
             try:

@@ -31,6 +31,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from siscom.processes import terminate
+
 __all__ = ["BrokerError", "TansuBroker", "create_topics", "free_port"]
 
 START_TIMEOUT = 10.0
@@ -231,14 +233,9 @@ class TansuBroker:
         if process is None:
             return None
         if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            # A paused process keeps SIGTERM pending until it runs again.
+            # A paused broker would keep SIGTERM pending until it runs again.
             process.send_signal(signal.SIGCONT)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            terminate(process, timeout)
         return self._reap()
 
     def kill(self) -> int | None:

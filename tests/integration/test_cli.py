@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from siscom.devbroker import free_port
+from siscom.processes import terminate
 from support import ws_client
 from support.http import http_get, http_get_json
 from support.server import REPO_ROOT
@@ -37,14 +37,7 @@ def wait_http(url: str, process: subprocess.Popen, log: Path, timeout: float = 3
 
 
 def stop(process: subprocess.Popen) -> int:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return process.returncode
+    return terminate(process, timeout=15)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import math
 import re
 import uuid
 
-import pytest
 
 from siscom.devbroker import create_topics
 from siscom.simulator import QUERETARO, FleetSimulator, device_ids, run_simulator

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import json
 import time
 from urllib.parse import quote
 
 import pytest
-from websockets.exceptions import ConnectionClosed
 
 from support import ws_client
 from support.http import http_get_json
@@ -208,9 +208,6 @@ async def test_sigterm_closes_clients_with_1001_and_exits_zero(make_server):
 
 
 def test_bad_configuration_stops_the_start_with_one_line(server_factory):
-    import subprocess
-    import sys
-
     cases = {
         "KAFKA_TOPIC": "tracking/data",
         "KAFKA_AUTO_OFFSET_RESET": "newest",

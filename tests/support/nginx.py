@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import subprocess
 import time
@@ -22,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from siscom.devbroker import free_port
+from siscom.processes import terminate
 
 from .server import REPO_ROOT
 
@@ -153,15 +153,8 @@ class Nginx:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Fast shutdown (SIGTERM to the master, which ends its workers); SIGKILL if it hangs."""
-        process = self._process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if self._process is not None:
+            terminate(self._process, timeout)
 
     def log_tail(self, lines: int = 40) -> str:
         try:

@@ -21,6 +21,7 @@ from typing import IO
 import psutil
 
 from siscom.devbroker import free_port
+from siscom.processes import terminate
 
 from .http import http_get
 
@@ -156,12 +157,7 @@ class ServerProcess:
             # Worker processes, if the server forked any, are ended too: a
             # killed parent would leave them running.
             children = _children(process.pid)
-            process.send_signal(sig)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            terminate(process, timeout, sig)
             _kill_survivors(children, grace=0.0 if sig == signal.SIGKILL else timeout)
         self._close_log()
         return process.returncode
