@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from siscom.devbroker import TansuBroker
+from siscom.dev.broker import TansuBroker
 
 from bench.report import Result, render
 from bench.scenarios import DEFAULT_TARGETS, SCENARIOS, TARGETS, Bench, Options

@@ -1,6 +1,6 @@
 """Records at a fixed rate, each stamped with the moment it was handed to the Kafka client.
 
-The records are the simulator's (:class:`siscom.simulator.FleetSimulator`), one template per
+The records are the simulator's (:class:`siscom.dev.simulator.FleetSimulator`), one template per
 device made once; sending one costs a byte concatenation that writes the current time into
 ``metadata.producer_ts_ms``. The clients read that stamp back to time each delivery end to end.
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 
-from siscom.simulator import FleetSimulator
+from siscom.dev.simulator import FleetSimulator
 
 #: How often the pacing loop wakes. Records due in between go out together, in one batch per
 #: partition: tansu's memory storage gets slower with every batch a topic holds, so the producer

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from siscom.devbroker import TansuBroker, create_topics
+from siscom.dev.broker import TansuBroker, create_topics
 
 from bench.clients import ClientPool, PoolReport, Subscription
 from bench.producer import FixedRateProducer, Window, fill

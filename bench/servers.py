@@ -24,8 +24,8 @@ from typing import IO, Any
 
 import psutil
 
-from siscom.devbroker import free_port
-from siscom.processes import terminate
+from siscom.dev.broker import free_port
+from siscom.dev.processes import terminate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"

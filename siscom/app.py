@@ -13,10 +13,10 @@ from quart import Quart, send_from_directory
 
 from siscom.config import Settings
 from siscom.gateway import Gateway
-from siscom.routes.status import status_blueprint
-from siscom.routes.stream import stream_blueprint
+from siscom.web.status import status_blueprint
+from siscom.web.stream import stream_blueprint
 from siscom.security.headers import add_security_headers
-from siscom.transport import StreamWebsocket, StreamWebsocketConnection
+from siscom.web.transport import StreamWebsocket, StreamWebsocketConnection
 
 STATIC = Path(__file__).parent / "static"
 

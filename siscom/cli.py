@@ -86,7 +86,7 @@ async def serve_app(settings: Settings, bind: str, stop: asyncio.Event) -> int:
     from hypercorn.asyncio import serve
 
     from siscom.app import create_app, gateway_of
-    from siscom.protocol import CloseCode
+    from siscom.core.protocol import CloseCode
 
     app = create_app(settings)
     gateway = gateway_of(app)
@@ -135,7 +135,7 @@ def run_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def run_simulate(settings: Settings, args: argparse.Namespace) -> int:
-    from siscom.simulator import run_simulator
+    from siscom.dev.simulator import run_simulator
 
     async def main() -> int:
         stop = asyncio.Event()
@@ -156,8 +156,8 @@ def run_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def run_dev(settings: Settings, args: argparse.Namespace) -> int:
-    from siscom.devbroker import TansuBroker, create_topics
-    from siscom.simulator import run_simulator
+    from siscom.dev.broker import TansuBroker, create_topics
+    from siscom.dev.simulator import run_simulator
 
     alerts_topic = settings.kafka_alerts_topic or "tracking-alerts"
     with TansuBroker() as broker:

@@ -22,18 +22,18 @@ from aiokafka import ConsumerRecord
 
 from supervisors import ChildSpec, Mailbox, Restart, Strategy, Supervisor
 
-from siscom.actors.consumer import Consumer, KafkaStatus
-from siscom.actors.positions import ReadPositions
-from siscom.actors.decoder import Decoder
-from siscom.actors.router import Router
-from siscom.actors.session import Session, SessionLimits
+from siscom.pipeline.consumer import Consumer, KafkaStatus
+from siscom.pipeline.offsets import ReadPositions
+from siscom.pipeline.decoder import Decoder
+from siscom.pipeline.router import Router
+from siscom.sessions.session import Session, SessionLimits
 from siscom.config import Settings
-from siscom.frames import Frame
+from siscom.core.frames import Frame
 from siscom.metrics import Metrics
-from siscom.protocol import CloseCode
+from siscom.core.protocol import CloseCode
 from siscom.security.guard import SECURITY_COUNTERS, Guard
-from siscom.subscriptions import SubscriptionTable
-from siscom.transport import Transport
+from siscom.core.subscriptions import SubscriptionTable
+from siscom.web.transport import Transport
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ once and starts ``N`` workers that all accept on it; each worker is a complete, 
 ``--bind fd://FD`` so that it serves the inherited socket instead of binding its own.
 
 A worker must stream every device, so every worker reads every partition: the consumer joins
-no consumer group (see :mod:`siscom.actors.consumer`), and ``N`` workers are ``N`` independent
+no consumer group (see :mod:`siscom.pipeline.consumer`), and ``N`` workers are ``N`` independent
 readers of the topic, not a group that splits it.
 
 The parent does nothing else. SIGTERM or SIGINT is passed on to every worker, which closes its

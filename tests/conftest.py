@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from siscom.devbroker import TansuBroker, create_topics
+from siscom.dev.broker import TansuBroker, create_topics
 from support import ServerProcess
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import jwt
 
-from siscom.protocol import DEVICE_ID_PATTERN, BadRequest
+from siscom.core.protocol import DEVICE_ID_PATTERN, BadRequest
 from siscom.security.keys import load_public_key
 
 if TYPE_CHECKING:

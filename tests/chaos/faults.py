@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import siscom.actors.decoder as decoder_module
-from siscom.actors.consumer import Consumer
-from siscom.actors.router import Router
-from siscom.frames import Frame
+import siscom.pipeline.decoder as decoder_module
+from siscom.pipeline.consumer import Consumer
+from siscom.pipeline.router import Router
+from siscom.core.frames import Frame
 
 #: A record whose value contains this crashes the decoder (with the "decoder-poison" fault).
 DECODER_POISON = "POISON-DECODER"

@@ -14,7 +14,7 @@ import time
 from siscom.app import create_app, gateway_of
 from siscom.cli import hypercorn_config
 from siscom.config import Settings
-from siscom.devbroker import free_port
+from siscom.dev.broker import free_port
 from support.http import http_get
 
 

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from siscom.devbroker import create_topics
+from siscom.dev.broker import create_topics
 from support.status import wait_ready, wait_stats
 from chaos.rawws import RawWebSocket
 from chaos.traffic import Producer, position

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from siscom.devbroker import create_topics, free_port
+from siscom.dev.broker import create_topics, free_port
 from support import ws_client
 from support.http import http_get_json
 from chaos.readiness import ReadyWatch

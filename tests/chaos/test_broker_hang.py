@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from siscom.devbroker import create_topics
+from siscom.dev.broker import create_topics
 from support import ws_client
 from support.http import http_get_json
 from support.status import stats, wait_ready

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from siscom.devbroker import create_topics
+from siscom.dev.broker import create_topics
 from support import ws_client
 from support.status import stats, wait_ready
 from chaos.traffic import FrameLog, Producer, position, record_of, sequences

@@ -2,7 +2,7 @@
 
 Every client must get close 1001 (going away), so browsers know to reconnect elsewhere, and the
 process must exit 0 within 10 s. The gateway joins no consumer group (it reads every partition
-itself, see ``siscom.actors.consumer``), so "leaving the group" means leaving nothing behind on
+itself, see ``siscom.pipeline.consumer``), so "leaving the group" means leaving nothing behind on
 the broker: no group while it runs, none after it is gone.
 """
 
@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from siscom.devbroker import create_topics
+from siscom.dev.broker import create_topics
 from support import ws_client
 from support.status import wait_ready, wait_stats
 from chaos.traffic import FrameLog, Producer, position

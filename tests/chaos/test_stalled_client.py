@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack
 
 import pytest
 
-from siscom.devbroker import create_topics
+from siscom.dev.broker import create_topics
 from support import ws_client
 from support.status import wait_ready, wait_stats
 from chaos.memory import RssSampler

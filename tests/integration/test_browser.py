@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from siscom.simulator import device_ids, run_simulator
+from siscom.dev.simulator import device_ids, run_simulator
 from support.binaries import CHROMIUM, require_module, require_program
 from support.kafka import produce
 from support.status import wait_ready, wait_stats

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from siscom.devbroker import free_port
-from siscom.processes import terminate
+from siscom.dev.broker import free_port
+from siscom.dev.processes import terminate
 from support import ws_client
 from support.http import http_get, http_get_json
 from support.server import REPO_ROOT

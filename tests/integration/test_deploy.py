@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from siscom.config import describe_variables
-from siscom.devbroker import free_port
+from siscom.dev.broker import free_port
 from support.nginx import TEMPLATE, placeholders
 from support.server import REPO_ROOT
 

@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from siscom.devbroker import BrokerError, TansuBroker, create_topics
+from siscom.dev.broker import BrokerError, TansuBroker, create_topics
 from support import consume, free_port, produce
 
 

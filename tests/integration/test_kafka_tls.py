@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.helpers import create_ssl_context
 
-from siscom.devbroker import TansuBroker, free_port
+from siscom.dev.broker import TansuBroker, free_port
 from support import ws_client
 from support.http import http_get_json
 from support.pki import CertificateAuthority, Issued

@@ -17,7 +17,7 @@ import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from siscom.devbroker import create_topics
+from siscom.dev.broker import create_topics
 from support import ws_client
 from support.http import http_get_json
 from support.kafka import produce

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from siscom.devbroker import TansuBroker, create_topics
+from siscom.dev.broker import TansuBroker, create_topics
 from support import ServerProcess, ws_client
 from support.http import http_get_json
 from support.kafka import produce

@@ -151,7 +151,7 @@ async def test_malformed_records_are_counted_and_skipped_while_good_ones_flow(ma
 
 
 async def test_without_a_broker_the_app_serves_and_delivers_once_one_appears(server_factory, broker_factory, tmp_path):
-    from siscom.devbroker import create_topics, free_port
+    from siscom.dev.broker import create_topics, free_port
 
     port = free_port()
     server = server_factory({"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}", "KAFKA_TOPIC": "late",

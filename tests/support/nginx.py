@@ -20,8 +20,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from siscom.devbroker import free_port
-from siscom.processes import terminate
+from siscom.dev.broker import free_port
+from siscom.dev.processes import terminate
 
 from .server import REPO_ROOT
 

@@ -20,8 +20,8 @@ from typing import IO
 
 import psutil
 
-from siscom.devbroker import free_port
-from siscom.processes import terminate
+from siscom.dev.broker import free_port
+from siscom.dev.processes import terminate
 
 from .http import http_get
 

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from types import TracebackType
 
-from siscom.devbroker import free_port
+from siscom.dev.broker import free_port
 
 from .pki import Issued
 

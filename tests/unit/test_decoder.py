@@ -9,9 +9,9 @@ import logging
 from aiokafka import ConsumerRecord
 from hypothesis import given, settings, strategies as st
 
-from siscom.actors.decoder import MALFORMED_LOG_PER_SECOND, Decoder
+from siscom.pipeline.decoder import MALFORMED_LOG_PER_SECOND, Decoder
 from siscom.metrics import Metrics
-from siscom.protocol import alert_frame, message_frame
+from siscom.core.protocol import alert_frame, message_frame
 from supervisors import Mailbox
 
 TOPIC, ALERTS = "positions", "alerts"

@@ -6,8 +6,8 @@ import pytest
 
 from supervisors import MailboxFull
 
-from siscom.frames import Frame
-from siscom.outbox import Outbox
+from siscom.core.frames import Frame
+from siscom.core.outbox import Outbox
 
 
 def position(device: str, n: int) -> Frame:

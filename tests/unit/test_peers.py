@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from siscom.peers import client_address
+from siscom.core.peers import client_address
 
 LOCAL = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("10.0.0.0/8"))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiokafka import ConsumerRecord, TopicPartition
 
-from siscom.actors.positions import Mark, ReadPositions, Resumer, fingerprint
+from siscom.pipeline.offsets import Mark, ReadPositions, Resumer, fingerprint
 
 P0, P1, P2 = (TopicPartition("t", n) for n in range(3))
 

@@ -8,7 +8,7 @@ import re
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from siscom.protocol import (
+from siscom.core.protocol import (
     PING_FRAME,
     BadRequest,
     ClientCommand,

@@ -7,8 +7,8 @@ import json
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from siscom.protocol import message_frame
-from siscom.records import REASONS, Decoded, MalformedRecord, decode_value
+from siscom.core.protocol import message_frame
+from siscom.core.records import REASONS, Decoded, MalformedRecord, decode_value
 
 LIMIT = 1 << 20
 

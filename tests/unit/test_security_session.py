@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from siscom.actors.session import Session, SessionLimits
+from siscom.sessions.session import Session, SessionLimits
 from siscom.metrics import Metrics
-from siscom.protocol import CloseCode
-from siscom.subscriptions import SubscriptionTable
+from siscom.core.protocol import CloseCode
+from siscom.core.subscriptions import SubscriptionTable
 
 LIMITS = SessionLimits(
     keepalive_seconds=60.0, send_timeout_seconds=5.0, max_pending_frames=100, max_device_ids=100, snapshot=False

@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-import siscom.actors.session as session_module
-from siscom.actors.session import Session, SessionLimits
-from siscom.frames import Frame
+import siscom.sessions.session as session_module
+from siscom.sessions.session import Session, SessionLimits
+from siscom.core.frames import Frame
 from siscom.metrics import Metrics
-from siscom.protocol import CloseCode, alert_frame, message_frame
-from siscom.subscriptions import SubscriptionTable
-from siscom.transport import ClientGone
+from siscom.core.protocol import CloseCode, alert_frame, message_frame
+from siscom.core.subscriptions import SubscriptionTable
+from siscom.web.transport import ClientGone
 
 BOUND = 50
 

@@ -1,6 +1,6 @@
 """The subscription table: device index, everything-subscribers and snapshot frames."""
 
-from siscom.subscriptions import SubscriptionTable
+from siscom.core.subscriptions import SubscriptionTable
 
 
 class Client:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from typing import Protocol
 
-from siscom.frames import Frame
+from siscom.core.frames import Frame
 
 
 class Subscriber(Protocol):

@@ -13,11 +13,11 @@ import logging
 from quart import Blueprint, Response, websocket
 
 from siscom.gateway import Gateway
-from siscom.peers import client_address
-from siscom.protocol import BadRequest, CloseCode, parse_device_ids
+from siscom.core.peers import client_address
+from siscom.core.protocol import BadRequest, CloseCode, parse_device_ids
 from siscom.security.headers import SECURITY_HEADERS
 from siscom.security.tokens import SUBPROTOCOL, Forbidden, TokenError, find_token
-from siscom.transport import QuartTransport
+from siscom.web.transport import QuartTransport
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ Server frames are compact JSON text (browsers ``JSON.parse`` them), one object p
     {"event":"ack","data":{"action":...,"device_ids":[...]|null}}  answer to a client command
 
 The Kafka value is spliced into message and alert frames byte for byte, never re-encoded: it was
-checked to be a JSON object when it was decoded (see :mod:`siscom.records`), so the frame is valid
+checked to be a JSON object when it was decoded (see :mod:`siscom.core.records`), so the frame is valid
 JSON and costs one string concatenation per record.
 
 Clients may send ``{"action":"subscribe"|"unsubscribe","device_ids":[...]}`` to change their

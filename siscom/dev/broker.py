@@ -31,7 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from siscom.processes import terminate
+from siscom.dev.processes import terminate
 
 __all__ = ["BrokerError", "TansuBroker", "create_topics", "free_port"]
 

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 
 from supervisors import Actor, MailboxFull
 
-from siscom.frames import Frame
+from siscom.core.frames import Frame
 from siscom.metrics import Metrics
-from siscom.outbox import Outbox
-from siscom.protocol import (
+from siscom.core.outbox import Outbox
+from siscom.core.protocol import (
     PING_FRAME,
     BadRequest,
     CloseCode,
@@ -36,8 +36,8 @@ from siscom.protocol import (
     error_frame,
     parse_client_frame,
 )
-from siscom.subscriptions import SubscriptionTable
-from siscom.transport import ClientGone, Transport
+from siscom.core.subscriptions import SubscriptionTable
+from siscom.web.transport import ClientGone, Transport
 
 logger = logging.getLogger(__name__)
 

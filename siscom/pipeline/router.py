@@ -1,6 +1,6 @@
 """The router actor: hands each frame to the sessions that want its device.
 
-The index it reads is the :class:`~siscom.subscriptions.SubscriptionTable`, which sessions keep
+The index it reads is the :class:`~siscom.core.subscriptions.SubscriptionTable`, which sessions keep
 up to date themselves; the router also records each device's newest position there, so that a
 client connecting later starts from a snapshot instead of an empty map. Delivering never waits:
 each session's outbox takes the frame or conflates it, so one slow client cannot hold up the
@@ -13,9 +13,9 @@ import time
 
 from supervisors import Actor, Mailbox
 
-from siscom.frames import Frame
+from siscom.core.frames import Frame
 from siscom.metrics import Metrics
-from siscom.subscriptions import SubscriptionTable
+from siscom.core.subscriptions import SubscriptionTable
 
 
 class Router(Actor):

@@ -1,7 +1,7 @@
 """Decoding a Kafka record value: check it once, find its device id, keep its text unchanged.
 
 A record is decoded exactly once, however many clients receive it. The text is kept as it arrived
-so that frames can splice it in byte for byte (see :mod:`siscom.protocol`); the parse only proves
+so that frames can splice it in byte for byte (see :mod:`siscom.core.protocol`); the parse only proves
 that the text is one JSON object and finds the device to route it by.
 
 Anything wrong with a value is reported as :class:`MalformedRecord` with a short, fixed

@@ -9,7 +9,7 @@ The broker may be absent, hung, or restarted empty. The consumer keeps serving t
 three: connecting retries with capped exponential backoff and jitter (tenacity); a probe asks for
 metadata every second, so ``/ready`` tells the truth about the broker, and a broker that stops
 answering is let go and connected to afresh. Where each partition is read from, on the first
-connection and after each later one, is the business of :mod:`siscom.actors.positions`: in short,
+connection and after each later one, is the business of :mod:`siscom.pipeline.offsets`: in short,
 ``KAFKA_AUTO_OFFSET_RESET`` at the very start, right after the last record handed on ever after,
 and from the beginning of any log that turns out to be newer than that record.
 """
@@ -30,7 +30,7 @@ from aiokafka.helpers import create_ssl_context
 
 from supervisors import Actor, Mailbox
 
-from siscom.actors.positions import ReadPositions, Resumer
+from siscom.pipeline.offsets import ReadPositions, Resumer
 from siscom.config import Settings
 from siscom.metrics import Metrics
 
@@ -155,7 +155,7 @@ class Consumer(Actor):
     """Fetches record batches and puts them in the decoder's inbox (waiting when it is full).
 
     Its life is a series of connections. Each places every partition of the topics where
-    :mod:`siscom.actors.positions` says, then runs two tasks: the fetch loop, the only one that
+    :mod:`siscom.pipeline.offsets` says, then runs two tasks: the fetch loop, the only one that
     moves positions, and a probe that asks the broker for metadata every second. When the probe
     gets no answer the connection is dropped and a new one made, with capped exponential backoff.
     A broker that is down or hung is an expected condition, not a crash: it never counts towards

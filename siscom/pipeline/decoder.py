@@ -1,6 +1,6 @@
 """The decoder actor: parses each record once and builds its outgoing frame once.
 
-Whatever the broker hands us, the decoder either turns a record into a :class:`~siscom.frames.Frame`
+Whatever the broker hands us, the decoder either turns a record into a :class:`~siscom.core.frames.Frame`
 or counts it as malformed and moves on: a bad record never stops the records behind it.
 """
 
@@ -14,10 +14,10 @@ from aiokafka import ConsumerRecord
 
 from supervisors import Actor, Mailbox
 
-from siscom.frames import Frame
+from siscom.core.frames import Frame
 from siscom.metrics import Metrics
-from siscom.protocol import alert_frame, message_frame
-from siscom.records import MalformedRecord, decode_value
+from siscom.core.protocol import alert_frame, message_frame
+from siscom.core.records import MalformedRecord, decode_value
 
 logger = logging.getLogger(__name__)
 

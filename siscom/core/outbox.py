@@ -20,7 +20,7 @@ from collections import OrderedDict, deque
 
 from supervisors import MailboxFull
 
-from siscom.frames import Frame
+from siscom.core.frames import Frame
 
 #: Key of frames that are never conflated (alerts, pings, errors, acks) while the client keeps up.
 _KEEP = None

@@ -1,1 +1,0 @@
-"""The actors of one gateway process: consumer -> decoder -> router -> sessions."""

@@ -1,0 +1,1 @@
+"""The pipeline actors and their Kafka glue: consumer -> decoder -> router."""

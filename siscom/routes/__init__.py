@@ -1,1 +1,0 @@
-"""HTTP and WebSocket routes. Each module builds a blueprint bound to one gateway."""

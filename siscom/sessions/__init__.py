@@ -1,0 +1,1 @@
+"""The session actors: one per client, between the router and the client's connection."""
