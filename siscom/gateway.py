@@ -31,7 +31,7 @@ from siscom.config import Settings
 from siscom.core.frames import Frame
 from siscom.metrics import Metrics
 from siscom.core.protocol import CloseCode
-from siscom.security.guard import SECURITY_COUNTERS, Guard
+from siscom.security.guard import Guard
 from siscom.core.subscriptions import SubscriptionTable
 from siscom.web.transport import Transport
 
@@ -54,8 +54,6 @@ class Gateway:
         self.read_positions = ReadPositions()
         #: Origin, connection-limit and token checks for the routes.
         self.guard = Guard(settings)
-        for name in SECURITY_COUNTERS:  # shown in the stats from the start, not from the first refusal
-            self.metrics.counters.setdefault(name, 0)
         self.subscriptions = SubscriptionTable()
         self.limits = SessionLimits(
             keepalive_seconds=settings.stream_keepalive_seconds,

@@ -1,5 +1,10 @@
 """Counters the service keeps about itself, mirrored to StatsD when configured.
 
+Every metric the service publishes is a member of :class:`Metric`: its name in the stats
+endpoint, in StatsD (prefixed) and in the README's table, its kind and what it counts. Code
+counts with the members, never with string literals, so a metric cannot exist without its
+documentation.
+
 One :class:`Metrics` object is made per process by the gateway and handed to every actor that
 counts something. The in-process totals feed ``/api/v1/stream/stats``; StatsD gets the same
 increments as they happen. Callers count per batch, not per frame, so the hot path pays one call
@@ -8,6 +13,7 @@ per batch.
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections import Counter
 from typing import TYPE_CHECKING
@@ -17,19 +23,67 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Counter names, as published in stats and (prefixed) in StatsD.
-COUNTERS = (
-    "records",
-    "alerts",
-    "malformed_records",
-    "frames_sent",
-    "conflated",
-    "slow_client_closes",
-    "broker_reconnects",
-    "connections_opened",
-    "connections_closed",
-    "rejected_requests",
-)
+
+class Kind(enum.StrEnum):
+    COUNTER = "counter"
+    GAUGE = "gauge"
+    TIMER = "timer (ms)"
+
+
+class Metric(enum.StrEnum):
+    """The registry of metric names (a member is its name, as a ``str``)."""
+
+    kind: Kind
+    help: str
+
+    def __new__(cls, name: str, kind: Kind, help: str) -> Metric:
+        member = str.__new__(cls, name)
+        member._value_ = name
+        member.kind = kind
+        member.help = help
+        return member
+
+    CONNECTIONS = "connections", Kind.GAUGE, "open streams, sent at every open and close"
+    RECORDS = "records", Kind.COUNTER, "records read from Kafka, both topics, malformed ones included"
+    ALERTS = "alerts", Kind.COUNTER, "records of `KAFKA_ALERTS_TOPIC`"
+    MALFORMED_RECORDS = (
+        "malformed_records", Kind.COUNTER,
+        "records skipped as malformed (not UTF-8, not JSON, no device id, too large)",
+    )
+    FRAMES_SENT = "frames_sent", Kind.COUNTER, "frames written to clients: positions, alerts, pings, acks, errors"
+    CONFLATED = (
+        "conflated", Kind.COUNTER,
+        "positions a lagging client skipped because a newer one of the same device replaced them",
+    )
+    SLOW_CLIENT_CLOSES = "slow_client_closes", Kind.COUNTER, "clients closed with 1013 for not keeping up"
+    BROKER_RECONNECTS = "broker_reconnects", Kind.COUNTER, "times the broker was reached again after being lost"
+    CONNECTIONS_OPENED = "connections_opened", Kind.COUNTER, "streams started"
+    CONNECTIONS_CLOSED = "connections_closed", Kind.COUNTER, "streams ended, whichever way"
+    REJECTED_REQUESTS = "rejected_requests", Kind.COUNTER, "streams refused for a bad query (1008)"
+    ORIGIN_REFUSALS = "origin_refusals", Kind.COUNTER, "handshakes refused for their origin (403)"
+    CONNECTION_LIMIT_REFUSALS = (
+        "connection_limit_refusals", Kind.COUNTER,
+        "streams refused past `STREAM_MAX_CONNECTIONS` or `STREAM_MAX_CONNECTIONS_PER_IP` (1013)",
+    )
+    AUTH_FAILURES = "auth_failures", Kind.COUNTER, "requests without a valid token"
+    FORBIDDEN_REQUESTS = "forbidden_requests", Kind.COUNTER, "requests for devices the token does not grant"
+    TOKEN_EXPIRIES = "token_expiries", Kind.COUNTER, "streams closed because their token expired"
+    PARTITION_LAG = (
+        "partition_lag", Kind.GAUGE,
+        "records in the broker not yet read, all partitions together, every second",
+    )
+    LATENCY = (
+        "latency", Kind.TIMER,
+        "from a record's Kafka timestamp to its frame being handed to the clients, one sample per batch "
+        "(the producer's clock and the gateway's must agree)",
+    )
+
+
+def metrics_table() -> str:
+    """The README's table of metrics, generated from the registry."""
+    rows = ["| metric | type | what it counts |", "| --- | --- | --- |"]
+    rows += [f"| `{metric}` | {metric.kind} | {metric.help} |" for metric in Metric]
+    return "\n".join(rows) + "\n"
 
 
 class Metrics:
@@ -37,8 +91,9 @@ class Metrics:
 
     def __init__(self, client: statsd.StatsClient | None = None) -> None:
         self._client = client
-        self.counters: Counter[str] = Counter({name: 0 for name in COUNTERS})
-        self.gauges: dict[str, float] = {"connections": 0}
+        #: Every counter and gauge is in the stats from the start, not from its first change.
+        self.counters: Counter[str] = Counter({m.value: 0 for m in Metric if m.kind is Kind.COUNTER})
+        self.gauges: dict[str, float] = {m.value: 0 for m in Metric if m.kind is Kind.GAUGE}
 
     @classmethod
     def from_settings(cls, host: str | None, port: int, prefix: str) -> Metrics:
@@ -54,32 +109,32 @@ class Metrics:
             return cls()
         return cls(client)
 
-    def incr(self, name: str, count: int = 1) -> None:
+    def incr(self, name: Metric, count: int = 1) -> None:
         self.counters[name] += count
         if self._client is not None:
             self._client.incr(name, count)
 
-    def gauge(self, name: str, value: float) -> None:
+    def gauge(self, name: Metric, value: float) -> None:
         self.gauges[name] = value
         if self._client is not None:
             self._client.gauge(name, value)
 
-    def timing(self, name: str, milliseconds: float) -> None:
+    def timing(self, name: Metric, milliseconds: float) -> None:
         if self._client is not None:
             self._client.timing(name, milliseconds)
 
     def stream_opened(self) -> None:
-        self.incr("connections_opened")
-        self.gauge("connections", self.open_streams)
+        self.incr(Metric.CONNECTIONS_OPENED)
+        self.gauge(Metric.CONNECTIONS, self.open_streams)
 
     def stream_closed(self) -> None:
-        self.incr("connections_closed")
-        self.gauge("connections", self.open_streams)
+        self.incr(Metric.CONNECTIONS_CLOSED)
+        self.gauge(Metric.CONNECTIONS, self.open_streams)
 
     @property
     def open_streams(self) -> int:
         """Sessions started and not yet finished, however they ended."""
-        return self.counters["connections_opened"] - self.counters["connections_closed"]
+        return self.counters[Metric.CONNECTIONS_OPENED] - self.counters[Metric.CONNECTIONS_CLOSED]
 
     def snapshot(self) -> dict[str, float]:
         """Current totals, for the stats endpoint."""

@@ -32,7 +32,7 @@ from supervisors import Actor, Mailbox
 
 from siscom.pipeline.offsets import ReadPositions, Resumer
 from siscom.config import Settings
-from siscom.metrics import Metrics
+from siscom.metrics import Metric, Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class Consumer(Actor):
                 consumer = await self._connect()
                 connections += 1
                 if connections > 1:
-                    self._metrics.incr("broker_reconnects")
+                    self._metrics.incr(Metric.BROKER_RECONNECTS)
                 try:
                     await self._read(consumer)
                 finally:
@@ -286,7 +286,7 @@ class Consumer(Actor):
                 batches = await consumer.getmany(timeout_ms=int(FETCH_WAIT * 1000), max_records=max_records)
             except RecordTooLargeError as error:
                 # aiokafka has stepped past it already; skip it like any malformed record.
-                self._metrics.incr("malformed_records")
+                self._metrics.incr(Metric.MALFORMED_RECORDS)
                 logger.warning("Skipping a record larger than the fetch size: %s", error)
                 continue
             current = broker_connections(consumer)
@@ -356,4 +356,4 @@ class Consumer(Actor):
         self._status.assigned = set(resumer.assigned)
         self._status.positioned = bool(resumer.assigned)
         # Records in the broker not yet read, over all partitions (as of the last fetch).
-        self._metrics.gauge("partition_lag", lag)
+        self._metrics.gauge(Metric.PARTITION_LAG, lag)

@@ -15,7 +15,7 @@ from aiokafka import ConsumerRecord
 from supervisors import Actor, Mailbox
 
 from siscom.core.frames import Frame
-from siscom.metrics import Metrics
+from siscom.metrics import Metric, Metrics
 from siscom.core.protocol import alert_frame, message_frame
 from siscom.core.records import MalformedRecord, decode_value
 
@@ -60,11 +60,11 @@ class Decoder(Actor):
                 frames.append(Frame(decoded.device_id, alert_frame(decoded.text), True, record.timestamp))
             else:
                 frames.append(Frame(decoded.device_id, message_frame(decoded.text), False, record.timestamp))
-        self._metrics.incr("records", len(records))
+        self._metrics.incr(Metric.RECORDS, len(records))
         if alerts:
-            self._metrics.incr("alerts", alerts)
+            self._metrics.incr(Metric.ALERTS, alerts)
         if malformed:
-            self._metrics.incr("malformed_records", malformed)
+            self._metrics.incr(Metric.MALFORMED_RECORDS, malformed)
         if frames:
             await self._out.put(frames)
 

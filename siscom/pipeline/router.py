@@ -14,7 +14,7 @@ import time
 from supervisors import Actor, Mailbox
 
 from siscom.core.frames import Frame
-from siscom.metrics import Metrics
+from siscom.metrics import Metric, Metrics
 from siscom.core.subscriptions import SubscriptionTable
 
 
@@ -37,4 +37,4 @@ class Router(Actor):
             for subscriber in everything:
                 subscriber.deliver(frame)
         # One latency sample per batch, from the newest record's Kafka timestamp to routing.
-        self._metrics.timing("latency", time.time() * 1000 - frames[-1].timestamp_ms)
+        self._metrics.timing(Metric.LATENCY, time.time() * 1000 - frames[-1].timestamp_ms)

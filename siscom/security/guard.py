@@ -16,17 +16,7 @@ from siscom.security.tokens import Grant, TokenVerifier
 if TYPE_CHECKING:
     from siscom.config import Settings
 
-__all__ = ["SECURITY_COUNTERS", "Guard"]
-
-#: Counters of refused or ended requests, published in the stats and to StatsD.
-SECURITY_COUNTERS = (
-    "origin_refusals",  # handshake from an origin not in STREAM_ALLOWED_ORIGINS: 403
-    "connection_limit_refusals",  # past STREAM_MAX_CONNECTIONS(_PER_IP): 1013
-    "auth_failures",  # no token or a bad one: 1008 (stats: 401)
-    "forbidden_requests",  # devices the token does not grant: 1008
-    "token_expiries",  # streams closed because their token expired: 1008
-)
-
+__all__ = ["Guard"]
 
 class Guard:
     def __init__(self, settings: Settings) -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from supervisors import Actor, MailboxFull
 
 from siscom.core.frames import Frame
-from siscom.metrics import Metrics
+from siscom.metrics import Metric, Metrics
 from siscom.core.outbox import Outbox
 from siscom.core.protocol import (
     PING_FRAME,
@@ -147,7 +147,7 @@ class Session(Actor):
             await asyncio.wait((receiver,))
             self._table.unsubscribe(self)
             if self._outbox.conflated:  # a client that stalled for good never got to a count
-                self._metrics.incr("conflated", self._outbox.conflated)
+                self._metrics.incr(Metric.CONFLATED, self._outbox.conflated)
                 self._outbox.conflated = 0
             self._outbox.clear()
             self._metrics.stream_closed()
@@ -177,7 +177,7 @@ class Session(Actor):
     def _token_expired(self) -> None:
         if self._close_code is not None:
             return
-        self._metrics.incr("token_expiries")
+        self._metrics.incr(Metric.TOKEN_EXPIRIES)
         logger.info("Token of %s expired: closing its stream", self._transport.peer)
         self.close(CloseCode.POLICY_VIOLATION, "token expired", final_frame=error_frame("token expired"))
 
@@ -188,7 +188,7 @@ class Session(Actor):
         outside = device_ids - self._allowed_devices
         if not outside:
             return False
-        self._metrics.incr("forbidden_requests")
+        self._metrics.incr(Metric.FORBIDDEN_REQUESTS)
         logger.info("Closing %s: asked for devices its token does not grant", self._transport.peer)
         frame = error_frame("device ids not allowed by the token", device_ids=sorted(outside)[:20])
         self.close(CloseCode.POLICY_VIOLATION, "device not allowed", final_frame=frame)
@@ -235,12 +235,12 @@ class Session(Actor):
                 break
             finally:
                 self._send_deadline = None
-            metrics.incr("frames_sent", len(texts))
+            metrics.incr(Metric.FRAMES_SENT, len(texts))
             if outbox.conflated:
-                metrics.incr("conflated", outbox.conflated)
+                metrics.incr(Metric.CONFLATED, outbox.conflated)
                 outbox.conflated = 0
         if self._close_code == CloseCode.TRY_AGAIN_LATER:
-            metrics.incr("slow_client_closes")
+            metrics.incr(Metric.SLOW_CLIENT_CLOSES)
             logger.warning("Closing slow client %s: %s", self._transport.peer, self._close_reason)
         if self._final_frame is not None and not self._transport.gone:
             try:

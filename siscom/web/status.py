@@ -10,6 +10,7 @@ from quart import Blueprint, request
 
 from siscom.gateway import Gateway
 from siscom.security.tokens import TokenError, bearer_token
+from siscom.metrics import Metric
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -43,7 +44,7 @@ def status_blueprint(gateway: Gateway) -> Blueprint:
                 token = bearer_token(request.headers.get("Authorization")) or request.args.get("token")
                 gateway.guard.authenticate(token)
             except TokenError as error:
-                gateway.metrics.incr("auth_failures")
+                gateway.metrics.incr(Metric.AUTH_FAILURES)
                 challenge = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
                 return {"error": error.message}, 401, {**NO_STORE, **challenge}
         return gateway.stats(), 200, NO_STORE

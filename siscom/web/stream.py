@@ -18,6 +18,7 @@ from siscom.core.protocol import BadRequest, CloseCode, parse_device_ids
 from siscom.security.headers import SECURITY_HEADERS
 from siscom.security.tokens import SUBPROTOCOL, Forbidden, TokenError, find_token
 from siscom.web.transport import QuartTransport
+from siscom.metrics import Metric
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
     trusted_proxies = gateway.settings.stream_trusted_proxies
     guard = gateway.guard
 
-    async def refuse(peer: str, counter: str, error: BadRequest, reason: str) -> None:
+    async def refuse(peer: str, counter: Metric, error: BadRequest, reason: str) -> None:
         gateway.metrics.incr(counter)
         logger.info("Refusing stream for %s: %s", peer, error.message)
         await websocket.send(error.frame())
@@ -39,7 +40,7 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
         peer = client_address(websocket.remote_addr, websocket.headers.get("X-Forwarded-For"), trusted_proxies)
         origin = websocket.headers.get("Origin")
         if not guard.origins.allows(origin):
-            gateway.metrics.incr("origin_refusals")
+            gateway.metrics.incr(Metric.ORIGIN_REFUSALS)
             logger.warning("Refusing stream for %s: origin %r not allowed", peer, origin[:100] if origin else origin)
             # Returned before accepting, this becomes the HTTP answer to the handshake.
             return Response("origin not allowed\n", 403, {**SECURITY_HEADERS, "Content-Type": "text/plain"})
@@ -48,7 +49,7 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
         await websocket.accept(subprotocol=subprotocol)
         refusal = guard.limiter.acquire(peer)
         if refusal is not None:
-            gateway.metrics.incr("connection_limit_refusals")
+            gateway.metrics.incr(Metric.CONNECTION_LIMIT_REFUSALS)
             logger.warning("Refusing stream for %s: %s", peer, refusal)
             await websocket.close(CloseCode.TRY_AGAIN_LATER, refusal)
             return None
@@ -65,19 +66,19 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
             )
             grant = guard.authenticate(token)
         except TokenError as error:
-            await refuse(peer, "auth_failures", error, "not authenticated")
+            await refuse(peer, Metric.AUTH_FAILURES, error, "not authenticated")
             return
         values = websocket.args.getlist("device_ids")
         try:
             device_ids = parse_device_ids(",".join(values) if values else None, max_ids=max_ids)
         except BadRequest as error:
-            await refuse(peer, "rejected_requests", error, "bad request")
+            await refuse(peer, Metric.REJECTED_REQUESTS, error, "bad request")
             return
         if grant is not None:
             try:
                 device_ids = grant.narrow(device_ids)
             except Forbidden as error:
-                await refuse(peer, "forbidden_requests", error, "device not allowed")
+                await refuse(peer, Metric.FORBIDDEN_REQUESTS, error, "device not allowed")
                 return
 
         transport = QuartTransport(websocket._get_current_object(), peer)

@@ -1,42 +1,45 @@
-"""Every metric the code sends to StatsD is documented in the README's Metrics section."""
+"""Every metric is in the registry, and the README's table is the registry's."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from siscom.metrics import COUNTERS
+from siscom.metrics import Metric, metrics_table
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 README = REPO_ROOT / "README.md"
 
-# `metrics.incr("records", ...)`, `self._metrics.gauge("connections", ...)`, ...
-_CALL = re.compile(r"\.(?:incr|gauge|timing)\(\s*\"([a-z_]+)\"")
-# Counter names passed around in tuples, e.g. SECURITY_COUNTERS = ("origin_refusals", ...)
-_TUPLE = re.compile(r"^[A-Z_]*COUNTERS\s*=\s*\((.*?)\)", re.MULTILINE | re.DOTALL)
+# A metric named by a string literal instead of a registry member: `metrics.incr("records")`.
+_LITERAL_CALL = re.compile(r"\.(?:incr|gauge|timing)\(\s*[\"']")
 
 
-def metric_names() -> set[str]:
-    names = set(COUNTERS)
-    for path in (REPO_ROOT / "siscom").rglob("*.py"):
-        text = path.read_text()
-        names.update(_CALL.findall(text))
-        for body in _TUPLE.findall(text):
-            names.update(re.findall(r"\"([a-z_]+)\"", body))
-    return names
+def test_the_readme_metrics_table_is_generated_from_the_registry():
+    """Regenerate with `python tests/unit/test_metric_names.py` after changing the registry."""
+    assert metrics_table() in README.read_text()
 
 
-def metrics_section() -> str:
+def test_code_names_metrics_only_through_the_registry():
+    offenders = [
+        f"{path.relative_to(REPO_ROOT)}:{number}"
+        for path in (REPO_ROOT / "siscom").rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if _LITERAL_CALL.search(line)
+    ]
+    assert offenders == []
+
+
+def test_a_metric_is_its_name_as_a_string():
+    assert Metric.RECORDS == "records" and f"{Metric.RECORDS}" == "records"
+    assert len({m.value for m in Metric}) == len(Metric)
+
+
+def _rewrite_readme() -> None:
     text = README.read_text()
-    start = text.index("\n## Metrics\n")
-    end = text.find("\n## ", start + 1)
-    return text[start : end if end != -1 else None]
+    start = text.index("| metric | type | what it counts |")
+    end = text.index("\n\n", start) + 1
+    README.write_text(text[:start] + metrics_table() + text[end:])
 
 
-def test_the_names_are_found_in_the_code():
-    assert {"records", "frames_sent", "connections", "partition_lag", "latency"} <= metric_names()
-
-
-def test_every_metric_has_a_row_in_the_readme():
-    section = metrics_section()
-    assert sorted(name for name in metric_names() if f"| `{name}` |" not in section) == []
+if __name__ == "__main__":
+    _rewrite_readme()
