@@ -28,7 +28,7 @@ from siscom.pipeline.decoder import Decoder
 from siscom.pipeline.router import Router
 from siscom.sessions.session import Session, SessionLimits
 from siscom.config import Settings
-from siscom.core.frames import Frame
+from siscom.core.deliveries import Delivery
 from siscom.metrics import Metrics
 from siscom.core.protocol import CloseCode
 from siscom.security.guard import Guard
@@ -63,7 +63,7 @@ class Gateway:
             snapshot=settings.stream_snapshot,
         )
         self._records: Mailbox[Sequence[ConsumerRecord]] = Mailbox(PIPELINE_MAILBOX_SIZE)
-        self._frames: Mailbox[list[Frame]] = Mailbox(PIPELINE_MAILBOX_SIZE)
+        self._deliveries: Mailbox[list[Delivery]] = Mailbox(PIPELINE_MAILBOX_SIZE)
         self._sessions: Supervisor | None = None
         self._pipeline: Supervisor | None = None
         self._root = Supervisor(
@@ -96,13 +96,13 @@ class Gateway:
                     "decoder",
                     lambda: Decoder(
                         self._records,
-                        self._frames,
+                        self._deliveries,
                         alerts_topic=settings.kafka_alerts_topic,
                         max_record_bytes=settings.stream_max_record_bytes,
                         metrics=metrics,
                     ),
                 ),
-                ChildSpec("router", lambda: Router(self._frames, self.subscriptions, metrics)),
+                ChildSpec("router", lambda: Router(self._deliveries, self.subscriptions, metrics)),
             ],
             strategy=Strategy.REST_FOR_ONE,
             intensity=5,

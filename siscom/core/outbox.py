@@ -20,7 +20,7 @@ from collections import OrderedDict, deque
 
 from supervisors import MailboxFull
 
-from siscom.core.frames import Frame
+from siscom.core.deliveries import Delivery
 
 #: Key of frames that are never conflated (alerts, pings, errors, acks) while the client keeps up.
 _KEEP = None
@@ -62,11 +62,11 @@ class Outbox:
         """True while the client is too far behind to get every frame."""
         return self._latest is not None
 
-    def put_frame(self, frame: Frame) -> None:
-        if frame.alert:
-            self.put_kept(frame.text)
+    def put_delivery(self, delivery: Delivery) -> None:
+        if delivery.alert:
+            self.put_kept(delivery.text)
         else:
-            self.put_position(frame.device_id, frame.text)
+            self.put_position(delivery.device_id, delivery.text)
 
     def put_position(self, device_id: str, text: str) -> None:
         latest = self._latest

@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from typing import Protocol
 
-from siscom.core.frames import Frame
+from siscom.core.deliveries import Delivery
 
 
 class Subscriber(Protocol):
-    def deliver(self, frame: Frame) -> None:
-        """Take one frame without blocking (the router never waits for a client)."""
+    def deliver(self, delivery: Delivery) -> None:
+        """Take one delivery without blocking (the router never waits for a client)."""
 
 
 class SubscriptionTable:

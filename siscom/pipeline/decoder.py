@@ -1,6 +1,6 @@
 """The decoder actor: parses each record once and builds its outgoing frame once.
 
-Whatever the broker hands us, the decoder either turns a record into a :class:`~siscom.core.frames.Frame`
+Whatever the broker hands us, the decoder either turns a record into a :class:`~siscom.core.deliveries.Delivery`
 or counts it as malformed and moves on: a bad record never stops the records behind it.
 """
 
@@ -14,7 +14,7 @@ from aiokafka import ConsumerRecord
 
 from supervisors import Actor, Mailbox
 
-from siscom.core.frames import Frame
+from siscom.core.deliveries import Delivery
 from siscom.metrics import Metric, Metrics
 from siscom.core.protocol import alert_frame, message_frame
 from siscom.core.records import MalformedRecord, decode_value
@@ -29,7 +29,7 @@ class Decoder(Actor):
     def __init__(
         self,
         inbox: Mailbox[Sequence[ConsumerRecord]],
-        out: Mailbox[list[Frame]],
+        out: Mailbox[list[Delivery]],
         *,
         alerts_topic: str | None,
         max_record_bytes: int,
@@ -44,7 +44,7 @@ class Decoder(Actor):
         self._logged_in_window = 0
 
     async def receive(self, records: Sequence[ConsumerRecord]) -> None:
-        frames: list[Frame] = []
+        frames: list[Delivery] = []
         alerts = malformed = 0
         alerts_topic = self._alerts_topic
         max_bytes = self._max_record_bytes
@@ -57,9 +57,9 @@ class Decoder(Actor):
                 continue
             if record.topic == alerts_topic:
                 alerts += 1
-                frames.append(Frame(decoded.device_id, alert_frame(decoded.text), True, record.timestamp))
+                frames.append(Delivery(decoded.device_id, alert_frame(decoded.text), True, record.timestamp))
             else:
-                frames.append(Frame(decoded.device_id, message_frame(decoded.text), False, record.timestamp))
+                frames.append(Delivery(decoded.device_id, message_frame(decoded.text), False, record.timestamp))
         self._metrics.incr(Metric.RECORDS, len(records))
         if alerts:
             self._metrics.incr(Metric.ALERTS, alerts)

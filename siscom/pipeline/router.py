@@ -13,28 +13,28 @@ import time
 
 from supervisors import Actor, Mailbox
 
-from siscom.core.frames import Frame
+from siscom.core.deliveries import Delivery
 from siscom.metrics import Metric, Metrics
 from siscom.core.subscriptions import SubscriptionTable
 
 
 class Router(Actor):
-    def __init__(self, inbox: Mailbox[list[Frame]], table: SubscriptionTable, metrics: Metrics) -> None:
+    def __init__(self, inbox: Mailbox[list[Delivery]], table: SubscriptionTable, metrics: Metrics) -> None:
         super().__init__(name="router", inbox=inbox)
         self._table = table
         self._metrics = metrics
 
-    async def receive(self, frames: list[Frame]) -> None:
+    async def receive(self, deliveries: list[Delivery]) -> None:
         table = self._table
         subscribers_of = table.subscribers_of
         remember = table.remember
-        for frame in frames:
-            if not frame.alert:
-                remember(frame.device_id, frame.text)
-            named, everything = subscribers_of(frame.device_id)
+        for delivery in deliveries:
+            if not delivery.alert:
+                remember(delivery.device_id, delivery.text)
+            named, everything = subscribers_of(delivery.device_id)
             for subscriber in named:
-                subscriber.deliver(frame)
+                subscriber.deliver(delivery)
             for subscriber in everything:
-                subscriber.deliver(frame)
+                subscriber.deliver(delivery)
         # One latency sample per batch, from the newest record's Kafka timestamp to routing.
-        self._metrics.timing(Metric.LATENCY, time.time() * 1000 - frames[-1].timestamp_ms)
+        self._metrics.timing(Metric.LATENCY, time.time() * 1000 - deliveries[-1].timestamp_ms)

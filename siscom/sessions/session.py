@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from supervisors import Actor, MailboxFull
 
-from siscom.core.frames import Frame
+from siscom.core.deliveries import Delivery
 from siscom.metrics import Metric, Metrics
 from siscom.core.outbox import Outbox
 from siscom.core.protocol import (
@@ -98,11 +98,11 @@ class Session(Actor):
         return f"<Session {self.name} {self._transport.peer}>"
 
     # Called by the router: must never block or raise.
-    def deliver(self, frame: Frame) -> None:
+    def deliver(self, delivery: Delivery) -> None:
         if self._close_code is not None:
             return
         try:
-            self._outbox.put_frame(frame)
+            self._outbox.put_delivery(delivery)
         except MailboxFull:
             self.close(CloseCode.TRY_AGAIN_LATER, "client too slow")
 

@@ -14,7 +14,7 @@ from typing import Any
 import siscom.pipeline.decoder as decoder_module
 from siscom.pipeline.consumer import Consumer
 from siscom.pipeline.router import Router
-from siscom.core.frames import Frame
+from siscom.core.deliveries import Delivery
 
 #: A record whose value contains this crashes the decoder (with the "decoder-poison" fault).
 DECODER_POISON = "POISON-DECODER"
@@ -44,7 +44,7 @@ def router_poison(patch: Patch) -> None:
     """The router crashes on each batch holding a frame with ROUTER_POISON in its text."""
     receive = Router.receive
 
-    async def poisoned_receive(self: Router, frames: list[Frame]) -> None:
+    async def poisoned_receive(self: Router, frames: list[Delivery]) -> None:
         if any(ROUTER_POISON in frame.text for frame in frames):
             raise InjectedFault("the router met a poison frame")
         await receive(self, frames)

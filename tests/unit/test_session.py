@@ -9,7 +9,7 @@ import pytest
 
 import siscom.sessions.session as session_module
 from siscom.sessions.session import Session, SessionLimits
-from siscom.core.frames import Frame
+from siscom.core.deliveries import Delivery
 from siscom.metrics import Metrics
 from siscom.core.protocol import CloseCode, alert_frame, message_frame
 from siscom.core.subscriptions import SubscriptionTable
@@ -88,12 +88,12 @@ class Harness:
         await asyncio.wait_for(asyncio.shield(self.task), timeout)
 
 
-def position(device_id: str, n: int) -> Frame:
-    return Frame(device_id, message_frame(json.dumps({"data": {"DEVICE_ID": device_id, "N": n}})), False, 0)
+def position(device_id: str, n: int) -> Delivery:
+    return Delivery(device_id, message_frame(json.dumps({"data": {"DEVICE_ID": device_id, "N": n}})), False, 0)
 
 
-def alert(device_id: str, n: int) -> Frame:
-    return Frame(device_id, alert_frame(json.dumps({"data": {"DEVICE_ID": device_id, "N": n}})), True, 0)
+def alert(device_id: str, n: int) -> Delivery:
+    return Delivery(device_id, alert_frame(json.dumps({"data": {"DEVICE_ID": device_id, "N": n}})), True, 0)
 
 
 def numbers(transport: FakeTransport, event: str = "message") -> list[int]:
