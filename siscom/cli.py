@@ -82,11 +82,11 @@ def hypercorn_config(bind: str):
 
 
 async def serve_app(settings: Settings, bind: str, stop: asyncio.Event) -> int:
-    """Serve until ``stop`` is set or the supervision tree fails; close clients with 1001 first."""
+    """Serve until ``stop`` is set or the supervision tree fails (the app drains the gateway,
+    closing clients with 1001, when Hypercorn starts shutting down)."""
     from hypercorn.asyncio import serve
 
     from siscom.app import create_app, gateway_of
-    from siscom.core.protocol import CloseCode
 
     app = create_app(settings)
     gateway = gateway_of(app)
@@ -100,8 +100,6 @@ async def serve_app(settings: Settings, bind: str, stop: asyncio.Event) -> int:
             waiter.cancel()
         if gateway.failed.is_set():
             exit_code = EXIT_TREE_FAILED
-        logger.info("Shutting down: closing streams")
-        await gateway.close_sessions(CloseCode.GOING_AWAY, "server shutting down")
 
     await serve(app, hypercorn_config(bind), shutdown_trigger=shutdown_trigger)
     return exit_code
