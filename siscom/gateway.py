@@ -208,11 +208,15 @@ class Gateway:
         await self._sessions.start_child(ChildSpec(session.name, lambda: session, restart=Restart.TEMPORARY))
         return session
 
+    def sessions(self) -> list[Session]:
+        """The sessions running now (each has ``backlog`` and ``close(code, reason)``)."""
+        if self._sessions is None:
+            return []
+        return [child.actor for child in self._sessions.which_children() if isinstance(child.actor, Session)]
+
     async def close_sessions(self, code: CloseCode, reason: str, timeout: float = 5.0) -> None:
         """Ask every session to close with ``code``; wait up to ``timeout`` for them to finish."""
-        if self._sessions is None:
-            return
-        sessions = [child.actor for child in self._sessions.which_children() if isinstance(child.actor, Session)]
+        sessions = self.sessions()
         for session in sessions:
             session.close(code, reason)
         if sessions:

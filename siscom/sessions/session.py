@@ -152,6 +152,8 @@ class Session(Actor):
 
     def _end(self) -> None:
         """The one place where every session ends."""
+        if self.core.closing is None:  # the pump failed: the supervisor logs why
+            self.core.close(CloseCode.INTERNAL_ERROR, "internal error")
         closing = self.core.closing
         assert closing is not None
         conflated = self.core.end()  # a client that stalled for good never got to a count

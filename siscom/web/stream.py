@@ -108,9 +108,11 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
             await session.finished.wait()
             # A stalled client's close frame may still wait behind what it has not read.
             await session.close_sent()
-        finally:
-            # Cancelled by Quart when the client disconnects: its session ends (if not already).
+        except asyncio.CancelledError:
+            # Quart cancels the route when the client disconnects: its session ends (if not
+            # already), and there is no connection left to drop.
             session.client_left()
+            raise
 
     return blueprint
 
