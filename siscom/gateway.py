@@ -72,6 +72,7 @@ class Gateway:
         self._drain: asyncio.Task[None] | None = None
         #: Waits for the server's own signal that it is stopping, then drains (see drain_when).
         self._drain_trigger: asyncio.Task[None] | None = None
+        self._stopping_signal: asyncio.Future[Callable[[], Awaitable[None]]] | None = None
         self._records: Mailbox[Sequence[ConsumerRecord]] = Mailbox(PIPELINE_MAILBOX_SIZE)
         self._deliveries: Mailbox[list[Delivery]] = Mailbox(PIPELINE_MAILBOX_SIZE)
         self._sessions: Supervisor | None = None
@@ -130,6 +131,8 @@ class Gateway:
         self.guard.log_posture(logger)
         await self._root.start()
         self._watcher = asyncio.create_task(self._watch(), name="gateway.watch")
+        self._stopping_signal = asyncio.get_running_loop().create_future()
+        self._drain_trigger = asyncio.create_task(self._drain_on_signal(), name="gateway.drain-trigger")
 
     async def drain(self) -> None:
         """The server is stopping: refuse new streams, close every client with 1001 and wait
@@ -142,10 +145,13 @@ class Gateway:
     def drain_when(self, stopping: Callable[[], Awaitable[None]]) -> None:
         """Drain as soon as ``stopping()`` returns: the server's signal that it stops taking
         connections and waits for the open ones. Only the first signal given is watched."""
-        if self._drain_trigger is None:
-            self._drain_trigger = asyncio.create_task(self._drain_after(stopping), name="gateway.drain-trigger")
+        signal = self._stopping_signal
+        if signal is not None and not signal.done():
+            signal.set_result(stopping)
 
-    async def _drain_after(self, stopping: Callable[[], Awaitable[None]]) -> None:
+    async def _drain_on_signal(self) -> None:
+        assert self._stopping_signal is not None
+        stopping = await self._stopping_signal
         await stopping()
         await self.drain()
 
