@@ -440,6 +440,11 @@ class Settings:
         "valid client token (as the stats), 'auto' the same as the stats (a token when "
         "STREAM_JWT_SECRET or STREAM_JWT_PUBLIC_KEY is set, else open)",
     )
+    metrics_bind: str | None = _setting(
+        None, _broker_address, "HOST:PORT (port 1-65535; IPv6 as [::1]:9100); empty for none",
+        "a second address where GET /metrics is served, alone: it is then no longer served on the "
+        "main address, and nothing else is served on this one (by siscom serve)",
+    )
 
     @classmethod
     def from_env(
@@ -487,6 +492,13 @@ class Settings:
         if self.metrics_access == "auto":
             return self.tokens_on
         return self.metrics_access == "token"
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port of ``METRICS_BIND``, or None when /metrics is on the main address."""
+        if self.metrics_bind is None:
+            return None
+        return int(self.metrics_bind.rpartition(":")[2])
 
     @property
     def topics(self) -> tuple[str, ...]:

@@ -58,8 +58,11 @@ def listening_socket(bind: str, backlog: int = 1024) -> socket.socket:
     return sock
 
 
-def worker_command(fd: int) -> list[str]:
-    return [sys.executable, "-m", "siscom", "serve", "--bind", f"fd://{fd}"]
+def worker_command(fd: int, metrics_fd: int | None = None) -> list[str]:
+    command = [sys.executable, "-m", "siscom", "serve", "--bind", f"fd://{fd}"]
+    if metrics_fd is not None:
+        command += ["--metrics-bind", f"fd://{metrics_fd}"]
+    return command
 
 
 #: prometheus_client's multiprocess directory variable (prometheus_client 0.26, values.py).
@@ -75,9 +78,14 @@ def worker_environment(metrics_dir: str) -> dict[str, str]:
     return {**os.environ, MULTIPROC_DIR: metrics_dir}
 
 
-def run_workers(bind: str, count: int) -> int:
-    """Serve ``bind`` with ``count`` worker processes until told to stop; return the exit status."""
+def run_workers(bind: str, count: int, metrics_bind: str | None = None) -> int:
+    """Serve ``bind`` with ``count`` worker processes until told to stop; return the exit status.
+
+    With ``metrics_bind`` (METRICS_BIND) the workers share that listening socket too.
+    """
     sock = listening_socket(bind)
+    metrics_sock = listening_socket(metrics_bind) if metrics_bind else None
+    fds = (sock.fileno(),) if metrics_sock is None else (sock.fileno(), metrics_sock.fileno())
     metrics_dir = tempfile.mkdtemp(prefix="siscom-metrics-")
     env = worker_environment(metrics_dir)
     workers: list[subprocess.Popen[bytes]] = []
@@ -93,9 +101,7 @@ def run_workers(bind: str, count: int) -> int:
     previous = {signum: signal.signal(signum, stop_all) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         for _ in range(count):
-            workers.append(
-                subprocess.Popen(worker_command(sock.fileno()), pass_fds=(sock.fileno(),), env=env)
-            )
+            workers.append(subprocess.Popen(worker_command(*fds), pass_fds=fds, env=env))
         logger.info("Serving %s with %d workers (pids %s)", bind, count, ", ".join(str(w.pid) for w in workers))
         status = _wait(workers, stop_all, lambda: stopping, metrics_dir)
     finally:
@@ -103,6 +109,8 @@ def run_workers(bind: str, count: int) -> int:
             signal.signal(signum, handler)
         _kill_stragglers(workers)
         sock.close()
+        if metrics_sock is not None:
+            metrics_sock.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return status
 

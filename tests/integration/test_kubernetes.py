@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from siscom.config import Settings, describe_variables
-from support import ws_client
+from support import free_port, ws_client
 from support.http import http_get
 from support.kafka import produce
 from support.server import REPO_ROOT
@@ -189,8 +189,20 @@ def test_replicas_budget_autoscaler_and_service_all_point_at_the_pods(rendered):
     assert pdb["spec"]["maxUnavailable"] == 1
     service = only(rendered, "Service")
     assert service["spec"]["selector"].items() <= labels.items()
-    ports = {port["name"]: port["containerPort"] for port in container(rendered)["ports"]}
-    assert [port["targetPort"] for port in service["spec"]["ports"]] == ["http"] and "http" in ports
+    assert [port["targetPort"] for port in service["spec"]["ports"]] == ["http"]
+    assert set(container_ports(rendered)) == {"http", "metrics"}
+
+
+def test_prometheus_finds_metrics_on_their_own_port_outside_the_service(rendered):
+    settings = effective_settings(rendered)
+    annotations = only(rendered, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert int(annotations["prometheus.io/port"]) == container_ports(rendered)["metrics"] == settings.metrics_port
+    # Reached without a token, so only on a port the Service (and so the Ingress) does not carry.
+    assert settings.metrics_access == "open"
+    assert all(port["targetPort"] != "metrics" and port["port"] != settings.metrics_port
+               for port in only(rendered, "Service")["spec"]["ports"])
 
 
 def test_the_ingress_routes_the_stream_and_the_page_with_timeouts_above_the_keep_alive(rendered):
@@ -225,20 +237,25 @@ def pod_command_args(rendered: list[dict]) -> list[str]:
     gateway = container(rendered)
     command = gateway["command"] + gateway.get("args", [])
     assert command[:4] == ["siscom", "serve", "--bind", "0.0.0.0:8000"], command
-    (http_port,) = gateway["ports"]
-    assert http_port["containerPort"] == 8000 and http_port["name"] == "http"
+    assert container_ports(rendered)["http"] == 8000
     return command[4:]
+
+
+def container_ports(rendered: list[dict]) -> dict[str, int]:
+    return {port["name"]: port["containerPort"] for port in container(rendered)["ports"]}
 
 
 async def test_the_probes_answer_and_sigterm_with_clients_ends_within_the_grace_period(
     rendered, server_factory, broker, topic, tmp_path
 ):
-    """The pod's own command and environment (only the broker and topic swapped for the test's)."""
+    """The pod's own command and environment (the broker, topic and addresses moved to the test's)."""
     gateway = container(rendered)
+    metrics_address = f"127.0.0.1:{free_port()}"
     environment = {
         **app_environment(rendered),
         "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
         "KAFKA_TOPIC": topic,
+        "METRICS_BIND": metrics_address,  # loopback, not 0.0.0.0:9100
         "TMPDIR": str(tmp_path / "tmp"),
     }
     (tmp_path / "tmp").mkdir()
@@ -252,6 +269,9 @@ async def test_the_probes_answer_and_sigterm_with_clients_ends_within_the_grace_
     await wait_ready(server)
     assert (liveness, readiness) == ("/health", "/ready")
     assert http_get(server.url + readiness)[0] == 200
+    # Prometheus' port answers without a token; the main one keeps /metrics to itself.
+    assert http_get(f"http://{metrics_address}/metrics")[0] == 200
+    assert http_get(server.url + "/metrics")[0] == 404
 
     # The arithmetic in deployment.yaml counts about 55 MB for the process without clients.
     rss = psutil.Process(server.pid).memory_info().rss

@@ -1,5 +1,5 @@
 """``GET /metrics`` scraped from the real server and read with prometheus_client's parser, after
-known workloads: one process, ``--workers 2``, and with tokens on."""
+known workloads: one process, ``--workers 2``, with tokens on, and on a separate address."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ from pathlib import Path
 
 import jwt
 import psutil
+import pytest
 from aiokafka import AIOKafkaProducer
+from websockets.exceptions import InvalidStatus
 
 from siscom.metrics import Kind, Metric
 from siscom.prometheus import LATENCY_BUCKETS, exposed_name
-from support import ws_client
+from support import free_port, ws_client
 from support.http import http_get
 from support.kafka import produce
 from support.prometheus import Scrape, get_via_worker, scrape
@@ -188,3 +190,40 @@ async def test_without_tokens_metrics_are_open_by_default(make_server):
     status, body = http_get(f"{server.url}/metrics")
     assert status == 200
     assert b"# TYPE siscom_records_total counter" in body
+
+
+def _get(url: str) -> int:
+    return http_get(url)[0]
+
+
+async def test_with_a_metrics_bind_metrics_are_served_there_alone(make_server, server_factory, broker, topic):
+    """A port only Prometheus reaches: open there, while the main port keeps its tokens."""
+    port = free_port()
+    env = {"STREAM_JWT_SECRET": SECRET, "METRICS_ACCESS": "open", "METRICS_BIND": f"127.0.0.1:{port}"}
+    single = make_server(env)
+    workers = server_factory(
+        {**env, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic, "METRICS_BIND": f"127.0.0.1:{free_port()}"},
+        args=["--workers", "2"],
+    )
+    for server in (single, workers):
+        metrics_url = f"http://{server.env['METRICS_BIND']}"
+        assert _get(f"{metrics_url}/metrics") == 200
+        assert Scrape.parse(http_get(f"{metrics_url}/metrics")[1].decode()).families
+        # Nothing else there: no health, no stats, no page, no stream.
+        for path in ("/health", "/ready", "/api/v1/stream/stats", "/"):
+            assert _get(metrics_url + path) == 404, path
+        with pytest.raises(InvalidStatus) as refused:
+            async with ws_client(f"ws://{server.env['METRICS_BIND']}/api/v1/stream"):
+                pass
+        assert refused.value.response.status_code == 404
+        # And no /metrics on the main port, whose other routes are as they were.
+        assert _get(f"{server.url}/metrics") == 404
+        assert _get(f"{server.url}/health") == 200
+        assert _get(f"{server.url}/api/v1/stream/stats") == 401
+
+
+def test_a_metrics_bind_on_the_main_port_stops_the_start(server_factory):
+    server = server_factory(started=False)
+    server.env["METRICS_BIND"] = f"127.0.0.1:{server.port}"
+    with pytest.raises(RuntimeError, match="METRICS_BIND"):
+        server.start()

@@ -82,6 +82,14 @@ def test_metrics_access_token_without_a_key_stops_the_start():
     assert error_for(METRICS_ACCESS="private").variable == "METRICS_ACCESS"
 
 
+def test_metrics_bind_is_a_host_and_port():
+    assert load().metrics_port is None
+    assert load(METRICS_BIND="0.0.0.0:9100").metrics_port == 9100
+    assert load(METRICS_BIND="[::1]:9100").metrics_port == 9100
+    for bad in ("9100", "0.0.0.0:0", "host:99999", "http://x:1"):
+        assert error_for(METRICS_BIND=bad).variable == "METRICS_BIND", bad
+
+
 def _rewrite_readme() -> None:
     text = README.read_text()
     start = text.index("| Prometheus metric | type (over workers) |")
