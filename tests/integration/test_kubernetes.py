@@ -229,6 +229,16 @@ def test_the_ingress_routes_the_stream_and_the_page_with_timeouts_above_the_keep
         ), private
 
 
+def test_the_readme_says_how_to_apply_it_what_it_waits_and_what_was_not_verified(rendered):
+    text = README.read_text()
+    start = text.index("## Kubernetes")
+    section = " ".join(text[start:text.index("\n## ", start + 1)].split())
+    assert "kubectl apply -k deploy/kubernetes" in section
+    assert "Not verified here" in section
+    assert f"the `preStop` hook waits {prestop_seconds(rendered):.0f} s" in section
+    assert f"The grace period is {pod_spec(rendered)['terminationGracePeriodSeconds']} s" in section
+
+
 # What the app does, run here with the pod's command and environment
 
 
