@@ -13,6 +13,7 @@ from quart import Quart, send_from_directory
 
 from siscom.config import Settings
 from siscom.gateway import Gateway
+from siscom.web.prometheus import prometheus_blueprint
 from siscom.web.status import status_blueprint
 from siscom.web.stream import stream_blueprint
 from siscom.security.headers import add_security_headers
@@ -30,6 +31,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app.asgi_websocket_class = StreamWebsocketConnection
     app.extensions["siscom.gateway"] = gateway
     app.register_blueprint(status_blueprint(gateway))
+    app.register_blueprint(prometheus_blueprint(gateway))
     app.register_blueprint(stream_blueprint(gateway))
 
     @app.get("/")

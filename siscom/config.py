@@ -434,6 +434,17 @@ class Settings:
         "siscom", _metric_prefix, "letters, digits, '_' and '-', in parts joined by single dots",
         "prefix of every metric name",
     )
+    metrics_access: str = _setting(
+        "auto", _one_of("auto", "open", "token"), "one of auto, open, token",
+        "who may read GET /metrics (Prometheus): 'open' anyone who reaches the port, 'token' any "
+        "valid client token (as the stats), 'auto' the same as the stats (a token when "
+        "STREAM_JWT_SECRET or STREAM_JWT_PUBLIC_KEY is set, else open)",
+    )
+    metrics_bind: str | None = _setting(
+        None, _broker_address, "HOST:PORT (port 1-65535; IPv6 as [::1]:9100); empty for none",
+        "a second address where GET /metrics is served, alone: it is then no longer served on the "
+        "main address, and nothing else is served on this one (by siscom serve)",
+    )
 
     @classmethod
     def from_env(
@@ -471,6 +482,25 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
     @property
+    def tokens_on(self) -> bool:
+        """Whether client tokens are checked (a key to verify them is set)."""
+        return self.stream_jwt_secret is not None or self.stream_jwt_public_key is not None
+
+    @property
+    def metrics_need_token(self) -> bool:
+        """Whether ``GET /metrics`` asks for a token, after ``METRICS_ACCESS=auto`` is resolved."""
+        if self.metrics_access == "auto":
+            return self.tokens_on
+        return self.metrics_access == "token"
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port of ``METRICS_BIND``, or None when /metrics is on the main address."""
+        if self.metrics_bind is None:
+            return None
+        return int(self.metrics_bind.rpartition(":")[2])
+
+    @property
     def topics(self) -> tuple[str, ...]:
         """Every topic the consumer reads: the position topic, then the alerts topic if set."""
         if self.kafka_alerts_topic is None:
@@ -502,6 +532,12 @@ def _check_combinations(settings: Settings) -> None:
         )
     _check_kafka_tls(settings)
     _check_stream_tokens(settings)
+    if settings.metrics_access == "token" and not settings.tokens_on:
+        raise ConfigError(
+            "METRICS_ACCESS", "token",
+            "auto or open unless STREAM_JWT_SECRET or STREAM_JWT_PUBLIC_KEY is set (no token could "
+            "be checked)",
+        )
 
 
 def _check_kafka_tls(settings: Settings) -> None:
