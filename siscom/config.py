@@ -291,7 +291,7 @@ class Settings:
     )
     kafka_auto_offset_reset: str = _setting(
         "latest", _one_of("latest", "earliest"), "one of latest, earliest",
-        "where a partition is first read from when the gateway starts with no position for it",
+        "where a partition is first read from when the gateway starts with no offset for it",
     )
     kafka_security_protocol: str = _setting(
         "PLAINTEXT", _one_of("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"),

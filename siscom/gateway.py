@@ -23,7 +23,7 @@ from aiokafka import ConsumerRecord
 from supervisors import ChildSpec, Mailbox, Restart, Strategy, Supervisor
 
 from siscom.pipeline.consumer import Consumer, KafkaStatus
-from siscom.pipeline.offsets import ReadPositions
+from siscom.pipeline.offsets import ReadOffsets
 from siscom.pipeline.decoder import Decoder
 from siscom.pipeline.router import Router
 from siscom.sessions.session import Session, SessionLimits
@@ -51,7 +51,7 @@ class Gateway:
         )
         self.kafka = KafkaStatus()
         #: How far reading got per partition: a restarted consumer resumes there.
-        self.read_positions = ReadPositions()
+        self.read_offsets = ReadOffsets()
         #: Origin, connection-limit and token checks for the routes.
         self.guard = Guard(settings)
         self.subscriptions = SubscriptionTable()
@@ -90,7 +90,7 @@ class Gateway:
             [
                 ChildSpec(
                     "consumer",
-                    lambda: Consumer(settings, self._records, self.kafka, metrics, self.read_positions),
+                    lambda: Consumer(settings, self._records, self.kafka, metrics, self.read_offsets),
                 ),
                 ChildSpec(
                     "decoder",

@@ -30,13 +30,13 @@ from aiokafka.helpers import create_ssl_context
 
 from supervisors import Actor, Mailbox
 
-from siscom.pipeline.offsets import ReadPositions, Resumer
+from siscom.pipeline.offsets import ReadOffsets, Resumer
 from siscom.config import Settings
 from siscom.metrics import Metric, Metrics
 
 logger = logging.getLogger(__name__)
 
-#: How often the consumer checks that the broker answers and that positions are sane.
+#: How often the consumer checks that the broker answers and notes the offsets reached.
 PROBE_INTERVAL = 1.0
 #: How long the probe's requests may take before the broker counts as lost.
 PROBE_TIMEOUT = 2.0
@@ -54,9 +54,9 @@ class KafkaStatus:
     """
 
     connected: bool = False
-    #: True once every assigned partition has a fetch position: records produced from then on
+    #: True once every assigned partition has a fetch offset: records produced from then on
     #: are delivered even with ``auto_offset_reset=latest``.
-    positioned: bool = False
+    offsets_known: bool = False
     assigned: set[TopicPartition] = field(default_factory=set)
     total_partitions: int = 0
     missing_topics: tuple[str, ...] = ()
@@ -64,7 +64,7 @@ class KafkaStatus:
 
     @property
     def ready(self) -> bool:
-        return self.connected and self.positioned and bool(self.assigned) and not self.missing_topics
+        return self.connected and self.offsets_known and bool(self.assigned) and not self.missing_topics
 
     def reason(self) -> str:
         if not self.connected:
@@ -73,8 +73,8 @@ class KafkaStatus:
             return f"topics not found: {', '.join(self.missing_topics)}"
         if not self.assigned:
             return "no partitions assigned"
-        if not self.positioned:
-            return "partition positions not yet known"
+        if not self.offsets_known:
+            return "partition offsets not yet known"
         return "ready"
 
 
@@ -156,7 +156,7 @@ class Consumer(Actor):
 
     Its life is a series of connections. Each places every partition of the topics where
     :mod:`siscom.pipeline.offsets` says, then runs two tasks: the fetch loop, the only one that
-    moves positions, and a probe that asks the broker for metadata every second. When the probe
+    moves the read offsets, and a probe that asks the broker for metadata every second. When the probe
     gets no answer the connection is dropped and a new one made, with capped exponential backoff.
     A broker that is down or hung is an expected condition, not a crash: it never counts towards
     the supervisor's restart intensity, so a flapping broker cannot bring the tree down.
@@ -168,7 +168,7 @@ class Consumer(Actor):
         out: Mailbox,
         status: KafkaStatus,
         metrics: Metrics,
-        positions: ReadPositions | None = None,
+        offsets: ReadOffsets | None = None,
     ) -> None:
         super().__init__(name="consumer")
         self._settings = settings
@@ -176,10 +176,10 @@ class Consumer(Actor):
         self._status = status
         self._metrics = metrics
         #: Owned by the gateway when given, so that a restarted consumer resumes where this one was.
-        self._positions = positions if positions is not None else ReadPositions()
+        self._offsets = offsets if offsets is not None else ReadOffsets()
         #: Every partition of the topics, as the latest metadata shows them.
         self._partitions: frozenset[TopicPartition] = frozenset()
-        #: True while fetched records are on their way to the decoder: positions are then past
+        #: True while fetched records are on their way to the decoder: fetch offsets are then past
         #: records not yet handed on, and must not be noted as reached.
         self._handing_on = False
 
@@ -195,7 +195,7 @@ class Consumer(Actor):
                     await self._read(consumer)
                 finally:
                     self._status.connected = False
-                    self._status.positioned = False
+                    self._status.offsets_known = False
                     await stop_consumer(consumer)
         finally:
             logger.info("Kafka consumer stopped")
@@ -251,7 +251,7 @@ class Consumer(Actor):
 
     async def _read(self, consumer: AIOKafkaConsumer) -> None:
         """Read through ``consumer`` until the broker is lost."""
-        resumer = Resumer(consumer, self._positions)
+        resumer = Resumer(consumer, self._offsets)
         # Not a TaskGroup: on Python 3.11 it leaves our task marked as cancelled after a child
         # fails, which a connection ending is not.
         tasks = (
@@ -272,7 +272,7 @@ class Consumer(Actor):
 
     async def _fetch(self, consumer: AIOKafkaConsumer, resumer: Resumer) -> None:
         max_records = self._settings.kafka_max_poll_records
-        out, positions, status = self._out, self._positions, self._status
+        out, offsets, status = self._out, self._offsets, self._status
         connections = broker_connections(consumer)
         self._handing_on = False
         while True:
@@ -303,7 +303,7 @@ class Consumer(Actor):
                     for record in records:
                         logger.debug("Record %s[%d]@%d", record.topic, record.partition, record.offset)
                 await out.put(records)
-                positions.handed_on(batches)
+                offsets.handed_on(batches)
             self._handing_on = False
 
     async def _probe(self, consumer: AIOKafkaConsumer, resumer: Resumer) -> None:
@@ -312,7 +312,7 @@ class Consumer(Actor):
             try:
                 async with asyncio.timeout(PROBE_TIMEOUT):
                     self._review_metadata(await fetch_metadata(consumer))
-                    await self._review_positions(consumer, resumer)
+                    await self._review_offsets(consumer, resumer)
             except TimeoutError as error:
                 raise BrokerLost(f"no answer within {PROBE_TIMEOUT:g} s") from error
             except (KafkaError, OSError) as error:
@@ -340,20 +340,20 @@ class Consumer(Actor):
         self._partitions = partitions
         status.total_partitions = len(partitions)
 
-    async def _review_positions(self, consumer: AIOKafkaConsumer, resumer: Resumer) -> None:
-        """Note positions reached, publish the lag, and whether every partition has a position."""
+    async def _review_offsets(self, consumer: AIOKafkaConsumer, resumer: Resumer) -> None:
+        """Note the offsets reached, publish the lag, and whether every partition has an offset."""
         lag = 0
         for partition in resumer.assigned:
             try:
-                position = await consumer.position(partition)
+                offset = await consumer.position(partition)  # aiokafka's name for the fetch offset
                 highwater = consumer.highwater(partition)
             except IllegalStateError:
                 continue  # the fetch loop placed the partitions anew meanwhile
             if not self._handing_on:
-                self._positions.reached(partition, position)
+                self._offsets.reached(partition, offset)
             if highwater is not None:
-                lag += max(0, highwater - position)
+                lag += max(0, highwater - offset)
         self._status.assigned = set(resumer.assigned)
-        self._status.positioned = bool(resumer.assigned)
+        self._status.offsets_known = bool(resumer.assigned)
         # Records in the broker not yet read, over all partitions (as of the last fetch).
         self._metrics.gauge(Metric.PARTITION_LAG, lag)
