@@ -11,25 +11,24 @@ metadata every second, so ``/ready`` tells the truth about the broker, and a bro
 answering is let go and connected to afresh. Where each partition is read from, on the first
 connection and after each later one, is the business of :mod:`siscom.pipeline.offsets`: in short,
 ``KAFKA_AUTO_OFFSET_RESET`` at the very start, right after the last record handed on ever after,
-and from the beginning of any log that turns out to be newer than that record.
+and from the beginning of any log that turns out to be newer than that record. What it asks of
+aiokafka beyond its public API is in :mod:`siscom.pipeline.kafka`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 from dataclasses import dataclass, field
 
 import tenacity
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.cluster import ClusterMetadata
 from aiokafka.errors import IllegalStateError, KafkaError, RecordTooLargeError
-from aiokafka.helpers import create_ssl_context
 
 from supervisors import Actor, Mailbox
 
+from siscom.pipeline.kafka import broker_connections, fetch_metadata, new_consumer, stop_consumer
 from siscom.pipeline.offsets import ReadOffsets, Resumer
 from siscom.config import Settings
 from siscom.metrics import Metric, Metrics
@@ -78,77 +77,14 @@ class KafkaStatus:
         return "ready"
 
 
-def consumer_options(settings: Settings) -> dict[str, object]:
-    """Keyword arguments for :class:`aiokafka.AIOKafkaConsumer` from the settings."""
-    options: dict[str, object] = {
-        "bootstrap_servers": list(settings.kafka_bootstrap_servers),
-        "client_id": f"{settings.kafka_group_id}-{socket.gethostname()}-{os.getpid()}",
-        "group_id": None,
-        "enable_auto_commit": False,
-        "auto_offset_reset": settings.kafka_auto_offset_reset,
-        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
-        "fetch_min_bytes": settings.kafka_fetch_min_bytes,
-        "fetch_max_bytes": settings.kafka_fetch_max_bytes,
-        "max_partition_fetch_bytes": settings.kafka_max_partition_fetch_bytes,
-        # New partitions and recreated topics show up within this long.
-        "metadata_max_age_ms": 5000,
-        "security_protocol": settings.kafka_security_protocol,
-    }
-    if settings.kafka_security_protocol.startswith("SASL"):
-        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
-        options["sasl_plain_username"] = settings.kafka_username
-        options["sasl_plain_password"] = settings.kafka_password
-    if settings.kafka_security_protocol.endswith("SSL"):
-        options["ssl_context"] = create_ssl_context(
-            cafile=settings.kafka_ssl_cafile,
-            certfile=settings.kafka_ssl_certfile,
-            keyfile=settings.kafka_ssl_keyfile,
-        )
-    return options
-
-
 class BrokerLost(Exception):
     """The broker stopped answering: this connection is over. Expected, so not a crash."""
-
-
-async def fetch_metadata(consumer: AIOKafkaConsumer) -> ClusterMetadata:
-    """Fresh metadata of the whole cluster, asked of the broker now.
-
-    This is the request ``consumer.topics()`` makes, keeping the partitions it returns; the
-    consumer's own copy is refreshed only every ``metadata_max_age_ms``, and only for assigned
-    topics. (A private attribute of aiokafka, whose version the project pins.)
-    """
-    return await consumer._client.fetch_all_metadata()
 
 
 def describe(error: BaseException) -> str:
     """An error as one short line, its type named once (aiokafka's messages start with it)."""
     name, text = type(error).__name__, str(error)
     return text if text.startswith(name) else f"{name}: {text}" if text else name
-
-
-def broker_connections(consumer: AIOKafkaConsumer) -> dict[object, object]:
-    """The consumer's connections to brokers, by node.
-
-    One that is replaced by another broke: perhaps the broker restarted, faster than the probe
-    could see. aiokafka reconnects by itself and says nothing, so this looks at its table of
-    connections (a private attribute of aiokafka, whose version the project pins).
-    """
-    return {key: conn for key, conn in consumer._client._conns.items() if isinstance(key[0], int)}
-
-
-async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
-    """``consumer.stop()``, without the stray CancelledError aiokafka 0.14 can let out of it.
-
-    When a fetch request is waiting out its retry backoff (the broker is gone), the fetcher's
-    ``close()`` cancels that task and awaits it, re-raising its CancelledError in our task as if
-    we had been cancelled. Stopping in a task of its own keeps the two apart: our own
-    cancellation still interrupts the wait.
-    """
-    stopping = asyncio.ensure_future(consumer.stop())
-    await asyncio.wait((stopping,))
-    if not stopping.cancelled() and (error := stopping.exception()) is not None:
-        raise error
 
 
 class Consumer(Actor):
@@ -222,7 +158,7 @@ class Consumer(Actor):
         return consumer
 
     async def _start_consumer(self) -> AIOKafkaConsumer:
-        consumer = AIOKafkaConsumer(**consumer_options(self._settings))
+        consumer = new_consumer(self._settings)
         try:
             # A hung broker accepts the TCP connection and never answers: do not wait for it.
             async with asyncio.timeout(CONNECT_TIMEOUT):
