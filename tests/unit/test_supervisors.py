@@ -18,7 +18,6 @@ import pytest
 import tenacity
 import tenacity.wait
 
-import supervisors.supervisor
 from supervisors.backoff import RestartBackoff, default_backoff
 from supervisors import (
     Actor,
@@ -559,13 +558,12 @@ async def test_zero_intensity_escalates_on_the_first_restart(lab: Lab) -> None:
     assert lab.starts("a") == 1
 
 
-async def test_restarts_older_than_the_period_no_longer_count(
-    lab: Lab, started: Start, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_restarts_older_than_the_period_no_longer_count(lab: Lab, started: Start) -> None:
     now = [1000.0]
-    monkeypatch.setattr(supervisors.supervisor, "monotonic", lambda: now[0])
     root = await started(
-        Supervisor("root", [lab.spec("a")], intensity=1, period=10.0, backoff=NO_WAIT)
+        Supervisor(
+            "root", [lab.spec("a")], intensity=1, period=10.0, backoff=NO_WAIT, clock=lambda: now[0]
+        )
     )
     for attempt in (1, 2, 3):
         await eventually(lambda: lab.starts("a") == attempt and lab.current("a").task)
@@ -670,13 +668,15 @@ class RecordingWait(tenacity.wait.wait_base):
 
 
 async def test_backoff_is_asked_with_the_childs_restarts_within_the_period(
-    lab: Lab, started: Start, monkeypatch: pytest.MonkeyPatch
+    lab: Lab, started: Start
 ) -> None:
     now = [1000.0]
-    monkeypatch.setattr(supervisors.supervisor, "monotonic", lambda: now[0])
     wait = RecordingWait()
     await started(
-        Supervisor("root", [lab.spec("a"), lab.spec("b")], intensity=10, period=60.0, backoff=wait)
+        Supervisor(
+            "root", [lab.spec("a"), lab.spec("b")], intensity=10, period=60.0, backoff=wait,
+            clock=lambda: now[0],
+        )
     )
     errors = []
 
