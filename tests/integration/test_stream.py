@@ -213,6 +213,7 @@ def test_bad_configuration_stops_the_start_with_one_line(server_factory):
         "KAFKA_TOPIC": "tracking/data",
         "KAFKA_AUTO_OFFSET_RESET": "newest",
         "STREAM_KEEPALIVE_SECONDS": "soon",
+        "KAFKA_FETCH_MAX_WAIT_MS": "0",  # an idle gateway would poll the broker in a busy loop
     }
     for variable, value in cases.items():
         server = server_factory({variable: value}, started=False)
