@@ -6,24 +6,41 @@ The consumer actor talks to the broker only through these functions and the publ
 here and nowhere else: ``AIOKafkaConsumer._client`` with its ``fetch_all_metadata()`` and its
 ``_conns`` table. ``tests/unit/test_dependency_contracts.py`` fails, naming aiokafka and its
 version, when either is missing or changed.
+
+aiokafka also logs every failed connection attempt, at ERROR, every few seconds while a broker is
+away; the consumer already reports each attempt in one line of its own. Once a consumer is made,
+aiokafka's repeats are held back (:func:`quiet_aiokafka_repeats`), except TLS failures.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
+import ssl
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.cluster import ClusterMetadata
 from aiokafka.helpers import create_ssl_context
 
 from siscom.config import Settings
+from siscom.logs import RepeatLimiter
 
-__all__ = ["broker_connections", "consumer_options", "fetch_metadata", "new_consumer", "stop_consumer"]
+__all__ = [
+    "broker_connections",
+    "consumer_options",
+    "fetch_metadata",
+    "is_tls_failure",
+    "new_consumer",
+    "quiet_aiokafka_repeats",
+    "stop_consumer",
+]
 
 #: New partitions and recreated topics show up in aiokafka's own metadata within this long.
 METADATA_MAX_AGE_MS = 5000
+#: The same aiokafka log line is written at most once per this many seconds.
+AIOKAFKA_REPEAT_INTERVAL = 60.0
 
 
 def consumer_options(settings: Settings) -> dict[str, object]:
@@ -56,7 +73,42 @@ def consumer_options(settings: Settings) -> dict[str, object]:
 
 def new_consumer(settings: Settings) -> AIOKafkaConsumer:
     """A consumer, not yet started, that joins no group and reads what the settings say."""
+    quiet_aiokafka_repeats()
     return AIOKafkaConsumer(**consumer_options(settings))
+
+
+def quiet_aiokafka_repeats(interval: float = AIOKAFKA_REPEAT_INTERVAL) -> None:
+    """Let each aiokafka log line through at most once per ``interval`` seconds; idempotent.
+
+    TLS failures are exempt: a broker certificate that does not verify (a wrong CA, a foreign or
+    expired certificate) is a configuration error, and aiokafka's line is the only one that
+    names it (``CERTIFICATE_VERIFY_FAILED``); our consumer's own line says only that the
+    bootstrap failed. Those lines come at the pace of the reconnect backoff, which is capped.
+    """
+    limiter: RepeatLimiter | None = None
+    for name in sorted(logging.root.manager.loggerDict):
+        if name != "aiokafka" and not name.startswith("aiokafka."):
+            continue
+        library_logger = logging.getLogger(name)
+        if any(isinstance(existing, RepeatLimiter) for existing in library_logger.filters):
+            continue
+        limiter = limiter or RepeatLimiter(interval, exempt=is_tls_failure)
+        library_logger.addFilter(limiter)
+
+
+def is_tls_failure(record: logging.LogRecord) -> bool:
+    """True for a log record about a TLS failure (an ``ssl.SSLError`` among its arguments)."""
+    causes = list(record.args) if isinstance(record.args, tuple) else []
+    if record.exc_info:
+        causes.append(record.exc_info[1])
+    for cause in causes:
+        for _ in range(5):  # the error and a few of its causes
+            if not isinstance(cause, BaseException):
+                break
+            if isinstance(cause, ssl.SSLError) or "[SSL" in str(cause):
+                return True
+            cause = cause.__cause__ or cause.__context__
+    return False
 
 
 async def fetch_metadata(consumer: AIOKafkaConsumer) -> ClusterMetadata:
