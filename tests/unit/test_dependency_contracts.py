@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import AsyncIterator
 from importlib.metadata import version
 from typing import Any
 
+import aiokafka.client
+import pytest
 import tenacity
 from aiokafka import AIOKafkaConsumer
-from aiokafka.client import AIOKafkaClient, ConnectionGroup
 from quart import Quart, websocket
 from quart.asgi import ASGIWebsocketConnection
 from quart.signals import websocket_sent
@@ -49,12 +51,25 @@ def parameters(function: Any) -> list[str]:
 # -- aiokafka ------------------------------------------------------------------------------------
 
 
-async def test_aiokafka_consumer_has_a_client_that_fetches_all_metadata_on_demand():
+@pytest.fixture
+async def consumer() -> AsyncIterator[AIOKafkaConsumer]:
+    """A real consumer, never started (nothing listens on its port), closed afterwards."""
     consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:9", group_id=None)
+    yield consumer
+    await consumer.stop()
+
+
+def client_class() -> type:
+    client = getattr(aiokafka.client, "AIOKafkaClient", None)
+    assert isinstance(client, type), broken("aiokafka", "aiokafka.client.AIOKafkaClient", client)
+    return client
+
+
+async def test_aiokafka_consumer_has_a_client_that_fetches_all_metadata_on_demand(consumer):
     client = getattr(consumer, "_client", None)
     use = "AIOKafkaConsumer._client, an AIOKafkaClient"
-    assert isinstance(client, AIOKafkaClient), broken("aiokafka", use, type(client))
-    fetch = getattr(AIOKafkaClient, "fetch_all_metadata", None)
+    assert isinstance(client, client_class()), broken("aiokafka", use, type(client))
+    fetch = getattr(client_class(), "fetch_all_metadata", None)
     use = "async AIOKafkaClient.fetch_all_metadata(self) -> ClusterMetadata"
     assert inspect.iscoroutinefunction(fetch), broken("aiokafka", use, fetch)
     assert parameters(fetch) == ["self"], broken("aiokafka", use, inspect.signature(fetch))
@@ -62,16 +77,18 @@ async def test_aiokafka_consumer_has_a_client_that_fetches_all_metadata_on_deman
     assert "ClusterMetadata(" in source and "return" in source, broken("aiokafka", use, source)
 
 
-async def test_aiokafka_client_keeps_its_connections_in_a_dict_keyed_by_node_id_and_group():
-    consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:9", group_id=None)
+async def test_aiokafka_client_keeps_its_connections_in_a_dict_keyed_by_node_id_and_group(consumer):
     conns = getattr(consumer._client, "_conns", None)
     use = "AIOKafkaClient._conns, a dict of connections keyed by (node_id, ConnectionGroup)"
     assert isinstance(conns, dict), broken("aiokafka", use, type(conns))
-    get_conn = AIOKafkaClient._get_conn
+    get_conn = getattr(client_class(), "_get_conn", None)
+    assert callable(get_conn), broken("aiokafka", use + ", filled by AIOKafkaClient._get_conn", get_conn)
     assert parameters(get_conn)[:2] == ["self", "node_id"] and "group" in parameters(get_conn), broken(
         "aiokafka", use, inspect.signature(get_conn)
     )
-    assert inspect.signature(get_conn).parameters["group"].default is ConnectionGroup.DEFAULT
+    group = getattr(aiokafka.client, "ConnectionGroup", None)
+    default = inspect.signature(get_conn).parameters["group"].default
+    assert group is not None and default is group.DEFAULT, broken("aiokafka", use, default)
     source = inspect.getsource(get_conn)
     assert "conn_id = (node_id, group)" in source and "self._conns[conn_id] =" in source, broken(
         "aiokafka", use, "a _get_conn that stores connections differently"
