@@ -340,7 +340,7 @@ class Settings:
     kafka_fetch_max_wait_ms: int = _setting(
         100, _whole_number(10, 60000),
         "a whole number of milliseconds from 10 to 60000 (less makes an idle gateway and its broker "
-        "poll each other in a busy loop; a broker with data answers at once anyway)",
+        "poll each other in a busy loop; Kafka answers at once anyway when data waits)",
         "longest time the broker may hold a fetch waiting for data (bounds latency)",
     )
     kafka_fetch_min_bytes: int = _setting(
