@@ -12,9 +12,13 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from siscom.config import ConfigError, Settings
 from siscom.logs import configure_logging
+
+if TYPE_CHECKING:
+    from siscom.gateway import Gateway
 
 logger = logging.getLogger(__name__)
 
@@ -84,14 +88,23 @@ def hypercorn_config(bind: str, metrics_bind: str | None = None):
     return config
 
 
-async def serve_app(settings: Settings, bind: str, stop: asyncio.Event, metrics_bind: str | None = None) -> int:
-    """Serve until ``stop`` is set or the supervision tree fails; close clients with 1001 first."""
+async def serve_app(
+    settings: Settings,
+    bind: str,
+    stop: asyncio.Event,
+    metrics_bind: str | None = None,
+    gateway: Gateway | None = None,
+) -> int:
+    """Serve until ``stop`` is set or the supervision tree fails; close clients with 1001 first.
+
+    ``gateway`` is built from ``settings`` unless given (the chaos tests give one with faulty actors).
+    """
     from hypercorn.asyncio import serve
 
     from siscom.app import create_app, gateway_of
     from siscom.core.protocol import CloseCode
 
-    app = create_app(settings)
+    app = create_app(settings, gateway)
     gateway = gateway_of(app)
     exit_code = 0
 

@@ -144,6 +144,18 @@ def _positive_seconds(text: str) -> float:
     return seconds
 
 
+def _seconds_at_least(low: float) -> Callable[[str], float]:
+    """A finite number of seconds, ``low`` or more: below it the service would spin or thrash."""
+
+    def parse(text: str) -> float:
+        seconds = _positive_seconds(text)
+        if seconds < low:
+            raise _Invalid
+        return seconds
+
+    return parse
+
+
 def _boolean(text: str) -> bool:
     word = text.lower()
     if word in _TRUE:
@@ -291,7 +303,7 @@ class Settings:
     )
     kafka_auto_offset_reset: str = _setting(
         "latest", _one_of("latest", "earliest"), "one of latest, earliest",
-        "where a partition is first read from when the gateway starts with no position for it",
+        "where a partition is first read from when the gateway starts with no offset for it",
     )
     kafka_security_protocol: str = _setting(
         "PLAINTEXT", _one_of("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"),
@@ -326,7 +338,9 @@ class Settings:
         "private key (PEM) of the client certificate",
     )
     kafka_fetch_max_wait_ms: int = _setting(
-        100, _whole_number(0, 60000), "a whole number of milliseconds from 0 to 60000",
+        100, _whole_number(10, 60000),
+        "a whole number of milliseconds from 10 to 60000 (less makes an idle gateway and its broker "
+        "poll each other in a busy loop; Kafka answers at once anyway when data waits)",
         "longest time the broker may hold a fetch waiting for data (bounds latency)",
     )
     kafka_fetch_min_bytes: int = _setting(
@@ -346,11 +360,13 @@ class Settings:
         "most records handed down the pipeline in one batch",
     )
     kafka_reconnect_backoff_max_seconds: float = _setting(
-        5.0, _positive_seconds, "a number of seconds greater than 0",
+        5.0, _seconds_at_least(0.1),
+        "a number of seconds, at least 0.1 (less retries an absent broker in a busy loop)",
         "cap of the exponential backoff between attempts to reach the brokers",
     )
     stream_keepalive_seconds: float = _setting(
-        60.0, _positive_seconds, "a number of seconds greater than 0",
+        60.0, _seconds_at_least(0.1),
+        "a number of seconds, at least 0.1 (less spends the server's CPU on pings)",
         "interval of the keep-alive 'ping' frames",
     )
     stream_max_device_ids: int = _setting(
@@ -375,7 +391,9 @@ class Settings:
         "proxies whose X-Forwarded-For header is believed when finding a client's address",
     )
     stream_send_timeout_seconds: float = _setting(
-        30.0, _positive_seconds, "a number of seconds greater than 0",
+        30.0, _seconds_at_least(1.0),
+        "a number of seconds, at least 1 (less closes healthy clients on a passing stall, such as "
+        "a garbage-collector pause)",
         "longest a write to one client may stall before that client is closed with 1013",
     )
     stream_jwt_secret: str | None = _setting(

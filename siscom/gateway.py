@@ -17,14 +17,16 @@ import asyncio
 import logging
 import math
 from collections.abc import Sequence
+from functools import partial
 
 from aiokafka import ConsumerRecord
 
 from supervisors import ChildSpec, Mailbox, Restart, Strategy, Supervisor
 
 from siscom.pipeline.consumer import Consumer, KafkaStatus
-from siscom.pipeline.offsets import ReadPositions
+from siscom.pipeline.offsets import ReadOffsets
 from siscom.pipeline.decoder import Decoder
+from siscom.pipeline.factories import ConsumerFactory, DecoderFactory, RouterFactory
 from siscom.pipeline.router import Router
 from siscom.sessions.session import Session, SessionLimits
 from siscom.config import Settings
@@ -44,14 +46,23 @@ PIPELINE_MAILBOX_SIZE = 64
 class Gateway:
     """Owns the actor tree and the state that must outlive actor restarts."""
 
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        *,
+        consumer: ConsumerFactory = Consumer,
+        decoder: DecoderFactory = Decoder,
+        router: RouterFactory = Router,
+    ) -> None:
+        """``consumer``, ``decoder`` and ``router`` make the pipeline's actors, on every (re)start."""
         self.settings = settings
         self.metrics = metrics or Metrics.from_settings(
             settings.statsd_host, settings.statsd_port, settings.statsd_prefix
         )
         self.kafka = KafkaStatus()
         #: How far reading got per partition: a restarted consumer resumes there.
-        self.read_positions = ReadPositions()
+        self.read_offsets = ReadOffsets()
         #: Origin, connection-limit and token checks for the routes.
         self.guard = Guard(settings)
         self.subscriptions = SubscriptionTable()
@@ -62,6 +73,7 @@ class Gateway:
             max_device_ids=settings.stream_max_device_ids,
             snapshot=settings.stream_snapshot,
         )
+        self._actor_factories = (consumer, decoder, router)
         self._records: Mailbox[Sequence[ConsumerRecord]] = Mailbox(PIPELINE_MAILBOX_SIZE)
         self._deliveries: Mailbox[list[Delivery]] = Mailbox(PIPELINE_MAILBOX_SIZE)
         self._sessions: Supervisor | None = None
@@ -85,16 +97,18 @@ class Gateway:
 
     def _new_pipeline(self) -> Supervisor:
         settings, metrics = self.settings, self.metrics
+        consumer, decoder, router = self._actor_factories
+        # Each spec holds a factory and its arguments (as data: functools.partial), never an actor.
         self._pipeline = Supervisor(
             "pipeline",
             [
                 ChildSpec(
-                    "consumer",
-                    lambda: Consumer(settings, self._records, self.kafka, metrics, self.read_positions),
+                    "consumer", partial(consumer, settings, self._records, self.kafka, metrics, self.read_offsets)
                 ),
                 ChildSpec(
                     "decoder",
-                    lambda: Decoder(
+                    partial(
+                        decoder,
                         self._records,
                         self._deliveries,
                         alerts_topic=settings.kafka_alerts_topic,
@@ -102,7 +116,7 @@ class Gateway:
                         metrics=metrics,
                     ),
                 ),
-                ChildSpec("router", lambda: Router(self._deliveries, self.subscriptions, metrics)),
+                ChildSpec("router", partial(router, self._deliveries, self.subscriptions, metrics)),
             ],
             strategy=Strategy.REST_FOR_ONE,
             intensity=5,

@@ -51,7 +51,7 @@ class Metric(enum.StrEnum):
     ALERTS = "alerts", Kind.COUNTER, "records of `KAFKA_ALERTS_TOPIC`"
     MALFORMED_RECORDS = (
         "malformed_records", Kind.COUNTER,
-        "records skipped as malformed (not UTF-8, not JSON, no device id, too large)",
+        "records skipped as malformed (not UTF-8, not JSON, no device id or a bad one, too large)",
     )
     FRAMES_SENT = "frames_sent", Kind.COUNTER, "frames written to clients: positions, alerts, pings, acks, errors"
     CONFLATED = (
