@@ -111,12 +111,6 @@ class ServerUnderTest:
             return None
         return self._child.stop(timeout)
 
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return ""
-
 
 def _cpu_seconds(processes: list[psutil.Process]) -> float:
     total = 0.0

@@ -30,8 +30,10 @@ __all__ = [
     "clean_env",
     "free_port",
     "group_members",
+    "log_tail",
     "port_accepts",
     "port_bindable",
+    "read_log",
     "terminate",
 ]
 
@@ -101,6 +103,19 @@ def clean_env(overrides: Mapping[str, object] | None = None, *, inherit: Iterabl
     return env
 
 
+def read_log(path: str | os.PathLike[str]) -> str:
+    """The text of a log file so far; empty if it does not exist (yet)."""
+    try:
+        return Path(path).read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def log_tail(path: str | os.PathLike[str], lines: int = 60) -> str:
+    """The last `lines` lines of a log file, for error messages."""
+    return "\n".join(read_log(path).splitlines()[-lines:])
+
+
 def group_members(pgid: int) -> list[int]:
     """PIDs of the live processes in process group `pgid` (zombies do not count).
 
@@ -167,26 +182,26 @@ class ChildProcess:
     ) -> None:
         self.command = list(command)
         self.log_path = Path(log_path) if log_path is not None else None
-        self._log: IO[bytes] | None = None
+        log: IO[bytes] | int = subprocess.DEVNULL
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             # Append: one file tells the whole story across restarts.
-            self._log = open(self.log_path, "ab")
+            log = open(self.log_path, "ab")
         try:
             self._process: subprocess.Popen[bytes] = subprocess.Popen(
                 self.command,
                 env=None if env is None else dict(env),
                 cwd=cwd,
                 stdin=subprocess.DEVNULL,
-                stdout=self._log if self._log is not None else subprocess.DEVNULL,
-                stderr=subprocess.STDOUT if self._log is not None else subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT if self.log_path is not None else subprocess.DEVNULL,
                 # Its own process group, so that stop() reaches whatever it forks, and a Ctrl-C
                 # in the developer's terminal reaches only the parent, which stops it in order.
                 start_new_session=True,
             )
-        except BaseException:
-            self._close_log()
-            raise
+        finally:
+            if not isinstance(log, int):
+                log.close()  # the child has its own copy
 
     @classmethod
     def start(
@@ -212,7 +227,11 @@ class ChildProcess:
             if child.wait_until(ready, timeout, interval=interval):
                 return child
         except ProcessExited as exited:
+            child.stop(0.0)  # reaps it, and ends anything it forked
             raise StartFailed(f"{name} exited with {exited.returncode} before it was ready{child._tail()}") from None
+        except BaseException:
+            child.kill()
+            raise
         child.kill()
         raise StartFailed(f"{name} not ready within {timeout:g} s{child._tail()}")
 
@@ -242,7 +261,6 @@ class ChildProcess:
         deadline = time.monotonic() + timeout
         while True:
             if self._process.poll() is not None:
-                self._close_log()
                 raise ProcessExited(self._process.returncode)
             if ready():
                 return True
@@ -261,7 +279,7 @@ class ChildProcess:
         The leader alone gets `sig`, as a service manager stopping it by its PID would do: it
         stops its own workers in order (Hypercorn 0.18 run.py sets a shutdown event its workers
         poll; they install no SIGTERM handler of their own, so a signal to the whole group would
-        kill them mid-drain). Processes of the group still alive when the leader has gone, or
+        kill them mid-drain, and their clients would get no close frame). Processes of the group still alive when the leader has gone, or
         when `timeout` has passed, are killed. Returns the leader's exit status: negative for a
         signal, so a process that had to be killed shows -9.
         """
@@ -281,7 +299,6 @@ class ChildProcess:
         self._wait_group_gone(deadline)
         self._killpg()
         self._wait_group_gone(time.monotonic() + _KILL_WAIT)
-        self._close_log()
         return self._process.returncode
 
     def kill(self) -> int:
@@ -300,21 +317,11 @@ class ChildProcess:
 
     def log_text(self) -> str:
         """Everything written to the log so far."""
-        if self.log_path is None:
-            return ""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return read_log(self.log_path) if self.log_path is not None else ""
 
     def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log_text().splitlines()[-lines:])
+        return log_tail(self.log_path, lines) if self.log_path is not None else ""
 
     def _tail(self) -> str:
         tail = self.log_tail()
         return f":\n{tail}" if tail else (f" (see {self.log_path})" if self.log_path else "")
-
-    def _close_log(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None

@@ -18,7 +18,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from siscom.dev.processes import ChildProcess, StartFailed, free_port, port_accepts
+from siscom.dev.processes import ChildProcess, StartFailed, free_port, log_tail, port_accepts
 
 from .server import REPO_ROOT
 
@@ -143,8 +143,4 @@ class Nginx:
             self._child.stop(timeout)
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.error_log.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.error_log, lines)

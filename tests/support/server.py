@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 
 from siscom.dev.http import http_status
-from siscom.dev.processes import ChildProcess, StartFailed, clean_env, free_port
+from siscom.dev.processes import ChildProcess, StartFailed, clean_env, free_port, log_tail, read_log
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,13 +105,10 @@ class ServerProcess:
 
     def log_text(self) -> str:
         """Everything the server wrote to stdout and stderr so far."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return read_log(self.log_path)
 
     def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log_text().splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def __enter__(self) -> ServerProcess:
         return self.start()
