@@ -21,21 +21,8 @@ import time
 import zlib
 from collections.abc import Callable
 
-from siscom.dev.rfc6455 import (
-    DEFLATE_TAIL,
-    OP_BINARY,
-    OP_CLOSE,
-    OP_PING,
-    OP_PONG,
-    OP_TEXT,
-    RSV1,
-    ClientHandshake,
-    HandshakeFailed,
-    close_code,
-    masked_frame,
-    split_frames,
-    take_head,
-)
+from siscom.dev import rfc6455
+from siscom.dev.rfc6455 import DEFLATE_TAIL, OP_BINARY, OP_TEXT, RSV1, HandshakeFailed, split_frames
 
 __all__ = ["HandshakeFailed", "OnText", "StreamClient", "open_stream"]
 
@@ -46,7 +33,7 @@ class StreamClient(asyncio.Protocol):
     """One connection. ``on_text(payload, arrived)`` gets every text frame, in order."""
 
     def __init__(self, host: str, port: int, path: str, on_text: OnText, *, deflate: bool = False) -> None:
-        self._handshake = ClientHandshake(host, port, path, deflate=deflate)
+        self._handshake = rfc6455.ClientHandshake(host, port, path, deflate=deflate)
         #: Set when the server agreed to compress; one context for the whole connection.
         self._inflater: zlib._Decompress | None = None
         self._on_text = on_text
@@ -92,7 +79,7 @@ class StreamClient(asyncio.Protocol):
 
     def _read_handshake(self) -> bool:
         try:
-            head = take_head(self._buffer)
+            head = rfc6455.take_head(self._buffer)
             if head is None:
                 return False
             deflate = self._handshake.accept(head)
@@ -115,18 +102,18 @@ class StreamClient(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        if opcode == OP_PING:
-            transport.write(masked_frame(payload, OP_PONG))
-        elif opcode == OP_CLOSE:
-            self.close_code = close_code(payload)
-            transport.write(masked_frame(payload[:2], OP_CLOSE))
+        if opcode == rfc6455.OP_PING:
+            transport.write(rfc6455.masked_frame(payload, rfc6455.OP_PONG))
+        elif opcode == rfc6455.OP_CLOSE:
+            self.close_code = rfc6455.close_code(payload)
+            transport.write(rfc6455.masked_frame(payload[:2], rfc6455.OP_CLOSE))
             transport.close()
 
     # For the owner
 
     def send_text(self, text: str) -> None:
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(masked_frame(text.encode()))
+            self._transport.write(rfc6455.masked_frame(text.encode()))
 
     def close(self, code: int = 1000) -> None:
         """Start the closing handshake; the server's answer (or a drop) resolves :attr:`closed`."""
@@ -134,7 +121,7 @@ class StreamClient(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         if self._upgraded:
-            transport.write(masked_frame(code.to_bytes(2, "big"), OP_CLOSE))
+            transport.write(rfc6455.masked_frame(code.to_bytes(2, "big"), rfc6455.OP_CLOSE))
         else:
             transport.close()
 
