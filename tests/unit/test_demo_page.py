@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 import pytest
 
 from siscom.security.headers import SECURITY_HEADERS, demo_page_policy, tile_origin
@@ -41,3 +44,18 @@ def test_the_page_carries_the_tile_url_and_the_openstreetmap_credit_escaped_for_
 def test_with_tiles_off_the_page_is_served_as_written_with_empty_tile_tags():
     assert render_page(PAGE, None) == PAGE
     assert '<meta name="siscom-map-tiles" content="">' in PAGE
+
+
+def test_the_vendored_map_libraries_are_the_pinned_releases_with_their_licences():
+    """Guards against a hand edit of third-party code: the files must match vendor/README.md."""
+    vendor = STATIC / "vendor"
+    sums = re.findall(r"^([0-9a-f]{64})  (\S+)$", (vendor / "README.md").read_text(), re.MULTILINE)
+    assert len(sums) == 5
+    for digest, name in sums:
+        assert hashlib.sha256((vendor / name).read_bytes()).hexdigest() == digest, name
+    shipped = {str(p.relative_to(vendor)) for p in vendor.rglob("*.js")} | {
+        str(p.relative_to(vendor)) for p in vendor.rglob("*.css")
+    }
+    assert shipped == {name for _, name in sums}
+    assert "BSD 2-Clause License" in (vendor / "leaflet" / "LICENSE").read_text()
+    assert "Permission is hereby granted" in (vendor / "leaflet.markercluster" / "LICENSE").read_text()
