@@ -6,6 +6,7 @@ window.TileMapView = (() => {
   const CLUSTER_AT = 300;
   const SVG_NS = "http://www.w3.org/2000/svg";
   const FIT = { padding: [40, 40], maxZoom: 16 };
+  const FIT_WAIT_MS = 300;
 
   // A DivIcon that draws the vehicle: an arrow turned to its heading, a dot when it stands
   // still, its id beside it. Leaflet calls createIcon again whenever the marker comes back on
@@ -22,7 +23,7 @@ window.TileMapView = (() => {
       arrow.setAttribute("class", "arrow");
       arrow.setAttribute("viewBox", "-12 -12 24 24");
       const path = document.createElementNS(SVG_NS, "path");
-      path.setAttribute("d", "M0,-9 L6,6 L0,3 L-6,6 Z");
+      path.setAttribute("d", "M0,-11 L8,9 L0,4 L-8,9 Z");
       arrow.append(path);
       const dot = document.createElement("span");
       dot.className = "dot";
@@ -52,16 +53,23 @@ window.TileMapView = (() => {
       this.vehicles = L.layerGroup().addTo(this.map);
       this.clustered = false;
       this.entries = new Map(); // id -> {marker, trail, vehicle}
-      this.fixedView = Boolean(view);
-      this.fitted = this.fixedView;
+      // Until the user moves the map (or the URL fixes the view), the view follows the fleet:
+      // it fits every vehicle seen, again whenever a new one appears outside it.
+      this.following = !view;
+      this.hasView = Boolean(view);
       if (view) this.map.setView([view.lat, view.lon], view.zoom);
+      for (const type of ["pointerdown", "wheel", "keydown"]) {
+        container.addEventListener(type, () => { this.following = false; }, { passive: true });
+      }
     }
 
     draw(devices, changed) {
+      let outside = false;
       for (const vehicle of changed) {
         let entry = this.entries.get(vehicle.id);
         if (!entry) {
           entry = this.create(vehicle);
+          outside ||= !this.hasView || !this.map.getBounds().contains([vehicle.lat, vehicle.lon]);
         } else {
           entry.marker.setLatLng([vehicle.lat, vehicle.lon]);
         }
@@ -69,11 +77,15 @@ window.TileMapView = (() => {
         this.restyle(vehicle);
       }
       if (!this.clustered && this.entries.size > CLUSTER_AT) this.cluster();
-      if (!this.fitted && devices.size) {
-        // Until the map has a view, Leaflet holds back the layers and loads no tiles.
-        const bounds = L.latLngBounds([...devices.values()].map((d) => [d.lat, d.lon]));
-        this.map.fitBounds(bounds, FIT);
-        this.fitted = true;
+      if (this.following && outside && !this.fitTimer) {
+        // A short wait gathers the vehicles that report together (the snapshot of a new stream)
+        // into one view. Until the map has a view, Leaflet holds back the layers and the tiles.
+        this.fitTimer = setTimeout(() => {
+          this.fitTimer = null;
+          if (!this.following || devices.size === 0) return;
+          this.map.fitBounds(L.latLngBounds([...devices.values()].map((d) => [d.lat, d.lon])), FIT);
+          this.hasView = true;
+        }, FIT_WAIT_MS);
       }
     }
 
@@ -112,7 +124,6 @@ window.TileMapView = (() => {
       this.map.getContainer().classList.remove("clustered");
       this.clustered = false;
       this.entries.clear();
-      this.fitted = this.fixedView; // a new selection of vehicles gets a view of its own
     }
 
     focus(vehicle, on) {
