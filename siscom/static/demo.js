@@ -10,7 +10,7 @@
 "use strict";
 
 (() => {
-  const TRAIL_MINUTES = 5, TRAIL_POINTS = 600, FLASH_MS = 6000, ALERTS_SHOWN = 50;
+  const TRAIL_MINUTES = 5, TRAIL_POINTS = 300, FLASH_MS = 6000, ALERTS_SHOWN = 50;
   const $ = (selector) => document.querySelector(selector);
   const devices = new Map(); // id -> {id, lat, lon, speed, heading, time, stopped, flashing, trail, row}
   const changed = new Set();
