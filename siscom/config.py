@@ -28,6 +28,7 @@ import math
 import os
 import re
 import ssl
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
@@ -38,7 +39,7 @@ from dotenv import dotenv_values
 from siscom.security.keys import MIN_SECRET_CHARS, load_public_key, read_public_key_text
 from siscom.security.origins import ANY_ORIGIN, normalize_origin
 
-__all__ = ["ConfigError", "Settings", "describe_variables"]
+__all__ = ["MAP_TILES_OFF", "ConfigError", "Settings", "describe_variables"]
 
 _MASK = "***"
 _SHOWN_CHARS = 100  # longer values are cut in messages so a log line stays readable
@@ -106,6 +107,13 @@ _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
 _METRIC_PREFIX = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Host names as a Content-Security-Policy source may spell them (no '_'), or IPv4 addresses.
+_CSP_HOST = re.compile(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+_TILE_PLACEHOLDERS = ("{z}", "{x}", "{y}")
+# Characters that have no business in a tile URL and would need quoting in HTML or a header.
+_URL_UNSAFE = re.compile(r"[\x00-\x20\x7f\"'<>\\^`|]")
+MAP_TILES_OFF = "off"
+"""The value of ``STREAM_MAP_TILE_URL`` that keeps the demo page offline (no tiles)."""
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
@@ -270,6 +278,35 @@ def _metric_prefix(text: str) -> str:
     return text
 
 
+def _tile_url(text: str) -> str | None:
+    if text.lower() == MAP_TILES_OFF:
+        return None
+    if len(text) > 2000 or _URL_UNSAFE.search(text):
+        raise _Invalid
+    parts = urllib.parse.urlsplit(text)
+    try:
+        _ = parts.port  # raises ValueError when out of range or not a number
+    except ValueError:
+        raise _Invalid from None
+    host = parts.hostname or ""
+    if (
+        parts.scheme not in ("https", "http")
+        or parts.username is not None
+        or parts.fragment
+        or not _CSP_HOST.fullmatch(host)
+        or len(host) > 253
+    ):
+        raise _Invalid
+    rest = parts.path + "?" + parts.query
+    for placeholder in _TILE_PLACEHOLDERS:
+        if rest.count(placeholder) != 1:
+            raise _Invalid
+        rest = rest.replace(placeholder, "")
+    if "{" in rest or "}" in rest:
+        raise _Invalid
+    return text
+
+
 _TOPIC_RULE = (
     "a legal Kafka topic name: 1-249 characters of A-Z a-z 0-9 . _ - (not '.' or '..'; "
     "'/' is not allowed)"
@@ -430,6 +467,13 @@ class Settings:
         0, _whole_number(0), "a whole number; 0 for no limit",
         "most streams one process holds open per client address (see STREAM_TRUSTED_PROXIES); "
         "past it new clients from that address are closed with 1013",
+    )
+    stream_map_tile_url: str | None = _setting(
+        "https://tile.openstreetmap.org/{z}/{x}/{y}.png", _tile_url,
+        "an http:// or https:// URL (host name or IPv4 address, optional port) whose path or "
+        "query holds {z}, {x} and {y} once each and no other {...}; or 'off'",
+        "raster tiles under the demo page's map; the page's Content-Security-Policy allows images "
+        "from this URL's origin only; 'off' draws the vehicles on a plain grid without tiles",
     )
     log_level: str = _setting(
         "INFO", _one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),

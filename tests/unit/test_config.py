@@ -469,3 +469,51 @@ def test_any_value_gives_settings_or_a_one_line_error_naming_the_variable(variab
         assert error.variable == variable
         assert message.startswith(f"{variable}=")
         assert message.splitlines() == [message]  # also no \r, \x85, \u2028 ...
+
+
+# -- the demo page's map tiles --------------------------------------------------------------------
+
+
+def test_the_map_tiles_default_to_openstreetmap_and_off_turns_them_off():
+    assert Settings().stream_map_tile_url == "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    assert load(STREAM_MAP_TILE_URL="").stream_map_tile_url == Settings().stream_map_tile_url
+    assert load(STREAM_MAP_TILE_URL="off").stream_map_tile_url is None
+    assert load(STREAM_MAP_TILE_URL=" OFF ").stream_map_tile_url is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://tiles.example.com/{z}/{x}/{y}.png",
+        "http://127.0.0.1:8080/osm/{z}/{x}/{y}.png",
+        "https://maps.example.com/tiles?z={z}&x={x}&y={y}&key=abc123",
+        "https://tiles.example.com/{y}/{x}/{z}",
+    ],
+)
+def test_map_tile_urls_with_z_x_and_y_are_accepted_as_given(url):
+    assert load(STREAM_MAP_TILE_URL=url).stream_map_tile_url == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "tile.openstreetmap.org/{z}/{x}/{y}.png",  # no scheme
+        "ftp://tiles.example.com/{z}/{x}/{y}.png",
+        "https://tiles.example.com/{z}/{x}.png",  # no {y}
+        "https://tiles.example.com/{z}/{x}/{y}/{y}.png",
+        "https://{s}.tile.example.com/{z}/{x}/{y}.png",  # one origin only, for the page's policy
+        "https://tiles.example.com/{z}/{x}/{y}{r}.png",
+        "https://user:pw@tiles.example.com/{z}/{x}/{y}.png",
+        "https://tiles.example.com:99999/{z}/{x}/{y}.png",
+        "https://tiles_example.com/{z}/{x}/{y}.png",
+        "https://[::1]/{z}/{x}/{y}.png",
+        "https://tiles.example.com/{z}/{x}/{y}.png#top",
+        'https://tiles.example.com/{z}/{x}/{y}.png"><script>',
+        "https://tiles.example.com/{z}/{x}/{y}.png; img-src *",
+        "https://",
+    ],
+)
+def test_map_tile_urls_that_are_not_one_origins_z_x_y_template_are_refused(url):
+    error = error_for(STREAM_MAP_TILE_URL=url)
+    assert error.variable == "STREAM_MAP_TILE_URL"
+    assert "{z}, {x} and {y}" in error.allowed and "'off'" in error.allowed
