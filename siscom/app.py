@@ -12,18 +12,16 @@ server waits for connections to end (see :meth:`~siscom.gateway.Gateway.drain_wh
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from quart import Quart, send_from_directory
+from quart import Quart
 
 from siscom.config import Settings
 from siscom.gateway import Gateway
+from siscom.web.demo import demo_blueprint
+from siscom.web.prometheus import prometheus_blueprint
 from siscom.web.status import status_blueprint
 from siscom.web.stream import stream_blueprint
 from siscom.security.headers import add_security_headers
 from siscom.web.transport import StreamWebsocket, StreamWebsocketConnection
-
-STATIC = Path(__file__).parent / "static"
 
 
 def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> Quart:
@@ -35,15 +33,9 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app.asgi_websocket_class = StreamWebsocketConnection
     app.extensions["siscom.gateway"] = gateway
     app.register_blueprint(status_blueprint(gateway))
+    app.register_blueprint(prometheus_blueprint(gateway))
     app.register_blueprint(stream_blueprint(gateway))
-
-    @app.get("/")
-    async def demo_page():
-        return await send_from_directory(STATIC, "index.html")
-
-    @app.get("/static/<path:name>")
-    async def static_file(name: str):
-        return await send_from_directory(STATIC, name)
+    app.register_blueprint(demo_blueprint(settings))
 
     @app.after_request
     async def security_headers(response):

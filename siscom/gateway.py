@@ -18,14 +18,16 @@ import itertools
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 
 from aiokafka import ConsumerRecord
 
 from supervisors import ChildSpec, Mailbox, Restart, Strategy, Supervisor
 
 from siscom.pipeline.consumer import Consumer, KafkaStatus
-from siscom.pipeline.offsets import ReadPositions
+from siscom.pipeline.offsets import ReadOffsets
 from siscom.pipeline.decoder import Decoder
+from siscom.pipeline.factories import ConsumerFactory, DecoderFactory, RouterFactory
 from siscom.pipeline.router import Router
 from siscom.core.stream import StreamCore
 from siscom.sessions.session import Session, SessionLimits
@@ -47,14 +49,23 @@ PIPELINE_MAILBOX_SIZE = 64
 class Gateway:
     """Owns the actor tree and the state that must outlive actor restarts."""
 
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        *,
+        consumer: ConsumerFactory = Consumer,
+        decoder: DecoderFactory = Decoder,
+        router: RouterFactory = Router,
+    ) -> None:
+        """``consumer``, ``decoder`` and ``router`` make the pipeline's actors, on every (re)start."""
         self.settings = settings
         self.metrics = metrics or Metrics.from_settings(
             settings.statsd_host, settings.statsd_port, settings.statsd_prefix
         )
         self.kafka = KafkaStatus()
         #: How far reading got per partition: a restarted consumer resumes there.
-        self.read_positions = ReadPositions()
+        self.read_offsets = ReadOffsets()
         #: Origin, connection-limit and token checks for the routes.
         self.guard = Guard(settings)
         self.subscriptions = SubscriptionTable()
@@ -67,6 +78,7 @@ class Gateway:
             close_timeout_seconds=min(2.0, settings.stream_close_linger_seconds),
             close_linger_seconds=settings.stream_close_linger_seconds,
         )
+        self._actor_factories = (consumer, decoder, router)
         self._session_numbers = itertools.count(1)
         #: Closing every client (1001) when the server stops; set by the first :meth:`drain`.
         self._drain: asyncio.Task[None] | None = None
@@ -96,16 +108,18 @@ class Gateway:
 
     def _new_pipeline(self) -> Supervisor:
         settings, metrics = self.settings, self.metrics
+        consumer, decoder, router = self._actor_factories
+        # Each spec holds a factory and its arguments (as data: functools.partial), never an actor.
         self._pipeline = Supervisor(
             "pipeline",
             [
                 ChildSpec(
-                    "consumer",
-                    lambda: Consumer(settings, self._records, self.kafka, metrics, self.read_positions),
+                    "consumer", partial(consumer, settings, self._records, self.kafka, metrics, self.read_offsets)
                 ),
                 ChildSpec(
                     "decoder",
-                    lambda: Decoder(
+                    partial(
+                        decoder,
                         self._records,
                         self._deliveries,
                         alerts_topic=settings.kafka_alerts_topic,
@@ -113,7 +127,7 @@ class Gateway:
                         metrics=metrics,
                     ),
                 ),
-                ChildSpec("router", lambda: Router(self._deliveries, self.subscriptions, metrics)),
+                ChildSpec("router", partial(router, self._deliveries, self.subscriptions, metrics)),
             ],
             strategy=Strategy.REST_FOR_ONE,
             intensity=5,

@@ -58,7 +58,8 @@ async def test_siscom_dev_runs_broker_simulator_and_server_and_streams(tmp_path,
     processes.append(dev)
     wait_http(f"http://127.0.0.1:{port}/ready", dev, log)
     status, page = http_get(f"http://127.0.0.1:{port}/")
-    assert status == 200 and b"<svg" in page
+    assert status == 200 and b'<div id="map"' in page
+    assert b'<meta name="siscom-map-tiles" content="https://tile.openstreetmap.org/{z}/{x}/{y}.png">' in page
     async with ws_client(f"ws://127.0.0.1:{port}/api/v1/stream?device_ids=0848086072") as client:
         frame = await client.frames_until(lambda f: f["event"] == "message", timeout=15)
     assert frame[-1]["data"]["data"]["DEVICE_ID"] == "0848086072"

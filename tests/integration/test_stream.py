@@ -152,6 +152,7 @@ async def test_malformed_records_are_counted_and_skipped_while_good_ones_flow(ma
         b'"a string"',
         b'{"data": {"SPEED": "1"}}',
         b'{"data": {"DEVICE_ID": "big", "pad": "' + b"x" * 3000 + b'"}}',
+        b'{"data": {"DEVICE_ID": "no spaces allowed", "SEQ": 99}}',  # no client could name it
     ]
     async with ws_client(server.ws_url()) as client:
         await wait_stats(server, lambda s: s["connections"] == 1)
@@ -162,7 +163,7 @@ async def test_malformed_records_are_counted_and_skipped_while_good_ones_flow(ma
     assert body["records"] == len(bad) + 2
     log = server.log_text()
     assert f"{topic}[0]@1 (not UTF-8" in log
-    assert "no device id" in log and "too large" in log and "not JSON" in log
+    assert "no device id" in log and "too large" in log and "not JSON" in log and "bad device id" in log
 
 
 async def test_without_a_broker_the_app_serves_and_delivers_once_one_appears(server_factory, broker_factory, tmp_path):
@@ -227,6 +228,7 @@ def test_bad_configuration_stops_the_start_with_one_line(server_factory):
         "KAFKA_TOPIC": "tracking/data",
         "KAFKA_AUTO_OFFSET_RESET": "newest",
         "STREAM_KEEPALIVE_SECONDS": "soon",
+        "KAFKA_FETCH_MAX_WAIT_MS": "0",  # an idle gateway would poll the broker in a busy loop
     }
     for variable, value in cases.items():
         server = server_factory({variable: value}, started=False)
