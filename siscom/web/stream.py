@@ -41,28 +41,36 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
         await websocket.send(error.frame())
         await websocket.close(CloseCode.POLICY_VIOLATION, reason)
 
+    def abandoned(connection: HypercornConnection | None, peer: str) -> bool:
+        """True (and the connection closed) when bytes came before the handshake's answer:
+        Hypercorn answered 400 and will tell this route nothing more, nor close the connection
+        (see hypercorn_link)."""
+        if connection is None or not connection.abandoned:
+            return False
+        gateway.metrics.incr(Metric.REJECTED_REQUESTS)
+        logger.info("Dropping stream of %s: data before the handshake completed (answered 400)", peer)
+        connection.close()
+        asyncio.get_running_loop().call_later(gateway.limits.close_linger_seconds, connection.abort)
+        return True
+
     @blueprint.websocket("/api/v1/stream")
     async def stream() -> Response | None:
         peer = client_address(websocket.remote_addr, websocket.headers.get("X-Forwarded-For"), trusted_proxies)
+        connection = HypercornConnection.of(websocket.asgi_send)
         origin = websocket.headers.get("Origin")
         if not guard.origins.allows(origin):
             gateway.metrics.incr(Metric.ORIGIN_REFUSALS)
             logger.warning("Refusing stream for %s: origin %r not allowed", peer, origin[:100] if origin else origin)
+            if abandoned(connection, peer):  # no answer of ours could reach it
+                return None
             # Returned before accepting, this becomes the HTTP answer to the handshake.
             return Response("origin not allowed\n", 403, {**SECURITY_HEADERS, "Content-Type": "text/plain"})
         # A browser that offered the token as a subprotocol fails the handshake unless one is chosen.
         subprotocol = SUBPROTOCOL if SUBPROTOCOL in websocket.requested_subprotocols else None
         await websocket.accept(subprotocol=subprotocol)
-        connection = HypercornConnection.of(websocket.asgi_send)
+        if abandoned(connection, peer):
+            return None
         if connection is not None:
-            if connection.abandoned:
-                # Bytes came before the accept: Hypercorn answered 400 and will tell this route
-                # nothing more, nor close the connection (see hypercorn_link).
-                gateway.metrics.incr(Metric.REJECTED_REQUESTS)
-                logger.info("Dropping stream of %s: data before the handshake completed (answered 400)", peer)
-                connection.close()
-                asyncio.get_running_loop().call_later(gateway.limits.close_linger_seconds, connection.abort)
-                return None
             gateway.drain_when(connection.server_stopping)
         refusal = guard.limiter.acquire(peer)
         if refusal is not None:

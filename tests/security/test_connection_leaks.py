@@ -40,11 +40,12 @@ async def open_raw(server, payload: bytes, receive_buffer: int | None = None) ->
     return sock
 
 
-def upgrade_request(server, path: str) -> bytes:
+def upgrade_request(server, path: str, origin: str | None = None) -> bytes:
     key = base64.b64encode(os.urandom(16)).decode()
+    extra = f"Origin: {origin}\r\n" if origin else ""
     return (
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     ).encode()
 
 
@@ -91,6 +92,22 @@ async def test_bytes_before_the_accept_leave_no_session_and_normal_clients_still
             f"{counters['connections_opened']}, rejected_requests {counters['rejected_requests']}; "
             f"a normal client then got in (connections {opened['connections']})"
         )
+    finally:
+        for sock in attackers:
+            sock.close()
+
+
+async def test_bytes_before_an_origin_refusal_leave_no_server_socket_open(make_server):
+    server = make_server(STREAM_ALLOWED_ORIGINS="https://dispatch.example")
+    await wait_ready(server)
+    request = upgrade_request(server, "/api/v1/stream", origin="https://elsewhere.example") + b"\x00"
+    attackers = [await open_raw(server, request) for _ in range(20)]
+    try:
+        loop = asyncio.get_running_loop()
+        answers = [await asyncio.wait_for(loop.sock_recv(sock, 1024), 10) for sock in attackers]
+        assert all(answer.startswith(b"HTTP/1.1 400") for answer in answers), answers[0]
+        gone_after = await wait_until(lambda: established(server) == 0, timeout=1.0)
+        print(f"\n20 refused-origin handshakes + NUL: their server sockets closed {gone_after:.2f} s after the answers")
     finally:
         for sock in attackers:
             sock.close()
