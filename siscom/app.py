@@ -1,8 +1,13 @@
 """The Quart application: routes bound to one :class:`~siscom.gateway.Gateway`.
 
 ``create_app()`` reads the settings from the environment when none are given, so the app can also
-be served directly with ``hypercorn "siscom.app:create_app()"``. The gateway starts before the
-first request is served and stops, closing clients with 1001, after the last.
+be served directly with ``hypercorn "siscom.app:create_app()"``.
+
+The app owns the gateway's lifecycle, the same under ``siscom serve`` and plain Hypercorn: its
+``while_serving`` starts the gateway before the first request and stops it after the last. In
+between, the server's own shutdown signal drains it (every client closed with 1001) before the
+server waits for connections to end (see :meth:`~siscom.gateway.Gateway.drain_when`);
+:meth:`~siscom.gateway.Gateway.stop` drains whatever that did not.
 """
 
 from __future__ import annotations
@@ -37,12 +42,10 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         add_security_headers(response.headers)
         return response
 
-    @app.before_serving
-    async def start_gateway() -> None:
+    @app.while_serving
+    async def gateway_lifecycle():
         await gateway.start()
-
-    @app.after_serving
-    async def stop_gateway() -> None:
+        yield
         await gateway.stop()
 
     return app

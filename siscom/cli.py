@@ -95,14 +95,14 @@ async def serve_app(
     metrics_bind: str | None = None,
     gateway: Gateway | None = None,
 ) -> int:
-    """Serve until ``stop`` is set or the supervision tree fails; close clients with 1001 first.
+    """Serve until ``stop`` is set or the supervision tree fails (the app drains the gateway,
+    closing clients with 1001, when Hypercorn starts shutting down).
 
     ``gateway`` is built from ``settings`` unless given (the chaos tests give one with faulty actors).
     """
     from hypercorn.asyncio import serve
 
     from siscom.app import create_app, gateway_of
-    from siscom.core.protocol import CloseCode
 
     app = create_app(settings, gateway)
     gateway = gateway_of(app)
@@ -116,8 +116,6 @@ async def serve_app(
             waiter.cancel()
         if gateway.failed.is_set():
             exit_code = EXIT_TREE_FAILED
-        logger.info("Shutting down: closing streams")
-        await gateway.close_sessions(CloseCode.GOING_AWAY, "server shutting down")
 
     metrics_bind = metrics_bind or settings.metrics_bind
     await serve(app, hypercorn_config(bind, metrics_bind), shutdown_trigger=shutdown_trigger)

@@ -433,6 +433,11 @@ class Settings:
         "a garbage-collector pause)",
         "longest a write to one client may stall before that client is closed with 1013",
     )
+    stream_close_linger_seconds: float = _setting(
+        5.0, _positive_seconds, "a number of seconds greater than 0",
+        "longest a connection stays open after its stream ended (close frame not yet read, or not "
+        "answered): then the TCP connection is dropped, whether or not the client reads",
+    )
     stream_jwt_secret: str | None = _setting(
         None, _jwt_secret, "at least 32 characters; empty for none",
         "shared secret that verifies client tokens (HS256); when set, every stream and the stats "

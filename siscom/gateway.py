@@ -14,9 +14,10 @@ picks up the same inbox and the same subscribers, so connected clients notice no
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 from aiokafka import ConsumerRecord
@@ -28,14 +29,16 @@ from siscom.pipeline.offsets import ReadOffsets
 from siscom.pipeline.decoder import Decoder
 from siscom.pipeline.factories import ConsumerFactory, DecoderFactory, RouterFactory
 from siscom.pipeline.router import Router
+from siscom.core.stream import StreamCore
 from siscom.sessions.session import Session, SessionLimits
+from siscom.sessions.transport import Transport
 from siscom.config import Settings
 from siscom.core.deliveries import Delivery
 from siscom.metrics import Metrics
 from siscom.core.protocol import CloseCode
 from siscom.security.guard import Guard
+from siscom.security.tokens import Grant
 from siscom.core.subscriptions import SubscriptionTable
-from siscom.web.transport import Transport
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +75,16 @@ class Gateway:
             max_pending_frames=settings.stream_max_pending_frames,
             max_device_ids=settings.stream_max_device_ids,
             snapshot=settings.stream_snapshot,
+            close_timeout_seconds=min(2.0, settings.stream_close_linger_seconds),
+            close_linger_seconds=settings.stream_close_linger_seconds,
         )
         self._actor_factories = (consumer, decoder, router)
+        self._session_numbers = itertools.count(1)
+        #: Closing every client (1001) when the server stops; set by the first :meth:`drain`.
+        self._drain: asyncio.Task[None] | None = None
+        #: Waits for the server's own signal that it is stopping, then drains (see drain_when).
+        self._drain_trigger: asyncio.Task[None] | None = None
+        self._stopping_signal: asyncio.Future[Callable[[], Awaitable[None]]] | None = None
         self._records: Mailbox[Sequence[ConsumerRecord]] = Mailbox(PIPELINE_MAILBOX_SIZE)
         self._deliveries: Mailbox[list[Delivery]] = Mailbox(PIPELINE_MAILBOX_SIZE)
         self._sessions: Supervisor | None = None
@@ -134,10 +145,40 @@ class Gateway:
         self.guard.log_posture(logger)
         await self._root.start()
         self._watcher = asyncio.create_task(self._watch(), name="gateway.watch")
+        self._stopping_signal = asyncio.get_running_loop().create_future()
+        self._drain_trigger = asyncio.create_task(self._drain_on_signal(), name="gateway.drain-trigger")
+
+    async def drain(self) -> None:
+        """The server is stopping: refuse new streams, close every client with 1001 and wait
+        (bounded) for them to finish. Only the first call does it; later ones wait for it."""
+        if self._drain is None:
+            logger.info("Shutting down: closing streams")
+            self._drain = asyncio.ensure_future(self.close_sessions(CloseCode.GOING_AWAY, "server shutting down"))
+        await asyncio.shield(self._drain)
+
+    def drain_when(self, stopping: Callable[[], Awaitable[None]]) -> None:
+        """Drain as soon as ``stopping()`` returns: the server's signal that it stops taking
+        connections and waits for the open ones. Only the first signal given is watched."""
+        signal = self._stopping_signal
+        if signal is not None and not signal.done():
+            signal.set_result(stopping)
+
+    async def _drain_on_signal(self) -> None:
+        assert self._stopping_signal is not None
+        stopping = await self._stopping_signal
+        await stopping()
+        await self.drain()
+
+    @property
+    def draining(self) -> bool:
+        return self._drain is not None
 
     async def stop(self) -> None:
-        """Close every client with 1001, then stop the tree (children in reverse order)."""
-        await self.close_sessions(CloseCode.GOING_AWAY, "server shutting down")
+        """Drain (if the server has not already), then stop the tree (children in reverse order)."""
+        await self.drain()
+        if self._drain_trigger is not None:
+            self._drain_trigger.cancel()
+            await asyncio.wait((self._drain_trigger,))
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.wait((self._watcher,))
@@ -175,34 +216,27 @@ class Gateway:
     # Sessions
 
     async def open_session(
-        self,
-        transport: Transport,
-        device_ids: frozenset[str] | None,
-        *,
-        allowed_devices: frozenset[str] | None = None,
-        expires_at: float | None = None,
+        self, transport: Transport, device_ids: frozenset[str] | None, *, grant: Grant | None = None
     ) -> Session:
-        """Start a session; ``allowed_devices`` and ``expires_at`` come from the client's token."""
-        if self._sessions is None or not self._sessions.running:
-            raise RuntimeError("the session supervisor is not running")
+        """Start a session; ``grant`` is what the client's token allows (None: tokens are off)."""
+        if self._sessions is None or not self._sessions.running or self.draining:
+            raise RuntimeError("the session supervisor is not accepting sessions")
+        core = StreamCore(device_ids, table=self.subscriptions, policy=self.limits.policy, grant=grant)
         session = Session(
-            transport, device_ids, table=self.subscriptions, limits=self.limits, metrics=self.metrics,
-            allowed_devices=allowed_devices, expires_at=expires_at,
+            transport, core, name=f"session-{next(self._session_numbers)}", limits=self.limits, metrics=self.metrics
         )
         await self._sessions.start_child(ChildSpec(session.name, lambda: session, restart=Restart.TEMPORARY))
         return session
 
-    async def end_session(self, session: Session) -> None:
-        """The client left: stop its session (a no-op if it already ended)."""
-        session.client_left()
-        if self._sessions is not None and not session.finished.is_set():
-            await self._sessions.terminate_child(session.name)
+    def sessions(self) -> list[Session]:
+        """The sessions running now (each has ``backlog`` and ``close(code, reason)``)."""
+        if self._sessions is None:
+            return []
+        return [child.actor for child in self._sessions.which_children() if isinstance(child.actor, Session)]
 
     async def close_sessions(self, code: CloseCode, reason: str, timeout: float = 5.0) -> None:
         """Ask every session to close with ``code``; wait up to ``timeout`` for them to finish."""
-        if self._sessions is None:
-            return
-        sessions = [child.actor for child in self._sessions.which_children() if isinstance(child.actor, Session)]
+        sessions = self.sessions()
         for session in sessions:
             session.close(code, reason)
         if sessions:

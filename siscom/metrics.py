@@ -62,7 +62,10 @@ class Metric(enum.StrEnum):
     BROKER_RECONNECTS = "broker_reconnects", Kind.COUNTER, "times the broker was reached again after being lost"
     CONNECTIONS_OPENED = "connections_opened", Kind.COUNTER, "streams started"
     CONNECTIONS_CLOSED = "connections_closed", Kind.COUNTER, "streams ended, whichever way"
-    REJECTED_REQUESTS = "rejected_requests", Kind.COUNTER, "streams refused for a bad query (1008)"
+    REJECTED_REQUESTS = (
+        "rejected_requests", Kind.COUNTER,
+        "streams refused for a bad query (1008), or for bytes sent before the handshake completed (400)",
+    )
     ORIGIN_REFUSALS = "origin_refusals", Kind.COUNTER, "handshakes refused for their origin (403)"
     CONNECTION_LIMIT_REFUSALS = (
         "connection_limit_refusals", Kind.COUNTER,

@@ -108,6 +108,21 @@ async def test_keep_alive_pings_arrive_at_the_configured_interval(make_server):
     assert 0.6 <= elapsed < 3.0
 
 
+async def test_on_an_idle_stream_each_ping_comes_about_one_interval_after_the_open_or_the_last_ping(make_server):
+    """Proxies are set to cut streams silent for just over the interval: a ping late by half an
+    interval or more would get idle clients cut in production."""
+    interval = 0.5
+    server = make_server(STREAM_KEEPALIVE_SECONDS=str(interval), STREAM_SNAPSHOT="false")
+    async with ws_client(server.ws_url("/api/v1/stream?device_ids=idle-1"), skip_pings=False) as client:
+        times = [time.monotonic()]
+        for _ in range(4):
+            assert (await client.next_frame(3 * interval))["event"] == "ping"
+            times.append(time.monotonic())
+    gaps = [later - earlier for earlier, later in zip(times, times[1:])]
+    print(f"\nSTREAM_KEEPALIVE_SECONDS={interval}: gaps between open and pings {[round(g, 3) for g in gaps]} s")
+    assert all(0.8 * interval <= gap <= 1.5 * interval for gap in gaps), gaps
+
+
 @pytest.mark.parametrize(
     ("query", "fragment"),
     [
