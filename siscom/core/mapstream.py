@@ -36,7 +36,7 @@ __all__ = ["MapStreamCore"]
 
 
 class MapStreamCore(StreamCore):
-    __slots__ = ("_box", "_ids", "_visible", "_projection", "_throttle", "_clock")
+    __slots__ = ("_box", "_ids", "_visible", "_projection", "_throttle", "_clock", "_plain")
 
     def __init__(
         self,
@@ -57,6 +57,8 @@ class MapStreamCore(StreamCore):
         self._projection = None if options.fields is None else table.projections.get(options.fields)
         self._throttle = None if options.max_hz is None else Throttle(options.max_hz)
         self._clock = clock
+        #: Positions go to the outbox as they are (no fields, no rate).
+        self._plain = self._projection is None and self._throttle is None
 
     @property
     def box(self) -> BBox | None:
@@ -70,6 +72,7 @@ class MapStreamCore(StreamCore):
             return
         self._table.subscribe_box(self, self._ids, self._box)
         self._visible = set(self._in_view(self._box, self._ids))
+        self._table.viewports.mark_seen(self, self._visible)
         if self._policy.snapshot:
             self._queue_snapshot(sorted(self._visible))
         self._next_ping = now + self._policy.keepalive_seconds
@@ -85,11 +88,19 @@ class MapStreamCore(StreamCore):
     def deliver_in_view(self, delivery: Delivery) -> None:
         """From the viewport index: a record of a device whose newest position is in the box."""
         ids = self._ids
-        if ids is not None and delivery.device_id not in ids:
+        device_id = delivery.device_id
+        if ids is not None and device_id not in ids:
             return
-        if not delivery.alert:
-            self._visible.add(delivery.device_id)
-        self.deliver(delivery)
+        if delivery.alert:
+            if device_id in self._visible:
+                self.deliver(delivery)
+            return
+        self._visible.add(device_id)
+        if self.closing is None:
+            if self._plain:  # the common case, inline: nothing to reduce or to hold
+                self.outbox.put_position(device_id, delivery.text)
+            else:
+                self._position(device_id, delivery.text)
 
     def leave_view(self, device_id: str) -> None:
         """From the viewport index: a device moved out of the box."""
@@ -139,6 +150,7 @@ class MapStreamCore(StreamCore):
         entered = sorted(now_visible - self._visible)
         left = sorted(self._visible - now_visible)
         self._visible = now_visible
+        self._table.viewports.mark_seen(self, entered)
         self._queue_snapshot(entered)
         for device_id in left:
             if self._throttle is not None:

@@ -1,12 +1,14 @@
 """The index of the clients that watch a box: routing a record costs a few lookups, not one check
 per box.
 
-Boxes live in a hierarchy of grids (cells of 0.01 degrees, then 4 times larger at each level, up
-to cells larger than the world). A box is filed at the finest level whose cells are at least as
-large as the box, so it lies in at most 2 x 2 cells there (twice that across the antimeridian).
-A position is looked up in one cell per level that holds any box; only the boxes filed in those
-cells are checked exactly. With many small boxes the candidates per record are the boxes near the
-record, however many clients there are.
+Boxes live in a hierarchy of grids (cells of 0.001 degrees, then twice as large at each level, up
+to cells larger than the world). A box is filed at the finest level whose cells are at least half
+as large as a quarter of the box, so it lies in at most 5 x 5 cells there (twice that across the
+antimeridian). A position is looked up in one cell per level that holds any box; only the boxes
+filed in that cell are checked exactly, so the candidates per record are the boxes near the
+record (about 1.5 to 3 times the boxes that contain it, for boxes of one size), however many
+clients there are. Each
+device remembers which watchers last got it in view, so a leave costs no second lookup.
 
 While any box is watched, the index also keeps each device's newest position, and a grid of
 devices per 0.01-degree cell, so that a client that opens or moves its box finds the devices in
@@ -26,14 +28,16 @@ from siscom.core.geo import BBox, Position
 __all__ = ["ViewportIndex", "Watcher"]
 
 #: Cell size of the finest level, in degrees, and the growth factor between levels.
-FINEST = 0.01
-GROWTH = 4
-#: Levels: the last one's cells (0.01 * 4**8 = 655 degrees) hold any box in one cell.
-LEVELS = 9
+FINEST = 0.001
+GROWTH = 2
+#: Levels: the last one's cells (0.001 * 2**19 = 524 degrees) hold any box in one cell.
+LEVELS = 20
 #: Cell size of the device grid, in degrees.
 DEVICE_CELL = 0.01
 
 _Cell = tuple[int, int]
+#: A box as its four numbers (west, south, east, north), for checks without a method call.
+_Edges = tuple[float, float, float, float]
 
 
 class Watcher(Protocol):
@@ -56,7 +60,7 @@ def _cells_of(box: BBox, size: float) -> Iterator[_Cell]:
 
 
 def _level_of(box: BBox) -> int:
-    extent = max(box.width, box.max_lat - box.min_lat)
+    extent = max(box.width, box.max_lat - box.min_lat) / 4
     size = FINEST
     for level in range(LEVELS - 1):
         if size >= extent:
@@ -75,12 +79,14 @@ class ViewportIndex:
         """``last_positions`` lists every device's newest known position; it is read when the
         first box is watched (until then no position is tracked)."""
         self._last_positions = last_positions
-        #: Per level: cell -> the watchers filed there.
-        self._grids: list[dict[_Cell, set[Watcher]]] = [{} for _ in range(LEVELS)]
-        #: (level, cell size, grid) of the levels holding any box: what a lookup visits.
-        self._active: list[tuple[float, dict[_Cell, set[Watcher]]]] = []
+        #: Per level: cell -> the watchers filed there, with their whole box's edges.
+        self._grids: list[dict[_Cell, dict[Watcher, _Edges]]] = [{} for _ in range(LEVELS)]
+        #: (cell size, grid) of the levels holding any box: what a lookup visits.
+        self._active: list[tuple[float, dict[_Cell, dict[Watcher, _Edges]]]] = []
         self._boxes: dict[Watcher, tuple[BBox, int, list[_Cell]]] = {}
         self._where: dict[str, Position] = {}
+        #: Device -> the watchers that got its last position (those it may leave).
+        self._seen_by: dict[str, list[Watcher]] = {}
         self._devices_by_cell: dict[_Cell, set[str]] = {}
 
     def __len__(self) -> int:
@@ -99,10 +105,11 @@ class ViewportIndex:
         self._remove(watcher)
         level = _level_of(box)
         size = _SIZES[level]
-        cells = [cell for part in box.parts() for cell in _cells_of(part, size)]
+        cells = list(dict.fromkeys(cell for part in box.parts() for cell in _cells_of(part, size)))
         grid = self._grids[level]
+        edges = (box.min_lon, box.min_lat, box.max_lon, box.max_lat)
         for cell in cells:
-            grid.setdefault(cell, set()).add(watcher)
+            grid.setdefault(cell, {})[watcher] = edges
         self._boxes[watcher] = (box, level, cells)
         self._refresh_levels()
 
@@ -111,6 +118,7 @@ class ViewportIndex:
         if not self._boxes:  # nobody watches: stop tracking positions
             self._where.clear()
             self._devices_by_cell.clear()
+            self._seen_by.clear()
 
     def _remove(self, watcher: Watcher) -> None:
         entry = self._boxes.pop(watcher, None)
@@ -120,7 +128,7 @@ class ViewportIndex:
         grid = self._grids[level]
         for cell in cells:
             watchers = grid[cell]
-            watchers.discard(watcher)
+            del watchers[watcher]
             if not watchers:
                 del grid[cell]
         self._refresh_levels()
@@ -137,14 +145,21 @@ class ViewportIndex:
     def watchers_at(self, lat: float, lon: float) -> list[Watcher]:
         """The watchers whose box contains the position."""
         found = []
-        boxes = self._boxes
+        floor = math.floor
         for size, grid in self._active:
-            watchers = grid.get((math.floor(lon / size), math.floor(lat / size)))
+            watchers = grid.get((floor(lon / size), floor(lat / size)))
             if watchers:
-                for watcher in watchers:
-                    if boxes[watcher][0].contains(lat, lon):
+                for watcher, (west, south, east, north) in watchers.items():
+                    if south <= lat <= north and (
+                        west <= lon <= east if west <= east else (lon >= west or lon <= east)
+                    ):
                         found.append(watcher)
         return found
+
+    def candidates_at(self, lat: float, lon: float) -> int:
+        """How many boxes a lookup of this position checks exactly (for measurements)."""
+        floor = math.floor
+        return sum(len(grid.get((floor(lon / size), floor(lat / size)), ())) for size, grid in self._active)
 
     def devices_in(self, box: BBox) -> list[str]:
         """The devices whose newest known position lies in ``box``."""
@@ -164,6 +179,14 @@ class ViewportIndex:
             ]
         return [device for device in candidates if box.contains(*where[device])]
 
+    def mark_seen(self, watcher: Watcher, device_ids: Iterable[str]) -> None:
+        """``watcher`` now shows these devices (from a snapshot): tell it when they leave."""
+        seen_by = self._seen_by
+        for device_id in device_ids:
+            seen = seen_by.setdefault(device_id, [])
+            if watcher not in seen:
+                seen.append(watcher)
+
     def position_of(self, device_id: str) -> Position | None:
         return self._where.get(device_id)
 
@@ -171,14 +194,15 @@ class ViewportIndex:
 
     def route(self, deliveries: Iterable[Delivery]) -> None:
         """Hand each delivery to the watchers whose box holds its device, and tell those whose box
-        the device has left. Positions move the device; alerts go where the device last was; a
-        record without a position is in no box (and does not move its device)."""
+        the device has left. Positions move the device; alerts go to the boxes its newest position
+        is in; a record without a position is in no box (and does not move its device)."""
         where = self._where
+        seen_by = self._seen_by
         watchers_at = self.watchers_at
         for delivery in deliveries:
             device_id = delivery.device_id
-            old = where.get(device_id)
             if delivery.alert:
+                old = where.get(device_id)
                 if old is not None:
                     for watcher in watchers_at(*old):
                         watcher.deliver_in_view(delivery)
@@ -186,14 +210,21 @@ class ViewportIndex:
             new = delivery.position
             if new is None:
                 continue
-            self._move(device_id, old, new)
+            old = where.get(device_id)
+            if old != new:
+                self._move(device_id, old, new)
             inside = watchers_at(*new)
             for watcher in inside:
                 watcher.deliver_in_view(delivery)
-            if old is not None and old != new:
-                for watcher in watchers_at(*old):
+            seen = seen_by.get(device_id)
+            if seen:
+                for watcher in seen:
                     if watcher not in inside:
                         watcher.leave_view(device_id)
+            if inside:
+                seen_by[device_id] = inside
+            elif seen is not None:
+                del seen_by[device_id]
 
     def _move(self, device_id: str, old: Position | None, new: Position) -> None:
         self._where[device_id] = new

@@ -106,3 +106,20 @@ def test_max_hz_sends_the_newest_position_when_the_slot_frees_and_never_holds_al
     alerts = [n for kind, n in sent if kind == "alert"]
     assert len(positions) in (10, 11) and positions[-1] == 99
     assert alerts == [1000, 1025, 1050, 1075]
+
+
+def test_a_device_known_from_the_snapshot_or_a_pan_that_moves_out_on_its_next_report_gets_a_leave():
+    """Devices a client got from its snapshot (or a pan) were never routed to it live; their
+    first move out must still be told."""
+    table = SubscriptionTable()
+    route(table, position("a", 1, 0.5, 0.5), position("b", 2, 0.5, 3.5))
+    other = map_core(table, bbox=BBox(50, 50, 51, 51))  # keeps the index tracking
+    core = map_core(table, bbox=BBox(0, 0, 1, 1))
+    assert frames(core) == [("message", 1)]
+    route(table, position("a", 3, 5, 5))
+    assert frames(core) == [("leave", "a")]
+    core.receive(json.dumps({"action": "subscribe", "bbox": [3, 0, 4, 1]}))
+    assert frames(core) == [("ack", [3, 0, 4, 1]), ("message", 2)]
+    route(table, position("b", 4, 9, 9))
+    assert frames(core) == [("leave", "b")]
+    assert frames(other) == []
