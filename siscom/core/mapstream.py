@@ -107,9 +107,7 @@ class MapStreamCore(StreamCore):
         if self.closing is not None or device_id not in self._visible:
             return
         self._visible.discard(device_id)
-        if self._throttle is not None:
-            self._throttle.drop(device_id)
-        self._reply(leave_frame(device_id))
+        self._leave(device_id)
 
     def receive(self, data: str | bytes) -> None:
         if self._box is None or self.closing is not None:
@@ -153,9 +151,7 @@ class MapStreamCore(StreamCore):
         self._table.viewports.mark_seen(self, entered)
         self._queue_snapshot(entered)
         for device_id in left:
-            if self._throttle is not None:
-                self._throttle.drop(device_id)
-            self._reply(leave_frame(device_id))
+            self._leave(device_id)
 
     # What to do next
 
@@ -192,6 +188,12 @@ class MapStreamCore(StreamCore):
                     self.outbox.wake()  # a new slot to wait for: the pump recomputes its wait
                 return
         self.outbox.put_position(device_id, text)
+
+    def _leave(self, device_id: str) -> None:
+        if self._throttle is not None:
+            self._throttle.drop(device_id)
+        self.outbox.drop_position(device_id)
+        self._reply(leave_frame(device_id))
 
     def _queue_snapshot(self, device_ids: Iterable[str] | None) -> None:
         for device_id, text in self._table.snapshot(device_ids):

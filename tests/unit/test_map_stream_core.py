@@ -123,3 +123,16 @@ def test_a_device_known_from_the_snapshot_or_a_pan_that_moves_out_on_its_next_re
     route(table, position("b", 4, 9, 9))
     assert frames(core) == [("leave", "b")]
     assert frames(other) == []
+
+
+def test_for_a_client_that_fell_behind_a_device_that_leaves_and_comes_back_ends_in_view():
+    """Behind, positions wait newest-per-device in their first place; the one waiting when the
+    device leaves must not be replaced by its return, ahead of the leave."""
+    table = SubscriptionTable()
+    policy = StreamPolicy(keepalive_seconds=60.0, max_pending_frames=3, max_device_ids=10, snapshot=False)
+    core = MapStreamCore(None, table=table, policy=policy, options=MapOptions(bbox=BBox(0, 0, 1, 1)), clock=lambda: 0.0)
+    core.open(0.0)
+    route(table, *(position(f"x{n}", n, 0.5, 0.5) for n in range(4)))  # past the soft limit: behind
+    route(table, position("a", 10, 0.5, 0.5), position("a", 11, 5, 5), position("a", 12, 0.6, 0.6))
+    events = [(kind, n) for kind, n in frames(core) if n in ("a", 10, 11, 12)]
+    assert events == [("leave", "a"), ("message", 12)]
