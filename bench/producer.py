@@ -95,8 +95,8 @@ class FixedRateProducer:
     """Sends the devices' records round-robin at ``rate`` records per second.
 
     ``moving``: each record is the simulator's next report of its vehicle, driven to the moment it
-    is sent (costs a record encoding per send, about 20 us); otherwise the same record per device
-    with a fresh stamp.
+    is planned to go out (see :meth:`prepare`); otherwise the same record per device with a fresh
+    stamp.
     """
 
     def __init__(self, bootstrap: str, topic: str, devices: int, seed: int = 0, *, moving: bool = False) -> None:
@@ -117,6 +117,7 @@ class FixedRateProducer:
             bootstrap_servers=bootstrap, linger_ms=0, acks=1, max_batch_size=512 * 1024
         )
         self._next = 0
+        self._plan: list[tuple[bytes, str, bytes, bytes, tuple[float, float]]] | None = None
         self.failed = 0
 
     @property
@@ -129,12 +130,38 @@ class FixedRateProducer:
     async def stop(self) -> None:
         await self._producer.stop()
 
+    def prepare(self, rate: float, seconds: float) -> None:
+        """Drive the fleet ahead for the next :meth:`run` (moving producers only; otherwise nothing).
+
+        The tracks are computed before the window, not while sending: a vehicle's report costs
+        tens of microseconds (more after a long silence), which would slow the pacing loop and
+        count as the harness's CPU in the window. Each record is its vehicle's report at the time
+        it is planned to go out; the stamp is still written when it is sent.
+        """
+        fleet = self._fleet
+        if fleet is None:
+            return
+        count = len(self._templates)
+        base = time.time()
+        plan = []
+        for n in range(int(rate * seconds) + 1):
+            index = (self._next + n) % count
+            ((device_id, value),) = fleet.step(base + n / rate, which=[index])
+            match = _STAMP.search(value)
+            assert match is not None, "simulator records carry metadata.producer_ts_ms"
+            head, tail = value[: match.start()] + b'"producer_ts_ms":', value[match.end() :]
+            plan.append((self._templates[index][0], device_id, head, tail, _position(value)))
+        self._plan = plan
+
     async def run(self, rate: float, seconds: float) -> Window:
         """Produce for ``seconds`` at ``rate``; return the window of what was sent."""
-        producer, topic, templates, fleet = self._producer, self.topic, self._templates, self._fleet
+        if self._fleet is not None and self._plan is None:
+            self.prepare(rate, seconds)
+        plan, self._plan = self._plan, None
+        producer, topic, templates = self._producer, self.topic, self._templates
         count = len(templates)
         per_device: Counter[str] = Counter()
-        values: list[bytes] = []
+        positions: list[tuple[float, float]] = []
         on_done = self._on_done
         # Windows start and end on whole milliseconds, so that every stamp is in exactly one.
         t0_ms = await _next_millisecond()
@@ -146,23 +173,23 @@ class FixedRateProducer:
             if now >= end:
                 break
             due = int((now - start) * rate) - sent
-            for _ in range(due):
-                key, device_id, head, tail = templates[self._next]
-                if fleet is None:
-                    stamp = time.time_ns() // 1_000_000
-                    value = head + str(stamp).encode() + tail
-                else:  # stamped (metadata.producer_ts_ms) with the report time
-                    ((_, value),) = fleet.step(time.time(), which=[self._next])
-                    values.append(value)
+            if plan is not None:
+                due = min(due, len(plan) - sent)
+            for n in range(sent, sent + due):
+                if plan is None:
+                    key, device_id, head, tail = templates[self._next]
+                else:
+                    key, device_id, head, tail, position = plan[n]
+                    positions.append(position)
                 self._next = (self._next + 1) % count
-                future = await producer.send(topic, value, key=key)
+                stamp = time.time_ns() // 1_000_000
+                future = await producer.send(topic, head + str(stamp).encode() + tail, key=key)
                 future.add_done_callback(on_done)
                 per_device[device_id] += 1
             sent += max(due, 0)
             await asyncio.sleep(TICK)
         t1_ms = await _next_millisecond()
-        positions = sorted(map(_position, values)) if fleet is not None else None
-        return Window(t0_ms, t1_ms, per_device, positions)
+        return Window(t0_ms, t1_ms, per_device, sorted(positions) if plan is not None else None)
 
     async def flush(self) -> None:
         await self._producer.flush()

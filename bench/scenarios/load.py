@@ -116,6 +116,7 @@ class LoadRun:
         shape, server = self.shape, self.server
         duration = duration if duration is not None else shape.duration
         await self.producer.run(rate, shape.warmup)
+        self.producer.prepare(rate, duration)  # a moving fleet's tracks, outside the window
         counters_before = await server.stats()
         others = {
             "broker": [self.bench.broker.pid or 0],
