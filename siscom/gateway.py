@@ -32,6 +32,7 @@ from siscom.core.deliveries import Delivery
 from siscom.metrics import Metrics
 from siscom.core.protocol import CloseCode
 from siscom.security.guard import Guard
+from siscom.security.inbound import InboundLimits
 from siscom.core.subscriptions import SubscriptionTable
 from siscom.web.transport import Transport
 
@@ -167,13 +168,14 @@ class Gateway:
         *,
         allowed_devices: frozenset[str] | None = None,
         expires_at: float | None = None,
+        inbound: InboundLimits | None = None,
     ) -> Session:
         """Start a session; ``allowed_devices`` and ``expires_at`` come from the client's token."""
         if self._sessions is None or not self._sessions.running:
             raise RuntimeError("the session supervisor is not running")
         session = Session(
             transport, device_ids, table=self.subscriptions, limits=self.limits, metrics=self.metrics,
-            allowed_devices=allowed_devices, expires_at=expires_at,
+            allowed_devices=allowed_devices, expires_at=expires_at, inbound=inbound,
         )
         await self._sessions.start_child(ChildSpec(session.name, lambda: session, restart=Restart.TEMPORARY))
         return session

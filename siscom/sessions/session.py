@@ -11,6 +11,8 @@ How a session ends, and the close code the client sees:
 - the client cannot keep up (unconflatable frames past the bound, or a write stalled past
   ``STREAM_SEND_TIMEOUT_SECONDS``): 1013, counted as a slow-client close;
 - the client sends something not allowed: an error frame, then 1008;
+- the client sends messages, pings or pongs past its allowance (:mod:`siscom.security.inbound`):
+  an error frame, then 1008 "too many messages", counted;
 - the client asks for devices its token does not grant, or its token expires: an error frame,
   then 1008. Expiry is a timer set once per session, so the frames pay nothing for it.
 """
@@ -37,6 +39,7 @@ from siscom.core.protocol import (
     parse_client_frame,
 )
 from siscom.core.subscriptions import SubscriptionTable
+from siscom.security.inbound import TOO_MANY_MESSAGES, InboundLimits
 from siscom.web.transport import ClientGone, Transport
 
 logger = logging.getLogger(__name__)
@@ -72,8 +75,11 @@ class Session(Actor):
         metrics: Metrics,
         allowed_devices: frozenset[str] | None = None,
         expires_at: float | None = None,
+        inbound: InboundLimits | None = None,
     ) -> None:
         super().__init__(name=f"session-{next(_session_ids)}")
+        #: What the client may send (None: no limit).
+        self._inbound = inbound
         #: What the client's token grants: the devices it may ever subscribe to (None: any), and
         #: when the stream must end (POSIX seconds; None: never).
         self._allowed_devices = allowed_devices
@@ -181,6 +187,25 @@ class Session(Actor):
         logger.info("Token of %s expired: closing its stream", self._transport.peer)
         self.close(CloseCode.POLICY_VIOLATION, "token expired", final_frame=error_frame("token expired"))
 
+    def control_frame(self) -> bool:
+        """A ping or pong arrived from the client: whether to answer it (False past its allowance)."""
+        if self._inbound is None or self._inbound.control_frame(asyncio.get_running_loop().time()):
+            return True
+        self._too_many_messages()
+        return False
+
+    @property
+    def listening(self) -> bool:
+        """Whether the session still wants the client's messages (not once it is closing)."""
+        return self._close_code is None
+
+    def _too_many_messages(self) -> None:
+        if self._close_code is not None:
+            return
+        self._metrics.incr(Metric.TOO_MANY_MESSAGES)
+        logger.warning("Closing %s: %s", self._transport.peer, TOO_MANY_MESSAGES)
+        self.close(CloseCode.POLICY_VIOLATION, TOO_MANY_MESSAGES, final_frame=error_frame(TOO_MANY_MESSAGES))
+
     def _forbid(self, device_ids: frozenset[str]) -> bool:
         """Close with an error frame and 1008 if ``device_ids`` go beyond the token's grant."""
         if self._allowed_devices is None:
@@ -253,6 +278,9 @@ class Session(Actor):
     async def _receive_loop(self) -> None:
         while self._close_code is None:
             data = await self._transport.receive()
+            if self._inbound is not None and not self._inbound.message(asyncio.get_running_loop().time()):
+                self._too_many_messages()
+                return
             try:
                 command = parse_client_frame(data, max_ids=self._limits.max_device_ids)
             except BadRequest as error:

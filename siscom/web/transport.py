@@ -66,6 +66,8 @@ class StreamWebsocket(Websocket):
     """
 
     _stream_accepted = False
+    #: The server's ASGI ``send`` for this connection (see :mod:`siscom.web.control_frames`).
+    asgi_send: Any = None
 
     async def accept(self, headers: Any = None, subprotocol: str | None = None) -> None:
         await super().accept(headers, subprotocol)
@@ -84,6 +86,11 @@ class StreamWebsocketConnection(ASGIWebsocketConnection):
     Nothing in this service listens to that signal, and firing it costs a coroutine per frame
     per client. It is the application's :attr:`quart.Quart.asgi_websocket_class`.
     """
+
+    def _create_websocket_from_scope(self, send: Any) -> Websocket:
+        websocket = super()._create_websocket_from_scope(send)
+        websocket.asgi_send = send  # type: ignore[attr-defined]  # a StreamWebsocket
+        return websocket
 
     async def send_data(self, send: Any, data: str | bytes) -> None:
         if isinstance(data, str):
