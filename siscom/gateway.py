@@ -55,7 +55,7 @@ class Gateway:
         self.read_positions = ReadPositions()
         #: Origin, connection-limit and token checks for the routes.
         self.guard = Guard(settings)
-        self.subscriptions = SubscriptionTable()
+        self.subscriptions = SubscriptionTable(max_ids=settings.stream_max_subscribed_ids)
         self.limits = SessionLimits(
             keepalive_seconds=settings.stream_keepalive_seconds,
             send_timeout_seconds=settings.stream_send_timeout_seconds,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -82,7 +83,11 @@ _ID_RULE = "1-64 characters of A-Z a-z 0-9 . _ : -"
 
 
 def _collect_ids(items: Iterable[str], max_ids: int) -> frozenset[str]:
-    """Trim, drop empties, dedupe and check ids; stop at the first bad one or once too many."""
+    """Trim, drop empties, dedupe and check ids; stop at the first bad one or once too many.
+
+    Ids are interned: the many clients that watch the same vehicles then hold one string per
+    vehicle between them, not one each (interned strings are freed once nobody holds them).
+    """
     ids: set[str] = set()
     for item in items:
         device_id = item.strip()
@@ -93,7 +98,7 @@ def _collect_ids(items: Iterable[str], max_ids: int) -> frozenset[str]:
             raise BadRequest(
                 f"invalid device id {shown!r}: expected {_ID_RULE}", device_id=shown
             )
-        ids.add(device_id)
+        ids.add(sys.intern(device_id))
         if len(ids) > max_ids:
             raise BadRequest(
                 f"too many device ids: at most {max_ids} allowed", max_device_ids=max_ids

@@ -10,6 +10,8 @@ How a session ends, and the close code the client sees:
 - the service shuts down: 1001 (the session is cancelled by its supervisor, or asked to close);
 - the client cannot keep up (unconflatable frames past the bound, or a write stalled past
   ``STREAM_SEND_TIMEOUT_SECONDS``): 1013, counted as a slow-client close;
+- its subscription would take the process past ``STREAM_MAX_SUBSCRIBED_IDS``: an error frame,
+  then 1013, counted;
 - the client sends something not allowed: an error frame, then 1008;
 - the client sends messages, pings or pongs past its allowance (:mod:`siscom.security.inbound`):
   an error frame, then 1008 "too many messages", counted;
@@ -38,7 +40,7 @@ from siscom.core.protocol import (
     error_frame,
     parse_client_frame,
 )
-from siscom.core.subscriptions import SubscriptionTable
+from siscom.core.subscriptions import SubscriptionLimit, SubscriptionTable
 from siscom.security.inbound import TOO_MANY_MESSAGES, InboundLimits
 from siscom.web.transport import ClientGone, Transport
 
@@ -49,6 +51,9 @@ CLOSE_TIMEOUT = 2.0
 #: How long a close frame may then still wait behind data a stalled client has not read, with
 #: the connection kept open for it, before the connection is given up.
 CLOSE_LINGER = 30.0
+
+#: The close reason of a client that cannot keep up (1013, counted as a slow-client close).
+TOO_SLOW = "client too slow"
 
 _session_ids = itertools.count(1)
 
@@ -110,7 +115,7 @@ class Session(Actor):
         try:
             self._outbox.put_delivery(delivery)
         except MailboxFull:
-            self.close(CloseCode.TRY_AGAIN_LATER, "client too slow")
+            self.close(CloseCode.TRY_AGAIN_LATER, TOO_SLOW)
 
     def close(self, code: CloseCode, reason: str = "", *, final_frame: str | None = None) -> None:
         """Ask the session to send a close frame with ``code`` and end (first request wins).
@@ -129,8 +134,7 @@ class Session(Actor):
                 deadline.reschedule(asyncio.get_running_loop().time())
 
     async def run(self) -> None:
-        self._table.subscribe(self, self._initial_ids)
-        if self._limits.snapshot:
+        if self._subscribe(self._initial_ids) and self._limits.snapshot:
             self._queue_snapshot(self._initial_ids)
         self._metrics.stream_opened()
         logger.info("Stream opened for %s, devices: %s", self._transport.peer, _describe(self._initial_ids))
@@ -199,6 +203,18 @@ class Session(Actor):
         """Whether the session still wants the client's messages (not once it is closing)."""
         return self._close_code is None
 
+    def _subscribe(self, device_ids: frozenset[str] | None) -> bool:
+        """Subscribe, or close with an error frame and 1013 past the process's bound of ids."""
+        try:
+            self._table.subscribe(self, device_ids)
+        except SubscriptionLimit as limit:
+            self._metrics.incr(Metric.SUBSCRIPTION_LIMIT_REFUSALS)
+            logger.warning("Closing %s: %s", self._transport.peer, limit)
+            reason = "server at its subscription limit"
+            self.close(CloseCode.TRY_AGAIN_LATER, reason, final_frame=error_frame(reason))
+            return False
+        return True
+
     def _too_many_messages(self) -> None:
         if self._close_code is not None:
             return
@@ -254,7 +270,7 @@ class Session(Actor):
                     for text in texts:
                         await send(text)
             except TimeoutError:
-                self.close(CloseCode.TRY_AGAIN_LATER, "client too slow")  # unless closed meanwhile
+                self.close(CloseCode.TRY_AGAIN_LATER, TOO_SLOW)  # unless closed meanwhile
                 break
             except ClientGone:
                 break
@@ -264,7 +280,7 @@ class Session(Actor):
             if outbox.conflated:
                 metrics.incr(Metric.CONFLATED, outbox.conflated)
                 outbox.conflated = 0
-        if self._close_code == CloseCode.TRY_AGAIN_LATER:
+        if self._close_code == CloseCode.TRY_AGAIN_LATER and self._close_reason == TOO_SLOW:
             metrics.incr(Metric.SLOW_CLIENT_CLOSES)
             logger.warning("Closing slow client %s: %s", self._transport.peer, self._close_reason)
         if self._final_frame is not None and not self._transport.gone:
@@ -302,7 +318,8 @@ class Session(Actor):
             if wanted is not None and len(wanted) > self._limits.max_device_ids:
                 self._reply(error_frame(f"at most {self._limits.max_device_ids} device ids per stream"))
                 continue
-            self._table.subscribe(self, wanted)
+            if not self._subscribe(wanted):
+                return
             self._reply(ack_frame(command.action, wanted))
             if self._limits.snapshot and added:
                 self._queue_snapshot(added)
@@ -311,7 +328,7 @@ class Session(Actor):
         try:
             self._outbox.put_kept(text)
         except MailboxFull:
-            self.close(CloseCode.TRY_AGAIN_LATER, "client too slow")
+            self.close(CloseCode.TRY_AGAIN_LATER, TOO_SLOW)
 
     async def _send_close(self, code: CloseCode, reason: str) -> None:
         """Send the close frame; if the client does not take it in CLOSE_TIMEOUT, end anyway.

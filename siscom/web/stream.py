@@ -95,6 +95,9 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
         except BadRequest as error:
             await refuse(peer, Metric.REJECTED_REQUESTS, error, "bad request")
             return
+        # This frame lives as long as the connection: keep no copy of what others already share.
+        del values
+        device_ids = gateway.subscriptions.canonical(device_ids)
         if grant is not None:
             try:
                 device_ids = grant.narrow(device_ids)
