@@ -453,13 +453,14 @@ class Settings:
         "device counts as one); past it new subscriptions are closed with 1013",
     )
     stream_shed_lag_seconds: float = _setting(
-        0.5, _rate, "a number of seconds; 0 turns shedding off",
-        "event-loop lag that means overload: while it lasts STREAM_SHED_AFTER_SECONDS, the "
-        "clients with the largest backlogs are closed with 1013, a few at a time, until it ends",
+        0.1, _rate, "a number of seconds; 0 turns shedding off",
+        "mean event-loop lag that means overload: once the mean over STREAM_SHED_AFTER_SECONDS "
+        "reaches it, the clients with the largest backlogs are closed with 1013, a quarter at a "
+        "time, until it falls back",
     )
     stream_shed_after_seconds: float = _setting(
-        3.0, _positive_seconds, "a number of seconds greater than 0",
-        "how long the event loop must lag past STREAM_SHED_LAG_SECONDS before clients are shed",
+        5.0, _positive_seconds, "a number of seconds greater than 0",
+        "the window over which event-loop lag is averaged before clients are shed",
     )
     stream_handshakes_per_second_per_ip: float = _setting(
         0.0, _rate, "a number of handshakes per second; 0 for no limit",

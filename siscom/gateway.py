@@ -27,6 +27,7 @@ from siscom.pipeline.offsets import ReadPositions
 from siscom.pipeline.decoder import Decoder
 from siscom.pipeline.router import Router
 from siscom.sessions.session import Session, SessionLimits
+from siscom.sessions.shedding import LoadShedder
 from siscom.config import Settings
 from siscom.core.deliveries import Delivery
 from siscom.metrics import Metrics
@@ -73,6 +74,7 @@ class Gateway:
                 # Supervisors get all the time they need to stop their own children (as in OTP).
                 ChildSpec("pipeline", self._new_pipeline, shutdown=math.inf),
                 ChildSpec("sessions", self._new_session_supervisor, shutdown=math.inf),
+                *self._shedder_spec(),
             ],
             strategy=Strategy.ONE_FOR_ONE,
             intensity=3,
@@ -110,6 +112,28 @@ class Gateway:
             period=10.0,
         )
         return self._pipeline
+
+    def _shedder_spec(self) -> list[ChildSpec]:
+        settings = self.settings
+        if settings.stream_shed_lag_seconds <= 0:
+            return []
+        return [
+            ChildSpec(
+                "shedder",
+                lambda: LoadShedder(
+                    self.sessions,
+                    self.metrics,
+                    lag_threshold=settings.stream_shed_lag_seconds,
+                    sustain=settings.stream_shed_after_seconds,
+                ),
+            )
+        ]
+
+    def sessions(self) -> list[Session]:
+        """The sessions running now."""
+        if self._sessions is None:
+            return []
+        return [child.actor for child in self._sessions.which_children() if isinstance(child.actor, Session)]
 
     def _new_session_supervisor(self) -> Supervisor:
         self._sessions = Supervisor("sessions", strategy=Strategy.ONE_FOR_ONE, intensity=1000, period=1.0)
@@ -190,7 +214,7 @@ class Gateway:
         """Ask every session to close with ``code``; wait up to ``timeout`` for them to finish."""
         if self._sessions is None:
             return
-        sessions = [child.actor for child in self._sessions.which_children() if isinstance(child.actor, Session)]
+        sessions = self.sessions()
         for session in sessions:
             session.close(code, reason)
         if sessions:

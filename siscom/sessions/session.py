@@ -10,6 +10,8 @@ How a session ends, and the close code the client sees:
 - the service shuts down: 1001 (the session is cancelled by its supervisor, or asked to close);
 - the client cannot keep up (unconflatable frames past the bound, or a write stalled past
   ``STREAM_SEND_TIMEOUT_SECONDS``): 1013, counted as a slow-client close;
+- the server is overloaded and this session is among those with the largest backlogs: 1013
+  "server overloaded" (:mod:`siscom.sessions.shedding`);
 - its subscription would take the process past ``STREAM_MAX_SUBSCRIBED_IDS``: an error frame,
   then 1013, counted;
 - the client sends something not allowed: an error frame, then 1008;
@@ -116,6 +118,11 @@ class Session(Actor):
             self._outbox.put_delivery(delivery)
         except MailboxFull:
             self.close(CloseCode.TRY_AGAIN_LATER, TOO_SLOW)
+
+    @property
+    def backlog(self) -> int:
+        """Frames waiting for the client (what overload shedding ranks sessions by)."""
+        return len(self._outbox)
 
     def close(self, code: CloseCode, reason: str = "", *, final_frame: str | None = None) -> None:
         """Ask the session to send a close frame with ``code`` and end (first request wins).
