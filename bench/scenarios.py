@@ -15,6 +15,8 @@ whose rows hold one figure per server.
   server memory per connection.
 - ``pipeline``: no clients; a topic filled beforehand is read from the start. Target: at least
   100,000 records/s through consumer, decoder and router.
+- ``flood`` (:mod:`bench.flood`): 50 clients x 10 devices at 1,000 records/s beside 0, 1 and 3
+  clients flooding pings and subscribe messages. Target: canary p99 <= 250 ms with 3 flooders.
 """
 
 from __future__ import annotations
@@ -670,12 +672,15 @@ def _ms(value: float | None) -> str:
 
 Scenario = Callable[[Bench, Sequence[Target]], Awaitable[Result]]
 
+from bench.flood import run_flood  # noqa: E402  (it uses the pieces above)
+
 SCENARIOS: dict[str, Scenario] = {
     "steady": steady,
     "capacity": capacity,
     "overload": overload,
     "idle": idle,
     "pipeline": pipeline,
+    "flood": run_flood,
 }
 
 #: The servers each scenario runs by default: the gateway and the baseline, plus two workers
@@ -686,6 +691,7 @@ DEFAULT_TARGETS: dict[str, tuple[Target, ...]] = {
     "overload": (SISCOM, NAIVE),
     "idle": (SISCOM, NAIVE),
     "pipeline": (SISCOM, NAIVE),
+    "flood": (SISCOM, NAIVE),
 }
 TARGETS = {target.name: target for target in (SISCOM, NAIVE, SISCOM_2_WORKERS)}
 
