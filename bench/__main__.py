@@ -60,7 +60,7 @@ async def run(names: list[str], args: argparse.Namespace, workdir: Path) -> list
             targets = [TARGETS[t] for t in args.targets.split(",")] if args.targets else DEFAULT_TARGETS[name]
             started = time.monotonic()
             print(f"-- {name}: {', '.join(t.name for t in targets)}", flush=True)
-            result = await SCENARIOS[name](bench, targets)
+            result = await SCENARIOS[name].run(bench, targets)
             result.params["took_s"] = round(time.monotonic() - started, 1)
             if args.deflate:
                 result.params["deflate"] = True

@@ -3,35 +3,28 @@
 A :class:`Target` says how to run one server (the gateway, with or without workers, or the
 naive baseline). A :class:`ServerUnderTest` is one running instance on a loopback port: it is
 started from a small clean environment, waited for until ``/ready``, measured (CPU time and RSS
-summed over the process and all its children, so worker processes count), and stopped by PID,
-with SIGKILL for anything still alive after the grace period.
+summed over the process and all its children, so worker processes count), and stopped by PID with
+its process group (:class:`siscom.dev.processes.ChildProcess`), with SIGKILL for anything still
+alive after the grace period.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import psutil
 
-from siscom.dev.broker import free_port
-from siscom.dev.processes import terminate
+from siscom.dev.http import http_get_json, http_status
+from siscom.dev.processes import ChildProcess, clean_env, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
-
-#: Passed through from the harness's environment: what a process needs to run at all.
-_INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
 
 
 @dataclass(frozen=True)
@@ -55,25 +48,15 @@ SISCOM_2_WORKERS = Target("siscom-w2", "the gateway, 2 workers", "siscom", ("ser
 NAIVE = Target("naive", "naive Quart fan-out (bench/baselines/naive.py)", "bench.baselines.naive", stats_path="/stats")
 
 
-def http_get_json(url: str, timeout: float = 5.0) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, None
-
-
 class ServerUnderTest:
     def __init__(self, target: Target, env: Mapping[str, str], log_path: Path) -> None:
         self.target = target
         self.port = free_port(HOST)
         self.log_path = log_path
-        self._env = {name: os.environ[name] for name in _INHERITED if name in os.environ}
-        self._env.update({"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "WARNING"})
-        self._env.update(target.env)
-        self._env.update(env)
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        self._env = clean_env(
+            {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "WARNING", **target.env, **env}
+        )
+        self._child: ChildProcess | None = None
         self._psutil: psutil.Process | None = None
 
     @property
@@ -82,30 +65,18 @@ class ServerUnderTest:
 
     async def start(self, timeout: float = 30.0) -> None:
         """Start the server and return once ``/ready`` answers 200."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")
-        self._process = subprocess.Popen(
+        self._child = await asyncio.to_thread(
+            ChildProcess.start,
             self.target.command(f"{HOST}:{self.port}"),
+            lambda: http_status(f"{self.url}/ready") == 200,
+            timeout=timeout,
+            interval=0.1,
+            name=self.target.name,
+            log_path=self.log_path,
             env=self._env,
             cwd=self.log_path.parent,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
         )
-        self._psutil = psutil.Process(self._process.pid)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"{self.target.name} exited with {self._process.returncode}:\n{self.log_tail()}")
-            try:
-                status, _ = await asyncio.to_thread(http_get_json, f"{self.url}/ready", 1.0)
-            except OSError:
-                status = 0
-            if status == 200:
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.target.name} not ready within {timeout} s:\n{self.log_tail()}")
-            await asyncio.sleep(0.1)
+        self._psutil = psutil.Process(self._child.pid)
 
     async def stats(self) -> dict[str, Any]:
         status, body = await asyncio.to_thread(http_get_json, self.url + self.target.stats_path)
@@ -123,14 +94,7 @@ class ServerUnderTest:
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time of the server and its children so far."""
-        total = 0.0
-        for process in self._tree():
-            try:
-                times = process.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            total += times.user + times.system
-        return total
+        return _cpu_seconds(self._tree())
 
     def rss_bytes(self) -> int:
         total = 0
@@ -142,40 +106,32 @@ class ServerUnderTest:
         return total
 
     def stop(self, timeout: float = 15.0) -> int | None:
-        """SIGTERM, then SIGKILL whatever of the tree is still alive after ``timeout``."""
-        process = self._process
-        if process is None:
+        """SIGTERM, then SIGKILL whatever of the process group is still alive after ``timeout``."""
+        if self._child is None:
             return None
-        children = self._tree()[1:]
-        terminate(process, timeout)
-        _, alive = psutil.wait_procs(children, timeout=timeout)
-        for child in alive:
-            try:
-                child.kill()
-            except psutil.NoSuchProcess:
-                pass
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return process.returncode
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return ""
+        return self._child.stop(timeout)
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User plus system CPU time so far of the processes ``pids`` (those that still exist)."""
+def _cpu_seconds(processes: list[psutil.Process]) -> float:
     total = 0.0
-    for pid in pids:
+    for process in processes:
         try:
-            times = psutil.Process(pid).cpu_times()
+            times = process.cpu_times()
         except psutil.NoSuchProcess:
             continue
         total += times.user + times.system
     return total
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU time so far of the processes ``pids`` (those that still exist)."""
+    processes = []
+    for pid in pids:
+        try:
+            processes.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+    return _cpu_seconds(processes)
 
 
 class ResourceSampler:

@@ -1,24 +1,27 @@
 """The Quart application: routes bound to one :class:`~siscom.gateway.Gateway`.
 
 ``create_app()`` reads the settings from the environment when none are given, so the app can also
-be served directly with ``hypercorn "siscom.app:create_app()"``. The gateway starts before the
-first request is served and stops, closing clients with 1001, after the last.
+be served directly with ``hypercorn "siscom.app:create_app()"``.
+
+The app owns the gateway's lifecycle, the same under ``siscom serve`` and plain Hypercorn: its
+``while_serving`` starts the gateway before the first request and stops it after the last. In
+between, the server's own shutdown signal drains it (every client closed with 1001) before the
+server waits for connections to end (see :meth:`~siscom.gateway.Gateway.drain_when`);
+:meth:`~siscom.gateway.Gateway.stop` drains whatever that did not.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from quart import Quart, send_from_directory
+from quart import Quart
 
 from siscom.config import Settings
 from siscom.gateway import Gateway
+from siscom.web.demo import demo_blueprint
+from siscom.web.prometheus import prometheus_blueprint
 from siscom.web.status import status_blueprint
 from siscom.web.stream import stream_blueprint
 from siscom.security.headers import add_security_headers
 from siscom.web.transport import StreamWebsocket, StreamWebsocketConnection
-
-STATIC = Path(__file__).parent / "static"
 
 
 def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> Quart:
@@ -30,27 +33,19 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app.asgi_websocket_class = StreamWebsocketConnection
     app.extensions["siscom.gateway"] = gateway
     app.register_blueprint(status_blueprint(gateway))
+    app.register_blueprint(prometheus_blueprint(gateway))
     app.register_blueprint(stream_blueprint(gateway))
-
-    @app.get("/")
-    async def demo_page():
-        return await send_from_directory(STATIC, "index.html")
-
-    @app.get("/static/<path:name>")
-    async def static_file(name: str):
-        return await send_from_directory(STATIC, name)
+    app.register_blueprint(demo_blueprint(settings))
 
     @app.after_request
     async def security_headers(response):
         add_security_headers(response.headers)
         return response
 
-    @app.before_serving
-    async def start_gateway() -> None:
+    @app.while_serving
+    async def gateway_lifecycle():
         await gateway.start()
-
-    @app.after_serving
-    async def stop_gateway() -> None:
+        yield
         await gateway.stop()
 
     return app

@@ -12,9 +12,13 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from siscom.config import ConfigError, Settings
 from siscom.logs import configure_logging
+
+if TYPE_CHECKING:
+    from siscom.gateway import Gateway
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", type=_positive_int, default=1,
         help="processes serving the port; each reads every partition (default %(default)s)",
     )
+    # METRICS_BIND's socket, as the workers' parent hands it down (fd://FD); not for operators.
+    serve.add_argument("--metrics-bind", default=None, help=argparse.SUPPRESS)
     serve.set_defaults(command=run_serve)
 
     simulate = commands.add_parser("simulate", help="produce simulated vehicles to KAFKA_TOPIC")
@@ -67,11 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def hypercorn_config(bind: str):
+def hypercorn_config(bind: str, metrics_bind: str | None = None):
     from hypercorn.config import Config
 
     config = Config()
-    config.bind = [bind]
+    # With METRICS_BIND, a second listener; the routes tell them apart (siscom.web.prometheus).
+    config.bind = [bind] if metrics_bind is None else [bind, metrics_bind]
     config.accesslog = None
     config.graceful_timeout = 5.0
     # Clients send only small subscription requests; anything larger is refused with 1009.
@@ -81,14 +88,23 @@ def hypercorn_config(bind: str):
     return config
 
 
-async def serve_app(settings: Settings, bind: str, stop: asyncio.Event) -> int:
-    """Serve until ``stop`` is set or the supervision tree fails; close clients with 1001 first."""
+async def serve_app(
+    settings: Settings,
+    bind: str,
+    stop: asyncio.Event,
+    metrics_bind: str | None = None,
+    gateway: Gateway | None = None,
+) -> int:
+    """Serve until ``stop`` is set or the supervision tree fails (the app drains the gateway,
+    closing clients with 1001, when Hypercorn starts shutting down).
+
+    ``gateway`` is built from ``settings`` unless given (the chaos tests give one with faulty actors).
+    """
     from hypercorn.asyncio import serve
 
     from siscom.app import create_app, gateway_of
-    from siscom.core.protocol import CloseCode
 
-    app = create_app(settings)
+    app = create_app(settings, gateway)
     gateway = gateway_of(app)
     exit_code = 0
 
@@ -100,10 +116,9 @@ async def serve_app(settings: Settings, bind: str, stop: asyncio.Event) -> int:
             waiter.cancel()
         if gateway.failed.is_set():
             exit_code = EXIT_TREE_FAILED
-        logger.info("Shutting down: closing streams")
-        await gateway.close_sessions(CloseCode.GOING_AWAY, "server shutting down")
 
-    await serve(app, hypercorn_config(bind), shutdown_trigger=shutdown_trigger)
+    metrics_bind = metrics_bind or settings.metrics_bind
+    await serve(app, hypercorn_config(bind, metrics_bind), shutdown_trigger=shutdown_trigger)
     return exit_code
 
 
@@ -121,15 +136,22 @@ def _positive_int(text: str) -> int:
 
 
 def run_serve(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.metrics_port is not None and args.bind.rpartition(":")[2] == str(settings.metrics_port):
+        print(
+            f"siscom: configuration error: METRICS_BIND={settings.metrics_bind!r} is not valid: "
+            f"a port other than the one of --bind {args.bind}",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     if args.workers > 1:
         from siscom.workers import run_workers
 
-        return run_workers(args.bind, args.workers)
+        return run_workers(args.bind, args.workers, settings.metrics_bind)
 
     async def main() -> int:
         stop = asyncio.Event()
         _stop_on_signals(stop)
-        return await serve_app(settings, args.bind, stop)
+        return await serve_app(settings, args.bind, stop, args.metrics_bind)
 
     return asyncio.run(main())
 

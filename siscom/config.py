@@ -28,6 +28,7 @@ import math
 import os
 import re
 import ssl
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
@@ -38,7 +39,7 @@ from dotenv import dotenv_values
 from siscom.security.keys import MIN_SECRET_CHARS, load_public_key, read_public_key_text
 from siscom.security.origins import ANY_ORIGIN, normalize_origin
 
-__all__ = ["ConfigError", "Settings", "describe_variables"]
+__all__ = ["MAP_TILES_OFF", "ConfigError", "Settings", "describe_variables"]
 
 _MASK = "***"
 _SHOWN_CHARS = 100  # longer values are cut in messages so a log line stays readable
@@ -106,6 +107,13 @@ _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
 _METRIC_PREFIX = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Host names as a Content-Security-Policy source may spell them (no '_'), or IPv4 addresses.
+_CSP_HOST = re.compile(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+_TILE_PLACEHOLDERS = ("{z}", "{x}", "{y}")
+# Characters that have no business in a tile URL and would need quoting in HTML or a header.
+_URL_UNSAFE = re.compile(r"[\x00-\x20\x7f\"'<>\\^`|]")
+MAP_TILES_OFF = "off"
+"""The value of ``STREAM_MAP_TILE_URL`` that keeps the demo page offline (no tiles)."""
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
@@ -152,6 +160,16 @@ def _rate(text: str) -> float:
     if not math.isfinite(rate):
         raise _Invalid
     return rate
+def _seconds_at_least(low: float) -> Callable[[str], float]:
+    """A finite number of seconds, ``low`` or more: below it the service would spin or thrash."""
+
+    def parse(text: str) -> float:
+        seconds = _positive_seconds(text)
+        if seconds < low:
+            raise _Invalid
+        return seconds
+
+    return parse
 
 
 def _boolean(text: str) -> bool:
@@ -268,6 +286,35 @@ def _metric_prefix(text: str) -> str:
     return text
 
 
+def _tile_url(text: str) -> str | None:
+    if text.lower() == MAP_TILES_OFF:
+        return None
+    if len(text) > 2000 or _URL_UNSAFE.search(text):
+        raise _Invalid
+    parts = urllib.parse.urlsplit(text)
+    try:
+        _ = parts.port  # raises ValueError when out of range or not a number
+    except ValueError:
+        raise _Invalid from None
+    host = parts.hostname or ""
+    if (
+        parts.scheme not in ("https", "http")
+        or parts.username is not None
+        or parts.fragment
+        or not _CSP_HOST.fullmatch(host)
+        or len(host) > 253
+    ):
+        raise _Invalid
+    rest = parts.path + "?" + parts.query
+    for placeholder in _TILE_PLACEHOLDERS:
+        if rest.count(placeholder) != 1:
+            raise _Invalid
+        rest = rest.replace(placeholder, "")
+    if "{" in rest or "}" in rest:
+        raise _Invalid
+    return text
+
+
 _TOPIC_RULE = (
     "a legal Kafka topic name: 1-249 characters of A-Z a-z 0-9 . _ - (not '.' or '..'; "
     "'/' is not allowed)"
@@ -301,7 +348,7 @@ class Settings:
     )
     kafka_auto_offset_reset: str = _setting(
         "latest", _one_of("latest", "earliest"), "one of latest, earliest",
-        "where a partition is first read from when the gateway starts with no position for it",
+        "where a partition is first read from when the gateway starts with no offset for it",
     )
     kafka_security_protocol: str = _setting(
         "PLAINTEXT", _one_of("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"),
@@ -336,7 +383,9 @@ class Settings:
         "private key (PEM) of the client certificate",
     )
     kafka_fetch_max_wait_ms: int = _setting(
-        100, _whole_number(0, 60000), "a whole number of milliseconds from 0 to 60000",
+        100, _whole_number(10, 60000),
+        "a whole number of milliseconds from 10 to 60000 (less makes an idle gateway and its broker "
+        "poll each other in a busy loop; Kafka answers at once anyway when data waits)",
         "longest time the broker may hold a fetch waiting for data (bounds latency)",
     )
     kafka_fetch_min_bytes: int = _setting(
@@ -356,11 +405,13 @@ class Settings:
         "most records handed down the pipeline in one batch",
     )
     kafka_reconnect_backoff_max_seconds: float = _setting(
-        5.0, _positive_seconds, "a number of seconds greater than 0",
+        5.0, _seconds_at_least(0.1),
+        "a number of seconds, at least 0.1 (less retries an absent broker in a busy loop)",
         "cap of the exponential backoff between attempts to reach the brokers",
     )
     stream_keepalive_seconds: float = _setting(
-        60.0, _positive_seconds, "a number of seconds greater than 0",
+        60.0, _seconds_at_least(0.1),
+        "a number of seconds, at least 0.1 (less spends the server's CPU on pings)",
         "interval of the keep-alive 'ping' frames",
     )
     stream_max_device_ids: int = _setting(
@@ -385,8 +436,15 @@ class Settings:
         "proxies whose X-Forwarded-For header is believed when finding a client's address",
     )
     stream_send_timeout_seconds: float = _setting(
-        30.0, _positive_seconds, "a number of seconds greater than 0",
+        30.0, _seconds_at_least(1.0),
+        "a number of seconds, at least 1 (less closes healthy clients on a passing stall, such as "
+        "a garbage-collector pause)",
         "longest a write to one client may stall before that client is closed with 1013",
+    )
+    stream_close_linger_seconds: float = _setting(
+        5.0, _positive_seconds, "a number of seconds greater than 0",
+        "longest a connection stays open after its stream ended (close frame not yet read, or not "
+        "answered): then the TCP connection is dropped, whether or not the client reads",
     )
     stream_jwt_secret: str | None = _setting(
         None, _jwt_secret, "at least 32 characters; empty for none",
@@ -471,6 +529,13 @@ class Settings:
         20, _whole_number(1), _AT_LEAST_ONE,
         "handshakes one address may make at once beyond STREAM_HANDSHAKES_PER_SECOND_PER_IP",
     )
+    stream_map_tile_url: str | None = _setting(
+        "https://tile.openstreetmap.org/{z}/{x}/{y}.png", _tile_url,
+        "an http:// or https:// URL (host name or IPv4 address, optional port) whose path or "
+        "query holds {z}, {x} and {y} once each and no other {...}; or 'off'",
+        "raster tiles under the demo page's map; the page's Content-Security-Policy allows images "
+        "from this URL's origin only; 'off' draws the vehicles on a plain grid without tiles",
+    )
     log_level: str = _setting(
         "INFO", _one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
         "one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
@@ -491,6 +556,17 @@ class Settings:
     statsd_prefix: str = _setting(
         "siscom", _metric_prefix, "letters, digits, '_' and '-', in parts joined by single dots",
         "prefix of every metric name",
+    )
+    metrics_access: str = _setting(
+        "auto", _one_of("auto", "open", "token"), "one of auto, open, token",
+        "who may read GET /metrics (Prometheus): 'open' anyone who reaches the port, 'token' any "
+        "valid client token (as the stats), 'auto' the same as the stats (a token when "
+        "STREAM_JWT_SECRET or STREAM_JWT_PUBLIC_KEY is set, else open)",
+    )
+    metrics_bind: str | None = _setting(
+        None, _broker_address, "HOST:PORT (port 1-65535; IPv6 as [::1]:9100); empty for none",
+        "a second address where GET /metrics is served, alone: it is then no longer served on the "
+        "main address, and nothing else is served on this one (by siscom serve)",
     )
 
     @classmethod
@@ -529,6 +605,25 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
     @property
+    def tokens_on(self) -> bool:
+        """Whether client tokens are checked (a key to verify them is set)."""
+        return self.stream_jwt_secret is not None or self.stream_jwt_public_key is not None
+
+    @property
+    def metrics_need_token(self) -> bool:
+        """Whether ``GET /metrics`` asks for a token, after ``METRICS_ACCESS=auto`` is resolved."""
+        if self.metrics_access == "auto":
+            return self.tokens_on
+        return self.metrics_access == "token"
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port of ``METRICS_BIND``, or None when /metrics is on the main address."""
+        if self.metrics_bind is None:
+            return None
+        return int(self.metrics_bind.rpartition(":")[2])
+
+    @property
     def topics(self) -> tuple[str, ...]:
         """Every topic the consumer reads: the position topic, then the alerts topic if set."""
         if self.kafka_alerts_topic is None:
@@ -560,6 +655,12 @@ def _check_combinations(settings: Settings) -> None:
         )
     _check_kafka_tls(settings)
     _check_stream_tokens(settings)
+    if settings.metrics_access == "token" and not settings.tokens_on:
+        raise ConfigError(
+            "METRICS_ACCESS", "token",
+            "auto or open unless STREAM_JWT_SECRET or STREAM_JWT_PUBLIC_KEY is set (no token could "
+            "be checked)",
+        )
 
 
 def _check_kafka_tls(settings: Settings) -> None:

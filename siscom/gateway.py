@@ -14,28 +14,33 @@ picks up the same inbox and the same subscribers, so connected clients notice no
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 
 from aiokafka import ConsumerRecord
 
 from supervisors import ChildSpec, Mailbox, Restart, Strategy, Supervisor
 
 from siscom.pipeline.consumer import Consumer, KafkaStatus
-from siscom.pipeline.offsets import ReadPositions
+from siscom.pipeline.offsets import ReadOffsets
 from siscom.pipeline.decoder import Decoder
+from siscom.pipeline.factories import ConsumerFactory, DecoderFactory, RouterFactory
 from siscom.pipeline.router import Router
+from siscom.core.stream import StreamCore
 from siscom.sessions.session import Session, SessionLimits
 from siscom.sessions.shedding import LoadShedder
+from siscom.sessions.transport import Transport
 from siscom.config import Settings
 from siscom.core.deliveries import Delivery
 from siscom.metrics import Metrics
 from siscom.core.protocol import CloseCode
 from siscom.security.guard import Guard
 from siscom.security.inbound import InboundLimits
+from siscom.security.tokens import Grant
 from siscom.core.subscriptions import SubscriptionTable
-from siscom.web.transport import Transport
 
 logger = logging.getLogger(__name__)
 
@@ -46,14 +51,23 @@ PIPELINE_MAILBOX_SIZE = 64
 class Gateway:
     """Owns the actor tree and the state that must outlive actor restarts."""
 
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        *,
+        consumer: ConsumerFactory = Consumer,
+        decoder: DecoderFactory = Decoder,
+        router: RouterFactory = Router,
+    ) -> None:
+        """``consumer``, ``decoder`` and ``router`` make the pipeline's actors, on every (re)start."""
         self.settings = settings
         self.metrics = metrics or Metrics.from_settings(
             settings.statsd_host, settings.statsd_port, settings.statsd_prefix
         )
         self.kafka = KafkaStatus()
         #: How far reading got per partition: a restarted consumer resumes there.
-        self.read_positions = ReadPositions()
+        self.read_offsets = ReadOffsets()
         #: Origin, connection-limit and token checks for the routes.
         self.guard = Guard(settings)
         self.subscriptions = SubscriptionTable(max_ids=settings.stream_max_subscribed_ids)
@@ -63,7 +77,16 @@ class Gateway:
             max_pending_frames=settings.stream_max_pending_frames,
             max_device_ids=settings.stream_max_device_ids,
             snapshot=settings.stream_snapshot,
+            close_timeout_seconds=min(2.0, settings.stream_close_linger_seconds),
+            close_linger_seconds=settings.stream_close_linger_seconds,
         )
+        self._actor_factories = (consumer, decoder, router)
+        self._session_numbers = itertools.count(1)
+        #: Closing every client (1001) when the server stops; set by the first :meth:`drain`.
+        self._drain: asyncio.Task[None] | None = None
+        #: Waits for the server's own signal that it is stopping, then drains (see drain_when).
+        self._drain_trigger: asyncio.Task[None] | None = None
+        self._stopping_signal: asyncio.Future[Callable[[], Awaitable[None]]] | None = None
         self._records: Mailbox[Sequence[ConsumerRecord]] = Mailbox(PIPELINE_MAILBOX_SIZE)
         self._deliveries: Mailbox[list[Delivery]] = Mailbox(PIPELINE_MAILBOX_SIZE)
         self._sessions: Supervisor | None = None
@@ -88,16 +111,18 @@ class Gateway:
 
     def _new_pipeline(self) -> Supervisor:
         settings, metrics = self.settings, self.metrics
+        consumer, decoder, router = self._actor_factories
+        # Each spec holds a factory and its arguments (as data: functools.partial), never an actor.
         self._pipeline = Supervisor(
             "pipeline",
             [
                 ChildSpec(
-                    "consumer",
-                    lambda: Consumer(settings, self._records, self.kafka, metrics, self.read_positions),
+                    "consumer", partial(consumer, settings, self._records, self.kafka, metrics, self.read_offsets)
                 ),
                 ChildSpec(
                     "decoder",
-                    lambda: Decoder(
+                    partial(
+                        decoder,
                         self._records,
                         self._deliveries,
                         alerts_topic=settings.kafka_alerts_topic,
@@ -105,7 +130,7 @@ class Gateway:
                         metrics=metrics,
                     ),
                 ),
-                ChildSpec("router", lambda: Router(self._deliveries, self.subscriptions, metrics)),
+                ChildSpec("router", partial(router, self._deliveries, self.subscriptions, metrics)),
             ],
             strategy=Strategy.REST_FOR_ONE,
             intensity=5,
@@ -114,26 +139,18 @@ class Gateway:
         return self._pipeline
 
     def _shedder_spec(self) -> list[ChildSpec]:
+        """Overload shedding (:mod:`siscom.sessions.shedding`), unless turned off."""
         settings = self.settings
         if settings.stream_shed_lag_seconds <= 0:
             return []
-        return [
-            ChildSpec(
-                "shedder",
-                lambda: LoadShedder(
-                    self.sessions,
-                    self.metrics,
-                    lag_threshold=settings.stream_shed_lag_seconds,
-                    sustain=settings.stream_shed_after_seconds,
-                ),
-            )
-        ]
-
-    def sessions(self) -> list[Session]:
-        """The sessions running now."""
-        if self._sessions is None:
-            return []
-        return [child.actor for child in self._sessions.which_children() if isinstance(child.actor, Session)]
+        shedder = partial(
+            LoadShedder,
+            self.sessions,
+            self.metrics,
+            lag_threshold=settings.stream_shed_lag_seconds,
+            sustain=settings.stream_shed_after_seconds,
+        )
+        return [ChildSpec("shedder", shedder)]
 
     def _new_session_supervisor(self) -> Supervisor:
         self._sessions = Supervisor("sessions", strategy=Strategy.ONE_FOR_ONE, intensity=1000, period=1.0)
@@ -145,10 +162,40 @@ class Gateway:
         self.guard.log_posture(logger)
         await self._root.start()
         self._watcher = asyncio.create_task(self._watch(), name="gateway.watch")
+        self._stopping_signal = asyncio.get_running_loop().create_future()
+        self._drain_trigger = asyncio.create_task(self._drain_on_signal(), name="gateway.drain-trigger")
+
+    async def drain(self) -> None:
+        """The server is stopping: refuse new streams, close every client with 1001 and wait
+        (bounded) for them to finish. Only the first call does it; later ones wait for it."""
+        if self._drain is None:
+            logger.info("Shutting down: closing streams")
+            self._drain = asyncio.ensure_future(self.close_sessions(CloseCode.GOING_AWAY, "server shutting down"))
+        await asyncio.shield(self._drain)
+
+    def drain_when(self, stopping: Callable[[], Awaitable[None]]) -> None:
+        """Drain as soon as ``stopping()`` returns: the server's signal that it stops taking
+        connections and waits for the open ones. Only the first signal given is watched."""
+        signal = self._stopping_signal
+        if signal is not None and not signal.done():
+            signal.set_result(stopping)
+
+    async def _drain_on_signal(self) -> None:
+        assert self._stopping_signal is not None
+        stopping = await self._stopping_signal
+        await stopping()
+        await self.drain()
+
+    @property
+    def draining(self) -> bool:
+        return self._drain is not None
 
     async def stop(self) -> None:
-        """Close every client with 1001, then stop the tree (children in reverse order)."""
-        await self.close_sessions(CloseCode.GOING_AWAY, "server shutting down")
+        """Drain (if the server has not already), then stop the tree (children in reverse order)."""
+        await self.drain()
+        if self._drain_trigger is not None:
+            self._drain_trigger.cancel()
+            await asyncio.wait((self._drain_trigger,))
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.wait((self._watcher,))
@@ -186,34 +233,31 @@ class Gateway:
     # Sessions
 
     async def open_session(
-        self,
-        transport: Transport,
-        device_ids: frozenset[str] | None,
-        *,
-        allowed_devices: frozenset[str] | None = None,
-        expires_at: float | None = None,
-        inbound: InboundLimits | None = None,
+        self, transport: Transport, device_ids: frozenset[str] | None, *, grant: Grant | None = None
     ) -> Session:
-        """Start a session; ``allowed_devices`` and ``expires_at`` come from the client's token."""
-        if self._sessions is None or not self._sessions.running:
-            raise RuntimeError("the session supervisor is not running")
-        session = Session(
-            transport, device_ids, table=self.subscriptions, limits=self.limits, metrics=self.metrics,
-            allowed_devices=allowed_devices, expires_at=expires_at, inbound=inbound,
+        """Start a session; ``grant`` is what the client's token allows (None: tokens are off)."""
+        if self._sessions is None or not self._sessions.running or self.draining:
+            raise RuntimeError("the session supervisor is not accepting sessions")
+        inbound = InboundLimits(self.guard.inbound, asyncio.get_running_loop().time())
+        core = StreamCore(
+            device_ids, table=self.subscriptions, policy=self.limits.policy, grant=grant, inbound=inbound
         )
+        session = Session(
+            transport, core, name=f"session-{next(self._session_numbers)}", limits=self.limits, metrics=self.metrics
+        )
+        # Never suspends (start_child does not): a disconnect cancelling the route cannot land
+        # between the session's start and the route's code that ends it.
         await self._sessions.start_child(ChildSpec(session.name, lambda: session, restart=Restart.TEMPORARY))
         return session
 
-    async def end_session(self, session: Session) -> None:
-        """The client left: stop its session (a no-op if it already ended)."""
-        session.client_left()
-        if self._sessions is not None and not session.finished.is_set():
-            await self._sessions.terminate_child(session.name)
+    def sessions(self) -> list[Session]:
+        """The sessions running now (each has ``backlog`` and ``close(code, reason)``)."""
+        if self._sessions is None:
+            return []
+        return [child.actor for child in self._sessions.which_children() if isinstance(child.actor, Session)]
 
     async def close_sessions(self, code: CloseCode, reason: str, timeout: float = 5.0) -> None:
         """Ask every session to close with ``code``; wait up to ``timeout`` for them to finish."""
-        if self._sessions is None:
-            return
         sessions = self.sessions()
         for session in sessions:
             session.close(code, reason)

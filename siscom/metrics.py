@@ -7,7 +7,8 @@ documentation.
 
 One :class:`Metrics` object is made per process by the gateway and handed to every actor that
 counts something. The in-process totals feed ``/api/v1/stream/stats``; StatsD gets the same
-increments as they happen. Callers count per batch, not per frame, so the hot path pays one call
+increments as they happen, and so do the Prometheus metrics of ``GET /metrics``
+(:mod:`siscom.prometheus`). Callers count per batch, not per frame, so the hot path pays one call
 per batch.
 """
 
@@ -20,6 +21,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import statsd
+
+    from siscom.prometheus import PrometheusMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +51,7 @@ class Metric(enum.StrEnum):
     ALERTS = "alerts", Kind.COUNTER, "records of `KAFKA_ALERTS_TOPIC`"
     MALFORMED_RECORDS = (
         "malformed_records", Kind.COUNTER,
-        "records skipped as malformed (not UTF-8, not JSON, no device id, too large)",
+        "records skipped as malformed (not UTF-8, not JSON, no device id or a bad one, too large)",
     )
     FRAMES_SENT = "frames_sent", Kind.COUNTER, "frames written to clients: positions, alerts, pings, acks, errors"
     CONFLATED = (
@@ -59,7 +62,10 @@ class Metric(enum.StrEnum):
     BROKER_RECONNECTS = "broker_reconnects", Kind.COUNTER, "times the broker was reached again after being lost"
     CONNECTIONS_OPENED = "connections_opened", Kind.COUNTER, "streams started"
     CONNECTIONS_CLOSED = "connections_closed", Kind.COUNTER, "streams ended, whichever way"
-    REJECTED_REQUESTS = "rejected_requests", Kind.COUNTER, "streams refused for a bad query (1008)"
+    REJECTED_REQUESTS = (
+        "rejected_requests", Kind.COUNTER,
+        "streams refused for a bad query (1008), or for bytes sent before the handshake completed (400)",
+    )
     ORIGIN_REFUSALS = "origin_refusals", Kind.COUNTER, "handshakes refused for their origin (403)"
     CONNECTION_LIMIT_REFUSALS = (
         "connection_limit_refusals", Kind.COUNTER,
@@ -107,10 +113,14 @@ def metrics_table() -> str:
 
 
 class Metrics:
-    """Process-wide counters and gauges, optionally forwarded to StatsD over UDP."""
+    """Process-wide counters and gauges, also kept as Prometheus metrics and optionally sent to StatsD."""
 
     def __init__(self, client: statsd.StatsClient | None = None) -> None:
+        from siscom.prometheus import PrometheusMetrics  # it builds on Metric, defined above
+
         self._client = client
+        #: The same counts for ``GET /metrics``.
+        self.prometheus: PrometheusMetrics = PrometheusMetrics()
         #: Every counter and gauge is in the stats from the start, not from its first change.
         self.counters: Counter[str] = Counter({m.value: 0 for m in Metric if m.kind is Kind.COUNTER})
         self.gauges: dict[str, float] = {m.value: 0 for m in Metric if m.kind is Kind.GAUGE}
@@ -131,15 +141,18 @@ class Metrics:
 
     def incr(self, name: Metric, count: int = 1) -> None:
         self.counters[name] += count
+        self.prometheus.incr(name, count)
         if self._client is not None:
             self._client.incr(name, count)
 
     def gauge(self, name: Metric, value: float) -> None:
         self.gauges[name] = value
+        self.prometheus.gauge(name, value)
         if self._client is not None:
             self._client.gauge(name, value)
 
     def timing(self, name: Metric, milliseconds: float) -> None:
+        self.prometheus.timing(name, milliseconds)
         if self._client is not None:
             self._client.timing(name, milliseconds)
 

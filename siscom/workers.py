@@ -9,6 +9,11 @@ A worker must stream every device, so every worker reads every partition: the co
 no consumer group (see :mod:`siscom.pipeline.consumer`), and ``N`` workers are ``N`` independent
 readers of the topic, not a group that splits it.
 
+Prometheus counts are kept per worker and added up by whichever worker answers ``/metrics``:
+the parent makes a fresh directory for the run (under ``TMPDIR``, /tmp by default), hands it to
+every worker as ``PROMETHEUS_MULTIPROC_DIR`` (see :mod:`siscom.prometheus`), and removes it at the
+end.
+
 The parent does nothing else. SIGTERM or SIGINT is passed on to every worker, which closes its
 clients with 1001 and exits; the parent exits when all have, with status 0 if they all did. A
 worker that exits on its own (its supervision tree gave up) brings the others down too and its
@@ -18,13 +23,18 @@ status becomes the parent's, so the process manager that restarts failed service
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from types import FrameType
+
+from prometheus_client.multiprocess import mark_process_dead
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +58,36 @@ def listening_socket(bind: str, backlog: int = 1024) -> socket.socket:
     return sock
 
 
-def worker_command(fd: int) -> list[str]:
-    return [sys.executable, "-m", "siscom", "serve", "--bind", f"fd://{fd}"]
+def worker_command(fd: int, metrics_fd: int | None = None) -> list[str]:
+    command = [sys.executable, "-m", "siscom", "serve", "--bind", f"fd://{fd}"]
+    if metrics_fd is not None:
+        command += ["--metrics-bind", f"fd://{metrics_fd}"]
+    return command
 
 
-def run_workers(bind: str, count: int) -> int:
-    """Serve ``bind`` with ``count`` worker processes until told to stop; return the exit status."""
+#: prometheus_client's multiprocess directory variable (prometheus_client 0.26, values.py).
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def worker_environment(metrics_dir: str) -> dict[str, str]:
+    """The parent's environment, with the run's own Prometheus directory.
+
+    A directory from outside (a variable left over, an earlier run) is replaced: prometheus_client
+    adds up every file in it, so it must start empty and belong to this run alone.
+    """
+    return {**os.environ, MULTIPROC_DIR: metrics_dir}
+
+
+def run_workers(bind: str, count: int, metrics_bind: str | None = None) -> int:
+    """Serve ``bind`` with ``count`` worker processes until told to stop; return the exit status.
+
+    With ``metrics_bind`` (METRICS_BIND) the workers share that listening socket too.
+    """
     sock = listening_socket(bind)
+    metrics_sock = listening_socket(metrics_bind) if metrics_bind else None
+    fds = (sock.fileno(),) if metrics_sock is None else (sock.fileno(), metrics_sock.fileno())
+    metrics_dir = tempfile.mkdtemp(prefix="siscom-metrics-")
+    env = worker_environment(metrics_dir)
     workers: list[subprocess.Popen[bytes]] = []
     stopping = False
 
@@ -68,24 +101,38 @@ def run_workers(bind: str, count: int) -> int:
     previous = {signum: signal.signal(signum, stop_all) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         for _ in range(count):
-            workers.append(subprocess.Popen(worker_command(sock.fileno()), pass_fds=(sock.fileno(),)))
+            workers.append(subprocess.Popen(worker_command(*fds), pass_fds=fds, env=env))
         logger.info("Serving %s with %d workers (pids %s)", bind, count, ", ".join(str(w.pid) for w in workers))
-        status = _wait(workers, stop_all, lambda: stopping)
+        status = _wait(workers, stop_all, lambda: stopping, metrics_dir)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         _kill_stragglers(workers)
         sock.close()
+        if metrics_sock is not None:
+            metrics_sock.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return status
 
 
-def _wait(workers: list[subprocess.Popen[bytes]], stop_all: Callable[[], None], stopping: Callable[[], bool]) -> int:
+def _wait(
+    workers: list[subprocess.Popen[bytes]],
+    stop_all: Callable[[], None],
+    stopping: Callable[[], bool],
+    metrics_dir: str,
+) -> int:
     """Wait for every worker to exit; the first failure (or the stop request) stops the rest."""
     status = 0
     deadline: float | None = None
+    dead: set[int] = set()
     while any(worker.poll() is None for worker in workers):
         for worker in workers:
             code = worker.returncode
+            if code is not None and worker.pid not in dead:
+                # Its connections are gone; its counters stay in the totals (prometheus_client
+                # 0.26 multiprocess.py: mark_process_dead removes only the live* gauge files).
+                dead.add(worker.pid)
+                mark_process_dead(worker.pid, metrics_dir)
             if code is not None and code != 0 and status == 0:
                 status = code if code > 0 else 1
                 if not stopping():

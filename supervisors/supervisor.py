@@ -6,7 +6,7 @@ import asyncio
 import logging
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from time import monotonic
@@ -86,8 +86,9 @@ class Supervisor(Actor):
       a child that has been calm for a while starts again at attempt 1). It keeps supervising the
       other children, serving :meth:`start_child` and :meth:`terminate_child`, and can be stopped
       while it waits.
-    - A restart is one more within the sliding window of ``period`` seconds (monotonic clock); more
-      than ``intensity`` of them means restarting does not help. The supervisor then stops all its
+    - A restart is one more within the sliding window of ``period`` seconds, read on ``clock``
+      (``time.monotonic`` unless given; tests pass a clock they move by hand); more than
+      ``intensity`` of them means restarting does not help. The supervisor then stops all its
       children and :meth:`run` raises :class:`RestartIntensityExceeded`, which its own supervisor
       sees as a crash: the failure escalates up the tree.
 
@@ -112,6 +113,7 @@ class Supervisor(Actor):
         intensity: int = 3,
         period: float = 5.0,
         backoff: tenacity.wait.wait_base | None = None,
+        clock: Callable[[], float] = monotonic,
     ) -> None:
         super().__init__(name)
         ids = [spec.id for spec in children]
@@ -126,6 +128,7 @@ class Supervisor(Actor):
         self.period = period
         self._specs = tuple(children)
         self._backoff = RestartBackoff(backoff if backoff is not None else default_backoff())
+        self._clock = clock
         self._children: dict[str, _Child] = {}  # in start order
         self._live = 0  # children with a task, kept so that count_children() costs nothing
         self._stopping: set[asyncio.Task[None]] = set()  # cancelled by us, not yet ended
@@ -317,7 +320,7 @@ class Supervisor(Actor):
             del self._children[child.spec.id]
 
     async def _restart(self, child: _Child, error: BaseException | None) -> None:
-        now = monotonic()
+        now = self._clock()
         if _count_recent(self._restart_times, now, self.period) > self.intensity:
             logger.error(
                 "supervisor %r: more than %d restarts within %gs; stopping its children and "

@@ -15,8 +15,8 @@ bounded by the devices the client watches plus the alerts it has not read.
 
 from __future__ import annotations
 
-import asyncio
 from collections import OrderedDict, deque
+from collections.abc import Callable
 
 from supervisors import MailboxFull
 
@@ -25,18 +25,15 @@ from siscom.core.deliveries import Delivery
 #: Key of frames that are never conflated (alerts, pings, errors, acks) while the client keeps up.
 _KEEP = None
 
-#: Deadlines closer than this (seconds) are the same deadline, computed twice.
-_SAME_DEADLINE = 0.001
-
 #: Most frames handed out by one take: a session writes at most this many before it lets the
 #: others run.
 CHUNK = 8
 
 
 class Outbox:
-    __slots__ = (
-        "_queue", "_latest", "_soft_limit", "_chunk", "_max_alerts", "_alerts", "_waiter", "_timer", "conflated"
-    )
+    """The frames waiting for one client. Pure: whoever writes them waits on :attr:`waker`."""
+
+    __slots__ = ("_queue", "_latest", "_soft_limit", "_chunk", "_max_alerts", "_alerts", "waker", "conflated")
 
     def __init__(self, soft_limit: int, max_alerts: int, chunk: int = CHUNK) -> None:
         #: Frames in arrival order while the client keeps up: (device id or _KEEP, text).
@@ -47,10 +44,8 @@ class Outbox:
         self._chunk = chunk
         self._max_alerts = max_alerts
         self._alerts = 0
-        self._waiter: asyncio.Future[None] | None = None
-        #: Ends the wait of :meth:`take` at its deadline. The deadline (the next keep-alive) is
-        #: the same for many takes in a row, so one timer serves them all.
-        self._timer: asyncio.TimerHandle | None = None
+        #: Called once, then forgotten, when a frame is queued: set by a writer about to wait.
+        self.waker: Callable[[], None] | None = None
         #: Positions dropped because a newer one of the same device replaced them.
         self.conflated = 0
 
@@ -78,7 +73,8 @@ class Outbox:
             self._queue.append((device_id, text))
             if len(self._queue) > self._soft_limit:
                 self._fall_behind()
-        self.wake()
+        if self.waker is not None:
+            self.wake()
 
     def put_kept(self, text: str) -> None:
         """Queue a frame that must never be dropped; refuses once too many are waiting."""
@@ -89,31 +85,11 @@ class Outbox:
             self._latest[object()] = text
         else:
             self._queue.append((_KEEP, text))
-        self.wake()
+        if self.waker is not None:
+            self.wake()
 
-    async def take(self, timeout: float) -> list[str]:
-        """Wait up to ``timeout`` seconds for frames, then take up to a chunk of them, oldest first.
-
-        Returns an empty list when the time ran out first (the session's cue for a keep-alive).
-        """
-        if not self._queue and not self._latest:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            timer = self._timer
-            if timer is None or abs(timer.when() - deadline) > _SAME_DEADLINE:
-                if timer is not None:
-                    timer.cancel()
-                self._timer = loop.call_at(deadline, self._time_is_up)
-            self._waiter = loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        else:
-            # Frames came while the last chunk was written: let the others run first (the
-            # pipeline and the other sessions), so that no session holds the loop for long and
-            # what this one takes next is as new as the pipeline has.
-            await asyncio.sleep(0)
+    def take(self) -> list[str]:
+        """Take up to a chunk of the waiting frames, oldest first (an empty list when none wait)."""
         latest = self._latest
         if latest is None:
             queue = self._queue
@@ -143,19 +119,13 @@ class Outbox:
         self._queue.clear()
         self._latest = None
         self._alerts = 0
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _time_is_up(self) -> None:
-        self._timer = None
-        self.wake()
 
     def wake(self) -> None:
-        """Make a waiting :meth:`take` return now, even with nothing queued."""
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        """Call the waiting writer's :attr:`waker`, if any, once."""
+        waker = self.waker
+        if waker is not None:
+            self.waker = None
+            waker()
 
     def _fall_behind(self) -> None:
         """Fold the queue into newest-per-device order: each device where it first waited."""
@@ -169,5 +139,3 @@ class Outbox:
                 latest[key] = text
         self._queue.clear()
         self._latest = latest
-
-

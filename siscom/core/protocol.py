@@ -20,7 +20,6 @@ device set without reconnecting; any other text is ignored.
 from __future__ import annotations
 
 import enum
-import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,12 +27,14 @@ from typing import Any, Literal
 
 import orjson
 
+from siscom.core.devices import DEVICE_ID_PATTERN, DEVICE_ID_RULE, is_device_id
+
 __all__ = [
     "PING_FRAME",
     "BadRequest",
     "ClientCommand",
     "CloseCode",
-    "DEVICE_ID_PATTERN",
+    "DEVICE_ID_PATTERN",  # re-exported from siscom.core.devices
     "ack_frame",
     "alert_frame",
     "error_frame",
@@ -77,9 +78,7 @@ class BadRequest(ValueError):
 
 # -- device ids --------------------------------------------------------------------------------
 
-DEVICE_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _SHOWN_ID_CHARS = 64
-_ID_RULE = "1-64 characters of A-Z a-z 0-9 . _ : -"
 
 
 def _collect_ids(items: Iterable[str], max_ids: int) -> frozenset[str]:
@@ -93,10 +92,10 @@ def _collect_ids(items: Iterable[str], max_ids: int) -> frozenset[str]:
         device_id = item.strip()
         if not device_id:
             continue
-        if DEVICE_ID_PATTERN.fullmatch(device_id) is None:
+        if not is_device_id(device_id):
             shown = device_id[:_SHOWN_ID_CHARS]
             raise BadRequest(
-                f"invalid device id {shown!r}: expected {_ID_RULE}", device_id=shown
+                f"invalid device id {shown!r}: expected {DEVICE_ID_RULE}", device_id=shown
             )
         ids.add(sys.intern(device_id))
         if len(ids) > max_ids:
@@ -112,7 +111,7 @@ def parse_device_ids(raw: str | None, *, max_ids: int) -> frozenset[str] | None:
     ``None`` (no parameter) means every device. Items are split on commas, trimmed, empties
     dropped and duplicates removed; when nothing is left (``device_ids=`` or ``,,``) that also
     means every device, because a client that names no device has not restricted anything.
-    Raises :class:`BadRequest` for an id outside ``[A-Za-z0-9._:-]{1,64}`` or for more than
+    Raises :class:`BadRequest` for an id that breaks :mod:`siscom.core.devices`' rule or for more than
     ``max_ids`` distinct ids.
     """
     if raw is None:

@@ -16,11 +16,13 @@ from typing import Any
 
 import orjson
 
-__all__ = ["MAX_DEVICE_ID_CHARS", "REASONS", "Decoded", "MalformedRecord", "decode_value"]
+from siscom.core.devices import is_device_id
 
-MAX_DEVICE_ID_CHARS = 256
+__all__ = ["REASONS", "Decoded", "MalformedRecord", "decode_value"]
 
-REASONS = ("empty", "too large", "not UTF-8", "not JSON", "not a JSON object", "no device id")
+REASONS = (
+    "empty", "too large", "not UTF-8", "not JSON", "not a JSON object", "no device id", "bad device id",
+)
 
 
 class MalformedRecord(ValueError):
@@ -44,10 +46,13 @@ class Decoded:
 def decode_value(value: bytes | None, *, max_bytes: int) -> Decoded:
     """Check a record value and find its device id.
 
-    The device id is the first usable one of ``data.DEVICE_ID``, ``data.device_id`` and a
-    top-level ``device_id``: a non-empty string of at most 256 characters, or an integer (written
-    in decimal). Raises :class:`MalformedRecord`, and nothing else, when the value is empty,
-    longer than ``max_bytes``, not UTF-8, not JSON, not a JSON object, or has no usable id.
+    The device id is the first of ``data.DEVICE_ID``, ``data.device_id`` and a top-level
+    ``device_id`` that holds a non-empty string or an integer (written in decimal); absent, null,
+    empty and other values are passed over. That id must follow the one rule of
+    :mod:`siscom.core.devices` (no client could ever subscribe to another), else the record is
+    malformed with reason "bad device id". Raises :class:`MalformedRecord`, and nothing else, when
+    the value is empty, longer than ``max_bytes``, not UTF-8, not JSON, not a JSON object, or has
+    no id or a bad one.
     """
     if not value:
         raise MalformedRecord("empty")
@@ -66,6 +71,8 @@ def decode_value(value: bytes | None, *, max_bytes: int) -> Decoded:
     device_id = _device_id(document)
     if device_id is None:
         raise MalformedRecord("no device id")
+    if not is_device_id(device_id):
+        raise MalformedRecord("bad device id")
     return Decoded(device_id, text)
 
 
@@ -76,7 +83,7 @@ def _device_id(document: dict[str, Any]) -> str | None:
         candidates += [data.get("DEVICE_ID"), data.get("device_id")]
     candidates.append(document.get("device_id"))
     for candidate in candidates:
-        if isinstance(candidate, str) and 0 < len(candidate) <= MAX_DEVICE_ID_CHARS:
+        if isinstance(candidate, str) and candidate:
             return candidate
         if isinstance(candidate, int) and not isinstance(candidate, bool):
             return str(candidate)

@@ -19,20 +19,18 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
-import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from siscom.dev.processes import terminate
+from siscom.dev.processes import ChildProcess, ProcessExited, free_port, port_accepts, port_bindable
 
+# free_port is re-exported: it was first defined here.
 __all__ = ["BrokerError", "TansuBroker", "create_topics", "free_port"]
 
 START_TIMEOUT = 10.0
@@ -42,38 +40,6 @@ _POLL_INTERVAL = 0.02
 
 class BrokerError(RuntimeError):
     """The development broker could not be found, started or stopped."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port that was free on `host` a moment ago.
-
-    The kernel picks it; the socket is closed again so a child process can
-    bind it.  Another process could take it in between, which is why the
-    broker checks that its own process is alive once the port answers.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def _port_accepts(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
-def _port_bindable(host: str, port: int) -> bool:
-    # SO_REUSEADDR, as the broker itself uses it, so that connections of the
-    # previous broker lingering in TIME_WAIT do not count as "taken".
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
 
 
 def _resolve_binary() -> str:
@@ -117,8 +83,7 @@ class TansuBroker:
         self.extra_args = list(extra_args)
         self.binary = os.fspath(binary) if binary is not None else None
         self.log_path = Path(log_path) if log_path is not None else None
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        self._child: ChildProcess | None = None
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -134,12 +99,12 @@ class TansuBroker:
     @property
     def pid(self) -> int | None:
         """PID of the current process, or None when there is none."""
-        return self._process.pid if self._process is not None else None
+        return self._child.pid if self._child is not None else None
 
     @property
     def running(self) -> bool:
         """True while the process exists (also while paused)."""
-        return self._process is not None and self._process.poll() is None
+        return self._child is not None and self._child.running
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
         """Spawn the broker and return once it accepts TCP connections.
@@ -168,7 +133,7 @@ class TansuBroker:
         statuses: list[int] = []
         while True:
             self._wait_until_port_free(deadline, timeout)
-            self._spawn(command)
+            self._child = ChildProcess(command, log_path=self.log_path)
             status = self._wait_until_listening(deadline)
             if status is None:
                 return
@@ -185,40 +150,25 @@ class TansuBroker:
     def _wait_until_port_free(self, deadline: float, timeout: float) -> None:
         # The port must be ours before we spawn: if something else already
         # listens there, "port accepts connections" would prove nothing.
-        while not _port_bindable(self.host, self.port):  # type: ignore[arg-type]
+        while not port_bindable(self.host, self.port):  # type: ignore[arg-type]
             if time.monotonic() >= deadline:
                 raise BrokerError(f"port {self.bootstrap} stayed busy for {timeout}s")
             time.sleep(_POLL_INTERVAL)
-
-    def _spawn(self, command: list[str]) -> None:
-        self._log = self._open_log()
-        self._process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log if self._log is not None else subprocess.DEVNULL,
-            stderr=subprocess.STDOUT if self._log is not None else subprocess.DEVNULL,
-            start_new_session=False,
-        )
-
-    def _open_log(self) -> IO[bytes] | None:
-        if self.log_path is None:
-            return None
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        # Append: one file tells the whole story across restarts.
-        return open(self.log_path, "ab")
 
     def _wait_until_listening(self, deadline: float) -> int | None:
         """None once the broker accepts connections; otherwise the exit
         status of the process, which ended by itself or was killed at
         `deadline`."""
-        assert self._process is not None
-        while self._process.poll() is None:
-            if _port_accepts(self.host, self.port):  # type: ignore[arg-type]
+        assert self._child is not None
+        try:
+            if self._child.wait_until(
+                lambda: port_accepts(self.host, self.port),  # type: ignore[arg-type]
+                deadline - time.monotonic(),
+            ):
                 return None
-            if time.monotonic() >= deadline:
-                self._process.kill()
-                break
-            time.sleep(_POLL_INTERVAL)
+            self._child.kill()
+        except ProcessExited:
+            pass
         return self._reap()
 
     def _log_hint(self) -> str:
@@ -229,23 +179,17 @@ class TansuBroker:
 
         Returns the exit status (None if there was no process).
         """
-        process = self._process
-        if process is None:
+        if self._child is None:
             return None
-        if process.poll() is None:
-            # A paused broker would keep SIGTERM pending until it runs again.
-            process.send_signal(signal.SIGCONT)
-            terminate(process, timeout)
+        # Also a paused broker: ChildProcess.stop sends SIGCONT first.
+        self._child.stop(timeout)
         return self._reap()
 
     def kill(self) -> int | None:
         """End the broker at once with SIGKILL, as a crash would."""
-        process = self._process
-        if process is None:
+        if self._child is None:
             return None
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        self._child.kill()
         return self._reap()
 
     def pause(self) -> None:
@@ -268,18 +212,15 @@ class TansuBroker:
     def _signal(self, signum: signal.Signals) -> None:
         if not self.running:
             raise BrokerError("broker is not running")
-        assert self._process is not None
-        self._process.send_signal(signum)
+        assert self._child is not None
+        self._child.send_signal(signum)
 
     def _reap(self) -> int | None:
-        """Forget a finished process and close its log; return its status."""
+        """Forget a finished process; return its status."""
         returncode = None
-        if self._process is not None:
-            returncode = self._process.wait()
-            self._process = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        if self._child is not None:
+            returncode = self._child.stop(0.0)  # it has exited: this only reaps it
+            self._child = None
         return returncode
 
     def __enter__(self) -> TansuBroker:

@@ -11,32 +11,31 @@ metadata every second, so ``/ready`` tells the truth about the broker, and a bro
 answering is let go and connected to afresh. Where each partition is read from, on the first
 connection and after each later one, is the business of :mod:`siscom.pipeline.offsets`: in short,
 ``KAFKA_AUTO_OFFSET_RESET`` at the very start, right after the last record handed on ever after,
-and from the beginning of any log that turns out to be newer than that record.
+and from the beginning of any log that turns out to be newer than that record. What it asks of
+aiokafka beyond its public API is in :mod:`siscom.pipeline.kafka`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 from dataclasses import dataclass, field
 
 import tenacity
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.cluster import ClusterMetadata
 from aiokafka.errors import IllegalStateError, KafkaError, RecordTooLargeError
-from aiokafka.helpers import create_ssl_context
 
 from supervisors import Actor, Mailbox
 
-from siscom.pipeline.offsets import ReadPositions, Resumer
+from siscom.pipeline.kafka import broker_connections, fetch_metadata, new_consumer, stop_consumer
+from siscom.pipeline.offsets import ReadOffsets, Resumer
 from siscom.config import Settings
 from siscom.metrics import Metric, Metrics
 
 logger = logging.getLogger(__name__)
 
-#: How often the consumer checks that the broker answers and that positions are sane.
+#: How often the consumer checks that the broker answers and notes the offsets reached.
 PROBE_INTERVAL = 1.0
 #: How long the probe's requests may take before the broker counts as lost.
 PROBE_TIMEOUT = 2.0
@@ -54,9 +53,9 @@ class KafkaStatus:
     """
 
     connected: bool = False
-    #: True once every assigned partition has a fetch position: records produced from then on
+    #: True once every assigned partition has a fetch offset: records produced from then on
     #: are delivered even with ``auto_offset_reset=latest``.
-    positioned: bool = False
+    offsets_known: bool = False
     assigned: set[TopicPartition] = field(default_factory=set)
     total_partitions: int = 0
     missing_topics: tuple[str, ...] = ()
@@ -64,7 +63,7 @@ class KafkaStatus:
 
     @property
     def ready(self) -> bool:
-        return self.connected and self.positioned and bool(self.assigned) and not self.missing_topics
+        return self.connected and self.offsets_known and bool(self.assigned) and not self.missing_topics
 
     def reason(self) -> str:
         if not self.connected:
@@ -73,52 +72,13 @@ class KafkaStatus:
             return f"topics not found: {', '.join(self.missing_topics)}"
         if not self.assigned:
             return "no partitions assigned"
-        if not self.positioned:
-            return "partition positions not yet known"
+        if not self.offsets_known:
+            return "partition offsets not yet known"
         return "ready"
-
-
-def consumer_options(settings: Settings) -> dict[str, object]:
-    """Keyword arguments for :class:`aiokafka.AIOKafkaConsumer` from the settings."""
-    options: dict[str, object] = {
-        "bootstrap_servers": list(settings.kafka_bootstrap_servers),
-        "client_id": f"{settings.kafka_group_id}-{socket.gethostname()}-{os.getpid()}",
-        "group_id": None,
-        "enable_auto_commit": False,
-        "auto_offset_reset": settings.kafka_auto_offset_reset,
-        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
-        "fetch_min_bytes": settings.kafka_fetch_min_bytes,
-        "fetch_max_bytes": settings.kafka_fetch_max_bytes,
-        "max_partition_fetch_bytes": settings.kafka_max_partition_fetch_bytes,
-        # New partitions and recreated topics show up within this long.
-        "metadata_max_age_ms": 5000,
-        "security_protocol": settings.kafka_security_protocol,
-    }
-    if settings.kafka_security_protocol.startswith("SASL"):
-        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
-        options["sasl_plain_username"] = settings.kafka_username
-        options["sasl_plain_password"] = settings.kafka_password
-    if settings.kafka_security_protocol.endswith("SSL"):
-        options["ssl_context"] = create_ssl_context(
-            cafile=settings.kafka_ssl_cafile,
-            certfile=settings.kafka_ssl_certfile,
-            keyfile=settings.kafka_ssl_keyfile,
-        )
-    return options
 
 
 class BrokerLost(Exception):
     """The broker stopped answering: this connection is over. Expected, so not a crash."""
-
-
-async def fetch_metadata(consumer: AIOKafkaConsumer) -> ClusterMetadata:
-    """Fresh metadata of the whole cluster, asked of the broker now.
-
-    This is the request ``consumer.topics()`` makes, keeping the partitions it returns; the
-    consumer's own copy is refreshed only every ``metadata_max_age_ms``, and only for assigned
-    topics. (A private attribute of aiokafka, whose version the project pins.)
-    """
-    return await consumer._client.fetch_all_metadata()
 
 
 def describe(error: BaseException) -> str:
@@ -127,36 +87,12 @@ def describe(error: BaseException) -> str:
     return text if text.startswith(name) else f"{name}: {text}" if text else name
 
 
-def broker_connections(consumer: AIOKafkaConsumer) -> dict[object, object]:
-    """The consumer's connections to brokers, by node.
-
-    One that is replaced by another broke: perhaps the broker restarted, faster than the probe
-    could see. aiokafka reconnects by itself and says nothing, so this looks at its table of
-    connections (a private attribute of aiokafka, whose version the project pins).
-    """
-    return {key: conn for key, conn in consumer._client._conns.items() if isinstance(key[0], int)}
-
-
-async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
-    """``consumer.stop()``, without the stray CancelledError aiokafka 0.14 can let out of it.
-
-    When a fetch request is waiting out its retry backoff (the broker is gone), the fetcher's
-    ``close()`` cancels that task and awaits it, re-raising its CancelledError in our task as if
-    we had been cancelled. Stopping in a task of its own keeps the two apart: our own
-    cancellation still interrupts the wait.
-    """
-    stopping = asyncio.ensure_future(consumer.stop())
-    await asyncio.wait((stopping,))
-    if not stopping.cancelled() and (error := stopping.exception()) is not None:
-        raise error
-
-
 class Consumer(Actor):
     """Fetches record batches and puts them in the decoder's inbox (waiting when it is full).
 
     Its life is a series of connections. Each places every partition of the topics where
     :mod:`siscom.pipeline.offsets` says, then runs two tasks: the fetch loop, the only one that
-    moves positions, and a probe that asks the broker for metadata every second. When the probe
+    moves the read offsets, and a probe that asks the broker for metadata every second. When the probe
     gets no answer the connection is dropped and a new one made, with capped exponential backoff.
     A broker that is down or hung is an expected condition, not a crash: it never counts towards
     the supervisor's restart intensity, so a flapping broker cannot bring the tree down.
@@ -168,7 +104,7 @@ class Consumer(Actor):
         out: Mailbox,
         status: KafkaStatus,
         metrics: Metrics,
-        positions: ReadPositions | None = None,
+        offsets: ReadOffsets | None = None,
     ) -> None:
         super().__init__(name="consumer")
         self._settings = settings
@@ -176,10 +112,10 @@ class Consumer(Actor):
         self._status = status
         self._metrics = metrics
         #: Owned by the gateway when given, so that a restarted consumer resumes where this one was.
-        self._positions = positions if positions is not None else ReadPositions()
+        self._offsets = offsets if offsets is not None else ReadOffsets()
         #: Every partition of the topics, as the latest metadata shows them.
         self._partitions: frozenset[TopicPartition] = frozenset()
-        #: True while fetched records are on their way to the decoder: positions are then past
+        #: True while fetched records are on their way to the decoder: fetch offsets are then past
         #: records not yet handed on, and must not be noted as reached.
         self._handing_on = False
 
@@ -195,7 +131,7 @@ class Consumer(Actor):
                     await self._read(consumer)
                 finally:
                     self._status.connected = False
-                    self._status.positioned = False
+                    self._status.offsets_known = False
                     await stop_consumer(consumer)
         finally:
             logger.info("Kafka consumer stopped")
@@ -222,7 +158,7 @@ class Consumer(Actor):
         return consumer
 
     async def _start_consumer(self) -> AIOKafkaConsumer:
-        consumer = AIOKafkaConsumer(**consumer_options(self._settings))
+        consumer = new_consumer(self._settings)
         try:
             # A hung broker accepts the TCP connection and never answers: do not wait for it.
             async with asyncio.timeout(CONNECT_TIMEOUT):
@@ -251,7 +187,7 @@ class Consumer(Actor):
 
     async def _read(self, consumer: AIOKafkaConsumer) -> None:
         """Read through ``consumer`` until the broker is lost."""
-        resumer = Resumer(consumer, self._positions)
+        resumer = Resumer(consumer, self._offsets)
         # Not a TaskGroup: on Python 3.11 it leaves our task marked as cancelled after a child
         # fails, which a connection ending is not.
         tasks = (
@@ -272,7 +208,7 @@ class Consumer(Actor):
 
     async def _fetch(self, consumer: AIOKafkaConsumer, resumer: Resumer) -> None:
         max_records = self._settings.kafka_max_poll_records
-        out, positions, status = self._out, self._positions, self._status
+        out, offsets, status = self._out, self._offsets, self._status
         connections = broker_connections(consumer)
         self._handing_on = False
         while True:
@@ -303,7 +239,7 @@ class Consumer(Actor):
                     for record in records:
                         logger.debug("Record %s[%d]@%d", record.topic, record.partition, record.offset)
                 await out.put(records)
-                positions.handed_on(batches)
+                offsets.handed_on(batches)
             self._handing_on = False
 
     async def _probe(self, consumer: AIOKafkaConsumer, resumer: Resumer) -> None:
@@ -312,7 +248,7 @@ class Consumer(Actor):
             try:
                 async with asyncio.timeout(PROBE_TIMEOUT):
                     self._review_metadata(await fetch_metadata(consumer))
-                    await self._review_positions(consumer, resumer)
+                    await self._review_offsets(consumer, resumer)
             except TimeoutError as error:
                 raise BrokerLost(f"no answer within {PROBE_TIMEOUT:g} s") from error
             except (KafkaError, OSError) as error:
@@ -340,20 +276,20 @@ class Consumer(Actor):
         self._partitions = partitions
         status.total_partitions = len(partitions)
 
-    async def _review_positions(self, consumer: AIOKafkaConsumer, resumer: Resumer) -> None:
-        """Note positions reached, publish the lag, and whether every partition has a position."""
+    async def _review_offsets(self, consumer: AIOKafkaConsumer, resumer: Resumer) -> None:
+        """Note the offsets reached, publish the lag, and whether every partition has an offset."""
         lag = 0
         for partition in resumer.assigned:
             try:
-                position = await consumer.position(partition)
+                offset = await consumer.position(partition)  # aiokafka's name for the fetch offset
                 highwater = consumer.highwater(partition)
             except IllegalStateError:
                 continue  # the fetch loop placed the partitions anew meanwhile
             if not self._handing_on:
-                self._positions.reached(partition, position)
+                self._offsets.reached(partition, offset)
             if highwater is not None:
-                lag += max(0, highwater - position)
+                lag += max(0, highwater - offset)
         self._status.assigned = set(resumer.assigned)
-        self._status.positioned = bool(resumer.assigned)
+        self._status.offsets_known = bool(resumer.assigned)
         # Records in the broker not yet read, over all partitions (as of the last fetch).
         self._metrics.gauge(Metric.PARTITION_LAG, lag)

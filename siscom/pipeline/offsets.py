@@ -1,7 +1,9 @@
 """Where the consumer reads each partition from, so that a broker restart skips and repeats nothing.
 
+(In this product a "position" is a GPS fix; a place in a Kafka log is an "offset".)
+
 The consumer joins no group and assigns itself every partition of its topics. This module is its
-memory of how far it got, :class:`ReadPositions`: per partition, the offset after the last record
+memory of how far it got, :class:`ReadOffsets`: per partition, the offset after the last record
 it handed on and a fingerprint of that record. The gateway owns it, so it outlives the consumer
 actor. A :class:`Resumer` applies it each time the consumer places its partitions (on every
 connection, and when the partitions of a topic change):
@@ -38,7 +40,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Mark", "ReadPositions", "Resumer", "fingerprint"]
+__all__ = ["Mark", "ReadOffsets", "Resumer", "fingerprint"]
 
 Batches = dict[TopicPartition, list[ConsumerRecord]]
 
@@ -54,11 +56,11 @@ class Mark(NamedTuple):
     #: The offset of the next record to hand on.
     next_offset: int
     #: Fingerprint of the record at ``next_offset - 1``, when that one was handed on; None when
-    #: only a position was reached (no record read from this partition yet).
+    #: only an offset was reached (no record read from this partition yet).
     last: int | None
 
 
-class ReadPositions:
+class ReadOffsets:
     """Per partition, how far the consumer got; see the module docstring for how it is used."""
 
     def __init__(self) -> None:
@@ -76,10 +78,10 @@ class ReadPositions:
                 last = records[-1]
                 self._marks[partition] = Mark(last.offset + 1, fingerprint(last))
 
-    def reached(self, partition: TopicPartition, position: int) -> None:
-        """Note a position of a partition none of whose records has been handed on yet."""
+    def reached(self, partition: TopicPartition, offset: int) -> None:
+        """Note the fetch offset of a partition none of whose records has been handed on yet."""
         if partition not in self._marks:
-            self._marks[partition] = Mark(position, None)
+            self._marks[partition] = Mark(offset, None)
 
     def forget(self, partition: TopicPartition) -> None:
         self._marks.pop(partition, None)
@@ -101,29 +103,29 @@ class ReadPositions:
 class Resumer:
     """Places partitions on one connected consumer and checks the logs it resumes."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, positions: ReadPositions) -> None:
+    def __init__(self, consumer: AIOKafkaConsumer, offsets: ReadOffsets) -> None:
         self._consumer = consumer
-        self._positions = positions
+        self._offsets = offsets
         #: Partitions resumed but not yet proven to be the logs we read before.
         self._unconfirmed: dict[TopicPartition, Mark] = {}
         self.assigned: frozenset[TopicPartition] = frozenset()
 
     async def place(self, partitions: Iterable[TopicPartition]) -> None:
-        """Assign exactly ``partitions``, each positioned as the module docstring says."""
-        consumer, positions = self._consumer, self._positions
+        """Assign exactly ``partitions``, each read from where the module docstring says."""
+        consumer, offsets = self._consumer, self._offsets
         wanted = frozenset(partitions)
         # Between assign() and the seeks below nothing awaits, so the fetcher never starts a
-        # partition from a position we did not choose.
+        # partition from an offset we did not choose.
         consumer.assign(sorted(wanted))
         self._unconfirmed.clear()
         from_start = []
         for partition in wanted:
-            mark = positions.mark(partition)
+            mark = offsets.mark(partition)
             if mark is not None:
                 self._resume(partition, mark)
-            elif positions.is_new(partition):
+            elif offsets.is_new(partition):
                 from_start.append(partition)
-        positions.looked(wanted)
+        offsets.looked(wanted)
         self.assigned = wanted
         if from_start:
             logger.info("Reading new partitions from their beginning: %s", _names(from_start))
@@ -138,7 +140,7 @@ class Resumer:
         """
         rechecked = set()
         for partition in self.assigned:
-            mark = self._positions.mark(partition)
+            mark = self._offsets.mark(partition)
             if mark is not None:
                 self._resume(partition, mark)
                 rechecked.add(partition)
@@ -154,12 +156,12 @@ class Resumer:
 
         Drops the re-read records that prove a resumed log, and everything of a replaced one.
         """
-        consumer, positions = self._consumer, self._positions
+        consumer, offsets = self._consumer, self._offsets
         replaced: list[TopicPartition] = []
         for partition in list(batches):
             mark = self._unconfirmed.pop(partition, None)
             if mark is None or mark.last is None:
-                continue  # records past a bare position prove the log reaches it
+                continue  # records past a bare offset prove the log reaches it
             records = batches[partition]
             first = records[0]
             if first.offset == mark.next_offset - 1:
@@ -174,7 +176,7 @@ class Resumer:
             # or the broker skipped it (compaction). The log is not shorter than our offset, so
             # nothing proves it replaced: carry on with what came.
         for partition in self.assigned:
-            mark = self._unconfirmed.get(partition) or positions.mark(partition)
+            mark = self._unconfirmed.get(partition) or offsets.mark(partition)
             end = consumer.highwater(partition)
             if mark is None or end is None:
                 continue
@@ -191,13 +193,13 @@ class Resumer:
 
     async def _restart(self, partitions: list[TopicPartition]) -> None:
         for partition in partitions:
-            mark = self._positions.mark(partition)
+            mark = self._offsets.mark(partition)
             logger.warning(
                 "%s[%d]: the log no longer holds what was read up to offset %s (broker restarted "
                 "without its data, or topic recreated); reading it again from its beginning",
                 partition.topic, partition.partition, mark.next_offset if mark else "?",
             )
-            self._positions.forget(partition)
+            self._offsets.forget(partition)
         await self._consumer.seek_to_beginning(*partitions)
 
 

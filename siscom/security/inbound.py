@@ -2,8 +2,8 @@
 
 A client sends almost nothing in normal use (a subscription change now and then; a ping every
 20 s or so from non-browser clients), but each message costs a parse and an ack, and each ping a
-pong written back. Past its allowance a client is closed with 1008 "too many messages" and
-counted, so a flood costs the server at most a burst.
+pong written back. Past its allowance a client is closed with 1008 "too many messages" (by its
+:class:`~siscom.core.stream.StreamCore`) and counted, so a flood costs the server at most a burst.
 
 Pure: the caller passes the time (the event loop's clock).
 """
@@ -14,10 +14,7 @@ from dataclasses import dataclass
 
 from siscom.core.buckets import TokenBucket
 
-__all__ = ["InboundLimits", "InboundRates", "TOO_MANY_MESSAGES"]
-
-#: The close reason a client sees past its allowance.
-TOO_MANY_MESSAGES = "too many messages"
+__all__ = ["InboundLimits", "InboundRates"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,8 @@ is the wsproto ``Connection`` whose ``events()`` Hypercorn iterates for every ch
 module shadows that one method on that one connection with a generator that reports each ping
 and pong. Once the client is past its allowance, or its session no longer listens (it is closing,
 whatever the reason), the connection goes deaf: ``receive_data`` is replaced too, so whatever the
-client still sends is read off the socket and dropped unparsed, with no pong written back.
+client still sends is dropped unparsed, with no pong written back, and the socket is no longer
+read (through :class:`~siscom.web.hypercorn_link.HypercornConnection`, which reaches it).
 Parsing a flood frame by frame is what costs (a few microseconds per ping in wsproto); a pong per
 ping at least slowed the sender down, dropping pings without parsing less costs even less.
 
@@ -28,14 +29,22 @@ from typing import Any
 from wsproto.connection import Connection
 from wsproto.events import Event, Ping, Pong
 
+from siscom.web.hypercorn_link import HypercornConnection
+
 __all__ = ["watch_control_frames"]
 
 
-def watch_control_frames(asgi_send: Any, allow: Callable[[], bool], listening: Callable[[], bool]) -> bool:
+def watch_control_frames(
+    asgi_send: Any,
+    allow: Callable[[], bool],
+    listening: Callable[[], bool],
+    link: HypercornConnection | None = None,
+) -> bool:
     """Call ``allow()`` for each ping or pong the client sends on the connection under ``asgi_send``.
 
     While ``allow()`` returns True the frame is handled as before (a ping is answered). When it
-    returns False, or ``listening()`` does, the connection goes deaf (see the module's text).
+    returns False, or ``listening()`` does, the connection goes deaf (see the module's text), and
+    ``link``, the same connection's, if any, stops reading its socket.
     Returns False, changing nothing, when the server is not the Hypercorn this was written
     against (or the WebSocket is not accepted yet); True, changing nothing, when the connection
     is already closed.
@@ -50,12 +59,12 @@ def watch_control_frames(asgi_send: Any, allow: Callable[[], bool], listening: C
 
     def watched() -> Iterator[Event]:
         if connection.receive_data is _discard:  # deaf: what wsproto still holds is dropped too
-            _pause_reading(stream)
+            _pause_reading(link)
             return
         for event in events():
             if (isinstance(event, Ping | Pong) and not allow()) or not listening():
                 connection.receive_data = _discard  # type: ignore[method-assign]
-                _pause_reading(stream)
+                _pause_reading(link)
                 return
             yield event
 
@@ -67,17 +76,9 @@ def _discard(data: bytes | None) -> None:
     """What a deaf connection does with the bytes it reads."""
 
 
-def _pause_reading(stream: Any) -> None:
-    """Stop reading the socket of a deaf connection, where Hypercorn's objects allow it.
-
-    Hypercorn 0.18 over HTTP/1.1: ``WSStream.send`` is ``H11Protocol.stream_send``, whose
-    ``send`` is ``TCPServer.protocol_send``, whose ``writer`` holds the asyncio transport. Called
-    again for any data that still arrives (asyncio's stream reader may resume a transport it had
-    paused itself). Without it, a deaf connection still reads and drops what comes.
-    """
-    protocol = getattr(getattr(stream, "send", None), "__self__", None)
-    server = getattr(getattr(protocol, "send", None), "__self__", None)
-    transport = getattr(getattr(server, "writer", None), "transport", None)
-    pause = getattr(transport, "pause_reading", None)
-    if pause is not None and getattr(transport, "is_reading", lambda: False)():
-        pause()
+def _pause_reading(link: HypercornConnection | None) -> None:
+    """Stop reading the socket of a deaf connection, where there is a link to it. Called again for
+    any data that still arrives (asyncio's stream reader may resume a transport it had paused
+    itself). Without a link, a deaf connection still reads and drops what comes."""
+    if link is not None:
+        link.pause_reading()

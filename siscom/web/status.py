@@ -25,7 +25,7 @@ def status_blueprint(gateway: Gateway) -> Blueprint:
 
     @blueprint.get("/ready")
     async def ready():
-        """200 once the consumer is connected and positioned on every partition, else 503."""
+        """200 once the consumer is connected and has a read offset on every partition, else 503."""
         kafka = gateway.kafka
         reason = gateway.not_ready_reason()
         body = {

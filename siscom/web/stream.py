@@ -1,9 +1,13 @@
 """``GET /api/v1/stream``: validate the request, then hand the socket to a session actor.
 
 Checks run cheapest first: the browser's origin (refused with 403 before the handshake), the
-address's handshake rate (429 before the handshake, when limited), a free connection slot (1013), the client's token (1008), then the query and the devices the token
-grants (1008). Refusals after the handshake carry an error frame saying why, because a browser
+address's handshake rate (429 before the handshake, when limited), a free connection slot (1013),
+the client's token (1008), then the query and the devices the token grants (1008). Refusals after the handshake carry an error frame saying why, because a browser
 sees nothing of a refused handshake but the close.
+
+The route also watches for the server stopping (Hypercorn's worker context, found through the
+first stream's connection) and then drains the gateway: every client gets its 1001 before the
+server waits for connections to end, under ``siscom serve`` and plain Hypercorn alike.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ from siscom.gateway import Gateway
 from siscom.core.peers import client_address
 from siscom.core.protocol import BadRequest, CloseCode, parse_device_ids
 from siscom.security.headers import SECURITY_HEADERS
-from siscom.security.inbound import InboundLimits
 from siscom.security.tokens import SUBPROTOCOL, Forbidden, TokenError, find_token
 from siscom.web.control_frames import watch_control_frames
+from siscom.web.hypercorn_link import HypercornConnection
 from siscom.web.transport import QuartTransport
 from siscom.metrics import Metric
 
@@ -49,13 +53,28 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
         await websocket.send(error.frame())
         await websocket.close(CloseCode.POLICY_VIOLATION, reason)
 
+    def abandoned(connection: HypercornConnection | None, peer: str) -> bool:
+        """True (and the connection closed) when bytes came before the handshake's answer:
+        Hypercorn answered 400 and will tell this route nothing more, nor close the connection
+        (see hypercorn_link)."""
+        if connection is None or not connection.abandoned:
+            return False
+        gateway.metrics.incr(Metric.REJECTED_REQUESTS)
+        logger.info("Dropping stream of %s: data before the handshake completed (answered 400)", peer)
+        connection.close()
+        asyncio.get_running_loop().call_later(gateway.limits.close_linger_seconds, connection.abort)
+        return True
+
     @blueprint.websocket("/api/v1/stream")
     async def stream() -> Response | None:
         peer = client_address(websocket.remote_addr, websocket.headers.get("X-Forwarded-For"), trusted_proxies)
+        connection = HypercornConnection.of(websocket.asgi_send)
         origin = websocket.headers.get("Origin")
         if not guard.origins.allows(origin):
             gateway.metrics.incr(Metric.ORIGIN_REFUSALS)
             logger.warning("Refusing stream for %s: origin %r not allowed", peer, origin[:100] if origin else origin)
+            if abandoned(connection, peer):  # no answer of ours could reach it
+                return None
             # Returned before accepting, this becomes the HTTP answer to the handshake.
             return Response("origin not allowed\n", 403, {**SECURITY_HEADERS, "Content-Type": "text/plain"})
         handshakes = guard.handshakes
@@ -63,11 +82,17 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
             # Refused before the upgrade: a flood of handshakes costs an HTTP answer each, no more.
             gateway.metrics.incr(Metric.HANDSHAKE_RATE_REFUSALS)
             logger.debug("Refusing stream for %s: too many handshakes", peer)
+            if abandoned(connection, peer):
+                return None
             headers = {**SECURITY_HEADERS, "Content-Type": "text/plain", "Retry-After": str(handshakes.retry_after())}
             return Response("too many handshakes\n", 429, headers)
         # A browser that offered the token as a subprotocol fails the handshake unless one is chosen.
         subprotocol = SUBPROTOCOL if SUBPROTOCOL in websocket.requested_subprotocols else None
         await websocket.accept(subprotocol=subprotocol)
+        if abandoned(connection, peer):
+            return None
+        if connection is not None:
+            gateway.drain_when(connection.server_stopping)
         refusal = guard.limiter.acquire(peer)
         if refusal is not None:
             gateway.metrics.incr(Metric.CONNECTION_LIMIT_REFUSALS)
@@ -75,12 +100,12 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
             await websocket.close(CloseCode.TRY_AGAIN_LATER, refusal)
             return None
         try:
-            await serve(peer)
+            await serve(peer, connection)
         finally:
             guard.limiter.release(peer)
         return None
 
-    async def serve(peer: str) -> None:
+    async def serve(peer: str, connection: HypercornConnection | None) -> None:
         try:
             token = find_token(
                 websocket.headers.get("Authorization"), websocket.requested_subprotocols, websocket.args.get("token")
@@ -105,30 +130,27 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
                 await refuse(peer, Metric.FORBIDDEN_REQUESTS, error, "device not allowed")
                 return
 
-        connection = websocket._get_current_object()
-        transport = QuartTransport(connection, peer)
+        transport = QuartTransport(websocket._get_current_object(), peer, connection)
         try:
-            session = await gateway.open_session(
-                transport,
-                device_ids,
-                allowed_devices=grant.devices if grant is not None else None,
-                expires_at=grant.expires_at if grant is not None else None,
-                inbound=InboundLimits(guard.inbound, asyncio.get_running_loop().time()),
-            )
+            session = await gateway.open_session(transport, device_ids, grant=grant)
         except RuntimeError:
             await websocket.close(CloseCode.TRY_AGAIN_LATER, "server not accepting streams")
             return
-        asgi_send = getattr(connection, "asgi_send", None)
-        if watch_pings and not watch_control_frames(asgi_send, session.control_frame, lambda: session.listening):
-            warn_unwatched()
+        # No await between the start of the session and this try: a disconnect (the route
+        # cancelled) always reaches the handler below, which ends the session.
         try:
+            if watch_pings and not watch_control_frames(
+                websocket.asgi_send, session.control_frame, lambda: session.listening, connection
+            ):
+                warn_unwatched()
             await session.finished.wait()
             # A stalled client's close frame may still wait behind what it has not read.
             await session.close_sent()
-        finally:
-            # Cancelled by Quart when the client disconnects: the session must stop too.
-            if not session.finished.is_set():
-                await gateway.end_session(session)
+        except asyncio.CancelledError:
+            # Quart cancels the route when the client disconnects: its session ends (if not
+            # already), and there is no connection left to drop.
+            session.client_left()
+            raise
 
     return blueprint
 

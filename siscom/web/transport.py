@@ -1,58 +1,44 @@
-"""The few things a session needs from a WebSocket, apart from how the server provides them.
-
-Sessions talk to a :class:`Transport`; :class:`QuartTransport` adapts the websocket object of a
-Quart route. Keeping this seam narrow lets unit tests drive a session with a fake and lets the
-send path be tuned without touching session logic.
+"""Quart's websocket adapted to what a session needs (:class:`~siscom.sessions.transport.Transport`),
+and the cheapest send path Quart offers for streaming many frames.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 from quart.asgi import ASGIWebsocketConnection
 from quart.wrappers import Websocket
 
-
-class ClientGone(Exception):
-    """The client has disconnected; nothing more can be sent or received."""
-
-
-class Transport(Protocol):
-    peer: str
-    gone: bool
-
-    async def send(self, text: str) -> None: ...
-
-    async def receive(self) -> str | bytes: ...
-
-    async def close(self, code: int, reason: str) -> None: ...
+from siscom.web.hypercorn_link import HypercornConnection
 
 
 class QuartTransport:
-    """A :class:`Transport` over the websocket of a Quart route (already accepted)."""
+    """A :class:`~siscom.sessions.transport.Transport` over the websocket of a Quart route
+    (already accepted); ``connection`` drops the TCP connection when the server allows it."""
 
-    __slots__ = ("_websocket", "peer", "gone", "_closed")
+    __slots__ = ("_websocket", "peer", "_closed", "_connection")
 
-    def __init__(self, websocket: Websocket, peer: str) -> None:
+    def __init__(self, websocket: Websocket, peer: str, connection: HypercornConnection | None) -> None:
         self._websocket = websocket
         self.peer = peer
-        #: Set by the route when Quart reports the client's disconnect.
-        self.gone = False
         self._closed = False
+        self._connection = connection
 
     async def send(self, text: str) -> None:
-        if self.gone:
-            raise ClientGone(self.peer)
         await self._websocket.send(text)
 
     async def receive(self) -> str | bytes:
         return await self._websocket.receive()
 
     async def close(self, code: int, reason: str) -> None:
-        if self.gone or self._closed:
+        if self._closed:
             return
         self._closed = True
         await self._websocket.close(code, reason)
+
+    def abort(self) -> None:
+        if self._connection is not None:
+            self._connection.abort()
 
 
 class StreamWebsocket(Websocket):
@@ -66,7 +52,7 @@ class StreamWebsocket(Websocket):
     """
 
     _stream_accepted = False
-    #: The server's ASGI ``send`` for this connection (see :mod:`siscom.web.control_frames`).
+    #: The ASGI ``send`` of this websocket's connection (see :class:`StreamWebsocketConnection`).
     asgi_send: Any = None
 
     async def accept(self, headers: Any = None, subprotocol: str | None = None) -> None:
@@ -84,12 +70,14 @@ class StreamWebsocketConnection(ASGIWebsocketConnection):
     """Quart's ASGI websocket handling, without the ``websocket_sent`` signal after each frame.
 
     Nothing in this service listens to that signal, and firing it costs a coroutine per frame
-    per client. It is the application's :attr:`quart.Quart.asgi_websocket_class`.
+    per client. It also hands the websocket the ASGI ``send`` it was given, through which the
+    route finds the server's connection (:class:`~siscom.web.hypercorn_link.HypercornConnection`).
+    It is the application's :attr:`quart.Quart.asgi_websocket_class`.
     """
 
     def _create_websocket_from_scope(self, send: Any) -> Websocket:
         websocket = super()._create_websocket_from_scope(send)
-        websocket.asgi_send = send  # type: ignore[attr-defined]  # a StreamWebsocket
+        websocket.asgi_send = send
         return websocket
 
     async def send_data(self, send: Any, data: str | bytes) -> None:

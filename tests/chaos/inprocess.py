@@ -1,7 +1,8 @@
 """The gateway served in the test's own event loop, by Hypercorn, as ``siscom serve`` serves it.
 
 For tests that must look inside while real clients talk to it over real sockets: count the
-loop's tasks, make an actor fail on purpose, read the supervision tree. Its log records are kept
+loop's tasks, make an actor fail on purpose (a gateway built with faulty actors), read the
+supervision tree. Its log records are kept
 (INFO and up), so a test can check what was logged, and how much.
 """
 
@@ -15,6 +16,7 @@ from siscom.app import create_app, gateway_of
 from siscom.cli import hypercorn_config
 from siscom.config import Settings
 from siscom.dev.broker import free_port
+from siscom.gateway import Gateway
 from support.http import http_get
 
 
@@ -42,8 +44,8 @@ class LogRecorder(logging.Handler):
 class InProcessServer:
     """``async with InProcessServer(settings) as server``: serving until the block ends."""
 
-    def __init__(self, settings: Settings, host: str = "127.0.0.1") -> None:
-        self.app = create_app(settings)
+    def __init__(self, settings: Settings, host: str = "127.0.0.1", gateway: Gateway | None = None) -> None:
+        self.app = create_app(settings, gateway)
         self.gateway = gateway_of(self.app)
         self.host = host
         self.port = free_port(host)

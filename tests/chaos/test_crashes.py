@@ -17,12 +17,13 @@ import time
 import pytest
 
 from siscom.config import Settings
+from siscom.gateway import Gateway
 from supervisors import Supervisor
 from support import ServerProcess, ws_client
 from support.http import http_get_json
 from support.server import REPO_ROOT
 from support.status import wait_ready, wait_stats
-from chaos.faults import DECODER_POISON, ROUTER_POISON, InjectedFault, install
+from chaos.faults import DECODER_POISON, ROUTER_POISON, InjectedFault, actors
 from chaos.inprocess import InProcessServer
 from chaos.readiness import ReadyWatch
 from chaos.traffic import FrameLog, Producer, position, sequences
@@ -51,10 +52,12 @@ async def wait_for(condition, timeout: float, what: str) -> None:
         await asyncio.sleep(0.02)
 
 
-def in_process(broker, topic: str) -> InProcessServer:
-    return InProcessServer(
-        Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic, "KAFKA_FETCH_MAX_WAIT_MS": "10"})
+def in_process(broker, topic: str, fault: str) -> InProcessServer:
+    """The gateway in-process, its pipeline built with the faulty actors of ``fault``."""
+    settings = Settings.from_env(
+        {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic, "KAFKA_FETCH_MAX_WAIT_MS": "10"}
     )
+    return InProcessServer(settings, gateway=Gateway(settings, **actors(fault)))
 
 
 def crash_lines(server: InProcessServer, actor: str) -> list[logging.LogRecord]:
@@ -72,12 +75,11 @@ def crash_lines(server: InProcessServer, actor: str) -> list[logging.LogRecord]:
     ],
 )
 async def test_a_crashing_actor_is_restarted_and_clients_stay_connected_and_keep_receiving(
-    broker, topic, monkeypatch, scenario, letter, actor, fault, poison, restarted
+    broker, topic, scenario, letter, actor, fault, poison, restarted
 ):
     scenario.title = f"4{letter}. {actor} crash (injected)"
     scenario.target = "restarted; clients open and receiving"
-    install(fault, monkeypatch.setattr)
-    async with in_process(broker, topic) as server:
+    async with in_process(broker, topic, fault) as server:
         await wait_ready(server)
         async with ws_client(server.ws_url()) as client, FrameLog(client) as log:
             await wait_stats(server, lambda s: s["connections"] == 1)
@@ -107,12 +109,11 @@ async def test_a_crashing_actor_is_restarted_and_clients_stay_connected_and_keep
 
 
 async def test_crashes_beyond_the_pipeline_intensity_restart_the_pipeline_and_sessions_stay(
-    broker, topic, monkeypatch, scenario
+    broker, topic, scenario
 ):
     scenario.title = "4c. decoder crash-loop: escalation"
     scenario.target = "pipeline gives up; root restarts it; clients stay"
-    install("decoder-poison", monkeypatch.setattr)
-    async with in_process(broker, topic) as server:
+    async with in_process(broker, topic, "decoder-poison") as server:
         await wait_ready(server)
         async with ws_client(server.ws_url()) as client, FrameLog(client) as log:
             await wait_stats(server, lambda s: s["connections"] == 1)
@@ -142,11 +143,10 @@ async def test_crashes_beyond_the_pipeline_intensity_restart_the_pipeline_and_se
     scenario.figure("client", "stayed open, got 5/5 records after the pipeline came back")
 
 
-async def test_when_the_root_gives_up_ready_says_so_and_clients_are_told_to_go(broker, topic, monkeypatch, scenario):
+async def test_when_the_root_gives_up_ready_says_so_and_clients_are_told_to_go(broker, topic, scenario):
     scenario.title = "4d. consumer crash-loop: root gives up"
     scenario.target = "/ready 503 'tree failed'; logged CRITICAL"
-    install("consumer-crash", monkeypatch.setattr)
-    async with in_process(broker, topic) as server:
+    async with in_process(broker, topic, "consumer-crash") as server:
         async with ws_client(server.ws_url()) as client, FrameLog(client) as log, ReadyWatch(server.url) as ready:
             started = time.monotonic()
             await asyncio.wait_for(server.gateway.failed.wait(), 30)
@@ -168,11 +168,11 @@ async def test_when_the_root_gives_up_ready_says_so_and_clients_are_told_to_go(b
 
 
 class FaultyServer(ServerProcess):
-    """``siscom serve`` with a fault installed, through the test-only ``chaos.faulty_server``."""
+    """``siscom serve`` with a faulty actor, through the test-only ``chaos.faulty_server``."""
 
     @property
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "chaos.faulty_server", "serve", "--bind", f"{self.host}:{self.port}"]
+        return [sys.executable, "-m", "chaos.faulty_server", "--bind", f"{self.host}:{self.port}"]
 
 
 @pytest.fixture

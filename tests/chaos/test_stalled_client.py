@@ -4,7 +4,8 @@ Its TCP window fills, the server's writes to it stall. The promise: the other cl
 record as fast as without it, the server's memory stays bounded, the stalled client's positions
 are conflated, and past ``STREAM_SEND_TIMEOUT_SECONDS`` of stalling it is closed with 1013 and
 counted. Its session ends even though its socket stays blocked; the close frame waits in the
-socket behind the data it has not read, and it sees 1013 when it reads again.
+socket behind the data it has not read, and it sees 1013 when it reads again within
+``STREAM_CLOSE_LINGER_SECONDS`` (after that the connection is dropped: tests/security/).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ CHUNK_INTERVAL = 0.01
 #: for a socket, so a client only stalls the server's writes once that much is unread.
 PADDING = "x" * 850
 SEND_TIMEOUT = 4.0
+#: These clients read again only after the run (many seconds after their 1013): the connection
+#: must outlive their session that long (STREAM_CLOSE_LINGER_SECONDS, 5 s by default, drops it).
+LINGER = "60"
 
 
 async def produce_paced(bootstrap: str, first_seq: int) -> None:
@@ -77,6 +81,7 @@ async def test_a_client_that_never_reads_is_conflated_then_closed_while_others_k
             "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
             "KAFKA_TOPIC": TOPIC,
             "STREAM_SEND_TIMEOUT_SECONDS": str(SEND_TIMEOUT),
+            "STREAM_CLOSE_LINGER_SECONDS": LINGER,
             "LOG_LEVEL": "INFO",
         }
     )
@@ -137,6 +142,7 @@ async def test_a_stalled_client_that_keeps_pinging_gets_its_1013_when_it_reads_a
             "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
             "KAFKA_TOPIC": TOPIC,
             "STREAM_SEND_TIMEOUT_SECONDS": "2",
+            "STREAM_CLOSE_LINGER_SECONDS": LINGER,
             "LOG_LEVEL": "INFO",
         }
     )

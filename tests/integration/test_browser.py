@@ -10,27 +10,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from siscom.dev.simulator import device_ids, run_simulator
-from support.binaries import CHROMIUM, require_module, require_program
+from support.browser import chromium
 from support.kafka import produce
 from support.status import wait_ready, wait_stats
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 # The product brief's client snippets, verbatim (only the host:port of the first two changes).
 ALL_EVENTS = """\
@@ -72,16 +61,8 @@ eventSource.onclose = (event) => {
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
-    require_program("chromium", "chromium", path=CHROMIUM)
-    require_module("playwright.async_api", "playwright")
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+    async with chromium() as browser:
+        yield browser
 
 
 class Console:
@@ -148,8 +129,11 @@ async def test_the_briefs_javascript_clients_receive_their_devices_frames(make_s
     assert (len(everything.frames), len(filtered.frames), len(one.frames)) == (9, 6, 3)
 
 
-async def test_the_demo_page_draws_the_simulated_vehicles(make_server, broker, topic, browser, tmp_path: Path):
-    server = make_server()
+async def test_with_tiles_off_the_demo_page_draws_the_vehicles_on_a_grid_from_this_server_alone(
+    make_server, broker, topic, browser
+):
+    """With STREAM_MAP_TILE_URL=off the page needs nothing but this server: a site without Internet."""
+    server = make_server(STREAM_MAP_TILE_URL="off")
     await wait_ready(server)
     fleet = device_ids(12)
     stop = asyncio.Event()
@@ -157,12 +141,17 @@ async def test_the_demo_page_draws_the_simulated_vehicles(make_server, broker, t
     try:
         page = await browser.new_page(viewport={"width": 1280, "height": 800})
         console = Console(page)
+        requests: list[str] = []
+        page.on("request", lambda request: requests.append(request.url))
+        failures: list[str] = []
+        page.on("response", lambda response: response.status >= 400 and failures.append(f"{response.status} {response.url}"))
         await page.goto(f"{server.url}/")
-        markers = page.locator("g.marker[data-device-id]")
+        markers = page.locator("#map svg g.marker[data-device-id]")
         async with asyncio.timeout(15):
             while await markers.count() < len(fleet):
                 await asyncio.sleep(0.1)
         assert sorted(await markers.evaluate_all("els => els.map(e => e.dataset.deviceId)")) == fleet
+        assert await page.locator("#map .leaflet-tile").count() == 0
         # Markers sit inside the map, and the device list has a row per vehicle.
         box = await page.locator("#map").bounding_box()
         for marker in await markers.all():
@@ -170,8 +159,6 @@ async def test_the_demo_page_draws_the_simulated_vehicles(make_server, broker, t
             assert box["x"] <= inside["x"] <= box["x"] + box["width"]
             assert box["y"] <= inside["y"] <= box["y"] + box["height"]
         assert await page.locator("#devices tbody tr").count() == len(fleet)
-        await asyncio.sleep(1.0)  # let the trails grow a little for the picture
-        await page.screenshot(path=tmp_path / "demo.png")
 
         # The filter box reconnects with device_ids: only that vehicle is left.
         await page.fill("#device-ids", fleet[3])
@@ -182,6 +169,8 @@ async def test_the_demo_page_draws_the_simulated_vehicles(make_server, broker, t
         assert await markers.get_attribute("data-device-id") == fleet[3]
         await wait_stats(server, lambda s: s["connections"] == 1)
         assert not [line for line in console.lines if "rror" in line], console.lines
+        assert failures == []
+        assert [url for url in requests if not url.startswith((f"{server.url}/", "data:"))] == []
     finally:
         stop.set()
         await asyncio.wait_for(simulator, 10)

@@ -108,6 +108,21 @@ async def test_keep_alive_pings_arrive_at_the_configured_interval(make_server):
     assert 0.6 <= elapsed < 3.0
 
 
+async def test_on_an_idle_stream_each_ping_comes_about_one_interval_after_the_open_or_the_last_ping(make_server):
+    """Proxies are set to cut streams silent for just over the interval: a ping late by half an
+    interval or more would get idle clients cut in production."""
+    interval = 0.5
+    server = make_server(STREAM_KEEPALIVE_SECONDS=str(interval), STREAM_SNAPSHOT="false")
+    async with ws_client(server.ws_url("/api/v1/stream?device_ids=idle-1"), skip_pings=False) as client:
+        times = [time.monotonic()]
+        for _ in range(4):
+            assert (await client.next_frame(3 * interval))["event"] == "ping"
+            times.append(time.monotonic())
+    gaps = [later - earlier for earlier, later in zip(times, times[1:])]
+    print(f"\nSTREAM_KEEPALIVE_SECONDS={interval}: gaps between open and pings {[round(g, 3) for g in gaps]} s")
+    assert all(0.8 * interval <= gap <= 1.5 * interval for gap in gaps), gaps
+
+
 @pytest.mark.parametrize(
     ("query", "fragment"),
     [
@@ -137,6 +152,7 @@ async def test_malformed_records_are_counted_and_skipped_while_good_ones_flow(ma
         b'"a string"',
         b'{"data": {"SPEED": "1"}}',
         b'{"data": {"DEVICE_ID": "big", "pad": "' + b"x" * 3000 + b'"}}',
+        b'{"data": {"DEVICE_ID": "no spaces allowed", "SEQ": 99}}',  # no client could name it
     ]
     async with ws_client(server.ws_url()) as client:
         await wait_stats(server, lambda s: s["connections"] == 1)
@@ -147,7 +163,7 @@ async def test_malformed_records_are_counted_and_skipped_while_good_ones_flow(ma
     assert body["records"] == len(bad) + 2
     log = server.log_text()
     assert f"{topic}[0]@1 (not UTF-8" in log
-    assert "no device id" in log and "too large" in log and "not JSON" in log
+    assert "no device id" in log and "too large" in log and "not JSON" in log and "bad device id" in log
 
 
 async def test_without_a_broker_the_app_serves_and_delivers_once_one_appears(server_factory, broker_factory, tmp_path):
@@ -212,6 +228,7 @@ def test_bad_configuration_stops_the_start_with_one_line(server_factory):
         "KAFKA_TOPIC": "tracking/data",
         "KAFKA_AUTO_OFFSET_RESET": "newest",
         "STREAM_KEEPALIVE_SECONDS": "soon",
+        "KAFKA_FETCH_MAX_WAIT_MS": "0",  # an idle gateway would poll the broker in a busy loop
     }
     for variable, value in cases.items():
         server = server_factory({variable: value}, started=False)

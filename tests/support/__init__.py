@@ -5,7 +5,7 @@ clients on real sockets.  Each helper that starts something also knows how
 to stop it.
 """
 
-from siscom.dev.broker import free_port
+from siscom.dev.processes import free_port
 
 from .http import http_get, http_get_json
 from .kafka import consume, produce

@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from siscom.dev.broker import free_port
-from siscom.dev.processes import terminate
+from siscom.dev.processes import ChildProcess, StartFailed, free_port, log_tail, port_accepts
 
 from .server import REPO_ROOT
 
@@ -103,7 +100,7 @@ class Nginx:
                 "SISCOM_NGINX_READ_TIMEOUT": read_timeout,
             },
         )
-        self._process: subprocess.Popen[bytes] | None = None
+        self._child: ChildProcess | None = None
 
     @property
     def url(self) -> str:
@@ -128,37 +125,22 @@ class Nginx:
         check = subprocess.run([*command, "-t"], capture_output=True, text=True, timeout=timeout)
         if check.returncode != 0:
             raise RuntimeError(f"nginx -t rejected the rendered config:\n{check.stderr}\n{self.site}")
-        output = open(self.directory / "stdout.log", "ab")
-        with output:
-            self._process = subprocess.Popen(
-                [*command, "-g", "daemon off;"],
-                stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while not self._listening():
-            if self._process.poll() is not None:
-                raise RuntimeError(f"nginx exited with {self._process.returncode}:\n{self.log_tail()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"nginx not listening within {timeout}s:\n{self.log_tail()}")
-            time.sleep(0.02)
-        return self
-
-    def _listening(self) -> bool:
         try:
-            with socket.create_connection((self.host, self.port), timeout=0.2):
-                return True
-        except OSError:
-            return False
+            self._child = ChildProcess.start(
+                [*command, "-g", "daemon off;"],
+                lambda: port_accepts(self.host, self.port),
+                timeout=timeout,
+                name="nginx",
+                log_path=self.directory / "stdout.log",
+            )
+        except StartFailed as failed:
+            raise RuntimeError(f"{failed}\n{self.log_tail()}") from None
+        return self
 
     def stop(self, timeout: float = 5.0) -> None:
         """Fast shutdown (SIGTERM to the master, which ends its workers); SIGKILL if it hangs."""
-        if self._process is not None:
-            terminate(self._process, timeout)
+        if self._child is not None:
+            self._child.stop(timeout)
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.error_log.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.error_log, lines)

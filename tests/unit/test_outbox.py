@@ -1,6 +1,7 @@
-"""The session outbox: FIFO while the client keeps up, conflating when it falls behind."""
+"""The session outbox: FIFO while the client keeps up, conflating when it falls behind.
 
-import asyncio
+The outbox is pure (no event loop): these tests call it directly and need no waiting.
+"""
 
 import pytest
 
@@ -18,117 +19,106 @@ def alert(device: str, n: int) -> Delivery:
     return Delivery(device, f"alert {device}:{n}", True, 0)
 
 
-async def take_all(outbox: Outbox) -> list[str]:
+def take_all(outbox: Outbox) -> list[str]:
     """Everything waiting, over as many takes (chunks) as that needs."""
     texts: list[str] = []
     while len(outbox):
-        texts += await outbox.take(1.0)
+        texts += outbox.take()
     return texts
 
 
-async def test_a_client_that_keeps_up_gets_every_frame_in_order():
+def test_a_client_that_keeps_up_gets_every_frame_in_order():
     outbox = Outbox(soft_limit=10, max_alerts=10)
     for n in range(5):
         outbox.put_delivery(position("a", n))
-    assert await outbox.take(1.0) == [f"a:{n}" for n in range(5)]
+    assert outbox.take() == [f"a:{n}" for n in range(5)]
     assert outbox.conflated == 0
 
 
-async def test_a_client_that_falls_behind_gets_the_newest_position_of_each_device():
+def test_a_client_that_falls_behind_gets_the_newest_position_of_each_device():
     outbox = Outbox(soft_limit=4, max_alerts=10)
     for n in range(3):
         outbox.put_delivery(position("a", n))
         outbox.put_delivery(position("b", n))
-    texts = await outbox.take(1.0)
+    texts = outbox.take()
     # Compaction ran when the queue passed 4; later frames arrived after it.
     assert texts[-2:] == ["a:2", "b:2"]
     assert "a:0" not in texts and "b:0" not in texts
     assert outbox.conflated == 6 - len(texts)
 
 
-async def test_alerts_are_never_conflated():
+def test_alerts_are_never_conflated():
     outbox = Outbox(soft_limit=2, max_alerts=100)
     for n in range(20):
         outbox.put_delivery(alert("a", n))
         outbox.put_delivery(position("a", n))
-    texts = await take_all(outbox)
+    texts = take_all(outbox)
     assert [t for t in texts if t.startswith("alert")] == [f"alert a:{n}" for n in range(20)]
     assert "a:19" in texts  # the newest position, where the device first waited
     assert len([t for t in texts if not t.startswith("alert")]) < 20
 
 
-async def test_too_many_waiting_alerts_are_refused():
+def test_too_many_waiting_alerts_are_refused():
     outbox = Outbox(soft_limit=10, max_alerts=3)
     for n in range(3):
         outbox.put_delivery(alert("a", n))
     with pytest.raises(MailboxFull):
         outbox.put_delivery(alert("a", 3))
-    await outbox.take(1.0)
+    outbox.take()
     outbox.put_delivery(alert("a", 4))  # taking frees the bound
 
 
-async def test_memory_stays_bounded_by_the_number_of_devices():
+def test_memory_stays_bounded_by_the_number_of_devices():
     outbox = Outbox(soft_limit=100, max_alerts=10)
     for n in range(100_000):
         outbox.put_delivery(position(f"d{n % 50}", n))
     assert len(outbox) <= 200
-    texts = await take_all(outbox)
+    texts = take_all(outbox)
     newest = {t.split(":")[0]: int(t.split(":")[1]) for t in texts}
     assert newest == {f"d{k}": 100_000 - 50 + k for k in range(50)}
 
 
-async def test_take_returns_nothing_when_the_timeout_passes():
+def test_take_returns_nothing_when_nothing_waits():
     outbox = Outbox(soft_limit=10, max_alerts=10)
-    assert await outbox.take(0.01) == []
+    assert outbox.take() == []
 
 
-async def test_take_wakes_as_soon_as_a_frame_arrives():
+def test_a_waiting_writer_is_woken_once_by_the_next_frame():
     outbox = Outbox(soft_limit=10, max_alerts=10)
-    taker = asyncio.create_task(outbox.take(30))
-    await asyncio.sleep(0)
+    woken: list[int] = []
+    outbox.waker = lambda: woken.append(1)
     outbox.put_delivery(position("a", 1))
-    assert await asyncio.wait_for(taker, 1) == ["a:1"]
+    outbox.put_delivery(alert("a", 2))
+    assert woken == [1]  # once: the waker is forgotten after its call
+    assert outbox.waker is None
+    assert outbox.take() == ["a:1", "alert a:2"]
 
 
-async def test_a_client_behind_gets_chunks_and_what_waits_keeps_being_refreshed():
+def test_a_client_behind_gets_chunks_and_what_waits_keeps_being_refreshed():
     outbox = Outbox(soft_limit=4, max_alerts=10, chunk=3)
     for n in range(10):
         outbox.put_delivery(position(f"d{n}", 0))
-    assert await outbox.take(1.0) == ["d0:0", "d1:0", "d2:0"]
+    assert outbox.take() == ["d0:0", "d1:0", "d2:0"]
     # While that chunk is written, d3 reports again: it keeps its place, with the newer position.
     outbox.put_delivery(position("d3", 1))
-    assert await outbox.take(1.0) == ["d3:1", "d4:0", "d5:0"]
+    assert outbox.take() == ["d3:1", "d4:0", "d5:0"]
     assert outbox.conflated == 1
 
 
-async def test_a_client_that_caught_up_gets_every_frame_again():
+def test_a_client_that_caught_up_gets_every_frame_again():
     outbox = Outbox(soft_limit=2, max_alerts=10)
     for n in range(5):
         outbox.put_delivery(position("a", n))
-    assert await outbox.take(1.0) == ["a:4"]
+    assert outbox.take() == ["a:4"]
     for n in range(5, 7):
         outbox.put_delivery(position("a", n))
-    assert await outbox.take(1.0) == ["a:5", "a:6"]
+    assert outbox.take() == ["a:5", "a:6"]
 
 
-async def test_a_client_that_keeps_up_still_gets_at_most_a_chunk_per_take():
+def test_a_client_that_keeps_up_still_gets_at_most_a_chunk_per_take():
     outbox = Outbox(soft_limit=100, max_alerts=10, chunk=4)
     for n in range(10):
         outbox.put_delivery(position("a", n))
-    assert await outbox.take(1.0) == [f"a:{n}" for n in range(4)]
-    assert await take_all(outbox) == [f"a:{n}" for n in range(4, 10)]
+    assert outbox.take() == [f"a:{n}" for n in range(4)]
+    assert take_all(outbox) == [f"a:{n}" for n in range(4, 10)]
     assert outbox.conflated == 0
-
-
-async def test_one_timer_serves_takes_with_the_same_deadline():
-    outbox = Outbox(soft_limit=10, max_alerts=10)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 0.05
-    for n in range(3):
-        taker = asyncio.create_task(outbox.take(deadline - loop.time()))
-        await asyncio.sleep(0)
-        outbox.put_delivery(position("a", n))
-        assert await taker == [f"a:{n}"]
-    # The deadline still holds for the next wait.
-    assert await asyncio.wait_for(outbox.take(deadline - loop.time()), 1.0) == []
-    assert loop.time() >= deadline - 0.002

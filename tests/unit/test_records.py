@@ -7,7 +7,8 @@ import json
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from siscom.core.protocol import message_frame
+from siscom.core.devices import DEVICE_ID_PATTERN
+from siscom.core.protocol import BadRequest, message_frame, parse_device_ids
 from siscom.core.records import REASONS, Decoded, MalformedRecord, decode_value
 
 LIMIT = 1 << 20
@@ -58,7 +59,8 @@ def test_malformed_record_is_a_value_error():
         ({"data": {"DEVICE_ID": True, "device_id": 7}}, "7"),
         ({"data": {"DEVICE_ID": 848086072}}, "848086072"),
         ({"device_id": -5}, "-5"),
-        ({"device_id": "x" * 256}, "x" * 256),
+        ({"device_id": "x" * 64}, "x" * 64),
+        ({"device_id": "fleet-7:van_2.a"}, "fleet-7:van_2.a"),
     ],
 )
 def test_device_id_is_the_first_usable_candidate(document, expected):
@@ -77,12 +79,31 @@ def test_device_id_is_the_first_usable_candidate(document, expected):
         {"data": {"DEVICE_ID": 1.5}},
         {"data": {"DEVICE_ID": ["a"]}},
         {"data": {"DEVICE_ID": {"id": "a"}}},
-        {"device_id": "x" * 257},
         {"data": [{"DEVICE_ID": "a"}]},
     ],
 )
 def test_record_without_usable_device_id_is_malformed(document):
     assert reason_for(json.dumps(document).encode()) == "no device id"
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"device_id": "x" * 65},
+        {"device_id": "x" * 257},
+        {"device_id": "two words"},
+        {"device_id": " padded"},
+        {"device_id": "a/b"},
+        {"device_id": "a,b"},
+        {"device_id": "Querétaro"},
+        {"device_id": "line\nbreak"},
+        # The first id present decides: a bad DEVICE_ID is not replaced by a good device_id.
+        {"data": {"DEVICE_ID": "not ok!", "device_id": "ok"}},
+    ],
+)
+def test_record_whose_device_id_no_client_could_ask_for_is_malformed(document):
+    """Clients may name only ids of the one rule; a record with another id would reach no one."""
+    assert reason_for(json.dumps(document).encode()) == "bad device id"
 
 
 # -- each kind of malformed value ------------------------------------------------------------------
@@ -163,7 +184,9 @@ json_values = st.recursive(
     ),
     max_leaves=20,
 )
-device_ids = st.text(min_size=1, max_size=40) | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+device_ids = st.from_regex(DEVICE_ID_PATTERN, fullmatch=True) | st.integers(
+    min_value=-(2**63), max_value=2**63 - 1
+)
 
 
 @st.composite
@@ -194,3 +217,23 @@ def test_message_frames_of_decoded_records_round_trip_through_json(record):
     assert decoded == Decoded(device_id, text)
     frame = message_frame(decoded.text)
     assert json.loads(frame) == {"event": "message", "data": json.loads(text)}
+
+
+@settings(max_examples=500, deadline=None)
+@given(device_id=st.text(max_size=80) | st.from_regex(DEVICE_ID_PATTERN, fullmatch=True))
+def test_a_record_id_is_accepted_exactly_when_a_client_may_subscribe_to_it(device_id):
+    """One rule for both sides: decoding and the wire protocol never disagree about an id."""
+    value = json.dumps({"device_id": device_id}).encode()
+    try:
+        decoded = decode_value(value, max_bytes=LIMIT)
+    except MalformedRecord as error:
+        record_ok = False
+        assert error.reason == ("no device id" if device_id == "" else "bad device id")
+    else:
+        record_ok = True
+        assert decoded.device_id == device_id
+    try:
+        client_ok = parse_device_ids(device_id, max_ids=10) == frozenset({device_id})
+    except BadRequest:
+        client_ok = False
+    assert record_ok == client_ok or device_id == ""

@@ -6,7 +6,7 @@ import ssl
 
 import pytest
 
-from siscom.pipeline.consumer import consumer_options
+from siscom.pipeline.kafka import consumer_options
 from siscom.config import Settings
 from support.pki import CertificateAuthority
 

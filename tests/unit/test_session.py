@@ -1,4 +1,6 @@
-"""The session actor, driven through a fake transport: what one client sees, and when it ends."""
+"""The session pump, driven through a fake transport: writes under a deadline, keep-alive timing,
+timers and the close. What the stream decides (frames, subscriptions, grants) is tested without
+I/O in test_stream_core.py."""
 
 from __future__ import annotations
 
@@ -7,19 +9,25 @@ import json
 
 import pytest
 
-import siscom.sessions.session as session_module
-from siscom.sessions.session import Session, SessionLimits
+import time
+
 from siscom.core.deliveries import Delivery
-from siscom.metrics import Metrics
 from siscom.core.protocol import CloseCode, alert_frame, message_frame
+from siscom.core.stream import StreamCore
 from siscom.core.subscriptions import SubscriptionTable
-from siscom.web.transport import ClientGone
+from siscom.metrics import Metrics
+from siscom.security.tokens import Grant
+from siscom.sessions.session import Session, SessionLimits
+from siscom.sessions.transport import ClientGone
 
 BOUND = 50
 
 
 def limits(**changes) -> SessionLimits:
-    values = dict(keepalive_seconds=60.0, send_timeout_seconds=5.0, max_pending_frames=BOUND, max_device_ids=10, snapshot=True)
+    values = dict(
+        keepalive_seconds=60.0, send_timeout_seconds=5.0, max_pending_frames=BOUND, max_device_ids=10, snapshot=True,
+        close_linger_seconds=0.2,
+    )
     values.update(changes)
     return SessionLimits(**values)
 
@@ -32,8 +40,10 @@ class FakeTransport:
     peer = "192.0.2.1"
 
     def __init__(self) -> None:
-        self.gone = False
         self.sent: list[str] = []
+        #: The event-loop time of each frame sent.
+        self.times: list[float] = []
+        self.aborted = False
         self.closed: tuple[int, str] | None = None
         self.writable = asyncio.Event()
         self.writable.set()
@@ -42,10 +52,9 @@ class FakeTransport:
         self.incoming: asyncio.Queue[str | BaseException] = asyncio.Queue()
 
     async def send(self, text: str) -> None:
-        if self.gone:
-            raise ClientGone(self.peer)
         await self.writable.wait()
         self.sent.append(text)
+        self.times.append(asyncio.get_running_loop().time())
 
     async def receive(self) -> str:
         item = await self.incoming.get()
@@ -57,6 +66,9 @@ class FakeTransport:
         await self.closable.wait()
         self.closed = (code, reason)
 
+    def abort(self) -> None:
+        self.aborted = True
+
     def frames(self) -> list[dict]:
         return [json.loads(text) for text in self.sent]
 
@@ -65,17 +77,19 @@ class FakeTransport:
 
 
 class Harness:
-    def __init__(self, device_ids=frozenset({"a", "b"}), **limit_changes) -> None:
+    def __init__(self, device_ids=frozenset({"a", "b"}), grant: Grant | None = None, **limit_changes) -> None:
         self.transport = FakeTransport()
         self.table = SubscriptionTable()
         self.metrics = Metrics()
         self.device_ids = device_ids
         self.limits = limits(**limit_changes)
+        self.grant = grant
         self.session: Session | None = None
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> Session:
-        self.session = Session(self.transport, self.device_ids, table=self.table, limits=self.limits, metrics=self.metrics)
+        core = StreamCore(self.device_ids, table=self.table, policy=self.limits.policy, grant=self.grant)
+        self.session = Session(self.transport, core, name="session-1", limits=self.limits, metrics=self.metrics)
         self.task = asyncio.create_task(self.session.run())
         return self.session
 
@@ -123,6 +137,21 @@ async def test_keep_alives_are_sent_while_nothing_else_is(harness):
     assert h.transport.frames()[0] == {"event": "ping", "data": {"type": "keep-alive"}}
 
 
+async def test_on_an_idle_stream_each_keep_alive_comes_about_one_interval_after_the_last(harness):
+    """Proxies cut streams silent for longer than their read timeout, set just above the
+    interval: pings must not come later than that (bounded at 1.5x here), nor early."""
+    interval = 0.4
+    h = harness(keepalive_seconds=interval, snapshot=False)
+    opened = asyncio.get_running_loop().time()
+    h.start()
+    await h.until(lambda: len(h.transport.sent) >= 4, timeout=8 * interval)
+    assert h.transport.events()[:4] == ["ping"] * 4
+    times = [opened] + h.transport.times[:4]
+    gaps = [later - earlier for earlier, later in zip(times, times[1:])]
+    print(f"keep-alive interval {interval} s; gaps {[round(g, 3) for g in gaps]}")
+    assert all(0.9 * interval <= gap <= 1.5 * interval for gap in gaps), gaps
+
+
 async def test_a_new_session_gets_the_snapshot_first_then_live_frames_in_order(harness):
     h = harness()
     h.table.remember("a", position("a", 0).text)
@@ -130,7 +159,7 @@ async def test_a_new_session_gets_the_snapshot_first_then_live_frames_in_order(h
     session = h.start()
     await h.until(lambda: h.transport.sent)
     for n in range(1, 6):
-        session.deliver(position("a", n))
+        session.core.deliver(position("a", n))
     await h.until(lambda: len(h.transport.sent) == 6)
     assert numbers(h.transport) == [0, 1, 2, 3, 4, 5]
     assert h.metrics.counters["frames_sent"] == 6
@@ -140,11 +169,11 @@ async def test_deliver_never_waits_and_a_stalled_client_gets_the_newest_position
     h = harness(snapshot=False)
     session = h.start()
     h.transport.writable.clear()
-    session.deliver(position("a", -1))
+    session.core.deliver(position("a", -1))
     await asyncio.sleep(0.01)  # that write is now stalled
     for n in range(10 * BOUND):  # synchronous: the router never waits for a client
-        session.deliver(position("a", n))
-        session.deliver(position("b", n))
+        session.core.deliver(position("a", n))
+        session.core.deliver(position("b", n))
     h.transport.writable.set()
     await h.until(lambda: numbers(h.transport)[-2:] == [10 * BOUND - 1] * 2)
     received = numbers(h.transport)
@@ -159,15 +188,15 @@ async def test_alerts_are_never_conflated_and_past_the_bound_the_client_is_close
     h = harness(snapshot=False)
     session = h.start()
     for n in range(BOUND):
-        session.deliver(alert("a", n))
+        session.core.deliver(alert("a", n))
     await h.until(lambda: len(h.transport.sent) == BOUND)
     assert numbers(h.transport, "alert") == list(range(BOUND))
 
     h.transport.writable.clear()
-    session.deliver(alert("a", BOUND))
+    session.core.deliver(alert("a", BOUND))
     await asyncio.sleep(0.01)
     for n in range(BOUND + 1, 2 * BOUND + 2):
-        session.deliver(alert("a", n))
+        session.core.deliver(alert("a", n))
     await h.ended()
     assert h.transport.closed == (CloseCode.TRY_AGAIN_LATER, "client too slow")
     assert h.metrics.counters["slow_client_closes"] == 1
@@ -178,10 +207,10 @@ async def test_a_write_stalled_past_the_send_timeout_closes_with_1013_and_is_cou
     h = harness(snapshot=False, send_timeout_seconds=0.1)
     session = h.start()
     h.transport.writable.clear()
-    session.deliver(position("a", 1))
+    session.core.deliver(position("a", 1))
     await asyncio.sleep(0.01)
     for n in range(3 * BOUND):
-        session.deliver(position("a", n))
+        session.core.deliver(position("a", n))
     await h.ended()
     assert h.transport.closed == (CloseCode.TRY_AGAIN_LATER, "client too slow")
     assert h.metrics.counters["slow_client_closes"] == 1
@@ -194,7 +223,7 @@ async def test_closing_interrupts_a_stalled_write_at_once(harness):
     h = harness(snapshot=False, send_timeout_seconds=30.0)
     session = h.start()
     h.transport.writable.clear()
-    session.deliver(position("a", 1))
+    session.core.deliver(position("a", 1))
     await asyncio.sleep(0.01)  # that write is now stalled; the close frame is not
     session.close(CloseCode.GOING_AWAY, "server shutting down")
     await h.ended(timeout=1.0)
@@ -202,14 +231,12 @@ async def test_closing_interrupts_a_stalled_write_at_once(harness):
     assert h.metrics.counters["slow_client_closes"] == 0
 
 
-async def test_a_close_frame_stuck_behind_unread_data_does_not_keep_the_session(harness, monkeypatch):
-    monkeypatch.setattr(session_module, "CLOSE_TIMEOUT", 0.05)
-    monkeypatch.setattr(session_module, "CLOSE_LINGER", 0.5)
-    h = harness(snapshot=False, send_timeout_seconds=0.05)
+async def test_a_close_frame_stuck_behind_unread_data_does_not_keep_the_session(harness):
+    h = harness(snapshot=False, send_timeout_seconds=0.05, close_timeout_seconds=0.05, close_linger_seconds=0.5)
     session = h.start()
     h.transport.writable.clear()
     h.transport.closable.clear()
-    session.deliver(position("a", 1))
+    session.core.deliver(position("a", 1))
     await h.ended()  # ended, although the close frame is still waiting
     assert h.transport.closed is None
     assert len(h.table) == 0
@@ -220,18 +247,38 @@ async def test_a_close_frame_stuck_behind_unread_data_does_not_keep_the_session(
     h.transport.closable.set()  # ...which goes out once the client reads again
     await asyncio.wait_for(sent, 1.0)
     assert h.transport.closed == (CloseCode.TRY_AGAIN_LATER, "client too slow")
+    assert not h.transport.aborted
 
 
-async def test_a_close_frame_that_never_goes_out_is_given_up_after_the_linger(harness, monkeypatch):
-    monkeypatch.setattr(session_module, "CLOSE_TIMEOUT", 0.05)
-    monkeypatch.setattr(session_module, "CLOSE_LINGER", 0.1)
-    h = harness(snapshot=False)
+async def test_a_close_frame_that_never_goes_out_is_given_up_and_the_connection_dropped_after_the_linger(harness):
+    h = harness(snapshot=False, close_timeout_seconds=0.05, close_linger_seconds=0.1)
     session = h.start()
     h.transport.closable.clear()
     session.close(CloseCode.TRY_AGAIN_LATER, "client too slow")
     await h.ended()
+    assert not h.transport.aborted
     await asyncio.wait_for(session.close_sent(), 1.0)
     assert h.transport.closed is None
+    assert h.transport.aborted
+
+
+async def test_a_connection_whose_client_never_answers_the_close_is_dropped_after_the_linger(harness):
+    h = harness(snapshot=False, close_linger_seconds=0.1)
+    session = h.start()
+    session.close(CloseCode.GOING_AWAY, "server shutting down")
+    await h.ended()
+    assert h.transport.closed == (CloseCode.GOING_AWAY, "server shutting down")
+    await h.until(lambda: h.transport.aborted, timeout=1.0)
+
+
+async def test_a_client_that_leaves_after_the_close_is_not_dropped(harness):
+    h = harness(snapshot=False, close_linger_seconds=0.1)
+    session = h.start()
+    session.close(CloseCode.GOING_AWAY, "server shutting down")
+    await h.ended()
+    session.client_left()  # the client answered the close and went
+    await asyncio.sleep(0.2)
+    assert not h.transport.aborted
 
 
 async def test_cancelling_the_session_tells_the_client_1001(harness):
@@ -253,6 +300,8 @@ async def test_a_client_that_left_is_sent_no_close_frame(harness):
     await h.ended()
     assert h.transport.closed is None
     assert h.metrics.counters["connections_closed"] == 1
+    await asyncio.sleep(h.limits.close_linger_seconds)
+    assert not h.transport.aborted  # a connection already gone is left alone
 
 
 async def test_a_client_that_disconnects_while_the_session_reads_ends_it_quietly(harness):
@@ -274,11 +323,11 @@ async def test_subscribe_and_unsubscribe_change_the_devices_and_are_acknowledged
         {"event": "ack", "data": {"action": "subscribe", "device_ids": ["a", "b"]}},
         json.loads(position("b", 0).text),  # the snapshot of the device just added
     ]
-    assert h.table.filter_of(session) == {"a", "b"}
+    assert h.table.filter_of(session.core) == {"a", "b"}
     await h.transport.incoming.put(json.dumps({"action": "unsubscribe", "device_ids": ["a"]}))
     await h.until(lambda: len(h.transport.sent) == 3)
     assert h.transport.frames()[-1] == {"event": "ack", "data": {"action": "unsubscribe", "device_ids": ["b"]}}
-    assert h.table.filter_of(session) == {"b"}
+    assert h.table.filter_of(session.core) == {"b"}
 
 
 async def test_requests_that_cannot_be_granted_get_an_error_frame_and_the_stream_goes_on(harness):
@@ -290,6 +339,46 @@ async def test_requests_that_cannot_be_granted_get_an_error_frame_and_the_stream
     await h.until(lambda: len(h.transport.sent) == 2)
     assert h.transport.events() == ["error", "error"]
     assert "every device" in h.transport.frames()[0]["data"]["message"]
-    session.deliver(position("q", 1))
+    session.core.deliver(position("q", 1))
     await h.until(lambda: len(h.transport.sent) == 3)
-    assert h.table.filter_of(session) is None
+    assert h.table.filter_of(session.core) is None
+
+
+async def test_the_stream_closes_with_an_error_frame_and_1008_when_the_token_expires_and_it_is_counted(harness):
+    h = harness(device_ids=frozenset({"bus-1"}), grant=Grant(frozenset({"bus-1"}), time.time() + 0.3), snapshot=False)
+    session = h.start()
+    await asyncio.sleep(0.1)
+    assert not session.finished.is_set()
+    await h.ended(timeout=3.0)
+    assert h.transport.frames()[-1] == {"event": "error", "data": {"message": "token expired"}}
+    assert h.transport.closed == (CloseCode.POLICY_VIOLATION, "token expired")
+    assert h.metrics.counters["token_expiries"] == 1
+
+
+async def test_a_token_that_expired_before_the_session_started_closes_it_at_once(harness):
+    h = harness(device_ids=None, grant=Grant(None, time.time() - 1))
+    h.start()
+    await h.ended(timeout=1.0)
+    assert h.transport.closed == (CloseCode.POLICY_VIOLATION, "token expired")
+
+
+async def test_a_session_that_ends_first_leaves_no_expiry_timer_behind(harness):
+    h = harness(device_ids=None, grant=Grant(None, time.time() + 0.2))
+    session = h.start()
+    await asyncio.sleep(0.01)
+    session.close(CloseCode.NORMAL)
+    await h.ended()
+    await asyncio.sleep(0.4)
+    assert h.metrics.counters["token_expiries"] == 0
+    assert h.transport.closed == (CloseCode.NORMAL, "")
+
+
+async def test_asking_for_devices_outside_the_grant_ends_the_stream_with_1008_and_is_counted(harness):
+    h = harness(device_ids=frozenset({"bus-1"}), grant=Grant(frozenset({"bus-1", "bus-2"}), time.time() + 60), snapshot=False)
+    h.start()
+    await h.transport.incoming.put(json.dumps({"action": "subscribe", "device_ids": ["car-9"]}))
+    await h.ended()
+    assert h.transport.events() == ["error"]
+    assert h.transport.closed == (CloseCode.POLICY_VIOLATION, "device not allowed")
+    assert h.metrics.counters["forbidden_requests"] == 1
+    assert len(h.table) == 0

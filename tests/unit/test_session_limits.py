@@ -1,12 +1,15 @@
 """The session's side of the limits: its inbound allowance, its place in the subscription bound,
-and the backlog figure overload shedding ranks it by. (The hooks a rewritten session must keep.)"""
+and the backlog figure overload shedding ranks it by. The core decides; these tests drive the
+session (the pump) so that what the client sees and what is counted are checked together."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 
+from siscom.core.deliveries import Delivery
 from siscom.core.protocol import CloseCode
+from siscom.core.stream import StreamCore
 from siscom.core.subscriptions import SubscriptionTable
 from siscom.metrics import Metrics
 from siscom.security.inbound import InboundLimits, InboundRates
@@ -33,12 +36,16 @@ class Transport:
     async def close(self, code: int, reason: str) -> None:
         self.closed = (code, reason)
 
+    def abort(self) -> None:
+        pass
+
 
 def session(transport: Transport, *, table: SubscriptionTable | None = None, ids=frozenset({"a"}), rates=None) -> tuple[Session, Metrics]:
     metrics = Metrics()
     inbound = InboundLimits(rates, asyncio.get_running_loop().time()) if rates else None
-    made = Session(transport, ids, table=table if table is not None else SubscriptionTable(), limits=LIMITS, metrics=metrics, inbound=inbound)
-    return made, metrics
+    table = table if table is not None else SubscriptionTable()
+    core = StreamCore(ids, table=table, policy=LIMITS.policy, inbound=inbound)
+    return Session(transport, core, name="session-test", limits=LIMITS, metrics=metrics), metrics
 
 
 async def test_messages_past_the_burst_close_the_session_with_1008_too_many_messages() -> None:
@@ -82,12 +89,35 @@ async def test_a_subscription_past_the_process_bound_closes_with_1013_and_is_cou
     assert table.subscribed_ids == 0
 
 
+async def test_a_subscribe_message_past_the_process_bound_closes_with_an_error_frame_and_1013() -> None:
+    table = SubscriptionTable(max_ids=2)
+    transport = Transport()
+    s, metrics = session(transport, table=table, ids=frozenset({"a"}))
+    task = asyncio.create_task(s.run())
+    transport.incoming.put_nowait(json.dumps({"action": "subscribe", "device_ids": ["b", "c"]}))
+    await asyncio.wait_for(s.finished.wait(), 2)
+    assert transport.closed == (CloseCode.TRY_AGAIN_LATER, "server at its subscription limit")
+    assert json.loads(transport.sent[-1])["data"]["message"] == "server at its subscription limit"
+    assert metrics.counters["subscription_limit_refusals"] == 1 and metrics.counters["slow_client_closes"] == 0
+    await asyncio.wait_for(task, 2)
+    assert table.subscribed_ids == 0
+
+
+async def test_a_1013_for_overload_is_not_counted_as_a_slow_client() -> None:
+    transport = Transport()
+    s, metrics = session(transport)
+    task = asyncio.create_task(s.run())
+    await asyncio.sleep(0.01)
+    s.close(CloseCode.TRY_AGAIN_LATER, "server overloaded")
+    await asyncio.wait_for(task, 2)
+    assert transport.closed == (CloseCode.TRY_AGAIN_LATER, "server overloaded")
+    assert metrics.counters["slow_client_closes"] == 0
+
+
 async def test_the_backlog_is_what_waits_in_the_outbox() -> None:
     transport = Transport()
     s, _ = session(transport)
-    from siscom.core.deliveries import Delivery
-
     assert s.backlog == 0
-    for n in range(3):
-        s.deliver(Delivery("a", '{"event":"message","data":{}}', False, 0))
+    for _ in range(3):
+        s.core.deliver(Delivery("a", '{"event":"message","data":{}}', False, 0))
     assert s.backlog == 3

@@ -2,7 +2,9 @@
 backoff, dynamic children and orderly shutdown.
 
 The children are tiny fakes that return or crash when the test says so; every supervisor gets a
-zero backoff unless the backoff itself is under test, and nothing waits on the wall clock.
+zero backoff unless the backoff itself is under test, and nothing waits on the wall clock. Every
+await that a broken supervisor could leave hanging has a short deadline of its own (``within``), so
+such a test fails in seconds, saying what it waited for.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import pytest
 import tenacity
 import tenacity.wait
 
-import supervisors.supervisor
 from supervisors.backoff import RestartBackoff, default_backoff
 from supervisors import (
     Actor,
@@ -29,6 +30,7 @@ from supervisors import (
     Strategy,
     Supervisor,
 )
+from unit.deadlines import within
 
 NO_WAIT = tenacity.wait_none()
 LOGGER = "supervisors.supervisor"
@@ -121,12 +123,12 @@ async def started() -> AsyncIterator[Start]:
 
     async def start(supervisor: Supervisor) -> Supervisor:
         running.append(supervisor)
-        await supervisor.start()
+        await within(supervisor.start(), "the supervisor to start its children")
         return supervisor
 
     yield start
     for supervisor in reversed(running):
-        await supervisor.stop()
+        await within(supervisor.stop(), "the supervisor to stop its children")
 
 
 # Actors
@@ -154,7 +156,7 @@ async def test_default_run_hands_inbox_messages_to_receive_in_order() -> None:
     await eventually(lambda: len(received) == 3)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await task
+        await within(task, "the supervisor\'s run to end")
 
     assert received == ["a", "b", "c"]
 
@@ -192,10 +194,10 @@ def test_supervisor_refuses_duplicate_child_ids(lab: Lab) -> None:
 
 async def test_children_start_in_order_and_stop_in_reverse_order(lab: Lab) -> None:
     root = Supervisor("root", [lab.spec(id) for id in "abc"], backoff=NO_WAIT)
-    await root.start()
+    await within(root.start(), "the supervisor to start its children")
     await eventually(lab.running("a", "b", "c"))
 
-    await root.stop()
+    await within(root.stop(), "the supervisor to stop its children")
 
     assert lab.log == ["start a", "start b", "start c", "stop c", "stop b", "stop a"]
     assert not root.running
@@ -231,11 +233,11 @@ async def test_stop_leaves_no_task_behind(lab: Lab) -> None:
         shutdown=math.inf,
     )
     root = Supervisor("root", [lab.spec("a"), inner], backoff=NO_WAIT)
-    await root.start()
-    await root.start_child(lab.spec("session", Restart.TEMPORARY))
+    await within(root.start(), "the supervisor to start its children")
+    await within(root.start_child(lab.spec("session", Restart.TEMPORARY)), "start_child to return")
     await eventually(lab.running("a", "x", "y", "session"))
 
-    await root.stop()
+    await within(root.stop(), "the supervisor to stop its children")
 
     assert asyncio.all_tasks() == before
     # Reverse start order: the dynamic child, then the nested supervisor's children, then "a".
@@ -244,12 +246,12 @@ async def test_stop_leaves_no_task_behind(lab: Lab) -> None:
 
 async def test_stop_is_idempotent_and_wait_then_returns(lab: Lab) -> None:
     root = Supervisor("root", [lab.spec("a")], backoff=NO_WAIT)
-    await root.start()
+    await within(root.start(), "the supervisor to start its children")
     await eventually(lab.running("a"))
 
-    await root.stop()
-    await root.stop()
-    await root.wait()
+    await within(root.stop(), "the supervisor to stop its children")
+    await within(root.stop(), "the supervisor to stop its children")
+    await within(root.wait(), "the supervisor\'s run to end")
 
     assert lab.log == ["start a", "stop a"]
     assert not root.running
@@ -262,7 +264,7 @@ async def test_cancelling_run_stops_the_children_and_propagates(lab: Lab) -> Non
 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await task
+        await within(task, "the supervisor\'s run to end")
 
     assert lab.log[-2:] == ["stop b", "stop a"]
 
@@ -276,7 +278,7 @@ async def test_initial_child_that_cannot_start_fails_the_start(lab: Lab) -> None
     root = Supervisor("root", [lab.spec("a"), ChildSpec("b", refuse)], backoff=NO_WAIT)
 
     with pytest.raises(Boom, match="no resources"):
-        await root.start()
+        await within(root.start(), "the supervisor to start its children")
 
     assert lab.starts("a") == 1
     assert not root.running
@@ -303,11 +305,11 @@ async def test_overrunning_child_is_warned_about_and_still_awaited(
 
     before = asyncio.all_tasks()
     root = Supervisor("root", [ChildSpec("stubborn", Stubborn, shutdown=0.01)], backoff=NO_WAIT)
-    await root.start()
+    await within(root.start(), "the supervisor to start its children")
     await settle()
 
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        await root.stop()
+        await within(root.stop(), "the supervisor to stop its children")
 
     assert cancellations == ["first", "second"]
     assert asyncio.all_tasks() == before
@@ -324,11 +326,11 @@ async def test_child_failing_while_stopping_is_logged(caplog: pytest.LogCaptureF
                 raise Boom("dropped the tray on the way out") from None
 
     root = Supervisor("root", [ChildSpec("clumsy", Clumsy)], backoff=NO_WAIT)
-    await root.start()
+    await within(root.start(), "the supervisor to start its children")
     await settle()
 
     with caplog.at_level(logging.ERROR, logger=LOGGER):
-        await root.stop()
+        await within(root.stop(), "the supervisor to stop its children")
 
     [record] = caplog.records
     assert "'clumsy'" in record.getMessage() and "stopping" in record.getMessage()
@@ -494,7 +496,7 @@ async def test_dynamic_children_come_last_in_the_rest_for_one_order(
             "root", [lab.spec("a"), lab.spec("b")], strategy=Strategy.REST_FOR_ONE, backoff=NO_WAIT
         )
     )
-    await root.start_child(lab.spec("x"))
+    await within(root.start_child(lab.spec("x")), "start_child to return")
     await eventually(lab.running("a", "b", "x"))
     lab.log.clear()
 
@@ -509,7 +511,7 @@ async def test_group_restart_forgets_temporary_siblings(lab: Lab, started: Start
     root = await started(
         Supervisor("root", [lab.spec("a")], strategy=Strategy.ONE_FOR_ALL, backoff=NO_WAIT)
     )
-    await root.start_child(lab.spec("t", Restart.TEMPORARY))
+    await within(root.start_child(lab.spec("t", Restart.TEMPORARY)), "start_child to return")
     await eventually(lab.running("a", "t"))
 
     lab.current("a").crash()
@@ -526,14 +528,14 @@ async def test_group_restart_forgets_temporary_siblings(lab: Lab, started: Start
 
 async def test_too_many_restarts_stop_the_children_and_escalate(lab: Lab) -> None:
     root = Supervisor("root", [lab.spec("a"), lab.spec("b")], intensity=2, backoff=NO_WAIT)
-    await root.start()
+    await within(root.start(), "the supervisor to start its children")
     for attempt in (1, 2, 3):
         await eventually(lambda: lab.starts("a") == attempt and lab.current("a").task)
         last_crash = Boom(f"crash {attempt}")
         lab.current("a").crash(last_crash)
 
     with pytest.raises(RestartIntensityExceeded) as raised:
-        await root.wait()
+        await within(root.wait(), "the supervisor\'s run to end")
 
     assert raised.value.supervisor == "root"
     assert raised.value.__cause__ is last_crash
@@ -544,28 +546,27 @@ async def test_too_many_restarts_stop_the_children_and_escalate(lab: Lab) -> Non
     assert root.count_children() == 0
     assert not any(info.running for info in root.which_children())
     with pytest.raises(RuntimeError):
-        await root.start_child(lab.spec("late"))
+        await within(root.start_child(lab.spec("late")), "start_child to return")
 
 
 async def test_zero_intensity_escalates_on_the_first_restart(lab: Lab) -> None:
     root = Supervisor("root", [lab.spec("a")], intensity=0, backoff=NO_WAIT)
-    await root.start()
+    await within(root.start(), "the supervisor to start its children")
     await eventually(lab.running("a"))
 
     lab.current("a").crash()
 
     with pytest.raises(RestartIntensityExceeded):
-        await root.wait()
+        await within(root.wait(), "the supervisor\'s run to end")
     assert lab.starts("a") == 1
 
 
-async def test_restarts_older_than_the_period_no_longer_count(
-    lab: Lab, started: Start, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_restarts_older_than_the_period_no_longer_count(lab: Lab, started: Start) -> None:
     now = [1000.0]
-    monkeypatch.setattr(supervisors.supervisor, "monotonic", lambda: now[0])
     root = await started(
-        Supervisor("root", [lab.spec("a")], intensity=1, period=10.0, backoff=NO_WAIT)
+        Supervisor(
+            "root", [lab.spec("a")], intensity=1, period=10.0, backoff=NO_WAIT, clock=lambda: now[0]
+        )
     )
     for attempt in (1, 2, 3):
         await eventually(lambda: lab.starts("a") == attempt and lab.current("a").task)
@@ -589,13 +590,13 @@ async def test_child_that_cannot_be_restarted_counts_as_crashing_again(
         return starts[0]
 
     root = Supervisor("root", [ChildSpec("a", start_once)], intensity=2, backoff=NO_WAIT)
-    await root.start()
+    await within(root.start(), "the supervisor to start its children")
     await eventually(lambda: starts[0].task)
 
     with caplog.at_level(logging.ERROR, logger=LOGGER):
         starts[0].crash()
         with pytest.raises(RestartIntensityExceeded):
-            await root.wait()
+            await within(root.wait(), "the supervisor\'s run to end")
 
     crashes = [r for r in caplog.records if "crashed" in r.getMessage()]
     assert len(crashes) == 3  # the crash, then two failed restarts; the third is one too many
@@ -638,13 +639,13 @@ async def test_escalation_is_a_crash_the_parent_handles_by_its_strategy(
 async def test_escalation_climbs_to_the_top_when_every_level_gives_up(lab: Lab) -> None:
     before = asyncio.all_tasks()
     root = Supervisor("root", [nested(lab, 0), lab.spec("sibling")], intensity=0, backoff=NO_WAIT)
-    await root.start()
+    await within(root.start(), "the supervisor to start its children")
     await eventually(lab.running("w", "sibling"))
 
     lab.current("w").crash()
 
     with pytest.raises(RestartIntensityExceeded) as raised:
-        await root.wait()
+        await within(root.wait(), "the supervisor\'s run to end")
     assert raised.value.supervisor == "root"
     assert isinstance(raised.value.__cause__, RestartIntensityExceeded)
     assert raised.value.__cause__.supervisor == "inner"
@@ -670,13 +671,15 @@ class RecordingWait(tenacity.wait.wait_base):
 
 
 async def test_backoff_is_asked_with_the_childs_restarts_within_the_period(
-    lab: Lab, started: Start, monkeypatch: pytest.MonkeyPatch
+    lab: Lab, started: Start
 ) -> None:
     now = [1000.0]
-    monkeypatch.setattr(supervisors.supervisor, "monotonic", lambda: now[0])
     wait = RecordingWait()
     await started(
-        Supervisor("root", [lab.spec("a"), lab.spec("b")], intensity=10, period=60.0, backoff=wait)
+        Supervisor(
+            "root", [lab.spec("a"), lab.spec("b")], intensity=10, period=60.0, backoff=wait,
+            clock=lambda: now[0],
+        )
     )
     errors = []
 
@@ -719,9 +722,9 @@ async def test_supervisor_keeps_working_while_a_restart_waits_out_its_backoff(
     lab.current("a").crash(SlowBoom())
     lab.current("b").crash()
     await eventually(lambda: lab.starts("b") == 2 and lab.current("b").task)
-    await root.start_child(lab.spec("dynamic"))
+    await within(root.start_child(lab.spec("dynamic")), "start_child to return")
     await eventually(lab.running("dynamic"))
-    await root.terminate_child("dynamic")
+    await within(root.terminate_child("dynamic"), "terminate_child to return")
 
     assert lab.starts("a") == 1  # still waiting
     assert root.restarts == 2
@@ -730,7 +733,7 @@ async def test_supervisor_keeps_working_while_a_restart_waits_out_its_backoff(
         ("b", True),
     ]
     before_stop = lab.log.copy()
-    await root.stop()  # does not wait for the hour
+    await within(root.stop(), "the supervisor to stop its children")  # does not wait for the hour
     assert lab.log[len(before_stop):] == ["stop b"]
 
 
@@ -747,7 +750,7 @@ async def test_child_taken_into_a_later_group_restart_is_started_only_once(
     await eventually(lab.running("a"))
     lab.current("a").crash(SlowBoom())  # "a" waits 20 ms for its restart...
     await eventually(lambda: root.restarts == 1)
-    await root.start_child(lab.spec("x"))
+    await within(root.start_child(lab.spec("x")), "start_child to return")
     await eventually(lab.running("x"))
     lab.current("x").crash()  # ...but this group restart, without delay, takes "a" along
     await eventually(lambda: lab.starts("a") == 2 and lab.current("a").task)
@@ -774,7 +777,7 @@ async def test_default_backoff_starts_short_doubles_and_is_capped() -> None:
 async def test_start_child_adds_a_running_child_last(lab: Lab, started: Start) -> None:
     root = await started(Supervisor("root", [lab.spec("a")], backoff=NO_WAIT))
 
-    actor = await root.start_child(lab.spec("x", Restart.TEMPORARY))
+    actor = await within(root.start_child(lab.spec("x", Restart.TEMPORARY)), "start_child to return")
 
     assert actor is lab.current("x")
     assert [(info.id, info.running) for info in root.which_children()] == [
@@ -789,13 +792,13 @@ async def test_start_child_adds_a_running_child_last(lab: Lab, started: Start) -
 async def test_start_child_needs_a_running_supervisor(lab: Lab) -> None:
     root = Supervisor("root", backoff=NO_WAIT)
     with pytest.raises(RuntimeError, match="not running"):
-        await root.start_child(lab.spec("x"))
+        await within(root.start_child(lab.spec("x")), "start_child to return")
 
-    await root.start()
-    await root.stop()
+    await within(root.start(), "the supervisor to start its children")
+    await within(root.stop(), "the supervisor to stop its children")
 
     with pytest.raises(RuntimeError, match="not running"):
-        await root.start_child(lab.spec("x"))
+        await within(root.start_child(lab.spec("x")), "start_child to return")
     assert lab.starts("x") == 0
 
 
@@ -803,7 +806,7 @@ async def test_start_child_refuses_an_id_in_use(lab: Lab, started: Start) -> Non
     root = await started(Supervisor("root", [lab.spec("a")], backoff=NO_WAIT))
 
     with pytest.raises(ValueError, match="'a'"):
-        await root.start_child(lab.spec("a"))
+        await within(root.start_child(lab.spec("a")), "start_child to return")
     assert lab.starts("a") == 1
 
 
@@ -814,7 +817,7 @@ async def test_start_child_passes_on_a_factory_error_and_adds_nothing(started: S
         raise Boom("full")
 
     with pytest.raises(Boom):
-        await root.start_child(ChildSpec("x", refuse))
+        await within(root.start_child(ChildSpec("x", refuse)), "start_child to return")
     assert root.which_children() == []
 
 
@@ -822,7 +825,7 @@ async def test_terminate_child_stops_it_for_good(lab: Lab, started: Start) -> No
     root = await started(Supervisor("root", [lab.spec(id) for id in "ab"], backoff=NO_WAIT))
     await eventually(lab.running("a", "b"))
 
-    await root.terminate_child("a")
+    await within(root.terminate_child("a"), "terminate_child to return")
     await settle()
 
     assert lab.log[-1] == "stop a"
@@ -845,27 +848,27 @@ async def test_stop_waits_for_a_child_whose_termination_was_interrupted() -> Non
 
     before = asyncio.all_tasks()
     root = Supervisor("root", [ChildSpec("slow", Lingering, shutdown=math.inf)], backoff=NO_WAIT)
-    await root.start()
+    await within(root.start(), "the supervisor to start its children")
     await settle()
     terminating = asyncio.create_task(root.terminate_child("slow"))
     await settle()
     terminating.cancel()  # whoever asked gave up waiting
     with pytest.raises(asyncio.CancelledError):
-        await terminating
+        await within(terminating, "the interrupted terminate_child to end")
 
     stopping = asyncio.create_task(root.stop())
     await settle()
     assert not stopping.done()  # still waiting for the child it cancelled
 
     gate.set()
-    await stopping
+    await within(stopping, "stop to end once the child finished")
     assert asyncio.all_tasks() == before
 
 
 async def test_terminate_child_ignores_an_unknown_id(lab: Lab, started: Start) -> None:
     root = await started(Supervisor("root", [lab.spec("a")], backoff=NO_WAIT))
 
-    await root.terminate_child("gone")
+    await within(root.terminate_child("gone"), "terminate_child to return")
 
     assert root.count_children() == 1
 
@@ -890,13 +893,13 @@ async def test_many_dynamic_temporary_children_are_stopped_together(
 
     before = asyncio.all_tasks()
     root = Supervisor("root", [lab.spec("static")], backoff=NO_WAIT)
-    await root.start()
+    await within(root.start(), "the supervisor to start its children")
     for number in range(sessions):
-        await root.start_child(ChildSpec(f"session-{number}", Session, Restart.TEMPORARY))
+        await within(root.start_child(ChildSpec(f"session-{number}", Session, Restart.TEMPORARY)), "start_child to return")
     await settle()
     assert root.count_children() == sessions + 1
 
-    await root.stop()
+    await within(root.stop(), "the supervisor to stop its children")
 
     assert len(seen_when_finishing) == sessions
     assert min(seen_when_finishing) == sessions

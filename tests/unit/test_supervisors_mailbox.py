@@ -1,4 +1,8 @@
-"""The mailbox: order, bounds, backpressure and batch draining."""
+"""The mailbox: order, bounds, backpressure and batch draining.
+
+Every wait for a getter or sender to be woken has a short deadline (``within``): a mailbox that
+forgets to wake one fails in seconds, saying which.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import asyncio
 import pytest
 
 from supervisors import Mailbox, MailboxFull
+from unit.deadlines import within
 
 
 async def settle(turns: int = 10) -> None:
@@ -21,7 +26,7 @@ async def test_unbounded_mailbox_keeps_every_message_in_order() -> None:
         mailbox.put_nowait(number)
 
     assert len(mailbox) == 10_000
-    assert [await mailbox.get() for _ in range(3)] == [0, 1, 2]
+    assert [await within(mailbox.get(), "a waiting message") for _ in range(3)] == [0, 1, 2]
     assert len(mailbox) == 9_997
 
 
@@ -49,18 +54,18 @@ async def test_get_waits_for_a_message() -> None:
 
     mailbox.put_nowait("hello")
 
-    assert await getter == "hello"
+    assert await within(getter, "the getter to be woken by a message") == "hello"
 
 
 async def test_put_waits_for_room_in_a_full_mailbox() -> None:
     mailbox: Mailbox[str] = Mailbox(maxsize=1)
-    await mailbox.put("first")
+    await within(mailbox.put("first"), "room in an empty mailbox")
     putter = asyncio.create_task(mailbox.put("second"))
     await settle()
     assert not putter.done()  # backpressure: the sender is held
 
-    assert await mailbox.get() == "first"
-    await putter
+    assert await within(mailbox.get(), "a waiting message") == "first"
+    await within(putter, "the sender to be woken by room")
 
     assert mailbox.drain() == ["second"]
 
@@ -79,14 +84,14 @@ async def test_drain_takes_what_is_waiting_without_blocking() -> None:
 
 async def test_drain_makes_room_for_waiting_senders() -> None:
     mailbox: Mailbox[int] = Mailbox(maxsize=2)
-    await mailbox.put(1)
-    await mailbox.put(2)
+    await within(mailbox.put(1), "room")
+    await within(mailbox.put(2), "room")
     putters = [asyncio.create_task(mailbox.put(number)) for number in (3, 4)]
     await settle()
     assert not any(putter.done() for putter in putters)
 
     assert mailbox.drain() == [1, 2]
-    await asyncio.gather(*putters)
+    await within(asyncio.gather(*putters), "the senders to be woken by the drain")
 
     assert mailbox.drain() == [3, 4]
 
@@ -98,6 +103,6 @@ async def test_cancelled_getter_does_not_swallow_a_message() -> None:
     abandoned.cancel()
     mailbox.put_nowait("kept")
     with pytest.raises(asyncio.CancelledError):
-        await abandoned
+        await within(abandoned, "the cancelled getter to end")
 
-    assert await mailbox.get() == "kept"
+    assert await within(mailbox.get(), "the message the cancelled getter did not take") == "kept"

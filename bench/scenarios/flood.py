@@ -22,7 +22,9 @@ from typing import Any
 from siscom.dev.processes import terminate
 
 from bench.report import Result, Row, Verdict
-from bench.servers import HOST, REPO_ROOT, Target
+from bench.scenarios.harness import Bench, Scenario, Shape, ms
+from bench.scenarios.load import LoadRun
+from bench.servers import HOST, NAIVE, REPO_ROOT, SISCOM, Target
 
 #: How many flooders each window runs beside the canaries.
 FLOODERS = (0, 1, 3)
@@ -57,10 +59,7 @@ class FloodProcess:
             self.tally = json.loads(lines[-1])
 
 
-async def run_flood(bench: Any, targets: Sequence[Target]) -> Result:
-    """Run the scenario on each target; ``bench`` is the harness's :class:`bench.scenarios.Bench`."""
-    from bench.scenarios import LoadRun, Shape, _ms, _shape_params  # the harness's own pieces (no cycle at import)
-
+async def flood(bench: Bench, targets: Sequence[Target]) -> Result:
     smoke = bench.options.smoke
     shape = Shape(
         devices=50 if smoke else 500,
@@ -72,7 +71,7 @@ async def run_flood(bench: Any, targets: Sequence[Target]) -> Result:
         drain=0.5 if smoke else 2.0,
         client_processes=1,
     )
-    result = Result("flood", {**_shape_params(shape), "flooders": list(FLOODERS)}, [t.name for t in targets])
+    result = Result("flood", {**shape.params(), "flooders": list(FLOODERS)}, [t.name for t in targets])
     figures: dict[int, dict[str, Any]] = {count: {} for count in FLOODERS}
     tallies: dict[int, dict[str, dict[str, int]]] = {count: {} for count in FLOODERS}
     for target in targets:
@@ -105,7 +104,10 @@ async def run_flood(bench: Any, targets: Sequence[Target]) -> Result:
             Verdict(
                 f"canary p99 <= {TARGET_P99_MS:.0f} ms beside 3 flooders",
                 p99 is not None and p99 <= TARGET_P99_MS,
-                f"p99 {_ms(p99)} (0 flooders: {_ms(figures[0]['siscom'].latency_ms['p99'])})",
+                f"p99 {ms(p99)} (0 flooders: {ms(figures[0]['siscom'].latency_ms['p99'])})",
             )
         )
     return result
+
+
+SCENARIO = Scenario("flood", flood, targets=(SISCOM, NAIVE), order=60)

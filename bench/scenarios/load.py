@@ -1,0 +1,189 @@
+"""Load runs, shared by the steady, capacity and overload scenarios: one server, its clients and a
+producer at a fixed rate, measured over windows, and the table rows that show the figures."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bench.clients import ClientPool, PoolReport, Subscription
+from bench.producer import FixedRateProducer, Window
+from bench.report import Result, Row
+from bench.scenarios.harness import MB, Bench, Shape, wait_connections
+from bench.servers import HOST, ResourceSampler, ServerUnderTest, Target, cpu_seconds
+from bench.stats import summary
+
+
+@dataclass
+class LoadFigures:
+    rate: float
+    offered_records_s: float
+    offered_deliveries_s: float
+    delivered_s: float
+    expected: int
+    delivered: int
+    delivery_ratio: float
+    latency_ms: dict[str, float | None]
+    worst_client_p99_ms: float | None
+    clients_complete: int
+    cpu_percent: float
+    rss_start_mb: float
+    #: RSS halfway through the window: once the outboxes have filled, memory should stay put.
+    rss_mid_mb: float
+    rss_end_mb: float
+    rss_max_mb: float
+    close_codes: dict[int, int]
+    server_counters: dict[str, float]
+    #: CPU used by the rest of the machine's load in the window: broker, clients, harness.
+    other_cpu_percent: dict[str, float]
+    age_first_p99_ms: float | None = None
+    age_last_p99_ms: float | None = None
+
+    @property
+    def cpu_us_per_delivery(self) -> float | None:
+        """Server CPU time per frame delivered: what a delivery costs, whatever the load."""
+        return 1e4 * self.cpu_percent / self.delivered_s if self.delivered_s else None
+
+    def sustained(self, max_p99_ms: float, min_ratio: float = 0.999) -> bool:
+        p99 = self.latency_ms["p99"]
+        return self.delivery_ratio >= min_ratio and p99 is not None and p99 <= max_p99_ms
+
+
+class LoadRun:
+    """One server, its clients and a producer, kept up across several measured windows."""
+
+    def __init__(self, bench: Bench, target: Target, shape: Shape, label: str) -> None:
+        self.bench, self.target, self.shape, self.label = bench, target, shape, label
+        self.server: ServerUnderTest | None = None
+        self.pool: ClientPool | None = None
+        self.producer: FixedRateProducer | None = None
+        self.subscriptions: list[Subscription] = []
+
+    async def __aenter__(self) -> LoadRun:
+        bench, shape = self.bench, self.shape
+        topic = await bench.topic(f"{self.label}-{self.target.name}")
+        try:
+            self.producer = FixedRateProducer(bench.broker.bootstrap, topic, shape.devices, seed=bench.options.seed)
+            await self.producer.start()
+            self.server = bench.server(self.target, topic)
+            await self.server.start()
+            self.subscriptions = shape.subscriptions(self.producer.device_ids, bench.options.seed)
+            self.pool = ClientPool(
+                HOST, self.server.port, self.subscriptions, processes=shape.client_processes, deflate=bench.options.deflate
+            )
+            connected = await self.pool.start()
+            if connected < len(self.subscriptions):
+                raise RuntimeError(f"only {connected} of {len(self.subscriptions)} clients connected: {dict(self.pool.errors)}")
+            await wait_connections(self.server, connected)
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self.pool is not None:
+            await self.pool.stop()
+        if self.server is not None:
+            await asyncio.to_thread(self.server.stop)
+        if self.producer is not None:
+            await self.producer.stop()
+
+    async def measure(self, rate: float, *, duration: float | None = None, age_segment: float | None = None) -> LoadFigures:
+        """Warm up, produce for one window at ``rate``, let deliveries drain, and collect the figures."""
+        assert self.server is not None and self.pool is not None and self.producer is not None
+        shape, server = self.shape, self.server
+        duration = duration if duration is not None else shape.duration
+        await self.producer.run(rate, shape.warmup)
+        counters_before = await server.stats()
+        others = {
+            "broker": [self.bench.broker.pid or 0],
+            "clients": self.pool.pids,
+            "harness": [os.getpid()],
+        }
+        async with ResourceSampler(server) as sampler:
+            cpu_before = server.cpu_seconds()
+            others_before = {name: cpu_seconds(pids) for name, pids in others.items()}
+            window = await self.producer.run(rate, duration)
+            cpu_after = server.cpu_seconds()
+            others_after = {name: cpu_seconds(pids) for name, pids in others.items()}
+        await asyncio.sleep(shape.drain)
+        counters_after = await server.stats()
+        report = await self.pool.report(window.t0_ms, window.t1_ms)
+        figures = load_figures(rate, window, report, cpu_after - cpu_before, sampler.samples)
+        figures.server_counters = _counter_delta(counters_before, counters_after)
+        figures.other_cpu_percent = {
+            name: 100.0 * (others_after[name] - others_before[name]) / window.seconds for name in others
+        }
+        if age_segment is not None:
+            figures.age_first_p99_ms, figures.age_last_p99_ms = _segment_ages(report, window, age_segment)
+        return figures
+
+
+def load_figures(rate: float, window: Window, report: PoolReport, cpu: float, rss: list[tuple[float, int]]) -> LoadFigures:
+    seconds = window.seconds
+    expected_each = [window.expected(devices) for devices in report.subscriptions]
+    expected = sum(expected_each)
+    delivered = sum(client.received for client in report.clients)
+    worst = [client.age_p99 for client in report.clients if client.age_p99 is not None]
+    rss_values = [value for _, value in rss] or [0]
+    return LoadFigures(
+        rate=rate,
+        offered_records_s=window.records / seconds,
+        offered_deliveries_s=expected / seconds,
+        delivered_s=delivered / seconds,
+        expected=expected,
+        delivered=delivered,
+        delivery_ratio=delivered / expected if expected else 0.0,
+        latency_ms=summary(report.ages),
+        worst_client_p99_ms=max(worst) if worst else None,
+        clients_complete=sum(client.received >= want for client, want in zip(report.clients, expected_each)),
+        cpu_percent=100.0 * cpu / seconds,
+        rss_start_mb=rss_values[0] / MB,
+        rss_mid_mb=rss_values[len(rss_values) // 2] / MB,
+        rss_end_mb=rss_values[-1] / MB,
+        rss_max_mb=max(rss_values) / MB,
+        close_codes=dict(report.close_codes),
+        server_counters={},
+        other_cpu_percent={},
+    )
+
+
+def _segment_ages(report: PoolReport, window: Window, seconds: float) -> tuple[float | None, float | None]:
+    """p99 age of the frames whose records were produced in the first and in the last ``seconds``."""
+    span = seconds * 1000.0
+    first = [age for stamp, age in zip(report.stamps, report.ages) if stamp < window.t0_ms + span]
+    last = [age for stamp, age in zip(report.stamps, report.ages) if stamp >= window.t1_ms - span]
+    return summary(first)["p99"], summary(last)["p99"]
+
+
+def _counter_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
+    return {
+        name: after[name] - before.get(name, 0)
+        for name in ("records", "frames_sent", "conflated", "slow_client_closes", "dropped")
+        if isinstance(after.get(name), int | float)
+    }
+
+
+def load_rows(result: Result, figures: dict[str, LoadFigures]) -> None:
+    """The rows every load scenario prints: throughput, latency, CPU and memory per server."""
+
+    def row(label: str, unit: str, pick: Callable[[LoadFigures], Any], digits: int = 1, show_ratio: bool = True) -> None:
+        result.rows.append(Row(label, {name: pick(f) for name, f in figures.items()}, unit, digits, show_ratio))
+
+    row("produced", "rec/s", lambda f: f.offered_records_s)
+    row("deliveries offered", "/s", lambda f: f.offered_deliveries_s)
+    row("delivered", "/s", lambda f: f.delivered_s)
+    row("delivery ratio", "", lambda f: f.delivery_ratio, 4)
+    for name in ("p50", "p95", "p99", "max"):
+        row(f"latency {name}", "ms", lambda f, name=name: f.latency_ms[name])
+    row("worst client p99", "ms", lambda f: f.worst_client_p99_ms)
+    row("server CPU", "%", lambda f: f.cpu_percent)
+    row("server CPU per delivery", "us", lambda f: f.cpu_us_per_delivery, 1)
+    row("broker CPU", "%", lambda f: f.other_cpu_percent["broker"], show_ratio=False)
+    row("clients + producer CPU", "%", lambda f: f.other_cpu_percent["clients"] + f.other_cpu_percent["harness"], show_ratio=False)
+    row("server RSS start", "MB", lambda f: f.rss_start_mb)
+    row("server RSS end", "MB", lambda f: f.rss_end_mb)
+    row("server RSS max", "MB", lambda f: f.rss_max_mb)

@@ -1,0 +1,28 @@
+"""The few things a session needs from a client's connection, apart from how a server provides them.
+
+Sessions talk to a :class:`Transport`; the web layer adapts its server's websocket to it. The seam
+is narrow so that unit tests drive a session with a fake and the send path can be tuned without
+touching session logic.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class ClientGone(Exception):
+    """The client has disconnected; nothing more can be sent or received."""
+
+
+class Transport(Protocol):
+    peer: str
+
+    async def send(self, text: str) -> None: ...
+
+    async def receive(self) -> str | bytes: ...
+
+    async def close(self, code: int, reason: str) -> None:
+        """Send the close frame (it may wait behind data the client has not read)."""
+
+    def abort(self) -> None:
+        """Drop the connection now, whatever is still waiting to be written."""

@@ -1,0 +1,240 @@
+"""What this project relies on in its dependencies beyond their documented API, checked.
+
+Each private attribute or method the code uses, or overrides, has a check here. An upgrade that
+renames or reshapes one fails this file loudly, naming the dependency, its installed version and
+the use, instead of failing at run time (aiokafka) or, worse, silently no longer applying (an
+override of a Quart method that Quart stopped calling). The uses:
+
+- aiokafka: ``AIOKafkaConsumer._client.fetch_all_metadata()`` and ``._client._conns``, in
+  ``siscom/pipeline/kafka.py``.
+- Quart: ``Websocket._send`` (called by ``StreamWebsocket.send``) and
+  ``ASGIWebsocketConnection.send_data`` (overridden by ``StreamWebsocketConnection``), in
+  ``siscom/web/transport.py``, installed through ``Quart.websocket_class`` and
+  ``Quart.asgi_websocket_class``.
+- tenacity: a ``RetryCallState`` built by hand, in ``supervisors/backoff.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator
+from importlib.metadata import version
+from typing import Any
+
+import aiokafka.client
+import pytest
+import tenacity
+from aiokafka import AIOKafkaConsumer
+from quart import Quart, websocket
+from quart.asgi import ASGIWebsocketConnection
+from quart.signals import websocket_sent
+from quart.wrappers import Websocket
+
+from siscom.web.transport import StreamWebsocket, StreamWebsocketConnection
+from supervisors.backoff import RestartBackoff
+
+
+def broken(distribution: str, use: str, found: object) -> str:
+    """The failure message: which dependency, which version, what we use, what is there now."""
+    return (
+        f"{distribution} {version(distribution)} no longer provides what siscom relies on: {use}. "
+        f"Found: {found}. Adapt the code that uses it (see this test's docstring) or pin the "
+        f"version that has it."
+    )
+
+
+def parameters(function: Any) -> list[str]:
+    return list(inspect.signature(function).parameters)
+
+
+# -- aiokafka ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def consumer() -> AsyncIterator[AIOKafkaConsumer]:
+    """A real consumer, never started (nothing listens on its port), closed afterwards."""
+    consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:9", group_id=None)
+    yield consumer
+    await consumer.stop()
+
+
+def client_class() -> type:
+    client = getattr(aiokafka.client, "AIOKafkaClient", None)
+    assert isinstance(client, type), broken("aiokafka", "aiokafka.client.AIOKafkaClient", client)
+    return client
+
+
+async def test_aiokafka_consumer_has_a_client_that_fetches_all_metadata_on_demand(consumer):
+    client = getattr(consumer, "_client", None)
+    use = "AIOKafkaConsumer._client, an AIOKafkaClient"
+    assert isinstance(client, client_class()), broken("aiokafka", use, type(client))
+    fetch = getattr(client_class(), "fetch_all_metadata", None)
+    use = "async AIOKafkaClient.fetch_all_metadata(self) -> ClusterMetadata"
+    assert inspect.iscoroutinefunction(fetch), broken("aiokafka", use, fetch)
+    assert parameters(fetch) == ["self"], broken("aiokafka", use, inspect.signature(fetch))
+    source = inspect.getsource(fetch)
+    assert "ClusterMetadata(" in source and "return" in source, broken("aiokafka", use, source)
+
+
+async def test_aiokafka_client_keeps_its_connections_in_a_dict_keyed_by_node_id_and_group(consumer):
+    conns = getattr(consumer._client, "_conns", None)
+    use = "AIOKafkaClient._conns, a dict of connections keyed by (node_id, ConnectionGroup)"
+    assert isinstance(conns, dict), broken("aiokafka", use, type(conns))
+    get_conn = getattr(client_class(), "_get_conn", None)
+    assert callable(get_conn), broken("aiokafka", use + ", filled by AIOKafkaClient._get_conn", get_conn)
+    assert parameters(get_conn)[:2] == ["self", "node_id"] and "group" in parameters(get_conn), broken(
+        "aiokafka", use, inspect.signature(get_conn)
+    )
+    group = getattr(aiokafka.client, "ConnectionGroup", None)
+    default = inspect.signature(get_conn).parameters["group"].default
+    assert group is not None and default is group.DEFAULT, broken("aiokafka", use, default)
+    source = inspect.getsource(get_conn)
+    assert "conn_id = (node_id, group)" in source and "self._conns[conn_id] =" in source, broken(
+        "aiokafka", use, "a _get_conn that stores connections differently"
+    )
+
+
+# -- Quart ---------------------------------------------------------------------------------------
+
+
+def test_quart_websocket_keeps_the_asgi_send_it_was_given_as_send():
+    sent = object()
+    ws = Websocket(
+        "/", b"", "ws", {}, "", "1.1", [], receive=None, send=sent, accept=None, close=None,
+        scope={"type": "websocket"},
+    )
+    use = "Websocket._send, the send callable given to Websocket(..., send=...)"
+    assert getattr(ws, "_send", None) is sent, broken("Quart", use, vars(ws).keys())
+
+
+def test_quart_asgi_websocket_connection_sends_frames_through_send_data():
+    send_data = getattr(ASGIWebsocketConnection, "send_data", None)
+    use = "async ASGIWebsocketConnection.send_data(self, send, data), overridden in siscom.web.transport"
+    assert inspect.iscoroutinefunction(send_data), broken("Quart", use, send_data)
+    assert parameters(send_data) == parameters(StreamWebsocketConnection.send_data) == ["self", "send", "data"], (
+        broken("Quart", use, inspect.signature(send_data))
+    )
+    source = inspect.getsource(ASGIWebsocketConnection._create_websocket_from_scope)
+    assert "self.app.websocket_class(" in source and "partial(self.send_data, send)" in source, broken(
+        "Quart", use + "; Quart.websocket_class built with partial(self.send_data, send)", source
+    )
+
+
+async def test_a_frame_sent_by_a_route_goes_through_the_streaming_overrides_and_nothing_else():
+    """End to end through Quart's ASGI entry: the overrides apply, Quart's per-frame work is gone."""
+    overridden: list[str | bytes] = []
+
+    class Spy(StreamWebsocketConnection):
+        """Notes each frame our override handles (an override Quart never calls notes nothing)."""
+
+        async def send_data(self, send: Any, data: str | bytes) -> None:
+            overridden.append(data)
+            await super().send_data(send, data)
+
+    app = Quart(__name__)
+    app.websocket_class = StreamWebsocket
+    app.asgi_websocket_class = Spy
+    seen: dict[str, object] = {}
+
+    @app.websocket("/ws")
+    async def route():
+        seen["class"] = type(websocket._get_current_object())
+        await websocket.accept()
+        await websocket.send("hello")
+
+    signals = []
+
+    async def on_sent(*args: object, **kwargs: object) -> None:
+        signals.append(args)
+
+    websocket_sent.connect(on_sent)  # Quart sends it with the frame as the sender
+    incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    await incoming.put({"type": "websocket.connect"})
+    outgoing: list[dict[str, Any]] = []
+    scope = {
+        "type": "websocket", "asgi": {"version": "3.0"}, "http_version": "1.1", "scheme": "ws",
+        "path": "/ws", "raw_path": b"/ws", "query_string": b"", "root_path": "", "headers": [],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2), "subprotocols": [], "extensions": {},
+    }
+
+    async def send(message: dict[str, Any]) -> None:
+        outgoing.append(message)
+        if message["type"] == "websocket.close":
+            await incoming.put({"type": "websocket.disconnect", "code": 1000})
+
+    try:
+        async with asyncio.timeout(5):
+            await app(scope, incoming.get, send)
+    finally:
+        websocket_sent.disconnect(on_sent)
+
+    use = "Quart.websocket_class / asgi_websocket_class used for every websocket"
+    assert seen.get("class") is StreamWebsocket, broken("Quart", use, seen.get("class"))
+    frames = [m for m in outgoing if m["type"] == "websocket.send"]
+    assert frames == [{"type": "websocket.send", "bytes": None, "text": "hello"}], broken(
+        "Quart", "frames handed to ASGI send as websocket.send messages", outgoing
+    )
+    use = "ASGIWebsocketConnection.send_data called for each frame (overridden: no websocket_sent signal)"
+    assert overridden == ["hello"], broken("Quart", use, overridden)
+    assert signals == [], broken("Quart", use, signals)
+
+
+# -- tenacity ------------------------------------------------------------------------------------
+
+
+class Boom(Exception):
+    pass
+
+
+class RecordingWait(tenacity.wait.wait_base):
+    def __init__(self) -> None:
+        self.asked: list[tuple[int, type[BaseException] | None]] = []
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None and outcome.failed else None
+        self.asked.append((retry_state.attempt_number, type(error) if error else None))
+        return 0.0
+
+
+def test_tenacity_retry_call_state_can_be_built_as_backoff_builds_it():
+    use = "RetryCallState(retry_object, fn, args, kwargs) with settable attempt_number"
+    init = tenacity.RetryCallState.__init__
+    assert parameters(init) == ["self", "retry_object", "fn", "args", "kwargs"], broken(
+        "tenacity", use, inspect.signature(init)
+    )
+    state = tenacity.RetryCallState(tenacity.Retrying(), fn=None, args=(), kwargs={})
+    state.attempt_number = 3
+    error = Boom()
+    state.set_exception((Boom, error, None))
+    use = "RetryCallState.set_exception(exc_info) storing a failed outcome"
+    assert state.outcome is not None and state.outcome.failed and state.outcome.exception() is error, broken(
+        "tenacity", use, state.outcome
+    )
+    assert state.outcome.attempt_number == 3, broken("tenacity", "outcome numbered by attempt_number", state.outcome)
+    wait = RecordingWait()
+    assert tenacity.Retrying(wait=wait).wait is wait, broken("tenacity", "Retrying(wait=w).wait is w", None)
+
+
+def test_restart_backoff_asks_its_wait_strategy_what_tenacity_itself_would_ask():
+    """Run tenacity for real, then ask RestartBackoff the same: the wait must see the same states."""
+    by_tenacity = RecordingWait()
+    failures = iter([Boom(), Boom(), ValueError()])
+
+    def flaky() -> None:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+
+    tenacity.Retrying(wait=by_tenacity, retry=tenacity.retry_if_exception_type(Exception), sleep=lambda _: None)(flaky)
+
+    by_backoff = RecordingWait()
+    backoff = RestartBackoff(by_backoff)
+    for attempt, error in enumerate([Boom(), Boom(), ValueError()], start=1):
+        backoff.delay(attempt, error)
+
+    assert by_tenacity.asked == [(1, Boom), (2, Boom), (3, ValueError)]
+    assert by_backoff.asked == by_tenacity.asked, broken(
+        "tenacity", "the RetryCallState a wait strategy is given after attempt N", by_tenacity.asked
+    )

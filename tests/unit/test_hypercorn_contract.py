@@ -1,0 +1,156 @@
+"""What this project relies on in Hypercorn's internals (siscom/web/hypercorn_link.py), pinned.
+
+Each check runs the real Hypercorn on a loopback port with a bare ASGI app and fails, naming the
+installed version, when the behaviour or the private chain the link walks has changed: then
+hypercorn_link.py needs a look before the upgrade. (The route gets the ASGI send through Quart's
+private ``ASGIWebsocketConnection._create_websocket_from_scope``, overridden in web/transport.py:
+test_dependency_contracts.py checks that method, and tests/security/ fail end to end without it.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+
+from siscom.dev.broker import free_port
+from siscom.web.hypercorn_link import HypercornConnection
+
+HYPERCORN = f"hypercorn {version('hypercorn')} (this project was written against 0.18.0)"
+
+
+class Probe:
+    """A bare ASGI websocket app that accepts at once and records what it sees."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.links: list[HypercornConnection | None] = []
+        self.accepted = asyncio.Event()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        self.messages.append((await receive())["type"])  # websocket.connect
+        await send({"type": "websocket.accept"})
+        self.links.append(HypercornConnection.of(send))
+        self.accepted.set()
+        while True:
+            message = await receive()
+            self.messages.append(message["type"])
+            if message["type"] == "websocket.disconnect":
+                return
+
+
+@asynccontextmanager
+async def hypercorn_serving(app):
+    config = Config()
+    port = free_port("127.0.0.1")
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None
+    config.errorlog = None
+    config.graceful_timeout = 1.0  # the abandoned probe app never returns by itself
+    stop = asyncio.Event()
+    server = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))
+    try:
+        for _ in range(200):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.02)
+            else:
+                writer.close()
+                break
+        yield port
+    finally:
+        stop.set()
+        await asyncio.wait_for(server, 10)
+
+
+async def ended(reader: asyncio.StreamReader) -> bool:
+    """True once the server ended the connection (a reset, as the link drops it, or a close)."""
+    try:
+        return await asyncio.wait_for(reader.read(), 5) == b""
+    except ConnectionResetError:
+        return True
+
+
+def upgrade_request(port: int) -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+async def test_bytes_before_the_accept_get_a_400_and_the_app_sees_only_the_abandoned_flag():
+    probe = Probe()
+    async with hypercorn_serving(probe) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(upgrade_request(port) + b"\x00")
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        await asyncio.wait_for(probe.accepted.wait(), 5)
+        link = probe.links[0]
+        assert answer.startswith(b"HTTP/1.1 400"), f"{HYPERCORN}: answered {answer[:40]!r} to bytes before the accept"
+        assert link is not None, f"{HYPERCORN}: the ASGI send no longer leads to WSStream -> H11Protocol -> TCPServer"
+        assert link.abandoned, f"{HYPERCORN}: WSStream.closed is not set after a 400 to bytes before the accept"
+        writer.close()
+        await asyncio.sleep(0.5)
+        # The behaviour the link makes up for: no disconnect ever reaches the app.
+        assert probe.messages == ["websocket.connect"], (
+            f"{HYPERCORN}: now tells the app {probe.messages[1:]} after abandoning a handshake; "
+            "the route's check of HypercornConnection.abandoned may be unnecessary"
+        )
+        link.abort()
+
+
+async def test_a_normal_handshake_is_not_abandoned_and_its_connection_can_be_dropped_by_the_app():
+    probe = Probe()
+    async with hypercorn_serving(probe) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(upgrade_request(port))
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        await asyncio.wait_for(probe.accepted.wait(), 5)
+        link = probe.links[0]
+        assert answer.startswith(b"HTTP/1.1 101"), f"{HYPERCORN}: answered {answer[:40]!r}"
+        assert link is not None, f"{HYPERCORN}: the ASGI send no longer leads to WSStream -> H11Protocol -> TCPServer"
+        assert not link.abandoned, f"{HYPERCORN}: WSStream.closed is set on an accepted websocket"
+        link.abort()
+        assert await ended(reader), f"{HYPERCORN}: aborting the writer's transport did not end the connection"
+        for _ in range(100):
+            if "websocket.disconnect" in probe.messages:
+                break
+            await asyncio.sleep(0.02)
+        assert probe.messages == ["websocket.connect", "websocket.disconnect"], (
+            f"{HYPERCORN}: a dropped connection is not reported to the app as a disconnect"
+        )
+        writer.close()
+
+
+async def test_the_worker_context_says_when_the_server_stops():
+    probe = Probe()
+    stopping = asyncio.Event()
+
+    async def watch(link: HypercornConnection) -> None:
+        await link.server_stopping()
+        stopping.set()
+
+    async with hypercorn_serving(probe) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(upgrade_request(port))
+        await asyncio.wait_for(probe.accepted.wait(), 5)
+        watcher = asyncio.create_task(watch(probe.links[0]))
+        await asyncio.sleep(0.1)
+        assert not stopping.is_set(), f"{HYPERCORN}: the worker context reads as terminated while serving"
+        writer.close()
+    # Leaving the block triggered the shutdown; the context was terminated first.
+    await asyncio.wait_for(watcher, 1)
+    assert stopping.is_set(), f"{HYPERCORN}: WorkerContext.terminated is not set on shutdown"

@@ -1,0 +1,303 @@
+"""The stream core: one client's subscription, grant, waiting frames and close state, without I/O.
+
+Every test here is synchronous: events go in, the frames to send come out, and time is a number
+the test passes, so policy is checked without sleeps or an event loop.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from siscom.core.deliveries import Delivery
+from siscom.core.protocol import PING_FRAME, CloseCode, alert_frame, message_frame
+from siscom.core.stream import Cause, StreamCore, StreamPolicy
+from siscom.core.subscriptions import SubscriptionTable
+from siscom.security.tokens import Grant
+
+BOUND = 50
+GRANTED = frozenset({"bus-1", "bus-2", "bus-3"})
+FOREVER = 2.0**40
+
+
+def policy(**changes) -> StreamPolicy:
+    values = dict(keepalive_seconds=60.0, max_pending_frames=BOUND, max_device_ids=10, snapshot=True)
+    values.update(changes)
+    return StreamPolicy(**values)
+
+
+def make(device_ids=frozenset({"a", "b"}), *, table=None, grant=None, now=0.0, **changes) -> StreamCore:
+    core = StreamCore(device_ids, table=SubscriptionTable() if table is None else table, policy=policy(**changes), grant=grant)
+    core.open(now)
+    return core
+
+
+def position(device_id: str, n: int) -> Delivery:
+    return Delivery(device_id, message_frame(json.dumps({"data": {"DEVICE_ID": device_id, "N": n}})), False, 0)
+
+
+def alert(device_id: str, n: int) -> Delivery:
+    return Delivery(device_id, alert_frame(json.dumps({"data": {"DEVICE_ID": device_id, "N": n}})), True, 0)
+
+
+def drain(core: StreamCore, now: float = 0.0) -> list[dict]:
+    """Every frame waiting, as the client would receive them (all chunks)."""
+    frames: list[dict] = []
+    while texts := core.take(now):
+        frames += [json.loads(text) for text in texts]
+    return frames
+
+
+def numbers(frames: list[dict], event: str = "message") -> list[int]:
+    return [frame["data"]["data"]["N"] for frame in frames if frame["event"] == event]
+
+
+def send(core: StreamCore, **message) -> None:
+    core.receive(json.dumps(message), 0.0)
+
+
+# Keep-alives
+
+
+def test_the_first_keep_alive_is_due_one_interval_after_the_open_and_each_next_one_interval_after_the_last():
+    core = make(keepalive_seconds=10.0, now=100.0)
+    assert core.wait_time(100.0) == pytest.approx(10.0)
+    assert core.take(109.9) == []
+    pings = []
+    now = 100.0
+    for _ in range(5):  # an idle stream: the writer waits as told, then takes
+        now += core.wait_time(now)
+        texts = core.take(now)
+        assert texts == [PING_FRAME]
+        pings.append(now)
+    gaps = [b - a for a, b in zip([100.0] + pings, pings)]
+    assert gaps == pytest.approx([10.0] * 5)
+
+
+def test_a_keep_alive_taken_late_schedules_the_next_one_an_interval_after_it_was_sent():
+    core = make(keepalive_seconds=10.0, now=0.0)
+    assert core.take(13.0) == [PING_FRAME]  # the writer was busy: the ping went out at 13
+    assert core.wait_time(13.0) == pytest.approx(10.0)
+    assert core.next_ping == pytest.approx(23.0)
+
+
+def test_keep_alives_go_out_on_time_while_frames_flow_too():
+    core = make(snapshot=False, keepalive_seconds=1.0)
+    core.deliver(position("a", 1))
+    assert core.take(0.5) == [position("a", 1).text]
+    core.deliver(position("a", 2))
+    assert core.take(1.0) == [position("a", 2).text, PING_FRAME]
+    assert core.wait_time(1.0) == pytest.approx(1.0)
+
+
+def test_frames_waiting_mean_no_wait():
+    core = make(snapshot=False)
+    core.deliver(position("a", 1))
+    assert core.wait_time(0.0) == 0.0
+
+
+# Frames
+
+
+def test_a_new_stream_gets_the_snapshot_first_then_live_frames_in_order():
+    table = SubscriptionTable()
+    table.remember("a", position("a", 0).text)
+    table.remember("z", position("z", 0).text)  # not subscribed
+    core = make(table=table)
+    for n in range(1, 6):
+        core.deliver(position("a", n))
+    assert numbers(drain(core)) == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_client_that_falls_behind_gets_the_newest_position_per_device_never_reordered():
+    core = make(snapshot=False)
+    for n in range(10 * BOUND):  # synchronous: the router never waits for a client
+        core.deliver(position("a", n))
+        core.deliver(position("b", n))
+    frames = drain(core)
+    assert numbers(frames)[-2:] == [10 * BOUND - 1] * 2
+    assert len(frames) < 10 * BOUND
+    for device in "ab":
+        mine = [f["data"]["data"]["N"] for f in frames if f["data"]["data"]["DEVICE_ID"] == device]
+        assert mine == sorted(mine)
+    assert core.take_conflated() == 2 * 10 * BOUND - len(frames)
+    assert core.take_conflated() == 0  # counted once
+
+
+def test_alerts_are_never_conflated_and_past_the_bound_the_client_is_closed_with_1013():
+    table = SubscriptionTable()
+    core = make(snapshot=False, table=table)
+    for n in range(BOUND):
+        core.deliver(alert("a", n))
+    assert core.backlog == BOUND
+    assert numbers(drain(core), "alert") == list(range(BOUND))
+    for n in range(BOUND + 1):
+        core.deliver(alert("a", n))
+    assert core.closing is not None
+    assert (core.closing.code, core.closing.reason, core.closing.cause) == (
+        CloseCode.TRY_AGAIN_LATER, "client too slow", Cause.SLOW_CLIENT
+    )
+    assert core.backlog == 0  # what waited is dropped
+    core.end()
+    assert len(table) == 0
+
+
+def test_nothing_is_queued_after_the_close():
+    core = make(snapshot=False)
+    core.close(CloseCode.GOING_AWAY, "server shutting down")
+    core.deliver(position("a", 1))
+    send(core, action="subscribe", device_ids=["c"])
+    assert core.take(0.0) == []
+
+
+# Closing
+
+
+def test_the_first_close_wins_and_says_what_to_send_last():
+    woken: list[str] = []
+    core = make()
+    core.on_close = lambda: woken.append("closed")
+    assert core.close(CloseCode.POLICY_VIOLATION, "token expired", final_frame='{"event":"error"}')
+    assert not core.close(CloseCode.GOING_AWAY, "server shutting down")
+    core.client_gone()
+    closing = core.closing
+    assert (closing.code, closing.reason, closing.final_frame, closing.silent) == (
+        CloseCode.POLICY_VIOLATION, "token expired", '{"event":"error"}', False
+    )
+    assert woken == ["closed"]
+
+
+def test_a_client_that_left_is_sent_nothing_more():
+    core = make()
+    core.client_gone()
+    assert core.closing.silent and core.closing.final_frame is None
+    assert core.closing.cause is Cause.CLIENT_LEFT
+
+
+def test_a_going_away_close_counts_as_shutdown():
+    core = make()
+    core.close(CloseCode.GOING_AWAY, "server shutting down")
+    assert core.closing.cause is Cause.SHUTDOWN
+
+
+def test_ending_leaves_the_table_and_returns_the_conflations_not_yet_counted():
+    table = SubscriptionTable()
+    core = make(snapshot=False, table=table)
+    for n in range(3 * BOUND):
+        core.deliver(position("a", n))
+    core.close(CloseCode.TRY_AGAIN_LATER, "client too slow", cause=Cause.SLOW_CLIENT)
+    assert core.end() >= BOUND
+    assert len(table) == 0
+
+
+# Client messages
+
+
+def test_subscribe_and_unsubscribe_change_the_devices_and_are_acknowledged():
+    table = SubscriptionTable()
+    table.remember("b", position("b", 0).text)
+    core = make(frozenset({"a"}), table=table)
+    send(core, action="subscribe", device_ids=["b"])
+    assert drain(core) == [
+        {"event": "ack", "data": {"action": "subscribe", "device_ids": ["a", "b"]}},
+        json.loads(position("b", 0).text),  # the snapshot of the device just added
+    ]
+    assert table.filter_of(core) == {"a", "b"} == core.device_ids
+    send(core, action="unsubscribe", device_ids=["a"])
+    assert drain(core) == [{"event": "ack", "data": {"action": "unsubscribe", "device_ids": ["b"]}}]
+    assert table.filter_of(core) == {"b"}
+
+
+def test_requests_that_cannot_be_granted_get_an_error_frame_and_the_stream_goes_on():
+    table = SubscriptionTable()
+    core = make(None, table=table)
+    send(core, action="unsubscribe", device_ids=["a"])
+    send(core, action="subscribe", device_ids=[f"d{n}" for n in range(11)])
+    core.receive("not a command", 0.0)
+    frames = drain(core)
+    assert [f["event"] for f in frames] == ["error", "error"]
+    assert "every device" in frames[0]["data"]["message"]
+    core.deliver(position("q", 1))
+    assert numbers(drain(core)) == [1]
+    assert table.filter_of(core) is None
+    assert core.closing is None
+
+
+def test_a_subscription_past_the_device_limit_is_refused_and_the_filter_kept():
+    core = make(frozenset({f"d{n}" for n in range(10)}))
+    send(core, action="subscribe", device_ids=["d10"])
+    frames = drain(core)
+    assert frames == [{"event": "error", "data": {"message": "at most 10 device ids per stream"}}]
+    assert len(core.device_ids) == 10
+
+
+def test_too_many_unread_replies_close_the_client_with_1013():
+    core = make(None)
+    for _ in range(BOUND + 1):
+        send(core, action="unsubscribe", device_ids=["a"])  # each answered with an error frame
+    assert core.closing.code == CloseCode.TRY_AGAIN_LATER
+
+
+# The token's grant
+
+
+def test_subscribing_within_the_grant_is_acknowledged():
+    core = make(frozenset({"bus-1"}), grant=Grant(GRANTED, FOREVER), snapshot=False)
+    send(core, action="subscribe", device_ids=["bus-2"])
+    assert drain(core) == [{"event": "ack", "data": {"action": "subscribe", "device_ids": ["bus-1", "bus-2"]}}]
+    assert core.closing is None
+
+
+def test_subscribing_outside_the_grant_ends_the_stream_with_an_error_frame_and_1008():
+    table = SubscriptionTable()
+    core = make(frozenset({"bus-1"}), grant=Grant(GRANTED, FOREVER), table=table, snapshot=False)
+    send(core, action="subscribe", device_ids=["bus-3", "car-9"])
+    closing = core.closing
+    assert json.loads(closing.final_frame) == {
+        "event": "error", "data": {"message": "device ids not allowed by the token", "device_ids": ["car-9"]}
+    }
+    assert (closing.code, closing.reason, closing.cause) == (
+        CloseCode.POLICY_VIOLATION, "device not allowed", Cause.FORBIDDEN
+    )
+    assert table.filter_of(core) == {"bus-1"}  # nothing of the request was applied
+
+
+def test_without_a_grant_any_subscription_is_allowed():
+    core = make(frozenset({"bus-1"}), snapshot=False)
+    send(core, action="subscribe", device_ids=["car-9"])
+    assert drain(core)[0]["event"] == "ack"
+
+
+@pytest.mark.parametrize("command", [{"action": "unsubscribe", "device_ids": ["bus-1"]}, {"hello": "there"}])
+def test_unsubscribing_and_other_messages_are_never_forbidden(command):
+    core = make(GRANTED, grant=Grant(GRANTED, FOREVER), snapshot=False)
+    core.receive(json.dumps(command), 0.0)
+    assert core.closing is None
+
+
+def test_an_expired_token_closes_with_an_error_frame_and_1008():
+    core = make(GRANTED, grant=Grant(GRANTED, 1000.0))
+    assert core.expiry_delay(999.5) == pytest.approx(0.5)
+    core.token_expired()
+    closing = core.closing
+    assert json.loads(closing.final_frame) == {"event": "error", "data": {"message": "token expired"}}
+    assert (closing.code, closing.reason, closing.cause) == (
+        CloseCode.POLICY_VIOLATION, "token expired", Cause.TOKEN_EXPIRED
+    )
+
+
+def test_a_token_that_expired_before_the_stream_opened_is_due_at_once():
+    core = make(None, grant=Grant(None, 1000.0))
+    assert core.expiry_delay(2000.0) == 0.0
+
+
+def test_without_a_grant_nothing_expires():
+    assert make().expiry_delay(0.0) is None
+
+
+def test_an_expiry_after_the_close_changes_nothing():
+    core = make(GRANTED, grant=Grant(GRANTED, 1000.0))
+    core.close(CloseCode.NORMAL)
+    core.token_expired()
+    assert core.closing.cause is Cause.CLOSED
