@@ -110,4 +110,4 @@ async def flood(bench: Bench, targets: Sequence[Target]) -> Result:
     return result
 
 
-SCENARIO = Scenario("flood", flood, targets=(SISCOM, NAIVE), order=60)
+SCENARIO = Scenario("flood", flood, targets=(SISCOM, NAIVE), order=70)
