@@ -41,6 +41,8 @@ class LoadFigures:
     other_cpu_percent: dict[str, float]
     age_first_p99_ms: float | None = None
     age_last_p99_ms: float | None = None
+    #: Frames other than positions and keep-alives (a map client's ``leave`` frames, acks).
+    other_frames: int = 0
 
     @property
     def cpu_us_per_delivery(self) -> float | None:
@@ -55,8 +57,20 @@ class LoadFigures:
 class LoadRun:
     """One server, its clients and a producer, kept up across several measured windows."""
 
-    def __init__(self, bench: Bench, target: Target, shape: Shape, label: str) -> None:
+    def __init__(
+        self,
+        bench: Bench,
+        target: Target,
+        shape: Shape,
+        label: str,
+        *,
+        moving: bool = False,
+        subscribe: Callable[[FixedRateProducer], list[Subscription]] | None = None,
+    ) -> None:
+        """``moving``: the producer sends the simulator's tracks (see :class:`FixedRateProducer`).
+        ``subscribe``: the clients' subscriptions, given the producer; by default the shape's."""
         self.bench, self.target, self.shape, self.label = bench, target, shape, label
+        self.moving, self.subscribe = moving, subscribe
         self.server: ServerUnderTest | None = None
         self.pool: ClientPool | None = None
         self.producer: FixedRateProducer | None = None
@@ -66,11 +80,16 @@ class LoadRun:
         bench, shape = self.bench, self.shape
         topic = await bench.topic(f"{self.label}-{self.target.name}")
         try:
-            self.producer = FixedRateProducer(bench.broker.bootstrap, topic, shape.devices, seed=bench.options.seed)
+            self.producer = FixedRateProducer(
+                bench.broker.bootstrap, topic, shape.devices, seed=bench.options.seed, moving=self.moving
+            )
             await self.producer.start()
             self.server = bench.server(self.target, topic)
             await self.server.start()
-            self.subscriptions = shape.subscriptions(self.producer.device_ids, bench.options.seed)
+            if self.subscribe is not None:
+                self.subscriptions = self.subscribe(self.producer)
+            else:
+                self.subscriptions = shape.subscriptions(self.producer.device_ids, bench.options.seed)
             self.pool = ClientPool(
                 HOST, self.server.port, self.subscriptions, processes=shape.client_processes, deflate=bench.options.deflate
             )
@@ -97,6 +116,7 @@ class LoadRun:
         shape, server = self.shape, self.server
         duration = duration if duration is not None else shape.duration
         await self.producer.run(rate, shape.warmup)
+        self.producer.prepare(rate, duration)  # a moving fleet's tracks, outside the window
         counters_before = await server.stats()
         others = {
             "broker": [self.bench.broker.pid or 0],
@@ -114,6 +134,7 @@ class LoadRun:
         report = await self.pool.report(window.t0_ms, window.t1_ms)
         figures = load_figures(rate, window, report, cpu_after - cpu_before, sampler.samples)
         figures.server_counters = _counter_delta(counters_before, counters_after)
+        figures.other_frames = report.others
         figures.other_cpu_percent = {
             name: 100.0 * (others_after[name] - others_before[name]) / window.seconds for name in others
         }
