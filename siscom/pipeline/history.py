@@ -66,23 +66,22 @@ class HistoryReader:
             self._worker = asyncio.create_task(self._work(), name="history.reader")
         return await request.done
 
-    async def offsets_for_time(self, partitions: list[TopicPartition], timestamp_ms: int) -> dict[TopicPartition, int]:
+    async def offsets_for_time(
+        self, partitions: list[TopicPartition], timestamp_ms: int
+    ) -> dict[TopicPartition, int | None]:
         """Per partition, the first offset whose record's timestamp is at or after ``timestamp_ms``;
-        the log end when there is none."""
+        None when there is none (the time is after the last record)."""
         async with self._lock:
             consumer = await self._connected()
             async with asyncio.timeout(ROUND_TIMEOUT):
                 found = await consumer.offsets_for_times({tp: timestamp_ms for tp in partitions})
-                ends = await consumer.end_offsets(partitions)
-        result = {}
+        result: dict[TopicPartition, int | None] = {}
         for tp in partitions:
             hit = found.get(tp)
             # tansu answers offset 0 with timestamp -1 for a time after its last record, where
-            # Kafka answers none: both mean "nothing at or after that time".
-            if hit is None or hit.timestamp < 0:
-                result[tp] = ends[tp]
-            else:
-                result[tp] = hit.offset
+            # Kafka answers none: both mean "nothing at or after that time". (Not the log end
+            # from ListOffsets: tansu's can lag the true end after a burst of writes.)
+            result[tp] = None if hit is None or hit.timestamp < 0 else hit.offset
         return result
 
     async def log_bounds(self, partitions: list[TopicPartition]) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:

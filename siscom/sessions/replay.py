@@ -46,6 +46,10 @@ _POLL_SECONDS = 0.02
 Replayed = tuple[str, str, bool]
 
 
+def _earlier(offset: int | None, reached: int) -> int:
+    return reached if offset is None else min(offset, reached)
+
+
 class _Holder:
     """Keeps live deliveries while a replay is read from Kafka (a subscriber like a core)."""
 
@@ -93,6 +97,7 @@ class Replayer:
                 return
         assert vector is not None
         verdict = self._judge(vector)
+        logger.info("Resuming a stream (%s)", verdict.source.value)
         deadline = clock() + CATCH_UP_SECONDS
         while verdict.source is Source.AHEAD and clock() < deadline and core.closing is None:
             await asyncio.sleep(_POLL_SECONDS)
@@ -128,9 +133,10 @@ class Replayer:
             for partition in range(len(offsets))
         ]
         found = await self._history.offsets_for_time(partitions, since_ms)
-        # Later than this process has routed: the rest comes live (clamped to the dispatch cursor).
+        # Nothing at or after that time, or only later than this process has routed: the rest
+        # comes live (the dispatch cursor is then where the replay starts and ends).
         return tuple(
-            tuple(min(found[TopicPartition(topic, p)], reached) for p, reached in enumerate(offsets))
+            tuple(_earlier(found[TopicPartition(topic, p)], reached) for p, reached in enumerate(offsets))
             for topic, offsets in zip(self._topics, dispatched)
         )
 
