@@ -125,10 +125,16 @@ def decode(text: str) -> tuple[int, Vector]:
     return crc, tuple(topics)
 
 
+def _delta(value: int, previous: int) -> bytes:
+    out = bytearray()
+    _varint(_zigzag(value - previous), out)
+    return bytes(out)
+
+
 class LogPositions:
     """The dispatch vector, advanced record by record, and its cursor text, built once per record.
 
-    Owned by the gateway (it outlives the decoder). Encoding keeps each partition's bytes, so a
+    Owned by the gateway (it outlives the decoder). Each partition's encoded bytes are kept, so a
     record costs re-encoding two of them (its own delta and the next one's) and one join.
     """
 
@@ -136,6 +142,9 @@ class LogPositions:
         self.topics = tuple(topics)
         self.crc = topics_crc(self.topics)
         self._offsets: list[list[int]] = [[] for _ in self.topics]
+        #: Per topic: its partition count's varint, then each partition's delta bytes.
+        self._chunks: list[list[bytes]] = [[b"\x00"] for _ in self.topics]
+        self._head = bytes((VERSION,)) + self.crc.to_bytes(4, "big")
         self._index = {topic: number for number, topic in enumerate(self.topics)}
         self._text: str | None = None
 
@@ -148,9 +157,22 @@ class LogPositions:
 
     def advance(self, topic_index: int, partition: int, next_offset: int) -> None:
         offsets = self._offsets[topic_index]
+        chunks = self._chunks[topic_index]
         if partition >= len(offsets):
             offsets.extend([UNKNOWN] * (partition + 1 - len(offsets)))
+            count = bytearray()
+            _varint(len(offsets), count)
+            chunks[0] = bytes(count)
+            del chunks[1:]
+            previous = 0
+            for offset in offsets:
+                chunks.append(_delta(offset + 1, previous))
+                previous = offset + 1
         offsets[partition] = next_offset
+        previous = offsets[partition - 1] + 1 if partition else 0
+        chunks[partition + 1] = _delta(next_offset + 1, previous)
+        if partition + 1 < len(offsets):
+            chunks[partition + 2] = _delta(offsets[partition + 1] + 1, next_offset + 1)
         self._text = None
 
     def vector(self) -> Vector:
@@ -160,5 +182,6 @@ class LogPositions:
         """The cursor of the vector as it stands (cached until the next advance)."""
         text = self._text
         if text is None:
-            text = self._text = encode(self.crc, self.vector())
+            raw = self._head + b"".join(b"".join(chunks) for chunks in self._chunks)
+            text = self._text = base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
         return text

@@ -112,3 +112,11 @@ def test_the_window_is_bounded_by_bytes_too():
     window = RecentWindow(max_records=1000, max_bytes=200)
     window.extend([delivery(0, n, [n + 1]) for n in range(20)])
     assert window.bytes <= 200 and 0 < len(window) < 20
+
+
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(0, 20), st.integers(0, 2**40)), max_size=60))
+def test_positions_advanced_record_by_record_encode_like_their_vector(steps):
+    positions = cursors.LogPositions(["positions", "alerts"])
+    for topic, partition, offset in steps:
+        positions.advance(topic, partition, offset)
+        assert cursors.decode(positions.cursor()) == (CRC, positions.vector())
