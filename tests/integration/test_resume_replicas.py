@@ -318,3 +318,71 @@ async def test_clients_dropping_at_random_in_every_way_resume_exactly(server_fac
         f"\n{sum(cycles.values())} drops over {len(clients)} clients; every client exact; "
         f"resumes recovered {counters['resumes_recovered']}, not {counters.get('resumes_not_recovered', 0)}"
     )
+
+
+async def produce_records(bootstrap: str, topic: str, seqs: range) -> dict[str, list[tuple[str, int]]]:
+    """One position per number, device ``seq % 60``, each device on its partition."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    written: dict[str, list[tuple[str, int]]] = {device: [] for device in DEVICES}
+    try:
+        futures = []
+        for seq in seqs:
+            device = DEVICES[seq % DEVICE_COUNT]
+            value = json.dumps({"data": {"DEVICE_ID": device, "SEQ": seq, "T": time.time()}}).encode()
+            futures.append(await producer.send(topic, value, partition=partition_of(device)))
+            written[device].append(("message", seq))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return written
+
+
+@pytest.mark.timeout(180)
+async def test_a_hundred_clients_asking_for_the_same_span_at_once_share_a_few_reads_of_the_log(
+    server_factory, broker, topic_factory
+):
+    topic = await topic_factory(partitions=PARTITIONS)
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic, "KAFKA_FETCH_MAX_WAIT_MS": "10",
+        "LOG_LEVEL": "WARNING", "STREAM_SNAPSHOT": "false",
+        # A window too small for the span: the replays must come from the log.
+        "STREAM_REPLAY_WINDOW_RECORDS": "10",
+    }
+    server = server_factory(env)
+    await wait_ready(server)
+    await produce_records(broker.bootstrap, topic, range(0, 600))  # before the span
+    await wait_stats(server, lambda s: s["records"] >= 600)
+    await asyncio.sleep(0.1)
+    since = int(time.time() * 1000)
+    span = await produce_records(broker.bootstrap, topic, range(600, 1800))
+    await wait_stats(server, lambda s: s["records"] >= 1800)
+    clients = [
+        Client(server.ws_url(), [DEVICES[(n * 7 + k) % DEVICE_COUNT] for k in range(10)]) for n in range(100)
+    ]
+    stop = asyncio.Event()
+
+    class SinceClient(Client):
+        def query(self) -> str:
+            return f"{self.url}?device_ids={','.join(self.devices)}&since={since}"
+
+    clients = [SinceClient(client.url, client.devices) for client in clients]
+    tasks = [asyncio.create_task(client.run(stop)) for client in clients]
+    try:
+        async with asyncio.timeout(60):
+            await asyncio.gather(*(client.connected.wait() for client in clients))
+            while sum(len(client.received) for client in clients) < 100 * 200:
+                await asyncio.sleep(0.2)
+        live = await produce_records(broker.bootstrap, topic, range(1800, 1920))
+        await asyncio.sleep(2)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    written = {device: span[device] + live[device] for device in DEVICES}
+    for client in clients:
+        assert client.resumed == [{"recovered": True}] and len(client.connections) == 1
+        check_exact(client, written)
+    reads = stats(server)["history_reads"]
+    assert set(reads) == {f"{topic}[{p}]" for p in range(PARTITIONS)}
+    assert max(reads.values()) <= 5, reads
+    print(f"\n100 clients x 10 devices replaying the same 1,200-record span from the log: reads per partition {sorted(reads.values())}")
