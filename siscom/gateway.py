@@ -296,7 +296,7 @@ class Gateway:
             },
             "restarts": self._root.restarts,
             "window": self.window_stats(),
-            "history_reads": {f"{tp.topic}[{tp.partition}]": n for tp, n in sorted(self.history.reads.items())},
+            "history_reads_by_partition": {f"{tp.topic}[{tp.partition}]": n for tp, n in sorted(self.history.reads.items())},
         }
 
     def window_stats(self) -> dict[str, float]:
