@@ -32,6 +32,8 @@ from siscom.pipeline.factories import ConsumerFactory, DecoderFactory, RouterFac
 from siscom.pipeline.router import Router
 from siscom.core.cursors import LogPositions
 from siscom.core.resume import ResumeRequest
+from siscom.core.mapoptions import MapOptions
+from siscom.core.mapstream import MapStreamCore
 from siscom.core.stream import StreamCore
 from siscom.core.window import RecentWindow
 from siscom.pipeline.history import HistoryReader
@@ -244,15 +246,26 @@ class Gateway:
         device_ids: frozenset[str] | None,
         *,
         grant: Grant | None = None,
+        options: MapOptions | None = None,
         resume: ResumeRequest | None = None,
     ) -> Session:
         """Start a session; ``grant`` is what the client's token allows (None: tokens are off);
-        ``resume``: where its stream resumes from (a cursor or ``since``)."""
+        ``options`` its map options (box, rate, fields), if any; ``resume``: where its stream
+        resumes from (a cursor or ``since``; not with map options)."""
         if self._sessions is None or not self._sessions.running or self.draining:
             raise RuntimeError("the session supervisor is not accepting sessions")
-        core = StreamCore(
-            device_ids, table=self.subscriptions, policy=self.limits.policy, grant=grant, window=self.window
-        )
+        core: StreamCore
+        if options is not None and options.any:
+            # The session pump passes the event loop's time, which is time.monotonic.
+            core = MapStreamCore(
+                device_ids, table=self.subscriptions, policy=self.limits.policy, options=options,
+                clock=time.monotonic, grant=grant,
+            )
+            resume = None
+        else:
+            core = StreamCore(
+                device_ids, table=self.subscriptions, policy=self.limits.policy, grant=grant, window=self.window
+            )
         session = Session(
             transport,
             core,

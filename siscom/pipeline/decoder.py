@@ -53,7 +53,7 @@ class Decoder(Actor):
 
     async def receive(self, records: Sequence[ConsumerRecord]) -> None:
         frames: list[Delivery] = []
-        alerts = malformed = 0
+        alerts = malformed = unplaced = 0
         alerts_topic = self._alerts_topic
         max_bytes = self._max_record_bytes
         positions = self._positions
@@ -79,18 +79,23 @@ class Decoder(Actor):
                 alerts += 1
                 frames.append(Delivery(
                     decoded.device_id, alert_frame(decoded.text, cursor), True, record.timestamp,
-                    topic_index, record.partition, record.offset,
+                    topic_index=topic_index, partition=record.partition, offset=record.offset,
                 ))
             else:
+                position = decoded.position
+                if position is None:
+                    unplaced += 1
                 frames.append(Delivery(
-                    decoded.device_id, message_frame(decoded.text, cursor), False, record.timestamp,
-                    topic_index, record.partition, record.offset,
+                    decoded.device_id, message_frame(decoded.text, cursor), False, record.timestamp, position,
+                    topic_index=topic_index, partition=record.partition, offset=record.offset,
                 ))
         self._metrics.incr(Metric.RECORDS, len(records))
         if alerts:
             self._metrics.incr(Metric.ALERTS, alerts)
         if malformed:
             self._metrics.incr(Metric.MALFORMED_RECORDS, malformed)
+        if unplaced:
+            self._metrics.incr(Metric.UNPLACED_RECORDS, unplaced)
         if frames:
             await self._out.put(frames)
 
