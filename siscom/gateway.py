@@ -39,12 +39,14 @@ from siscom.core.window import RecentWindow
 from siscom.pipeline.history import HistoryReader
 from siscom.sessions.replay import Replayer
 from siscom.sessions.session import Session, SessionLimits
+from siscom.sessions.shedding import LoadShedder
 from siscom.sessions.transport import Transport
 from siscom.config import Settings
 from siscom.core.deliveries import Delivery
 from siscom.metrics import Metrics
 from siscom.core.protocol import CloseCode
 from siscom.security.guard import Guard
+from siscom.security.inbound import InboundLimits
 from siscom.security.tokens import Grant
 from siscom.core.subscriptions import SubscriptionTable
 
@@ -76,7 +78,7 @@ class Gateway:
         self.read_offsets = ReadOffsets()
         #: Origin, connection-limit and token checks for the routes.
         self.guard = Guard(settings)
-        self.subscriptions = SubscriptionTable()
+        self.subscriptions = SubscriptionTable(max_ids=settings.stream_max_subscribed_ids)
         #: The dispatch vector the decoder advances; every frame's cursor is made from it.
         self.positions = LogPositions(settings.topics)
         #: The last records routed, for resumes that need no Kafka.
@@ -117,6 +119,7 @@ class Gateway:
                 # Supervisors get all the time they need to stop their own children (as in OTP).
                 ChildSpec("pipeline", self._new_pipeline, shutdown=math.inf),
                 ChildSpec("sessions", self._new_session_supervisor, shutdown=math.inf),
+                *self._shedder_spec(),
             ],
             strategy=Strategy.ONE_FOR_ONE,
             intensity=3,
@@ -158,6 +161,20 @@ class Gateway:
             period=10.0,
         )
         return self._pipeline
+
+    def _shedder_spec(self) -> list[ChildSpec]:
+        """Overload shedding (:mod:`siscom.sessions.shedding`), unless turned off."""
+        settings = self.settings
+        if settings.stream_shed_lag_seconds <= 0:
+            return []
+        shedder = partial(
+            LoadShedder,
+            self.sessions,
+            self.metrics,
+            lag_threshold=settings.stream_shed_lag_seconds,
+            sustain=settings.stream_shed_after_seconds,
+        )
+        return [ChildSpec("shedder", shedder)]
 
     def _new_session_supervisor(self) -> Supervisor:
         self._sessions = Supervisor("sessions", strategy=Strategy.ONE_FOR_ONE, intensity=1000, period=1.0)
@@ -254,17 +271,19 @@ class Gateway:
         resumes from (a cursor or ``since``; not with map options)."""
         if self._sessions is None or not self._sessions.running or self.draining:
             raise RuntimeError("the session supervisor is not accepting sessions")
+        inbound = InboundLimits(self.guard.inbound, asyncio.get_running_loop().time())
         core: StreamCore
         if options is not None and options.any:
             # The session pump passes the event loop's time, which is time.monotonic.
             core = MapStreamCore(
                 device_ids, table=self.subscriptions, policy=self.limits.policy, options=options,
-                clock=time.monotonic, grant=grant,
+                clock=time.monotonic, grant=grant, inbound=inbound,
             )
             resume = None
         else:
             core = StreamCore(
-                device_ids, table=self.subscriptions, policy=self.limits.policy, grant=grant, window=self.window
+                device_ids, table=self.subscriptions, policy=self.limits.policy, grant=grant, inbound=inbound,
+                window=self.window,
             )
         session = Session(
             transport,
@@ -274,6 +293,8 @@ class Gateway:
             metrics=self.metrics,
             resume=None if resume is None else (self.replayer, resume),
         )
+        # Never suspends (start_child does not): a disconnect cancelling the route cannot land
+        # between the session's start and the route's code that ends it.
         await self._sessions.start_child(ChildSpec(session.name, lambda: session, restart=Restart.TEMPORARY))
         return session
 

@@ -32,7 +32,7 @@ def test_every_scenario_runs_both_servers_and_writes_its_figures(tmp_path):
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     document = json.loads(out.read_text())
     scenarios = {entry["scenario"]: entry for entry in document["scenarios"]}
-    assert set(scenarios) == {"steady", "capacity", "overload", "idle", "pipeline", "viewport"}
+    assert set(scenarios) == {"steady", "capacity", "overload", "idle", "pipeline", "viewport", "flood"}
     for entry in scenarios.values():
         # viewport compares routing by box with routing by device_ids, in process.
         assert entry["targets"] == (["bbox", "device_ids"] if entry["scenario"] == "viewport" else ["siscom", "naive"])
