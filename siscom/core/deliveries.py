@@ -23,3 +23,8 @@ class Delivery(NamedTuple):
     timestamp_ms: int
     #: Where the record says its device is (positions only; see :mod:`siscom.core.geo`).
     position: Position | None = None
+    #: Where the record is in the log: the topic's index among the gateway's topics, the
+    #: partition and the offset (for replays; -1 when unknown).
+    topic_index: int = -1
+    partition: int = -1
+    offset: int = -1

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from siscom.core.protocol import BadRequest
+from siscom.core.protocol import BadRequest, frame_cursor, message_frame
 
 __all__ = ["FIELD_RULE", "Projection", "Projections", "parse_fields"]
 
@@ -75,7 +75,8 @@ class Projection:
             reduced["device_id"] = data["device_id"]
         else:
             reduced["device_id"] = device_id
-        return '{"event":"message","data":' + orjson.dumps({"data": reduced}).decode() + "}"
+        # The reduced frame keeps the record's cursor: a client with fields resumes like any other.
+        return message_frame(orjson.dumps({"data": reduced}).decode(), frame_cursor(frame))
 
 
 class Projections:

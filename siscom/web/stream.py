@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from quart import Blueprint, Response, websocket
 
@@ -21,6 +22,7 @@ from siscom.gateway import Gateway
 from siscom.core.mapoptions import parse_map_options
 from siscom.core.peers import client_address
 from siscom.core.protocol import BadRequest, CloseCode, parse_device_ids
+from siscom.core.resume import parse_resume
 from siscom.security.headers import SECURITY_HEADERS
 from siscom.security.tokens import SUBPROTOCOL, Forbidden, TokenError, find_token
 from siscom.web.control_frames import watch_control_frames
@@ -126,6 +128,19 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
         except BadRequest as error:
             await refuse(peer, Metric.REJECTED_REQUESTS, error, "bad request")
             return
+        try:
+            resume = parse_resume(
+                websocket.args.get("cursor"),
+                websocket.args.get("since"),
+                topics_crc=gateway.positions.crc,
+                now_ms=int(time.time() * 1000),
+                max_seconds=gateway.settings.stream_replay_max_seconds,
+            )
+            if resume is not None and options.any:
+                raise BadRequest("cursor and since cannot be combined with bbox, max_hz or fields yet")
+        except BadRequest as error:
+            await refuse(peer, Metric.REJECTED_REQUESTS, error, "bad request")
+            return
         # This frame lives as long as the connection: keep no copy of what others already share.
         del values
         device_ids = gateway.subscriptions.canonical(device_ids)
@@ -138,7 +153,7 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
 
         transport = QuartTransport(websocket._get_current_object(), peer, connection)
         try:
-            session = await gateway.open_session(transport, device_ids, grant=grant, options=options)
+            session = await gateway.open_session(transport, device_ids, grant=grant, options=options, resume=resume)
         except RuntimeError:
             await websocket.close(CloseCode.TRY_AGAIN_LATER, "server not accepting streams")
             return

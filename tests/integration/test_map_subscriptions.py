@@ -190,13 +190,15 @@ async def test_fields_reduce_position_frames_byte_for_byte_and_leave_alerts_whol
         texts = [await client.connection.recv() for _ in range(2)]
         twin_texts = [await twin.connection.recv() for _ in range(2)]
     data = json.loads(value)["data"]
+    # Each frame keeps its record's cursor (its id), reduced or not.
+    ids = [json.loads(text)["id"] for text in texts]
     assert texts[0] == (
-        '{"event":"message","data":{"data":{'
+        '{"event":"message","id":"' + ids[0] + '","data":{"data":{'
         f'"GPS_DATETIME":"{data["GPS_DATETIME"]}","LATITUD":"{data["LATITUD"]}","LONGITUD":"{data["LONGITUD"]}",'
         f'"SPEED":"{data["SPEED"]}","DEVICE_ID":"{device}"'
         "}}}"
     )
-    assert texts[1] == '{"event":"alert","data":' + alert.decode() + "}"
+    assert texts[1] == '{"event":"alert","id":"' + ids[1] + '","data":' + alert.decode() + "}"
     assert twin_texts == texts
     assert len(texts[0]) < len(value) / 2
 
