@@ -77,6 +77,7 @@ class Gateway:
             snapshot=settings.stream_snapshot,
             close_timeout_seconds=min(2.0, settings.stream_close_linger_seconds),
             close_linger_seconds=settings.stream_close_linger_seconds,
+            token_notice_seconds=settings.stream_token_notice_seconds,
         )
         self._actor_factories = (consumer, decoder, router)
         self._session_numbers = itertools.count(1)
@@ -221,7 +222,11 @@ class Gateway:
         """Start a session; ``grant`` is what the client's token allows (None: tokens are off)."""
         if self._sessions is None or not self._sessions.running or self.draining:
             raise RuntimeError("the session supervisor is not accepting sessions")
-        core = StreamCore(device_ids, table=self.subscriptions, policy=self.limits.policy, grant=grant)
+        verifier = self.guard.verifier
+        core = StreamCore(
+            device_ids, table=self.subscriptions, policy=self.limits.policy, grant=grant,
+            verify=None if verifier is None else verifier.verify,
+        )
         session = Session(
             transport, core, name=f"session-{next(self._session_numbers)}", limits=self.limits, metrics=self.metrics
         )

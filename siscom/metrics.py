@@ -74,6 +74,13 @@ class Metric(enum.StrEnum):
     AUTH_FAILURES = "auth_failures", Kind.COUNTER, "requests without a valid token"
     FORBIDDEN_REQUESTS = "forbidden_requests", Kind.COUNTER, "requests for devices the token does not grant"
     TOKEN_EXPIRIES = "token_expiries", Kind.COUNTER, "streams closed because their token expired"
+    TOKEN_REFRESHES = (
+        "token_refreshes", Kind.COUNTER, "new tokens accepted on an open stream (its expiry moved)",
+    )
+    TOKEN_REFRESH_REFUSALS = (
+        "token_refresh_refusals", Kind.COUNTER,
+        "new tokens refused on an open stream (not valid, or not granting its devices; the old expiry stands)",
+    )
     PARTITION_LAG = (
         "partition_lag", Kind.GAUGE,
         "records in the broker not yet read, all partitions together, every second",

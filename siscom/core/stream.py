@@ -6,8 +6,16 @@ timing. Events in:
 
 - :meth:`StreamCore.deliver`: a record routed to this client (the router calls it directly: the
   core is the subscriber in the :class:`~siscom.core.subscriptions.SubscriptionTable`);
-- :meth:`StreamCore.receive`: a message from the client (subscribe, unsubscribe, anything else);
-- :meth:`StreamCore.token_expired`, :meth:`StreamCore.close`, :meth:`StreamCore.client_gone`.
+- :meth:`StreamCore.receive`: a message from the client (subscribe, unsubscribe, refresh, anything
+  else);
+- :meth:`StreamCore.token_expiring`, :meth:`StreamCore.token_expired`, :meth:`StreamCore.close`,
+  :meth:`StreamCore.client_gone`.
+
+Token refresh: the pump asks :meth:`StreamCore.notice_delay` and :meth:`StreamCore.expiry_delay`
+when to call :meth:`StreamCore.token_expiring` (which queues the ``token-expiring`` frame) and
+:meth:`StreamCore.token_expired`. A client's ``refresh`` with a valid token that still grants the
+current subscription replaces the grant; :attr:`StreamCore.on_refresh` then tells the pump to move
+its timers. Any other refresh gets an error frame and changes nothing.
 
 What to send: :meth:`StreamCore.take` (the next frames, with a keep-alive when one is due), then,
 once :attr:`StreamCore.closing` is set, its final frame and close code. Times are passed in (any
@@ -25,7 +33,17 @@ from supervisors import MailboxFull
 
 from siscom.core.deliveries import Delivery
 from siscom.core.outbox import Outbox
-from siscom.core.protocol import PING_FRAME, BadRequest, CloseCode, ack_frame, error_frame, parse_client_frame
+from siscom.core.protocol import (
+    PING_FRAME,
+    BadRequest,
+    CloseCode,
+    RefreshCommand,
+    ack_frame,
+    error_frame,
+    parse_client_frame,
+    refreshed_frame,
+    token_expiring_frame,
+)
 from siscom.core.subscriptions import SubscriptionTable
 
 if TYPE_CHECKING:
@@ -63,12 +81,17 @@ class StreamPolicy:
     max_pending_frames: int
     max_device_ids: int
     snapshot: bool
+    #: How long before the token's expiry the client is told (``token-expiring``); 0: never.
+    token_notice_seconds: float = 0.0
 
 
 class StreamCore:
     """One client's subscription, grant, waiting frames and close state."""
 
-    __slots__ = ("_table", "_policy", "_grant", "_initial_ids", "outbox", "closing", "on_close", "_next_ping")
+    __slots__ = (
+        "_table", "_policy", "_grant", "_verify", "_initial_ids", "outbox", "closing", "on_close", "on_refresh",
+        "_next_ping",
+    )
 
     def __init__(
         self,
@@ -77,17 +100,22 @@ class StreamCore:
         table: SubscriptionTable,
         policy: StreamPolicy,
         grant: Grant | None = None,
+        verify: Callable[[str], Grant] | None = None,
     ) -> None:
         self._table = table
         self._policy = policy
         #: What the client's token allows (None: tokens are off, anything goes, forever).
         self._grant = grant
+        #: Checks a refreshed token (raises a BadRequest saying why not); None: tokens are off.
+        self._verify = verify
         self._initial_ids = device_ids
         self.outbox = Outbox(soft_limit=policy.max_pending_frames, max_alerts=policy.max_pending_frames)
         #: Set once, by the first close request: how the stream ends.
         self.closing: Closing | None = None
         #: Called once when :attr:`closing` is set (the pump stops a stalled write with it).
         self.on_close: Callable[[], None] | None = None
+        #: Called after each refresh the client asks for: True when accepted (the expiry moved).
+        self.on_refresh: Callable[[bool], None] | None = None
         self._next_ping = 0.0
 
     # Events
@@ -121,6 +149,9 @@ class StreamCore:
             return
         if command is None:
             return
+        if isinstance(command, RefreshCommand):
+            self._refresh(command.token)
+            return
         current = self.device_ids
         if command.action == "subscribe":
             if self._grant is not None:
@@ -144,6 +175,12 @@ class StreamCore:
         self._reply(ack_frame(command.action, wanted))
         if self._policy.snapshot and added:
             self._queue_snapshot(added)
+
+    def token_expiring(self, now: float) -> None:
+        """The notice is due (``now`` in POSIX time): tell the client how long its token has left."""
+        if self.closing is not None or self._grant is None:
+            return
+        self._reply(token_expiring_frame(self._grant.expires_at - now))
 
     def token_expired(self) -> None:
         self.close(CloseCode.POLICY_VIOLATION, Cause.TOKEN_EXPIRED.value, final_frame=error_frame("token expired"),
@@ -214,6 +251,14 @@ class StreamCore:
             return None
         return max(0.0, self._grant.expires_at - now)
 
+    def notice_delay(self, now: float) -> float | None:
+        """Seconds from ``now`` (POSIX time) until the ``token-expiring`` frame is due (0: at once,
+        for a token that has less left than the notice); None if it never is."""
+        notice = self._policy.token_notice_seconds
+        if self._grant is None or notice <= 0:
+            return None
+        return max(0.0, self._grant.expires_at - notice - now)
+
     def take_conflated(self) -> int:
         """Positions dropped by conflation since the last call."""
         count, self.outbox.conflated = self.outbox.conflated, 0
@@ -236,6 +281,28 @@ class StreamCore:
             self.outbox.put_kept(text)
         except MailboxFull:
             self.close(CloseCode.TRY_AGAIN_LATER, Cause.SLOW_CLIENT.value, cause=Cause.SLOW_CLIENT)
+
+    def _refresh(self, token: str) -> None:
+        """Adopt the grant of ``token`` if it is valid and still grants the current subscription."""
+        try:
+            if self._verify is None or self._grant is None:
+                raise BadRequest("this stream needs no token")
+            grant = self._verify(token)
+            current = self.device_ids
+            if current is None:
+                if grant.devices is not None:
+                    raise BadRequest("the token does not grant every device, which this stream receives")
+            else:
+                grant.check(current)
+        except BadRequest as error:
+            self._reply(error_frame(f"token refresh refused: {error.message}", **error.detail))
+            if self.on_refresh is not None:
+                self.on_refresh(False)
+            return
+        self._grant = grant
+        self._reply(refreshed_frame(grant.expires_at))
+        if self.on_refresh is not None:
+            self.on_refresh(True)
 
     def _queue_snapshot(self, device_ids: frozenset[str] | None) -> None:
         for device_id, text in self._table.snapshot(device_ids):
