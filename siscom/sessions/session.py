@@ -158,8 +158,12 @@ class Session(Actor):
             await asyncio.wait((receiver,))
             self._end()
 
-    def _arm_token_timers(self) -> None:
-        """Schedule the notice and the expiry of the current grant (none without a token)."""
+    def _arm_token_timers(self, *, refreshed: bool = False) -> None:
+        """Schedule the notice and the expiry of the current grant (none without a token).
+
+        After a refresh to a token already inside the notice time, no notice is scheduled: the
+        client has just answered one, and a new notice at once would have it refresh in a loop.
+        """
         self._cancel_token_timers()
         loop = asyncio.get_running_loop()
         now = time.time()  # a token's exp is POSIX time; the delays go on the loop's clock
@@ -167,7 +171,7 @@ class Session(Actor):
         if delay is not None:
             self._expiry = loop.call_later(delay, self.core.token_expired)
         notice = self.core.notice_delay(now)
-        if notice is not None:
+        if notice is not None and not (refreshed and notice <= 0):
             self._notice = loop.call_later(notice, self._token_notice)
 
     def _cancel_token_timers(self) -> None:
@@ -184,7 +188,7 @@ class Session(Actor):
         """The client sent a new token: count it; when accepted, the timers follow the new expiry."""
         if accepted:
             self._metrics.incr(Metric.TOKEN_REFRESHES)
-            self._arm_token_timers()
+            self._arm_token_timers(refreshed=True)
             logger.info("Token refreshed for %s", self._transport.peer)
         else:
             self._metrics.incr(Metric.TOKEN_REFRESH_REFUSALS)

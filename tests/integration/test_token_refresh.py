@@ -131,3 +131,15 @@ async def test_a_refresh_with_a_narrower_token_is_refused_and_the_stream_ends_at
     assert expiry_of(token) - 0.2 <= ended <= expiry_of(token) + 2.0
     await wait_counter(server, "token_refresh_refusals", before["token_refresh_refusals"] + 1)
     await wait_counter(server, "token_expiries", before["token_expiries"] + 1)
+
+
+async def test_a_refresh_to_a_token_already_inside_the_notice_time_brings_no_new_notice(server):
+    """Otherwise a client handing back the same token would be told again at once, in a loop."""
+    devices = fleet(1)
+    token = mint(devices, 4)
+    async with ws_client(server.ws_url(), additional_headers=auth(token)) as client:
+        assert (await client.next_frame(timeout=6))["event"] == "token-expiring"
+        await client.send(refresh_frame(token))
+        assert (await client.next_frame())["data"] == {"action": "refresh", "expires_at": expiry_of(token)}
+        assert await client.next_frame(timeout=6) == {"event": "error", "data": {"message": "token expired"}}
+        assert await client.wait_closed() == 1008
