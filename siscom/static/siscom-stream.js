@@ -12,11 +12,11 @@
 "use strict";
 
 (function (root, factory) {
-  const api = factory();
+  const api = factory(root);
   if (typeof module === "object" && module && module.exports) module.exports = api;
   // Also global: the ES module entry (siscom-stream.mjs) picks it up from there.
   root.SiscomStream = api.SiscomStream;
-})(typeof globalThis !== "undefined" ? globalThis : this, function () {
+})(typeof globalThis !== "undefined" ? globalThis : this, function (root) {
   const PATH = "/api/v1/stream";
   const NORMAL = 1000, POLICY = 1008, TOO_BIG = 1009;
   const DEFAULT_BACKOFF = { initial: 500, max: 30000, factor: 2, jitter: 0.5 };
@@ -322,8 +322,15 @@
     }
 
     _dispatch(type, detail) {
-      if (typeof this.dispatchEvent !== "function" || typeof CustomEvent !== "function") return;
-      this.dispatchEvent(new CustomEvent(type, { detail }));
+      if (typeof this.dispatchEvent !== "function") return;
+      let event;
+      if (typeof CustomEvent === "function") {
+        event = new CustomEvent(type, { detail });
+      } else {
+        event = new Event(type); // runtimes with EventTarget but no CustomEvent (Node 18)
+        Object.defineProperty(event, "detail", { value: detail });
+      }
+      this.dispatchEvent(event);
     }
   }
 
