@@ -83,6 +83,14 @@ window.GridView = (() => {
       this.scale.replaceChildren();
     }
 
+    remove(id) {
+      const shape = this.shapes.get(id);
+      if (!shape) return;
+      shape.marker.remove();
+      shape.path.remove();
+      this.shapes.delete(id);
+    }
+
     focus(device, on) {
       this.shapes.get(device.id)?.marker.classList.toggle("focus", on);
     }

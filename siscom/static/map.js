@@ -126,6 +126,14 @@ window.TileMapView = (() => {
       this.entries.clear();
     }
 
+    remove(id) {
+      const entry = this.entries.get(id);
+      if (!entry) return;
+      this.vehicles.removeLayer(entry.marker);
+      this.trails.removeLayer(entry.trail);
+      this.entries.delete(id);
+    }
+
     focus(vehicle, on) {
       this.entries.get(vehicle.id)?.marker.getElement()?.classList.toggle("focus", on);
     }

@@ -179,6 +179,42 @@
       this._command("unsubscribe", removed);
     }
 
+    /**
+     * Watch exactly `ids` (null or "" for every device). Between two lists this is an unsubscribe
+     * and a subscribe on the open socket; to or from "every device" it reconnects, as a new client
+     * (the stream's past is another set's: no cursor, the snapshot of the new set instead).
+     */
+    setDevices(ids) {
+      const wanted = deviceSet(ids);
+      const current = this.deviceIds;
+      if (wanted !== null && wanted.length && current !== null && current.length) {
+        const keep = new Set(wanted);
+        const had = new Set(current);
+        const removed = current.filter((id) => !keep.has(id));
+        if (removed.length) this.unsubscribe(removed);
+        const added = wanted.filter((id) => !had.has(id));
+        if (added.length) this.subscribe(added);
+        return;
+      }
+      this.deviceIds = wanted && wanted.length ? wanted : null;
+      this.cursor = null;
+      this._since = null;
+      const socket = this._socket;
+      this._socket = null;
+      if (socket) {
+        socket.onopen = socket.onmessage = socket.onclose = socket.onerror = null;
+        try {
+          socket.close(NORMAL);
+        } catch (error) {
+          // already closing
+        }
+      }
+      this._generation++;
+      this.status = "idle";
+      this.attempt = 0;
+      this.connect();
+    }
+
     /** Close for good (no reconnect). */
     close(code = NORMAL, reason = "") {
       this._stopped = true;
