@@ -194,6 +194,26 @@ test("after unsubscribing from every device, a reconnect waits for a subscribe i
   assert.equal(socket().url.searchParams.get("device_ids"), "z");
 });
 
+test("setDevices between two lists changes the subscription in place; to every device it reconnects afresh", async () => {
+  const { stream, socket } = await make({ deviceIds: ["a", "b"] });
+  socket().open();
+  socket().frame({ event: "message", id: "c1", data: {} });
+  stream.setDevices("b, c");
+  assert.deepEqual(socket().sent, [
+    { action: "unsubscribe", device_ids: ["a"] },
+    { action: "subscribe", device_ids: ["c"] },
+  ]);
+  assert.equal(FakeSocket.instances.length, 1);
+  const old = socket();
+  stream.setDevices("");
+  assert.equal(old.closedWith, 1000);
+  assert.equal(FakeSocket.instances.length, 2);
+  // A new view: no device filter, and no cursor (the snapshot of the new set, not a replay).
+  assert.equal(socket().url.searchParams.get("device_ids"), null);
+  assert.equal(socket().url.searchParams.get("cursor"), null);
+  assert.equal(stream.deviceIds, null);
+});
+
 test("the token from getToken goes in the bearer subprotocol, and a token-expiring notice is answered with a new one", async () => {
   let issued = 0;
   const { seen, socket } = await make({ getToken: async () => `token-${++issued}` });
