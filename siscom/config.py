@@ -447,6 +447,18 @@ class Settings:
         "longest a connection stays open after its stream ended (close frame not yet read, or not "
         "answered): then the TCP connection is dropped, whether or not the client reads",
     )
+    stream_replay_max_seconds: float = _setting(
+        3600.0, _seconds_at_least(1.0), "a number of seconds, at least 1",
+        "how far back a client may ask to replay with ?since= (further back is refused with 1008)",
+    )
+    stream_replay_window_records: int = _setting(
+        50000, _whole_number(0), "a whole number; 0 keeps no window (every resume reads Kafka)",
+        "records of the recent-records window each process keeps to serve resumes without Kafka",
+    )
+    stream_replay_window_bytes: int = _setting(
+        67108864, _whole_number(0), "a whole number of bytes; 0 keeps no window",
+        "most frame bytes the recent-records window holds (whichever bound is reached first)",
+    )
     stream_jwt_secret: str | None = _setting(
         None, _jwt_secret, "at least 32 characters; empty for none",
         "shared secret that verifies client tokens (HS256); when set, every stream and the stats "

@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
@@ -29,7 +30,12 @@ from siscom.pipeline.offsets import ReadOffsets
 from siscom.pipeline.decoder import Decoder
 from siscom.pipeline.factories import ConsumerFactory, DecoderFactory, RouterFactory
 from siscom.pipeline.router import Router
+from siscom.core.cursors import LogPositions
+from siscom.core.resume import ResumeRequest
 from siscom.core.stream import StreamCore
+from siscom.core.window import RecentWindow
+from siscom.pipeline.history import HistoryReader
+from siscom.sessions.replay import Replayer
 from siscom.sessions.session import Session, SessionLimits
 from siscom.sessions.transport import Transport
 from siscom.config import Settings
@@ -69,6 +75,20 @@ class Gateway:
         #: Origin, connection-limit and token checks for the routes.
         self.guard = Guard(settings)
         self.subscriptions = SubscriptionTable()
+        #: The dispatch vector the decoder advances; every frame's cursor is made from it.
+        self.positions = LogPositions(settings.topics)
+        #: The last records routed, for resumes that need no Kafka.
+        self.window = RecentWindow(settings.stream_replay_window_records, settings.stream_replay_window_bytes)
+        #: Reads the log's past for older resumes and ``since`` (its own Kafka consumer, on first use).
+        self.history = HistoryReader(settings, self.metrics)
+        self.replayer = Replayer(
+            topics=settings.topics,
+            table=self.subscriptions,
+            window=self.window,
+            history=self.history,
+            metrics=self.metrics,
+            max_record_bytes=settings.stream_max_record_bytes,
+        )
         self.limits = SessionLimits(
             keepalive_seconds=settings.stream_keepalive_seconds,
             send_timeout_seconds=settings.stream_send_timeout_seconds,
@@ -126,9 +146,11 @@ class Gateway:
                         alerts_topic=settings.kafka_alerts_topic,
                         max_record_bytes=settings.stream_max_record_bytes,
                         metrics=metrics,
+                        positions=self.positions,
+                        offsets=self.read_offsets,
                     ),
                 ),
-                ChildSpec("router", partial(router, self._deliveries, self.subscriptions, metrics)),
+                ChildSpec("router", partial(router, self._deliveries, self.subscriptions, metrics, self.window)),
             ],
             strategy=Strategy.REST_FOR_ONE,
             intensity=5,
@@ -184,6 +206,7 @@ class Gateway:
             self._watcher.cancel()
             await asyncio.wait((self._watcher,))
         await self._root.stop()
+        await self.history.stop()
 
     async def _watch(self) -> None:
         try:
@@ -217,18 +240,29 @@ class Gateway:
     # Sessions
 
     async def open_session(
-        self, transport: Transport, device_ids: frozenset[str] | None, *, grant: Grant | None = None
+        self,
+        transport: Transport,
+        device_ids: frozenset[str] | None,
+        *,
+        grant: Grant | None = None,
+        resume: ResumeRequest | None = None,
     ) -> Session:
-        """Start a session; ``grant`` is what the client's token allows (None: tokens are off)."""
+        """Start a session; ``grant`` is what the client's token allows (None: tokens are off);
+        ``resume``: where its stream resumes from (a cursor or ``since``)."""
         if self._sessions is None or not self._sessions.running or self.draining:
             raise RuntimeError("the session supervisor is not accepting sessions")
         verifier = self.guard.verifier
         core = StreamCore(
             device_ids, table=self.subscriptions, policy=self.limits.policy, grant=grant,
-            verify=None if verifier is None else verifier.verify,
+            verify=None if verifier is None else verifier.verify, window=self.window,
         )
         session = Session(
-            transport, core, name=f"session-{next(self._session_numbers)}", limits=self.limits, metrics=self.metrics
+            transport,
+            core,
+            name=f"session-{next(self._session_numbers)}",
+            limits=self.limits,
+            metrics=self.metrics,
+            resume=None if resume is None else (self.replayer, resume),
         )
         await self._sessions.start_child(ChildSpec(session.name, lambda: session, restart=Restart.TEMPORARY))
         return session
@@ -264,4 +298,15 @@ class Gateway:
                 "total_partitions": kafka.total_partitions,
             },
             "restarts": self._root.restarts,
+            "window": self.window_stats(),
+            "history_reads": {f"{tp.topic}[{tp.partition}]": n for tp, n in sorted(self.history.reads.items())},
+        }
+
+    def window_stats(self) -> dict[str, float]:
+        """Size and age of the recent-records window (also published as gauges by the router)."""
+        oldest = self.window.oldest_timestamp_ms()
+        return {
+            "records": len(self.window),
+            "bytes": self.window.bytes,
+            "age_seconds": 0.0 if oldest is None else max(0.0, time.time() - oldest / 1000),
         }

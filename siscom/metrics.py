@@ -85,6 +85,24 @@ class Metric(enum.StrEnum):
         "partition_lag", Kind.GAUGE,
         "records in the broker not yet read, all partitions together, every second",
     )
+    RESUMES_RECOVERED = (
+        "resumes_recovered", Kind.COUNTER,
+        "streams opened with a cursor or since that got everything they missed (resumed: true)",
+    )
+    RESUMES_NOT_RECOVERED = (
+        "resumes_not_recovered", Kind.COUNTER,
+        "streams opened with a cursor that could not be honoured (resumed: false, then the snapshot)",
+    )
+    REPLAYED_RECORDS = "replayed_records", Kind.COUNTER, "records sent to resuming clients from before they connected"
+    HISTORY_READS = (
+        "history_reads", Kind.COUNTER,
+        "reads of one partition's log for replays older than the window (concurrent replays share one)",
+    )
+    WINDOW_RECORDS = "window_records", Kind.GAUGE, "records in the recent-records window, every second"
+    WINDOW_AGE_SECONDS = (
+        "window_age_seconds", Kind.GAUGE,
+        "age of the oldest record in the recent-records window (its Kafka timestamp), every second",
+    )
     LATENCY = (
         "latency", Kind.TIMER,
         "from a record's Kafka timestamp to its frame being handed to the clients, one sample per batch "

@@ -51,6 +51,9 @@ GAUGE_ACROSS_WORKERS: dict[Metric, tuple[str, str]] = {
     Metric.CONNECTIONS: ("livesum", "sum over live workers"),
     # Each worker reads every partition itself: the lag that matters is the worst worker's.
     Metric.PARTITION_LAG: ("livemax", "largest of the live workers"),
+    # Each worker keeps its own window: the shortest and the youngest are what a resume can count on.
+    Metric.WINDOW_RECORDS: ("livemin", "smallest of the live workers"),
+    Metric.WINDOW_AGE_SECONDS: ("livemin", "smallest of the live workers"),
 }
 
 

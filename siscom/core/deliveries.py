@@ -19,3 +19,8 @@ class Delivery(NamedTuple):
     alert: bool
     #: Kafka record timestamp (ms since the epoch), for end-to-end latency.
     timestamp_ms: int
+    #: Where the record is in the log: the topic's index among the gateway's topics, the
+    #: partition and the offset (for replays; -1 when unknown).
+    topic_index: int = -1
+    partition: int = -1
+    offset: int = -1

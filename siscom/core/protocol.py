@@ -3,9 +3,10 @@
 Pure functions and constants, no I/O, so the contract can be read and tested in one place.
 Server frames are compact JSON text (browsers ``JSON.parse`` them), one object per frame::
 
-    {"event":"message","data":<Kafka value>}      a position record
-    {"event":"alert","data":<Kafka value>}        a record of the alerts topic
-    {"event":"ping","data":{"type":"keep-alive"}} keep-alive
+    {"event":"message","id":<cursor>,"data":<Kafka value>}      a position record
+    {"event":"alert","id":<cursor>,"data":<Kafka value>}        a record of the alerts topic
+    {"event":"ping","id":<cursor>,"data":{"type":"keep-alive"}} keep-alive
+    {"event":"resumed","data":{"recovered":...,"reason":...}}   first frame of a resumed stream
     {"event":"error","data":{"message":...}}      a refused request (then, usually, close 1008)
     {"event":"ack","data":{"action":...,"device_ids":[...]|null}}  answer to a client command
     {"event":"token-expiring","data":{"expires_in":S}}  the token ends in S seconds: send a new one
@@ -45,8 +46,12 @@ __all__ = [
     "parse_client_frame",
     "parse_device_id_list",
     "parse_device_ids",
+    "ping_frame",
+    "frame_cursor",
     "refreshed_frame",
+    "resumed_frame",
     "token_expiring_frame",
+    "with_cursor",
 ]
 
 
@@ -136,14 +141,58 @@ def parse_device_id_list(items: object, *, max_ids: int) -> frozenset[str]:
 PING_FRAME = '{"event":"ping","data":{"type":"keep-alive"}}'
 
 
-def message_frame(value_text: str) -> str:
-    """A position record, its Kafka value spliced in unchanged."""
-    return '{"event":"message","data":' + value_text + "}"
+def message_frame(value_text: str, cursor: str | None = None) -> str:
+    """A position record, its Kafka value spliced in unchanged, with its cursor as ``id``."""
+    if cursor is None:
+        return '{"event":"message","data":' + value_text + "}"
+    return '{"event":"message","id":"' + cursor + '","data":' + value_text + "}"
 
 
-def alert_frame(value_text: str) -> str:
-    """An alerts-topic record, its Kafka value spliced in unchanged."""
-    return '{"event":"alert","data":' + value_text + "}"
+def alert_frame(value_text: str, cursor: str | None = None) -> str:
+    """An alerts-topic record, its Kafka value spliced in unchanged, with its cursor as ``id``."""
+    if cursor is None:
+        return '{"event":"alert","data":' + value_text + "}"
+    return '{"event":"alert","id":"' + cursor + '","data":' + value_text + "}"
+
+
+def ping_frame(cursor: str | None) -> str:
+    """A keep-alive carrying the client's current cursor (none before the first record)."""
+    if cursor is None:
+        return PING_FRAME
+    return '{"event":"ping","id":"' + cursor + '","data":{"type":"keep-alive"}}'
+
+
+_ID_MARK = '"id":"'
+
+
+def frame_cursor(text: str) -> str | None:
+    """The cursor (``id``) of a frame built by this module, or None when it has none.
+
+    Cursors are URL-safe base64, so the first quote after the mark ends them.
+    """
+    start = text.find(_ID_MARK, 0, 40)
+    if start < 0:
+        return None
+    start += len(_ID_MARK)
+    return text[start:text.index('"', start)]
+
+
+def with_cursor(text: str, cursor: str) -> str:
+    """A message or alert frame with another cursor (for a snapshot or a replay)."""
+    data = text.index(',"data":')
+    head = text[:data]
+    mark = head.find(_ID_MARK)
+    if mark >= 0:
+        head = head[: mark - 1]
+    return head + ',"id":"' + cursor + '"' + text[data:]
+
+
+def resumed_frame(recovered: bool, reason: str | None = None) -> str:
+    """First frame of a resumed stream: whether everything missed follows."""
+    data: dict[str, Any] = {"recovered": recovered}
+    if reason is not None:
+        data["reason"] = reason
+    return _json({"event": "resumed", "data": data})
 
 
 def _json(value: Any) -> str:

@@ -34,17 +34,20 @@ from supervisors import MailboxFull
 from siscom.core.deliveries import Delivery
 from siscom.core.outbox import Outbox
 from siscom.core.protocol import (
-    PING_FRAME,
     BadRequest,
     CloseCode,
     RefreshCommand,
     ack_frame,
     error_frame,
+    frame_cursor,
     parse_client_frame,
+    ping_frame,
     refreshed_frame,
     token_expiring_frame,
+    with_cursor,
 )
 from siscom.core.subscriptions import SubscriptionTable
+from siscom.core.window import RecentWindow
 
 if TYPE_CHECKING:
     from siscom.security.tokens import Grant
@@ -90,7 +93,7 @@ class StreamCore:
 
     __slots__ = (
         "_table", "_policy", "_grant", "_verify", "_initial_ids", "outbox", "closing", "on_close", "on_refresh",
-        "_next_ping",
+        "_next_ping", "_window", "_cursor",
     )
 
     def __init__(
@@ -101,8 +104,13 @@ class StreamCore:
         policy: StreamPolicy,
         grant: Grant | None = None,
         verify: Callable[[str], Grant] | None = None,
+        window: RecentWindow | None = None,
     ) -> None:
+        """``window`` knows the gateway's dispatch cursor, which pings and snapshots carry."""
         self._table = table
+        self._window = window
+        #: The last cursor this client was given on a ping (or the one it resumed from).
+        self._cursor: str | None = None
         self._policy = policy
         #: What the client's token allows (None: tokens are off, anything goes, forever).
         self._grant = grant
@@ -120,11 +128,32 @@ class StreamCore:
 
     # Events
 
-    def open(self, now: float) -> None:
+    def open(
+        self,
+        now: float,
+        *,
+        resumed: str | None = None,
+        replay: list[tuple[str, str, bool]] | None = None,
+        cursor: str | None = None,
+    ) -> None:
         """The stream starts: subscribe, queue the snapshot; the first keep-alive is due at
-        ``now`` plus the interval."""
+        ``now`` plus the interval.
+
+        A resumed stream first gets the ``resumed`` frame; then, when it recovered, the
+        ``replay`` frames ((device id, frame text, alert) in order) instead of the snapshot, and
+        ``cursor`` is where it stands once they are out.
+        """
+        if resumed is not None:
+            self._reply(resumed)
         self._table.subscribe(self, self._initial_ids)
-        if self._policy.snapshot:
+        if replay is not None:
+            self._cursor = cursor
+            for device_id, text, alert in replay:
+                if alert:
+                    self._reply(text)
+                else:
+                    self.outbox.put_position(device_id, text)
+        elif self._policy.snapshot:
             self._queue_snapshot(self._initial_ids)
         self._next_ping = now + self._policy.keepalive_seconds
 
@@ -229,9 +258,22 @@ class StreamCore:
         due at ``now``; an empty list when there is nothing to write yet."""
         texts = self.outbox.take()
         if now >= self._next_ping:
-            texts.append(PING_FRAME)
+            texts.append(ping_frame(self._current_cursor(texts)))
             self._next_ping = now + self._policy.keepalive_seconds
         return texts
+
+    def _current_cursor(self, texts: list[str]) -> str | None:
+        """Where this client stands once ``texts`` are out: the dispatch cursor when nothing else
+        waits (it has then been given every frame routed), else the last cursor it was given."""
+        if not len(self.outbox) and self._window is not None and self._window.dispatched is not None:
+            self._cursor = self._window.dispatched
+            return self._cursor
+        for text in reversed(texts):
+            cursor = frame_cursor(text)
+            if cursor is not None:
+                self._cursor = cursor
+                break
+        return self._cursor
 
     def wait_time(self, now: float) -> float:
         """How long the writer may wait, from ``now``, for frames before a keep-alive is due
@@ -270,6 +312,11 @@ class StreamCore:
         return len(self.outbox)
 
     @property
+    def initial_device_ids(self) -> frozenset[str] | None:
+        """The devices asked for at connect (None: every device)."""
+        return self._initial_ids
+
+    @property
     def device_ids(self) -> frozenset[str] | None:
         """The current device filter (None: every device)."""
         return self._table.filter_of(self)
@@ -305,5 +352,7 @@ class StreamCore:
             self.on_refresh(True)
 
     def _queue_snapshot(self, device_ids: frozenset[str] | None) -> None:
+        # Snapshot frames carry the cursor of now, where the client's stream starts, not their own.
+        cursor = self._window.dispatched if self._window is not None else None
         for device_id, text in self._table.snapshot(device_ids):
-            self.outbox.put_position(device_id, text)
+            self.outbox.put_position(device_id, text if cursor is None else with_cursor(text, cursor))

@@ -14,10 +14,12 @@ from aiokafka import ConsumerRecord
 
 from supervisors import Actor, Mailbox
 
+from siscom.core.cursors import LogPositions
 from siscom.core.deliveries import Delivery
 from siscom.metrics import Metric, Metrics
 from siscom.core.protocol import alert_frame, message_frame
 from siscom.core.records import MalformedRecord, decode_value
+from siscom.pipeline.offsets import ReadOffsets
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +36,14 @@ class Decoder(Actor):
         alerts_topic: str | None,
         max_record_bytes: int,
         metrics: Metrics,
+        positions: LogPositions | None = None,
+        offsets: ReadOffsets | None = None,
     ) -> None:
+        """``positions`` (owned by the gateway) gives every frame its cursor; ``offsets`` tells it
+        where reading starts on partitions that have had no record yet."""
         super().__init__(name="decoder", inbox=inbox)
+        self._positions = positions
+        self._offsets = offsets
         self._out = out
         self._alerts_topic = alerts_topic
         self._max_record_bytes = max_record_bytes
@@ -48,18 +56,36 @@ class Decoder(Actor):
         alerts = malformed = 0
         alerts_topic = self._alerts_topic
         max_bytes = self._max_record_bytes
+        positions = self._positions
+        if positions is not None:
+            self._fill_start_offsets(positions)
+        cursor = None
+        topic_index = -1
         for record in records:
+            if positions is not None:
+                # The cursor is the dispatch vector just after this record; a malformed record
+                # advances it too, so the next frame's cursor steps over it.
+                topic_index = positions.topic_index(record.topic)
+                positions.advance(topic_index, record.partition, record.offset + 1)
             try:
                 decoded = decode_value(record.value, max_bytes=max_bytes)
             except MalformedRecord as error:
                 malformed += 1
                 self._log_malformed(record, error)
                 continue
+            if positions is not None:
+                cursor = positions.cursor()
             if record.topic == alerts_topic:
                 alerts += 1
-                frames.append(Delivery(decoded.device_id, alert_frame(decoded.text), True, record.timestamp))
+                frames.append(Delivery(
+                    decoded.device_id, alert_frame(decoded.text, cursor), True, record.timestamp,
+                    topic_index, record.partition, record.offset,
+                ))
             else:
-                frames.append(Delivery(decoded.device_id, message_frame(decoded.text), False, record.timestamp))
+                frames.append(Delivery(
+                    decoded.device_id, message_frame(decoded.text, cursor), False, record.timestamp,
+                    topic_index, record.partition, record.offset,
+                ))
         self._metrics.incr(Metric.RECORDS, len(records))
         if alerts:
             self._metrics.incr(Metric.ALERTS, alerts)
@@ -67,6 +93,16 @@ class Decoder(Actor):
             self._metrics.incr(Metric.MALFORMED_RECORDS, malformed)
         if frames:
             await self._out.put(frames)
+
+    def _fill_start_offsets(self, positions: LogPositions) -> None:
+        """Partitions with no record yet enter the vector at the offset reading starts from."""
+        if self._offsets is None:
+            return
+        for partition, offset in self._offsets.start_offsets():
+            if partition.topic in positions.topics:
+                index = positions.topic_index(partition.topic)
+                if not positions.known(index, partition.partition):
+                    positions.advance(index, partition.partition, offset)
 
     def _log_malformed(self, record: ConsumerRecord, error: MalformedRecord) -> None:
         window = int(time.monotonic())

@@ -16,7 +16,9 @@ from aiokafka import ConsumerRecord
 from supervisors import Actor, Mailbox
 
 from siscom.config import Settings
+from siscom.core.cursors import LogPositions
 from siscom.core.deliveries import Delivery
+from siscom.core.window import RecentWindow
 from siscom.core.subscriptions import SubscriptionTable
 from siscom.metrics import Metrics
 from siscom.pipeline.consumer import KafkaStatus
@@ -49,10 +51,18 @@ class DecoderFactory(Protocol):
         alerts_topic: str | None,
         max_record_bytes: int,
         metrics: Metrics,
+        positions: LogPositions | None = None,
+        offsets: ReadOffsets | None = None,
     ) -> Actor: ...
 
 
 class RouterFactory(Protocol):
     """Makes the actor that hands deliveries to sessions (see :class:`~siscom.pipeline.router.Router`)."""
 
-    def __call__(self, inbox: Mailbox[list[Delivery]], table: SubscriptionTable, metrics: Metrics) -> Actor: ...
+    def __call__(
+        self,
+        inbox: Mailbox[list[Delivery]],
+        table: SubscriptionTable,
+        metrics: Metrics,
+        window: RecentWindow | None = None,
+    ) -> Actor: ...

@@ -71,6 +71,10 @@ class ReadOffsets:
     def mark(self, partition: TopicPartition) -> Mark | None:
         return self._marks.get(partition)
 
+    def start_offsets(self) -> list[tuple[TopicPartition, int]]:
+        """Partitions none of whose records was handed on yet, with the offset reading starts at."""
+        return [(partition, mark.next_offset) for partition, mark in self._marks.items() if mark.last is None]
+
     def handed_on(self, batches: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
         """Note the last record of each partition's batch: the decoder has it now."""
         for partition, records in batches.items():

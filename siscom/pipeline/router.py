@@ -14,14 +14,24 @@ import time
 from supervisors import Actor, Mailbox
 
 from siscom.core.deliveries import Delivery
+from siscom.core.window import RecentWindow
 from siscom.metrics import Metric, Metrics
 from siscom.core.subscriptions import SubscriptionTable
 
 
 class Router(Actor):
-    def __init__(self, inbox: Mailbox[list[Delivery]], table: SubscriptionTable, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        inbox: Mailbox[list[Delivery]],
+        table: SubscriptionTable,
+        metrics: Metrics,
+        window: RecentWindow | None = None,
+    ) -> None:
+        """``window`` (owned by the gateway) keeps what was routed, for clients that resume."""
         super().__init__(name="router", inbox=inbox)
         self._table = table
+        self._window = window
+        self._next_gauges = 0.0
         self._metrics = metrics
 
     async def receive(self, deliveries: list[Delivery]) -> None:
@@ -36,5 +46,16 @@ class Router(Actor):
                 subscriber.deliver(delivery)
             for subscriber in everything:
                 subscriber.deliver(delivery)
+        window = self._window
+        if window is not None:
+            # In the same step as the deliveries: a resume never sees a record twice or misses one.
+            window.extend(deliveries)
+            window.routed(deliveries[-1])
+            now = time.monotonic()
+            if now >= self._next_gauges:
+                self._next_gauges = now + 1.0
+                self._metrics.gauge(Metric.WINDOW_RECORDS, len(window))
+                oldest = window.oldest_timestamp_ms()
+                self._metrics.gauge(Metric.WINDOW_AGE_SECONDS, 0.0 if oldest is None else time.time() - oldest / 1000)
         # One latency sample per batch, from the newest record's Kafka timestamp to routing.
         self._metrics.timing(Metric.LATENCY, time.time() * 1000 - deliveries[-1].timestamp_ms)

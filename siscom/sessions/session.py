@@ -26,13 +26,18 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from supervisors import Actor
 
 from siscom.core.protocol import CloseCode
+from siscom.core.resume import ResumeRequest
 from siscom.core.stream import Cause, StreamCore, StreamPolicy
 from siscom.metrics import Metric, Metrics
 from siscom.sessions.transport import ClientGone, Transport
+
+if TYPE_CHECKING:
+    from siscom.sessions.replay import Replayer
 
 logger = logging.getLogger(__name__)
 
@@ -74,9 +79,18 @@ class Session(Actor):
     """Streams the frames of the subscribed devices to one WebSocket client."""
 
     def __init__(
-        self, transport: Transport, core: StreamCore, *, name: str, limits: SessionLimits, metrics: Metrics
+        self,
+        transport: Transport,
+        core: StreamCore,
+        *,
+        name: str,
+        limits: SessionLimits,
+        metrics: Metrics,
+        resume: tuple[Replayer, ResumeRequest] | None = None,
     ) -> None:
+        """``resume``: the stream opens with a replay (a cursor or ``since`` was given)."""
         super().__init__(name=name)
+        self._resume = resume
         self.core = core
         self._transport = transport
         self._limits = limits
@@ -137,13 +151,18 @@ class Session(Actor):
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         core = self.core
-        core.open(loop.time())
         self._metrics.stream_opened()
-        logger.info("Stream opened for %s, devices: %s", self._transport.peer, _describe(core.device_ids))
-        receiver = asyncio.create_task(self._receive_loop(), name=f"{self.name}.receive")
-        receiver.add_done_callback(self._on_receiver_done)
-        self._arm_token_timers()
+        receiver = None
         try:
+            if self._resume is None:
+                core.open(loop.time())
+            else:
+                replayer, request = self._resume
+                await replayer.open(core, request, loop.time)
+            logger.info("Stream opened for %s, devices: %s", self._transport.peer, _describe(core.device_ids))
+            receiver = asyncio.create_task(self._receive_loop(), name=f"{self.name}.receive")
+            receiver.add_done_callback(self._on_receiver_done)
+            self._arm_token_timers()
             await self._send_loop()
             await self._say_goodbye()
         except asyncio.CancelledError:
@@ -154,8 +173,9 @@ class Session(Actor):
             self._cancel_token_timers()
             if self._timer is not None:
                 self._timer.cancel()
-            receiver.cancel()
-            await asyncio.wait((receiver,))
+            if receiver is not None:
+                receiver.cancel()
+                await asyncio.wait((receiver,))
             self._end()
 
     def _arm_token_timers(self, *, refreshed: bool = False) -> None:

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from quart import Blueprint, Response, websocket
 
 from siscom.gateway import Gateway
 from siscom.core.peers import client_address
 from siscom.core.protocol import BadRequest, CloseCode, parse_device_ids
+from siscom.core.resume import parse_resume
 from siscom.security.headers import SECURITY_HEADERS
 from siscom.security.tokens import SUBPROTOCOL, Forbidden, TokenError, find_token
 from siscom.web.hypercorn_link import HypercornConnection
@@ -99,6 +101,17 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
         except BadRequest as error:
             await refuse(peer, Metric.REJECTED_REQUESTS, error, "bad request")
             return
+        try:
+            resume = parse_resume(
+                websocket.args.get("cursor"),
+                websocket.args.get("since"),
+                topics_crc=gateway.positions.crc,
+                now_ms=int(time.time() * 1000),
+                max_seconds=gateway.settings.stream_replay_max_seconds,
+            )
+        except BadRequest as error:
+            await refuse(peer, Metric.REJECTED_REQUESTS, error, "bad request")
+            return
         if grant is not None:
             try:
                 device_ids = grant.narrow(device_ids)
@@ -108,7 +121,7 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
 
         transport = QuartTransport(websocket._get_current_object(), peer, connection)
         try:
-            session = await gateway.open_session(transport, device_ids, grant=grant)
+            session = await gateway.open_session(transport, device_ids, grant=grant, resume=resume)
         except RuntimeError:
             await websocket.close(CloseCode.TRY_AGAIN_LATER, "server not accepting streams")
             return

@@ -42,8 +42,10 @@ async def test_a_client_without_filter_receives_every_record_byte_for_byte(make_
         await produce(broker.bootstrap, topic, values)
         frames = [await client.connection.recv() for _ in values]
     for text, value in zip(frames, values):
-        # The Kafka value is embedded unchanged: the frame is the envelope around those bytes.
-        assert text == '{"event":"message","data":' + value.decode() + "}"
+        # The Kafka value is embedded unchanged: the frame is the envelope around those bytes,
+        # after its cursor.
+        cursor = json.loads(text)["id"]
+        assert text == '{"event":"message","id":"' + cursor + '","data":' + value.decode() + "}"
         assert json.loads(text)["data"] == json.loads(value)
 
 
@@ -73,6 +75,7 @@ async def test_alerts_topic_records_arrive_as_alert_frames(make_server, broker, 
         await wait_stats(server, lambda s: s["connections"] == 1)
         await produce(broker.bootstrap, alerts_topic, [record("bus-7", 1, ALERT="PANIC"), record("bus-8", 2)])
         frame = await client.next_frame()
+    assert isinstance(frame.pop("id"), str)  # its cursor
     assert frame == {"event": "alert", "data": {"data": {"DEVICE_ID": "bus-7", "SEQ": 1, "ALERT": "PANIC"}, "uuid": "bus-7-1"}}
 
 

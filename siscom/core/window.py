@@ -1,0 +1,113 @@
+"""The recent-records window: the last deliveries routed, in dispatch order, for resumes.
+
+A client that reconnects within seconds or minutes gets what it missed from here, without
+touching Kafka. The window is bounded by records and by bytes (frame text); it also knows, per
+partition, the offset from which it holds every record (its *base*), so it can tell whether a
+cursor can be served from it, and the cursor of the last delivery routed (the gateway's
+dispatch cursor: what a client caught up with live has received).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+
+from siscom.core import cursors
+from siscom.core.deliveries import Delivery
+from siscom.core.protocol import frame_cursor
+
+
+class RecentWindow:
+    def __init__(self, max_records: int, max_bytes: int) -> None:
+        self.max_records = max_records
+        self.max_bytes = max_bytes
+        self._entries: deque[Delivery] = deque()
+        self._bytes = 0
+        #: Per topic index, per partition: the offset from which every record is held.
+        self._base: list[list[int]] | None = None
+        #: The highest offset seen per (topic index, partition), to notice a replaced log.
+        self._last: dict[tuple[int, int], int] = {}
+        #: The cursor of the last delivery routed (None before the first).
+        self.dispatched: str | None = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def oldest_timestamp_ms(self) -> int | None:
+        return self._entries[0].timestamp_ms if self._entries else None
+
+    def extend(self, deliveries: Iterable[Delivery]) -> None:
+        """Deliveries just routed, in order (the router's batch)."""
+        entries, last = self._entries, self._last
+        added = 0
+        for delivery in deliveries:
+            if delivery.offset < 0:
+                continue
+            key = (delivery.topic_index, delivery.partition)
+            previous = last.get(key)
+            if previous is not None and delivery.offset <= previous:
+                # The log was replaced (read again from its beginning): older entries mean nothing.
+                self.clear()
+                entries, last = self._entries, self._last
+            last[key] = delivery.offset
+            if self._base is None:
+                cursor = frame_cursor(delivery.text)
+                if cursor is None:
+                    continue
+                _, vector = cursors.decode(cursor)
+                base = [list(offsets) for offsets in vector]
+                base[delivery.topic_index][delivery.partition] = delivery.offset
+                self._base = base
+            entries.append(delivery)
+            added += len(delivery.text)
+        self._bytes += added
+        self._trim()
+
+    def routed(self, last: Delivery) -> None:
+        """The router handed on a batch ending with ``last``: its cursor is the dispatch cursor."""
+        cursor = frame_cursor(last.text)
+        if cursor is not None:
+            self.dispatched = cursor
+
+    def _trim(self) -> None:
+        entries, base = self._entries, self._base
+        while entries and (len(entries) > self.max_records or self._bytes > self.max_bytes):
+            old = entries.popleft()
+            self._bytes -= len(old.text)
+            assert base is not None
+            offsets = base[old.topic_index]
+            if old.partition >= len(offsets):
+                offsets.extend([cursors.UNKNOWN] * (old.partition + 1 - len(offsets)))
+            offsets[old.partition] = max(offsets[old.partition], old.offset + 1)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._bytes = 0
+        self._base = None
+        self._last.clear()
+
+    def covers(self, vector: cursors.Vector) -> bool:
+        """True when every record at or after ``vector`` that was routed is still held
+        (partitions ``vector`` does not name count from offset 0)."""
+        base = self._base
+        if base is None:
+            return False
+        for topic, held in enumerate(base):
+            offsets = vector[topic] if topic < len(vector) else ()
+            for partition, start in enumerate(held):
+                offset = offsets[partition] if partition < len(offsets) else 0
+                if start == cursors.UNKNOWN or offset == cursors.UNKNOWN or offset < start:
+                    return False
+        return True
+
+    def after(self, vector: cursors.Vector) -> Iterator[Delivery]:
+        """The held deliveries at or after ``vector`` (partitions it does not name: all)."""
+        for delivery in self._entries:
+            offsets = vector[delivery.topic_index] if delivery.topic_index < len(vector) else ()
+            start = offsets[delivery.partition] if delivery.partition < len(offsets) else 0
+            if delivery.offset >= start:
+                yield delivery

@@ -1,0 +1,122 @@
+"""Cursor encoding, the recent-records window and the resume verdict: pure logic, no I/O."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, strategies as st
+
+from siscom.core import cursors
+from siscom.core.deliveries import Delivery
+from siscom.core.protocol import BadRequest, message_frame
+from siscom.core.resume import Source, judge, parse_resume, parse_time
+from siscom.core.window import RecentWindow
+
+CRC = cursors.topics_crc(["positions", "alerts"])
+
+vectors = st.lists(
+    st.lists(st.integers(min_value=-1, max_value=2**62), min_size=0, max_size=60).map(tuple), min_size=1, max_size=3
+).map(tuple)
+
+
+@given(vectors)
+def test_every_vector_survives_encoding_and_decoding(vector):
+    text = cursors.encode(CRC, vector)
+    assert cursors.decode(text) == (CRC, vector)
+    assert text.isascii() and '"' not in text and "=" not in text
+
+
+def busy_vector(partitions: int, around: int = 50_000_000) -> cursors.Vector:
+    """A busy topic's offsets: tens of millions, partitions within a few thousand of each other."""
+    return (tuple(around + (p * 7919) % 4000 for p in range(partitions)), tuple(around // 100 + p for p in range(3)))
+
+
+@pytest.mark.parametrize("partitions, most_chars", [(3, 40), (12, 70), (48, 170)])
+def test_a_cursor_stays_short_as_partitions_grow(partitions, most_chars):
+    text = cursors.encode(CRC, busy_vector(partitions))
+    print(f"cursor for {partitions} position partitions + 3 alert partitions: {len(text)} characters")
+    assert len(text) <= most_chars
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "not base64!", "A" * (cursors.MAX_CURSOR_CHARS + 1), "AQ", "Ag" + "A" * 10, cursors.encode(CRC, ((5, 300),))[:-2]],
+    ids=["empty", "garbage", "oversized", "no body", "other version", "truncated"],
+)
+def test_text_that_is_not_a_cursor_is_refused(text):
+    with pytest.raises(cursors.CursorError):
+        cursors.decode(text)
+
+
+def test_a_malformed_cursor_is_a_bad_request_and_one_for_other_topics_is_not():
+    with pytest.raises(BadRequest):
+        parse_resume("###", None, topics_crc=CRC, now_ms=0, max_seconds=60)
+    other = parse_resume(cursors.encode(CRC + 1, ((1,),)), None, topics_crc=CRC, now_ms=0, max_seconds=60)
+    assert other is not None and other.vector == ()
+
+
+def test_since_takes_rfc3339_or_milliseconds_and_refuses_further_back_than_allowed():
+    assert parse_time("1700000000000") == 1_700_000_000_000
+    assert parse_time("2023-11-14T22:13:20Z") == 1_700_000_000_000
+    assert parse_time("2023-11-14T23:13:20.5+01:00") == 1_700_000_000_500
+    for bad in ("yesterday", "2023-11-14", "2023-11-14T22:13:20"):
+        with pytest.raises(BadRequest):
+            parse_time(bad)
+    with pytest.raises(BadRequest, match="STREAM_REPLAY_MAX_SECONDS"):
+        parse_resume(None, "1000", topics_crc=CRC, now_ms=100_000, max_seconds=60)
+    request = parse_resume(None, "50000", topics_crc=CRC, now_ms=100_000, max_seconds=60)
+    assert request is not None and request.since_ms == 50_000
+
+
+def test_the_verdict_says_where_the_missed_records_come_from():
+    routed = ((10, 20),)
+    assert judge((), routed, True).source is Source.LOST
+    assert judge(((1, 2, 3),), routed, True).reason == "the cursor names partitions that no longer exist"
+    assert judge(((11, 20),), routed, True).source is Source.AHEAD
+    assert judge(((5, 20),), routed, True).source is Source.WINDOW
+    assert judge(((5, 20),), routed, False).source is Source.KAFKA
+    assert judge(((5, 20),), None, False).source is Source.AHEAD
+
+
+def delivery(partition: int, offset: int, vector: list[int], device: str = "a") -> Delivery:
+    cursor = cursors.encode(CRC, (tuple(vector),))
+    return Delivery(device, message_frame('{"n":%d}' % offset, cursor), False, 1000 + offset, 0, partition, offset)
+
+
+def test_the_window_serves_cursors_back_to_its_oldest_record_and_no_further():
+    window = RecentWindow(max_records=3, max_bytes=10_000)
+    # Two partitions, dispatched alternately: p0@0, p1@0, p0@1, p1@1, p0@2.
+    vector = [0, 0]
+    batch = []
+    for partition, offset in [(0, 0), (1, 0), (0, 1), (1, 1), (0, 2)]:
+        vector[partition] = offset + 1
+        batch.append(delivery(partition, offset, vector))
+    window.extend(batch)
+    window.routed(batch[-1])
+    assert len(window) == 3
+    assert window.dispatched == cursors.encode(CRC, ((3, 2),))
+    assert [(d.partition, d.offset) for d in window.after(((1, 1),))] == [(0, 1), (1, 1), (0, 2)]
+    assert window.covers(((1, 1),)) and window.covers(((3, 2),))
+    assert not window.covers(((0, 1),)), "p0@0 has left the window"
+    assert not window.covers(((1, 0),)), "p1@0 has left the window"
+
+
+def test_the_window_forgets_everything_when_a_log_is_replaced():
+    window = RecentWindow(max_records=10, max_bytes=10_000)
+    window.extend([delivery(0, 5, [6]), delivery(0, 6, [7])])
+    window.extend([delivery(0, 0, [1])])  # the log starts over
+    assert [(d.offset) for d in window.after(((0,),))] == [0]
+    assert window.covers(((0,),))  # a cursor past the new log is judged ahead, not served
+
+
+def test_the_window_is_bounded_by_bytes_too():
+    window = RecentWindow(max_records=1000, max_bytes=200)
+    window.extend([delivery(0, n, [n + 1]) for n in range(20)])
+    assert window.bytes <= 200 and 0 < len(window) < 20
+
+
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(0, 20), st.integers(0, 2**40)), max_size=60))
+def test_positions_advanced_record_by_record_encode_like_their_vector(steps):
+    positions = cursors.LogPositions(["positions", "alerts"])
+    for topic, partition, offset in steps:
+        positions.advance(topic, partition, offset)
+        assert cursors.decode(positions.cursor()) == (CRC, positions.vector())
