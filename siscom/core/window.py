@@ -27,6 +27,10 @@ class RecentWindow:
         self._base: list[list[int]] | None = None
         #: The highest offset seen per (topic index, partition), to notice a replaced log.
         self._last: dict[tuple[int, int], int] = {}
+        #: The first offset held per (topic index, partition), since the window began.
+        self._first: dict[tuple[int, int], int] = {}
+        #: True while the base does not know every partition the cursors name.
+        self._incomplete = False
         #: The cursor of the last delivery routed (None before the first).
         self.dispatched: str | None = None
 
@@ -53,6 +57,8 @@ class RecentWindow:
                 # The log was replaced (read again from its beginning): older entries mean nothing.
                 self.clear()
                 entries, last = self._entries, self._last
+            if previous is None:
+                self._first[key] = delivery.offset
             last[key] = delivery.offset
             if self._base is None:
                 cursor = frame_cursor(delivery.text)
@@ -62,10 +68,39 @@ class RecentWindow:
                 base = [list(offsets) for offsets in vector]
                 base[delivery.topic_index][delivery.partition] = delivery.offset
                 self._base = base
+                self._incomplete = True
             entries.append(delivery)
             added += len(delivery.text)
         self._bytes += added
+        if self._incomplete and entries:
+            self._complete_base(entries[-1])
         self._trim()
+
+    def _complete_base(self, newest: Delivery) -> None:
+        """Fill in partitions the base did not know yet (reading had not started on them when the
+        window began): from the first of their records held, else from where the newest cursor
+        says reading them starts."""
+        base = self._base
+        cursor = frame_cursor(newest.text)
+        if base is None or cursor is None:
+            return
+        _, vector = cursors.decode(cursor)
+        incomplete = False
+        for topic, offsets in enumerate(vector):
+            held = base[topic]
+            if len(held) < len(offsets):
+                held.extend([cursors.UNKNOWN] * (len(offsets) - len(held)))
+            for partition, offset in enumerate(offsets):
+                if held[partition] != cursors.UNKNOWN:
+                    continue
+                first = self._first.get((topic, partition))
+                if first is not None:
+                    held[partition] = first
+                elif offset != cursors.UNKNOWN:
+                    held[partition] = offset
+                else:
+                    incomplete = True
+        self._incomplete = incomplete
 
     def routed(self, last: Delivery) -> None:
         """The router handed on a batch ending with ``last``: its cursor is the dispatch cursor."""
@@ -89,6 +124,8 @@ class RecentWindow:
         self._bytes = 0
         self._base = None
         self._last.clear()
+        self._first.clear()
+        self._incomplete = False
 
     def covers(self, vector: cursors.Vector) -> bool:
         """True when every record at or after ``vector`` that was routed is still held

@@ -120,3 +120,14 @@ def test_positions_advanced_record_by_record_encode_like_their_vector(steps):
     for topic, partition, offset in steps:
         positions.advance(topic, partition, offset)
         assert cursors.decode(positions.cursor()) == (CRC, positions.vector())
+
+
+def test_the_window_learns_where_partitions_start_that_it_did_not_know_when_it_began():
+    """At start, the first records can come before reading has begun on every partition: the
+    window must not then send every later resume to Kafka."""
+    window = RecentWindow(max_records=100, max_bytes=100_000)
+    window.extend([delivery(1, 0, [-1, 1])])  # partition 0 unknown yet
+    assert not window.covers(((0, 1),))
+    window.extend([delivery(0, 7, [8, 1])])  # reading partition 0 started at 7
+    assert window.covers(((7, 1),)) and window.covers(((8, 1),))
+    assert not window.covers(((6, 1),))
