@@ -199,6 +199,7 @@
       this.deviceIds = wanted && wanted.length ? wanted : null;
       this.cursor = null;
       this._since = null;
+      if (this._stopped) return; // closed by close(): the set waits for the next connect()
       const socket = this._socket;
       this._socket = null;
       if (socket) {

@@ -258,6 +258,10 @@ test("close() stops for good: no reconnect, the socket closed with 1000", async 
   assert.equal(last.closedWith, 1000);
   assert.equal(stream.status, "closed");
   assert.equal(time.timers.filter((timer) => timer.fn).length, 0);
+  stream.setDevices("x"); // remembered, not connected
+  assert.equal(FakeSocket.instances.length, 1);
+  stream.connect();
+  assert.equal(socket().url.searchParams.get("device_ids"), "x");
 });
 
 test("a callback that throws does not stop the stream", async () => {
