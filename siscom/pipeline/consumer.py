@@ -215,6 +215,7 @@ class Consumer(Actor):
             if resumer.assigned != self._partitions:
                 await resumer.place(self._partitions)
                 status.assigned = set(resumer.assigned)
+                await self._note_start_offsets(consumer, resumer)
             if not resumer.assigned:
                 await asyncio.sleep(FETCH_WAIT)  # no topic to read (yet)
                 continue
@@ -241,6 +242,19 @@ class Consumer(Actor):
                 await out.put(records)
                 offsets.handed_on(batches)
             self._handing_on = False
+
+    async def _note_start_offsets(self, consumer: AIOKafkaConsumer, resumer: Resumer) -> None:
+        """Note where reading starts on partitions not read before, before any record is fetched:
+        cursors name every partition from the first frame on."""
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                for partition in resumer.assigned:
+                    if self._offsets.mark(partition) is None:
+                        self._offsets.reached(partition, await consumer.position(partition))
+        except TimeoutError as error:
+            raise BrokerLost(f"no start offsets within {PROBE_TIMEOUT:g} s") from error
+        except (KafkaError, OSError) as error:
+            raise BrokerLost(describe(error)) from error
 
     async def _probe(self, consumer: AIOKafkaConsumer, resumer: Resumer) -> None:
         while True:
