@@ -66,10 +66,12 @@
      *   deviceIds    array or comma-separated string; null or absent: every device
      *   cursor       resume from this cursor on the first connect (e.g. one kept across a reload)
      *   since        on the first connect without a cursor: replay from this time (RFC 3339 or ms)
+     *   bbox         [min_lon, min_lat, max_lon, max_lat]: only devices in this box (map streams)
+     *   params       more query parameters, e.g. {max_hz: 1, fields: "LATITUD,LONGITUD"}
      *   getToken     () => token or a promise of one; asked before every connect and on
      *                token-expiring (null: tokens are off)
      *   onMessage(data, frame), onAlert(data, frame), onError(message, frame),
-     *   onStatus(status, detail), onFrame(frame)      callbacks, all optional
+     *   onStatus(status, detail), onLeave(deviceId, frame), onFrame(frame)   callbacks, all optional
      *   backoff      {initial, max, factor, jitter} in ms (defaults 500, 30000, 2, 0.5)
      *   autoConnect  false to call connect() yourself (default true)
      *   WebSocket, setTimeout, clearTimeout, random   replacements, for tests and other runtimes
@@ -87,6 +89,9 @@
       this.deviceIds = initial && initial.length ? initial : null;
       /** The id of the last frame that carried one: where a reconnect resumes. */
       this.cursor = options.cursor || null;
+      /** The box of a map stream, or null. */
+      this.bbox = options.bbox ? Array.from(options.bbox, Number) : null;
+      this._params = options.params || {};
       this._since = options.since === undefined || options.since === null ? null : String(options.since);
       /** "idle", "connecting", "open", "reconnecting", "closed" (by close()) or "failed". */
       this.status = "idle";
@@ -105,6 +110,7 @@
       if (this._socket || this.status === "connecting") return;
       this._stopped = false;
       this._cancelTimer();
+      this._openedWithBox = false;
       if (this.deviceIds && !this.deviceIds.length) {
         // Nothing to watch, and no URL can say so (no device_ids means every device): wait for
         // subscribe().
@@ -127,6 +133,8 @@
       }
       const url = this.url();
       this._sentCursor = this.cursor;
+      this._openedWithBox = this.bbox !== null;
+      const urlBox = this.bbox && this.bbox.join(",");
       this._lastError = null;
       let socket;
       try {
@@ -138,7 +146,10 @@
       }
       this._socket = socket;
       socket.onopen = () => {
-        if (this._socket === socket) this._setStatus("open", { resuming: this._sentCursor !== null });
+        if (this._socket !== socket) return;
+        // The box moved while connecting: move it now.
+        if (this.bbox && this.bbox.join(",") !== urlBox) this._send({ action: "subscribe", bbox: this.bbox });
+        this._setStatus("open", { resuming: this._sentCursor !== null });
       };
       socket.onmessage = (event) => {
         if (this._socket === socket) this._onText(event.data);
@@ -157,6 +168,11 @@
       else params.delete("device_ids");
       params.delete("cursor");
       params.delete("since");
+      params.delete("bbox");
+      if (this.bbox) params.set("bbox", this.bbox.join(","));
+      for (const [name, value] of Object.entries(this._params)) {
+        if (value !== null && value !== undefined) params.set(name, String(value));
+      }
       if (this.cursor) params.set("cursor", this.cursor);
       else if (this._since !== null) params.set("since", this._since);
       return url.href;
@@ -197,9 +213,32 @@
         return;
       }
       this.deviceIds = wanted && wanted.length ? wanted : null;
+      this._fresh();
+    }
+
+    /**
+     * Move the box of a map stream ([min_lon, min_lat, max_lon, max_lat]; null for none). A stream
+     * opened with a box moves it in place (devices that leave get a "leave" frame); one opened
+     * without a box reconnects afresh with it, as does dropping the box.
+     */
+    setBbox(box) {
+      const wanted = box ? Array.from(box, Number) : null;
+      this.bbox = wanted;
+      if (!this._socket) return; // the next connection's URL carries it
+      if (wanted && this._openedWithBox) {
+        this._send({ action: "subscribe", bbox: wanted }); // not open yet: sent on open
+      } else if (!!wanted !== this._openedWithBox) {
+        this._fresh();
+      }
+    }
+
+    // A new stream for a new view: no cursor (the snapshot of the new view, not a replay); the
+    // "reset" status tells the application to drop what it shows.
+    _fresh() {
       this.cursor = null;
       this._since = null;
-      if (this._stopped) return; // closed by close(): the set waits for the next connect()
+      if (this._stopped) return; // closed by close(): the view waits for the next connect()
+      this._setStatus("reset", {});
       const socket = this._socket;
       this._socket = null;
       if (socket) {
@@ -259,6 +298,9 @@
       } else if (event === "alert") {
         this._call("onAlert", frame.data, frame);
         this._dispatch("alert", frame);
+      } else if (event === "leave") {
+        this._call("onLeave", frame.data && String(frame.data.device_id), frame);
+        this._dispatch("leave", frame);
       } else if (event === "error") {
         this._lastError = frame.data && frame.data.message ? String(frame.data.message) : "error";
         this._emit("error", this._lastError, frame);
@@ -337,7 +379,7 @@
     // Telling the application
 
     _setStatus(status, detail) {
-      if (status !== "resumed" && status !== "token-expiring" && status !== "refreshed") this.status = status;
+      if (!["resumed", "token-expiring", "refreshed", "reset"].includes(status)) this.status = status;
       this._call("onStatus", status, detail);
       this._dispatch("status", { status, detail });
     }

@@ -214,6 +214,43 @@ test("setDevices between two lists changes the subscription in place; to every d
   assert.equal(stream.deviceIds, null);
 });
 
+test("a map stream moves its box in place, reports leaves, and takes extra parameters", async () => {
+  const left = [];
+  const { stream, seen, socket } = await make({
+    bbox: [-100.4, 20.6, -100.3, 20.7], params: { max_hz: 1, fields: "LATITUD,LONGITUD" },
+    onLeave: (id) => left.push(id),
+  });
+  const url = socket().url.searchParams;
+  assert.deepEqual([url.get("bbox"), url.get("max_hz"), url.get("fields")], ["-100.4,20.6,-100.3,20.7", "1", "LATITUD,LONGITUD"]);
+  socket().open();
+  stream.setBbox([-100.5, 20.5, -100.2, 20.8]);
+  assert.deepEqual(socket().sent, [{ action: "subscribe", bbox: [-100.5, 20.5, -100.2, 20.8] }]);
+  socket().frame({ event: "leave", data: { device_id: "bus-9" } });
+  assert.deepEqual(left, ["bus-9"]);
+  // Dropping the box is a new stream: no box, no cursor, and the page is told to reset.
+  socket().frame({ event: "message", id: "c1", data: {} });
+  stream.setBbox(null);
+  assert.equal(FakeSocket.instances.length, 2);
+  assert.equal(socket().url.searchParams.get("bbox"), null);
+  assert.equal(socket().url.searchParams.get("cursor"), null);
+  assert.ok(seen.statuses.some(([status]) => status === "reset"));
+});
+
+test("a box set on a stream opened without one reconnects with it; a reconnect carries the box", async () => {
+  const { stream, time, socket } = await make();
+  socket().open();
+  stream.setBbox([1, 2, 3, 4]);
+  assert.equal(FakeSocket.instances.length, 2);
+  assert.equal(socket().url.searchParams.get("bbox"), "1,2,3,4");
+  socket().open();
+  socket().frame({ event: "message", id: "c9", data: {} });
+  socket().drop();
+  stream.setBbox([5, 6, 7, 8]); // while disconnected
+  await time.fire();
+  assert.equal(socket().url.searchParams.get("bbox"), "5,6,7,8");
+  assert.equal(socket().url.searchParams.get("cursor"), "c9");
+});
+
 test("the token from getToken goes in the bearer subprotocol, and a token-expiring notice is answered with a new one", async () => {
   let issued = 0;
   const { seen, socket } = await make({ getToken: async () => `token-${++issued}` });
