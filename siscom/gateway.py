@@ -31,6 +31,8 @@ from siscom.pipeline.decoder import Decoder
 from siscom.pipeline.factories import ConsumerFactory, DecoderFactory, RouterFactory
 from siscom.pipeline.router import Router
 from siscom.core.cursors import LogPositions
+from siscom.core.mapoptions import MapOptions
+from siscom.core.mapstream import MapStreamCore
 from siscom.core.resume import ResumeRequest
 from siscom.core.stream import StreamCore
 from siscom.core.window import RecentWindow
@@ -246,16 +248,27 @@ class Gateway:
         *,
         grant: Grant | None = None,
         resume: ResumeRequest | None = None,
+        options: MapOptions | None = None,
     ) -> Session:
         """Start a session; ``grant`` is what the client's token allows (None: tokens are off);
-        ``resume``: where its stream resumes from (a cursor or ``since``)."""
+        ``resume``: where its stream resumes from (a cursor or ``since``); ``options`` its map
+        options (box, rate, fields), if any."""
         if self._sessions is None or not self._sessions.running or self.draining:
             raise RuntimeError("the session supervisor is not accepting sessions")
         verifier = self.guard.verifier
-        core = StreamCore(
-            device_ids, table=self.subscriptions, policy=self.limits.policy, grant=grant,
-            verify=None if verifier is None else verifier.verify, window=self.window,
-        )
+        verify = None if verifier is None else verifier.verify
+        core: StreamCore
+        if options is not None and options.any:
+            # The session pump passes the event loop's time, which is time.monotonic.
+            core = MapStreamCore(
+                device_ids, table=self.subscriptions, policy=self.limits.policy, options=options,
+                clock=time.monotonic, grant=grant, verify=verify, window=self.window,
+            )
+        else:
+            core = StreamCore(
+                device_ids, table=self.subscriptions, policy=self.limits.policy, grant=grant,
+                verify=verify, window=self.window,
+            )
         session = Session(
             transport,
             core,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from siscom.core.geo import Position
+
 
 class Delivery(NamedTuple):
     """A decoded record, routed by device id; ``text`` is the frame every recipient gets."""
@@ -24,3 +26,5 @@ class Delivery(NamedTuple):
     topic_index: int = -1
     partition: int = -1
     offset: int = -1
+    #: Where the record says its device is (positions only; see :mod:`siscom.core.geo`).
+    position: Position | None = None

@@ -53,7 +53,7 @@ class Decoder(Actor):
 
     async def receive(self, records: Sequence[ConsumerRecord]) -> None:
         frames: list[Delivery] = []
-        alerts = malformed = 0
+        alerts = malformed = unplaced = 0
         alerts_topic = self._alerts_topic
         max_bytes = self._max_record_bytes
         positions = self._positions
@@ -82,15 +82,20 @@ class Decoder(Actor):
                     topic_index, record.partition, record.offset,
                 ))
             else:
+                position = decoded.position
+                if position is None:
+                    unplaced += 1
                 frames.append(Delivery(
                     decoded.device_id, message_frame(decoded.text, cursor), False, record.timestamp,
-                    topic_index, record.partition, record.offset,
+                    topic_index, record.partition, record.offset, position,
                 ))
         self._metrics.incr(Metric.RECORDS, len(records))
         if alerts:
             self._metrics.incr(Metric.ALERTS, alerts)
         if malformed:
             self._metrics.incr(Metric.MALFORMED_RECORDS, malformed)
+        if unplaced:
+            self._metrics.incr(Metric.UNPLACED_RECORDS, unplaced)
         if frames:
             await self._out.put(frames)
 

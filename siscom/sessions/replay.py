@@ -199,7 +199,7 @@ class Replayer:
                 make = alert_frame if alert else message_frame
                 decoded.append(Delivery(
                     value.device_id, make(value.text), alert, record.timestamp,
-                    index[tp.topic], tp.partition, record.offset,
+                    index[tp.topic], tp.partition, record.offset, None if alert else value.position,
                 ))
             per_partition.append(decoded)
         # Partitions interleaved by time, each in log order (a merge keeps each input's order).

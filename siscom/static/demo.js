@@ -7,10 +7,16 @@
 //
 // ?device_ids=a,b shows only those vehicles (the filter box changes the subscription);
 // ?lat=..&lon=..&zoom=.. fixes the first view of the tile map instead of fitting the vehicles.
+//
+// Zoomed in to BBOX_ZOOM or closer by the user, the page streams only what is in view: it
+// reconnects once with ?bbox= (the library's setBbox), then moves the box in place as the map
+// pans; vehicles that leave the view ("leave" frames) are dropped. Zoomed out again, the box
+// becomes the whole world.
 "use strict";
 
 (() => {
   const TRAIL_MINUTES = 5, TRAIL_POINTS = 300, FLASH_MS = 6000, ALERTS_SHOWN = 50;
+  const BBOX_ZOOM = 15, WORLD = [-180, -90, 180, 90];
   const $ = (selector) => document.querySelector(selector);
   const devices = new Map(); // id -> {id, lat, lon, speed, heading, time, stopped, flashing, trail, row}
   const changed = new Set();
@@ -36,7 +42,9 @@
   }
 
   function showStatus(status, detail) {
-    if (status === "connecting") {
+    if (status === "reset") {
+      clearDevices(); // a new view starts with its own snapshot
+    } else if (status === "connecting") {
       setStatus("connecting…");
     } else if (status === "open") {
       setStatus(detail.resuming ? "resuming…" : "live", "open");
@@ -58,6 +66,7 @@
       updateDevice(record);
     },
     onAlert: showAlert,
+    onLeave: removeDevice,
     onError: (message) => setStatus("error: " + message, "closed"),
     onStatus: showStatus,
   });
@@ -70,11 +79,7 @@
   function applyFilter(ids) {
     stream.setDevices(ids || null);
     for (const device of [...devices.values()]) {
-      if (watched(device.id)) continue;
-      device.row.remove();
-      view.remove(device.id);
-      devices.delete(device.id);
-      changed.delete(device);
+      if (!watched(device.id)) removeDevice(device.id);
     }
   }
 
@@ -108,6 +113,29 @@
     device.row.cells[2].title = device.time;
     touch(device);
   }
+
+  function clearDevices() {
+    for (const device of devices.values()) device.row.remove();
+    devices.clear();
+    changed.clear();
+    view.clear();
+  }
+
+  function removeDevice(id) {
+    const device = devices.get(id);
+    if (!device) return;
+    devices.delete(id);
+    changed.delete(device);
+    device.row.remove();
+    view.remove(device);
+  }
+
+  // The view moved (by the user): stream only what is in it when zoomed in.
+  function viewChanged({ zoom, bbox }) {
+    if (zoom >= BBOX_ZOOM) stream.setBbox(bbox);
+    else if (stream.bbox) stream.setBbox(WORLD);
+  }
+  if (view.onViewChange) view.onViewChange(viewChanged);
 
   function createDevice(id) {
     const device = { id, trail: [], stopped: false, flashing: false, heading: null };

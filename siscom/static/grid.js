@@ -83,12 +83,12 @@ window.GridView = (() => {
       this.scale.replaceChildren();
     }
 
-    remove(id) {
-      const shape = this.shapes.get(id);
+    remove(device) {
+      const shape = this.shapes.get(device.id);
       if (!shape) return;
       shape.marker.remove();
       shape.path.remove();
-      this.shapes.delete(id);
+      this.shapes.delete(device.id);
     }
 
     focus(device, on) {
