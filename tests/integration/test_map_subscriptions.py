@@ -196,7 +196,9 @@ async def test_fields_reduce_position_frames_byte_for_byte_and_leave_alerts_whol
         f'"SPEED":"{data["SPEED"]}","DEVICE_ID":"{device}"'
         "}}}"
     )
-    assert texts[1] == '{"event":"alert","data":' + alert.decode() + "}"
+    # Alerts whole, with their cursor (see "Cursors" in the README).
+    cursor = json.loads(texts[1])["id"]
+    assert texts[1] == '{"event":"alert","id":' + json.dumps(cursor) + ',"data":' + alert.decode() + "}"
     assert twin_texts == texts
     assert len(texts[0]) < len(value) / 2
 
