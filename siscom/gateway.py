@@ -31,9 +31,9 @@ from siscom.pipeline.decoder import Decoder
 from siscom.pipeline.factories import ConsumerFactory, DecoderFactory, RouterFactory
 from siscom.pipeline.router import Router
 from siscom.core.cursors import LogPositions
+from siscom.core.resume import ResumeRequest
 from siscom.core.mapoptions import MapOptions
 from siscom.core.mapstream import MapStreamCore
-from siscom.core.resume import ResumeRequest
 from siscom.core.stream import StreamCore
 from siscom.core.window import RecentWindow
 from siscom.pipeline.history import HistoryReader
@@ -247,12 +247,12 @@ class Gateway:
         device_ids: frozenset[str] | None,
         *,
         grant: Grant | None = None,
-        resume: ResumeRequest | None = None,
         options: MapOptions | None = None,
+        resume: ResumeRequest | None = None,
     ) -> Session:
         """Start a session; ``grant`` is what the client's token allows (None: tokens are off);
-        ``resume``: where its stream resumes from (a cursor or ``since``); ``options`` its map
-        options (box, rate, fields), if any."""
+        ``options`` its map options (box, rate, fields), if any; ``resume``: where its stream
+        resumes from (a cursor or ``since``; not with map options)."""
         if self._sessions is None or not self._sessions.running or self.draining:
             raise RuntimeError("the session supervisor is not accepting sessions")
         verifier = self.guard.verifier
@@ -264,6 +264,7 @@ class Gateway:
                 device_ids, table=self.subscriptions, policy=self.limits.policy, options=options,
                 clock=time.monotonic, grant=grant, verify=verify, window=self.window,
             )
+            resume = None
         else:
             core = StreamCore(
                 device_ids, table=self.subscriptions, policy=self.limits.policy, grant=grant,
@@ -312,7 +313,7 @@ class Gateway:
             },
             "restarts": self._root.restarts,
             "window": self.window_stats(),
-            "history_reads": {f"{tp.topic}[{tp.partition}]": n for tp, n in sorted(self.history.reads.items())},
+            "history_reads_by_partition": {f"{tp.topic}[{tp.partition}]": n for tp, n in sorted(self.history.reads.items())},
         }
 
     def window_stats(self) -> dict[str, float]:

@@ -58,7 +58,7 @@ def _records(devices: int, rate: int, seconds: float, seed: int) -> tuple[list[D
 
     def delivery(value: bytes, when: float) -> Delivery:
         decoded = decode_value(value, max_bytes=1 << 20)
-        return Delivery(decoded.device_id, message_frame(decoded.text), False, int(when * 1000), position=decoded.position)
+        return Delivery(decoded.device_id, message_frame(decoded.text), False, int(when * 1000), decoded.position)
 
     first = [delivery(value, start) for _, value in fleet.step(start)]
     later = []

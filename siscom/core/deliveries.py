@@ -21,10 +21,10 @@ class Delivery(NamedTuple):
     alert: bool
     #: Kafka record timestamp (ms since the epoch), for end-to-end latency.
     timestamp_ms: int
+    #: Where the record says its device is (positions only; see :mod:`siscom.core.geo`).
+    position: Position | None = None
     #: Where the record is in the log: the topic's index among the gateway's topics, the
     #: partition and the offset (for replays; -1 when unknown).
     topic_index: int = -1
     partition: int = -1
     offset: int = -1
-    #: Where the record says its device is (positions only; see :mod:`siscom.core.geo`).
-    position: Position | None = None

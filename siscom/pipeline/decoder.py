@@ -79,15 +79,15 @@ class Decoder(Actor):
                 alerts += 1
                 frames.append(Delivery(
                     decoded.device_id, alert_frame(decoded.text, cursor), True, record.timestamp,
-                    topic_index, record.partition, record.offset,
+                    topic_index=topic_index, partition=record.partition, offset=record.offset,
                 ))
             else:
                 position = decoded.position
                 if position is None:
                     unplaced += 1
                 frames.append(Delivery(
-                    decoded.device_id, message_frame(decoded.text, cursor), False, record.timestamp,
-                    topic_index, record.partition, record.offset, position,
+                    decoded.device_id, message_frame(decoded.text, cursor), False, record.timestamp, position,
+                    topic_index=topic_index, partition=record.partition, offset=record.offset,
                 ))
         self._metrics.incr(Metric.RECORDS, len(records))
         if alerts:

@@ -198,8 +198,8 @@ class Replayer:
                     continue
                 make = alert_frame if alert else message_frame
                 decoded.append(Delivery(
-                    value.device_id, make(value.text), alert, record.timestamp,
-                    index[tp.topic], tp.partition, record.offset, None if alert else value.position,
+                    value.device_id, make(value.text), alert, record.timestamp, None if alert else value.position,
+                    topic_index=index[tp.topic], partition=tp.partition, offset=record.offset,
                 ))
             per_partition.append(decoded)
         # Partitions interleaved by time, each in log order (a merge keeps each input's order).

@@ -242,14 +242,14 @@ async def test_when_a_replica_is_killed_its_clients_resume_exactly_on_the_surviv
         for at, latency in client.latencies if killed_at <= at <= killed_at + 5
     ]
     counters = stats(survivor)
-    assert counters["history_reads"] == {}, "a storm of recent cursors is served from the window"
+    assert counters["history_reads_by_partition"] == {}, "a storm of recent cursors is served from the window"
     print(
         f"\n{len(clients)} clients x 10 devices, ~300 records/s over {PARTITIONS}+1 partitions; "
         f"{len(affected)} clients on the killed replica resumed, all recovered; "
         f"resume-to-caught-up p50 {percentile(caught_up, 0.5) * 1000:.0f} ms, "
         f"p99 {percentile(caught_up, 0.99) * 1000:.0f} ms; survivor's other clients during the storm: "
         f"p99 latency {percentile(others, 0.99) * 1000:.0f} ms ({len(others)} frames); "
-        f"survivor replayed {counters['replayed_records']} records, log reads {counters['history_reads']}"
+        f"survivor replayed {counters['replayed_records']} records, log reads {counters['history_reads_by_partition']}"
     )
 
 
@@ -382,7 +382,7 @@ async def test_a_hundred_clients_asking_for_the_same_span_at_once_share_a_few_re
     for client in clients:
         assert client.resumed == [{"recovered": True}] and len(client.connections) == 1
         check_exact(client, written)
-    reads = stats(server)["history_reads"]
+    reads = stats(server)["history_reads_by_partition"]
     assert set(reads) == {f"{topic}[{p}]" for p in range(PARTITIONS)}
     assert max(reads.values()) <= 5, reads
     print(f"\n100 clients x 10 devices replaying the same 1,200-record span from the log: reads per partition {sorted(reads.values())}")

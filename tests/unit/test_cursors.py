@@ -79,7 +79,10 @@ def test_the_verdict_says_where_the_missed_records_come_from():
 
 def delivery(partition: int, offset: int, vector: list[int], device: str = "a") -> Delivery:
     cursor = cursors.encode(CRC, (tuple(vector),))
-    return Delivery(device, message_frame('{"n":%d}' % offset, cursor), False, 1000 + offset, 0, partition, offset)
+    return Delivery(
+        device, message_frame('{"n":%d}' % offset, cursor), False, 1000 + offset,
+        topic_index=0, partition=partition, offset=offset,
+    )
 
 
 def test_the_window_serves_cursors_back_to_its_oldest_record_and_no_further():

@@ -17,7 +17,7 @@ POLICY = StreamPolicy(keepalive_seconds=60.0, max_pending_frames=100, max_device
 
 def position(device_id: str, n: int, lat: float, lon: float) -> Delivery:
     text = message_frame(json.dumps({"data": {"DEVICE_ID": device_id, "N": n, "LATITUD": lat, "LONGITUD": lon}}))
-    return Delivery(device_id, text, False, 0, position=(lat, lon))
+    return Delivery(device_id, text, False, 0, (lat, lon))
 
 
 def route(table: SubscriptionTable, *deliveries: Delivery) -> None:

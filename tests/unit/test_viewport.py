@@ -61,7 +61,7 @@ def test_the_index_finds_exactly_the_boxes_that_contain_a_point(box_list, points
 def test_the_devices_in_a_box_are_those_whose_newest_position_is_there(box, points):
     index = ViewportIndex(lambda: [])
     index.watch(Watcher(), BBox(-180, -90, 180, 90))
-    index.route([Delivery(f"d{i}", "x", False, 0, position=point) for i, point in enumerate(points)])
+    index.route([Delivery(f"d{i}", "x", False, 0, point) for i, point in enumerate(points)])
     expected = {f"d{i}" for i, (lat, lon) in enumerate(points) if box.contains(lat, lon)}
     assert set(index.devices_in(box)) == expected
 
@@ -72,11 +72,11 @@ def test_a_device_crossing_the_edge_enters_and_leaves_once_each_and_alerts_follo
     index.watch(inside, BBox(-1, -1, 1, 1))
     index.watch(outside, BBox(10, 10, 11, 11))
     index.route([
-        Delivery("v", "p1", False, 0, position=(0.5, 0.5)),
-        Delivery("v", "a1", True, 0, position=None),
-        Delivery("v", "p2", False, 0, position=(5.0, 5.0)),
-        Delivery("v", "a2", True, 0, position=None),
-        Delivery("v", "p3", False, 0, position=None),  # no position: in no box, not moved
+        Delivery("v", "p1", False, 0, (0.5, 0.5)),
+        Delivery("v", "a1", True, 0, None),
+        Delivery("v", "p2", False, 0, (5.0, 5.0)),
+        Delivery("v", "a2", True, 0, None),
+        Delivery("v", "p3", False, 0, None),  # no position: in no box, not moved
     ])
     assert inside.got == ["v", "v"] and inside.left == ["v"]
     assert outside.got == [] and outside.left == []
