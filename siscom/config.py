@@ -172,6 +172,15 @@ def _seconds_at_least(low: float) -> Callable[[str], float]:
     return parse
 
 
+def _seconds_or_zero(text: str) -> float:
+    if not _DECIMAL.fullmatch(text):
+        raise _Invalid
+    seconds = float(text)
+    if not math.isfinite(seconds):
+        raise _Invalid
+    return seconds
+
+
 def _boolean(text: str) -> bool:
     word = text.lower()
     if word in _TRUE:
@@ -486,6 +495,11 @@ class Settings:
     stream_jwt_issuer: str | None = _setting(
         None, _claim_value, "1-200 characters; empty for none",
         "when set, tokens must carry this 'iss' claim",
+    )
+    stream_token_notice_seconds: float = _setting(
+        60.0, _seconds_or_zero, "a number of seconds, 0 or more; 0 for never",
+        "how long before a client's token expires the stream sends it a 'token-expiring' frame "
+        "(the client may then answer with a new token to keep the stream)",
     )
     stream_allowed_origins: tuple[str, ...] = _setting(
         ("*",), _origins,

@@ -101,6 +101,7 @@ class Gateway:
             snapshot=settings.stream_snapshot,
             close_timeout_seconds=min(2.0, settings.stream_close_linger_seconds),
             close_linger_seconds=settings.stream_close_linger_seconds,
+            token_notice_seconds=settings.stream_token_notice_seconds,
         )
         self._actor_factories = (consumer, decoder, router)
         self._session_numbers = itertools.count(1)
@@ -272,18 +273,20 @@ class Gateway:
         if self._sessions is None or not self._sessions.running or self.draining:
             raise RuntimeError("the session supervisor is not accepting sessions")
         inbound = InboundLimits(self.guard.inbound, asyncio.get_running_loop().time())
+        verifier = self.guard.verifier
+        verify = None if verifier is None else verifier.verify
         core: StreamCore
         if options is not None and options.any:
             # The session pump passes the event loop's time, which is time.monotonic.
             core = MapStreamCore(
                 device_ids, table=self.subscriptions, policy=self.limits.policy, options=options,
-                clock=time.monotonic, grant=grant, inbound=inbound,
+                clock=time.monotonic, grant=grant, inbound=inbound, verify=verify, window=self.window,
             )
             resume = None
         else:
             core = StreamCore(
                 device_ids, table=self.subscriptions, policy=self.limits.policy, grant=grant, inbound=inbound,
-                window=self.window,
+                verify=verify, window=self.window,
             )
         session = Session(
             transport,

@@ -98,6 +98,13 @@ class Metric(enum.StrEnum):
         "loop_lag", Kind.GAUGE,
         "how late the event loop ran a timer, in ms, the worst of each second (with shedding on)",
     )
+    TOKEN_REFRESHES = (
+        "token_refreshes", Kind.COUNTER, "new tokens accepted on an open stream (its expiry moved)",
+    )
+    TOKEN_REFRESH_REFUSALS = (
+        "token_refresh_refusals", Kind.COUNTER,
+        "new tokens refused on an open stream (not valid, or not granting its devices; the old expiry stands)",
+    )
     PARTITION_LAG = (
         "partition_lag", Kind.GAUGE,
         "records in the broker not yet read, all partitions together, every second",

@@ -24,13 +24,22 @@ from typing import TYPE_CHECKING
 from siscom.core.deliveries import Delivery
 from siscom.core.geo import BBox
 from siscom.core.mapoptions import MapOptions
-from siscom.core.protocol import BadRequest, CloseCode, ack_frame, error_frame, leave_frame, parse_client_frame
+from siscom.core.protocol import (
+    BadRequest,
+    CloseCode,
+    RefreshCommand,
+    ack_frame,
+    error_frame,
+    leave_frame,
+    parse_client_frame,
+)
 from siscom.core.stream import Cause, StreamCore, StreamPolicy
 from siscom.core.subscriptions import SubscriptionTable
 from siscom.core.throttle import Throttle
 
 if TYPE_CHECKING:
     from siscom.security.inbound import InboundLimits
+    from siscom.core.window import RecentWindow
     from siscom.security.tokens import Grant
 
 __all__ = ["MapStreamCore"]
@@ -49,9 +58,13 @@ class MapStreamCore(StreamCore):
         clock: Callable[[], float],
         grant: Grant | None = None,
         inbound: InboundLimits | None = None,
+        verify: Callable[[str], Grant] | None = None,
+        window: RecentWindow | None = None,
     ) -> None:
         """``clock`` is the monotonic clock the pump passes to :meth:`take` (rate slots use it)."""
-        super().__init__(device_ids, table=table, policy=policy, grant=grant, inbound=inbound)
+        super().__init__(
+            device_ids, table=table, policy=policy, grant=grant, inbound=inbound, verify=verify, window=window
+        )
         self._box: BBox | None = options.bbox
         self._ids = device_ids
         #: Devices whose newest position is in the box (and among the ids): what the client sees.
@@ -125,6 +138,9 @@ class MapStreamCore(StreamCore):
             self._reply(error_frame(error.message))
             return
         if command is None:
+            return
+        if isinstance(command, RefreshCommand):
+            self._refresh(command.token)
             return
         current = wanted = self._ids
         if command.device_ids or command.bbox is None:

@@ -9,6 +9,7 @@ Server frames are compact JSON text (browsers ``JSON.parse`` them), one object p
     {"event":"resumed","data":{"recovered":...,"reason":...}}   first frame of a resumed stream
     {"event":"error","data":{"message":...}}      a refused request (then, usually, close 1008)
     {"event":"ack","data":{"action":...,"device_ids":[...]|null}}  answer to a client command
+    {"event":"token-expiring","data":{"expires_in":S}}  the token ends in S seconds: send a new one
     {"event":"leave","data":{"device_id":...}}   a device left the client's box
 
 The Kafka value is spliced into message and alert frames byte for byte, never re-encoded: it was
@@ -16,8 +17,10 @@ checked to be a JSON object when it was decoded (see :mod:`siscom.core.records`)
 JSON and costs one string concatenation per record.
 
 Clients may send ``{"action":"subscribe"|"unsubscribe","device_ids":[...]}`` to change their
-device set without reconnecting, and ``{"action":"subscribe","bbox":[...]}`` to move their box;
-any other text is ignored.
+device set without reconnecting, ``{"action":"subscribe","bbox":[...]}`` to move their box, and
+``{"action":"refresh","token":"..."}`` to extend their stream with a new token (answered
+``{"event":"ack","data":{"action":"refresh","expires_at":<exp>}}`` or an error frame); any other
+text is ignored.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ __all__ = [
     "BadRequest",
     "ClientCommand",
     "CloseCode",
+    "RefreshCommand",
     "DEVICE_ID_PATTERN",  # re-exported from siscom.core.devices
     "ack_frame",
     "alert_frame",
@@ -49,7 +53,9 @@ __all__ = [
     "parse_device_ids",
     "ping_frame",
     "frame_cursor",
+    "refreshed_frame",
     "resumed_frame",
+    "token_expiring_frame",
     "with_cursor",
 ]
 
@@ -222,10 +228,22 @@ def leave_frame(device_id: str) -> str:
     return '{"event":"leave","data":{"device_id":"' + device_id + '"}}'
 
 
+def token_expiring_frame(expires_in: float) -> str:
+    """Tells the client its token ends in ``expires_in`` seconds (whole seconds, rounded down)."""
+    seconds = max(0, int(expires_in))
+    return '{"event":"token-expiring","data":{"expires_in":' + str(seconds) + "}}"
+
+
+def refreshed_frame(expires_at: float) -> str:
+    """Confirms a token refresh: the stream now lasts until ``expires_at`` (the new token's ``exp``)."""
+    return _json({"event": "ack", "data": {"action": "refresh", "expires_at": int(expires_at)}})
+
+
 # -- client frames -------------------------------------------------------------------------------
 
 Action = Literal["subscribe", "unsubscribe"]
 _ACTIONS: frozenset[str] = frozenset({"subscribe", "unsubscribe"})
+_REFRESH = "refresh"
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,12 +256,22 @@ class ClientCommand:
     bbox: BBox | None = None
 
 
-def parse_client_frame(text: str | bytes, *, max_ids: int) -> ClientCommand | None:
+@dataclass(frozen=True, slots=True, repr=False)
+class RefreshCommand:
+    """A client's new token, to extend its stream (never shown in a repr: it is a credential)."""
+
+    token: str
+
+    def __repr__(self) -> str:
+        return "RefreshCommand(token=***)"
+
+
+def parse_client_frame(text: str | bytes, *, max_ids: int) -> ClientCommand | RefreshCommand | None:
     """The command in a client frame, or ``None`` when the frame is not a command.
 
-    Anything that is not a JSON object with ``"action"`` set to ``"subscribe"`` or
-    ``"unsubscribe"`` is ignored (``None``), so clients may send their own heartbeats. A command
-    whose ``device_ids`` break the rules raises :class:`BadRequest`.
+    Anything that is not a JSON object with ``"action"`` set to ``"subscribe"``, ``"unsubscribe"``
+    or ``"refresh"`` is ignored (``None``), so clients may send their own heartbeats. A command
+    whose ``device_ids`` break the rules, or a refresh without a token, raises :class:`BadRequest`.
     """
     try:
         frame = orjson.loads(text)
@@ -252,6 +280,11 @@ def parse_client_frame(text: str | bytes, *, max_ids: int) -> ClientCommand | No
     if not isinstance(frame, dict):
         return None
     action = frame.get("action")
+    if action == _REFRESH:
+        token = frame.get("token")
+        if not isinstance(token, str) or not token:
+            raise BadRequest("token refresh refused: token must be a non-empty string")
+        return RefreshCommand(token)
     if not isinstance(action, str) or action not in _ACTIONS:
         return None
     bbox = None

@@ -6,10 +6,17 @@ timing. Events in:
 
 - :meth:`StreamCore.deliver`: a record routed to this client (the router calls it directly: the
   core is the subscriber in the :class:`~siscom.core.subscriptions.SubscriptionTable`);
-- :meth:`StreamCore.receive`: a message from the client (subscribe, unsubscribe, anything else),
-  within the client's allowance of messages (:class:`~siscom.security.inbound.InboundLimits`);
+- :meth:`StreamCore.receive`: a message from the client (subscribe, unsubscribe, refresh, anything
+  else), within the client's allowance of messages (:class:`~siscom.security.inbound.InboundLimits`);
 - :meth:`StreamCore.control_frame`: a WebSocket ping or pong from the client, within its allowance;
-- :meth:`StreamCore.token_expired`, :meth:`StreamCore.close`, :meth:`StreamCore.client_gone`.
+- :meth:`StreamCore.token_expiring`, :meth:`StreamCore.token_expired`, :meth:`StreamCore.close`,
+  :meth:`StreamCore.client_gone`.
+
+Token refresh: the pump asks :meth:`StreamCore.notice_delay` and :meth:`StreamCore.expiry_delay`
+when to call :meth:`StreamCore.token_expiring` (which queues the ``token-expiring`` frame) and
+:meth:`StreamCore.token_expired`. A client's ``refresh`` with a valid token that still grants the
+current subscription replaces the grant; :attr:`StreamCore.on_refresh` then tells the pump to move
+its timers. Any other refresh gets an error frame and changes nothing.
 
 What to send: :meth:`StreamCore.take` (the next frames, with a keep-alive when one is due), then,
 once :attr:`StreamCore.closing` is set, its final frame and close code. Times are passed in (any
@@ -28,7 +35,17 @@ from supervisors import MailboxFull
 from siscom.core.deliveries import Delivery
 from siscom.core.outbox import Outbox
 from siscom.core.protocol import (
-    BadRequest, CloseCode, ack_frame, error_frame, frame_cursor, parse_client_frame, ping_frame, with_cursor,
+    BadRequest,
+    CloseCode,
+    RefreshCommand,
+    ack_frame,
+    error_frame,
+    frame_cursor,
+    parse_client_frame,
+    ping_frame,
+    refreshed_frame,
+    token_expiring_frame,
+    with_cursor,
 )
 from siscom.core.subscriptions import SubscriptionLimit, SubscriptionTable
 from siscom.core.window import RecentWindow
@@ -71,14 +88,16 @@ class StreamPolicy:
     max_pending_frames: int
     max_device_ids: int
     snapshot: bool
+    #: How long before the token's expiry the client is told (``token-expiring``); 0: never.
+    token_notice_seconds: float = 0.0
 
 
 class StreamCore:
     """One client's subscription, grant, waiting frames and close state."""
 
     __slots__ = (
-        "_table", "_policy", "_grant", "_inbound", "_initial_ids", "outbox", "closing", "on_close", "_next_ping",
-        "_window", "_cursor",
+        "_table", "_policy", "_grant", "_inbound", "_verify", "_initial_ids", "outbox", "closing", "on_close",
+        "on_refresh", "_next_ping", "_window", "_cursor",
     )
 
     def __init__(
@@ -88,6 +107,7 @@ class StreamCore:
         table: SubscriptionTable,
         policy: StreamPolicy,
         grant: Grant | None = None,
+        verify: Callable[[str], Grant] | None = None,
         window: RecentWindow | None = None,
         inbound: InboundLimits | None = None,
     ) -> None:
@@ -101,12 +121,16 @@ class StreamCore:
         self._grant = grant
         #: How much the client may send (None: no limit).
         self._inbound = inbound
+        #: Checks a refreshed token (raises a BadRequest saying why not); None: tokens are off.
+        self._verify = verify
         self._initial_ids = device_ids
         self.outbox = Outbox(soft_limit=policy.max_pending_frames, max_alerts=policy.max_pending_frames)
         #: Set once, by the first close request: how the stream ends.
         self.closing: Closing | None = None
         #: Called once when :attr:`closing` is set (the pump stops a stalled write with it).
         self.on_close: Callable[[], None] | None = None
+        #: Called after each refresh the client asks for: True when accepted (the expiry moved).
+        self.on_refresh: Callable[[bool], None] | None = None
         self._next_ping = 0.0
 
     # Events
@@ -166,6 +190,9 @@ class StreamCore:
             return
         if command is None:
             return
+        if isinstance(command, RefreshCommand):
+            self._refresh(command.token)
+            return
         if command.bbox is not None:
             self._reply(error_frame("this stream has no box: open it with bbox=... to subscribe by box"))
             return
@@ -201,6 +228,12 @@ class StreamCore:
             return True
         self._too_many_messages()
         return False
+
+    def token_expiring(self, now: float) -> None:
+        """The notice is due (``now`` in POSIX time): tell the client how long its token has left."""
+        if self.closing is not None or self._grant is None:
+            return
+        self._reply(token_expiring_frame(self._grant.expires_at - now))
 
     def token_expired(self) -> None:
         self.close(CloseCode.POLICY_VIOLATION, Cause.TOKEN_EXPIRED.value, final_frame=error_frame("token expired"),
@@ -284,6 +317,14 @@ class StreamCore:
             return None
         return max(0.0, self._grant.expires_at - now)
 
+    def notice_delay(self, now: float) -> float | None:
+        """Seconds from ``now`` (POSIX time) until the ``token-expiring`` frame is due (0: at once,
+        for a token that has less left than the notice); None if it never is."""
+        notice = self._policy.token_notice_seconds
+        if self._grant is None or notice <= 0:
+            return None
+        return max(0.0, self._grant.expires_at - notice - now)
+
     def take_conflated(self) -> int:
         """Positions dropped by conflation since the last call."""
         count, self.outbox.conflated = self.outbox.conflated, 0
@@ -330,6 +371,28 @@ class StreamCore:
             self.outbox.put_kept(text)
         except MailboxFull:
             self.close(CloseCode.TRY_AGAIN_LATER, Cause.SLOW_CLIENT.value, cause=Cause.SLOW_CLIENT)
+
+    def _refresh(self, token: str) -> None:
+        """Adopt the grant of ``token`` if it is valid and still grants the current subscription."""
+        try:
+            if self._verify is None or self._grant is None:
+                raise BadRequest("this stream needs no token")
+            grant = self._verify(token)
+            current = self.device_ids
+            if current is None:
+                if grant.devices is not None:
+                    raise BadRequest("the token does not grant every device, which this stream receives")
+            else:
+                grant.check(current)
+        except BadRequest as error:
+            self._reply(error_frame(f"token refresh refused: {error.message}", **error.detail))
+            if self.on_refresh is not None:
+                self.on_refresh(False)
+            return
+        self._grant = grant
+        self._reply(refreshed_frame(grant.expires_at))
+        if self.on_refresh is not None:
+            self.on_refresh(True)
 
     def _queue_snapshot(self, device_ids: frozenset[str] | None) -> None:
         # Snapshot frames carry the cursor of now, where the client's stream starts, not their own.

@@ -3,7 +3,8 @@
 The core decides (what the client watches, what waits, when a keep-alive is due, how the stream
 ends); the session does the I/O: it writes what the core hands out under a deadline
 (``STREAM_SEND_TIMEOUT_SECONDS``), waits for frames or the next keep-alive, feeds the client's
-messages to the core, arms the token's expiry timer, and sends the close. The router reaches the
+messages to the core, arms the token's timers (the ``token-expiring`` notice and the expiry; a
+refresh the core accepts moves both), and sends the close. The router reaches the
 core directly (it is the subscriber), and :meth:`StreamCore.deliver` never waits.
 
 How a session ends, and the close code the client sees (see :class:`~siscom.core.stream.Cause`):
@@ -74,10 +75,15 @@ class SessionLimits:
     #: Longest a connection stays open after its session ended (the close frame waiting behind
     #: unread data, or the client not answering it); then it is dropped.
     close_linger_seconds: float = 5.0
+    #: How long before its token's expiry a client is sent ``token-expiring``; 0: never.
+    token_notice_seconds: float = 0.0
 
     @property
     def policy(self) -> StreamPolicy:
-        return StreamPolicy(self.keepalive_seconds, self.max_pending_frames, self.max_device_ids, self.snapshot)
+        return StreamPolicy(
+            self.keepalive_seconds, self.max_pending_frames, self.max_device_ids, self.snapshot,
+            self.token_notice_seconds,
+        )
 
 
 class Session(Actor):
@@ -101,6 +107,10 @@ class Session(Actor):
         self._limits = limits
         self._metrics = metrics
         core.on_close = self._interrupt
+        core.on_refresh = self._refreshed
+        #: The token's timers: the notice (token-expiring) and the expiry (close 1008).
+        self._notice: asyncio.TimerHandle | None = None
+        self._expiry: asyncio.TimerHandle | None = None
         #: The deadline of the writes in progress, if any; a close moves it to now.
         self._send_deadline: asyncio.Timeout | None = None
         #: Waiting for frames or the next keep-alive; and the timer that ends that wait. The
@@ -163,7 +173,7 @@ class Session(Actor):
         loop = asyncio.get_running_loop()
         core = self.core
         self._metrics.stream_opened()
-        expiry = receiver = None
+        receiver = None
         try:
             if self._resume is None:
                 core.open(loop.time())
@@ -173,8 +183,7 @@ class Session(Actor):
             logger.info("Stream opened for %s, devices: %s", self._transport.peer, _describe(core.device_ids))
             receiver = asyncio.create_task(self._receive_loop(), name=f"{self.name}.receive")
             receiver.add_done_callback(self._on_receiver_done)
-            delay = core.expiry_delay(time.time())
-            expiry = None if delay is None else loop.call_later(delay, core.token_expired)
+            self._arm_token_timers()
             await self._send_loop()
             await self._say_goodbye()
         except asyncio.CancelledError:
@@ -182,14 +191,49 @@ class Session(Actor):
             await self._say_goodbye()
             raise
         finally:
-            if expiry is not None:
-                expiry.cancel()
+            self._cancel_token_timers()
             if self._timer is not None:
                 self._timer.cancel()
             if receiver is not None:
                 receiver.cancel()
                 await asyncio.wait((receiver,))
             self._end()
+
+    def _arm_token_timers(self, *, refreshed: bool = False) -> None:
+        """Schedule the notice and the expiry of the current grant (none without a token).
+
+        After a refresh to a token already inside the notice time, no notice is scheduled: the
+        client has just answered one, and a new notice at once would have it refresh in a loop.
+        """
+        self._cancel_token_timers()
+        loop = asyncio.get_running_loop()
+        now = time.time()  # a token's exp is POSIX time; the delays go on the loop's clock
+        delay = self.core.expiry_delay(now)
+        if delay is not None:
+            self._expiry = loop.call_later(delay, self.core.token_expired)
+        notice = self.core.notice_delay(now)
+        if notice is not None and not (refreshed and notice <= 0):
+            self._notice = loop.call_later(notice, self._token_notice)
+
+    def _cancel_token_timers(self) -> None:
+        for timer in (self._notice, self._expiry):
+            if timer is not None:
+                timer.cancel()
+        self._notice = self._expiry = None
+
+    def _token_notice(self) -> None:
+        self._notice = None
+        self.core.token_expiring(time.time())
+
+    def _refreshed(self, accepted: bool) -> None:
+        """The client sent a new token: count it; when accepted, the timers follow the new expiry."""
+        if accepted:
+            self._metrics.incr(Metric.TOKEN_REFRESHES)
+            self._arm_token_timers(refreshed=True)
+            logger.info("Token refreshed for %s", self._transport.peer)
+        else:
+            self._metrics.incr(Metric.TOKEN_REFRESH_REFUSALS)
+            logger.info("Token refresh refused for %s", self._transport.peer)
 
     def _end(self) -> None:
         """The one place where every session ends."""

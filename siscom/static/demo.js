@@ -1,17 +1,17 @@
-// Live fleet for the demo page: one WebSocket of JSON frames (message, alert, ping, ack, error),
-// a table of vehicles and a list of alerts beside a map. The map is Leaflet over raster tiles
+// Live fleet for the demo page: the stream through siscom-stream.js (which reconnects, resumes
+// from the last cursor so that no alert is missed, and changes the subscription in place), a
+// table of vehicles and a list of alerts beside a map. The map is Leaflet over raster tiles
 // when the server names a tile server (the siscom-map-tiles <meta>), else the offline grid.
 //
-// Trails hold the positions of the last TRAIL_MINUTES received since the page opened: the
-// stream cannot replay past positions yet (there is no `since=`), so a trail builds up live.
+// Trails hold the positions of the last TRAIL_MINUTES received since the page opened.
 //
-// ?device_ids=a,b shows only those vehicles (the filter box reconnects with it);
+// ?device_ids=a,b shows only those vehicles (the filter box changes the subscription);
 // ?lat=..&lon=..&zoom=.. fixes the first view of the tile map instead of fitting the vehicles.
 //
 // Zoomed in to BBOX_ZOOM or closer by the user, the page streams only what is in view: it
-// reconnects once with ?bbox=, then moves the box with {"action":"subscribe","bbox":[...]} as the
-// map pans; vehicles that leave the view ("leave" frames) are dropped. Zoomed out again, the
-// box becomes the whole world.
+// reconnects once with ?bbox= (the library's setBbox), then moves the box in place as the map
+// pans; vehicles that leave the view ("leave" frames) are dropped. Zoomed out again, the box
+// becomes the whole world.
 "use strict";
 
 (() => {
@@ -20,10 +20,8 @@
   const $ = (selector) => document.querySelector(selector);
   const devices = new Map(); // id -> {id, lat, lon, speed, heading, time, stopped, flashing, trail, row}
   const changed = new Set();
-  let socket = null;
   let drawScheduled = false;
   let received = 0; // message frames since the last rate update
-  let streamBox = null; // the box of the current stream, if it was opened with one
 
   const view = createView(new URLSearchParams(location.search));
 
@@ -37,53 +35,52 @@
     return new TileMapView($("#map"), { url, attribution }, fixed);
   }
 
-  function streamUrl(deviceIds, box) {
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const params = [];
-    if (deviceIds) params.push("device_ids=" + encodeURIComponent(deviceIds));
-    if (box) params.push("bbox=" + box.join(","));
-    const query = params.length ? "?" + params.join("&") : "";
-    return `${scheme}//${location.host}/api/v1/stream${query}`;
-  }
-
   function setStatus(text, state) {
     const status = $("#status");
     status.textContent = text;
     status.className = "status " + (state || "");
   }
 
-  function connect(deviceIds, box = null) {
-    streamBox = box;
-    if (socket) {
-      socket.onclose = null;
-      socket.close(1000);
+  function showStatus(status, detail) {
+    if (status === "reset") {
+      clearDevices(); // a new view starts with its own snapshot
+    } else if (status === "connecting") {
+      setStatus("connecting…");
+    } else if (status === "open") {
+      setStatus(detail.resuming ? "resuming…" : "live", "open");
+    } else if (status === "resumed") {
+      setStatus(detail.recovered ? "live (resumed)" : "live (resumed, some alerts may be missing)", "open");
+      if (!detail.recovered) noteGap(detail.reason);
+    } else if (status === "reconnecting") {
+      const why = detail.code ? ` (${detail.code}${detail.reason ? ": " + detail.reason : ""})` : "";
+      setStatus(`connection lost${why}, retrying in ${(detail.delay / 1000).toFixed(1)} s…`, "closed");
+    } else if (status === "failed") {
+      setStatus("error: " + (detail.error || detail.reason || detail.code), "closed");
     }
-    for (const device of devices.values()) device.row.remove();
-    devices.clear();
-    changed.clear();
-    view.clear();
-    socket = new WebSocket(streamUrl(deviceIds, box));
-    setStatus("connecting…");
-    socket.onopen = () => setStatus("live", "open");
-    received = 0;
-    socket.onmessage = (event) => handleFrame(JSON.parse(event.data));
-    socket.onclose = (event) => {
-      setStatus(`closed (${event.code}${event.reason ? ": " + event.reason : ""}), retrying…`, "closed");
-      setTimeout(() => connect(deviceIds, streamBox), 2000);
-    };
   }
 
-  function handleFrame(frame) {
-    if (frame.event === "message") {
+  const stream = new SiscomStream({
+    deviceIds: new URLSearchParams(location.search).get("device_ids") || null,
+    onMessage: (record) => {
       received += 1;
-      updateDevice(frame.data);
-    } else if (frame.event === "alert") {
-      showAlert(frame.data);
-    } else if (frame.event === "leave") {
-      removeDevice(String(frame.data.device_id));
-    } else if (frame.event === "error") {
-      setStatus("error: " + frame.data.message, "closed");
-    } // ping and ack need no answer
+      updateDevice(record);
+    },
+    onAlert: showAlert,
+    onLeave: removeDevice,
+    onError: (message) => setStatus("error: " + message, "closed"),
+    onStatus: showStatus,
+  });
+
+  // The vehicles of the page are those of the subscription: a filter change drops the others.
+  function watched(id) {
+    return stream.deviceIds === null || stream.deviceIds.includes(id);
+  }
+
+  function applyFilter(ids) {
+    stream.setDevices(ids || null);
+    for (const device of [...devices.values()]) {
+      if (!watched(device.id)) removeDevice(device.id);
+    }
   }
 
   function fieldsOf(record) {
@@ -93,6 +90,7 @@
 
   function updateDevice(record) {
     const { data, id } = fieldsOf(record);
+    if (!watched(id)) return; // sent before an unsubscribe reached the server
     const lat = parseFloat(data.LATITUD), lon = parseFloat(data.LONGITUD);
     if (!Number.isFinite(lat) || !Number.isFinite(lon)) return;
     let device = devices.get(id);
@@ -116,6 +114,13 @@
     touch(device);
   }
 
+  function clearDevices() {
+    for (const device of devices.values()) device.row.remove();
+    devices.clear();
+    changed.clear();
+    view.clear();
+  }
+
   function removeDevice(id) {
     const device = devices.get(id);
     if (!device) return;
@@ -127,15 +132,8 @@
 
   // The view moved (by the user): stream only what is in it when zoomed in.
   function viewChanged({ zoom, bbox }) {
-    const box = zoom >= BBOX_ZOOM ? bbox : WORLD;
-    if (!streamBox) {
-      if (zoom >= BBOX_ZOOM) connect($("#device-ids").value.trim(), box);
-      return;
-    }
-    streamBox = box;
-    if (socket && socket.readyState === WebSocket.OPEN) {
-      socket.send(JSON.stringify({ action: "subscribe", bbox: box }));
-    }
+    if (zoom >= BBOX_ZOOM) stream.setBbox(bbox);
+    else if (stream.bbox) stream.setBbox(WORLD);
   }
   if (view.onViewChange) view.onViewChange(viewChanged);
 
@@ -154,16 +152,22 @@
     return device;
   }
 
-  // An alert goes to the top of the list, and its vehicle flashes for a few seconds.
-  function showAlert(record) {
+  // An alert goes to the top of the list, with its record's id, and its vehicle flashes for a
+  // few seconds. The stream resumes from its cursor after a reconnect, so the list has no gap.
+  function showAlert(record, frame) {
     const { data, id } = fieldsOf(record);
+    const alertId = String(record.uuid ?? data.ALERT_ID ?? frame.id ?? "");
     const item = document.createElement("li");
     item.dataset.deviceId = id;
+    item.dataset.alertId = alertId;
     const time = (data.GPS_DATETIME || new Date().toISOString()).split(/[ T]/).pop();
-    item.textContent = `${time} ${id} ${data.ALERT || "alert"}`;
-    const list = $("#alerts");
-    list.prepend(item);
-    while (list.children.length > ALERTS_SHOWN) list.lastChild.remove();
+    item.textContent = `${time} ${id} ${data.ALERT || "alert"} `;
+    const label = document.createElement("small");
+    label.className = "alert-id";
+    label.textContent = alertId.length > 12 ? alertId.slice(0, 8) + "…" : alertId;
+    label.title = alertId;
+    item.append(label);
+    prependAlert(item);
     const device = devices.get(id);
     if (!device) return;
     item.addEventListener("click", () => view.reveal(device));
@@ -174,6 +178,20 @@
       touch(device);
     }, FLASH_MS);
     touch(device);
+  }
+
+  function prependAlert(item) {
+    const list = $("#alerts");
+    list.prepend(item);
+    while (list.children.length > ALERTS_SHOWN) list.lastChild.remove();
+  }
+
+  // A resume that could not be honoured: what came meanwhile is not in the list.
+  function noteGap(reason) {
+    const item = document.createElement("li");
+    item.className = "gap";
+    item.textContent = `reconnected: alerts in between may be missing${reason ? " (" + reason + ")" : ""}`;
+    prependAlert(item);
   }
 
   function touch(device) {
@@ -198,7 +216,7 @@
     const url = new URL(location.href);
     if (ids) url.searchParams.set("device_ids", ids); else url.searchParams.delete("device_ids");
     history.replaceState(null, "", url);
-    connect(ids, streamBox);
+    applyFilter(ids);
   });
 
   // Vehicles on the map and frames per second, next to the connection status.
@@ -207,7 +225,5 @@
     received = 0;
   }, 1000);
 
-  const initial = new URLSearchParams(location.search).get("device_ids") || "";
-  $("#device-ids").value = initial;
-  connect(initial);
+  $("#device-ids").value = new URLSearchParams(location.search).get("device_ids") || "";
 })();

@@ -219,6 +219,9 @@ async def test_the_stream_closes_with_1008_when_the_token_expires(secured):
     token = mint(fleet(1), expires_in=2)
     before = (await asyncio.to_thread(stats, secured))["token_expiries"]
     async with ws_client(secured.ws_url(), additional_headers={"Authorization": f"Bearer {token}"}) as client:
+        # Less left than STREAM_TOKEN_NOTICE_SECONDS: the notice comes at once; unanswered, the end.
+        notice = await client.next_frame(timeout=5)
+        assert notice["event"] == "token-expiring" and notice["data"]["expires_in"] <= 2
         frame = await client.next_frame(timeout=5)
         assert frame == {"event": "error", "data": {"message": "token expired"}}
         assert await client.wait_closed() == 1008

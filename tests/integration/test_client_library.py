@@ -1,0 +1,239 @@
+"""siscom-stream.js in a real browser: the demo page behind nginx, its replica killed mid-stream.
+
+Also: the ES module and the plain script are one library; a stream with 4-second tokens is
+refreshed by the library and outlives them. Two replicas with one environment behind a real nginx (``deploy/nginx.conf``), Debian's Chromium
+driven by Playwright, alerts produced to the test broker while the replica serving the page is
+SIGKILLed. The page's library reconnects through nginx to the other replica with the last cursor
+it saw, and the alert list, which shows each record's id, must hold every alert exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from siscom.dev.broker import create_topics
+from support.binaries import require_program
+from support.browser import chromium
+from support.kafka import produce
+from support.nginx import Nginx
+from support.status import stats, wait_ready, wait_stats
+
+pytestmark = pytest.mark.browser
+
+DEVICES = ("van-0", "van-1", "van-2")  # van-N is written to partition N of both topics
+ALERTS = 30
+KILL_AFTER = 12  # alerts produced before the page's replica is killed
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    async with chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+def proxy_factory(tmp_path: Path) -> Iterator[Any]:
+    binary = require_program("nginx", "nginx-light")
+    started: list[Nginx] = []
+
+    def start(upstreams: list[str]) -> Nginx:
+        directory = tmp_path / f"nginx-{len(started)}"
+        directory.mkdir()
+        proxy = Nginx(binary, directory, upstreams)
+        started.append(proxy)
+        return proxy.start()
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+
+
+def position(device: str, n: int) -> bytes:
+    data = {"DEVICE_ID": device, "LATITUD": f"{20.59 + n * 0.001:.6f}", "LONGITUD": "-100.39", "SPEED": "30"}
+    return json.dumps({"data": data, "uuid": f"{device}-pos-{n}"}).encode()
+
+
+def alert(device: str, n: int) -> bytes:
+    data = {"DEVICE_ID": device, "ALERT": "HARSH_BRAKING", "GPS_DATETIME": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return json.dumps({"data": data, "uuid": f"alert-{n:03d}"}).encode()
+
+
+async def alert_ids(page: Any) -> list[str]:
+    """The page's alert list, oldest first (the page puts each new alert on top)."""
+    ids = await page.locator("#alerts li[data-alert-id]").evaluate_all("els => els.map(e => e.dataset.alertId)")
+    return ids[::-1]
+
+
+async def connections(server: Any) -> int:
+    return (await asyncio.to_thread(stats, server))["connections"]
+
+
+@pytest.mark.nginx
+async def test_the_demo_page_resumes_on_the_other_replica_with_no_alert_missing_or_twice(
+    server_factory, broker, topic_factory, proxy_factory, browser, tmp_path
+):
+    topic = await topic_factory(partitions=len(DEVICES))
+    alerts_topic = await topic_factory(partitions=len(DEVICES), prefix="alerts")
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "KAFKA_TOPIC": topic,
+        "KAFKA_ALERTS_TOPIC": alerts_topic,
+        "KAFKA_FETCH_MAX_WAIT_MS": "10",
+        "STREAM_MAP_TILE_URL": "off",
+        "STREAM_TRUSTED_PROXIES": "127.0.0.1",
+    }
+    servers = [server_factory(env), server_factory(env)]
+    for server in servers:
+        await wait_ready(server)
+    proxy = proxy_factory([server.url.removeprefix("http://") for server in servers])
+
+    page = await browser.new_page(viewport={"width": 1280, "height": 800})
+    statuses: list[str] = []
+    changes: list[tuple[float, str]] = []  # (when, status line) as the page shows them
+
+    def report(text: str) -> None:
+        if not statuses or statuses[-1] != text:
+            statuses.append(text)
+            changes.append((time.monotonic(), text))
+
+    await page.expose_function("reportStatus", report)
+    # Every status line the page shows, as it changes.
+    await page.add_init_script(
+        "new MutationObserver(() => window.reportStatus(document.querySelector('#status').textContent))"
+        ".observe(document, {subtree: true, childList: true, characterData: true});"
+    )
+    await page.goto(f"{proxy.url}/?device_ids={','.join(DEVICES)}")
+    async with asyncio.timeout(15):
+        while sum([await connections(server) for server in servers]) != 1:
+            await asyncio.sleep(0.1)
+    doomed, survivor = servers if await connections(servers[0]) == 1 else servers[::-1]
+
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=0)
+    await producer.start()
+    try:
+        for partition, device in enumerate(DEVICES):
+            await producer.send_and_wait(topic, position(device, 0), partition=partition)
+        for n in range(ALERTS):
+            partition = n % len(DEVICES)
+            await producer.send_and_wait(alerts_topic, alert(DEVICES[partition], n), partition=partition)
+            if n == KILL_AFTER - 1:
+                async with asyncio.timeout(10):  # the page has seen them: it holds a cursor
+                    while len(await alert_ids(page)) < KILL_AFTER:
+                        await asyncio.sleep(0.05)
+                doomed.kill()
+                killed = time.monotonic()
+            await asyncio.sleep(0.1)
+    finally:
+        await producer.stop()
+
+    expected = [f"alert-{n:03d}" for n in range(ALERTS)]
+    deadline = time.monotonic() + 20
+    while len(await alert_ids(page)) < ALERTS and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)  # anything sent twice would arrive by now
+    await page.screenshot(path=str(tmp_path / "demo-resumed.png"))
+    shown = await alert_ids(page)
+    assert sorted(shown) == expected, (shown, statuses)  # none missing, none twice
+    for device in DEVICES:  # and in log order per partition
+        mine = await page.locator(f'#alerts li[data-device-id="{device}"]').evaluate_all(
+            "els => els.map(e => e.dataset.alertId)"
+        )
+        assert mine[::-1] == sorted(mine), mine
+    assert await connections(survivor) == 1
+    assert any(line.startswith("connection lost") for line in statuses), statuses
+    assert statuses[-1] == "live (resumed)", statuses
+    resumed = next(when for when, text in changes if when > killed and text == "live (resumed)")
+    print(f"page resumed on the other replica {1000 * (resumed - killed):.0f} ms after the kill")
+    assert await page.locator("#alerts li.gap").count() == 0
+
+
+SECRET = "client-library-secret-" + "0123456789abcdef" * 2
+
+
+def mint(devices: list[str], expires_in: float) -> str:
+    return jwt.encode({"devices": devices, "exp": int(time.time() + expires_in)}, SECRET, algorithm="HS256")
+
+
+async def test_in_chromium_the_es_module_and_the_plain_script_are_one_library_that_streams(
+    make_server, broker, topic, browser
+):
+    server = make_server(STREAM_MAP_TILE_URL="off", KAFKA_FETCH_MAX_WAIT_MS="10")
+    await wait_ready(server)
+    page = await browser.new_page()
+    await page.goto(f"{server.url}/")  # the demo page loads the plain script
+    same = await page.evaluate(
+        "async () => (await import('/static/siscom-stream.mjs')).SiscomStream === window.SiscomStream"
+    )
+    assert same is True
+    await page.evaluate(
+        """async () => {
+            const { SiscomStream } = await import('/static/siscom-stream.mjs');
+            window.got = [];
+            window.moduleStream = new SiscomStream({
+                deviceIds: ['lib-1'], onMessage: (data, frame) => window.got.push([data.data.SEQ, frame.id]),
+            });
+        }"""
+    )
+    async with asyncio.timeout(10):  # the demo page's stream and this one
+        while (await asyncio.to_thread(stats, server))["connections"] != 2:
+            await asyncio.sleep(0.1)
+    await produce(broker.bootstrap, topic, [json.dumps({"data": {"DEVICE_ID": "lib-1", "SEQ": n}}).encode() for n in range(3)])
+    async with asyncio.timeout(10):
+        while len(got := await page.evaluate("window.got")) < 3:
+            await asyncio.sleep(0.1)
+    assert [seq for seq, _ in got] == [0, 1, 2]
+    assert all(isinstance(cursor, str) and cursor for _, cursor in got)
+    assert await page.evaluate("window.moduleStream.cursor") == got[-1][1]
+
+
+async def test_in_chromium_the_library_refreshes_its_short_tokens_and_keeps_the_stream(
+    make_server, broker, topic, browser
+):
+    server = make_server(
+        STREAM_JWT_SECRET=SECRET, STREAM_TOKEN_NOTICE_SECONDS="2", KAFKA_FETCH_MAX_WAIT_MS="10",
+        STREAM_MAP_TILE_URL="off",
+    )
+    await wait_ready(server)
+    issued: list[int] = []
+
+    def token() -> str:
+        text = mint(["lib-2"], 4)
+        issued.append(jwt.decode(text, options={"verify_signature": False})["exp"])
+        return text
+
+    page = await browser.new_page()
+    await page.expose_function("mintToken", token)
+    await page.goto(f"{server.url}/health")
+    await page.evaluate(
+        """async () => {
+            const { SiscomStream } = await import('/static/siscom-stream.mjs');
+            window.got = []; window.statuses = [];
+            window.tokenStream = new SiscomStream({
+                deviceIds: ['lib-2'], getToken: () => window.mintToken(),
+                onMessage: (data) => window.got.push(data.data.SEQ),
+                onStatus: (status) => window.statuses.push(status),
+            });
+        }"""
+    )
+    # Two refreshes: the stream outlives its first two tokens on one connection.
+    async with asyncio.timeout(15):
+        while (await page.evaluate("window.statuses")).count("refreshed") < 2:
+            await asyncio.sleep(0.1)
+    assert time.time() > issued[0]
+    await produce(broker.bootstrap, topic, [json.dumps({"data": {"DEVICE_ID": "lib-2", "SEQ": 5}}).encode()])
+    async with asyncio.timeout(10):
+        while await page.evaluate("window.got") != [5]:
+            await asyncio.sleep(0.1)
+    statuses = await page.evaluate("window.statuses")
+    assert statuses.count("connecting") == 1 and "reconnecting" not in statuses, statuses
+    stats_now = await asyncio.to_thread(stats, server, {"Authorization": f"Bearer {mint([], 60)}"})
+    assert stats_now["token_refreshes"] >= 2 and stats_now["token_expiries"] == 0
