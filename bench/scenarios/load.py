@@ -4,6 +4,7 @@ producer at a fixed rate, measured over windows, and the table rows that show th
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,14 @@ class LoadFigures:
     other_cpu_percent: dict[str, float]
     age_first_p99_ms: float | None = None
     age_last_p99_ms: float | None = None
+    #: TCP segments the server sent in the window per frame delivered (see ServerUnderTest.segments_out).
+    segments_per_delivery: float | None = None
+    #: Clients whose keep-alives all came on time in the window (when the scenario checks them).
+    keepalives_on_time: int | None = None
+    clients: int = 0
+    #: Server RSS before any client connected, and per connection once they all had.
+    rss_before_clients_mb: float | None = None
+    kb_per_connection: float | None = None
 
     @property
     def cpu_us_per_delivery(self) -> float | None:
@@ -55,8 +64,11 @@ class LoadFigures:
 class LoadRun:
     """One server, its clients and a producer, kept up across several measured windows."""
 
-    def __init__(self, bench: Bench, target: Target, shape: Shape, label: str) -> None:
+    def __init__(self, bench: Bench, target: Target, shape: Shape, label: str, **env: str) -> None:
         self.bench, self.target, self.shape, self.label = bench, target, shape, label
+        self.env = env
+        self.rss_before_clients = 0
+        self.rss_connected = 0
         self.server: ServerUnderTest | None = None
         self.pool: ClientPool | None = None
         self.producer: FixedRateProducer | None = None
@@ -68,16 +80,19 @@ class LoadRun:
         try:
             self.producer = FixedRateProducer(bench.broker.bootstrap, topic, shape.devices, seed=bench.options.seed)
             await self.producer.start()
-            self.server = bench.server(self.target, topic)
+            self.server = bench.server(self.target, topic, **self.env)
             await self.server.start()
+            self.rss_before_clients = self.server.rss_bytes()
             self.subscriptions = shape.subscriptions(self.producer.device_ids, bench.options.seed)
             self.pool = ClientPool(
-                HOST, self.server.port, self.subscriptions, processes=shape.client_processes, deflate=bench.options.deflate
+                HOST, self.server.port, self.subscriptions, processes=shape.client_processes,
+                concurrency=shape.connect_concurrency, deflate=bench.options.deflate,
             )
-            connected = await self.pool.start()
+            connected = await self.pool.start(timeout=max(120.0, len(self.subscriptions) / 20))
             if connected < len(self.subscriptions):
                 raise RuntimeError(f"only {connected} of {len(self.subscriptions)} clients connected: {dict(self.pool.errors)}")
-            await wait_connections(self.server, connected)
+            await wait_connections(self.server, connected, timeout=max(30.0, len(self.subscriptions) / 100))
+            self.rss_connected = self.server.rss_bytes()
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
@@ -91,7 +106,9 @@ class LoadRun:
         if self.producer is not None:
             await self.producer.stop()
 
-    async def measure(self, rate: float, *, duration: float | None = None, age_segment: float | None = None) -> LoadFigures:
+    async def measure(
+        self, rate: float, *, duration: float | None = None, age_segment: float | None = None, keepalive: float | None = None
+    ) -> LoadFigures:
         """Warm up, produce for one window at ``rate``, let deliveries drain, and collect the figures."""
         assert self.server is not None and self.pool is not None and self.producer is not None
         shape, server = self.shape, self.server
@@ -104,11 +121,13 @@ class LoadRun:
             "harness": [os.getpid()],
         }
         async with ResourceSampler(server) as sampler:
+            segments_before = await asyncio.to_thread(server.segments_out)
             cpu_before = server.cpu_seconds()
             others_before = {name: cpu_seconds(pids) for name, pids in others.items()}
             window = await self.producer.run(rate, duration)
             cpu_after = server.cpu_seconds()
             others_after = {name: cpu_seconds(pids) for name, pids in others.items()}
+            segments_after = await asyncio.to_thread(server.segments_out)
         await asyncio.sleep(shape.drain)
         counters_after = await server.stats()
         report = await self.pool.report(window.t0_ms, window.t1_ms)
@@ -119,6 +138,18 @@ class LoadRun:
         }
         if age_segment is not None:
             figures.age_first_p99_ms, figures.age_last_p99_ms = _segment_ages(report, window, age_segment)
+        if segments_before is not None and segments_after is not None and figures.delivered:
+            # Frames of the window may still arrive in the drain; segments are counted in the window.
+            figures.segments_per_delivery = (segments_after - segments_before) / figures.delivered
+        if keepalive is not None:
+            wanted = math.floor(window.seconds / keepalive)
+            late_after = keepalive + max(1.0, 0.2 * keepalive)
+            figures.keepalives_on_time = sum(
+                client.pings >= wanted and (client.max_ping_gap or 0.0) <= late_after for client in report.clients
+            )
+        figures.clients = len(report.clients)
+        figures.rss_before_clients_mb = self.rss_before_clients / MB
+        figures.kb_per_connection = (self.rss_connected - self.rss_before_clients) / 1024 / max(len(report.clients), 1)
         return figures
 
 
@@ -182,6 +213,7 @@ def load_rows(result: Result, figures: dict[str, LoadFigures]) -> None:
     row("worst client p99", "ms", lambda f: f.worst_client_p99_ms)
     row("server CPU", "%", lambda f: f.cpu_percent)
     row("server CPU per delivery", "us", lambda f: f.cpu_us_per_delivery, 1)
+    row("server TCP segments per delivery", "", lambda f: f.segments_per_delivery, 3)
     row("broker CPU", "%", lambda f: f.other_cpu_percent["broker"], show_ratio=False)
     row("clients + producer CPU", "%", lambda f: f.other_cpu_percent["clients"] + f.other_cpu_percent["harness"], show_ratio=False)
     row("server RSS start", "MB", lambda f: f.rss_start_mb)
