@@ -88,8 +88,8 @@ class ServerUnderTest:
         )
         self._psutil = psutil.Process(self._child.pid)
 
-    async def stats(self) -> dict[str, Any]:
-        status, body = await asyncio.to_thread(http_get_json, self.url + self.target.stats_path)
+    async def stats(self, timeout: float = 5.0) -> dict[str, Any]:
+        status, body = await asyncio.to_thread(http_get_json, self.url + self.target.stats_path, timeout)
         if status != 200:
             raise RuntimeError(f"{self.target.stats_path} answered {status}")
         return body

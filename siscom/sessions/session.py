@@ -6,6 +6,11 @@ ends); the session does the I/O: it writes what the core hands out under a deadl
 messages to the core, arms the token's expiry timer, and sends the close. The router reaches the
 core directly (it is the subscriber), and :meth:`StreamCore.deliver` never waits.
 
+When the transport can write without awaiting (``transport.direct``: write coalescing, see
+siscom/web/coalesce.py), a frame queued while the pump waits does not wake it: a callback in the
+next event-loop turn writes everything waiting in one write. The pump takes over only when the
+socket would block, and writes through the transport's ``send`` under the deadline.
+
 How a session ends, and the close code the client sees (see :class:`~siscom.core.stream.Cause`):
 - the client leaves: nothing to send;
 - the service shuts down: 1001 (the session is asked to close, or cancelled by its supervisor);
