@@ -414,6 +414,14 @@ class Settings:
         True, _boolean, "true or false (also 1/0, yes/no, on/off)",
         "send a new client the last known position of each of its devices",
     )
+    stream_max_fields: int = _setting(
+        50, _whole_number(1, 1000), "a whole number from 1 to 1000",
+        "most names a client may give in 'fields' (field selection of position frames)",
+    )
+    stream_max_hz: int = _setting(
+        50, _whole_number(1, 1000), "a whole number from 1 to 1000",
+        "highest 'max_hz' (position frames per second per device) a client may ask for",
+    )
     stream_max_record_bytes: int = _setting(
         1048576, _whole_number(1), _AT_LEAST_ONE,
         "largest record value accepted, in bytes; larger ones are skipped as malformed",

@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
@@ -29,6 +30,8 @@ from siscom.pipeline.offsets import ReadOffsets
 from siscom.pipeline.decoder import Decoder
 from siscom.pipeline.factories import ConsumerFactory, DecoderFactory, RouterFactory
 from siscom.pipeline.router import Router
+from siscom.core.mapoptions import MapOptions
+from siscom.core.mapstream import MapStreamCore
 from siscom.core.stream import StreamCore
 from siscom.sessions.session import Session, SessionLimits
 from siscom.sessions.transport import Transport
@@ -216,12 +219,26 @@ class Gateway:
     # Sessions
 
     async def open_session(
-        self, transport: Transport, device_ids: frozenset[str] | None, *, grant: Grant | None = None
+        self,
+        transport: Transport,
+        device_ids: frozenset[str] | None,
+        *,
+        grant: Grant | None = None,
+        options: MapOptions | None = None,
     ) -> Session:
-        """Start a session; ``grant`` is what the client's token allows (None: tokens are off)."""
+        """Start a session; ``grant`` is what the client's token allows (None: tokens are off);
+        ``options`` its map options (box, rate, fields), if any."""
         if self._sessions is None or not self._sessions.running or self.draining:
             raise RuntimeError("the session supervisor is not accepting sessions")
-        core = StreamCore(device_ids, table=self.subscriptions, policy=self.limits.policy, grant=grant)
+        core: StreamCore
+        if options is not None and options.any:
+            # The session pump passes the event loop's time, which is time.monotonic.
+            core = MapStreamCore(
+                device_ids, table=self.subscriptions, policy=self.limits.policy, options=options,
+                clock=time.monotonic, grant=grant,
+            )
+        else:
+            core = StreamCore(device_ids, table=self.subscriptions, policy=self.limits.policy, grant=grant)
         session = Session(
             transport, core, name=f"session-{next(self._session_numbers)}", limits=self.limits, metrics=self.metrics
         )

@@ -53,6 +53,10 @@ class Metric(enum.StrEnum):
         "malformed_records", Kind.COUNTER,
         "records skipped as malformed (not UTF-8, not JSON, no device id or a bad one, too large)",
     )
+    UNPLACED_RECORDS = (
+        "unplaced_records", Kind.COUNTER,
+        "position records without a valid position: in no `bbox`, still sent to streams without one",
+    )
     FRAMES_SENT = "frames_sent", Kind.COUNTER, "frames written to clients: positions, alerts, pings, acks, errors"
     CONFLATED = (
         "conflated", Kind.COUNTER,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from siscom.core.geo import Position
+
 
 class Delivery(NamedTuple):
     """A decoded record, routed by device id; ``text`` is the frame every recipient gets."""
@@ -19,3 +21,5 @@ class Delivery(NamedTuple):
     alert: bool
     #: Kafka record timestamp (ms since the epoch), for end-to-end latency.
     timestamp_ms: int
+    #: Where the record says its device is (positions only; see :mod:`siscom.core.geo`).
+    position: Position | None = None

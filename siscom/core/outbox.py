@@ -88,6 +88,13 @@ class Outbox:
         if self.waker is not None:
             self.wake()
 
+    def drop_position(self, device_id: str) -> None:
+        """Forget the position of ``device_id`` waiting while the client is behind, so that a frame
+        queued next (a leave) is not overtaken by a newer position taking the old one's place."""
+        latest = self._latest
+        if latest is not None and latest.pop(device_id, None) is not None:
+            self.conflated += 1
+
     def take(self) -> list[str]:
         """Take up to a chunk of the waiting frames, oldest first (an empty list when none wait)."""
         latest = self._latest

@@ -8,13 +8,15 @@ Server frames are compact JSON text (browsers ``JSON.parse`` them), one object p
     {"event":"ping","data":{"type":"keep-alive"}} keep-alive
     {"event":"error","data":{"message":...}}      a refused request (then, usually, close 1008)
     {"event":"ack","data":{"action":...,"device_ids":[...]|null}}  answer to a client command
+    {"event":"leave","data":{"device_id":...}}   a device left the client's box
 
 The Kafka value is spliced into message and alert frames byte for byte, never re-encoded: it was
 checked to be a JSON object when it was decoded (see :mod:`siscom.core.records`), so the frame is valid
 JSON and costs one string concatenation per record.
 
 Clients may send ``{"action":"subscribe"|"unsubscribe","device_ids":[...]}`` to change their
-device set without reconnecting; any other text is ignored.
+device set without reconnecting, and ``{"action":"subscribe","bbox":[...]}`` to move their box;
+any other text is ignored.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any, Literal
 import orjson
 
 from siscom.core.devices import DEVICE_ID_PATTERN, DEVICE_ID_RULE, is_device_id
+from siscom.core.geo import BadBox, BBox, parse_bbox
 
 __all__ = [
     "PING_FRAME",
@@ -37,6 +40,7 @@ __all__ = [
     "ack_frame",
     "alert_frame",
     "error_frame",
+    "leave_frame",
     "message_frame",
     "parse_client_frame",
     "parse_device_id_list",
@@ -149,10 +153,19 @@ def error_frame(message: str, **detail: Any) -> str:
     return _json({"event": "error", "data": {"message": message, **detail}})
 
 
-def ack_frame(action: str, device_ids: frozenset[str] | None) -> str:
-    """Confirms a client command; ``device_ids`` sorted, or ``null`` for every device."""
+def ack_frame(action: str, device_ids: frozenset[str] | None, bbox: BBox | None = None) -> str:
+    """Confirms a client command; ``device_ids`` sorted, or ``null`` for every device; the box, if
+    the stream has one."""
     ids = None if device_ids is None else sorted(device_ids)
-    return _json({"event": "ack", "data": {"action": action, "device_ids": ids}})
+    data: dict[str, Any] = {"action": action, "device_ids": ids}
+    if bbox is not None:
+        data["bbox"] = bbox.as_list()
+    return _json({"event": "ack", "data": data})
+
+
+def leave_frame(device_id: str) -> str:
+    """A device left the client's box (ids need no JSON escaping: see siscom.core.devices)."""
+    return '{"event":"leave","data":{"device_id":"' + device_id + '"}}'
 
 
 # -- client frames -------------------------------------------------------------------------------
@@ -163,10 +176,12 @@ _ACTIONS: frozenset[str] = frozenset({"subscribe", "unsubscribe"})
 
 @dataclass(frozen=True, slots=True)
 class ClientCommand:
-    """A client's request to add devices to, or remove them from, its subscription."""
+    """A client's request to add devices to, or remove them from, its subscription, or to move
+    its box (``bbox``; then ``device_ids`` may be empty)."""
 
     action: Action
     device_ids: frozenset[str]
+    bbox: BBox | None = None
 
 
 def parse_client_frame(text: str | bytes, *, max_ids: int) -> ClientCommand | None:
@@ -185,5 +200,13 @@ def parse_client_frame(text: str | bytes, *, max_ids: int) -> ClientCommand | No
     action = frame.get("action")
     if not isinstance(action, str) or action not in _ACTIONS:
         return None
+    bbox = None
+    if action == "subscribe" and "bbox" in frame:
+        try:
+            bbox = parse_bbox(frame["bbox"])
+        except BadBox as error:
+            raise BadRequest(str(error)) from None
+        if "device_ids" not in frame:
+            return ClientCommand(action, frozenset(), bbox)
     ids = parse_device_id_list(frame.get("device_ids"), max_ids=max_ids)
-    return ClientCommand(action, ids)  # type: ignore[arg-type]  # checked against _ACTIONS
+    return ClientCommand(action, ids, bbox)  # type: ignore[arg-type]  # checked against _ACTIONS

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from siscom.core.devices import is_device_id
+from siscom.core.geo import Position, position_of
 
 __all__ = ["REASONS", "Decoded", "MalformedRecord", "decode_value"]
 
@@ -41,6 +42,8 @@ class Decoded:
 
     device_id: str
     text: str  # the value decoded as UTF-8, unchanged
+    #: Where the record says its device is, if it says so validly (see :mod:`siscom.core.geo`).
+    position: Position | None = None
 
 
 def decode_value(value: bytes | None, *, max_bytes: int) -> Decoded:
@@ -73,7 +76,7 @@ def decode_value(value: bytes | None, *, max_bytes: int) -> Decoded:
         raise MalformedRecord("no device id")
     if not is_device_id(device_id):
         raise MalformedRecord("bad device id")
-    return Decoded(device_id, text)
+    return Decoded(device_id, text, position_of(document))
 
 
 def _device_id(document: dict[str, Any]) -> str | None:

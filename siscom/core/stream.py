@@ -121,6 +121,9 @@ class StreamCore:
             return
         if command is None:
             return
+        if command.bbox is not None:
+            self._reply(error_frame("this stream has no box: open it with bbox=... to subscribe by box"))
+            return
         current = self.device_ids
         if command.action == "subscribe":
             if self._grant is not None:

@@ -14,6 +14,9 @@ from collections.abc import Collection, Iterable
 from typing import Protocol
 
 from siscom.core.deliveries import Delivery
+from siscom.core.fields import Projections
+from siscom.core.geo import BBox, Position
+from siscom.core.viewport import ViewportIndex
 
 
 class Subscriber(Protocol):
@@ -22,13 +25,20 @@ class Subscriber(Protocol):
 
 
 class SubscriptionTable:
-    """Device id -> subscribers, the all-devices subscribers, and the snapshot frames."""
+    """Device id -> subscribers, the all-devices subscribers, and the snapshot frames.
+
+    Subscribers that watch a box are filed in :attr:`viewports` instead of the device index; the
+    shared field selections of the streams are in :attr:`projections`.
+    """
 
     def __init__(self) -> None:
         self._by_device: dict[str, set[Subscriber]] = {}
         self._everything: set[Subscriber] = set()
         self._filters: dict[Subscriber, frozenset[str] | None] = {}
-        self._last_frames: dict[str, str] = {}
+        #: The newest position delivery of each device (its text is the snapshot frame).
+        self._last: dict[str, Delivery] = {}
+        self.viewports = ViewportIndex(self._last_positions)
+        self.projections = Projections()
 
     def __len__(self) -> int:
         return len(self._filters)
@@ -43,7 +53,19 @@ class SubscriptionTable:
         for device_id in device_ids:
             self._by_device.setdefault(device_id, set()).add(subscriber)
 
+    def subscribe_box(self, subscriber: Subscriber, device_ids: frozenset[str] | None, box: BBox) -> None:
+        """Set ``subscriber``'s filter to the devices in ``box`` (and among ``device_ids``, unless
+        ``None``); the viewport index reaches it, not the device index."""
+        if self.viewports.box_of(subscriber) is None:  # type: ignore[arg-type]
+            self.unsubscribe(subscriber)
+        self._filters[subscriber] = device_ids
+        self.viewports.watch(subscriber, box)  # moves the box it had, if any  # type: ignore[arg-type]  # box subscribers are Watchers
+
     def unsubscribe(self, subscriber: Subscriber) -> None:
+        if self.viewports.box_of(subscriber) is not None:  # type: ignore[arg-type]
+            self.viewports.unwatch(subscriber)  # type: ignore[arg-type]
+            self._filters.pop(subscriber, None)
+            return
         device_ids = self._filters.pop(subscriber, ())
         if device_ids is None:
             self._everything.discard(subscriber)
@@ -65,15 +87,19 @@ class SubscriptionTable:
         """
         return self._by_device.get(device_id, ()), self._everything
 
-    def remember(self, device_id: str, text: str) -> None:
-        self._last_frames[device_id] = text
+    def remember(self, delivery: Delivery) -> None:
+        """Keep ``delivery`` (a position) as its device's newest."""
+        self._last[delivery.device_id] = delivery
 
     def snapshot(self, device_ids: Iterable[str] | None) -> list[tuple[str, str]]:
         """The last known frame of each given device that has reported (all devices for ``None``)."""
+        last = self._last
         if device_ids is None:
-            return list(self._last_frames.items())
-        last = self._last_frames
-        return [(device_id, last[device_id]) for device_id in device_ids if device_id in last]
+            return [(device_id, delivery.text) for device_id, delivery in last.items()]
+        return [(device_id, last[device_id].text) for device_id in device_ids if device_id in last]
+
+    def _last_positions(self) -> list[tuple[str, Position]]:
+        return [(d, delivery.position) for d, delivery in self._last.items() if delivery.position is not None]
 
     @property
     def devices_indexed(self) -> int:
@@ -81,4 +107,4 @@ class SubscriptionTable:
 
     @property
     def devices_known(self) -> int:
-        return len(self._last_frames)
+        return len(self._last)

@@ -45,7 +45,7 @@ class Decoder(Actor):
 
     async def receive(self, records: Sequence[ConsumerRecord]) -> None:
         frames: list[Delivery] = []
-        alerts = malformed = 0
+        alerts = malformed = unplaced = 0
         alerts_topic = self._alerts_topic
         max_bytes = self._max_record_bytes
         for record in records:
@@ -59,12 +59,19 @@ class Decoder(Actor):
                 alerts += 1
                 frames.append(Delivery(decoded.device_id, alert_frame(decoded.text), True, record.timestamp))
             else:
-                frames.append(Delivery(decoded.device_id, message_frame(decoded.text), False, record.timestamp))
+                position = decoded.position
+                if position is None:
+                    unplaced += 1
+                frames.append(
+                    Delivery(decoded.device_id, message_frame(decoded.text), False, record.timestamp, position)
+                )
         self._metrics.incr(Metric.RECORDS, len(records))
         if alerts:
             self._metrics.incr(Metric.ALERTS, alerts)
         if malformed:
             self._metrics.incr(Metric.MALFORMED_RECORDS, malformed)
+        if unplaced:
+            self._metrics.incr(Metric.UNPLACED_RECORDS, unplaced)
         if frames:
             await self._out.put(frames)
 

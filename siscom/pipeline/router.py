@@ -4,7 +4,8 @@ The index it reads is the :class:`~siscom.core.subscriptions.SubscriptionTable`,
 up to date themselves; the router also records each device's newest position there, so that a
 client connecting later starts from a snapshot instead of an empty map. Delivering never waits:
 each session's outbox takes the frame or conflates it, so one slow client cannot hold up the
-others.
+others. Clients that watch a box are not in the device index; the
+:class:`~siscom.core.viewport.ViewportIndex` reaches them, and costs nothing while nobody watches.
 """
 
 from __future__ import annotations
@@ -30,11 +31,15 @@ class Router(Actor):
         remember = table.remember
         for delivery in deliveries:
             if not delivery.alert:
-                remember(delivery.device_id, delivery.text)
+                remember(delivery)
             named, everything = subscribers_of(delivery.device_id)
             for subscriber in named:
                 subscriber.deliver(delivery)
             for subscriber in everything:
                 subscriber.deliver(delivery)
+        # Clients that watch a box are reached through the viewport index, once per batch.
+        viewports = table.viewports
+        if viewports.active:
+            viewports.route(deliveries)
         # One latency sample per batch, from the newest record's Kafka timestamp to routing.
         self._metrics.timing(Metric.LATENCY, time.time() * 1000 - deliveries[-1].timestamp_ms)

@@ -7,16 +7,23 @@
 //
 // ?device_ids=a,b shows only those vehicles (the filter box reconnects with it);
 // ?lat=..&lon=..&zoom=.. fixes the first view of the tile map instead of fitting the vehicles.
+//
+// Zoomed in to BBOX_ZOOM or closer by the user, the page streams only what is in view: it
+// reconnects once with ?bbox=, then moves the box with {"action":"subscribe","bbox":[...]} as the
+// map pans; vehicles that leave the view ("leave" frames) are dropped. Zoomed out again, the
+// box becomes the whole world.
 "use strict";
 
 (() => {
   const TRAIL_MINUTES = 5, TRAIL_POINTS = 300, FLASH_MS = 6000, ALERTS_SHOWN = 50;
+  const BBOX_ZOOM = 15, WORLD = [-180, -90, 180, 90];
   const $ = (selector) => document.querySelector(selector);
   const devices = new Map(); // id -> {id, lat, lon, speed, heading, time, stopped, flashing, trail, row}
   const changed = new Set();
   let socket = null;
   let drawScheduled = false;
   let received = 0; // message frames since the last rate update
+  let streamBox = null; // the box of the current stream, if it was opened with one
 
   const view = createView(new URLSearchParams(location.search));
 
@@ -30,9 +37,12 @@
     return new TileMapView($("#map"), { url, attribution }, fixed);
   }
 
-  function streamUrl(deviceIds) {
+  function streamUrl(deviceIds, box) {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const query = deviceIds ? "?device_ids=" + encodeURIComponent(deviceIds) : "";
+    const params = [];
+    if (deviceIds) params.push("device_ids=" + encodeURIComponent(deviceIds));
+    if (box) params.push("bbox=" + box.join(","));
+    const query = params.length ? "?" + params.join("&") : "";
     return `${scheme}//${location.host}/api/v1/stream${query}`;
   }
 
@@ -42,7 +52,8 @@
     status.className = "status " + (state || "");
   }
 
-  function connect(deviceIds) {
+  function connect(deviceIds, box = null) {
+    streamBox = box;
     if (socket) {
       socket.onclose = null;
       socket.close(1000);
@@ -51,14 +62,14 @@
     devices.clear();
     changed.clear();
     view.clear();
-    socket = new WebSocket(streamUrl(deviceIds));
+    socket = new WebSocket(streamUrl(deviceIds, box));
     setStatus("connecting…");
     socket.onopen = () => setStatus("live", "open");
     received = 0;
     socket.onmessage = (event) => handleFrame(JSON.parse(event.data));
     socket.onclose = (event) => {
       setStatus(`closed (${event.code}${event.reason ? ": " + event.reason : ""}), retrying…`, "closed");
-      setTimeout(() => connect(deviceIds), 2000);
+      setTimeout(() => connect(deviceIds, streamBox), 2000);
     };
   }
 
@@ -68,6 +79,8 @@
       updateDevice(frame.data);
     } else if (frame.event === "alert") {
       showAlert(frame.data);
+    } else if (frame.event === "leave") {
+      removeDevice(String(frame.data.device_id));
     } else if (frame.event === "error") {
       setStatus("error: " + frame.data.message, "closed");
     } // ping and ack need no answer
@@ -102,6 +115,29 @@
     device.row.cells[2].title = device.time;
     touch(device);
   }
+
+  function removeDevice(id) {
+    const device = devices.get(id);
+    if (!device) return;
+    devices.delete(id);
+    changed.delete(device);
+    device.row.remove();
+    view.remove(device);
+  }
+
+  // The view moved (by the user): stream only what is in it when zoomed in.
+  function viewChanged({ zoom, bbox }) {
+    const box = zoom >= BBOX_ZOOM ? bbox : WORLD;
+    if (!streamBox) {
+      if (zoom >= BBOX_ZOOM) connect($("#device-ids").value.trim(), box);
+      return;
+    }
+    streamBox = box;
+    if (socket && socket.readyState === WebSocket.OPEN) {
+      socket.send(JSON.stringify({ action: "subscribe", bbox: box }));
+    }
+  }
+  if (view.onViewChange) view.onViewChange(viewChanged);
 
   function createDevice(id) {
     const device = { id, trail: [], stopped: false, flashing: false, heading: null };
@@ -162,7 +198,7 @@
     const url = new URL(location.href);
     if (ids) url.searchParams.set("device_ids", ids); else url.searchParams.delete("device_ids");
     history.replaceState(null, "", url);
-    connect(ids);
+    connect(ids, streamBox);
   });
 
   // Vehicles on the map and frames per second, next to the connection status.

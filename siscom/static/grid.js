@@ -83,6 +83,14 @@ window.GridView = (() => {
       this.scale.replaceChildren();
     }
 
+    remove(device) {
+      const shape = this.shapes.get(device.id);
+      if (!shape) return;
+      shape.marker.remove();
+      shape.path.remove();
+      this.shapes.delete(device.id);
+    }
+
     focus(device, on) {
       this.shapes.get(device.id)?.marker.classList.toggle("focus", on);
     }

@@ -58,9 +58,36 @@ window.TileMapView = (() => {
       this.following = !view;
       this.hasView = Boolean(view);
       if (view) this.map.setView([view.lat, view.lon], view.zoom);
+      // Moved by the user (not by the page fitting the fleet): only then may the page narrow its
+      // stream to what is in view.
+      this.userMoved = false;
       for (const type of ["pointerdown", "wheel", "keydown"]) {
-        container.addEventListener(type, () => { this.following = false; }, { passive: true });
+        container.addEventListener(type, () => { this.following = false; this.userMoved = true; }, { passive: true });
       }
+    }
+
+    // Calls `callback({zoom, bbox})` after each move the user made, with the visible area padded
+    // by a fifth each way as [west, south, east, north] (GeoJSON order), within -180..180.
+    onViewChange(callback) {
+      this.map.on("moveend", () => {
+        if (!this.userMoved) return;
+        const bounds = this.map.getBounds().pad(0.2);
+        let [west, east] = [bounds.getWest(), bounds.getEast()];
+        if (east - west >= 360) [west, east] = [-180, 180];
+        const wrap = (lon) => ((((lon + 180) % 360) + 360) % 360) - 180;
+        if (west < -180 || east > 180) [west, east] = [wrap(west), wrap(east)]; // across the antimeridian
+        const clampLat = (lat) => Math.max(-90, Math.min(90, lat));
+        const bbox = [west, clampLat(bounds.getSouth()), east, clampLat(bounds.getNorth())].map((v) => +v.toFixed(6));
+        callback({ zoom: this.map.getZoom(), bbox });
+      });
+    }
+
+    remove(vehicle) {
+      const entry = this.entries.get(vehicle.id);
+      if (!entry) return;
+      this.vehicles.removeLayer(entry.marker);
+      this.trails.removeLayer(entry.trail);
+      this.entries.delete(vehicle.id);
     }
 
     draw(devices, changed) {

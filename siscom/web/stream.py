@@ -18,6 +18,7 @@ import logging
 from quart import Blueprint, Response, websocket
 
 from siscom.gateway import Gateway
+from siscom.core.mapoptions import parse_map_options
 from siscom.core.peers import client_address
 from siscom.core.protocol import BadRequest, CloseCode, parse_device_ids
 from siscom.security.headers import SECURITY_HEADERS
@@ -94,8 +95,13 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
             await refuse(peer, Metric.AUTH_FAILURES, error, "not authenticated")
             return
         values = websocket.args.getlist("device_ids")
+        args = websocket.args
         try:
             device_ids = parse_device_ids(",".join(values) if values else None, max_ids=max_ids)
+            options = parse_map_options(
+                args.get("bbox"), args.get("max_hz"), args.get("fields"),
+                max_fields=gateway.settings.stream_max_fields, highest_hz=gateway.settings.stream_max_hz,
+            )
         except BadRequest as error:
             await refuse(peer, Metric.REJECTED_REQUESTS, error, "bad request")
             return
@@ -110,7 +116,7 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
             websocket._get_current_object(), peer, connection, coalesce=gateway.settings.stream_coalesce_writes
         )
         try:
-            session = await gateway.open_session(transport, device_ids, grant=grant)
+            session = await gateway.open_session(transport, device_ids, grant=grant, options=options)
         except RuntimeError:
             await websocket.close(CloseCode.TRY_AGAIN_LATER, "server not accepting streams")
             return

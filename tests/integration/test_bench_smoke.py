@@ -33,9 +33,12 @@ def test_every_scenario_runs_both_servers_and_writes_its_figures(tmp_path):
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     document = json.loads(out.read_text())
     scenarios = {entry["scenario"]: entry for entry in document["scenarios"]}
-    assert set(scenarios) == {"steady", "capacity", "overload", "idle", "crowd", "many", "overdrive", "pipeline"}
+    assert set(scenarios) == {
+        "steady", "capacity", "overload", "idle", "crowd", "many", "overdrive", "pipeline", "viewport"
+    }
     for entry in scenarios.values():
-        assert entry["targets"] == ["siscom", "naive"]
+        # viewport compares routing by box with routing by device_ids, in process.
+        assert entry["targets"] == (["bbox", "device_ids"] if entry["scenario"] == "viewport" else ["siscom", "naive"])
         assert entry["rows"], entry["scenario"]
         # The table printed for each scenario shows every figure beside the baseline's, as a ratio.
         assert f"== {entry['scenario']}:" in completed.stdout
@@ -55,6 +58,11 @@ def test_every_scenario_runs_both_servers_and_writes_its_figures(tmp_path):
             assert figures["segments_per_delivery"] is not None, scenario
         assert scenarios["crowd"]["figures"][name]["keepalives_on_time"] is not None
     assert "siscom/naive" in completed.stdout
+    viewport = scenarios["viewport"]["figures"]
+    for mode in ("bbox", "device_ids"):
+        counts = sorted(int(count) for count in viewport[mode] if count != "fields")
+        assert viewport[mode][str(counts[0])]["deliveries"] == 0 < viewport[mode][str(counts[-1])]["deliveries"]
+        assert 0 < viewport[mode]["fields"]["wire_bytes"] < viewport[mode][str(counts[-1])]["wire_bytes"]
 
     # Servers, client processes and the broker were all stopped.
     leftovers = [child for child in psutil.Process().children(recursive=True) if child.pid not in before]

@@ -30,7 +30,7 @@ def reason_for(value: bytes | None, max_bytes: int = LIMIT) -> str:
 
 def test_record_in_the_briefs_format_is_decoded():
     decoded = decode_value(BRIEF_RECORD.encode(), max_bytes=LIMIT)
-    assert decoded == Decoded(device_id="0848086072", text=BRIEF_RECORD)
+    assert decoded == Decoded(device_id="0848086072", text=BRIEF_RECORD, position=(20.652472, -100.391423))
 
 
 def test_text_is_the_value_unchanged_including_spacing_and_unicode():

@@ -155,8 +155,8 @@ async def test_on_an_idle_stream_each_keep_alive_comes_about_one_interval_after_
 
 async def test_a_new_session_gets_the_snapshot_first_then_live_frames_in_order(harness):
     h = harness()
-    h.table.remember("a", position("a", 0).text)
-    h.table.remember("z", position("z", 0).text)  # not subscribed
+    h.table.remember(position("a", 0))
+    h.table.remember(position("z", 0))  # not subscribed
     session = h.start()
     await h.until(lambda: h.transport.sent)
     for n in range(1, 6):
@@ -316,7 +316,7 @@ async def test_a_client_that_disconnects_while_the_session_reads_ends_it_quietly
 
 async def test_subscribe_and_unsubscribe_change_the_devices_and_are_acknowledged(harness):
     h = harness(device_ids=frozenset({"a"}), snapshot=True)
-    h.table.remember("b", position("b", 0).text)
+    h.table.remember(position("b", 0))
     session = h.start()
     await h.transport.incoming.put(json.dumps({"action": "subscribe", "device_ids": ["b"]}))
     await h.until(lambda: len(h.transport.sent) == 2)

@@ -102,8 +102,8 @@ def test_frames_waiting_mean_no_wait():
 
 def test_a_new_stream_gets_the_snapshot_first_then_live_frames_in_order():
     table = SubscriptionTable()
-    table.remember("a", position("a", 0).text)
-    table.remember("z", position("z", 0).text)  # not subscribed
+    table.remember(position("a", 0))
+    table.remember(position("z", 0))  # not subscribed
     core = make(table=table)
     for n in range(1, 6):
         core.deliver(position("a", n))
@@ -196,7 +196,7 @@ def test_ending_leaves_the_table_and_returns_the_conflations_not_yet_counted():
 
 def test_subscribe_and_unsubscribe_change_the_devices_and_are_acknowledged():
     table = SubscriptionTable()
-    table.remember("b", position("b", 0).text)
+    table.remember(position("b", 0))
     core = make(frozenset({"a"}), table=table)
     send(core, action="subscribe", device_ids=["b"])
     assert drain(core) == [

@@ -1,5 +1,6 @@
 """The subscription table: device index, everything-subscribers and snapshot frames."""
 
+from siscom.core.deliveries import Delivery
 from siscom.core.subscriptions import SubscriptionTable
 
 
@@ -36,8 +37,8 @@ def test_resubscribing_replaces_the_filter_and_unsubscribing_leaves_no_trace():
 
 def test_snapshot_has_the_last_frame_of_each_reporting_device():
     table = SubscriptionTable()
-    table.remember("x", "x1")
-    table.remember("x", "x2")
-    table.remember("y", "y1")
+    table.remember(Delivery("x", "x1", False, 0))
+    table.remember(Delivery("x", "x2", False, 0))
+    table.remember(Delivery("y", "y1", False, 0))
     assert table.snapshot(frozenset({"x", "nobody"})) == [("x", "x2")]
     assert sorted(table.snapshot(None)) == [("x", "x2"), ("y", "y1")]

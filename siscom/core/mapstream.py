@@ -1,0 +1,204 @@
+"""The stream core of a map client: a box with enter and leave, a rate per device, a field set.
+
+:class:`MapStreamCore` is a :class:`~siscom.core.stream.StreamCore` for streams opened with
+``bbox``, ``max_hz`` or ``fields`` (plain streams keep the plain core, so the router's path to
+them costs what it did). What it adds, all without I/O:
+
+- ``bbox``: the core watches a box in the table's :class:`~siscom.core.viewport.ViewportIndex`
+  instead of subscribing by device. It knows which devices it has in view; a device that moves out
+  gets one ``leave`` frame; one that comes in arrives with its position frame. Moving the box
+  (``{"action":"subscribe","bbox":[...]}``) answers with the ack, the last position of each device
+  now in view that was not, and a ``leave`` frame for each that no longer is.
+- ``max_hz``: positions pass a :class:`~siscom.core.throttle.Throttle`; the ones that wait are
+  released by :meth:`take` when their slot frees, and :meth:`wait_time` wakes the pump for them.
+- ``fields``: positions are reduced by the shared :class:`~siscom.core.fields.Projection`.
+
+Alerts are sent whole and never wait for a slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from siscom.core.deliveries import Delivery
+from siscom.core.geo import BBox
+from siscom.core.mapoptions import MapOptions
+from siscom.core.protocol import BadRequest, CloseCode, ack_frame, error_frame, leave_frame, parse_client_frame
+from siscom.core.stream import Cause, StreamCore, StreamPolicy
+from siscom.core.subscriptions import SubscriptionTable
+from siscom.core.throttle import Throttle
+
+if TYPE_CHECKING:
+    from siscom.security.tokens import Grant
+
+__all__ = ["MapStreamCore"]
+
+
+class MapStreamCore(StreamCore):
+    __slots__ = ("_box", "_ids", "_visible", "_projection", "_throttle", "_clock", "_plain")
+
+    def __init__(
+        self,
+        device_ids: frozenset[str] | None,
+        *,
+        table: SubscriptionTable,
+        policy: StreamPolicy,
+        options: MapOptions,
+        clock: Callable[[], float],
+        grant: Grant | None = None,
+    ) -> None:
+        """``clock`` is the monotonic clock the pump passes to :meth:`take` (rate slots use it)."""
+        super().__init__(device_ids, table=table, policy=policy, grant=grant)
+        self._box: BBox | None = options.bbox
+        self._ids = device_ids
+        #: Devices whose newest position is in the box (and among the ids): what the client sees.
+        self._visible: set[str] = set()
+        self._projection = None if options.fields is None else table.projections.get(options.fields)
+        self._throttle = None if options.max_hz is None else Throttle(options.max_hz)
+        self._clock = clock
+        #: Positions go to the outbox as they are (no fields, no rate).
+        self._plain = self._projection is None and self._throttle is None
+
+    @property
+    def box(self) -> BBox | None:
+        return self._box
+
+    # Events
+
+    def open(self, now: float) -> None:
+        if self._box is None:
+            super().open(now)
+            return
+        self._table.subscribe_box(self, self._ids, self._box)
+        self._visible = set(self._in_view(self._box, self._ids))
+        self._table.viewports.mark_seen(self, self._visible)
+        if self._policy.snapshot:
+            self._queue_snapshot(sorted(self._visible))
+        self._next_ping = now + self._policy.keepalive_seconds
+
+    def deliver(self, delivery: Delivery) -> None:
+        if self.closing is not None:
+            return
+        if delivery.alert:
+            self._reply(delivery.text)
+        else:
+            self._position(delivery.device_id, delivery.text)
+
+    def deliver_in_view(self, delivery: Delivery) -> None:
+        """From the viewport index: a record of a device whose newest position is in the box."""
+        ids = self._ids
+        device_id = delivery.device_id
+        if ids is not None and device_id not in ids:
+            return
+        if delivery.alert:
+            if device_id in self._visible:
+                self.deliver(delivery)
+            return
+        self._visible.add(device_id)
+        if self.closing is None:
+            if self._plain:  # the common case, inline: nothing to reduce or to hold
+                self.outbox.put_position(device_id, delivery.text)
+            else:
+                self._position(device_id, delivery.text)
+
+    def leave_view(self, device_id: str) -> None:
+        """From the viewport index: a device moved out of the box."""
+        if self.closing is not None or device_id not in self._visible:
+            return
+        self._visible.discard(device_id)
+        self._leave(device_id)
+
+    def receive(self, data: str | bytes) -> None:
+        if self._box is None or self.closing is not None:
+            super().receive(data)
+            return
+        max_ids = self._policy.max_device_ids
+        try:
+            command = parse_client_frame(data, max_ids=max_ids)
+        except BadRequest as error:
+            self._reply(error_frame(error.message))
+            return
+        if command is None:
+            return
+        current = wanted = self._ids
+        if command.device_ids or command.bbox is None:
+            if command.action == "subscribe":
+                if self._grant is not None:
+                    try:
+                        self._grant.check(command.device_ids)
+                    except BadRequest as error:
+                        self.close(CloseCode.POLICY_VIOLATION, Cause.FORBIDDEN.value, final_frame=error.frame(),
+                                   cause=Cause.FORBIDDEN)
+                        return
+                wanted = None if current is None else current | command.device_ids
+            elif current is None:
+                self._reply(error_frame("this stream receives every device in its box; subscribe to a list first"))
+                return
+            else:
+                wanted = current - command.device_ids
+        if wanted is not None and len(wanted) > max_ids:
+            self._reply(error_frame(f"at most {max_ids} device ids per stream"))
+            return
+        box = command.bbox or self._box
+        self._box, self._ids = box, wanted
+        self._table.subscribe_box(self, wanted, box)
+        self._reply(ack_frame(command.action, wanted, box))
+        now_visible = set(self._in_view(box, wanted))
+        entered = sorted(now_visible - self._visible)
+        left = sorted(self._visible - now_visible)
+        self._visible = now_visible
+        self._table.viewports.mark_seen(self, entered)
+        self._queue_snapshot(entered)
+        for device_id in left:
+            self._leave(device_id)
+
+    # What to do next
+
+    def take(self, now: float) -> list[str]:
+        throttle = self._throttle
+        if throttle is not None and self.closing is None:
+            for device_id, text in throttle.release(now):
+                self.outbox.put_position(device_id, text)
+        return super().take(now)
+
+    def wait_time(self, now: float) -> float:
+        wait = super().wait_time(now)
+        if self._throttle is not None:
+            due = self._throttle.next_due()
+            if due is not None:
+                wait = min(wait, max(0.0, due - now))
+        return wait
+
+    def end(self) -> int:
+        if self._throttle is not None:
+            self._throttle.clear()
+        return super().end()
+
+    # Helpers
+
+    def _position(self, device_id: str, text: str) -> None:
+        if self._projection is not None:
+            text = self._projection.reduce(device_id, text)
+        throttle = self._throttle
+        if throttle is not None:
+            waiting = len(throttle)
+            if not throttle.offer(device_id, text, self._clock()):
+                if len(throttle) != waiting:
+                    self.outbox.wake()  # a new slot to wait for: the pump recomputes its wait
+                return
+        self.outbox.put_position(device_id, text)
+
+    def _leave(self, device_id: str) -> None:
+        if self._throttle is not None:
+            self._throttle.drop(device_id)
+        self.outbox.drop_position(device_id)
+        self._reply(leave_frame(device_id))
+
+    def _queue_snapshot(self, device_ids: Iterable[str] | None) -> None:
+        for device_id, text in self._table.snapshot(device_ids):
+            self._position(device_id, text)
+
+    def _in_view(self, box: BBox, ids: frozenset[str] | None) -> list[str]:
+        devices = self._table.viewports.devices_in(box)
+        return devices if ids is None else [device for device in devices if device in ids]

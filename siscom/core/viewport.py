@@ -1,0 +1,244 @@
+"""The index of the clients that watch a box: routing a record costs a few lookups, not one check
+per box.
+
+Boxes live in a hierarchy of grids (cells of 0.001 degrees, then twice as large at each level, up
+to cells larger than the world). A box is filed at the finest level whose cells are at least half
+as large as a quarter of the box, so it lies in at most 5 x 5 cells there (twice that across the
+antimeridian). A position is looked up in one cell per level that holds any box; only the boxes
+filed in that cell are checked exactly, so the candidates per record are the boxes near the
+record (about 1.5 to 3 times the boxes that contain it, for boxes of one size), however many
+clients there are. Each
+device remembers which watchers last got it in view, so a leave costs no second lookup.
+
+While any box is watched, the index also keeps each device's newest position, and a grid of
+devices per 0.01-degree cell, so that a client that opens or moves its box finds the devices in
+view without a pass over every device. Everything runs on one event loop; the router calls
+:meth:`ViewportIndex.route` once per batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
+
+from siscom.core.deliveries import Delivery
+from siscom.core.geo import BBox, Position
+
+__all__ = ["ViewportIndex", "Watcher"]
+
+#: Cell size of the finest level, in degrees, and the growth factor between levels.
+FINEST = 0.001
+GROWTH = 2
+#: Levels: the last one's cells (0.001 * 2**19 = 524 degrees) hold any box in one cell.
+LEVELS = 20
+#: Cell size of the device grid, in degrees.
+DEVICE_CELL = 0.01
+
+_Cell = tuple[int, int]
+#: A box as its four numbers (west, south, east, north), for checks without a method call.
+_Edges = tuple[float, float, float, float]
+
+
+class Watcher(Protocol):
+    def deliver_in_view(self, delivery: Delivery) -> None:
+        """A record of a device whose newest position is in this watcher's box (or an alert of one)."""
+
+    def leave_view(self, device_id: str) -> None:
+        """A device this watcher saw in its box has moved out of it."""
+
+
+def _cell(lat: float, lon: float, size: float) -> _Cell:
+    return math.floor(lon / size), math.floor(lat / size)
+
+
+def _cells_of(box: BBox, size: float) -> Iterator[_Cell]:
+    """The cells of one grid that a box (not crossing the antimeridian) touches."""
+    for ix in range(math.floor(box.min_lon / size), math.floor(box.max_lon / size) + 1):
+        for iy in range(math.floor(box.min_lat / size), math.floor(box.max_lat / size) + 1):
+            yield ix, iy
+
+
+def _level_of(box: BBox) -> int:
+    extent = max(box.width, box.max_lat - box.min_lat) / 4
+    size = FINEST
+    for level in range(LEVELS - 1):
+        if size >= extent:
+            return level
+        size *= GROWTH
+    return LEVELS - 1
+
+
+_SIZES = [FINEST * GROWTH**level for level in range(LEVELS)]
+
+
+class ViewportIndex:
+    """Box watchers by grid cell, and (while any is watched) the newest position of each device."""
+
+    def __init__(self, last_positions: Callable[[], Iterable[tuple[str, Position]]]) -> None:
+        """``last_positions`` lists every device's newest known position; it is read when the
+        first box is watched (until then no position is tracked)."""
+        self._last_positions = last_positions
+        #: Per level: cell -> the watchers filed there, with their whole box's edges.
+        self._grids: list[dict[_Cell, dict[Watcher, _Edges]]] = [{} for _ in range(LEVELS)]
+        #: (cell size, grid) of the levels holding any box: what a lookup visits.
+        self._active: list[tuple[float, dict[_Cell, dict[Watcher, _Edges]]]] = []
+        self._boxes: dict[Watcher, tuple[BBox, int, list[_Cell]]] = {}
+        self._where: dict[str, Position] = {}
+        #: Device -> the watchers that got its last position (those it may leave).
+        self._seen_by: dict[str, list[Watcher]] = {}
+        self._devices_by_cell: dict[_Cell, set[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._boxes)
+
+    @property
+    def active(self) -> bool:
+        return bool(self._boxes)
+
+    # Watchers
+
+    def watch(self, watcher: Watcher, box: BBox) -> None:
+        """File (or move) ``watcher``'s box."""
+        if not self._boxes:
+            self._start_tracking()
+        self._remove(watcher)
+        level = _level_of(box)
+        size = _SIZES[level]
+        cells = list(dict.fromkeys(cell for part in box.parts() for cell in _cells_of(part, size)))
+        grid = self._grids[level]
+        edges = (box.min_lon, box.min_lat, box.max_lon, box.max_lat)
+        for cell in cells:
+            grid.setdefault(cell, {})[watcher] = edges
+        self._boxes[watcher] = (box, level, cells)
+        self._refresh_levels()
+
+    def unwatch(self, watcher: Watcher) -> None:
+        self._remove(watcher)
+        if not self._boxes:  # nobody watches: stop tracking positions
+            self._where.clear()
+            self._devices_by_cell.clear()
+            self._seen_by.clear()
+
+    def _remove(self, watcher: Watcher) -> None:
+        entry = self._boxes.pop(watcher, None)
+        if entry is None:
+            return
+        _, level, cells = entry
+        grid = self._grids[level]
+        for cell in cells:
+            watchers = grid[cell]
+            del watchers[watcher]
+            if not watchers:
+                del grid[cell]
+        self._refresh_levels()
+
+    def box_of(self, watcher: Watcher) -> BBox | None:
+        entry = self._boxes.get(watcher)
+        return None if entry is None else entry[0]
+
+    def _refresh_levels(self) -> None:
+        self._active = [(_SIZES[level], grid) for level, grid in enumerate(self._grids) if grid]
+
+    # Lookups
+
+    def watchers_at(self, lat: float, lon: float) -> list[Watcher]:
+        """The watchers whose box contains the position."""
+        found = []
+        floor = math.floor
+        for size, grid in self._active:
+            watchers = grid.get((floor(lon / size), floor(lat / size)))
+            if watchers:
+                for watcher, (west, south, east, north) in watchers.items():
+                    if south <= lat <= north and (
+                        west <= lon <= east if west <= east else (lon >= west or lon <= east)
+                    ):
+                        found.append(watcher)
+        return found
+
+    def candidates_at(self, lat: float, lon: float) -> int:
+        """How many boxes a lookup of this position checks exactly (for measurements)."""
+        floor = math.floor
+        return sum(len(grid.get((floor(lon / size), floor(lat / size)), ())) for size, grid in self._active)
+
+    def devices_in(self, box: BBox) -> list[str]:
+        """The devices whose newest known position lies in ``box``."""
+        where = self._where
+        cell_count = sum(
+            (math.floor(p.max_lon / DEVICE_CELL) - math.floor(p.min_lon / DEVICE_CELL) + 1)
+            * (math.floor(p.max_lat / DEVICE_CELL) - math.floor(p.min_lat / DEVICE_CELL) + 1)
+            for p in box.parts()
+        )
+        if cell_count >= len(self._devices_by_cell):
+            candidates: Iterable[str] = where
+        else:
+            by_cell = self._devices_by_cell
+            candidates = [
+                device for part in box.parts() for cell in _cells_of(part, DEVICE_CELL)
+                for device in by_cell.get(cell, ())
+            ]
+        return [device for device in candidates if box.contains(*where[device])]
+
+    def mark_seen(self, watcher: Watcher, device_ids: Iterable[str]) -> None:
+        """``watcher`` now shows these devices (from a snapshot): tell it when they leave."""
+        seen_by = self._seen_by
+        for device_id in device_ids:
+            seen = seen_by.setdefault(device_id, [])
+            if watcher not in seen:
+                seen.append(watcher)
+
+    def position_of(self, device_id: str) -> Position | None:
+        return self._where.get(device_id)
+
+    # Routing
+
+    def route(self, deliveries: Iterable[Delivery]) -> None:
+        """Hand each delivery to the watchers whose box holds its device, and tell those whose box
+        the device has left. Positions move the device; alerts go to the boxes its newest position
+        is in; a record without a position is in no box (and does not move its device)."""
+        where = self._where
+        seen_by = self._seen_by
+        watchers_at = self.watchers_at
+        for delivery in deliveries:
+            device_id = delivery.device_id
+            if delivery.alert:
+                old = where.get(device_id)
+                if old is not None:
+                    for watcher in watchers_at(*old):
+                        watcher.deliver_in_view(delivery)
+                continue
+            new = delivery.position
+            if new is None:
+                continue
+            old = where.get(device_id)
+            if old != new:
+                self._move(device_id, old, new)
+            inside = watchers_at(*new)
+            for watcher in inside:
+                watcher.deliver_in_view(delivery)
+            seen = seen_by.get(device_id)
+            if seen:
+                for watcher in seen:
+                    if watcher not in inside:
+                        watcher.leave_view(device_id)
+            if inside:
+                seen_by[device_id] = inside
+            elif seen is not None:
+                del seen_by[device_id]
+
+    def _move(self, device_id: str, old: Position | None, new: Position) -> None:
+        self._where[device_id] = new
+        cell = _cell(*new, DEVICE_CELL)
+        if old is not None:
+            old_cell = _cell(*old, DEVICE_CELL)
+            if old_cell == cell:
+                return
+            devices = self._devices_by_cell[old_cell]
+            devices.discard(device_id)
+            if not devices:
+                del self._devices_by_cell[old_cell]
+        self._devices_by_cell.setdefault(cell, set()).add(device_id)
+
+    def _start_tracking(self) -> None:
+        for device_id, position in self._last_positions():
+            self._move(device_id, self._where.get(device_id), position)

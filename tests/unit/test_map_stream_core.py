@@ -1,0 +1,138 @@
+"""The map stream core: a box with enter/leave and panning, rate slots and field sets, without I/O."""
+
+from __future__ import annotations
+
+import json
+
+from siscom.core.deliveries import Delivery
+from siscom.core.geo import BBox
+from siscom.core.mapoptions import MapOptions
+from siscom.core.mapstream import MapStreamCore
+from siscom.core.protocol import alert_frame, message_frame
+from siscom.core.stream import StreamCore, StreamPolicy
+from siscom.core.subscriptions import SubscriptionTable
+
+POLICY = StreamPolicy(keepalive_seconds=60.0, max_pending_frames=100, max_device_ids=10, snapshot=True)
+
+
+def position(device_id: str, n: int, lat: float, lon: float) -> Delivery:
+    text = message_frame(json.dumps({"data": {"DEVICE_ID": device_id, "N": n, "LATITUD": lat, "LONGITUD": lon}}))
+    return Delivery(device_id, text, False, 0, (lat, lon))
+
+
+def route(table: SubscriptionTable, *deliveries: Delivery) -> None:
+    """What the router does with a batch."""
+    for delivery in deliveries:
+        if not delivery.alert:
+            table.remember(delivery)
+        named, everything = table.subscribers_of(delivery.device_id)
+        for subscriber in [*named, *everything]:
+            subscriber.deliver(delivery)
+    if table.viewports.active:
+        table.viewports.route(deliveries)
+
+
+def frames(core: StreamCore, now: float = 0.0) -> list[tuple[str, object]]:
+    out = []
+    while texts := core.take(now):
+        for text in texts:
+            frame = json.loads(text)
+            data = frame["data"]
+            if frame["event"] == "leave":
+                out.append(("leave", data["device_id"]))
+            elif frame["event"] == "ack":
+                out.append(("ack", data.get("bbox")))
+            else:
+                out.append((frame["event"], data["data"].get("N", data["data"].get("DEVICE_ID"))))
+    return out
+
+
+def map_core(table, clock=lambda: 0.0, ids=None, **options) -> MapStreamCore:
+    core = MapStreamCore(ids, table=table, policy=POLICY, options=MapOptions(**options), clock=clock)
+    core.open(0.0)
+    return core
+
+
+def test_a_box_client_sees_only_what_is_in_its_box_with_one_leave_per_exit():
+    table = SubscriptionTable()
+    plain = StreamCore(None, table=table, policy=POLICY)
+    plain.open(0.0)
+    core = map_core(table, bbox=BBox(0, 0, 1, 1))
+    route(table, position("a", 1, 0.5, 0.5), position("b", 2, 5, 5), position("a", 3, 2, 2),
+          position("a", 4, 3, 3), position("a", 5, 0.2, 0.2))
+    assert frames(core) == [("message", 1), ("leave", "a"), ("message", 5)]
+    assert [n for _, n in frames(plain)] == [1, 2, 3, 4, 5]
+
+
+def test_panning_acks_then_sends_newly_visible_positions_then_leaves():
+    table = SubscriptionTable()
+    core = map_core(table, bbox=BBox(0, 0, 1, 1))
+    route(table, position("a", 1, 0.5, 0.5), position("b", 2, 0.5, 1.5), position("c", 3, 0.6, 0.6))
+    frames(core)
+    core.receive(json.dumps({"action": "subscribe", "bbox": [0.4, 0, 2, 1]}))
+    assert frames(core) == [("ack", [0.4, 0, 2, 1]), ("message", 2)]
+    core.receive(json.dumps({"action": "subscribe", "bbox": [1, 0, 2, 1]}))
+    assert frames(core) == [("ack", [1, 0, 2, 1]), ("leave", "a"), ("leave", "c")]
+    core.receive(json.dumps({"action": "subscribe", "bbox": [0, 10, 1, 5]}))
+    assert json.loads(core.take(0.0)[0])["event"] == "error"
+    assert core.closing is None
+
+
+def test_a_box_with_device_ids_needs_both_and_alerts_pass_whole():
+    table = SubscriptionTable()
+    core = map_core(table, ids=frozenset({"a"}), bbox=BBox(0, 0, 1, 1), fields=("N",))
+    route(table, position("a", 1, 0.5, 0.5), position("b", 2, 0.5, 0.5))
+    alert = Delivery("a", alert_frame('{"data":{"DEVICE_ID":"a","KIND":"panic"}}'), True, 0)
+    route(table, alert)
+    texts = core.take(0.0)
+    assert texts == ['{"event":"message","data":{"data":{"N":1,"DEVICE_ID":"a"}}}', alert.text]
+
+
+def test_max_hz_sends_the_newest_position_when_the_slot_frees_and_never_holds_alerts():
+    table = SubscriptionTable()
+    now = [0.0]
+    core = map_core(table, clock=lambda: now[0], ids=frozenset({"a"}), max_hz=1.0)
+    sent = []
+    for tick in range(100):  # 10 Hz for 10 s
+        now[0] = tick / 10
+        route(table, position("a", tick, 0, 0))
+        if tick % 25 == 0:
+            route(table, Delivery("a", alert_frame(f'{{"data":{{"DEVICE_ID":"a","N":{1000 + tick}}}}}'), True, 0))
+        sent += frames(core, now[0])
+    now[0] = 10.0
+    assert core.wait_time(9.95) <= 0.05 + 1e-9
+    sent += frames(core, 10.0)
+    positions = [n for kind, n in sent if kind == "message"]
+    alerts = [n for kind, n in sent if kind == "alert"]
+    assert len(positions) in (10, 11) and positions[-1] == 99
+    assert alerts == [1000, 1025, 1050, 1075]
+
+
+def test_a_device_known_from_the_snapshot_or_a_pan_that_moves_out_on_its_next_report_gets_a_leave():
+    """Devices a client got from its snapshot (or a pan) were never routed to it live; their
+    first move out must still be told."""
+    table = SubscriptionTable()
+    route(table, position("a", 1, 0.5, 0.5), position("b", 2, 0.5, 3.5))
+    other = map_core(table, bbox=BBox(50, 50, 51, 51))  # keeps the index tracking
+    core = map_core(table, bbox=BBox(0, 0, 1, 1))
+    assert frames(core) == [("message", 1)]
+    route(table, position("a", 3, 5, 5))
+    assert frames(core) == [("leave", "a")]
+    core.receive(json.dumps({"action": "subscribe", "bbox": [3, 0, 4, 1]}))
+    assert frames(core) == [("ack", [3, 0, 4, 1]), ("message", 2)]
+    route(table, position("b", 4, 9, 9))
+    assert frames(core) == [("leave", "b")]
+    assert frames(other) == []
+
+
+def test_for_a_client_that_fell_behind_a_device_that_leaves_and_comes_back_ends_in_view():
+    """Behind, positions wait newest-per-device in their first place; the one waiting when the
+    device leaves must not be replaced by its return, ahead of the leave."""
+    table = SubscriptionTable()
+    policy = StreamPolicy(keepalive_seconds=60.0, max_pending_frames=3, max_device_ids=10, snapshot=False)
+    core = MapStreamCore(None, table=table, policy=policy, options=MapOptions(bbox=BBox(0, 0, 1, 1)), clock=lambda: 0.0)
+    core.open(0.0)
+    route(table, *(position(f"x{n}", n, 0.5, 0.5) for n in range(4)))  # past the soft limit: behind
+    route(table, position("a", 10, 0.5, 0.5), position("a", 11, 5, 5), position("a", 12, 0.6, 0.6))
+    events = [(kind, n) for kind, n in frames(core) if n in ("a", 10, 11, 12)]
+    assert events == [("leave", "a"), ("message", 12)]
