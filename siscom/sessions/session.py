@@ -216,12 +216,7 @@ class Session(Actor):
     async def _wait(self, delay: float) -> None:
         """Wait until a frame is queued, the stream is closed, or ``delay`` seconds pass."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + delay
-        timer = self._timer
-        if timer is None or abs(timer.when() - deadline) > _SAME_DEADLINE:
-            if timer is not None:
-                timer.cancel()
-            self._timer = loop.call_at(deadline, self._time_is_up)
+        self._arm_timer(loop.time() + delay)
         self._waiter = loop.create_future()
         self.core.outbox.waker = self._wake_callback if self._direct is None else self._queued_callback
         try:
@@ -229,6 +224,15 @@ class Session(Actor):
         finally:
             self._waiter = None
             self.core.outbox.waker = None
+
+    def _arm_timer(self, deadline: float) -> None:
+        """End the pump's wait at ``deadline`` (the timer already set is kept if it is the same)."""
+        timer = self._timer
+        if timer is None or abs(timer.when() - deadline) > _SAME_DEADLINE:
+            if timer is not None:
+                timer.cancel()
+            assert self._loop is not None
+            self._timer = self._loop.call_at(deadline, self._time_is_up)
 
     def _frames_queued(self) -> None:
         """A frame was queued (by the router, usually, in the middle of a batch): write in the
@@ -263,6 +267,9 @@ class Session(Actor):
             if core.outbox.conflated:
                 self._metrics.incr(Metric.CONFLATED, core.take_conflated())
         core.outbox.waker = self._queued_callback
+        # What the core says to wait for may have changed (a frame held for a rate slot, the
+        # keep-alive just written): the pump's wait ends then, as if it had recomputed it.
+        self._arm_timer(now + core.wait_time(now))
 
     def _wake(self) -> None:
         waiter = self._waiter

@@ -463,3 +463,35 @@ async def test_a_flush_due_after_the_close_writes_nothing(harness):
     await h.ended()
     assert direct.writes == []
     assert h.transport.closed == (CloseCode.GOING_AWAY, "bye")
+
+
+class HeldCore(StreamCore):
+    """A core that holds one frame until a time, as a rate limit (max_hz) holds a position."""
+
+    held: tuple[float, str] | None = None
+
+    def take(self, now: float) -> list[str]:
+        if self.held is not None and now >= self.held[0]:
+            self.outbox.put_kept(self.held[1])
+            self.held = None
+        return super().take(now)
+
+    def wait_time(self, now: float) -> float:
+        wait = super().wait_time(now)
+        return wait if self.held is None else min(wait, max(0.0, self.held[0] - now))
+
+
+async def test_a_frame_held_until_later_goes_out_then_though_the_pump_was_never_woken(harness):
+    h = harness(snapshot=False)
+    direct = with_direct(h)
+    core = HeldCore(h.device_ids, table=h.table, policy=h.limits.policy)
+    session = Session(h.transport, core, name="session-1", limits=h.limits, metrics=h.metrics)
+    h.session, h.task = session, asyncio.create_task(session.run())
+    await asyncio.sleep(0.01)
+    loop = asyncio.get_running_loop()
+    core.held = (loop.time() + 0.1, position("b", 9).text)
+    core.deliver(position("a", 1))  # written directly; the held frame is due in 0.1 s
+    await h.until(lambda: direct.writes)
+    await h.until(lambda: h.transport.sent or len(direct.writes) > 1, timeout=1.0)
+    sent = [t for texts in direct.writes for t in texts] + h.transport.sent
+    assert [json.loads(t)["data"]["data"]["N"] for t in sent] == [1, 9]
