@@ -152,6 +152,14 @@ def _positive_seconds(text: str) -> float:
     return seconds
 
 
+def _rate(text: str) -> float:
+    """A non-negative number (of events per second); 0 turns the limit off."""
+    if not _DECIMAL.fullmatch(text):
+        raise _Invalid
+    rate = float(text)
+    if not math.isfinite(rate):
+        raise _Invalid
+    return rate
 def _seconds_at_least(low: float) -> Callable[[str], float]:
     """A finite number of seconds, ``low`` or more: below it the service would spin or thrash."""
 
@@ -485,6 +493,54 @@ class Settings:
         0, _whole_number(0), "a whole number; 0 for no limit",
         "most streams one process holds open per client address (see STREAM_TRUSTED_PROXIES); "
         "past it new clients from that address are closed with 1013",
+    )
+    stream_client_messages_per_second: float = _setting(
+        10.0, _rate, "a number of messages per second; 0 for no limit",
+        "messages (subscribe, unsubscribe, anything) one client may send, on average; past "
+        "STREAM_CLIENT_MESSAGE_BURST more it is closed with 1008 'too many messages'",
+    )
+    stream_client_message_burst: int = _setting(
+        50, _whole_number(1), _AT_LEAST_ONE,
+        "messages one client may send at once beyond STREAM_CLIENT_MESSAGES_PER_SECOND",
+    )
+    stream_client_pings_per_second: float = _setting(
+        10.0, _rate, "a number of frames per second; 0 for no limit",
+        "WebSocket pings and pongs one client may send, on average; past "
+        "STREAM_CLIENT_PING_BURST more it is closed with 1008 'too many messages' (see "
+        "STREAM_WATCH_CONTROL_FRAMES)",
+    )
+    stream_client_ping_burst: int = _setting(
+        50, _whole_number(1), _AT_LEAST_ONE,
+        "pings and pongs one client may send at once beyond STREAM_CLIENT_PINGS_PER_SECOND",
+    )
+    stream_watch_control_frames: bool = _setting(
+        True, _boolean, "true or false (also 1/0, yes/no, on/off)",
+        "count each client's pings and pongs, which Hypercorn answers below the application, by "
+        "looking into Hypercorn's connection; false turns that off (and the ping limit with it)",
+    )
+    stream_max_subscribed_ids: int = _setting(
+        2000000, _whole_number(0), "a whole number; 0 for no limit",
+        "most device ids all streams of one process may subscribe to together (a stream of every "
+        "device counts as one); past it new subscriptions are closed with 1013",
+    )
+    stream_shed_lag_seconds: float = _setting(
+        0.1, _rate, "a number of seconds; 0 turns shedding off",
+        "mean event-loop lag that means overload: once the mean over STREAM_SHED_AFTER_SECONDS "
+        "reaches it, the clients with the largest backlogs are closed with 1013, a quarter at a "
+        "time, until it falls back",
+    )
+    stream_shed_after_seconds: float = _setting(
+        5.0, _positive_seconds, "a number of seconds greater than 0",
+        "the window over which event-loop lag is averaged before clients are shed",
+    )
+    stream_handshakes_per_second_per_ip: float = _setting(
+        0.0, _rate, "a number of handshakes per second; 0 for no limit",
+        "stream handshakes one client address may make, on average (see STREAM_TRUSTED_PROXIES); "
+        "past STREAM_HANDSHAKE_BURST_PER_IP more they are answered 429",
+    )
+    stream_handshake_burst_per_ip: int = _setting(
+        20, _whole_number(1), _AT_LEAST_ONE,
+        "handshakes one address may make at once beyond STREAM_HANDSHAKES_PER_SECOND_PER_IP",
     )
     stream_map_tile_url: str | None = _setting(
         "https://tile.openstreetmap.org/{z}/{x}/{y}.png", _tile_url,

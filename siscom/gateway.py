@@ -34,12 +34,14 @@ from siscom.core.mapoptions import MapOptions
 from siscom.core.mapstream import MapStreamCore
 from siscom.core.stream import StreamCore
 from siscom.sessions.session import Session, SessionLimits
+from siscom.sessions.shedding import LoadShedder
 from siscom.sessions.transport import Transport
 from siscom.config import Settings
 from siscom.core.deliveries import Delivery
 from siscom.metrics import Metrics
 from siscom.core.protocol import CloseCode
 from siscom.security.guard import Guard
+from siscom.security.inbound import InboundLimits
 from siscom.security.tokens import Grant
 from siscom.core.subscriptions import SubscriptionTable
 
@@ -71,7 +73,7 @@ class Gateway:
         self.read_offsets = ReadOffsets()
         #: Origin, connection-limit and token checks for the routes.
         self.guard = Guard(settings)
-        self.subscriptions = SubscriptionTable()
+        self.subscriptions = SubscriptionTable(max_ids=settings.stream_max_subscribed_ids)
         self.limits = SessionLimits(
             keepalive_seconds=settings.stream_keepalive_seconds,
             send_timeout_seconds=settings.stream_send_timeout_seconds,
@@ -98,6 +100,7 @@ class Gateway:
                 # Supervisors get all the time they need to stop their own children (as in OTP).
                 ChildSpec("pipeline", self._new_pipeline, shutdown=math.inf),
                 ChildSpec("sessions", self._new_session_supervisor, shutdown=math.inf),
+                *self._shedder_spec(),
             ],
             strategy=Strategy.ONE_FOR_ONE,
             intensity=3,
@@ -137,6 +140,20 @@ class Gateway:
             period=10.0,
         )
         return self._pipeline
+
+    def _shedder_spec(self) -> list[ChildSpec]:
+        """Overload shedding (:mod:`siscom.sessions.shedding`), unless turned off."""
+        settings = self.settings
+        if settings.stream_shed_lag_seconds <= 0:
+            return []
+        shedder = partial(
+            LoadShedder,
+            self.sessions,
+            self.metrics,
+            lag_threshold=settings.stream_shed_lag_seconds,
+            sustain=settings.stream_shed_after_seconds,
+        )
+        return [ChildSpec("shedder", shedder)]
 
     def _new_session_supervisor(self) -> Supervisor:
         self._sessions = Supervisor("sessions", strategy=Strategy.ONE_FOR_ONE, intensity=1000, period=1.0)
@@ -230,18 +247,23 @@ class Gateway:
         ``options`` its map options (box, rate, fields), if any."""
         if self._sessions is None or not self._sessions.running or self.draining:
             raise RuntimeError("the session supervisor is not accepting sessions")
+        inbound = InboundLimits(self.guard.inbound, asyncio.get_running_loop().time())
         core: StreamCore
         if options is not None and options.any:
             # The session pump passes the event loop's time, which is time.monotonic.
             core = MapStreamCore(
                 device_ids, table=self.subscriptions, policy=self.limits.policy, options=options,
-                clock=time.monotonic, grant=grant,
+                clock=time.monotonic, grant=grant, inbound=inbound,
             )
         else:
-            core = StreamCore(device_ids, table=self.subscriptions, policy=self.limits.policy, grant=grant)
+            core = StreamCore(
+                device_ids, table=self.subscriptions, policy=self.limits.policy, grant=grant, inbound=inbound
+            )
         session = Session(
             transport, core, name=f"session-{next(self._session_numbers)}", limits=self.limits, metrics=self.metrics
         )
+        # Never suspends (start_child does not): a disconnect cancelling the route cannot land
+        # between the session's start and the route's code that ends it.
         await self._sessions.start_child(ChildSpec(session.name, lambda: session, restart=Restart.TEMPORARY))
         return session
 

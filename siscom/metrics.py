@@ -78,6 +78,26 @@ class Metric(enum.StrEnum):
     AUTH_FAILURES = "auth_failures", Kind.COUNTER, "requests without a valid token"
     FORBIDDEN_REQUESTS = "forbidden_requests", Kind.COUNTER, "requests for devices the token does not grant"
     TOKEN_EXPIRIES = "token_expiries", Kind.COUNTER, "streams closed because their token expired"
+    TOO_MANY_MESSAGES = (
+        "too_many_messages", Kind.COUNTER,
+        "clients closed with 1008 for sending messages, pings or pongs faster than their limits",
+    )
+    SUBSCRIPTION_LIMIT_REFUSALS = (
+        "subscription_limit_refusals", Kind.COUNTER,
+        "subscriptions refused past `STREAM_MAX_SUBSCRIBED_IDS` (1013)",
+    )
+    OVERLOAD_CLOSES = (
+        "overload_closes", Kind.COUNTER,
+        "clients with the largest backlogs closed with 1013 while the event loop lagged (shedding)",
+    )
+    HANDSHAKE_RATE_REFUSALS = (
+        "handshake_rate_refusals", Kind.COUNTER,
+        "handshakes refused past `STREAM_HANDSHAKES_PER_SECOND_PER_IP` (429)",
+    )
+    LOOP_LAG = (
+        "loop_lag", Kind.GAUGE,
+        "how late the event loop ran a timer, in ms, the worst of each second (with shedding on)",
+    )
     PARTITION_LAG = (
         "partition_lag", Kind.GAUGE,
         "records in the broker not yet read, all partitions together, every second",

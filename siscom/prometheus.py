@@ -51,6 +51,8 @@ GAUGE_ACROSS_WORKERS: dict[Metric, tuple[str, str]] = {
     Metric.CONNECTIONS: ("livesum", "sum over live workers"),
     # Each worker reads every partition itself: the lag that matters is the worst worker's.
     Metric.PARTITION_LAG: ("livemax", "largest of the live workers"),
+    # Each worker runs its own event loop: the one that matters is the latest.
+    Metric.LOOP_LAG: ("livemax", "largest of the live workers"),
 }
 
 

@@ -30,6 +30,7 @@ from siscom.core.subscriptions import SubscriptionTable
 from siscom.core.throttle import Throttle
 
 if TYPE_CHECKING:
+    from siscom.security.inbound import InboundLimits
     from siscom.security.tokens import Grant
 
 __all__ = ["MapStreamCore"]
@@ -47,9 +48,10 @@ class MapStreamCore(StreamCore):
         options: MapOptions,
         clock: Callable[[], float],
         grant: Grant | None = None,
+        inbound: InboundLimits | None = None,
     ) -> None:
         """``clock`` is the monotonic clock the pump passes to :meth:`take` (rate slots use it)."""
-        super().__init__(device_ids, table=table, policy=policy, grant=grant)
+        super().__init__(device_ids, table=table, policy=policy, grant=grant, inbound=inbound)
         self._box: BBox | None = options.bbox
         self._ids = device_ids
         #: Devices whose newest position is in the box (and among the ids): what the client sees.
@@ -109,9 +111,12 @@ class MapStreamCore(StreamCore):
         self._visible.discard(device_id)
         self._leave(device_id)
 
-    def receive(self, data: str | bytes) -> None:
+    def receive(self, data: str | bytes, now: float) -> None:
         if self._box is None or self.closing is not None:
-            super().receive(data)
+            super().receive(data, now)
+            return
+        if self._inbound is not None and not self._inbound.message(now):
+            self._too_many_messages()
             return
         max_ids = self._policy.max_device_ids
         try:

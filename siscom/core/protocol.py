@@ -22,6 +22,7 @@ any other text is ignored.
 from __future__ import annotations
 
 import enum
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -85,7 +86,11 @@ _SHOWN_ID_CHARS = 64
 
 
 def _collect_ids(items: Iterable[str], max_ids: int) -> frozenset[str]:
-    """Trim, drop empties, dedupe and check ids; stop at the first bad one or once too many."""
+    """Trim, drop empties, dedupe and check ids; stop at the first bad one or once too many.
+
+    Ids are interned: the many clients that watch the same vehicles then hold one string per
+    vehicle between them, not one each (interned strings are freed once nobody holds them).
+    """
     ids: set[str] = set()
     for item in items:
         device_id = item.strip()
@@ -96,7 +101,7 @@ def _collect_ids(items: Iterable[str], max_ids: int) -> frozenset[str]:
             raise BadRequest(
                 f"invalid device id {shown!r}: expected {DEVICE_ID_RULE}", device_id=shown
             )
-        ids.add(device_id)
+        ids.add(sys.intern(device_id))
         if len(ids) > max_ids:
             raise BadRequest(
                 f"too many device ids: at most {max_ids} allowed", max_device_ids=max_ids

@@ -6,7 +6,9 @@ timing. Events in:
 
 - :meth:`StreamCore.deliver`: a record routed to this client (the router calls it directly: the
   core is the subscriber in the :class:`~siscom.core.subscriptions.SubscriptionTable`);
-- :meth:`StreamCore.receive`: a message from the client (subscribe, unsubscribe, anything else);
+- :meth:`StreamCore.receive`: a message from the client (subscribe, unsubscribe, anything else),
+  within the client's allowance of messages (:class:`~siscom.security.inbound.InboundLimits`);
+- :meth:`StreamCore.control_frame`: a WebSocket ping or pong from the client, within its allowance;
 - :meth:`StreamCore.token_expired`, :meth:`StreamCore.close`, :meth:`StreamCore.client_gone`.
 
 What to send: :meth:`StreamCore.take` (the next frames, with a keep-alive when one is due), then,
@@ -26,9 +28,10 @@ from supervisors import MailboxFull
 from siscom.core.deliveries import Delivery
 from siscom.core.outbox import Outbox
 from siscom.core.protocol import PING_FRAME, BadRequest, CloseCode, ack_frame, error_frame, parse_client_frame
-from siscom.core.subscriptions import SubscriptionTable
+from siscom.core.subscriptions import SubscriptionLimit, SubscriptionTable
 
 if TYPE_CHECKING:
+    from siscom.security.inbound import InboundLimits
     from siscom.security.tokens import Grant
 
 
@@ -40,6 +43,8 @@ class Cause(enum.Enum):
     SLOW_CLIENT = "client too slow"
     FORBIDDEN = "device not allowed"
     TOKEN_EXPIRED = "token expired"
+    TOO_MANY_MESSAGES = "too many messages"
+    SUBSCRIPTION_LIMIT = "server at its subscription limit"
     CLOSED = "closed"  # asked by the server for another reason (see the close code)
 
 
@@ -68,7 +73,9 @@ class StreamPolicy:
 class StreamCore:
     """One client's subscription, grant, waiting frames and close state."""
 
-    __slots__ = ("_table", "_policy", "_grant", "_initial_ids", "outbox", "closing", "on_close", "_next_ping")
+    __slots__ = (
+        "_table", "_policy", "_grant", "_inbound", "_initial_ids", "outbox", "closing", "on_close", "_next_ping"
+    )
 
     def __init__(
         self,
@@ -77,11 +84,14 @@ class StreamCore:
         table: SubscriptionTable,
         policy: StreamPolicy,
         grant: Grant | None = None,
+        inbound: InboundLimits | None = None,
     ) -> None:
         self._table = table
         self._policy = policy
         #: What the client's token allows (None: tokens are off, anything goes, forever).
         self._grant = grant
+        #: How much the client may send (None: no limit).
+        self._inbound = inbound
         self._initial_ids = device_ids
         self.outbox = Outbox(soft_limit=policy.max_pending_frames, max_alerts=policy.max_pending_frames)
         #: Set once, by the first close request: how the stream ends.
@@ -95,10 +105,9 @@ class StreamCore:
     def open(self, now: float) -> None:
         """The stream starts: subscribe, queue the snapshot; the first keep-alive is due at
         ``now`` plus the interval."""
-        self._table.subscribe(self, self._initial_ids)
-        if self._policy.snapshot:
-            self._queue_snapshot(self._initial_ids)
         self._next_ping = now + self._policy.keepalive_seconds
+        if self._subscribe(self._initial_ids) and self._policy.snapshot:
+            self._queue_snapshot(self._initial_ids)
 
     def deliver(self, delivery: Delivery) -> None:
         """A delivery routed to this client. Never blocks, never raises (the router's hot path)."""
@@ -109,9 +118,13 @@ class StreamCore:
         except MailboxFull:
             self.close(CloseCode.TRY_AGAIN_LATER, Cause.SLOW_CLIENT.value, cause=Cause.SLOW_CLIENT)
 
-    def receive(self, data: str | bytes) -> None:
-        """A message from the client: apply a subscription change and queue its answer."""
+    def receive(self, data: str | bytes, now: float) -> None:
+        """A message from the client at ``now``: apply a subscription change and queue its answer;
+        past the client's allowance of messages, close with 1008 instead."""
         if self.closing is not None:
+            return
+        if self._inbound is not None and not self._inbound.message(now):
+            self._too_many_messages()
             return
         max_ids = self._policy.max_device_ids
         try:
@@ -143,10 +156,19 @@ class StreamCore:
         if wanted is not None and len(wanted) > max_ids:
             self._reply(error_frame(f"at most {max_ids} device ids per stream"))
             return
-        self._table.subscribe(self, wanted)
+        if not self._subscribe(wanted):
+            return
         self._reply(ack_frame(command.action, wanted))
         if self._policy.snapshot and added:
             self._queue_snapshot(added)
+
+    def control_frame(self, now: float) -> bool:
+        """A WebSocket ping or pong from the client at ``now`` (the server answers pings below the
+        application): whether to handle it. Past the client's allowance, close with 1008 and say no."""
+        if self._inbound is None or self._inbound.control_frame(now):
+            return True
+        self._too_many_messages()
+        return False
 
     def token_expired(self) -> None:
         self.close(CloseCode.POLICY_VIOLATION, Cause.TOKEN_EXPIRED.value, final_frame=error_frame("token expired"),
@@ -229,10 +251,29 @@ class StreamCore:
 
     @property
     def device_ids(self) -> frozenset[str] | None:
-        """The current device filter (None: every device)."""
-        return self._table.filter_of(self)
+        """The current device filter (None: every device); the one asked for at the start until
+        it is subscribed (a refused first subscription never is)."""
+        try:
+            return self._table.filter_of(self)
+        except KeyError:
+            return self._initial_ids
 
     # Helpers
+
+    def _subscribe(self, device_ids: frozenset[str] | None) -> bool:
+        """Subscribe, or close with an error frame and 1013 past the process's bound of ids (the
+        earlier filter stays until the end)."""
+        try:
+            self._table.subscribe(self, device_ids)
+        except SubscriptionLimit:
+            reason = Cause.SUBSCRIPTION_LIMIT.value
+            self.close(CloseCode.TRY_AGAIN_LATER, reason, final_frame=error_frame(reason), cause=Cause.SUBSCRIPTION_LIMIT)
+            return False
+        return True
+
+    def _too_many_messages(self) -> None:
+        reason = Cause.TOO_MANY_MESSAGES.value
+        self.close(CloseCode.POLICY_VIOLATION, reason, final_frame=error_frame(reason), cause=Cause.TOO_MANY_MESSAGES)
 
     def _reply(self, text: str) -> None:
         try:

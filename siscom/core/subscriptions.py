@@ -1,5 +1,11 @@
 """Who wants which device, and the last position each device reported.
 
+Memory is what a stranger can make this table spend, so it is spent carefully and bounded: a
+device with few subscribers (the common case: a fleet's vehicles, each on a few dashboards) keeps
+them in a small tuple rather than a set (48 bytes instead of 216); clients with equal filters
+share one frozenset; and ``max_ids`` bounds the ids of all filters together (a filter of every
+device counts as one), so that past it :meth:`subscribe` refuses with :class:`SubscriptionLimit`.
+
 This table outlives any one incarnation of the router, the way an ETS table owned by a
 supervisor outlives the processes that use it: a router restarted after a crash finds every
 session still subscribed and every snapshot frame still there. Sessions write their own entry
@@ -19,6 +25,14 @@ from siscom.core.geo import BBox, Position
 from siscom.core.viewport import ViewportIndex
 
 
+#: Subscribers of one device kept in a tuple up to this many; a set beyond.
+_TUPLE_MAX = 8
+
+
+class SubscriptionLimit(Exception):
+    """Subscribing would take the table past its bound of subscribed ids."""
+
+
 class Subscriber(Protocol):
     def deliver(self, delivery: Delivery) -> None:
         """Take one delivery without blocking (the router never waits for a client)."""
@@ -31,27 +45,55 @@ class SubscriptionTable:
     shared field selections of the streams are in :attr:`projections`.
     """
 
-    def __init__(self) -> None:
-        self._by_device: dict[str, set[Subscriber]] = {}
+    def __init__(self, max_ids: int = 0) -> None:
+        #: Device id -> its subscribers: a tuple while few, a set beyond _TUPLE_MAX.
+        self._by_device: dict[str, tuple[Subscriber, ...] | set[Subscriber]] = {}
         self._everything: set[Subscriber] = set()
         self._filters: dict[Subscriber, frozenset[str] | None] = {}
         #: The newest position delivery of each device (its text is the snapshot frame).
         self._last: dict[str, Delivery] = {}
         self.viewports = ViewportIndex(self._last_positions)
         self.projections = Projections()
+        #: Equal filters share one frozenset: filter -> [the shared one, how many hold it].
+        self._shared: dict[frozenset[str], list] = {}
+        #: Most ids the device filters may hold together (0: no bound), and how many they hold
+        #: (box subscribers are in the viewport index, outside this count).
+        self.max_ids = max_ids
+        self.subscribed_ids = 0
 
     def __len__(self) -> int:
         return len(self._filters)
 
     def subscribe(self, subscriber: Subscriber, device_ids: frozenset[str] | None) -> None:
-        """Set ``subscriber``'s filter: ``None`` means every device. Replaces any earlier filter."""
+        """Set ``subscriber``'s filter: ``None`` means every device. Replaces any earlier filter.
+
+        Raises :class:`SubscriptionLimit`, leaving the earlier filter in place, when the new one
+        would take the table past ``max_ids``.
+        """
+        counted = subscriber in self._filters and self.viewports.box_of(subscriber) is None  # type: ignore[arg-type]
+        held = self._weight(self._filters[subscriber]) if counted else 0
+        if self.max_ids and self.subscribed_ids - held + self._weight(device_ids) > self.max_ids:
+            raise SubscriptionLimit(f"at most {self.max_ids} device ids subscribed in this process")
         self.unsubscribe(subscriber)
-        self._filters[subscriber] = device_ids
+        self.subscribed_ids += self._weight(device_ids)
         if device_ids is None:
+            self._filters[subscriber] = None
             self._everything.add(subscriber)
             return
+        device_ids = self._share(device_ids)
+        self._filters[subscriber] = device_ids
+        by_device = self._by_device
         for device_id in device_ids:
-            self._by_device.setdefault(device_id, set()).add(subscriber)
+            subscribers = by_device.get(device_id)
+            if subscribers is None:
+                by_device[device_id] = (subscriber,)
+            elif type(subscribers) is tuple:
+                if len(subscribers) < _TUPLE_MAX:
+                    by_device[device_id] = (*subscribers, subscriber)
+                else:
+                    by_device[device_id] = {*subscribers, subscriber}
+            else:
+                subscribers.add(subscriber)
 
     def subscribe_box(self, subscriber: Subscriber, device_ids: frozenset[str] | None, box: BBox) -> None:
         """Set ``subscriber``'s filter to the devices in ``box`` (and among ``device_ids``, unless
@@ -66,15 +108,57 @@ class SubscriptionTable:
             self.viewports.unwatch(subscriber)  # type: ignore[arg-type]
             self._filters.pop(subscriber, None)
             return
-        device_ids = self._filters.pop(subscriber, ())
+        if subscriber not in self._filters:
+            return
+        device_ids = self._filters.pop(subscriber)
+        self.subscribed_ids -= self._weight(device_ids)
         if device_ids is None:
             self._everything.discard(subscriber)
             return
+        self._unshare(device_ids)
+        by_device = self._by_device
         for device_id in device_ids:
-            subscribers = self._by_device[device_id]
-            subscribers.discard(subscriber)
-            if not subscribers:
-                del self._by_device[device_id]
+            subscribers = by_device[device_id]
+            if type(subscribers) is tuple:
+                rest = tuple(other for other in subscribers if other is not subscriber)
+                if rest:
+                    by_device[device_id] = rest
+                else:
+                    del by_device[device_id]
+            else:
+                subscribers.discard(subscriber)
+                if not subscribers:
+                    del by_device[device_id]
+
+    def canonical(self, device_ids: frozenset[str] | None) -> frozenset[str] | None:
+        """The filter equal to ``device_ids`` that subscribers already share, if any; else itself.
+
+        Whoever holds a filter for long (a connection's handler) holds this one, so that a copy
+        per client does not outlive the parse.
+        """
+        if device_ids is None:
+            return None
+        entry = self._shared.get(device_ids)
+        return device_ids if entry is None else entry[0]
+
+    @staticmethod
+    def _weight(device_ids: frozenset[str] | None) -> int:
+        return 1 if device_ids is None else len(device_ids)
+
+    def _share(self, device_ids: frozenset[str]) -> frozenset[str]:
+        entry = self._shared.get(device_ids)
+        if entry is None:
+            self._shared[device_ids] = [device_ids, 1]
+            return device_ids
+        entry[1] += 1
+        return entry[0]
+
+    def _unshare(self, device_ids: frozenset[str]) -> None:
+        entry = self._shared.get(device_ids)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._shared[device_ids]
 
     def filter_of(self, subscriber: Subscriber) -> frozenset[str] | None:
         return self._filters[subscriber]

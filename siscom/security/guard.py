@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from siscom.security.handshakes import HandshakeLimiter
+from siscom.security.inbound import InboundRates
 from siscom.security.limits import ConnectionLimiter
 from siscom.security.origins import OriginPolicy
 from siscom.security.tokens import Grant, TokenVerifier
@@ -25,6 +27,19 @@ class Guard:
         self.origins = OriginPolicy(settings.stream_allowed_origins)
         self.limiter = ConnectionLimiter(
             settings.stream_max_connections, settings.stream_max_connections_per_ip
+        )
+        #: Handshakes per address over time; None when STREAM_HANDSHAKES_PER_SECOND_PER_IP is 0.
+        self.handshakes = (
+            HandshakeLimiter(settings.stream_handshakes_per_second_per_ip, settings.stream_handshake_burst_per_ip)
+            if settings.stream_handshakes_per_second_per_ip > 0
+            else None
+        )
+        #: What each client may send once connected.
+        self.inbound = InboundRates(
+            messages_per_second=settings.stream_client_messages_per_second,
+            message_burst=settings.stream_client_message_burst,
+            pings_per_second=settings.stream_client_pings_per_second if settings.stream_watch_control_frames else 0.0,
+            ping_burst=settings.stream_client_ping_burst,
         )
 
     @property
@@ -43,10 +58,14 @@ class Guard:
         tokens = f"required ({self.verifier.algorithm})" if self.verifier else "not required"
         origins = "any" if self.origins.any else ",".join(settings.stream_allowed_origins)
         logger.info(
-            "Streams: tokens %s; origins %s; at most %s connections, %s per address",
+            "Streams: tokens %s; origins %s; at most %s connections, %s per address, %s handshakes/s "
+            "per address; %s messages/s and %s pings/s per client",
             tokens, origins,
             settings.stream_max_connections or "unlimited",
             settings.stream_max_connections_per_ip or "unlimited",
+            settings.stream_handshakes_per_second_per_ip or "unlimited",
+            settings.stream_client_messages_per_second or "unlimited",
+            (settings.stream_client_pings_per_second if settings.stream_watch_control_frames else 0) or "unlimited",
         )
         if self.verifier is None:
             logger.warning(

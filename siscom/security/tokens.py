@@ -15,6 +15,7 @@ client and to log.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -130,6 +131,30 @@ def _devices(claims: dict[str, Any]) -> frozenset[str] | None:
     return frozenset(devices)
 
 
+#: Latest expiry accepted (the last second of year 9999): a NumericDate beyond it is not a time
+#: any clock will reach, and larger numbers no longer fit a float or a timer.
+MAX_NUMERIC_DATE = 253_402_300_799
+_TIME_CLAIMS = ("exp", "nbf", "iat")
+
+
+def _check_times(claims: dict[str, Any]) -> None:
+    """Time claims must be NumericDates (RFC 7519 section 2): JSON numbers of seconds, finite.
+
+    PyJWT accepts anything ``int()`` takes (strings such as ``"1e3"`` fail, ``"123"`` passes, and
+    10**400 passes its checks but overflows a float later); this service accepts only numbers.
+    """
+    for name in _TIME_CLAIMS:
+        if name not in claims:
+            continue
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TokenError(f'the token\'s "{name}" claim must be a number of seconds')
+        if isinstance(value, float) and not math.isfinite(value):
+            raise TokenError(f'the token\'s "{name}" claim must be a number of seconds')
+        if not -MAX_NUMERIC_DATE <= value <= MAX_NUMERIC_DATE:
+            raise TokenError(f'the token\'s "{name}" claim is out of range')
+
+
 # Reasons told to clients, by PyJWT's exception type; the first match wins (subclasses first).
 _REASONS: tuple[tuple[type[Exception], str], ...] = (
     (jwt.ExpiredSignatureError, "token expired"),
@@ -194,6 +219,10 @@ class TokenVerifier:
         except jwt.InvalidTokenError as error:
             reason = next((text for kind, text in _REASONS if isinstance(error, kind)), "token not valid")
             raise TokenError(reason) from None
+        except (ValueError, TypeError, OverflowError, RecursionError):
+            # Whatever PyJWT's own checks let through; a signed token is still only a request.
+            raise TokenError("token claims not valid") from None
+        _check_times(claims)
         subject = claims.get("sub")
         return Grant(
             devices=_devices(claims),

@@ -16,6 +16,12 @@ How a session ends, and the close code the client sees (see :class:`~siscom.core
 - the service shuts down: 1001 (the session is asked to close, or cancelled by its supervisor);
 - the client cannot keep up (unconflatable frames past the bound, or a write stalled past
   ``STREAM_SEND_TIMEOUT_SECONDS``): 1013, counted as a slow-client close;
+- the server is overloaded and this session is among those with the largest backlogs: 1013
+  "server overloaded" (:mod:`siscom.sessions.shedding`, which counts it);
+- its subscription would take the process past ``STREAM_MAX_SUBSCRIBED_IDS``: an error frame,
+  then 1013, counted;
+- the client sends messages, pings or pongs past its allowance (:mod:`siscom.security.inbound`):
+  an error frame, then 1008 "too many messages", counted;
 - the client asks for devices its token does not grant, or its token expires: an error frame,
   then 1008, counted.
 
@@ -48,7 +54,12 @@ _COUNTED = {
     Cause.SLOW_CLIENT: Metric.SLOW_CLIENT_CLOSES,
     Cause.FORBIDDEN: Metric.FORBIDDEN_REQUESTS,
     Cause.TOKEN_EXPIRED: Metric.TOKEN_EXPIRIES,
+    Cause.TOO_MANY_MESSAGES: Metric.TOO_MANY_MESSAGES,
+    Cause.SUBSCRIPTION_LIMIT: Metric.SUBSCRIPTION_LIMIT_REFUSALS,
 }
+
+#: Limits a client ran into, logged as warnings (as slow clients are).
+_WARNED = frozenset({Cause.TOO_MANY_MESSAGES, Cause.SUBSCRIPTION_LIMIT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +140,18 @@ class Session(Actor):
 
     @property
     def backlog(self) -> int:
-        """Frames waiting to be written to this client."""
+        """Frames waiting to be written to this client (what overload shedding ranks sessions by)."""
         return self.core.backlog
+
+    def control_frame(self) -> bool:
+        """A ping or pong arrived from the client (the server answers it below the application):
+        whether to handle it; False once the client is past its allowance (the stream then closes)."""
+        return self.core.control_frame(asyncio.get_running_loop().time())
+
+    @property
+    def listening(self) -> bool:
+        """Whether the session still wants what the client sends (not once it is closing)."""
+        return self.core.closing is None
 
     # The pump
 
@@ -178,6 +199,8 @@ class Session(Actor):
             self._drop_timer = asyncio.get_running_loop().call_later(self._limits.close_linger_seconds, self._drop)
         if closing.cause is Cause.SLOW_CLIENT:
             logger.warning("Closing slow client %s: %s", self._transport.peer, closing.reason)
+        elif closing.cause in _WARNED:
+            logger.warning("Closing %s: %s", self._transport.peer, closing.reason)
         else:
             logger.info("Stream closed for %s (%s)", self._transport.peer, closing.cause.value)
 
@@ -305,8 +328,9 @@ class Session(Actor):
     async def _receive_loop(self) -> None:
         core = self.core
         receive = self._transport.receive
-        while core.closing is None:
-            core.receive(await receive())
+        clock = asyncio.get_running_loop().time
+        while core.closing is None:  # past the client's allowance the core closes: reading stops
+            core.receive(await receive(), clock())
 
     def _on_receiver_done(self, receiver: asyncio.Task[None]) -> None:
         if receiver.cancelled():

@@ -89,6 +89,13 @@ class HypercornConnection:
         ``terminated``: ``asyncio/run.py`` sets it first thing on shutdown)."""
         await self._stream.context.terminated.wait()
 
+    def pause_reading(self) -> None:
+        """Stop reading from the client (a connection whose client is past its allowance: what it
+        still sends stays in the kernel, and its window closes)."""
+        transport = self._writer.transport
+        if transport.is_reading():
+            transport.pause_reading()
+
     def close(self) -> None:
         """Close the connection once what is buffered is written (the 400 Hypercorn answered)."""
         self._writer.close()

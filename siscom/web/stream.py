@@ -1,8 +1,8 @@
 """``GET /api/v1/stream``: validate the request, then hand the socket to a session actor.
 
-Checks run cheapest first: the browser's origin (refused with 403 before the handshake), a free
-connection slot (1013), the client's token (1008), then the query and the devices the token
-grants (1008). Refusals after the handshake carry an error frame saying why, because a browser
+Checks run cheapest first: the browser's origin (refused with 403 before the handshake), the
+address's handshake rate (429 before the handshake, when limited), a free connection slot (1013),
+the client's token (1008), then the query and the devices the token grants (1008). Refusals after the handshake carry an error frame saying why, because a browser
 sees nothing of a refused handshake but the close.
 
 The route also watches for the server stopping (Hypercorn's worker context, found through the
@@ -23,6 +23,7 @@ from siscom.core.peers import client_address
 from siscom.core.protocol import BadRequest, CloseCode, parse_device_ids
 from siscom.security.headers import SECURITY_HEADERS
 from siscom.security.tokens import SUBPROTOCOL, Forbidden, TokenError, find_token
+from siscom.web.control_frames import watch_control_frames
 from siscom.web.hypercorn_link import HypercornConnection
 from siscom.web.transport import QuartTransport
 from siscom.metrics import Metric
@@ -35,6 +36,17 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
     max_ids = gateway.settings.stream_max_device_ids
     trusted_proxies = gateway.settings.stream_trusted_proxies
     guard = gateway.guard
+    watch_pings = gateway.settings.stream_watch_control_frames and guard.inbound.pings_per_second > 0
+    warned: list[bool] = []
+
+    def warn_unwatched() -> None:
+        """Once per app: the server is not the Hypercorn whose pings can be counted."""
+        if not warned:
+            warned.append(True)
+            logger.warning(
+                "Cannot count clients' pings and pongs under this server (see siscom.web.control_frames); "
+                "set STREAM_WATCH_CONTROL_FRAMES=false to silence this"
+            )
 
     async def refuse(peer: str, counter: Metric, error: BadRequest, reason: str) -> None:
         gateway.metrics.incr(counter)
@@ -66,6 +78,15 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
                 return None
             # Returned before accepting, this becomes the HTTP answer to the handshake.
             return Response("origin not allowed\n", 403, {**SECURITY_HEADERS, "Content-Type": "text/plain"})
+        handshakes = guard.handshakes
+        if handshakes is not None and not handshakes.allow(peer, asyncio.get_running_loop().time()):
+            # Refused before the upgrade: a flood of handshakes costs an HTTP answer each, no more.
+            gateway.metrics.incr(Metric.HANDSHAKE_RATE_REFUSALS)
+            logger.debug("Refusing stream for %s: too many handshakes", peer)
+            if abandoned(connection, peer):
+                return None
+            headers = {**SECURITY_HEADERS, "Content-Type": "text/plain", "Retry-After": str(handshakes.retry_after())}
+            return Response("too many handshakes\n", 429, headers)
         # A browser that offered the token as a subprotocol fails the handshake unless one is chosen.
         subprotocol = SUBPROTOCOL if SUBPROTOCOL in websocket.requested_subprotocols else None
         await websocket.accept(subprotocol=subprotocol)
@@ -105,6 +126,9 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
         except BadRequest as error:
             await refuse(peer, Metric.REJECTED_REQUESTS, error, "bad request")
             return
+        # This frame lives as long as the connection: keep no copy of what others already share.
+        del values
+        device_ids = gateway.subscriptions.canonical(device_ids)
         if grant is not None:
             try:
                 device_ids = grant.narrow(device_ids)
@@ -120,7 +144,13 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
         except RuntimeError:
             await websocket.close(CloseCode.TRY_AGAIN_LATER, "server not accepting streams")
             return
+        # No await between the start of the session and this try: a disconnect (the route
+        # cancelled) always reaches the handler below, which ends the session.
         try:
+            if watch_pings and not watch_control_frames(
+                websocket.asgi_send, session.control_frame, lambda: session.listening, connection
+            ):
+                warn_unwatched()
             await session.finished.wait()
             # A stalled client's close frame may still wait behind what it has not read.
             await session.close_sent()

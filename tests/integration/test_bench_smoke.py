@@ -34,7 +34,7 @@ def test_every_scenario_runs_both_servers_and_writes_its_figures(tmp_path):
     document = json.loads(out.read_text())
     scenarios = {entry["scenario"]: entry for entry in document["scenarios"]}
     assert set(scenarios) == {
-        "steady", "capacity", "overload", "idle", "crowd", "many", "overdrive", "pipeline", "viewport"
+        "steady", "capacity", "overload", "idle", "crowd", "many", "overdrive", "pipeline", "viewport", "flood"
     }
     for entry in scenarios.values():
         # viewport compares routing by box with routing by device_ids, in process.

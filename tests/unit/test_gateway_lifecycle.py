@@ -59,3 +59,40 @@ async def test_no_session_opens_once_draining():
             await gateway.open_session(None, None)  # type: ignore[arg-type]
     finally:
         await asyncio.wait_for(gateway.stop(), 10)
+
+
+class IdleTransport:
+    """A client that sends nothing and takes whatever is written."""
+
+    peer = "192.0.2.1"
+
+    async def send(self, text: str) -> None:
+        pass
+
+    async def receive(self) -> str:
+        await asyncio.Event().wait()
+        return ""
+
+    async def close(self, code: int, reason: str) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+async def test_opening_a_session_never_yields_so_a_disconnect_cannot_land_before_the_route_can_end_it():
+    """Quart cancels the route when its client leaves; the cancellation lands at the route's next
+    suspension. Were there one inside open_session after the session started, the session would
+    run on with nobody to end it (the route ends it only from its own try, after the call)."""
+    gateway = Gateway(settings())
+    await gateway.start()
+    try:
+        opening = gateway.open_session(IdleTransport(), frozenset({"bus-1"}))  # type: ignore[arg-type]
+        with pytest.raises(StopIteration) as opened:
+            opening.send(None)  # runs to its end in one step, or it would suspend here
+        session = opened.value.value
+        assert session in gateway.sessions()
+        session.client_left()
+        await asyncio.wait_for(session.finished.wait(), 2)
+    finally:
+        await asyncio.wait_for(gateway.stop(), 10)

@@ -4,6 +4,7 @@ values a client or a producer may send."""
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import pytest
 from hypothesis import given
@@ -34,9 +35,12 @@ def test_a_point_in_a_box_lies_between_its_latitudes_and_inside_its_longitude_ar
     inside = box.contains(lat, lon)
     if inside:
         assert box.min_lat <= lat <= box.max_lat
-    # The arc east from min_lon to max_lon, measured in degrees east of min_lon.
-    east = (lon - box.min_lon) % 360
-    in_arc = east <= box.width or lon in (box.min_lon, box.max_lon) or (abs(lon) == 180 and abs(box.max_lon) == 180)
+    # The arc east from min_lon to max_lon, measured in degrees east of min_lon. Exact arithmetic:
+    # in floats, 360 minus a tiny longitude rounds to 360 and puts a point outside on the arc.
+    min_lon, max_lon = Fraction(box.min_lon), Fraction(box.max_lon)
+    width = max_lon - min_lon if min_lon <= max_lon else 360 - min_lon + max_lon
+    east = (Fraction(lon) - min_lon) % 360
+    in_arc = east <= width or lon in (box.min_lon, box.max_lon) or (abs(lon) == 180 and abs(box.max_lon) == 180)
     if box.min_lat <= lat <= box.max_lat and in_arc:
         assert inside
     if inside:

@@ -154,3 +154,34 @@ async def test_the_worker_context_says_when_the_server_stops():
     # Leaving the block triggered the shutdown; the context was terminated first.
     await asyncio.wait_for(watcher, 1)
     assert stopping.is_set(), f"{HYPERCORN}: WorkerContext.terminated is not set on shutdown"
+
+
+def masked_text_frame(text: bytes) -> bytes:
+    mask = os.urandom(4)
+    return bytes([0x81, 0x80 | len(text)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(text))
+
+
+async def test_a_connection_paused_by_the_app_reads_nothing_more_from_its_client():
+    """What a client past its allowance of pings gets (siscom.web.control_frames): the app stops
+    reading its socket, so what it still sends stays in the kernel, unparsed."""
+    probe = Probe()
+    async with hypercorn_serving(probe) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(upgrade_request(port))
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        await asyncio.wait_for(probe.accepted.wait(), 5)
+        link = probe.links[0]
+        assert link is not None, f"{HYPERCORN}: the ASGI send no longer leads to WSStream -> H11Protocol -> TCPServer"
+        writer.write(masked_text_frame(b"before"))
+        for _ in range(100):
+            if "websocket.receive" in probe.messages:
+                break
+            await asyncio.sleep(0.02)
+        link.pause_reading()
+        writer.write(masked_text_frame(b"after"))
+        await asyncio.sleep(0.5)
+        assert probe.messages == ["websocket.connect", "websocket.receive"], (
+            f"{HYPERCORN}: the app saw {probe.messages[2:]} from a connection whose transport it paused"
+        )
+        link.abort()
+        writer.close()

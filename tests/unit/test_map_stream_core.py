@@ -69,11 +69,11 @@ def test_panning_acks_then_sends_newly_visible_positions_then_leaves():
     core = map_core(table, bbox=BBox(0, 0, 1, 1))
     route(table, position("a", 1, 0.5, 0.5), position("b", 2, 0.5, 1.5), position("c", 3, 0.6, 0.6))
     frames(core)
-    core.receive(json.dumps({"action": "subscribe", "bbox": [0.4, 0, 2, 1]}))
+    core.receive(json.dumps({"action": "subscribe", "bbox": [0.4, 0, 2, 1]}), 0.0)
     assert frames(core) == [("ack", [0.4, 0, 2, 1]), ("message", 2)]
-    core.receive(json.dumps({"action": "subscribe", "bbox": [1, 0, 2, 1]}))
+    core.receive(json.dumps({"action": "subscribe", "bbox": [1, 0, 2, 1]}), 0.0)
     assert frames(core) == [("ack", [1, 0, 2, 1]), ("leave", "a"), ("leave", "c")]
-    core.receive(json.dumps({"action": "subscribe", "bbox": [0, 10, 1, 5]}))
+    core.receive(json.dumps({"action": "subscribe", "bbox": [0, 10, 1, 5]}), 0.0)
     assert json.loads(core.take(0.0)[0])["event"] == "error"
     assert core.closing is None
 
@@ -118,7 +118,7 @@ def test_a_device_known_from_the_snapshot_or_a_pan_that_moves_out_on_its_next_re
     assert frames(core) == [("message", 1)]
     route(table, position("a", 3, 5, 5))
     assert frames(core) == [("leave", "a")]
-    core.receive(json.dumps({"action": "subscribe", "bbox": [3, 0, 4, 1]}))
+    core.receive(json.dumps({"action": "subscribe", "bbox": [3, 0, 4, 1]}), 0.0)
     assert frames(core) == [("ack", [3, 0, 4, 1]), ("message", 2)]
     route(table, position("b", 4, 9, 9))
     assert frames(core) == [("leave", "b")]

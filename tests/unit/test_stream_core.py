@@ -54,7 +54,7 @@ def numbers(frames: list[dict], event: str = "message") -> list[int]:
 
 
 def send(core: StreamCore, **message) -> None:
-    core.receive(json.dumps(message))
+    core.receive(json.dumps(message), 0.0)
 
 
 # Keep-alives
@@ -214,7 +214,7 @@ def test_requests_that_cannot_be_granted_get_an_error_frame_and_the_stream_goes_
     core = make(None, table=table)
     send(core, action="unsubscribe", device_ids=["a"])
     send(core, action="subscribe", device_ids=[f"d{n}" for n in range(11)])
-    core.receive("not a command")
+    core.receive("not a command", 0.0)
     frames = drain(core)
     assert [f["event"] for f in frames] == ["error", "error"]
     assert "every device" in frames[0]["data"]["message"]
@@ -272,7 +272,7 @@ def test_without_a_grant_any_subscription_is_allowed():
 @pytest.mark.parametrize("command", [{"action": "unsubscribe", "device_ids": ["bus-1"]}, {"hello": "there"}])
 def test_unsubscribing_and_other_messages_are_never_forbidden(command):
     core = make(GRANTED, grant=Grant(GRANTED, FOREVER), snapshot=False)
-    core.receive(json.dumps(command))
+    core.receive(json.dumps(command), 0.0)
     assert core.closing is None
 
 
