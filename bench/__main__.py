@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--targets", help=f"comma-separated servers to run, of {', '.join(TARGETS)} (default: per scenario)")
-    parser.add_argument("--rate", type=float, help="records per second for steady and overload, instead of the default")
+    parser.add_argument("--rate", type=float, help="records per second for steady, overload and viewport's end-to-end part, instead of the default")
+    parser.add_argument("--clients", type=int, help="WebSocket clients of viewport's end-to-end part, instead of the default")
     parser.add_argument(
         "--deflate", action="store_true", help="clients ask for permessage-deflate compression, as browsers do"
     )
@@ -52,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def run(names: list[str], args: argparse.Namespace, workdir: Path) -> list[Result]:
-    options = Options(workdir=workdir, smoke=args.smoke, rate=args.rate, deflate=args.deflate)
+    options = Options(workdir=workdir, smoke=args.smoke, rate=args.rate, clients=args.clients, deflate=args.deflate)
     results = []
     with TansuBroker(log_path=workdir / "tansu.log") as broker:
         bench = Bench(broker, options)

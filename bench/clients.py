@@ -26,24 +26,29 @@ from urllib.parse import quote
 
 from bench.stats import percentile
 from bench.wsclient import StreamClient, open_stream
+from siscom.core.geo import BBox
 
 STREAM_PATH = "/api/v1/stream"
 _STAMP = b'"producer_ts_ms":'
 _MESSAGE = b'{"event":"message"'
 _PING = b'{"event":"ping"'
 
-#: A client's device list; ``None`` subscribes to every device.
-Subscription = tuple[str, ...] | None
+#: A client's device list, or a map client's box; ``None`` subscribes to every device.
+Subscription = tuple[str, ...] | BBox | None
 
 
 def stream_path(devices: Subscription) -> str:
     if devices is None:
         return STREAM_PATH
+    if isinstance(devices, BBox):
+        return f"{STREAM_PATH}?bbox={devices.min_lon!r},{devices.min_lat!r},{devices.max_lon!r},{devices.max_lat!r}"
     return f"{STREAM_PATH}?device_ids={quote(','.join(devices), safe=',')}"
 
 
 class Recorder:
-    """What one client saw: a timestamp and an age per position frame, and its keep-alives."""
+    """What one client saw: a timestamp and an age per position frame, and its keep-alives.
+
+    Anything else (a map client's ``leave`` frames, acks) is only counted, in ``others``."""
 
     __slots__ = ("stamps", "ages", "pings", "others", "close_code")
 

@@ -31,6 +31,8 @@ class Options:
     smoke: bool = False
     #: Records per second, overriding the scenario's default (steady, overload).
     rate: float | None = None
+    #: Clients of viewport's end-to-end part, overriding its default.
+    clients: int | None = None
     seed: int = 1
     #: Clients ask for permessage-deflate, as browsers do (the server then compresses per client).
     deflate: bool = False

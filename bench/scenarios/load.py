@@ -50,6 +50,8 @@ class LoadFigures:
     #: Server RSS before any client connected, and per connection once they all had.
     rss_before_clients_mb: float | None = None
     kb_per_connection: float | None = None
+    #: Frames other than positions and keep-alives (a map client's ``leave`` frames, acks).
+    other_frames: int = 0
 
     @property
     def cpu_us_per_delivery(self) -> float | None:
@@ -64,8 +66,22 @@ class LoadFigures:
 class LoadRun:
     """One server, its clients and a producer, kept up across several measured windows."""
 
-    def __init__(self, bench: Bench, target: Target, shape: Shape, label: str, **env: str) -> None:
+    def __init__(
+        self,
+        bench: Bench,
+        target: Target,
+        shape: Shape,
+        label: str,
+        *,
+        moving: bool = False,
+        subscribe: Callable[[FixedRateProducer], list[Subscription]] | None = None,
+        **env: str,
+    ) -> None:
+        """``moving``: the producer sends the simulator's tracks (see :class:`FixedRateProducer`).
+        ``subscribe``: the clients' subscriptions, given the producer; by default the shape's.
+        ``env``: settings for the server, beside the harness's."""
         self.bench, self.target, self.shape, self.label = bench, target, shape, label
+        self.moving, self.subscribe = moving, subscribe
         self.env = env
         self.rss_before_clients = 0
         self.rss_connected = 0
@@ -78,12 +94,17 @@ class LoadRun:
         bench, shape = self.bench, self.shape
         topic = await bench.topic(f"{self.label}-{self.target.name}")
         try:
-            self.producer = FixedRateProducer(bench.broker.bootstrap, topic, shape.devices, seed=bench.options.seed)
+            self.producer = FixedRateProducer(
+                bench.broker.bootstrap, topic, shape.devices, seed=bench.options.seed, moving=self.moving
+            )
             await self.producer.start()
             self.server = bench.server(self.target, topic, **self.env)
             await self.server.start()
             self.rss_before_clients = self.server.rss_bytes()
-            self.subscriptions = shape.subscriptions(self.producer.device_ids, bench.options.seed)
+            if self.subscribe is not None:
+                self.subscriptions = self.subscribe(self.producer)
+            else:
+                self.subscriptions = shape.subscriptions(self.producer.device_ids, bench.options.seed)
             self.pool = ClientPool(
                 HOST, self.server.port, self.subscriptions, processes=shape.client_processes,
                 concurrency=shape.connect_concurrency, deflate=bench.options.deflate,
@@ -114,6 +135,7 @@ class LoadRun:
         shape, server = self.shape, self.server
         duration = duration if duration is not None else shape.duration
         await self.producer.run(rate, shape.warmup)
+        self.producer.prepare(rate, duration)  # a moving fleet's tracks, outside the window
         counters_before = await _counters(server)
         others = {
             "broker": [self.bench.broker.pid or 0],
@@ -133,6 +155,7 @@ class LoadRun:
         report = await self.pool.report(window.t0_ms, window.t1_ms)
         figures = load_figures(rate, window, report, cpu_after - cpu_before, sampler.samples)
         figures.server_counters = _counter_delta(counters_before, counters_after)
+        figures.other_frames = report.others
         figures.other_cpu_percent = {
             name: 100.0 * (others_after[name] - others_before[name]) / window.seconds for name in others
         }

@@ -10,8 +10,18 @@ outboxes included, nothing written to sockets), deliveries per record, and the b
 those deliveries put on the wire (each frame's text plus its WebSocket header), with and without
 ``fields=LATITUD,LONGITUD,SPEED,GPS_DATETIME``.
 
-It runs in process, without a broker or sockets: what it measures is what the index is for, the
-routing cost as box clients grow. The end-to-end latency of box clients is not measured here.
+The in-process part runs without a broker or sockets: what it measures is what the index is for,
+the routing cost as box clients grow.
+
+The end-to-end part runs the gateway (``siscom serve``) on the broker, with the bench producer
+sending the simulator's tracks at 2,000 records/s over 10,000 moving devices, and 1,000 WebSocket
+clients (``--clients``; 2,000 saturated the shared 2-core machine it was written on) spread over
+client processes, with a small box each; then the same with every client
+subscribed by ``device_ids`` to the devices in its box at the start. A box client's deliveries
+offered are the records whose position is in its box (``leave`` frames are extra: counted apart,
+not as deliveries). Boxes with no device at the start are skipped, so that every ``device_ids``
+client has a device. Printed side by side: deliveries offered and delivered, the delivery ratio,
+latency, and the server's CPU per delivery.
 """
 
 from __future__ import annotations
@@ -19,12 +29,16 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 from supervisors import Mailbox
 
+from bench.clients import Subscription
+from bench.producer import FixedRateProducer
 from bench.report import Result, Row, Verdict
-from bench.scenarios.harness import Bench, Scenario
+from bench.scenarios.harness import Bench, Scenario, Shape, ms
+from bench.scenarios.load import LoadFigures, LoadRun
 from bench.servers import SISCOM, Target
 from siscom.core.deliveries import Delivery
 from siscom.core.geo import BBox
@@ -172,7 +186,85 @@ async def viewport(bench: Bench, targets: Sequence[Target]) -> Result:
     result.notes.append(f"fields={','.join(FIELDS)} saves {100 * saved:.0f} % of the bytes on the wire")
     result.notes.append("in process: the router and the stream cores, no broker and no sockets")
     result.figures = figures
+    await _end_to_end(bench, result, figures)
     return result
+
+
+def _in_box_at_start(producer: FixedRateProducer, box: BBox) -> tuple[str, ...]:
+    return tuple(sorted(d for d, position in producer.start_positions.items() if box.contains(*position)))
+
+
+def _chosen_boxes(producer: FixedRateProducer, clients: int, box_degrees: float, seed: int) -> list[BBox]:
+    """The first ``clients`` boxes with a device in them at the start, of the same random boxes the
+    in-process part uses (scaled to ``box_degrees``)."""
+    chosen = []
+    for box in _boxes(4 * clients, seed):
+        box = BBox(box.min_lon, box.min_lat, box.min_lon + box_degrees, box.min_lat + box_degrees)
+        if _in_box_at_start(producer, box):
+            chosen.append(box)
+            if len(chosen) == clients:
+                return chosen
+    raise RuntimeError(f"only {len(chosen)} of {4 * clients} boxes hold a device at the start")
+
+
+async def _end_to_end(bench: Bench, result: Result, figures: dict[str, Any]) -> None:
+    """The gateway served over sockets: box clients, then the same clients by ``device_ids``."""
+    smoke = bench.options.smoke
+    shape = Shape(
+        devices=500 if smoke else 10_000,
+        clients=bench.options.clients or (20 if smoke else 1_000),
+        per_client=None,
+        rate=bench.options.rate or (300.0 if smoke else 2_000.0),
+        warmup=0.5 if smoke else 3.0,
+        duration=1.5 if smoke else 10.0,
+        drain=0.5 if smoke else 2.0,
+        client_processes=2 if smoke else 3,
+    )
+    # The smoke fleet is sparse: a bigger box keeps a few devices in each.
+    box_degrees = 0.02 if smoke else BOX_DEGREES
+    boxes: list[BBox] = []
+
+    def by_box(producer: FixedRateProducer) -> list[Subscription]:
+        boxes[:] = _chosen_boxes(producer, shape.clients, box_degrees, bench.options.seed)
+        return list(boxes)
+
+    def by_ids(producer: FixedRateProducer) -> list[Subscription]:
+        return [_in_box_at_start(producer, box) for box in _chosen_boxes(producer, shape.clients, box_degrees, bench.options.seed)]
+
+    runs: dict[str, LoadFigures] = {}
+    for mode, subscribe in (("bbox", by_box), ("device_ids", by_ids)):
+        async with LoadRun(bench, SISCOM, shape, f"viewport-{mode}", moving=True, subscribe=subscribe) as run:
+            runs[mode] = await run.measure(shape.rate)
+            figures[mode]["end_to_end"] = asdict(runs[mode])
+    label = f"end to end, {shape.clients:,} clients"
+    result.params.update({"end_to_end_clients": shape.clients, "end_to_end_devices": shape.devices, "end_to_end_box": f"{box_degrees} deg"})
+
+    def row(name: str, unit: str, pick: Any, digits: int = 1, show_ratio: bool = True) -> None:
+        result.rows.append(Row(f"{label}: {name}", {m: pick(f) for m, f in runs.items()}, unit, digits, show_ratio))
+
+    row("records produced", "rec/s", lambda f: f.offered_records_s)
+    row("deliveries offered", "", lambda f: f.expected, 0)
+    row("delivered", "", lambda f: f.delivered, 0)
+    row("delivery ratio", "", lambda f: f.delivery_ratio, 4)
+    row("latency p50", "ms", lambda f: f.latency_ms["p50"])
+    row("latency p99", "ms", lambda f: f.latency_ms["p99"])
+    row("worst client p99", "ms", lambda f: f.worst_client_p99_ms)
+    row("server CPU", "%", lambda f: f.cpu_percent)
+    row("server CPU per delivery", "us", lambda f: f.cpu_us_per_delivery)
+    row("leave frames and acks received", "", lambda f: f.other_frames, 0, False)
+    box, ids = runs["bbox"], runs["device_ids"]
+    result.verdicts.append(Verdict(
+        f"{shape.clients:,} box clients over {shape.devices:,} moving devices at {shape.rate:,.0f} rec/s: "
+        "delivery ratio >= 0.999 and p99 <= 100 ms, as by device_ids",
+        box.sustained(100.0) and ids.sustained(100.0),
+        f"bbox {box.delivery_ratio:.4f}, p99 {ms(box.latency_ms['p99'])}; "
+        f"device_ids {ids.delivery_ratio:.4f}, p99 {ms(ids.latency_ms['p99'])}",
+    ))
+    result.notes.append(
+        f"end to end: the gateway, the broker and {shape.clients:,} WebSocket clients in "
+        f"{shape.client_processes} processes; box clients' deliveries offered are the records whose "
+        "position is in their box; by device_ids, the devices in the box at the start"
+    )
 
 
 SCENARIO = Scenario("viewport", viewport, targets=(SISCOM,), order=60)

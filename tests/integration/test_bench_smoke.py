@@ -37,7 +37,7 @@ def test_every_scenario_runs_both_servers_and_writes_its_figures(tmp_path):
         "steady", "capacity", "overload", "idle", "crowd", "many", "overdrive", "pipeline", "viewport", "flood"
     }
     for entry in scenarios.values():
-        # viewport compares routing by box with routing by device_ids, in process.
+        # viewport compares routing by box with routing by device_ids, in process and end to end.
         assert entry["targets"] == (["bbox", "device_ids"] if entry["scenario"] == "viewport" else ["siscom", "naive"])
         assert entry["rows"], entry["scenario"]
         # The table printed for each scenario shows every figure beside the baseline's, as a ratio.
@@ -60,9 +60,13 @@ def test_every_scenario_runs_both_servers_and_writes_its_figures(tmp_path):
     assert "siscom/naive" in completed.stdout
     viewport = scenarios["viewport"]["figures"]
     for mode in ("bbox", "device_ids"):
-        counts = sorted(int(count) for count in viewport[mode] if count != "fields")
+        counts = sorted(int(count) for count in viewport[mode] if count.isdigit())
         assert viewport[mode][str(counts[0])]["deliveries"] == 0 < viewport[mode][str(counts[-1])]["deliveries"]
         assert 0 < viewport[mode]["fields"]["wire_bytes"] < viewport[mode][str(counts[-1])]["wire_bytes"]
+        # ... and end to end, over sockets, with devices that move.
+        end_to_end = viewport[mode]["end_to_end"]
+        assert 0 < end_to_end["delivered"] <= end_to_end["expected"]
+        assert end_to_end["latency_ms"]["p99"] is not None
 
     # Servers, client processes and the broker were all stopped.
     leftovers = [child for child in psutil.Process().children(recursive=True) if child.pid not in before]
