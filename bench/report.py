@@ -8,6 +8,9 @@ from typing import Any
 
 Value = float | int | str | None
 
+#: The servers the gateway's figures are shown as ratios to, when they ran.
+BASELINES = ("naive", "websockets")
+
 
 @dataclass
 class Row:
@@ -53,6 +56,9 @@ class Result:
         for row in self.rows:
             entry = asdict(row)
             entry["ratio"] = row.ratio("siscom", "naive")
+            for baseline in BASELINES[1:]:
+                if baseline in self.targets:
+                    entry[f"ratio_{baseline}"] = row.ratio("siscom", baseline)
             rows.append(entry)
         return {
             "scenario": self.scenario,
@@ -79,13 +85,13 @@ def _format(value: Value, digits: int) -> str:
 
 def render(result: Result) -> str:
     """A plain-text table: figure, unit, one column per target, then the ratio gateway/baseline."""
-    has_ratio = "siscom" in result.targets and "naive" in result.targets
-    header = ["figure", "unit", *result.targets] + (["siscom/naive"] if has_ratio else [])
+    baselines = [name for name in BASELINES if "siscom" in result.targets and name in result.targets]
+    header = ["figure", "unit", *result.targets] + [f"siscom/{name}" for name in baselines]
     lines = [header]
     for row in result.rows:
         cells = [row.label, row.unit, *(_format(row.values.get(name), row.digits) for name in result.targets)]
-        if has_ratio:
-            ratio = row.ratio("siscom", "naive")
+        for name in baselines:
+            ratio = row.ratio("siscom", name)
             cells.append("-" if ratio is None else f"{ratio:.2f}x")
         lines.append(cells)
     widths = [max(len(line[column]) for line in lines) for column in range(len(header))]

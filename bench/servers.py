@@ -11,6 +11,8 @@ alive after the grace period.
 from __future__ import annotations
 
 import asyncio
+import re
+import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -24,6 +26,7 @@ from siscom.dev.http import http_get_json, http_status
 from siscom.dev.processes import ChildProcess, clean_env, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+_SEGS_OUT = re.compile(r"\bsegs_out:(\d+)")
 HOST = "127.0.0.1"
 
 
@@ -45,7 +48,14 @@ class Target:
 
 SISCOM = Target("siscom", "the gateway (siscom serve)", "siscom", ("serve",))
 SISCOM_2_WORKERS = Target("siscom-w2", "the gateway, 2 workers", "siscom", ("serve", "--workers", "2"))
+SISCOM_PLAIN = Target(
+    "siscom-plain", "the gateway, write coalescing off", "siscom", ("serve",), env={"STREAM_COALESCE_WRITES": "false"}
+)
 NAIVE = Target("naive", "naive Quart fan-out (bench/baselines/naive.py)", "bench.baselines.naive", stats_path="/stats")
+WEBSOCKETS = Target(
+    "websockets", "bare websockets broadcast (bench/baselines/bare_websockets.py)", "bench.baselines.bare_websockets",
+    stats_path="/stats",
+)
 
 
 class ServerUnderTest:
@@ -78,8 +88,8 @@ class ServerUnderTest:
         )
         self._psutil = psutil.Process(self._child.pid)
 
-    async def stats(self) -> dict[str, Any]:
-        status, body = await asyncio.to_thread(http_get_json, self.url + self.target.stats_path)
+    async def stats(self, timeout: float = 5.0) -> dict[str, Any]:
+        status, body = await asyncio.to_thread(http_get_json, self.url + self.target.stats_path, timeout)
         if status != 200:
             raise RuntimeError(f"{self.target.stats_path} answered {status}")
         return body
@@ -104,6 +114,25 @@ class ServerUnderTest:
             except psutil.NoSuchProcess:
                 continue
         return total
+
+    def segments_out(self) -> int | None:
+        """TCP segments the server has sent on its port so far, over its open connections
+        (the kernel's per-socket ``segs_out``, from ``ss``); None when ``ss`` is not installed.
+
+        The count of ``send()`` calls that reach the network: one per write of a frame or of a
+        coalesced group of frames (loopback's segment size is far above any group of frames).
+        ``/proc/PID/io`` ``syscw`` would be the obvious source, but Linux counts only the
+        ``write()`` family there, never ``send()``/``sendto()``, which is how asyncio writes to a
+        socket, so it reads 0 however many frames leave.
+        """
+        try:
+            listing = subprocess.run(
+                ["ss", "-Htin", "state", "established", f"( sport = :{self.port} )"],
+                capture_output=True, text=True, timeout=30, check=True,
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return sum(int(found) for found in _SEGS_OUT.findall(listing))
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM, then SIGKILL whatever of the process group is still alive after ``timeout``."""

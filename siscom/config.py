@@ -458,6 +458,11 @@ class Settings:
         "a garbage-collector pause)",
         "longest a write to one client may stall before that client is closed with 1013",
     )
+    stream_coalesce_writes: bool = _setting(
+        True, _boolean, "true or false (also 1/0, yes/no, on/off)",
+        "write the frames waiting for a client in one write, from the event-loop turn after they "
+        "were routed, below ASGI (Hypercorn only); false sends every frame through ASGI",
+    )
     stream_close_linger_seconds: float = _setting(
         5.0, _positive_seconds, "a number of seconds greater than 0",
         "longest a connection stays open after its stream ended (close frame not yet read, or not "

@@ -51,6 +51,9 @@ class Shape:
     duration: float
     drain: float
     client_processes: int = 2
+    #: Handshakes in flight at once per client process (fewer for thousands of clients: a burst
+    #: beyond the listen backlog costs SYN retransmissions, seconds each).
+    connect_concurrency: int = 64
 
     def subscriptions(self, device_ids: Sequence[str], seed: int) -> list[Subscription]:
         if self.per_client is None:

@@ -4,6 +4,7 @@ producer at a fixed rate, measured over windows, and the table rows that show th
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,14 @@ class LoadFigures:
     other_cpu_percent: dict[str, float]
     age_first_p99_ms: float | None = None
     age_last_p99_ms: float | None = None
+    #: TCP segments the server sent in the window per frame delivered (see ServerUnderTest.segments_out).
+    segments_per_delivery: float | None = None
+    #: Clients whose keep-alives all came on time in the window (when the scenario checks them).
+    keepalives_on_time: int | None = None
+    clients: int = 0
+    #: Server RSS before any client connected, and per connection once they all had.
+    rss_before_clients_mb: float | None = None
+    kb_per_connection: float | None = None
     #: Frames other than positions and keep-alives (a map client's ``leave`` frames, acks).
     other_frames: int = 0
 
@@ -66,11 +75,16 @@ class LoadRun:
         *,
         moving: bool = False,
         subscribe: Callable[[FixedRateProducer], list[Subscription]] | None = None,
+        **env: str,
     ) -> None:
         """``moving``: the producer sends the simulator's tracks (see :class:`FixedRateProducer`).
-        ``subscribe``: the clients' subscriptions, given the producer; by default the shape's."""
+        ``subscribe``: the clients' subscriptions, given the producer; by default the shape's.
+        ``env``: settings for the server, beside the harness's."""
         self.bench, self.target, self.shape, self.label = bench, target, shape, label
         self.moving, self.subscribe = moving, subscribe
+        self.env = env
+        self.rss_before_clients = 0
+        self.rss_connected = 0
         self.server: ServerUnderTest | None = None
         self.pool: ClientPool | None = None
         self.producer: FixedRateProducer | None = None
@@ -84,19 +98,22 @@ class LoadRun:
                 bench.broker.bootstrap, topic, shape.devices, seed=bench.options.seed, moving=self.moving
             )
             await self.producer.start()
-            self.server = bench.server(self.target, topic)
+            self.server = bench.server(self.target, topic, **self.env)
             await self.server.start()
+            self.rss_before_clients = self.server.rss_bytes()
             if self.subscribe is not None:
                 self.subscriptions = self.subscribe(self.producer)
             else:
                 self.subscriptions = shape.subscriptions(self.producer.device_ids, bench.options.seed)
             self.pool = ClientPool(
-                HOST, self.server.port, self.subscriptions, processes=shape.client_processes, deflate=bench.options.deflate
+                HOST, self.server.port, self.subscriptions, processes=shape.client_processes,
+                concurrency=shape.connect_concurrency, deflate=bench.options.deflate,
             )
-            connected = await self.pool.start()
+            connected = await self.pool.start(timeout=max(120.0, len(self.subscriptions) / 20))
             if connected < len(self.subscriptions):
                 raise RuntimeError(f"only {connected} of {len(self.subscriptions)} clients connected: {dict(self.pool.errors)}")
-            await wait_connections(self.server, connected)
+            await wait_connections(self.server, connected, timeout=max(30.0, len(self.subscriptions) / 100))
+            self.rss_connected = self.server.rss_bytes()
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
@@ -110,27 +127,31 @@ class LoadRun:
         if self.producer is not None:
             await self.producer.stop()
 
-    async def measure(self, rate: float, *, duration: float | None = None, age_segment: float | None = None) -> LoadFigures:
+    async def measure(
+        self, rate: float, *, duration: float | None = None, age_segment: float | None = None, keepalive: float | None = None
+    ) -> LoadFigures:
         """Warm up, produce for one window at ``rate``, let deliveries drain, and collect the figures."""
         assert self.server is not None and self.pool is not None and self.producer is not None
         shape, server = self.shape, self.server
         duration = duration if duration is not None else shape.duration
         await self.producer.run(rate, shape.warmup)
         self.producer.prepare(rate, duration)  # a moving fleet's tracks, outside the window
-        counters_before = await server.stats()
+        counters_before = await _counters(server)
         others = {
             "broker": [self.bench.broker.pid or 0],
             "clients": self.pool.pids,
             "harness": [os.getpid()],
         }
         async with ResourceSampler(server) as sampler:
+            segments_before = await asyncio.to_thread(server.segments_out)
             cpu_before = server.cpu_seconds()
             others_before = {name: cpu_seconds(pids) for name, pids in others.items()}
             window = await self.producer.run(rate, duration)
             cpu_after = server.cpu_seconds()
             others_after = {name: cpu_seconds(pids) for name, pids in others.items()}
+            segments_after = await asyncio.to_thread(server.segments_out)
         await asyncio.sleep(shape.drain)
-        counters_after = await server.stats()
+        counters_after = await _counters(server)
         report = await self.pool.report(window.t0_ms, window.t1_ms)
         figures = load_figures(rate, window, report, cpu_after - cpu_before, sampler.samples)
         figures.server_counters = _counter_delta(counters_before, counters_after)
@@ -140,6 +161,18 @@ class LoadRun:
         }
         if age_segment is not None:
             figures.age_first_p99_ms, figures.age_last_p99_ms = _segment_ages(report, window, age_segment)
+        if segments_before is not None and segments_after is not None and figures.delivered:
+            # Frames of the window may still arrive in the drain; segments are counted in the window.
+            figures.segments_per_delivery = (segments_after - segments_before) / figures.delivered
+        if keepalive is not None:
+            wanted = math.floor(window.seconds / keepalive)
+            late_after = keepalive + max(1.0, 0.2 * keepalive)
+            figures.keepalives_on_time = sum(
+                client.pings >= wanted and (client.max_ping_gap or 0.0) <= late_after for client in report.clients
+            )
+        figures.clients = len(report.clients)
+        figures.rss_before_clients_mb = self.rss_before_clients / MB
+        figures.kb_per_connection = (self.rss_connected - self.rss_before_clients) / 1024 / max(len(report.clients), 1)
         return figures
 
 
@@ -180,6 +213,15 @@ def _segment_ages(report: PoolReport, window: Window, seconds: float) -> tuple[f
     return summary(first)["p99"], summary(last)["p99"]
 
 
+async def _counters(server: ServerUnderTest) -> dict[str, Any]:
+    """The server's counters; none when a saturated server does not answer in time (its event
+    loop is the thing being measured: a slow answer is a figure, not a failure of the run)."""
+    try:
+        return await server.stats(timeout=30.0)
+    except (OSError, RuntimeError, ValueError):
+        return {}
+
+
 def _counter_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
     return {
         name: after[name] - before.get(name, 0)
@@ -203,6 +245,7 @@ def load_rows(result: Result, figures: dict[str, LoadFigures]) -> None:
     row("worst client p99", "ms", lambda f: f.worst_client_p99_ms)
     row("server CPU", "%", lambda f: f.cpu_percent)
     row("server CPU per delivery", "us", lambda f: f.cpu_us_per_delivery, 1)
+    row("server TCP segments per delivery", "", lambda f: f.segments_per_delivery, 3)
     row("broker CPU", "%", lambda f: f.other_cpu_percent["broker"], show_ratio=False)
     row("clients + producer CPU", "%", lambda f: f.other_cpu_percent["clients"] + f.other_cpu_percent["harness"], show_ratio=False)
     row("server RSS start", "MB", lambda f: f.rss_start_mb)

@@ -7,6 +7,11 @@ messages to the core, arms the token's timers (the ``token-expiring`` notice and
 refresh the core accepts moves both), and sends the close. The router reaches the
 core directly (it is the subscriber), and :meth:`StreamCore.deliver` never waits.
 
+When the transport can write without awaiting (``transport.direct``: write coalescing, see
+siscom/web/coalesce.py), a frame queued while the pump waits does not wake it: a callback in the
+next event-loop turn writes everything waiting in one write. The pump takes over only when the
+socket would block, and writes through the transport's ``send`` under the deadline.
+
 How a session ends, and the close code the client sees (see :class:`~siscom.core.stream.Cause`):
 - the client leaves: nothing to send;
 - the service shuts down: 1001 (the session is asked to close, or cancelled by its supervisor);
@@ -118,6 +123,11 @@ class Session(Actor):
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._wake_callback = self._wake
+        #: Writing without waking this task (see _flush), when the transport offers it.
+        self._direct = getattr(transport, "direct", None)  # optional in the Transport protocol
+        self._queued_callback = self._frames_queued
+        self._flush_callback = self._flush
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: Sending the close frame, when it took longer than the close timeout (see _send_close).
         self._closing: asyncio.Future[None] | None = None
         #: Drops the connection once the linger after the end is over.
@@ -170,7 +180,7 @@ class Session(Actor):
     # The pump
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         core = self.core
         self._metrics.stream_opened()
         receiver = None
@@ -293,19 +303,60 @@ class Session(Actor):
     async def _wait(self, delay: float) -> None:
         """Wait until a frame is queued, the stream is closed, or ``delay`` seconds pass."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + delay
-        timer = self._timer
-        if timer is None or abs(timer.when() - deadline) > _SAME_DEADLINE:
-            if timer is not None:
-                timer.cancel()
-            self._timer = loop.call_at(deadline, self._time_is_up)
+        self._arm_timer(loop.time() + delay)
         self._waiter = loop.create_future()
-        self.core.outbox.waker = self._wake_callback
+        self.core.outbox.waker = self._wake_callback if self._direct is None else self._queued_callback
         try:
             await self._waiter
         finally:
             self._waiter = None
             self.core.outbox.waker = None
+
+    def _arm_timer(self, deadline: float) -> None:
+        """End the pump's wait at ``deadline`` (the timer already set is kept if it is the same)."""
+        timer = self._timer
+        if timer is None or abs(timer.when() - deadline) > _SAME_DEADLINE:
+            if timer is not None:
+                timer.cancel()
+            assert self._loop is not None
+            self._timer = self._loop.call_at(deadline, self._time_is_up)
+
+    def _frames_queued(self) -> None:
+        """A frame was queued (by the router, usually, in the middle of a batch): write in the
+        next turn, after the batch, so that everything queued for this client meanwhile leaves
+        together."""
+        assert self._loop is not None
+        self._loop.call_soon(self._flush_callback)
+
+    def _flush(self) -> None:
+        """Write what waits straight to the socket, in one write, while the pump waits and the
+        socket takes the bytes now; otherwise wake the pump, which writes through the plain path
+        and waits for the client under the send deadline (so a slow client only holds its own
+        task, never the turn that routes for everyone)."""
+        waiter, core, direct = self._waiter, self.core, self._direct
+        if waiter is None or waiter.done() or core.closing is not None or direct is None:
+            return  # the pump is busy writing, or the stream is ending: it takes what waits
+        if not direct.ready():
+            self._wake()
+            return
+        assert self._loop is not None
+        now = self._loop.time()
+        texts = core.take(now)
+        while more := core.take(now):
+            texts += more
+        if texts:
+            try:
+                direct.write(texts)
+            except (OSError, RuntimeError):  # the connection is going (e.g. after write_eof)
+                core.client_gone()
+                return
+            self._metrics.incr(Metric.FRAMES_SENT, len(texts))
+            if core.outbox.conflated:
+                self._metrics.incr(Metric.CONFLATED, core.take_conflated())
+        core.outbox.waker = self._queued_callback
+        # What the core says to wait for may have changed (a frame held for a rate slot, the
+        # keep-alive just written): the pump's wait ends then, as if it had recomputed it.
+        self._arm_timer(now + core.wait_time(now))
 
     def _wake(self) -> None:
         waiter = self._waiter

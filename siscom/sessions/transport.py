@@ -14,8 +14,20 @@ class ClientGone(Exception):
     """The client has disconnected; nothing more can be sent or received."""
 
 
+class DirectWrites(Protocol):
+    """Writing frames without awaiting: several frames in one write, from any callback."""
+
+    def ready(self) -> bool:
+        """True when what is written now goes out without waiting for the client."""
+
+    def write(self, texts: list[str]) -> None:
+        """Write ``texts``, in order, in one write (only when :meth:`ready`)."""
+
+
 class Transport(Protocol):
     peer: str
+    #: Optional (absent or None: every frame goes through :meth:`send`).
+    direct: DirectWrites | None
 
     async def send(self, text: str) -> None: ...
 

@@ -68,6 +68,16 @@ class HypercornConnection:
         return cls(stream, writer)
 
     @property
+    def stream(self) -> Any:
+        """Hypercorn's ``WSStream`` of this websocket (see siscom/web/coalesce.py)."""
+        return self._stream
+
+    @property
+    def transport(self) -> asyncio.WriteTransport | None:
+        """The connection's asyncio transport (see siscom/web/coalesce.py)."""
+        return self._writer.transport  # type: ignore[return-value]
+
+    @property
     def abandoned(self) -> bool:
         """True when Hypercorn has given up the websocket without telling the app (it answered
         400 to bytes sent before the accept): nothing the app sends arrives, no disconnect comes."""

@@ -151,7 +151,9 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
                 await refuse(peer, Metric.FORBIDDEN_REQUESTS, error, "device not allowed")
                 return
 
-        transport = QuartTransport(websocket._get_current_object(), peer, connection)
+        transport = QuartTransport(
+            websocket._get_current_object(), peer, connection, coalesce=gateway.settings.stream_coalesce_writes
+        )
         try:
             session = await gateway.open_session(transport, device_ids, grant=grant, options=options, resume=resume)
         except RuntimeError:

@@ -18,6 +18,7 @@ import pytest
 from support.server import REPO_ROOT
 
 
+@pytest.mark.timeout(480)
 @pytest.mark.usefixtures("broker")  # only to require the tansu binary (fails under CI if missing)
 def test_every_scenario_runs_both_servers_and_writes_its_figures(tmp_path):
     before = {child.pid for child in psutil.Process().children(recursive=True)}
@@ -27,12 +28,14 @@ def test_every_scenario_runs_both_servers_and_writes_its_figures(tmp_path):
     completed = subprocess.run(
         [sys.executable, "-m", "bench", "all", "--smoke", "--targets", "siscom,naive", "--json", str(out),
          "--workdir", str(tmp_path / "logs")],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240,
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=420,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     document = json.loads(out.read_text())
     scenarios = {entry["scenario"]: entry for entry in document["scenarios"]}
-    assert set(scenarios) == {"steady", "capacity", "overload", "idle", "pipeline", "viewport", "flood"}
+    assert set(scenarios) == {
+        "steady", "capacity", "overload", "idle", "crowd", "many", "overdrive", "pipeline", "viewport", "flood"
+    }
     for entry in scenarios.values():
         # viewport compares routing by box with routing by device_ids, in process and end to end.
         assert entry["targets"] == (["bbox", "device_ids"] if entry["scenario"] == "viewport" else ["siscom", "naive"])
@@ -48,6 +51,12 @@ def test_every_scenario_runs_both_servers_and_writes_its_figures(tmp_path):
         assert 0 < overload["delivered"] <= overload["expected"]
         assert scenarios["idle"]["figures"][name]["connected"] == scenarios["idle"]["params"]["connections"]
         assert scenarios["capacity"]["figures"][name]["steps"]
+        for scenario in ("many", "overdrive", "crowd"):
+            figures = scenarios[scenario]["figures"][name]
+            assert 0 < figures["delivered"] <= figures["expected"], scenario
+            # Segments sent per delivery (from ss): the figure that shows frames leaving together.
+            assert figures["segments_per_delivery"] is not None, scenario
+        assert scenarios["crowd"]["figures"][name]["keepalives_on_time"] is not None
     assert "siscom/naive" in completed.stdout
     viewport = scenarios["viewport"]["figures"]
     for mode in ("bbox", "device_ids"):

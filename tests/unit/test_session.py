@@ -38,6 +38,7 @@ class FakeTransport:
     the client sends (an exception in it is raised by ``receive``)."""
 
     peer = "192.0.2.1"
+    direct = None
 
     def __init__(self) -> None:
         self.sent: list[str] = []
@@ -382,3 +383,115 @@ async def test_asking_for_devices_outside_the_grant_ends_the_stream_with_1008_an
     assert h.transport.closed == (CloseCode.POLICY_VIOLATION, "device not allowed")
     assert h.metrics.counters["forbidden_requests"] == 1
     assert len(h.table) == 0
+
+
+class FakeDirect:
+    """Direct writes (siscom/web/coalesce.py) as the session sees them: ``ready`` cleared is a
+    socket that would block; ``writes`` keeps each write's frames."""
+
+    def __init__(self) -> None:
+        self.writes: list[list[str]] = []
+        self.is_ready = True
+
+    def ready(self) -> bool:
+        return self.is_ready
+
+    def write(self, texts: list[str]) -> None:
+        assert self.is_ready, "wrote to a socket that would block"
+        self.writes.append(list(texts))
+
+
+def with_direct(h: Harness) -> FakeDirect:
+    h.transport.direct = FakeDirect()
+    return h.transport.direct
+
+
+async def test_frames_routed_in_one_turn_leave_in_one_write_without_waking_the_pump(harness):
+    h = harness(snapshot=False)
+    direct = with_direct(h)
+    session = h.start()
+    await asyncio.sleep(0.01)  # the pump now waits
+    for n in range(3):  # one router batch: synchronous
+        session.core.deliver(position("a", n))
+        session.core.deliver(position("b", n))
+    await asyncio.sleep(0)  # the next turn
+    assert [len(texts) for texts in direct.writes] == [6]
+    assert [json.loads(t)["data"]["data"]["N"] for t in direct.writes[0]] == [0, 0, 1, 1, 2, 2]
+    assert h.transport.sent == []  # nothing through the awaited path
+    assert session._waiter is not None and not session._waiter.done(), "the pump was woken"
+    assert h.metrics.counters["frames_sent"] == 6
+    session.core.deliver(position("a", 3))  # the next batch: armed again
+    await asyncio.sleep(0)
+    assert [len(texts) for texts in direct.writes] == [6, 1]
+
+
+async def test_a_socket_that_would_block_sends_through_the_pump_under_its_deadline(harness):
+    h = harness(snapshot=False, send_timeout_seconds=1.0)
+    direct = with_direct(h)
+    session = h.start()
+    await asyncio.sleep(0.01)
+    direct.is_ready = False
+    h.transport.writable.clear()  # the plain path stalls too: a client that does not read
+    session.core.deliver(position("a", 1))
+    await asyncio.sleep(0.05)
+    assert direct.writes == [] and h.transport.sent == []
+    await h.ended(timeout=3.0)  # past the deadline: closed as a slow client
+    assert h.metrics.counters["slow_client_closes"] == 1
+
+
+async def test_once_the_socket_drains_direct_writes_resume(harness):
+    h = harness(snapshot=False)
+    direct = with_direct(h)
+    session = h.start()
+    await asyncio.sleep(0.01)
+    direct.is_ready = False
+    session.core.deliver(position("a", 1))
+    await h.until(lambda: numbers(h.transport) == [1])  # written by the pump
+    direct.is_ready = True
+    session.core.deliver(position("a", 2))
+    await h.until(lambda: direct.writes)
+    assert [json.loads(t)["data"]["data"]["N"] for t in direct.writes[0]] == [2]
+
+
+async def test_a_flush_due_after_the_close_writes_nothing(harness):
+    h = harness(snapshot=False)
+    direct = with_direct(h)
+    session = h.start()
+    await asyncio.sleep(0.01)
+    session.core.deliver(position("a", 1))
+    session.close(CloseCode.GOING_AWAY, "bye")  # in the same turn, before the flush
+    await h.ended()
+    assert direct.writes == []
+    assert h.transport.closed == (CloseCode.GOING_AWAY, "bye")
+
+
+class HeldCore(StreamCore):
+    """A core that holds one frame until a time, as a rate limit (max_hz) holds a position."""
+
+    held: tuple[float, str] | None = None
+
+    def take(self, now: float) -> list[str]:
+        if self.held is not None and now >= self.held[0]:
+            self.outbox.put_kept(self.held[1])
+            self.held = None
+        return super().take(now)
+
+    def wait_time(self, now: float) -> float:
+        wait = super().wait_time(now)
+        return wait if self.held is None else min(wait, max(0.0, self.held[0] - now))
+
+
+async def test_a_frame_held_until_later_goes_out_then_though_the_pump_was_never_woken(harness):
+    h = harness(snapshot=False)
+    direct = with_direct(h)
+    core = HeldCore(h.device_ids, table=h.table, policy=h.limits.policy)
+    session = Session(h.transport, core, name="session-1", limits=h.limits, metrics=h.metrics)
+    h.session, h.task = session, asyncio.create_task(session.run())
+    await asyncio.sleep(0.01)
+    loop = asyncio.get_running_loop()
+    core.held = (loop.time() + 0.1, position("b", 9).text)
+    core.deliver(position("a", 1))  # written directly; the held frame is due in 0.1 s
+    await h.until(lambda: direct.writes)
+    await h.until(lambda: h.transport.sent or len(direct.writes) > 1, timeout=1.0)
+    sent = [t for texts in direct.writes for t in texts] + h.transport.sent
+    assert [json.loads(t)["data"]["data"]["N"] for t in sent] == [1, 9]

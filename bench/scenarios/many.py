@@ -1,0 +1,58 @@
+"""``many``: many dashboards, few vehicles each: 1,000 clients x 10 of 1,000 devices, 2,400
+records/s (24,000 deliveries/s, about a quarter of a frame per client per Kafka batch).
+
+Target: sustained (delivery ratio >= 0.999, p99 <= 100 ms). Run beside the gateway with write
+coalescing off, the naive baseline and the bare ``websockets`` broadcast server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from bench.report import Result, Verdict
+from bench.scenarios.harness import Bench, Scenario, Shape, ms
+from bench.scenarios.load import LoadFigures, LoadRun, load_rows
+from bench.servers import NAIVE, SISCOM, SISCOM_PLAIN, WEBSOCKETS, Target
+
+MAX_P99_MS = 100.0
+
+
+def many_shape(smoke: bool, rate: float) -> Shape:
+    """1,000 clients x 10 of 1,000 devices, as ``many`` and ``overdrive`` load them."""
+    return Shape(
+        devices=50 if smoke else 1000,
+        clients=20 if smoke else 1000,
+        per_client=5 if smoke else 10,
+        rate=rate,
+        warmup=0.3 if smoke else 3.0,
+        duration=1.0 if smoke else 15.0,
+        drain=0.5 if smoke else 3.0,
+        client_processes=2,
+        connect_concurrency=32,
+    )
+
+
+async def many(bench: Bench, targets: Sequence[Target]) -> Result:
+    smoke = bench.options.smoke
+    shape = many_shape(smoke, bench.options.rate or (100.0 if smoke else 2400.0))
+    result = Result("many", shape.params(), [target.name for target in targets])
+    figures: dict[str, LoadFigures] = {}
+    for target in targets:
+        async with LoadRun(bench, target, shape, "many") as run:
+            figures[target.name] = await run.measure(shape.rate)
+    load_rows(result, figures)
+    result.figures = {name: asdict(f) for name, f in figures.items()}
+    if "siscom" in figures:
+        f = figures["siscom"]
+        result.verdicts.append(
+            Verdict(
+                f"many: {f.offered_deliveries_s:,.0f} deliveries/s sustained (ratio >= 0.999, p99 <= {MAX_P99_MS:.0f} ms)",
+                f.sustained(MAX_P99_MS),
+                f"ratio {f.delivery_ratio:.4f}, p99 {ms(f.latency_ms['p99'])}",
+            )
+        )
+    return result
+
+
+SCENARIO = Scenario("many", many, targets=(SISCOM, SISCOM_PLAIN, NAIVE, WEBSOCKETS), order=50)

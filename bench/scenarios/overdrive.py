@@ -1,0 +1,66 @@
+"""``overdrive``: the clients of ``many`` (1,000 x 10 of 1,000 devices), offered 3,600 records/s
+(36,000 deliveries/s): more than one process of any of the servers delivers on two shared cores.
+
+Target: delivered/s >= 2x the naive baseline and >= 1.0x the bare ``websockets`` broadcast
+server; no backlog (every client's p99 data age <= 1 s: positions are conflated); RSS flat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from bench.report import Result, Row, Verdict
+from bench.scenarios.harness import Bench, Scenario, ms
+from bench.scenarios.load import LoadFigures, LoadRun, load_rows
+from bench.scenarios.many import many_shape
+from bench.servers import NAIVE, SISCOM, SISCOM_PLAIN, WEBSOCKETS, Target
+
+
+async def overdrive(bench: Bench, targets: Sequence[Target]) -> Result:
+    smoke = bench.options.smoke
+    shape = many_shape(smoke, bench.options.rate or (150.0 if smoke else 3600.0))
+    segment = 0.5 if smoke else 5.0
+    result = Result("overdrive", shape.params(), [target.name for target in targets])
+    figures: dict[str, LoadFigures] = {}
+    for target in targets:
+        async with LoadRun(bench, target, shape, "overdrive") as run:
+            figures[target.name] = await run.measure(shape.rate, age_segment=segment)
+    load_rows(result, figures)
+    result.rows += [
+        Row(f"data age p99, last {segment:g} s", {n: f.age_last_p99_ms for n, f in figures.items()}, "ms"),
+        Row("RSS growth, 2nd half", {n: f.rss_end_mb - f.rss_mid_mb for n, f in figures.items()}, "MB", show_ratio=False),
+        Row("conflated / dropped", {n: f.server_counters.get("conflated", f.server_counters.get("dropped")) for n, f in figures.items()}, "frames", 0, False),
+    ]
+    result.figures = {name: asdict(f) for name, f in figures.items()}
+    ours = figures.get("siscom")
+    if ours is not None:
+        for name, factor in (("naive", 2.0), ("websockets", 1.0)):
+            theirs = figures.get(name)
+            if theirs is not None and theirs.delivered_s:
+                ratio = ours.delivered_s / theirs.delivered_s
+                result.verdicts.append(
+                    Verdict(
+                        f"overdrive: delivered/s >= {factor:g}x {name}",
+                        ratio >= factor,
+                        f"{ours.delivered_s:,.0f} vs {theirs.delivered_s:,.0f}/s: {ratio:.2f}x",
+                    )
+                )
+        worst = ours.worst_client_p99_ms
+        growth = ours.rss_end_mb - ours.rss_mid_mb
+        result.verdicts += [
+            Verdict(
+                "overdrive: every client's p99 data age <= 1 s",
+                worst is not None and worst <= 1000.0,
+                f"worst client p99 {ms(worst)} at {ours.offered_deliveries_s:,.0f}/s offered",
+            ),
+            Verdict(
+                "overdrive: RSS flat",
+                growth <= max(5.0, 0.05 * ours.rss_mid_mb),
+                f"{ours.rss_mid_mb:.1f} MB halfway, {ours.rss_end_mb:.1f} MB at the end (flat: grows <= 5 MB or 5%)",
+            ),
+        ]
+    return result
+
+
+SCENARIO = Scenario("overdrive", overdrive, targets=(SISCOM, SISCOM_PLAIN, NAIVE, WEBSOCKETS), order=55)

@@ -1,0 +1,99 @@
+"""Write coalescing ("corking"): every frame waiting for one client leaves in one write, from the
+event-loop turn after it was routed, without waking the client's session task.
+
+Why below ASGI: an ASGI ``websocket.send`` carries one message per awaited call, and under
+Hypercorn 0.18 each call goes ``WSStream.app_send`` -> wsproto -> ``H11Protocol.stream_send`` ->
+``TCPServer.protocol_send`` (a lock, ``StreamWriter.write``, ``drain``): one ``send()`` system
+call per frame, from a task that has to be woken to make it. That path is most of the gateway's
+CPU when many clients each get a few frames per batch. Nothing above ASGI can join frames into
+one write or write without a task, so :class:`DirectWriter` frames the texts itself and hands
+them to the connection's asyncio transport in one ``write``:
+
+- only text data frames: control frames (pong, close) stay with Hypercorn, each one whole write,
+  so frames never interleave; and only while the websocket is open (Hypercorn's stream
+  ``CONNECTED`` and not ``closed``, wsproto ``OPEN``, the transport not closing);
+- only while the transport takes bytes without waiting (its buffer at or below the high-water
+  mark, the same test under which Hypercorn's ``drain`` returns at once); otherwise the session
+  falls back to the ASGI path, which waits for the client under the send deadline;
+- without compression the frame is built here (RFC 6455 section 5.2, unmasked, FIN set); with
+  permessage-deflate it is built by the connection's own wsproto object, whose compression
+  context must see every data frame in order.
+
+Nothing is buffered here: whatever is written is in the transport before the session can send
+its close frame, so a close never overtakes (or loses) the frames before it.
+
+``tests/unit/test_coalesce_contract.py`` fails, naming the versions, when Hypercorn or wsproto
+change what this relies on. ``STREAM_COALESCE_WRITES=false`` turns it off (every frame through
+ASGI, as under any other server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from siscom.web.hypercorn_link import HypercornConnection
+
+_TEXT_FIN = 0x81
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One unmasked, final text frame carrying ``payload`` (RFC 6455 5.2)."""
+    size = len(payload)
+    if size < 126:
+        return bytes((_TEXT_FIN, size)) + payload
+    if size < 65536:
+        return bytes((_TEXT_FIN, 126)) + size.to_bytes(2, "big") + payload
+    return bytes((_TEXT_FIN, 127)) + size.to_bytes(8, "big") + payload
+
+
+class DirectWriter:
+    """Writes text frames of one Hypercorn websocket straight to its transport."""
+
+    __slots__ = ("_stream", "_transport", "_high_water", "_connected", "_open", "_compressing")
+
+    def __init__(self, stream: Any, transport: asyncio.WriteTransport) -> None:
+        from hypercorn.protocol.ws_stream import ASGIWebsocketState
+        from wsproto.connection import ConnectionState
+
+        self._stream = stream
+        self._transport = transport
+        self._high_water = transport.get_write_buffer_limits()[1]
+        self._connected = ASGIWebsocketState.CONNECTED
+        self._open = ConnectionState.OPEN
+        # wsproto 1.3: Connection._proto is the FrameProtocol; its extensions were agreed in the
+        # handshake (permessage-deflate or none).
+        self._compressing = bool(stream.connection._proto.extensions)
+
+    @classmethod
+    def of(cls, connection: HypercornConnection | None) -> DirectWriter | None:
+        """A writer for an accepted websocket, or None when there is no link to write through."""
+        if connection is None:
+            return None
+        stream, transport = connection.stream, connection.transport
+        if getattr(stream, "connection", None) is None or transport is None:
+            return None
+        return cls(stream, transport)
+
+    def ready(self) -> bool:
+        """True when frames written now go out without anyone waiting: the websocket is open and
+        the transport's buffer is not above its high-water mark."""
+        stream = self._stream
+        return (
+            not stream.closed
+            and stream.state is self._connected
+            and stream.connection.state is self._open
+            and not self._transport.is_closing()
+            and self._transport.get_write_buffer_size() <= self._high_water
+        )
+
+    def write(self, texts: list[str]) -> None:
+        """Frame ``texts`` and write them in one piece (call only when :meth:`ready`)."""
+        if self._compressing:
+            from wsproto.events import TextMessage
+
+            send = self._stream.connection.send
+            data = b"".join([send(TextMessage(data=text)) for text in texts])
+        else:
+            data = b"".join([text_frame(text.encode()) for text in texts])
+        self._transport.write(data)
