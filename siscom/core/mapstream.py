@@ -26,12 +26,11 @@ from siscom.core.geo import BBox
 from siscom.core.mapoptions import MapOptions
 from siscom.core.protocol import (
     BadRequest,
+    ClientCommand,
     CloseCode,
-    RefreshCommand,
     ack_frame,
     error_frame,
     leave_frame,
-    parse_client_frame,
 )
 from siscom.core.stream import Cause, StreamCore, StreamPolicy
 from siscom.core.subscriptions import SubscriptionTable
@@ -124,24 +123,11 @@ class MapStreamCore(StreamCore):
         self._visible.discard(device_id)
         self._leave(device_id)
 
-    def receive(self, data: str | bytes, now: float) -> None:
-        if self._box is None or self.closing is not None:
-            super().receive(data, now)
-            return
-        if self._inbound is not None and not self._inbound.message(now):
-            self._too_many_messages()
+    def _apply(self, command: ClientCommand) -> None:
+        if self._box is None:
+            super()._apply(command)
             return
         max_ids = self._policy.max_device_ids
-        try:
-            command = parse_client_frame(data, max_ids=max_ids)
-        except BadRequest as error:
-            self._reply(error_frame(error.message))
-            return
-        if command is None:
-            return
-        if isinstance(command, RefreshCommand):
-            self._refresh(command.token)
-            return
         current = wanted = self._ids
         if command.device_ids or command.bbox is None:
             if command.action == "subscribe":

@@ -36,6 +36,7 @@ from siscom.core.deliveries import Delivery
 from siscom.core.outbox import Outbox
 from siscom.core.protocol import (
     BadRequest,
+    ClientCommand,
     CloseCode,
     RefreshCommand,
     ack_frame,
@@ -182,9 +183,8 @@ class StreamCore:
         if self._inbound is not None and not self._inbound.message(now):
             self._too_many_messages()
             return
-        max_ids = self._policy.max_device_ids
         try:
-            command = parse_client_frame(data, max_ids=max_ids)
+            command = parse_client_frame(data, max_ids=self._policy.max_device_ids)
         except BadRequest as error:
             self._reply(error_frame(error.message))
             return
@@ -193,6 +193,11 @@ class StreamCore:
         if isinstance(command, RefreshCommand):
             self._refresh(command.token)
             return
+        self._apply(command)
+
+    def _apply(self, command: ClientCommand) -> None:
+        """A subscription change the client asked for (a subclass may read more of it)."""
+        max_ids = self._policy.max_device_ids
         if command.bbox is not None:
             self._reply(error_frame("this stream has no box: open it with bbox=... to subscribe by box"))
             return
