@@ -21,9 +21,9 @@ from .flood import Canary, Flooders, describe
 
 PHASE_SECONDS = 6.0
 P99_TARGET = 0.250
-#: What the test asserts: the target is printed and met on a quiet machine (10/20/44 ms measured),
-#: but a test run shares its two cores with the flooders themselves; the bound that fails here is
-#: the one that separates "flooders cut" from the old code's seconds of backlog.
+#: What the test asserts: the 250 ms target's figures are printed (10/20/44 ms measured on a quiet
+#: machine), but a test run shares two cores with the flooders, so the timed bound is a loose guard;
+#: what fails on code without the limits is that the flooders are never cut and counted.
 P99_BOUND = 1.0
 
 
