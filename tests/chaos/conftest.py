@@ -9,61 +9,18 @@ table also closes a full run.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import pytest
 
-_SCENARIOS = pytest.StashKey[list["Scenario"]]()
+from support.scenarios import Scenario, print_figures, record_scenario
 
-
-@dataclass
-class Scenario:
-    """What one chaos test measured, for the summary table."""
-
-    test: str
-    title: str = ""
-    target: str = ""
-    figures: list[tuple[str, str]] = field(default_factory=list)
-    outcome: str = "not run"
-
-    def figure(self, name: str, value: str) -> None:
-        """Record a figure; also printed, so a failing test shows what it had measured."""
-        self.figures.append((name, value))
-        print(f"[{self.title or self.test}] {name}: {value}")
+_SCENARIOS = pytest.StashKey[list[Scenario]]()
 
 
 @pytest.fixture
 def scenario(request: pytest.FixtureRequest) -> Iterator[Scenario]:
-    record = Scenario(request.node.nodeid)
-    yield record
-    # The root conftest keeps each phase's report on the item.
-    call = getattr(request.node, "report_call", None)
-    record.outcome = call.outcome if call is not None else "error"
-    request.config.stash.setdefault(_SCENARIOS, []).append(record)
+    yield from record_scenario(request, _SCENARIOS)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    scenarios = sorted(config.stash.get(_SCENARIOS, []), key=lambda s: (s.title or s.test))
-    if not scenarios:
-        return
-    terminalreporter.section("chaos scenarios: figures")
-    rows = [("scenario", "figure", "value", "target", "result")]
-    for record in scenarios:
-        result = {"passed": "PASS", "failed": "FAIL", "skipped": "skip"}.get(record.outcome, record.outcome)
-        figures = record.figures or [("(no figures)", "")]
-        for index, (name, value) in enumerate(figures):
-            first = index == 0
-            rows.append(
-                (
-                    record.title or record.test if first else "",
-                    name,
-                    value,
-                    record.target if first else "",
-                    result if first else "",
-                )
-            )
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    for index, row in enumerate(rows):
-        terminalreporter.write_line("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-        if index == 0:
-            terminalreporter.write_line("  ".join("-" * width for width in widths))
+    print_figures(terminalreporter, config.stash.get(_SCENARIOS, []), "chaos scenarios: figures")
