@@ -1,7 +1,7 @@
 """Many stream clients, spread over several processes, that time every frame they receive.
 
 Each client process runs an event loop with a share of the clients (bare protocol objects from
-:mod:`bench.wsclient`) and answers the harness over a pipe: it says when its clients are
+:mod:`bench.wsclient`, or :mod:`bench.sseclient` for the stream over Server-Sent Events) and answers the harness over a pipe: it says when its clients are
 connected, reports what they received in a time window, and closes them when asked.
 
 What a client records per position frame is two numbers: the producer's timestamp carried in
@@ -24,11 +24,13 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from urllib.parse import quote
 
+from bench import sseclient, wsclient
 from bench.stats import percentile
-from bench.wsclient import StreamClient, open_stream
 from siscom.core.geo import BBox
 
 STREAM_PATH = "/api/v1/stream"
+#: How each transport opens a stream; both clients hand every frame's text to a Recorder.
+OPENERS = {"websocket": wsclient.open_stream, "sse": sseclient.open_stream}
 _STAMP = b'"producer_ts_ms":'
 _MESSAGE = b'{"event":"message"'
 _PING = b'{"event":"ping"'
@@ -125,11 +127,18 @@ def _window_figures(recorder: Recorder, t0_ms: float, t1_ms: float) -> tuple[Cli
 
 
 async def _serve_parent(
-    conn: Connection, host: str, port: int, subscriptions: Sequence[Subscription], concurrency: int, deflate: bool
+    conn: Connection,
+    host: str,
+    port: int,
+    subscriptions: Sequence[Subscription],
+    concurrency: int,
+    deflate: bool,
+    transport: str,
 ) -> None:
     loop = asyncio.get_running_loop()
+    open_stream = OPENERS[transport]
     recorders = [Recorder() for _ in subscriptions]
-    clients: list[StreamClient | None] = [None] * len(subscriptions)
+    clients: list[wsclient.StreamClient | sseclient.SseStreamClient | None] = [None] * len(subscriptions)
     errors: Counter[str] = Counter()
     gate = asyncio.Semaphore(concurrency)
 
@@ -198,7 +207,13 @@ async def _serve_parent(
 
 
 def _client_process(
-    conn: Connection, host: str, port: int, subscriptions: Sequence[Subscription], concurrency: int, deflate: bool
+    conn: Connection,
+    host: str,
+    port: int,
+    subscriptions: Sequence[Subscription],
+    concurrency: int,
+    deflate: bool,
+    transport: str,
 ) -> None:
     # The harness stops us over the pipe; a Ctrl-C in the terminal is for the harness.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -209,7 +224,7 @@ def _client_process(
     except ImportError:
         runner = asyncio.Runner()
     with runner:
-        runner.run(_serve_parent(conn, host, port, subscriptions, concurrency, deflate))
+        runner.run(_serve_parent(conn, host, port, subscriptions, concurrency, deflate, transport))
 
 
 @dataclass
@@ -225,7 +240,9 @@ class PoolReport:
 
 
 class ClientPool:
-    """``subscriptions`` (one entry per client) dealt round-robin to ``processes`` processes."""
+    """``subscriptions`` (one entry per client) dealt round-robin to ``processes`` processes.
+
+    ``transport``: ``"websocket"`` or ``"sse"`` (a key of :data:`OPENERS`)."""
 
     def __init__(
         self,
@@ -236,8 +253,12 @@ class ClientPool:
         processes: int = 2,
         concurrency: int = 64,
         deflate: bool = False,
+        transport: str = "websocket",
     ) -> None:
+        if transport not in OPENERS:
+            raise ValueError(f"transport {transport!r}: one of {', '.join(OPENERS)}")
         self.host, self.port = host, port
+        self._transport = transport
         processes = max(1, min(processes, len(subscriptions)))
         self._shares = [list(subscriptions[index::processes]) for index in range(processes)]
         self._concurrency = concurrency
@@ -253,7 +274,7 @@ class ClientPool:
             parent, child = self._context.Pipe()
             process = self._context.Process(
                 target=_client_process,
-                args=(child, self.host, self.port, share, self._concurrency, self._deflate),
+                args=(child, self.host, self.port, share, self._concurrency, self._deflate, self._transport),
                 name="bench-clients",
                 daemon=True,
             )

@@ -108,6 +108,7 @@ class LoadRun:
             self.pool = ClientPool(
                 HOST, self.server.port, self.subscriptions, processes=shape.client_processes,
                 concurrency=shape.connect_concurrency, deflate=bench.options.deflate,
+                transport=self.target.transport,
             )
             connected = await self.pool.start(timeout=max(120.0, len(self.subscriptions) / 20))
             if connected < len(self.subscriptions):
