@@ -43,7 +43,7 @@ from supervisors import Actor
 
 from siscom.core.protocol import CloseCode
 from siscom.core.resume import ResumeRequest
-from siscom.core.stream import Cause, StreamCore, StreamPolicy
+from siscom.core.stream import Cause, StreamCore, StreamPolicy, final_frame
 from siscom.metrics import Metric, Metrics
 from siscom.sessions.transport import ClientGone, Transport
 
@@ -273,6 +273,8 @@ class Session(Actor):
         core = self.core
         outbox = core.outbox
         send = self._transport.send
+        # Optional in the Transport protocol: several frames in one write (SSE: one body message).
+        send_many = getattr(self._transport, "send_many", None)
         metrics = self._metrics
         send_timeout = self._limits.send_timeout_seconds
         while core.closing is None:
@@ -282,8 +284,11 @@ class Session(Actor):
                 continue
             try:
                 async with asyncio.timeout(send_timeout) as self._send_deadline:
-                    for text in texts:
-                        await send(text)
+                    if send_many is not None:
+                        await send_many(texts)
+                    else:
+                        for text in texts:
+                            await send(text)
             except TimeoutError:
                 core.close(CloseCode.TRY_AGAIN_LATER, Cause.SLOW_CLIENT.value, cause=Cause.SLOW_CLIENT)
                 break
@@ -381,10 +386,11 @@ class Session(Actor):
         assert closing is not None
         if closing.silent or self._closing is not None:
             return
-        if closing.final_frame is not None:
+        final = final_frame(closing, in_band=getattr(self._transport, "in_band_close", False))
+        if final is not None:
             try:
                 async with asyncio.timeout(self._limits.close_timeout_seconds):
-                    await self._transport.send(closing.final_frame)
+                    await self._transport.send(final)
             except (TimeoutError, ClientGone):
                 pass
         await self._send_close(closing.code, closing.reason)
