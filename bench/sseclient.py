@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bench.sse import EventStreamDecoder, StreamRefused, request
+from bench.sse import EventStreamDecoder, StreamRefused
 from bench.wsclient import OnText
+from siscom.dev.eventstream import request
 
 __all__ = ["SseStreamClient", "StreamRefused", "open_stream"]
 
@@ -26,7 +27,7 @@ class SseStreamClient(asyncio.Protocol):
     """One stream. ``on_text(payload, arrived)`` gets every event's data, in order."""
 
     def __init__(self, host: str, port: int, path: str, on_text: OnText) -> None:
-        self._request = request(host, port, path)
+        self._request = request(path, f"{host}:{port}", {"Cache-Control": "no-cache"})
         self._decoder = EventStreamDecoder()
         self._on_text = on_text
         self._transport: asyncio.Transport | None = None

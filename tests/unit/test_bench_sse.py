@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.sse import EventStreamDecoder, StreamRefused, request
+from bench.sse import EventStreamDecoder, StreamRefused
 
 HEAD = (
     b"HTTP/1.1 200 \r\ncontent-type: text/event-stream\r\ncache-control: no-store\r\n"
@@ -48,13 +48,6 @@ def test_an_event_split_across_chunks_is_joined_before_its_data_is_handed_over()
     assert decoder.feed(HEAD + chunked(parts)) == PAYLOADS
 
 
-def test_a_body_without_chunked_coding_is_read_as_it_comes():
-    decoder = EventStreamDecoder()
-    head = HEAD.replace(b"transfer-encoding: chunked\r\n", b"")
-    assert feed_in_pieces(decoder, head + b"".join(EVENTS), 5) == PAYLOADS
-    assert not decoder.ended
-
-
 @pytest.mark.parametrize(
     "head",
     [
@@ -71,9 +64,3 @@ def test_anything_but_a_200_event_stream_is_refused(head):
 def test_a_chunk_size_that_is_not_hexadecimal_is_refused():
     with pytest.raises(StreamRefused):
         EventStreamDecoder().feed(HEAD + b"zz\r\ndata: x\n\r\n")
-
-
-def test_the_request_asks_for_an_event_stream_and_resumes_with_the_last_event_id():
-    assert b"Accept: text/event-stream\r\n" in request("127.0.0.1", 80, "/api/v1/stream")
-    assert b"Last-Event-ID" not in request("127.0.0.1", 80, "/api/v1/stream")
-    assert request("127.0.0.1", 80, "/s", "abc").endswith(b"Last-Event-ID: abc\r\n\r\n")
