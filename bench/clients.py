@@ -104,6 +104,8 @@ class ProcessReport:
     ages: bytes
     others: int = 0
     close_codes: Counter[int] = field(default_factory=Counter)
+    #: Open streams by the protocol their client object speaks (what ran, not what was asked).
+    transports: Counter[str] = field(default_factory=Counter)
 
 
 def _window_figures(recorder: Recorder, t0_ms: float, t1_ms: float) -> tuple[ClientFigures, array, array]:
@@ -190,6 +192,7 @@ async def _serve_parent(
                 if clear:
                     recorder.clear()
             report.stamps, report.ages = all_stamps.tobytes(), all_ages.tobytes()
+            report.transports = Counter(client.transport for client in clients if client is not None)
             reply("report", report)
         elif command == "close":
             (timeout,) = args
@@ -237,6 +240,7 @@ class PoolReport:
     ages: array
     others: int
     close_codes: Counter[int]
+    transports: Counter[str] = field(default_factory=Counter)
 
 
 class ClientPool:
@@ -304,6 +308,7 @@ class ClientPool:
             merged.ages.frombytes(report.ages)
             merged.others += report.others
             merged.close_codes.update(report.close_codes)
+            merged.transports.update(report.transports)
         return merged
 
     async def stop(self, timeout: float = 10.0) -> Counter[int]:

@@ -26,6 +26,8 @@ __all__ = ["SseStreamClient", "StreamRefused", "open_stream"]
 class SseStreamClient(asyncio.Protocol):
     """One stream. ``on_text(payload, arrived)`` gets every event's data, in order."""
 
+    transport = "sse"
+
     def __init__(self, host: str, port: int, path: str, on_text: OnText) -> None:
         self._request = request(path, f"{host}:{port}", {"Cache-Control": "no-cache"})
         self._decoder = EventStreamDecoder()

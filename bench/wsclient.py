@@ -32,6 +32,8 @@ OnText = Callable[[bytes, float], None]
 class StreamClient(asyncio.Protocol):
     """One connection. ``on_text(payload, arrived)`` gets every text frame, in order."""
 
+    transport = "websocket"
+
     def __init__(self, host: str, port: int, path: str, on_text: OnText, *, deflate: bool = False) -> None:
         self._handshake = rfc6455.ClientHandshake(host, port, path, deflate=deflate)
         #: Set when the server agreed to compress; one context for the whole connection.

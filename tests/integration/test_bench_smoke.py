@@ -71,3 +71,39 @@ def test_every_scenario_runs_both_servers_and_writes_its_figures(tmp_path):
     # Servers, client processes and the broker were all stopped.
     leftovers = [child for child in psutil.Process().children(recursive=True) if child.pid not in before]
     assert leftovers == []
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.usefixtures("broker")
+def test_many_runs_the_gateway_over_sse_beside_websocket_in_one_invocation(tmp_path):
+    """The SSE issue's benchmark: the same load read over both transports, printed side by side.
+
+    The client processes report which protocol their streams spoke, so a target whose clients
+    were not switched to SSE shows here, not only as a suspiciously equal column.
+    """
+    before = {child.pid for child in psutil.Process().children(recursive=True)}
+    out = tmp_path / "many.json"
+    env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "many", "--smoke", "--targets", "siscom,siscom-sse", "--json", str(out),
+         "--workdir", str(tmp_path / "logs")],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=150,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    many = json.loads(out.read_text())
+    assert many["targets"] == ["siscom", "siscom-sse"]
+    clients = many["params"]["clients"]
+    for name, transport in (("siscom", "websocket"), ("siscom-sse", "sse")):
+        figures = many["figures"][name]
+        assert figures["client_transports"] == {transport: clients}, name
+        assert 0 < figures["delivered"] <= figures["expected"], name
+        assert figures["latency_ms"]["p99"] is not None, name
+        assert figures["segments_per_delivery"] is not None, name
+        assert figures["cpu_percent"] > 0, name
+    # The two columns in one table, and the SSE figures as ratios to the WebSocket ones.
+    header = next(line for line in completed.stdout.splitlines() if line.startswith("figure "))
+    assert header.split()[2:4] == ["siscom", "siscom-sse"]
+    assert "note: siscom-sse/siscom (SSE over WebSocket): delivered/s " in completed.stdout
+    leftovers = [child for child in psutil.Process().children(recursive=True) if child.pid not in before]
+    assert leftovers == []
