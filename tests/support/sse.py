@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -123,11 +124,25 @@ async def open_sse(
     read_head: bool = True,
     timeout: float = 5.0,
     limit: int = 2**16,
+    receive_buffer: int | None = None,
 ) -> SSEClient:
-    """Send the request for ``url`` (``http://host:port/path?query``) and read the head."""
+    """Send the request for ``url`` (``http://host:port/path?query``) and read the head.
+
+    ``receive_buffer``: the socket's SO_RCVBUF, small for a client that is to stall (``limit``
+    bounds what asyncio reads ahead of the test: twice it, then it stops reading the socket).
+    """
     parts = urlsplit(url)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, parts.port, limit=limit), timeout)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (parts.hostname, parts.port)), timeout)
+    except BaseException:
+        sock.close()
+        raise
+    reader, writer = await asyncio.open_connection(sock=sock, limit=limit)
     writer.write(request(target, parts.netloc, headers, method=method))
     client = SSEClient(reader, writer)
     if read_head:
