@@ -1,8 +1,9 @@
 """Many stream clients, spread over several processes, that time every frame they receive.
 
 Each client process runs an event loop with a share of the clients (bare protocol objects from
-:mod:`bench.wsclient`, or :mod:`bench.sseclient` for the stream over Server-Sent Events) and answers the harness over a pipe: it says when its clients are
-connected, reports what they received in a time window, and closes them when asked.
+:mod:`bench.wsclient`, or :mod:`bench.sseclient` for the stream over Server-Sent Events) and
+answers the harness over a pipe: it says when its clients are connected, reports what they
+received in a time window, and closes them when asked.
 
 What a client records per position frame is two numbers: the producer's timestamp carried in
 the record (``metadata.producer_ts_ms``) and how old the record was when the frame arrived. It
@@ -128,21 +129,26 @@ def _window_figures(recorder: Recorder, t0_ms: float, t1_ms: float) -> tuple[Cli
     return figures, stamps, ages
 
 
-async def _serve_parent(
-    conn: Connection,
-    host: str,
-    port: int,
-    subscriptions: Sequence[Subscription],
-    concurrency: int,
-    deflate: bool,
-    transport: str,
-) -> None:
+@dataclass(frozen=True)
+class Dialing:
+    """How a client process opens its streams."""
+
+    #: ``websocket`` or ``sse`` (a key of :data:`OPENERS`).
+    transport: str = "websocket"
+    #: Handshakes in flight at once.
+    concurrency: int = 64
+    #: Ask for permessage-deflate (WebSocket only).
+    deflate: bool = False
+
+
+async def _serve_parent(conn: Connection, host: str, port: int, subscriptions: Sequence[Subscription], dialing: Dialing) -> None:
     loop = asyncio.get_running_loop()
-    open_stream = OPENERS[transport]
+    open_stream = OPENERS[dialing.transport]
+    deflate = dialing.deflate
     recorders = [Recorder() for _ in subscriptions]
     clients: list[wsclient.StreamClient | sseclient.SseStreamClient | None] = [None] * len(subscriptions)
     errors: Counter[str] = Counter()
-    gate = asyncio.Semaphore(concurrency)
+    gate = asyncio.Semaphore(dialing.concurrency)
 
     async def connect(index: int) -> None:
         recorder = recorders[index]
@@ -209,15 +215,7 @@ async def _serve_parent(
             return
 
 
-def _client_process(
-    conn: Connection,
-    host: str,
-    port: int,
-    subscriptions: Sequence[Subscription],
-    concurrency: int,
-    deflate: bool,
-    transport: str,
-) -> None:
+def _client_process(conn: Connection, host: str, port: int, subscriptions: Sequence[Subscription], dialing: Dialing) -> None:
     # The harness stops us over the pipe; a Ctrl-C in the terminal is for the harness.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -227,7 +225,7 @@ def _client_process(
     except ImportError:
         runner = asyncio.Runner()
     with runner:
-        runner.run(_serve_parent(conn, host, port, subscriptions, concurrency, deflate, transport))
+        runner.run(_serve_parent(conn, host, port, subscriptions, dialing))
 
 
 @dataclass
@@ -262,11 +260,9 @@ class ClientPool:
         if transport not in OPENERS:
             raise ValueError(f"transport {transport!r}: one of {', '.join(OPENERS)}")
         self.host, self.port = host, port
-        self._transport = transport
         processes = max(1, min(processes, len(subscriptions)))
         self._shares = [list(subscriptions[index::processes]) for index in range(processes)]
-        self._concurrency = concurrency
-        self._deflate = deflate
+        self._dialing = Dialing(transport, concurrency, deflate)
         self._context = multiprocessing.get_context("spawn")
         self._workers: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
         self.connected = 0
@@ -278,7 +274,7 @@ class ClientPool:
             parent, child = self._context.Pipe()
             process = self._context.Process(
                 target=_client_process,
-                args=(child, self.host, self.port, share, self._concurrency, self._deflate, self._transport),
+                args=(child, self.host, self.port, share, self._dialing),
                 name="bench-clients",
                 daemon=True,
             )

@@ -17,7 +17,7 @@ import asyncio
 import time
 
 from bench.sse import EventStreamDecoder, StreamRefused
-from bench.wsclient import OnText
+from bench.wsclient import OnText, connect_opened
 from siscom.dev.eventstream import request
 
 __all__ = ["SseStreamClient", "StreamRefused", "open_stream"]
@@ -87,12 +87,4 @@ async def open_stream(
     ``deflate`` is accepted for the WebSocket client's signature and ignored: an event stream is
     sent as it is (Hypercorn compresses no responses).
     """
-    loop = asyncio.get_running_loop()
-    async with asyncio.timeout(timeout):
-        _, client = await loop.create_connection(lambda: SseStreamClient(host, port, path, on_text), host, port)
-        try:
-            await client.opened
-        except BaseException:
-            client.abort()
-            raise
-    return client
+    return await connect_opened(lambda: SseStreamClient(host, port, path, on_text), host, port, timeout)
