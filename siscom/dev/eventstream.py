@@ -116,10 +116,13 @@ _LINE = re.compile(rb"\r\n|\r|\n")
 class EventParser:
     """Events out of a ``text/event-stream`` body, as a browser's ``EventSource`` reads them."""
 
-    __slots__ = ("_buffer", "retry", "last_event_id", "blocks")
+    __slots__ = ("_buffer", "_block", "_raw", "retry", "last_event_id", "blocks")
 
     def __init__(self) -> None:
         self._buffer = bytearray()
+        #: The lines of the block being read, and its bytes so far.
+        self._block: list[str] = []
+        self._raw = bytearray()
         #: The last ``retry`` field seen (milliseconds), if any.
         self.retry: int | None = None
         #: What ``EventSource`` would send as ``Last-Event-ID`` now.
@@ -131,26 +134,32 @@ class EventParser:
         buffer = self._buffer
         buffer += data
         events = []
-        while True:
-            match = re.search(rb"(\r\n|\r|\n)(\r\n|\r|\n)", buffer)
-            if match is None or (match.group(2) == b"\r" and match.end() == len(buffer)):
+        start = 0
+        while (match := _LINE.search(buffer, start)) is not None:
+            if match.group() == b"\r" and match.end() == len(buffer):
                 break  # a CR at the end may be the start of a CRLF
-            raw = bytes(buffer[: match.end()])
-            del buffer[: match.end()]
-            event = self._block(raw)
+            self._raw += buffer[start : match.end()]
+            line = bytes(buffer[start : match.start()]).decode("utf-8")
+            start = match.end()
+            if line:
+                self._block.append(line)
+                continue
+            raw, lines = bytes(self._raw), self._block
+            self._raw, self._block = bytearray(), []
+            event = self._dispatch(lines, raw)
             if event is None:
                 self.blocks.append(raw)
             else:
                 events.append(event)
+        del buffer[:start]
         return events
 
-    def _block(self, raw: bytes) -> Event | None:
+    def _dispatch(self, lines: list[str], raw: bytes) -> Event | None:
         data: list[str] = []
         fields = []
         event_id = None
-        for line in _LINE.split(raw):
-            text = line.decode("utf-8")
-            if not text or text.startswith(":"):
+        for text in lines:
+            if text.startswith(":"):
                 continue
             name, _, value = text.partition(":")
             value = value[1:] if value.startswith(" ") else value
