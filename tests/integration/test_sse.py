@@ -327,3 +327,22 @@ async def test_a_server_shutting_down_ends_each_event_stream_cleanly_and_at_once
     assert b'"event":"error"' not in client.body
     assert status == 0
     assert ended_after < 3 and stopped_after < 8, (ended_after, stopped_after)
+
+
+async def test_a_stream_outlives_quarts_response_timeout(broker, topic):
+    """Quart sends a returned response under RESPONSE_TIMEOUT (60 s by default) and cuts it
+    there; the stream is written by its route, outside that timeout."""
+    from chaos.inprocess import InProcessServer
+    from siscom.config import Settings
+
+    settings = Settings.from_env(
+        {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic, "STREAM_KEEPALIVE_SECONDS": "0.3"}
+    )
+    server = InProcessServer(settings)
+    server.app.config["RESPONSE_TIMEOUT"] = 1
+    async with server:
+        async with sse_client(stream_url(server)) as client:
+            started = time.monotonic()
+            while time.monotonic() - started < 2.5:
+                await client.next_event(2.0, skip_pings=False)
+            assert not client.ended
