@@ -127,15 +127,9 @@ def sse_blueprint(gateway: Gateway) -> Blueprint:
         return Response("", 204, headers)
 
     async def serve(peer: str, origin: str | None) -> Response:
-        args = request.args
         try:
             admitted = admission.admit(
-                peer,
-                authorization=request.headers.get("Authorization"),
-                subprotocols=(),
-                device_ids=args.getlist("device_ids"),
-                args=args,
-                last_event_id=request.headers.get("Last-Event-ID"),
+                peer, request.headers, request.args, last_event_id=request.headers.get("Last-Event-ID")
             )
         except Refused as refused:
             return refusal(refused, origin)
