@@ -346,3 +346,17 @@ async def test_a_stream_outlives_quarts_response_timeout(broker, topic):
             while time.monotonic() - started < 2.5:
                 await client.next_event(2.0, skip_pings=False)
             assert not client.ended
+
+
+async def test_frames_waiting_for_a_client_leave_together_in_one_write(make_server, broker, topic):
+    server = make_server(STREAM_SNAPSHOT="false")
+    await wait_ready(server)
+    async with sse_client(stream_url(server, "device_ids=burst")) as client:
+        await wait_stats(server, lambda s: s["connections"] == 1)
+        before = len(client.chunks)
+        await produce(broker.bootstrap, topic, [record("burst", n) for n in range(32)])
+        events = [await client.next_event() for _ in range(32)]
+        writes = len(client.chunks) - before
+    assert [json.loads(e.data)["data"]["data"]["SEQ"] for e in events] == list(range(32))
+    # A chunk of the response is one ASGI body message, so one write: several events in each.
+    assert writes <= 32 // 4, client.chunks[before:]
