@@ -62,7 +62,7 @@ def take_head(buffer: bytearray) -> Head | None:
 class BodyDecoder:
     """The body's bytes out of its transfer coding: chunked, or ``length`` bytes."""
 
-    __slots__ = ("_chunked", "_left", "_buffer", "done")
+    __slots__ = ("_chunked", "_left", "_buffer", "done", "chunks")
 
     def __init__(self, head: Head) -> None:
         self._chunked = head.chunked
@@ -70,6 +70,8 @@ class BodyDecoder:
         self._buffer = bytearray()
         #: The body is complete (the last chunk, or every byte of its length).
         self.done = not self._chunked and self._left == 0
+        #: The sizes of the chunks read so far (each one write of the server, as a rule).
+        self.chunks: list[int] = []
 
     def feed(self, data: bytes) -> bytes:
         """The body bytes ``data`` completes (possibly none yet)."""
@@ -95,6 +97,7 @@ class BodyDecoder:
             if len(buffer) < self._left + 2:
                 break
             out += buffer[: self._left]
+            self.chunks.append(self._left)
             del buffer[: self._left + 2]  # the chunk and its CRLF
             self._left = -1
         return bytes(out)

@@ -26,6 +26,11 @@ How a session ends, and the close code the client sees (see :class:`~siscom.core
 - the client asks for devices its token does not grant, or its token expires: an error frame,
   then 1008, counted.
 
+Over a transport without close frames (Server-Sent Events: ``transport.in_band_close``) the code
+and reason have no place on the wire: every end but a normal one or a shutdown sends an error
+frame with the reason first, when the core has none of its own (see
+:func:`~siscom.core.stream.final_frame`).
+
 Every end goes through one place, the end of :meth:`Session.run`: the session leaves the
 subscription table, is counted closed, and sets :attr:`Session.finished`. Its connection is then
 closed within ``STREAM_CLOSE_LINGER_SECONDS``, whether or not the client reads.
@@ -92,7 +97,7 @@ class SessionLimits:
 
 
 class Session(Actor):
-    """Streams the frames of the subscribed devices to one WebSocket client."""
+    """Streams the frames of the subscribed devices to one client (a WebSocket, or an SSE response)."""
 
     def __init__(
         self,

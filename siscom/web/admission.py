@@ -23,8 +23,10 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from werkzeug.datastructures import MultiDict
 
 from siscom.core.mapoptions import MapOptions, parse_map_options
 from siscom.core.protocol import BadRequest, parse_device_ids
@@ -111,25 +113,25 @@ class Admission:
     def admit(
         self,
         peer: str,
+        headers: Mapping[str, str],
+        args: MultiDict[str, str],
         *,
-        authorization: str | None,
-        subprotocols: Sequence[str],
-        device_ids: list[str],
-        args: dict[str, str | None],
+        subprotocols: Sequence[str] = (),
         last_event_id: str | None = None,
     ) -> Admitted:
         """The token, the query, the resume point and the grant; raises :class:`Refused`.
 
-        ``device_ids``: every ``device_ids`` parameter given; ``args``: the single-valued
-        parameters (``token``, ``bbox``, ``max_hz``, ``fields``, ``cursor``, ``since``).
-        ``last_event_id`` (Server-Sent Events' reconnect) is a cursor that wins over the query's
-        ``cursor`` and ``since``: the browser sends it on every reconnect to the URL it first
-        opened, so it is always the newer.
+        ``headers`` and ``args``: the request's (``Authorization``; ``device_ids``, ``token``,
+        ``bbox``, ``max_hz``, ``fields``, ``cursor``, ``since``). ``last_event_id`` (Server-Sent
+        Events' reconnect) is a cursor that wins over the query's ``cursor`` and ``since``: the
+        browser sends it on every reconnect to the URL it first opened, so it is always the newer.
         """
+        device_ids = args.getlist("device_ids")
         gateway = self._gateway
         settings = gateway.settings
         try:
-            grant = self._guard.authenticate(find_token(authorization, subprotocols, args.get("token")))
+            token = find_token(headers.get("Authorization"), subprotocols, args.get("token"))
+            grant = self._guard.authenticate(token)
         except TokenError as error:
             raise self._refused(peer, Refusal.UNAUTHENTICATED, Metric.AUTH_FAILURES, error) from None
         try:

@@ -72,6 +72,8 @@ def sse_blueprint(gateway: Gateway) -> Blueprint:
     admission = Admission(gateway, retry_after=max(1, math.ceil(retry_ms / 1000)))
     #: Each frame's event, encoded once for every SSE client of this process.
     events = EventCache()
+    #: The head of every stream, but for the CORS headers of its origin.
+    stream_head = _encoded({**SECURITY_HEADERS, **_STREAM_HEADERS, "Vary": "Origin"})
 
     def answer(status: int, body: dict[str, Any], origin: str | None, **headers: str) -> Response:
         headers = {**SECURITY_HEADERS, **_VARY, **cors_headers(origin), **headers}
@@ -127,15 +129,9 @@ def sse_blueprint(gateway: Gateway) -> Blueprint:
         return Response("", 204, headers)
 
     async def serve(peer: str, origin: str | None) -> Response:
-        args = request.args
         try:
             admitted = admission.admit(
-                peer,
-                authorization=request.headers.get("Authorization"),
-                subprotocols=(),
-                device_ids=args.getlist("device_ids"),
-                args=args,
-                last_event_id=request.headers.get("Last-Event-ID"),
+                peer, request.headers, request.args, last_event_id=request.headers.get("Last-Event-ID")
             )
         except Refused as refused:
             return refusal(refused, origin)
@@ -148,10 +144,7 @@ def sse_blueprint(gateway: Gateway) -> Blueprint:
         if connection is not None:
             gateway.drain_when(connection.server_stopping)
         transport = SseTransport(asgi_send, peer, connection, events)
-        head = [
-            (name.lower().encode(), value.encode())
-            for name, value in {**SECURITY_HEADERS, **_STREAM_HEADERS, "Vary": "Origin", **cors_headers(origin)}.items()
-        ]
+        head = stream_head + _encoded(cors_headers(origin))
         request.streamed = True  # type: ignore[attr-defined]  # from here on, the route answers itself
         await transport.open(head, retry_ms)
         try:
@@ -176,6 +169,10 @@ def sse_blueprint(gateway: Gateway) -> Blueprint:
         return Response("")
 
     return blueprint
+
+
+def _encoded(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode(), value.encode()) for name, value in headers.items()]
 
 
 def _json(body: dict[str, Any]) -> str:

@@ -19,6 +19,11 @@ How the end of a stream reaches the session:
   body; an error event saying why goes out first (``in_band_close``), except for a shutdown, whose
   clean end makes ``EventSource`` reconnect by itself (to another replica, with ``Last-Event-ID``).
 
+A client that sends bytes after its request (a pipelined request) makes Hypercorn stop reading
+its connection (``h11.py``: ``h11.PAUSED`` -> ``can_read.wait()``) until the response ends; its
+leaving is then seen when writing to it fails (a frame or keep-alive after it left draws the
+reset; the next write fails).
+
 Hypercorn applies no timeout to a response in progress: ``read_timeout`` is None unless set, and
 the keep-alive timer runs only between requests (``h11.py``: ``Updated(idle=False)`` on a request).
 """

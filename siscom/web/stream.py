@@ -97,14 +97,9 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
         return None
 
     async def serve(peer: str, connection: HypercornConnection | None) -> None:
-        args = websocket.args
         try:
             admitted = admission.admit(
-                peer,
-                authorization=websocket.headers.get("Authorization"),
-                subprotocols=websocket.requested_subprotocols,
-                device_ids=args.getlist("device_ids"),
-                args=args,
+                peer, websocket.headers, websocket.args, subprotocols=websocket.requested_subprotocols
             )
         except Refused as refused:
             await refuse(refused.error, refused.kind.value)

@@ -346,3 +346,34 @@ async def test_a_stream_outlives_quarts_response_timeout(broker, topic):
             while time.monotonic() - started < 2.5:
                 await client.next_event(2.0, skip_pings=False)
             assert not client.ended
+
+
+async def test_frames_waiting_for_a_client_leave_together_in_one_write(make_server, broker, topic):
+    server = make_server(STREAM_SNAPSHOT="false")
+    await wait_ready(server)
+    async with sse_client(stream_url(server, "device_ids=burst")) as client:
+        await wait_stats(server, lambda s: s["connections"] == 1)
+        before = len(client.chunks)
+        await produce(broker.bootstrap, topic, [record("burst", n) for n in range(32)])
+        events = [await client.next_event() for _ in range(32)]
+        writes = len(client.chunks) - before
+    assert [json.loads(e.data)["data"]["data"]["SEQ"] for e in events] == list(range(32))
+    # A chunk of the response is one ASGI body message, so one write: several events in each.
+    assert writes <= 32 // 4, client.chunks[before:]
+
+
+async def test_map_options_apply_to_an_event_stream_as_to_a_websocket(make_server, broker, topic):
+    server = make_server(STREAM_SNAPSHOT="false")
+    await wait_ready(server)
+    async with sse_client(stream_url(server, "bbox=-78,-13,-76,-11")) as client:
+        await wait_stats(server, lambda s: s["connections"] == 1)
+        inside = json.dumps({"data": {"DEVICE_ID": "in-box", "lat": -12.0, "lon": -77.0}}).encode()
+        outside = json.dumps({"data": {"DEVICE_ID": "elsewhere", "lat": 40.0, "lon": -3.7}}).encode()
+        leaving = json.dumps({"data": {"DEVICE_ID": "in-box", "lat": 40.0, "lon": -3.7}}).encode()
+        await produce(broker.bootstrap, topic, [outside, inside, leaving])
+        entered = await client.next_frame()
+        left = await client.next_event()
+    assert entered["data"]["data"]["DEVICE_ID"] == "in-box"
+    # A leave frame has no cursor: no id, so the browser's Last-Event-ID stays the last record's.
+    assert json.loads(left.data) == {"event": "leave", "data": {"device_id": "in-box"}}
+    assert left.id is None and client.parser.last_event_id == entered["id"]

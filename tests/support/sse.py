@@ -46,6 +46,11 @@ class SSEClient:
         assert self.head is not None
         return self.head.headers
 
+    @property
+    def chunks(self) -> list[int]:
+        """The sizes of the body's chunks so far: one per write of the server."""
+        return [] if self._decoder is None else self._decoder.chunks
+
     def json(self) -> Any:
         return json.loads(self.body)
 
