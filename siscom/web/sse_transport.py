@@ -40,7 +40,7 @@ from siscom.core.sse import EventCache, retry_field
 from siscom.sessions.transport import ClientGone
 from siscom.web.hypercorn_link import HypercornConnection
 
-__all__ = ["SseTransport", "StreamHTTPConnection"]
+__all__ = ["ChunkWriter", "SseTransport", "StreamHTTPConnection"]
 
 
 class SseTransport:
