@@ -461,7 +461,8 @@ class Settings:
     stream_coalesce_writes: bool = _setting(
         True, _boolean, "true or false (also 1/0, yes/no, on/off)",
         "write the frames waiting for a client in one write, from the event-loop turn after they "
-        "were routed, below ASGI (Hypercorn only); false sends every frame through ASGI",
+        "were routed, below ASGI (Hypercorn over HTTP/1.1 only; WebSocket and SSE); false writes "
+        "through ASGI (a WebSocket frame, or an SSE chunk, per ASGI message)",
     )
     stream_sse_retry_milliseconds: int = _setting(
         3000, _whole_number(0, 3600000), "a whole number of milliseconds, 0 to 3600000",

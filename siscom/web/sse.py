@@ -146,7 +146,7 @@ def sse_blueprint(gateway: Gateway) -> Blueprint:
         transport = SseTransport(asgi_send, peer, connection, events)
         head = stream_head + _encoded(cors_headers(origin))
         request.streamed = True  # type: ignore[attr-defined]  # from here on, the route answers itself
-        await transport.open(head, retry_ms)
+        await transport.open(head, retry_ms, coalesce=settings.stream_coalesce_writes)
         try:
             session = await gateway.open_session(
                 transport, admitted.device_ids, grant=admitted.grant, options=admitted.options, resume=admitted.resume

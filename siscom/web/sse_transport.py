@@ -40,15 +40,16 @@ from siscom.core.sse import EventCache, retry_field
 from siscom.sessions.transport import ClientGone
 from siscom.web.hypercorn_link import HypercornConnection
 
-__all__ = ["SseTransport", "StreamHTTPConnection"]
+__all__ = ["ChunkWriter", "SseTransport", "StreamHTTPConnection"]
 
 
 class SseTransport:
     """A :class:`~siscom.sessions.transport.Transport` over one streaming HTTP response.
 
     Frames become events through the shared :class:`~siscom.core.sse.EventCache`; the frames of
-    one write (``send_many``) leave in one ASGI body message, so in one write to the socket.
-    Nothing comes from the client: :meth:`receive` waits until it leaves.
+    one write leave in one chunk: straight to the socket while it takes them (``direct``, a
+    :class:`ChunkWriter`), else in one ASGI body message (``send_many``). Nothing comes from the
+    client: :meth:`receive` waits until it leaves.
     """
 
     __slots__ = ("peer", "direct", "in_band_close", "_send", "_events", "_connection", "_left", "_closing", "_ended")
@@ -57,7 +58,8 @@ class SseTransport:
         self, asgi_send: Any, peer: str, connection: HypercornConnection | None, events: EventCache
     ) -> None:
         self.peer = peer
-        self.direct = None
+        #: Writes below ASGI, once the head is out (see :meth:`open`).
+        self.direct: ChunkWriter | None = None
         #: No close frame carries a reason: the session sends it as an error event first.
         self.in_band_close = True
         self._send = asgi_send
@@ -68,10 +70,13 @@ class SseTransport:
         #: The end of the body has been handed to the socket.
         self._ended = False
 
-    async def open(self, headers: list[tuple[bytes, bytes]], retry_milliseconds: int) -> None:
-        """Send the head (200 and ``headers``) and the ``retry:`` field, before any frame."""
+    async def open(self, headers: list[tuple[bytes, bytes]], retry_milliseconds: int, *, coalesce: bool = True) -> None:
+        """Send the head (200 and ``headers``) and the ``retry:`` field, before any frame; then
+        (``coalesce``) write frames below ASGI when the connection allows (:class:`ChunkWriter`)."""
         await self._send({"type": "http.response.start", "status": 200, "headers": headers})
         await self._body(retry_field(retry_milliseconds))
+        if coalesce:
+            self.direct = ChunkWriter.of(self._connection, self._events)
 
     async def send(self, text: str) -> None:
         await self._body(self._events.event(text))
@@ -107,6 +112,63 @@ class SseTransport:
         client's next request)."""
         if not self._ended and self._connection is not None:
             self._connection.abort()
+
+
+class ChunkWriter:
+    """Writes events straight to the connection's transport as chunks of the response, without
+    waking the session's task (:class:`~siscom.sessions.transport.DirectWrites`), as
+    siscom/web/coalesce.py does for websockets.
+
+    Sound because h11 frames a chunked body without keeping count (h11 0.16 ``_writers.py``:
+    ``ChunkedWriter.send_data`` writes ``%x CRLF data CRLF``, ``send_eom`` ``0 CRLF CRLF``), so
+    chunks written here and those Hypercorn writes (``H11Protocol._send_h11_event``) interleave
+    as whole chunks; and only while the response is in its body (Hypercorn's ``HTTPStream``
+    ``RESPONSE``, h11 ``SEND_BODY`` with a chunked writer) and the transport takes bytes without
+    waiting (at or below its high-water mark, when Hypercorn's ``drain`` returns at once).
+    Otherwise the session writes through ASGI, under its send deadline.
+    """
+
+    __slots__ = ("_stream", "_h11", "_transport", "_high_water", "_events", "_response", "_send_body")
+
+    def __init__(self, stream: Any, h11_connection: Any, transport: asyncio.WriteTransport, events: EventCache) -> None:
+        import h11
+        from hypercorn.protocol.http_stream import ASGIHTTPState
+
+        self._stream = stream
+        self._h11 = h11_connection
+        self._transport = transport
+        self._high_water = transport.get_write_buffer_limits()[1]
+        self._events = events
+        self._response = ASGIHTTPState.RESPONSE
+        self._send_body = h11.SEND_BODY
+
+    @classmethod
+    def of(cls, connection: HypercornConnection | None, events: EventCache) -> ChunkWriter | None:
+        """A writer for a response whose head has gone out chunked, or None (another server,
+        HTTP/2, an HTTP/1.0 client, whose body is not chunked)."""
+        if connection is None or connection.transport is None:
+            return None
+        from h11._writers import ChunkedWriter
+
+        protocol = getattr(getattr(connection.stream, "send", None), "__self__", None)
+        h11_connection = getattr(protocol, "connection", None)
+        if not isinstance(getattr(h11_connection, "_writer", None), ChunkedWriter):
+            return None
+        return cls(connection.stream, h11_connection, connection.transport, events)
+
+    def ready(self) -> bool:
+        stream, transport = self._stream, self._transport
+        return (
+            not stream.closed
+            and stream.state is self._response
+            and self._h11.our_state is self._send_body
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() <= self._high_water
+        )
+
+    def write(self, texts: list[str]) -> None:
+        data = self._events.events(texts)
+        self._transport.write(b"%x\r\n%b\r\n" % (len(data), data))
 
 
 class StreamHTTPConnection(ASGIHTTPConnection):

@@ -10,6 +10,7 @@ import uuid
 
 import jwt
 
+from siscom.core.protocol import CloseCode
 from support.kafka import produce
 from support.sse import open_sse, sse_client
 from support.status import wait_ready, wait_stats
@@ -377,3 +378,34 @@ async def test_map_options_apply_to_an_event_stream_as_to_a_websocket(make_serve
     # A leave frame has no cursor: no id, so the browser's Last-Event-ID stays the last record's.
     assert json.loads(left.data) == {"event": "leave", "data": {"device_id": "in-box"}}
     assert left.id is None and client.parser.last_event_id == entered["id"]
+
+
+async def test_under_hypercorn_frames_go_out_below_asgi_as_whole_chunks_and_arrive_intact(broker, topic, monkeypatch):
+    """The direct path (siscom.web.sse_transport.ChunkWriter) is taken, and what it writes reads
+    back as the same events, in order, between the chunks Hypercorn writes (retry, end)."""
+    from chaos.inprocess import InProcessServer
+    from siscom.config import Settings
+    from siscom.web.sse_transport import ChunkWriter
+
+    written: list[int] = []
+    original = ChunkWriter.write
+
+    def counting(self, texts):
+        written.append(len(texts))
+        original(self, texts)
+
+    monkeypatch.setattr(ChunkWriter, "write", counting)
+    settings = Settings.from_env(
+        {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic, "KAFKA_FETCH_MAX_WAIT_MS": "10",
+         "STREAM_SNAPSHOT": "false"}
+    )
+    async with InProcessServer(settings) as server:
+        async with sse_client(stream_url(server, "device_ids=direct")) as client:
+            await wait_stats(server, lambda s: s["connections"] == 1)
+            await produce(broker.bootstrap, topic, [record("direct", n) for n in range(40)])
+            events = [await client.next_event() for _ in range(40)]
+            server.gateway.sessions()[0].close(CloseCode.GOING_AWAY, "server shutting down")
+            await client.read_body()
+    assert [json.loads(e.data)["data"]["data"]["SEQ"] for e in events] == list(range(40))
+    assert sum(written) == 40 and len(written) < 40
+    assert client.ended and bytes(client.body).startswith(b"retry: ")

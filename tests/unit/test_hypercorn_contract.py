@@ -19,9 +19,25 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
 from siscom.dev.broker import free_port
+from siscom.core.sse import EventCache
 from siscom.web.hypercorn_link import HypercornConnection
+from siscom.web.sse_transport import ChunkWriter
 
 HYPERCORN = f"hypercorn {version('hypercorn')} (this project was written against 0.18.0)"
+H11 = f"h11 {version('h11')} (written against 0.16.0)"
+
+
+def test_h11_frames_a_chunked_body_without_keeping_count():
+    """ChunkWriter writes chunks beside h11's: sound only while h11's chunked writer is stateless."""
+    from h11._headers import Headers
+    from h11._writers import ChunkedWriter
+
+    out: list[bytes] = []
+    writer = ChunkedWriter()
+    writer.send_data(b"data: x\n\n", out.append)
+    writer.send_eom(Headers([]), out.append)
+    assert b"".join(out) == b"9\r\ndata: x\n\n\r\n0\r\n\r\n", f"{H11}: chunked framing changed: {out}"
+    assert not getattr(writer, "__dict__", {}), f"{H11}: ChunkedWriter keeps state {vars(writer)}"
 
 
 class Probe:
@@ -218,6 +234,11 @@ async def test_a_streaming_response_links_to_its_connection_and_hears_of_the_cli
         link = probe.links[0]
         assert link is not None, f"{HYPERCORN}: an HTTP send no longer leads to HTTPStream -> H11Protocol -> TCPServer"
         assert hasattr(link.stream, "context"), f"{HYPERCORN}: HTTPStream has no worker context (server_stopping)"
+        writer_ = ChunkWriter.of(link, EventCache())
+        assert writer_ is not None and writer_.ready(), (
+            f"{HYPERCORN}, {H11}: a chunked response in its body is no longer found (HTTPStream.state, "
+            "H11Protocol.connection, h11 Connection._writer a ChunkedWriter)"
+        )
         writer.close()
         for _ in range(100):
             if len(probe.messages) == 2:
