@@ -42,7 +42,7 @@ from siscom.sessions.session import Session, SessionLimits
 from siscom.sessions.shedding import LoadShedder
 from siscom.sessions.transport import Transport
 from siscom.config import Settings
-from siscom.core.deliveries import Delivery
+from siscom.core.deliveries import Delivery, Progress
 from siscom.metrics import Metrics
 from siscom.core.protocol import CloseCode
 from siscom.security.guard import Guard
@@ -111,7 +111,7 @@ class Gateway:
         self._drain_trigger: asyncio.Task[None] | None = None
         self._stopping_signal: asyncio.Future[Callable[[], Awaitable[None]]] | None = None
         self._records: Mailbox[Sequence[ConsumerRecord]] = Mailbox(PIPELINE_MAILBOX_SIZE)
-        self._deliveries: Mailbox[list[Delivery]] = Mailbox(PIPELINE_MAILBOX_SIZE)
+        self._deliveries: Mailbox[list[Delivery] | Progress] = Mailbox(PIPELINE_MAILBOX_SIZE)
         self._sessions: Supervisor | None = None
         self._pipeline: Supervisor | None = None
         self._root = Supervisor(

@@ -73,18 +73,31 @@ class RecentWindow:
             added += len(delivery.text)
         self._bytes += added
         if self._incomplete and entries:
-            self._complete_base(entries[-1])
+            cursor = frame_cursor(entries[-1].text)
+            if cursor is not None:
+                self._complete_base(cursors.decode(cursor)[1])
         self._trim()
 
-    def _complete_base(self, newest: Delivery) -> None:
+    def progressed(self, cursor: str) -> None:
+        """The dispatch cursor moved with no record routed (reading starts on partitions that had
+        none yet): it is the dispatch cursor now, and where the window holds everything from on
+        partitions it knew nothing of."""
+        self.dispatched = cursor
+        _, vector = cursors.decode(cursor)
+        if self._base is None:
+            # Nothing routed yet: every record routed from this vector on will be held.
+            self._base = [list(offsets) for offsets in vector]
+            self._incomplete = any(offset == cursors.UNKNOWN for offsets in vector for offset in offsets)
+        elif self._incomplete:
+            self._complete_base(vector)
+
+    def _complete_base(self, vector: cursors.Vector) -> None:
         """Fill in partitions the base did not know yet (reading had not started on them when the
-        window began): from the first of their records held, else from where the newest cursor
+        window began): from the first of their records held, else from where the newest vector
         says reading them starts."""
         base = self._base
-        cursor = frame_cursor(newest.text)
-        if base is None or cursor is None:
+        if base is None:
             return
-        _, vector = cursors.decode(cursor)
         incomplete = False
         for topic, offsets in enumerate(vector):
             held = base[topic]

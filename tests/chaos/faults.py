@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from aiokafka import ConsumerRecord
 
-from siscom.core.deliveries import Delivery
+from siscom.core.deliveries import Delivery, Progress
 from siscom.pipeline.consumer import Consumer
 from siscom.pipeline.decoder import Decoder
 from siscom.pipeline.router import Router
@@ -41,8 +41,8 @@ class PoisonedDecoder(Decoder):
 class PoisonedRouter(Router):
     """Crashes on each batch holding a delivery with ROUTER_POISON in its text."""
 
-    async def receive(self, deliveries: list[Delivery]) -> None:
-        if any(ROUTER_POISON in delivery.text for delivery in deliveries):
+    async def receive(self, deliveries: list[Delivery] | Progress) -> None:
+        if not isinstance(deliveries, Progress) and any(ROUTER_POISON in delivery.text for delivery in deliveries):
             raise InjectedFault("the router met a poison frame")
         await super().receive(deliveries)
 

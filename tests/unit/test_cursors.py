@@ -134,3 +134,16 @@ def test_the_window_learns_where_partitions_start_that_it_did_not_know_when_it_b
     window.extend([delivery(0, 7, [8, 1])])  # reading partition 0 started at 7
     assert window.covers(((7, 1),)) and window.covers(((8, 1),))
     assert not window.covers(((6, 1),))
+
+
+def test_before_any_record_the_window_takes_where_reading_starts_as_dispatch_cursor_and_base():
+    """An idle topic: pings must name where reading starts, and a cursor naming it be served."""
+    window = RecentWindow(max_records=100, max_bytes=100_000)
+    start = cursors.encode(CRC, ((100, 40),))
+    window.progressed(start)
+    assert window.dispatched == start
+    assert window.covers(((100, 40),)) and not window.covers(((99, 40),))
+    assert list(window.after(((100, 40),))) == []
+    window.extend([delivery(0, 100, [101, 40]), delivery(1, 40, [101, 41])])
+    assert window.covers(((100, 40),))
+    assert [(d.partition, d.offset) for d in window.after(((100, 40),))] == [(0, 100), (1, 40)]
