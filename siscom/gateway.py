@@ -269,7 +269,7 @@ class Gateway:
     ) -> Session:
         """Start a session; ``grant`` is what the client's token allows (None: tokens are off);
         ``options`` its map options (box, rate, fields), if any; ``resume``: where its stream
-        resumes from (a cursor or ``since``; not with map options)."""
+        resumes from (a cursor or ``since``)."""
         if self._sessions is None or not self._sessions.running or self.draining:
             raise RuntimeError("the session supervisor is not accepting sessions")
         inbound = InboundLimits(self.guard.inbound, asyncio.get_running_loop().time())
@@ -282,7 +282,6 @@ class Gateway:
                 device_ids, table=self.subscriptions, policy=self.limits.policy, options=options,
                 clock=time.monotonic, grant=grant, inbound=inbound, verify=verify, window=self.window,
             )
-            resume = None
         else:
             core = StreamCore(
                 device_ids, table=self.subscriptions, policy=self.limits.policy, grant=grant, inbound=inbound,

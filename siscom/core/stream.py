@@ -141,15 +141,15 @@ class StreamCore:
         now: float,
         *,
         resumed: str | None = None,
-        replay: list[tuple[str, str, bool]] | None = None,
+        replay: list[Delivery] | None = None,
         cursor: str | None = None,
     ) -> None:
         """The stream starts: subscribe, queue the snapshot; the first keep-alive is due at
         ``now`` plus the interval.
 
         A resumed stream first gets the ``resumed`` frame; then, when it recovered, the
-        ``replay`` frames ((device id, frame text, alert) in order) instead of the snapshot, and
-        ``cursor`` is where it stands once they are out.
+        ``replay`` (deliveries of its devices in order, their texts carrying this client's
+        cursor) instead of the snapshot, and ``cursor`` is where it stands once they are out.
         """
         self._next_ping = now + self._policy.keepalive_seconds
         if resumed is not None:
@@ -158,11 +158,11 @@ class StreamCore:
             return
         if replay is not None:
             self._cursor = cursor
-            for device_id, text, alert in replay:
-                if alert:
-                    self._reply(text)
+            for delivery in replay:
+                if delivery.alert:
+                    self._reply(delivery.text)
                 else:
-                    self.outbox.put_position(device_id, text)
+                    self.outbox.put_position(delivery.device_id, delivery.text)
         elif self._policy.snapshot:
             self._queue_snapshot(self._initial_ids)
 

@@ -136,8 +136,6 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
                 now_ms=int(time.time() * 1000),
                 max_seconds=gateway.settings.stream_replay_max_seconds,
             )
-            if resume is not None and options.any:
-                raise BadRequest("cursor and since cannot be combined with bbox, max_hz or fields yet")
         except BadRequest as error:
             await refuse(peer, Metric.REJECTED_REQUESTS, error, "bad request")
             return

@@ -136,3 +136,37 @@ def test_for_a_client_that_fell_behind_a_device_that_leaves_and_comes_back_ends_
     route(table, position("a", 10, 0.5, 0.5), position("a", 11, 5, 5), position("a", 12, 0.6, 0.6))
     events = [(kind, n) for kind, n in frames(core) if n in ("a", 10, 11, 12)]
     assert events == [("leave", "a"), ("message", 12)]
+
+
+def alert(device_id: str, n: int) -> Delivery:
+    return Delivery(device_id, alert_frame(json.dumps({"data": {"DEVICE_ID": device_id, "N": n}})), True, 0)
+
+
+def test_a_resumed_box_stream_gets_its_alerts_and_each_devices_newest_position_in_log_order():
+    """The replay is what a map needs: alerts exact, one position per device (the newest), a
+    leave where the client may have shown a device now out of view."""
+    table = SubscriptionTable()
+    box = BBox(0, 0, 1, 1)
+    replay = [
+        position("a", 1, 0.5, 0.5), alert("a", 2), position("b", 3, 0.5, 0.5), position("a", 4, 0.6, 0.6),
+        position("b", 5, 3, 3), alert("b", 6), position("c", 7, 3, 3), alert("c", 8),
+    ]
+    route(table, *replay)  # the live view is where the replay ends
+    core = MapStreamCore(None, table=table, policy=POLICY, options=MapOptions(bbox=box), clock=lambda: 0.0)
+    core.open(0.0, replay=replay, cursor="c")
+    assert frames(core) == [("alert", 2), ("message", 4), ("leave", "b")]
+    named = MapStreamCore(frozenset("abc"), table=table, policy=POLICY, options=MapOptions(bbox=box), clock=lambda: 0.0)
+    named.open(0.0, replay=replay, cursor="c")
+    assert frames(named)[-1] == ("leave", "c"), "a stream naming its devices: a leave for each out of view"
+
+
+def test_a_resumed_stream_with_a_rate_and_fields_gets_one_reduced_position_per_device():
+    table = SubscriptionTable()
+    replay = [position("a", n, 0.5, 0.5) for n in range(5)] + [alert("a", 9)] + [position("b", 10, 5, 5)]
+    core = MapStreamCore(None, table=table, policy=POLICY, options=MapOptions(max_hz=1.0, fields=("N",)),
+                         clock=lambda: 0.0)
+    core.open(0.0, replay=replay, cursor="c")
+    texts = [json.loads(text) for text in core.take(0.0)]
+    assert [(t["event"], t["data"]["data"]) for t in texts] == [
+        ("message", {"N": 4, "DEVICE_ID": "a"}), ("alert", {"DEVICE_ID": "a", "N": 9}), ("message", {"N": 10, "DEVICE_ID": "b"}),
+    ]
