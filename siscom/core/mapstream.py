@@ -31,6 +31,7 @@ from siscom.core.protocol import (
     ack_frame,
     error_frame,
     leave_frame,
+    with_cursor,
 )
 from siscom.core.stream import Cause, StreamCore, StreamPolicy
 from siscom.core.subscriptions import SubscriptionTable
@@ -180,8 +181,13 @@ class MapStreamCore(StreamCore):
     def take(self, now: float) -> list[str]:
         throttle = self._throttle
         if throttle is not None and self.closing is None:
-            for device_id, text in throttle.release(now):
-                self.outbox.put_position(device_id, text)
+            released = throttle.release(now)
+            # Frames routed after a held position went out before it: released, it carries the
+            # dispatch cursor (every frame routed to this client is queued before it), not its
+            # record's older one, or a client cut off just after it would get those again.
+            dispatched = self._window.dispatched if self._window is not None and released else None
+            for device_id, text in released:
+                self.outbox.put_position(device_id, text if dispatched is None else with_cursor(text, dispatched))
         return super().take(now)
 
     def wait_time(self, now: float) -> float:
