@@ -242,6 +242,20 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
 
 
+async def two_replicas(
+    server_factory, nginx_factory, bootstrap: str, topic: str, alerts: str, *, keepalive: float
+) -> tuple[list, Nginx]:
+    """Two replicas with one identical environment, ready, behind one nginx."""
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_TOPIC": topic, "KAFKA_ALERTS_TOPIC": alerts,
+        "KAFKA_FETCH_MAX_WAIT_MS": "10", "STREAM_KEEPALIVE_SECONDS": str(keepalive), "LOG_LEVEL": "WARNING",
+    }
+    servers = [server_factory(env), server_factory(env)]
+    for server in servers:
+        await wait_ready(server)
+    return servers, nginx_factory([f"127.0.0.1:{server.port}" for server in servers])
+
+
 #: The replica-kill test at the issue's scale: 200 dashboards of 10 vehicles each, ~500 records/s.
 KILL_CLIENTS = 200
 KILL_RATE = 500
@@ -259,14 +273,7 @@ async def test_when_a_replica_is_killed_its_clients_resume_exactly_on_the_surviv
 ):
     topic = await topic_factory(partitions=PARTITIONS)
     alerts = await topic_factory(prefix="alerts")
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic, "KAFKA_ALERTS_TOPIC": alerts,
-        "KAFKA_FETCH_MAX_WAIT_MS": "10", "STREAM_KEEPALIVE_SECONDS": "1", "LOG_LEVEL": "WARNING",
-    }
-    servers = [server_factory(env), server_factory(env)]
-    for server in servers:
-        await wait_ready(server)
-    proxy = nginx_factory([f"127.0.0.1:{server.port}" for server in servers])
+    servers, proxy = await two_replicas(server_factory, nginx_factory, broker.bootstrap, topic, alerts, keepalive=1)
     clients = [
         Client(proxy.ws_url(), [KILL_DEVICES[(n * 2 + k) % len(KILL_DEVICES)] for k in range(10)])
         for n in range(KILL_CLIENTS)
@@ -490,14 +497,7 @@ async def test_clients_of_an_idle_topic_resume_exactly_on_the_survivor_with_the_
             await producer.send_and_wait(topic, b'{"data":{"DEVICE_ID":"earlier"}}', partition=seq % PARTITIONS)
     finally:
         await producer.stop()
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic, "KAFKA_ALERTS_TOPIC": alerts,
-        "KAFKA_FETCH_MAX_WAIT_MS": "10", "STREAM_KEEPALIVE_SECONDS": "0.3", "LOG_LEVEL": "WARNING",
-    }
-    servers = [server_factory(env), server_factory(env)]
-    for server in servers:
-        await wait_ready(server)
-    proxy = nginx_factory([f"127.0.0.1:{server.port}" for server in servers])
+    servers, proxy = await two_replicas(server_factory, nginx_factory, broker.bootstrap, topic, alerts, keepalive=0.3)
     clients = [
         Client(proxy.ws_url(), [DEVICES[(n * 7 + k) % DEVICE_COUNT] for k in range(10)], backoff=(1.0, 1.5))
         for n in range(20)
