@@ -13,10 +13,11 @@ import time
 from urllib.parse import quote
 
 import orjson
+import pytest
 
 from support import ws_client
 from support.kafka import produce
-from support.status import wait_ready, wait_stats
+from support.status import stats, wait_ready, wait_stats
 
 BOX = (-100.42, 20.63, -100.37, 20.67)
 IN = (20.65, -100.40)
@@ -58,10 +59,11 @@ async def frames_until_quiet(client, quiet: float = 1.0) -> list[dict]:
             return frames
 
 
+@pytest.mark.parametrize("window", ["50000", "2"], ids=["from the window", "from the log"])
 async def test_a_map_stream_resumes_with_every_alert_in_its_box_and_each_devices_newest_position_then_live(
-    make_server, broker, topic, alerts_topic
+    make_server, broker, topic, alerts_topic, window
 ):
-    server = make_server(KAFKA_ALERTS_TOPIC=alerts_topic, STREAM_SNAPSHOT="false")
+    server = make_server(KAFKA_ALERTS_TOPIC=alerts_topic, STREAM_SNAPSHOT="false", STREAM_REPLAY_WINDOW_RECORDS=window)
     await wait_ready(server)
     async with ws_client(server.ws_url(query(device_ids="a,b,c,d,e"))) as client:
         await wait_stats(server, lambda s: s["connections"] == 1)
@@ -95,6 +97,7 @@ async def test_a_map_stream_resumes_with_every_alert_in_its_box_and_each_devices
     assert json.loads(alert("a", 20)) == panic["data"], "alerts are sent whole"
     assert all("id" in f for f in replayed if f["event"] != "leave")
     assert [seen(f) for f in live] == [("message", "d", 30)]
+    assert (stats(server)["history_reads_by_partition"] != {}) == (window == "2")
 
 
 async def test_since_with_a_box_gives_the_newest_position_in_view_and_the_alerts_then_live(
