@@ -81,32 +81,6 @@ class MapStreamCore(StreamCore):
 
     # Events
 
-    def open(
-        self,
-        now: float,
-        *,
-        resumed: str | None = None,
-        replay: list[Delivery] | None = None,
-        cursor: str | None = None,
-    ) -> None:
-        """As :meth:`StreamCore.open`; a replay passes this stream's options (see :meth:`_replay`)."""
-        if self._box is None:
-            super().open(now, resumed=resumed, replay=None if replay is None else [], cursor=cursor)
-            if replay is not None and self.closing is None:
-                self._replay(replay)
-            return
-        self._next_ping = now + self._policy.keepalive_seconds
-        if resumed is not None:
-            self._reply(resumed)
-        self._table.subscribe_box(self, self._ids, self._box)
-        self._visible = set(self._in_view(self._box, self._ids))
-        self._table.viewports.mark_seen(self, self._visible)
-        if replay is not None:
-            self._cursor = cursor
-            self._replay(replay)
-        elif self._policy.snapshot:
-            self._queue_snapshot(sorted(self._visible))
-
     def deliver(self, delivery: Delivery) -> None:
         if self.closing is not None:
             return
@@ -204,6 +178,17 @@ class MapStreamCore(StreamCore):
         return super().end()
 
     # Helpers
+
+    def _join(self) -> bool:
+        if self._box is None:
+            return super()._join()
+        self._table.subscribe_box(self, self._ids, self._box)
+        self._visible = set(self._in_view(self._box, self._ids))
+        self._table.viewports.mark_seen(self, self._visible)
+        return True
+
+    def _initial_view(self) -> Iterable[str] | None:
+        return super()._initial_view() if self._box is None else sorted(self._visible)
 
     def _replay(self, replay: list[Delivery]) -> None:
         """What a map would have seen of ``replay`` (this client's records after its cursor, in
