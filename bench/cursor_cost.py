@@ -4,7 +4,8 @@
 building each frame's cursor and once not, at 3, 12 and 48 position partitions (plus 3 alert
 partitions, offsets around 50 million as on a busy topic), and prints per record the decoder's
 time (best of several runs) and the frame's size. No broker, no sockets: the id's own cost,
-isolated from everything a delivery costs after the decoder.
+isolated from everything a delivery costs after the decoder. Then what serving a cursor costs:
+a resume from a full recent-records window (where it starts, and the records after it).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from aiokafka import ConsumerRecord
 
 from siscom.core.cursors import LogPositions
+from siscom.core.window import RecentWindow
 from siscom.metrics import Metrics
 from siscom.pipeline.decoder import Decoder
 from supervisors import Mailbox
@@ -79,6 +81,35 @@ async def measure(partitions: int, count: int, runs: int) -> dict[str, float]:
     }
 
 
+async def window_resume(count: int, back: int, runs: int) -> tuple[float, int]:
+    """Milliseconds per resume (best of ``runs``) of a 10-device client whose cursor is ``back``
+    records old, from a window holding ``count`` records; and the frames it gets."""
+    out: Mailbox = Mailbox()
+    decoder = Decoder(Mailbox(), out, alerts_topic=ALERTS, max_record_bytes=1 << 20, metrics=Metrics(),
+                      positions=LogPositions([POSITIONS, ALERTS]))
+    window = RecentWindow(count, 1 << 40)
+    all_records = records(3, count)
+    cut = count - back
+    for start in range(0, count, BATCH):
+        await decoder.receive(all_records[start:start + BATCH])
+        for deliveries in out.drain():
+            window.extend(deliveries)
+    # The cursor just before record ``cut``: per partition, the offset of its first record from there.
+    vector = [[None] * 3, [None] * ALERT_PARTITIONS]
+    for record in all_records[cut:]:
+        topic = 1 if record.topic == ALERTS else 0
+        if vector[topic][record.partition] is None:
+            vector[topic][record.partition] = record.offset
+    cursor = tuple(tuple(AROUND * 2 if o is None else o for o in offsets) for offsets in vector)
+    ids = frozenset(f"08480860{n:02d}" for n in range(990, 1000))  # among the last records
+    best, got = float("inf"), 0
+    for _ in range(runs):
+        started = time.perf_counter()
+        got = len([d for d in window.after(cursor) if d.device_id in ids])
+        best = min(best, time.perf_counter() - started)
+    return best * 1000, got
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=20_000)
@@ -93,6 +124,9 @@ def main() -> None:
             f"{partitions:>10}  {f['us_without']:>27.2f}  {f['us_with']:>7.2f}  (+{extra:.2f}, +{extra / f['us_without'] * 100:.0f} %)"
             f"  {f['bytes_without']:>20.0f}  {f['bytes_with']:>4.0f}  (+{f['bytes_with'] - f['bytes_without']:.0f})"
         )
+    held, back = 50_000, 600
+    ms, frames = asyncio.run(window_resume(held, back, options.runs * 2))
+    print(f"a resume {back} records back from a window of {held:,}: {ms:.2f} ms ({frames} frames for 10 devices)")
 
 
 if __name__ == "__main__":
