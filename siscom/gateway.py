@@ -42,7 +42,7 @@ from siscom.sessions.session import Session, SessionLimits
 from siscom.sessions.shedding import LoadShedder
 from siscom.sessions.transport import Transport
 from siscom.config import Settings
-from siscom.core.deliveries import Delivery
+from siscom.core.deliveries import Delivery, Progress
 from siscom.metrics import Metrics
 from siscom.core.protocol import CloseCode
 from siscom.security.guard import Guard
@@ -111,7 +111,7 @@ class Gateway:
         self._drain_trigger: asyncio.Task[None] | None = None
         self._stopping_signal: asyncio.Future[Callable[[], Awaitable[None]]] | None = None
         self._records: Mailbox[Sequence[ConsumerRecord]] = Mailbox(PIPELINE_MAILBOX_SIZE)
-        self._deliveries: Mailbox[list[Delivery]] = Mailbox(PIPELINE_MAILBOX_SIZE)
+        self._deliveries: Mailbox[list[Delivery] | Progress] = Mailbox(PIPELINE_MAILBOX_SIZE)
         self._sessions: Supervisor | None = None
         self._pipeline: Supervisor | None = None
         self._root = Supervisor(
@@ -269,7 +269,7 @@ class Gateway:
     ) -> Session:
         """Start a session; ``grant`` is what the client's token allows (None: tokens are off);
         ``options`` its map options (box, rate, fields), if any; ``resume``: where its stream
-        resumes from (a cursor or ``since``; not with map options)."""
+        resumes from (a cursor or ``since``)."""
         if self._sessions is None or not self._sessions.running or self.draining:
             raise RuntimeError("the session supervisor is not accepting sessions")
         inbound = InboundLimits(self.guard.inbound, asyncio.get_running_loop().time())
@@ -282,7 +282,6 @@ class Gateway:
                 device_ids, table=self.subscriptions, policy=self.limits.policy, options=options,
                 clock=time.monotonic, grant=grant, inbound=inbound, verify=verify, window=self.window,
             )
-            resume = None
         else:
             core = StreamCore(
                 device_ids, table=self.subscriptions, policy=self.limits.policy, grant=grant, inbound=inbound,

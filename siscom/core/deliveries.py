@@ -28,3 +28,12 @@ class Delivery(NamedTuple):
     topic_index: int = -1
     partition: int = -1
     offset: int = -1
+
+
+class Progress(NamedTuple):
+    """The dispatch cursor moved with no record to route: reading starts on partitions that had
+    none yet (so an idle client's pings name where they start), or only malformed records came.
+
+    It travels the decoder-to-router mailbox like a batch, so the router takes it in order."""
+
+    cursor: str

@@ -31,6 +31,7 @@ from siscom.core.protocol import (
     ack_frame,
     error_frame,
     leave_frame,
+    with_cursor,
 )
 from siscom.core.stream import Cause, StreamCore, StreamPolicy
 from siscom.core.subscriptions import SubscriptionTable
@@ -79,17 +80,6 @@ class MapStreamCore(StreamCore):
         return self._box
 
     # Events
-
-    def open(self, now: float) -> None:
-        if self._box is None:
-            super().open(now)
-            return
-        self._table.subscribe_box(self, self._ids, self._box)
-        self._visible = set(self._in_view(self._box, self._ids))
-        self._table.viewports.mark_seen(self, self._visible)
-        if self._policy.snapshot:
-            self._queue_snapshot(sorted(self._visible))
-        self._next_ping = now + self._policy.keepalive_seconds
 
     def deliver(self, delivery: Delivery) -> None:
         if self.closing is not None:
@@ -165,8 +155,13 @@ class MapStreamCore(StreamCore):
     def take(self, now: float) -> list[str]:
         throttle = self._throttle
         if throttle is not None and self.closing is None:
-            for device_id, text in throttle.release(now):
-                self.outbox.put_position(device_id, text)
+            released = throttle.release(now)
+            # Frames routed after a held position went out before it: released, it carries the
+            # dispatch cursor (every frame routed to this client is queued before it), not its
+            # record's older one, or a client cut off just after it would get those again.
+            dispatched = self._window.dispatched if self._window is not None and released else None
+            for device_id, text in released:
+                self.outbox.put_position(device_id, text if dispatched is None else with_cursor(text, dispatched))
         return super().take(now)
 
     def wait_time(self, now: float) -> float:
@@ -183,6 +178,70 @@ class MapStreamCore(StreamCore):
         return super().end()
 
     # Helpers
+
+    def _join(self) -> bool:
+        if self._box is None:
+            return super()._join()
+        self._table.subscribe_box(self, self._ids, self._box)
+        self._visible = set(self._in_view(self._box, self._ids))
+        self._table.viewports.mark_seen(self, self._visible)
+        return True
+
+    def _initial_view(self) -> Iterable[str] | None:
+        return super()._initial_view() if self._box is None else sorted(self._visible)
+
+    def _replay(self, replay: list[Delivery]) -> None:
+        """What a map would have seen of ``replay`` (this client's records after its cursor, in
+        log order), the newest of it first-hand:
+
+        - every alert, in place (with a box: when its device was in the box, by the last position
+          replayed before it, else by where the device is now);
+        - of each device's positions only its newest, in its place in the log, through the box,
+          the fields and the rate like a live one; a device whose newest position is out of the
+          box gets a ``leave`` frame instead, when the client may have shown it: the stream names
+          its devices (a bounded list), or the device was in the box earlier in the replay. (A
+          stream of every device gets no leave for a device seen in the box only before its
+          cursor: the alternative is a leave for every device that moved anywhere meanwhile.)
+
+        Frames keep their record's cursor and go out in log order, so a client cut off mid-replay
+        that resumes from the last frame it got still gets every alert once and each device's
+        newest position.
+        """
+        box = self._box
+        named = self._ids is not None
+        was_inside: set[str] = set()
+        # A position record without a position is in no box: a box stream never gets it.
+        newest = {
+            delivery.device_id: number for number, delivery in enumerate(replay)
+            if not delivery.alert and (box is None or delivery.position is not None)
+        }
+        where: dict[str, tuple[float, float] | None] = {}
+        for number, delivery in enumerate(replay):
+            device_id = delivery.device_id
+            if delivery.alert:
+                if box is None:
+                    self._reply(delivery.text)
+                    continue
+                position = where[device_id] if device_id in where else self._table.viewports.position_of(device_id)
+                if position is not None and box.contains(*position):
+                    self._reply(delivery.text)
+                continue
+            if box is None:
+                if newest.get(device_id) == number:
+                    self._position(device_id, delivery.text)
+                continue
+            position = delivery.position
+            if position is None:
+                continue
+            where[device_id] = position
+            inside = box.contains(*position)
+            if newest[device_id] != number:
+                if inside:
+                    was_inside.add(device_id)
+            elif inside:
+                self._position(device_id, delivery.text)
+            elif named or device_id in was_inside:
+                self._leave(device_id)
 
     def _position(self, device_id: str, text: str) -> None:
         if self._projection is not None:

@@ -11,6 +11,11 @@ devices report, not by how far behind the client is. Alerts and control frames a
 conflated and keep their order; more than ``max_alerts`` of them waiting make the outbox refuse
 more (:class:`~supervisors.MailboxFull`), and the session closes that client with 1013. Memory is
 bounded by the devices the client watches plus the alerts it has not read.
+
+A position that takes a waiting one's place in line keeps that one's cursor (the ``id`` of the
+frame it replaces): frames then go out with cursors in dispatch order, and a client cut off
+while behind resumes from a cursor that no waiting frame is older than. Without that, a newer
+position ahead of a waiting alert would carry a cursor past it, and the alert would be lost.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Callable
 from supervisors import MailboxFull
 
 from siscom.core.deliveries import Delivery
+from siscom.core.protocol import frame_cursor, with_cursor
 
 #: Key of frames that are never conflated (alerts, pings, errors, acks) while the client keeps up.
 _KEEP = None
@@ -66,8 +72,10 @@ class Outbox:
     def put_position(self, device_id: str, text: str) -> None:
         latest = self._latest
         if latest is not None:
-            if device_id in latest:
+            waiting = latest.get(device_id)
+            if waiting is not None:
                 self.conflated += 1
+                text = _in_place_of(waiting, text)
             latest[device_id] = text  # a waiting device keeps its place in line
         else:
             self._queue.append((device_id, text))
@@ -141,8 +149,18 @@ class Outbox:
             if key is _KEEP:
                 latest[object()] = text
             else:
-                if key in latest:
+                waiting = latest.get(key)
+                if waiting is not None:
                     self.conflated += 1
+                    text = _in_place_of(waiting, text)
                 latest[key] = text
         self._queue.clear()
         self._latest = latest
+
+
+def _in_place_of(waiting: str, newer: str) -> str:
+    """``newer`` with the cursor of the ``waiting`` frame whose place in line it takes (see the
+    module docstring); as it is when the frames carry none. Its data says more than its cursor:
+    a client resuming from that cursor gets this position again."""
+    cursor = frame_cursor(waiting)
+    return newer if cursor is None else with_cursor(newer, cursor)

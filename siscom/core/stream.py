@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from supervisors import MailboxFull
@@ -154,30 +154,26 @@ class StreamCore:
         now: float,
         *,
         resumed: str | None = None,
-        replay: list[tuple[str, str, bool]] | None = None,
+        replay: list[Delivery] | None = None,
         cursor: str | None = None,
     ) -> None:
         """The stream starts: subscribe, queue the snapshot; the first keep-alive is due at
         ``now`` plus the interval.
 
         A resumed stream first gets the ``resumed`` frame; then, when it recovered, the
-        ``replay`` frames ((device id, frame text, alert) in order) instead of the snapshot, and
-        ``cursor`` is where it stands once they are out.
+        ``replay`` (deliveries of its devices in order, their texts carrying this client's
+        cursor) instead of the snapshot, and ``cursor`` is where it stands once they are out.
         """
         self._next_ping = now + self._policy.keepalive_seconds
         if resumed is not None:
             self._reply(resumed)
-        if not self._subscribe(self._initial_ids):
+        if not self._join():
             return
         if replay is not None:
             self._cursor = cursor
-            for device_id, text, alert in replay:
-                if alert:
-                    self._reply(text)
-                else:
-                    self.outbox.put_position(device_id, text)
+            self._replay(replay)
         elif self._policy.snapshot:
-            self._queue_snapshot(self._initial_ids)
+            self._queue_snapshot(self._initial_view())
 
     def deliver(self, delivery: Delivery) -> None:
         """A delivery routed to this client. Never blocks, never raises (the router's hot path)."""
@@ -367,7 +363,22 @@ class StreamCore:
         except KeyError:
             return self._initial_ids
 
-    # Helpers
+    # Helpers (a subclass may change how a stream joins, replays and first sees)
+
+    def _join(self) -> bool:
+        """Enter the table as the client asked at connect; False when refused (then closing)."""
+        return self._subscribe(self._initial_ids)
+
+    def _replay(self, replay: list[Delivery]) -> None:
+        for delivery in replay:
+            if delivery.alert:
+                self._reply(delivery.text)
+            else:
+                self.outbox.put_position(delivery.device_id, delivery.text)
+
+    def _initial_view(self) -> Iterable[str] | None:
+        """The devices whose last position a new stream starts with (None: every device)."""
+        return self._initial_ids
 
     def _subscribe(self, device_ids: frozenset[str] | None) -> bool:
         """Subscribe, or close with an error frame and 1013 past the process's bound of ids (the
@@ -412,7 +423,7 @@ class StreamCore:
         if self.on_refresh is not None:
             self.on_refresh(True)
 
-    def _queue_snapshot(self, device_ids: frozenset[str] | None) -> None:
+    def _queue_snapshot(self, device_ids: Iterable[str] | None) -> None:
         # Snapshot frames carry the cursor of now, where the client's stream starts, not their own.
         cursor = self._window.dispatched if self._window is not None else None
         for device_id, text in self._table.snapshot(device_ids):

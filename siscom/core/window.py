@@ -5,23 +5,93 @@ touching Kafka. The window is bounded by records and by bytes (frame text); it a
 partition, the offset from which it holds every record (its *base*), so it can tell whether a
 cursor can be served from it, and the cursor of the last delivery routed (the gateway's
 dispatch cursor: what a client caught up with live has received).
+
+A resume reads only what came after its cursor: each partition's offsets are indexed, so finding
+where to start is a binary search per partition, not a scan of the whole window (which, full,
+costs milliseconds per resume: a storm of resumes would stall the event loop).
 """
 
 from __future__ import annotations
 
-from collections import deque
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 
 from siscom.core import cursors
 from siscom.core.deliveries import Delivery
 from siscom.core.protocol import frame_cursor
 
+#: A list's front is cut off once this many of its items are gone (and at least half of it).
+_COMPACT_AFTER = 1024
+
+
+class _Entries:
+    """The deliveries held, oldest first, in a list whose front moves forward: sliceable from any
+    entry's number (a deque is not). Entry numbers count every delivery appended."""
+
+    __slots__ = ("items", "head", "dropped")
+
+    def __init__(self) -> None:
+        self.items: list[Delivery | None] = []
+        #: Index in ``items`` of the oldest entry held.
+        self.head = 0
+        #: Entries cut off the list's front: the number of ``items[0]``.
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self.items) - self.head
+
+    @property
+    def next_number(self) -> int:
+        return self.dropped + len(self.items)
+
+    def oldest(self) -> Delivery | None:
+        return self.items[self.head] if self.head < len(self.items) else None
+
+    def popleft(self) -> Delivery:
+        items, head = self.items, self.head
+        old = items[head]
+        assert old is not None
+        items[head] = None  # the frame's memory goes now, not at the next compaction
+        self.head = head + 1
+        if self.head >= _COMPACT_AFTER and self.head * 2 >= len(items):
+            del items[: self.head]
+            self.dropped += self.head
+            self.head = 0
+        return old
+
+    def since(self, number: int) -> list[Delivery | None]:
+        return self.items[max(self.head, number - self.dropped):]
+
+
+class _PartitionIndex:
+    """One partition's held offsets (ascending) and their entries' numbers."""
+
+    __slots__ = ("offsets", "numbers", "head")
+
+    def __init__(self) -> None:
+        self.offsets: list[int] = []
+        self.numbers: list[int] = []
+        self.head = 0
+
+    def popleft(self) -> None:
+        self.head += 1
+        if self.head >= _COMPACT_AFTER and self.head * 2 >= len(self.offsets):
+            del self.offsets[: self.head], self.numbers[: self.head]
+            self.head = 0
+
+    def first_at_or_after(self, offset: int) -> int | None:
+        """The number of the first entry held at or after ``offset``, if any."""
+        found = bisect_left(self.offsets, offset, self.head)
+        return self.numbers[found] if found < len(self.offsets) else None
+
 
 class RecentWindow:
     def __init__(self, max_records: int, max_bytes: int) -> None:
         self.max_records = max_records
         self.max_bytes = max_bytes
-        self._entries: deque[Delivery] = deque()
+        self._entries = _Entries()
+        #: Per (topic index, partition): where its entries are.
+        self._partitions: dict[tuple[int, int], _PartitionIndex] = {}
         self._bytes = 0
         #: Per topic index, per partition: the offset from which every record is held.
         self._base: list[list[int]] | None = None
@@ -42,11 +112,12 @@ class RecentWindow:
         return self._bytes
 
     def oldest_timestamp_ms(self) -> int | None:
-        return self._entries[0].timestamp_ms if self._entries else None
+        oldest = self._entries.oldest()
+        return None if oldest is None else oldest.timestamp_ms
 
     def extend(self, deliveries: Iterable[Delivery]) -> None:
         """Deliveries just routed, in order (the router's batch)."""
-        entries, last = self._entries, self._last
+        entries, last, partitions = self._entries, self._last, self._partitions
         added = 0
         for delivery in deliveries:
             if delivery.offset < 0:
@@ -56,7 +127,8 @@ class RecentWindow:
             if previous is not None and delivery.offset <= previous:
                 # The log was replaced (read again from its beginning): older entries mean nothing.
                 self.clear()
-                entries, last = self._entries, self._last
+                entries, last, partitions = self._entries, self._last, self._partitions
+                added = 0
             if previous is None:
                 self._first[key] = delivery.offset
             last[key] = delivery.offset
@@ -69,22 +141,40 @@ class RecentWindow:
                 base[delivery.topic_index][delivery.partition] = delivery.offset
                 self._base = base
                 self._incomplete = True
-            entries.append(delivery)
+            index = partitions.get(key)
+            if index is None:
+                index = partitions[key] = _PartitionIndex()
+            index.offsets.append(delivery.offset)
+            index.numbers.append(entries.next_number)
+            entries.items.append(delivery)
             added += len(delivery.text)
         self._bytes += added
         if self._incomplete and entries:
-            self._complete_base(entries[-1])
+            cursor = frame_cursor(entries.items[-1].text)  # type: ignore[union-attr]
+            if cursor is not None:
+                self._complete_base(cursors.decode(cursor)[1])
         self._trim()
 
-    def _complete_base(self, newest: Delivery) -> None:
+    def progressed(self, cursor: str) -> None:
+        """The dispatch cursor moved with no record routed (reading starts on partitions that had
+        none yet): it is the dispatch cursor now, and where the window holds everything from on
+        partitions it knew nothing of."""
+        self.dispatched = cursor
+        _, vector = cursors.decode(cursor)
+        if self._base is None:
+            # Nothing routed yet: every record routed from this vector on will be held.
+            self._base = [list(offsets) for offsets in vector]
+            self._incomplete = any(offset == cursors.UNKNOWN for offsets in vector for offset in offsets)
+        elif self._incomplete:
+            self._complete_base(vector)
+
+    def _complete_base(self, vector: cursors.Vector) -> None:
         """Fill in partitions the base did not know yet (reading had not started on them when the
-        window began): from the first of their records held, else from where the newest cursor
+        window began): from the first of their records held, else from where the newest vector
         says reading them starts."""
         base = self._base
-        cursor = frame_cursor(newest.text)
-        if base is None or cursor is None:
+        if base is None:
             return
-        _, vector = cursors.decode(cursor)
         incomplete = False
         for topic, offsets in enumerate(vector):
             held = base[topic]
@@ -112,6 +202,7 @@ class RecentWindow:
         entries, base = self._entries, self._base
         while entries and (len(entries) > self.max_records or self._bytes > self.max_bytes):
             old = entries.popleft()
+            self._partitions[(old.topic_index, old.partition)].popleft()
             self._bytes -= len(old.text)
             assert base is not None
             offsets = base[old.topic_index]
@@ -120,7 +211,8 @@ class RecentWindow:
             offsets[old.partition] = max(offsets[old.partition], old.offset + 1)
 
     def clear(self) -> None:
-        self._entries.clear()
+        self._entries = _Entries()
+        self._partitions = {}
         self._bytes = 0
         self._base = None
         self._last.clear()
@@ -143,7 +235,16 @@ class RecentWindow:
 
     def after(self, vector: cursors.Vector) -> Iterator[Delivery]:
         """The held deliveries at or after ``vector`` (partitions it does not name: all)."""
-        for delivery in self._entries:
+        entries = self._entries
+        start = entries.next_number
+        for (topic, partition), index in self._partitions.items():
+            offsets = vector[topic] if topic < len(vector) else ()
+            number = index.first_at_or_after(offsets[partition] if partition < len(offsets) else 0)
+            if number is not None and number < start:
+                start = number
+        # From there on, entries of other partitions that come before the vector are skipped.
+        for delivery in entries.since(start):
+            assert delivery is not None
             offsets = vector[delivery.topic_index] if delivery.topic_index < len(vector) else ()
             start = offsets[delivery.partition] if delivery.partition < len(offsets) else 0
             if delivery.offset >= start:

@@ -244,17 +244,22 @@ class Consumer(Actor):
             self._handing_on = False
 
     async def _note_start_offsets(self, consumer: AIOKafkaConsumer, resumer: Resumer) -> None:
-        """Note where reading starts on partitions not read before, before any record is fetched:
-        cursors name every partition from the first frame on."""
+        """Note where reading starts on partitions not read before, before any record is fetched,
+        and tell the decoder (an empty batch): cursors name every partition from the first frame
+        on, pings included, even while no record comes."""
+        noted = False
         try:
             async with asyncio.timeout(PROBE_TIMEOUT):
                 for partition in resumer.assigned:
                     if self._offsets.mark(partition) is None:
                         self._offsets.reached(partition, await consumer.position(partition))
+                        noted = True
         except TimeoutError as error:
             raise BrokerLost(f"no start offsets within {PROBE_TIMEOUT:g} s") from error
         except (KafkaError, OSError) as error:
             raise BrokerLost(describe(error)) from error
+        if noted:
+            await self._out.put([])
 
     async def _probe(self, consumer: AIOKafkaConsumer, resumer: Resumer) -> None:
         while True:

@@ -15,7 +15,7 @@ from aiokafka import ConsumerRecord
 from supervisors import Actor, Mailbox
 
 from siscom.core.cursors import LogPositions
-from siscom.core.deliveries import Delivery
+from siscom.core.deliveries import Delivery, Progress
 from siscom.metrics import Metric, Metrics
 from siscom.core.protocol import alert_frame, message_frame
 from siscom.core.records import MalformedRecord, decode_value
@@ -31,7 +31,7 @@ class Decoder(Actor):
     def __init__(
         self,
         inbox: Mailbox[Sequence[ConsumerRecord]],
-        out: Mailbox[list[Delivery]],
+        out: Mailbox[list[Delivery] | Progress],
         *,
         alerts_topic: str | None,
         max_record_bytes: int,
@@ -52,13 +52,13 @@ class Decoder(Actor):
         self._logged_in_window = 0
 
     async def receive(self, records: Sequence[ConsumerRecord]) -> None:
+        """Decode a batch; an empty one is the consumer's word that start offsets were noted."""
         frames: list[Delivery] = []
         alerts = malformed = unplaced = 0
         alerts_topic = self._alerts_topic
         max_bytes = self._max_record_bytes
         positions = self._positions
-        if positions is not None:
-            self._fill_start_offsets(positions)
+        moved = positions is not None and (self._fill_start_offsets(positions) or bool(records))
         cursor = None
         topic_index = -1
         for record in records:
@@ -89,7 +89,8 @@ class Decoder(Actor):
                     decoded.device_id, message_frame(decoded.text, cursor), False, record.timestamp, position,
                     topic_index=topic_index, partition=record.partition, offset=record.offset,
                 ))
-        self._metrics.incr(Metric.RECORDS, len(records))
+        if records:
+            self._metrics.incr(Metric.RECORDS, len(records))
         if alerts:
             self._metrics.incr(Metric.ALERTS, alerts)
         if malformed:
@@ -98,16 +99,24 @@ class Decoder(Actor):
             self._metrics.incr(Metric.UNPLACED_RECORDS, unplaced)
         if frames:
             await self._out.put(frames)
+        elif moved and positions is not None:
+            # No frame carries the new vector: the router must still learn it, in order.
+            await self._out.put(Progress(positions.cursor()))
 
-    def _fill_start_offsets(self, positions: LogPositions) -> None:
-        """Partitions with no record yet enter the vector at the offset reading starts from."""
+    def _fill_start_offsets(self, positions: LogPositions) -> bool:
+        """Partitions with no record yet enter the vector at the offset reading starts from, which
+        means the same on every replica: a cursor naming it there is honoured anywhere. True when
+        one did."""
         if self._offsets is None:
-            return
+            return False
+        filled = False
         for partition, offset in self._offsets.start_offsets():
             if partition.topic in positions.topics:
                 index = positions.topic_index(partition.topic)
                 if not positions.known(index, partition.partition):
                     positions.advance(index, partition.partition, offset)
+                    filled = True
+        return filled
 
     def _log_malformed(self, record: ConsumerRecord, error: MalformedRecord) -> None:
         window = int(time.monotonic())

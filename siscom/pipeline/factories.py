@@ -17,7 +17,7 @@ from supervisors import Actor, Mailbox
 
 from siscom.config import Settings
 from siscom.core.cursors import LogPositions
-from siscom.core.deliveries import Delivery
+from siscom.core.deliveries import Delivery, Progress
 from siscom.core.window import RecentWindow
 from siscom.core.subscriptions import SubscriptionTable
 from siscom.metrics import Metrics
@@ -46,7 +46,7 @@ class DecoderFactory(Protocol):
     def __call__(
         self,
         inbox: Mailbox[Sequence[ConsumerRecord]],
-        out: Mailbox[list[Delivery]],
+        out: Mailbox[list[Delivery] | Progress],
         *,
         alerts_topic: str | None,
         max_record_bytes: int,
@@ -61,7 +61,7 @@ class RouterFactory(Protocol):
 
     def __call__(
         self,
-        inbox: Mailbox[list[Delivery]],
+        inbox: Mailbox[list[Delivery] | Progress],
         table: SubscriptionTable,
         metrics: Metrics,
         window: RecentWindow | None = None,

@@ -14,7 +14,7 @@ import time
 
 from supervisors import Actor, Mailbox
 
-from siscom.core.deliveries import Delivery
+from siscom.core.deliveries import Delivery, Progress
 from siscom.core.window import RecentWindow
 from siscom.metrics import Metric, Metrics
 from siscom.core.subscriptions import SubscriptionTable
@@ -23,7 +23,7 @@ from siscom.core.subscriptions import SubscriptionTable
 class Router(Actor):
     def __init__(
         self,
-        inbox: Mailbox[list[Delivery]],
+        inbox: Mailbox[list[Delivery] | Progress],
         table: SubscriptionTable,
         metrics: Metrics,
         window: RecentWindow | None = None,
@@ -35,7 +35,11 @@ class Router(Actor):
         self._next_gauges = 0.0
         self._metrics = metrics
 
-    async def receive(self, deliveries: list[Delivery]) -> None:
+    async def receive(self, deliveries: list[Delivery] | Progress) -> None:
+        if isinstance(deliveries, Progress):
+            if self._window is not None:
+                self._window.progressed(deliveries.cursor)
+            return
         table = self._table
         subscribers_of = table.subscribers_of
         remember = table.remember

@@ -42,10 +42,6 @@ logger = logging.getLogger(__name__)
 CATCH_UP_SECONDS = 2.0
 _POLL_SECONDS = 0.02
 
-#: (device id, frame text, alert): what a core's open takes as its replay.
-Replayed = tuple[str, str, bool]
-
-
 def _earlier(offset: int | None, reached: int) -> int:
     return reached if offset is None else min(offset, reached)
 
@@ -177,11 +173,9 @@ class Replayer:
             replay = self._decode(records, ids)
         finally:
             self._table.unsubscribe(holder)
-        # From the unsubscribe above to the feeding below, nothing awaits: the holder's deliveries
-        # are exactly what was routed since the read's end was fixed.
-        self._recovered(core, clock, vector, replay)
-        for delivery in holder.deliveries:
-            core.deliver(delivery)
+        # From the unsubscribe above to the open below, nothing awaits: the holder's deliveries
+        # are exactly what was routed since the read's end was fixed, and follow the log's.
+        self._recovered(core, clock, vector, replay, live=holder.deliveries)
 
     def _decode(self, records: dict[TopicPartition, list], ids: frozenset[str] | None) -> list[Delivery]:
         index = {topic: number for number, topic in enumerate(self._topics)}
@@ -206,25 +200,34 @@ class Replayer:
         return list(heapq.merge(*per_partition, key=lambda d: d.timestamp_ms))
 
     def _recovered(
-        self, core: StreamCore, clock: Callable[[], float], vector: cursors.Vector, replay: list[Delivery]
+        self,
+        core: StreamCore,
+        clock: Callable[[], float],
+        vector: cursors.Vector,
+        replay: list[Delivery],
+        live: list[Delivery] | None = None,
     ) -> None:
+        """Open ``core`` recovered: ``replay`` gets this client's cursors, then ``live`` (routed
+        while the log was read) follows as routed: its shared cursors are past the replay's."""
         crc = cursors.topics_crc(self._topics)
         stands = [list(offsets) for offsets in vector]
-        frames: list[tuple[str, str, bool]] = []
+        frames: list[Delivery] = []
         for delivery in replay:
             offsets = stands[delivery.topic_index]
             if delivery.partition >= len(offsets):
                 offsets.extend([0] * (delivery.partition + 1 - len(offsets)))
             offsets[delivery.partition] = delivery.offset + 1
             cursor = cursors.encode(crc, tuple(tuple(o) for o in stands))
-            frames.append((delivery.device_id, with_cursor(delivery.text, cursor), delivery.alert))
+            frames.append(delivery._replace(text=with_cursor(delivery.text, cursor)))
+        replayed = len(frames)
+        frames += live or ()
         # Where the client stands until its next frame: its last replayed frame, else its cursor.
-        stands_at = frames[-1][1] if frames else None
+        stands_at = frames[-1].text if frames else None
         cursor = frame_cursor(stands_at) if stands_at is not None else cursors.encode(crc, vector)
         core.open(clock(), resumed=resumed_frame(True), replay=frames, cursor=cursor)
         self._metrics.incr(Metric.RESUMES_RECOVERED)
-        if frames:
-            self._metrics.incr(Metric.REPLAYED_RECORDS, len(frames))
+        if replayed:
+            self._metrics.incr(Metric.REPLAYED_RECORDS, replayed)
 
     def _lost(self, core: StreamCore, clock: Callable[[], float], reason: str) -> None:
         core.open(clock(), resumed=resumed_frame(False, reason))

@@ -150,8 +150,6 @@ class Admission:
                 now_ms=int(time.time() * 1000),
                 max_seconds=settings.stream_replay_max_seconds,
             )
-            if resume is not None and options.any:
-                raise BadRequest("cursor and since cannot be combined with bbox, max_hz or fields yet")
         except BadRequest as error:
             raise self._refused(peer, Refusal.BAD_REQUEST, Metric.REJECTED_REQUESTS, error) from None
         ids = gateway.subscriptions.canonical(ids)

@@ -10,11 +10,12 @@ fault raises :class:`InjectedFault`, so a test can tell it from a real crash in 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from aiokafka import ConsumerRecord
 
-from siscom.core.deliveries import Delivery
+from siscom.core.deliveries import Delivery, Progress
 from siscom.pipeline.consumer import Consumer
 from siscom.pipeline.decoder import Decoder
 from siscom.pipeline.router import Router
@@ -41,8 +42,8 @@ class PoisonedDecoder(Decoder):
 class PoisonedRouter(Router):
     """Crashes on each batch holding a delivery with ROUTER_POISON in its text."""
 
-    async def receive(self, deliveries: list[Delivery]) -> None:
-        if any(ROUTER_POISON in delivery.text for delivery in deliveries):
+    async def receive(self, deliveries: list[Delivery] | Progress) -> None:
+        if not isinstance(deliveries, Progress) and any(ROUTER_POISON in delivery.text for delivery in deliveries):
             raise InjectedFault("the router met a poison frame")
         await super().receive(deliveries)
 
@@ -54,11 +55,34 @@ class CrashingConsumer(Consumer):
         raise InjectedFault("the consumer crashes as it starts")
 
 
+class CrashOnDemandConsumer(Consumer):
+    """A working consumer that crashes when its :meth:`crash` is called (its restart is fresh)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._crash = asyncio.Event()
+
+    def crash(self) -> None:
+        self._crash.set()
+
+    async def run(self) -> None:
+        reading = asyncio.ensure_future(super().run())
+        told = asyncio.ensure_future(self._crash.wait())
+        done, _ = await asyncio.wait({reading, told}, return_when=asyncio.FIRST_COMPLETED)
+        if told in done:
+            reading.cancel()
+            await asyncio.wait({reading})
+            raise InjectedFault("the consumer was told to crash")
+        told.cancel()
+        reading.result()
+
+
 #: Each fault: the Gateway keyword arguments that install it.
 FAULTS: dict[str, dict[str, type]] = {
     "decoder-poison": {"decoder": PoisonedDecoder},
     "router-poison": {"router": PoisonedRouter},
     "consumer-crash": {"consumer": CrashingConsumer},
+    "consumer-crash-on-demand": {"consumer": CrashOnDemandConsumer},
 }
 
 

@@ -13,9 +13,14 @@ import time
 from urllib.parse import quote
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
+from chaos.faults import actors
+from chaos.inprocess import InProcessServer
+from siscom.config import Settings
 from siscom.core import cursors
 from siscom.dev.broker import create_topics
+from siscom.gateway import Gateway
 from support import ws_client
 from support.kafka import produce
 from support.status import stats, wait_ready, wait_stats
@@ -242,3 +247,47 @@ async def test_pings_carry_the_cursor_a_quiet_client_resumes_from(make_server, b
     async with ws_client(url + "&cursor=" + pings[-1]["id"]) as client:
         assert (await client.next_frame())["data"] == {"recovered": True}
         assert (await client.next_frame())["data"]["data"]["SEQ"] == 11
+
+
+async def test_a_quiet_clients_cursor_stays_true_across_a_consumer_restart(broker, topic_factory):
+    """A cursor handed out before any record names where reading starts; a restarted consumer
+    goes on from there (its read offsets outlive it), so that cursor still resumes exactly."""
+    topic = await topic_factory(partitions=2)
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+    await producer.start()
+    try:
+        await run_consumer_restart(broker, topic, producer)
+    finally:
+        await producer.stop()
+
+
+async def run_consumer_restart(broker, topic: str, producer: AIOKafkaProducer) -> None:
+    for seq in range(6):  # one record a request: the test broker reports the log end late after batches
+        await producer.send_and_wait(topic, value("d1", seq), partition=seq % 2)
+    settings = Settings.from_env({
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic, "KAFKA_FETCH_MAX_WAIT_MS": "10",
+        "STREAM_KEEPALIVE_SECONDS": "0.3",
+    })
+    gateway = Gateway(settings, **actors("consumer-crash-on-demand"))
+    async with InProcessServer(settings, gateway=gateway) as server:
+        await wait_ready(server)
+        url = server.ws_url("/api/v1/stream?device_ids=d0")
+        async with ws_client(url, skip_pings=False) as client:
+            ping = await client.next_frame(3, skip_pings=False)
+        assert cursors.decode(ping["id"])[1] == ((3, 3),), "reading starts at the log's end"
+        pipeline = next(child.actor for child in gateway.root.which_children() if child.id == "pipeline")
+        consumer = next(child for child in pipeline.which_children() if child.id == "consumer")
+        consumer.actor.crash()
+        async with asyncio.timeout(10):
+            while consumer.restarts == 0 or not gateway.ready:
+                await asyncio.sleep(0.05)
+                consumer = next(child for child in pipeline.which_children() if child.id == "consumer")
+        for seq in range(100, 104):
+            await producer.send_and_wait(topic, value("d0", seq), partition=seq % 2)
+        await wait_stats(server, lambda s: s["records"] >= 4)
+        async with ws_client(url + "&cursor=" + ping["id"]) as client:
+            assert (await client.next_frame())["data"] == {"recovered": True}
+            frames = [await client.next_frame() for _ in range(4)]
+            with pytest.raises(TimeoutError):
+                await client.next_frame(0.5)  # nothing more (pings aside)
+    assert sorted(seqs(frames)) == [100, 101, 102, 103]

@@ -134,3 +134,50 @@ def test_the_window_learns_where_partitions_start_that_it_did_not_know_when_it_b
     window.extend([delivery(0, 7, [8, 1])])  # reading partition 0 started at 7
     assert window.covers(((7, 1),)) and window.covers(((8, 1),))
     assert not window.covers(((6, 1),))
+
+
+def test_before_any_record_the_window_takes_where_reading_starts_as_dispatch_cursor_and_base():
+    """An idle topic: pings must name where reading starts, and a cursor naming it be served."""
+    window = RecentWindow(max_records=100, max_bytes=100_000)
+    start = cursors.encode(CRC, ((100, 40),))
+    window.progressed(start)
+    assert window.dispatched == start
+    assert window.covers(((100, 40),)) and not window.covers(((99, 40),))
+    assert list(window.after(((100, 40),))) == []
+    window.extend([delivery(0, 100, [101, 40]), delivery(1, 40, [101, 41])])
+    assert window.covers(((100, 40),))
+    assert [(d.partition, d.offset) for d in window.after(((100, 40),))] == [(0, 100), (1, 40)]
+
+
+@given(
+    steps=st.lists(st.tuples(st.integers(0, 2), st.integers(1, 3)), min_size=1, max_size=120),
+    size=st.integers(1, 40),
+    vector=st.tuples(st.integers(0, 60), st.integers(0, 60), st.integers(0, 60)),
+)
+def test_the_window_replays_from_a_cursor_exactly_what_a_scan_of_everything_held_finds(
+    monkeypatch_compaction, steps, size, vector
+):
+    """The per-partition index only finds where to start; what it yields must be what scanning
+    every held entry yields, through trims and compactions."""
+    window = RecentWindow(max_records=size, max_bytes=10**9)
+    offsets = [0, 0, 0]
+    held: list[Delivery] = []
+    for partition, gap in steps:
+        offsets[partition] += gap  # offsets skip now and then (malformed records, other topics)
+        routed = delivery(partition, offsets[partition], [o + 1 for o in offsets])
+        window.extend([routed])
+        held = (held + [routed])[-size:]
+        cursor = ((vector[0], vector[1], vector[2]),)
+        expected = [d for d in held if d.offset >= cursor[0][d.partition]]
+        assert list(window.after(cursor)) == expected
+    assert len(window) == len(held)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_compaction():
+    """Compact lists after two items gone instead of a thousand, so the examples reach it."""
+    from siscom.core import window
+
+    saved, window._COMPACT_AFTER = window._COMPACT_AFTER, 2
+    yield
+    window._COMPACT_AFTER = saved

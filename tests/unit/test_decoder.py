@@ -6,12 +6,15 @@ import asyncio
 import json
 import logging
 
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 from hypothesis import given, settings, strategies as st
 
+from siscom.core import cursors
+from siscom.core.deliveries import Progress
 from siscom.pipeline.decoder import MALFORMED_LOG_PER_SECOND, Decoder
+from siscom.pipeline.offsets import ReadOffsets
 from siscom.metrics import Metrics
-from siscom.core.protocol import alert_frame, message_frame
+from siscom.core.protocol import alert_frame, frame_cursor, message_frame
 from supervisors import Mailbox
 
 TOPIC, ALERTS = "positions", "alerts"
@@ -90,3 +93,25 @@ async def test_malformed_records_are_logged_at_most_so_many_times_a_second(caplo
     assert metrics.counters["malformed_records"] == 3 * MALFORMED_LOG_PER_SECOND
     # Within one second of the clock (a batch may straddle two), never more than twice the rate.
     assert MALFORMED_LOG_PER_SECOND <= len(caplog.records) <= 2 * MALFORMED_LOG_PER_SECOND
+
+
+async def test_an_empty_batch_after_start_offsets_were_noted_moves_the_dispatch_cursor_to_them():
+    """The consumer's empty batch says where reading starts; with no record to carry it, the
+    decoder hands the router a Progress, so an idle client's pings name every partition."""
+    offsets = ReadOffsets()
+    for partition, start in ((0, 100), (1, 7)):
+        offsets.reached(TopicPartition(TOPIC, partition), start)
+    offsets.reached(TopicPartition(ALERTS, 0), 3)
+    positions = cursors.LogPositions([TOPIC, ALERTS])
+    out: Mailbox = Mailbox()
+    decoder = Decoder(Mailbox(), out, alerts_topic=ALERTS, max_record_bytes=MAX_BYTES, metrics=Metrics(),
+                      positions=positions, offsets=offsets)
+    await decoder.receive([])
+    (progress,) = out.drain()
+    assert isinstance(progress, Progress)
+    assert cursors.decode(progress.cursor)[1] == ((100, 7), (3,))
+    await decoder.receive([])
+    assert out.drain() == [], "nothing new: nothing to tell"
+    await decoder.receive([record(b'{"data":{"DEVICE_ID":"a"}}', offset=100)])
+    (batch,) = out.drain()
+    assert cursors.decode(frame_cursor(batch[0].text) or "")[1] == ((101, 7), (3,))

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 
+from siscom.core import cursors
 from siscom.core.deliveries import Delivery
 from siscom.core.geo import BBox
 from siscom.core.mapoptions import MapOptions
 from siscom.core.mapstream import MapStreamCore
-from siscom.core.protocol import alert_frame, message_frame
+from siscom.core.protocol import alert_frame, message_frame, with_cursor
 from siscom.core.stream import StreamCore, StreamPolicy
 from siscom.core.subscriptions import SubscriptionTable
+from siscom.core.window import RecentWindow
 
 POLICY = StreamPolicy(keepalive_seconds=60.0, max_pending_frames=100, max_device_ids=10, snapshot=True)
 
@@ -136,3 +138,65 @@ def test_for_a_client_that_fell_behind_a_device_that_leaves_and_comes_back_ends_
     route(table, position("a", 10, 0.5, 0.5), position("a", 11, 5, 5), position("a", 12, 0.6, 0.6))
     events = [(kind, n) for kind, n in frames(core) if n in ("a", 10, 11, 12)]
     assert events == [("leave", "a"), ("message", 12)]
+
+
+def alert(device_id: str, n: int) -> Delivery:
+    return Delivery(device_id, alert_frame(json.dumps({"data": {"DEVICE_ID": device_id, "N": n}})), True, 0)
+
+
+def test_a_resumed_box_stream_gets_its_alerts_and_each_devices_newest_position_in_log_order():
+    """The replay is what a map needs: alerts exact, one position per device (the newest), a
+    leave where the client may have shown a device now out of view."""
+    table = SubscriptionTable()
+    box = BBox(0, 0, 1, 1)
+    replay = [
+        position("a", 1, 0.5, 0.5), alert("a", 2), position("b", 3, 0.5, 0.5), position("a", 4, 0.6, 0.6),
+        position("b", 5, 3, 3), alert("b", 6), position("c", 7, 3, 3), alert("c", 8),
+    ]
+    route(table, *replay)  # the live view is where the replay ends
+    core = MapStreamCore(None, table=table, policy=POLICY, options=MapOptions(bbox=box), clock=lambda: 0.0)
+    core.open(0.0, replay=replay, cursor="c")
+    assert frames(core) == [("alert", 2), ("message", 4), ("leave", "b")]
+    named = MapStreamCore(frozenset("abc"), table=table, policy=POLICY, options=MapOptions(bbox=box), clock=lambda: 0.0)
+    named.open(0.0, replay=replay, cursor="c")
+    assert frames(named)[-1] == ("leave", "c"), "a stream naming its devices: a leave for each out of view"
+
+
+def test_a_resumed_stream_with_a_rate_and_fields_gets_one_reduced_position_per_device():
+    table = SubscriptionTable()
+    replay = [position("a", n, 0.5, 0.5) for n in range(5)] + [alert("a", 9)] + [position("b", 10, 5, 5)]
+    core = MapStreamCore(None, table=table, policy=POLICY, options=MapOptions(max_hz=1.0, fields=("N",)),
+                         clock=lambda: 0.0)
+    core.open(0.0, replay=replay, cursor="c")
+    texts = [json.loads(text) for text in core.take(0.0)]
+    assert [(t["event"], t["data"]["data"]) for t in texts] == [
+        ("message", {"N": 4, "DEVICE_ID": "a"}), ("alert", {"DEVICE_ID": "a", "N": 9}), ("message", {"N": 10, "DEVICE_ID": "b"}),
+    ]
+
+
+def test_a_position_released_from_its_rate_slot_carries_the_dispatch_cursor_so_a_resume_repeats_no_alert():
+    """An alert routed after a held position goes out first; the position, released later,
+    must not take the client's cursor back before the alert."""
+    table = SubscriptionTable()
+    window = RecentWindow(max_records=100, max_bytes=100_000)
+    now = [0.0]
+    core = MapStreamCore(None, table=table, policy=POLICY, options=MapOptions(max_hz=1.0), clock=lambda: now[0],
+                         window=window)
+    core.open(0.0)
+
+    def routed(delivery: Delivery, offset: int) -> None:
+        text = with_cursor(delivery.text, cursors.encode(0, ((offset + 1,),)))
+        delivery = delivery._replace(text=text, topic_index=0, partition=0, offset=offset)
+        route(table, delivery)
+        window.extend([delivery])
+        window.routed(delivery)
+
+    routed(position("a", 0, 0.5, 0.5), 0)
+    routed(position("a", 1, 0.5, 0.5), 1)  # held: a's slot is taken for a second
+    routed(alert("a", 2), 2)
+    first = [json.loads(text) for text in core.take(0.1)]
+    assert [(f["event"], f["data"]["data"]["N"]) for f in first] == [("message", 0), ("alert", 2)]
+    now[0] = 1.5
+    (released,) = [json.loads(text) for text in core.take(1.5)]
+    assert released["data"]["data"]["N"] == 1
+    assert cursors.decode(released["id"])[1] == ((3,),), "past the alert: resuming from it does not repeat it"

@@ -3,12 +3,17 @@
 The outbox is pure (no event loop): these tests call it directly and need no waiting.
 """
 
+import json
+
 import pytest
+from hypothesis import example, given, settings, strategies as st
 
 from supervisors import MailboxFull
 
+from siscom.core import cursors
 from siscom.core.deliveries import Delivery
 from siscom.core.outbox import Outbox
+from siscom.core.protocol import alert_frame, message_frame
 
 
 def position(device: str, n: int) -> Delivery:
@@ -122,3 +127,40 @@ def test_a_client_that_keeps_up_still_gets_at_most_a_chunk_per_take():
     assert outbox.take() == [f"a:{n}" for n in range(4)]
     assert take_all(outbox) == [f"a:{n}" for n in range(4, 10)]
     assert outbox.conflated == 0
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    steps=st.lists(st.tuples(st.sampled_from(["put", "put", "put", "take"]), st.integers(0, 3), st.booleans()), max_size=80),
+    cut=st.floats(0, 1),
+)
+@example(  # behind: d0's slot comes before the alert, and holds a position newer than the alert
+    steps=[("put", 0, False), ("put", 1, False), ("put", 2, False), ("put", 3, True), ("put", 0, False)], cut=0.2
+)
+def test_a_lagging_client_cut_off_anywhere_resumes_with_every_alert_once_and_each_devices_newest_position(steps, cut):
+    """The guarantee of the README's Cursors section for a conflated client: resuming from the
+    last cursor it got, it has every alert exactly once, and for every device the newest
+    position there was (a position may come twice, never go missing)."""
+    outbox = Outbox(soft_limit=3, max_alerts=1000, chunk=2)
+    routed: list[tuple[int, str, bool]] = []  # (offset, device, alert), one partition
+    received: list[str] = []
+    for action, device_number, is_alert in steps:
+        if action == "take":
+            received += outbox.take()
+            continue
+        offset, device = len(routed), f"d{device_number}"
+        routed.append((offset, device, is_alert))
+        text = (alert_frame if is_alert else message_frame)(
+            json.dumps({"data": {"DEVICE_ID": device, "O": offset}}), cursors.encode(0, ((offset + 1,),))
+        )
+        outbox.put_delivery(Delivery(device, text, is_alert, 0))
+    received += take_all(outbox)
+    received = received[: round(cut * len(received))]
+    frames = [json.loads(text) for text in received]
+    resume_from = cursors.decode(frames[-1]["id"])[1][0][0] if frames else 0
+    replayed = [(offset, device, is_alert) for offset, device, is_alert in routed if offset >= resume_from]
+    got_alerts = [f["data"]["data"]["O"] for f in frames if f["event"] == "alert"] + [o for o, _, a in replayed if a]
+    assert sorted(got_alerts) == [offset for offset, _, is_alert in routed if is_alert]
+    got_positions = {f["data"]["data"]["O"] for f in frames if f["event"] == "message"} | {o for o, _, a in replayed if not a}
+    newest = {device: offset for offset, device, is_alert in routed if not is_alert}
+    assert set(newest.values()) <= got_positions
