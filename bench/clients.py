@@ -102,6 +102,45 @@ class ProcessReport:
     ages: bytes
     others: int = 0
     close_codes: Counter[int] = field(default_factory=Counter)
+    #: How late the process's event loop ran a 5 ms timer in the window, ms, one per wake-up.
+    loop_lags: bytes = b""
+
+
+#: The loop-lag probe's period. A frame that reaches a client's socket waits for the loop's
+#: current turn to end before it is read and timed, so the probe's lateness is what the client
+#: itself adds to the latency it measures.
+LAG_PROBE_S = 0.005
+
+
+class LoopLagProbe:
+    """Wakes every :data:`LAG_PROBE_S` and records (wall time, lateness) of each wake-up."""
+
+    def __init__(self) -> None:
+        self.times = array("d")  # s since the epoch
+        self.lags = array("f")  # ms
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _run(self) -> None:
+        clock = time.monotonic
+        while True:
+            before = clock()
+            await asyncio.sleep(LAG_PROBE_S)
+            late = clock() - before - LAG_PROBE_S
+            self.times.append(time.time())
+            self.lags.append(max(late, 0.0) * 1000.0)
+
+    def window(self, t0_ms: float, t1_ms: float, clear: bool) -> array:
+        lags = array("f", (lag for at, lag in zip(self.times, self.lags) if t0_ms <= at * 1000.0 < t1_ms))
+        if clear:
+            self.times, self.lags = array("d"), array("f")
+        return lags
 
 
 def _window_figures(recorder: Recorder, t0_ms: float, t1_ms: float) -> tuple[ClientFigures, array, array]:
@@ -147,6 +186,8 @@ async def _serve_parent(
         client.closed.add_done_callback(lambda done: setattr(recorder, "close_code", done.result()))
 
     await asyncio.gather(*(connect(index) for index in range(len(subscriptions))))
+    probe = LoopLagProbe()
+    probe.start()
     conn.send(("connected", sum(client is not None for client in clients), dict(errors)))
 
     commands: asyncio.Queue[tuple] = asyncio.Queue()
@@ -181,9 +222,11 @@ async def _serve_parent(
                 if clear:
                     recorder.clear()
             report.stamps, report.ages = all_stamps.tobytes(), all_ages.tobytes()
+            report.loop_lags = probe.window(t0_ms, t1_ms, clear).tobytes()
             reply("report", report)
         elif command == "close":
             (timeout,) = args
+            probe.stop()
             open_clients = [client for client in clients if client is not None]
             for client in open_clients:
                 client.close()
@@ -222,6 +265,8 @@ class PoolReport:
     ages: array
     others: int
     close_codes: Counter[int]
+    #: Every client process's loop lateness in the window (see :class:`LoopLagProbe`), ms.
+    loop_lags: array = field(default_factory=lambda: array("f"))
 
 
 class ClientPool:
@@ -283,6 +328,7 @@ class ClientPool:
             merged.ages.frombytes(report.ages)
             merged.others += report.others
             merged.close_codes.update(report.close_codes)
+            merged.loop_lags.frombytes(report.loop_lags)
         return merged
 
     async def stop(self, timeout: float = 10.0) -> Counter[int]:
