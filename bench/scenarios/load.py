@@ -60,6 +60,11 @@ class LoadFigures:
     #: load generator adds to the latencies it measures.
     client_loop_lag_ms: dict[str, float | None] | None = None
     harness_loop_lag_ms: dict[str, float | None] | None = None
+    #: The server's garbage collections in the window (bench/gcprobe): count of full ones,
+    #: the longest pause of any, and their total time, which stops the event loop.
+    gc_full_collections: int | None = None
+    gc_max_pause_ms: float | None = None
+    gc_total_ms: float | None = None
 
     @property
     def cpu_us_per_delivery(self) -> float | None:
@@ -176,6 +181,11 @@ class LoadRun:
         if self.probe is not None:
             figures.floor_ms = summary(self.probe.window(window.t0_ms, window.t1_ms))
         figures.client_loop_lag_ms = summary(report.loop_lags)
+        pauses = server.gc_pauses(window.t0_ms / 1000.0, window.t1_ms / 1000.0)
+        if pauses is not None:
+            figures.gc_full_collections = sum(generation == 2 for generation, _ in pauses)
+            figures.gc_max_pause_ms = 1000.0 * max((seconds for _, seconds in pauses), default=0.0)
+            figures.gc_total_ms = 1000.0 * sum(seconds for _, seconds in pauses)
         figures.harness_loop_lag_ms = summary(harness_lag.window(window.t0_ms, window.t1_ms, True))
         figures.other_cpu_percent = {
             name: 100.0 * (others_after[name] - others_before[name]) / window.seconds for name in others
@@ -268,6 +278,9 @@ def load_rows(result: Result, figures: dict[str, LoadFigures]) -> None:
     row("client loop lag p99", "ms", lambda f: (f.client_loop_lag_ms or {}).get("p99"), show_ratio=False)
     row("client loop lag max", "ms", lambda f: (f.client_loop_lag_ms or {}).get("max"), show_ratio=False)
     row("harness loop lag p99", "ms", lambda f: (f.harness_loop_lag_ms or {}).get("p99"), show_ratio=False)
+    row("server GC: full collections", "", lambda f: f.gc_full_collections, 0, False)
+    row("server GC: longest pause", "ms", lambda f: f.gc_max_pause_ms, show_ratio=False)
+    row("server GC: total pause", "ms", lambda f: f.gc_total_ms, show_ratio=False)
     row("server CPU", "%", lambda f: f.cpu_percent)
     row("server CPU per delivery", "us", lambda f: f.cpu_us_per_delivery, 1)
     row("server TCP segments per delivery", "", lambda f: f.segments_per_delivery, 3)

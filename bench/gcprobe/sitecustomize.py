@@ -1,0 +1,45 @@
+"""Garbage-collector pauses of a server under test, logged for the harness (benchmark only).
+
+The harness puts this directory on the ``PYTHONPATH`` of every Python server it starts (the
+gateway, its workers and the baselines alike) with ``BENCH_GC_LOG`` set to a file prefix.
+Python imports ``sitecustomize`` at start-up, so this module, without any change to the
+servers, times every collection of the cyclic garbage collector (``gc.callbacks``) and appends
+``<end time> <generation> <seconds>`` per collection to ``<prefix>.<pid>``, flushed by a daemon
+thread twice a second (nothing is written inside a collection).
+
+Why: a full collection walks every object the collector tracks, and a server holding thousands
+of connections tracks hundreds of objects per connection (coroutines, tasks, futures, bound
+methods...). While it walks, the event loop is stopped: every frame waiting is delayed by the
+whole pause, which is a latency the profiles of the server's own code do not show.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+import time
+
+_PREFIX = os.environ.get("BENCH_GC_LOG")
+
+if _PREFIX:
+    _events: list[str] = []
+    _started = [0.0]
+
+    def _timed(phase: str, info: dict) -> None:
+        if phase == "start":
+            _started[0] = time.perf_counter()
+        else:
+            _events.append(f"{time.time():.4f} {info['generation']} {time.perf_counter() - _started[0]:.6f}\n")
+
+    def _flush() -> None:
+        while True:
+            time.sleep(0.5)
+            if _events:
+                taken = _events[:]
+                del _events[: len(taken)]
+                with open(f"{_PREFIX}.{os.getpid()}", "a") as log:
+                    log.writelines(taken)
+
+    gc.callbacks.append(_timed)
+    threading.Thread(target=_flush, name="bench-gc-log", daemon=True).start()
