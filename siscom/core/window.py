@@ -1,7 +1,13 @@
 """The recent-records window: the last deliveries routed, in dispatch order, for resumes.
 
 A client that reconnects within seconds or minutes gets what it missed from here, without
-touching Kafka. The window is bounded by records and by bytes (frame text); it also knows, per
+touching Kafka.
+
+Entries are held as plain tuples, not :class:`Delivery` objects: a plain tuple of strings,
+numbers and a plain position tuple is untracked by the cyclic garbage collector after its first
+collection, a named tuple never is. Tens of thousands of long-lived tracked objects, renewed at
+the record rate, made the collector run full collections every few seconds (each one walks every
+tracked object and stops the event loop for as long; see the benchmark's GC rows). The window is bounded by records and by bytes (frame text); it also knows, per
 partition, the offset from which it holds every record (its *base*), so it can tell whether a
 cursor can be served from it, and the cursor of the last delivery routed (the gateway's
 dispatch cursor: what a client caught up with live has received).
@@ -16,12 +22,15 @@ from siscom.core import cursors
 from siscom.core.deliveries import Delivery
 from siscom.core.protocol import frame_cursor
 
+_TIMESTAMP_MS = Delivery._fields.index("timestamp_ms")
+
 
 class RecentWindow:
     def __init__(self, max_records: int, max_bytes: int) -> None:
         self.max_records = max_records
         self.max_bytes = max_bytes
-        self._entries: deque[Delivery] = deque()
+        #: ``tuple(delivery)`` per delivery (see the module docstring); fields by _TEXT etc.
+        self._entries: deque[tuple] = deque()
         self._bytes = 0
         #: Per topic index, per partition: the offset from which every record is held.
         self._base: list[list[int]] | None = None
@@ -42,7 +51,7 @@ class RecentWindow:
         return self._bytes
 
     def oldest_timestamp_ms(self) -> int | None:
-        return self._entries[0].timestamp_ms if self._entries else None
+        return self._entries[0][_TIMESTAMP_MS] if self._entries else None
 
     def extend(self, deliveries: Iterable[Delivery]) -> None:
         """Deliveries just routed, in order (the router's batch)."""
@@ -69,11 +78,11 @@ class RecentWindow:
                 base[delivery.topic_index][delivery.partition] = delivery.offset
                 self._base = base
                 self._incomplete = True
-            entries.append(delivery)
+            entries.append(tuple(delivery))
             added += len(delivery.text)
         self._bytes += added
         if self._incomplete and entries:
-            self._complete_base(entries[-1])
+            self._complete_base(Delivery._make(entries[-1]))
         self._trim()
 
     def _complete_base(self, newest: Delivery) -> None:
@@ -111,7 +120,7 @@ class RecentWindow:
     def _trim(self) -> None:
         entries, base = self._entries, self._base
         while entries and (len(entries) > self.max_records or self._bytes > self.max_bytes):
-            old = entries.popleft()
+            old = Delivery._make(entries.popleft())
             self._bytes -= len(old.text)
             assert base is not None
             offsets = base[old.topic_index]
@@ -143,7 +152,8 @@ class RecentWindow:
 
     def after(self, vector: cursors.Vector) -> Iterator[Delivery]:
         """The held deliveries at or after ``vector`` (partitions it does not name: all)."""
-        for delivery in self._entries:
+        for entry in self._entries:
+            delivery = Delivery._make(entry)
             offsets = vector[delivery.topic_index] if delivery.topic_index < len(vector) else ()
             start = offsets[delivery.partition] if delivery.partition < len(offsets) else 0
             if delivery.offset >= start:
