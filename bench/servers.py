@@ -118,6 +118,11 @@ class ServerUnderTest:
         """User plus system CPU time of the server and its children so far."""
         return _cpu_seconds(self._tree())
 
+    @property
+    def pid(self) -> int:
+        assert self._child is not None, "not started"
+        return self._child.pid
+
     def rss_bytes(self) -> int:
         total = 0
         for process in self._tree():

@@ -43,3 +43,29 @@ if _PREFIX:
 
     gc.callbacks.append(_timed)
     threading.Thread(target=_flush, name="bench-gc-log", daemon=True).start()
+
+_SNAPSHOTS = os.environ.get("BENCH_TRACEMALLOC")
+
+if _SNAPSHOTS:
+    # For bench.connmem: trace allocations from the start, and on SIGUSR1 write a snapshot and
+    # the count of tracked objects per type to ``<prefix>.<n>.snap`` / ``.types``.
+    import collections
+    import pickle
+    import signal
+    import tracemalloc
+
+    tracemalloc.start(1)
+    _taken = [0]
+
+    def _snapshot(signum: int, frame: object) -> None:
+        gc.collect()
+        path = f"{_SNAPSHOTS}.{_taken[0]}"
+        _taken[0] += 1
+        tracemalloc.take_snapshot().dump(path + ".snap")
+        counts = collections.Counter(type(o).__name__ for o in gc.get_objects())
+        with open(path + ".types", "wb") as out:
+            pickle.dump(dict(counts), out)
+        with open(path + ".done", "w"):
+            pass
+
+    signal.signal(signal.SIGUSR1, _snapshot)
