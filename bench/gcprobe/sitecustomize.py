@@ -5,7 +5,8 @@ gateway, its workers and the baselines alike) with ``BENCH_GC_LOG`` set to a fil
 Python imports ``sitecustomize`` at start-up, so this module, without any change to the
 servers, times every collection of the cyclic garbage collector (``gc.callbacks``) and appends
 ``<end time> <generation> <seconds>`` per collection to ``<prefix>.<pid>``, flushed by a daemon
-thread twice a second (nothing is written inside a collection).
+thread twice a second (nothing is written inside a collection). Being first on the path, it
+stands in for any ``sitecustomize`` of the interpreter's own (the project's environment has none).
 
 Why: a full collection walks every object the collector tracks, and a server holding thousands
 of connections tracks hundreds of objects per connection (coroutines, tasks, futures, bound
