@@ -98,6 +98,12 @@ async def measure(clients: int, target_name: str, keepalive: float, workdir: Pat
         frame = stat.traceback[0]
         where = "/".join(Path(frame.filename).parts[-2:])
         print(f"  {stat.size_diff / per:7.2f}  {stat.count_diff / clients:6.1f} blocks  {where}:{frame.lineno}")
+    ours = [stat for stat in after.compare_to(before, "lineno") if _group(stat.traceback[0].filename) in ("siscom", "supervisors")]
+    print("\ntraced KB per connection, the gateway's own lines:")
+    for stat in ours[:12]:
+        frame = stat.traceback[0]
+        where = "/".join(Path(frame.filename).parts[-2:])
+        print(f"  {stat.size_diff / per:7.2f}  {stat.count_diff / clients:6.1f} blocks  {where}:{frame.lineno}")
     print("\nobjects the garbage collector tracks, per connection:")
     grown = types1 - types0
     print(f"  {sum(grown.values()) / clients:7.1f}  in all")
