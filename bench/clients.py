@@ -104,6 +104,8 @@ class ProcessReport:
     close_codes: Counter[int] = field(default_factory=Counter)
     #: How late the process's event loop ran a 5 ms timer in the window, ms, one per wake-up.
     loop_lags: bytes = b""
+    #: How long after data reached a client's socket the client read it, ms, one per read.
+    read_lags: bytes = b""
 
 
 #: The loop-lag probe's period. A frame that reaches a client's socket waits for the loop's
@@ -118,6 +120,9 @@ class LoopLagProbe:
     def __init__(self) -> None:
         self.times = array("d")  # s since the epoch
         self.lags = array("f")  # ms
+        #: Per read of any client: when it was read, and how long after the data had arrived (ms).
+        self.read_times = array("d")
+        self.read_lags = array("f")
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -140,6 +145,17 @@ class LoopLagProbe:
         lags = array("f", (lag for at, lag in zip(self.times, self.lags) if t0_ms <= at * 1000.0 < t1_ms))
         if clear:
             self.times, self.lags = array("d"), array("f")
+        return lags
+
+    def read(self, arrived: float, read: float) -> None:
+        """A client read data that reached its socket at ``arrived``: kept as a lag too."""
+        self.read_times.append(read)
+        self.read_lags.append((read - arrived) * 1000.0)
+
+    def read_window(self, t0_ms: float, t1_ms: float, clear: bool) -> array:
+        lags = array("f", (lag for at, lag in zip(self.read_times, self.read_lags) if t0_ms <= at * 1000.0 < t1_ms))
+        if clear:
+            self.read_times, self.read_lags = array("d"), array("f")
         return lags
 
 
@@ -188,6 +204,9 @@ async def _serve_parent(
     await asyncio.gather(*(connect(index) for index in range(len(subscriptions))))
     probe = LoopLagProbe()
     probe.start()
+    for client in clients:
+        if client is not None:
+            client.on_read = probe.read
     conn.send(("connected", sum(client is not None for client in clients), dict(errors)))
 
     commands: asyncio.Queue[tuple] = asyncio.Queue()
@@ -223,6 +242,7 @@ async def _serve_parent(
                     recorder.clear()
             report.stamps, report.ages = all_stamps.tobytes(), all_ages.tobytes()
             report.loop_lags = probe.window(t0_ms, t1_ms, clear).tobytes()
+            report.read_lags = probe.read_window(t0_ms, t1_ms, clear).tobytes()
             reply("report", report)
         elif command == "close":
             (timeout,) = args
@@ -267,6 +287,8 @@ class PoolReport:
     close_codes: Counter[int]
     #: Every client process's loop lateness in the window (see :class:`LoopLagProbe`), ms.
     loop_lags: array = field(default_factory=lambda: array("f"))
+    #: How long after data reached a client's socket it was read (see LoopLagProbe.read), ms.
+    read_lags: array = field(default_factory=lambda: array("f"))
 
 
 class ClientPool:
@@ -329,6 +351,7 @@ class ClientPool:
             merged.others += report.others
             merged.close_codes.update(report.close_codes)
             merged.loop_lags.frombytes(report.loop_lags)
+            merged.read_lags.frombytes(report.read_lags)
         return merged
 
     async def stop(self, timeout: float = 10.0) -> Counter[int]:

@@ -65,6 +65,9 @@ class StreamClient:
         #: Resolves with the server's close code (1006 when the connection just dropped).
         self.closed: asyncio.Future[int] = self._loop.create_future()
         self.close_code: int | None = None
+        #: Told ``(arrived, read)`` of every read: when the data reached the socket and when the
+        #: client read it (what timing at read would have added).
+        self.on_read: Callable[[float, float], None] | None = None
 
     def start(self, sock: socket.socket) -> None:
         """Take a connected non-blocking socket and send the handshake."""
@@ -88,12 +91,15 @@ class StreamClient:
         if not data:
             self._lost(None)
             return
-        arrived = 0.0
+        now = time.time()
+        arrived = now
         for level, kind, value in ancillary:
             if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= _TIMESPEC.size:
                 seconds, nanoseconds = _TIMESPEC.unpack_from(value)
                 arrived = seconds + nanoseconds * 1e-9
-        self.data_received(data, arrived or time.time())
+        if self.on_read is not None:
+            self.on_read(arrived, now)
+        self.data_received(data, arrived)
 
     def _write(self, data: bytes) -> None:
         sock = self._sock

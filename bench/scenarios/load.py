@@ -60,6 +60,9 @@ class LoadFigures:
     #: load generator adds to the latencies it measures.
     client_loop_lag_ms: dict[str, float | None] | None = None
     harness_loop_lag_ms: dict[str, float | None] | None = None
+    #: How long after data reached a client's socket the client read it: what timing frames at
+    #: read (as the clients did before they took the kernel's stamp) would add to every latency.
+    client_read_delay_ms: dict[str, float | None] | None = None
     #: The server's garbage collections in the window (bench/gcprobe): count of full ones,
     #: the longest pause of any, and their total time, which stops the event loop.
     gc_full_collections: int | None = None
@@ -181,6 +184,7 @@ class LoadRun:
         if self.probe is not None:
             figures.floor_ms = summary(self.probe.window(window.t0_ms, window.t1_ms))
         figures.client_loop_lag_ms = summary(report.loop_lags)
+        figures.client_read_delay_ms = summary(report.read_lags)
         pauses = server.gc_pauses(window.t0_ms / 1000.0, window.t1_ms / 1000.0)
         if pauses is not None:
             figures.gc_full_collections = sum(generation == 2 for generation, _ in pauses)
@@ -277,6 +281,7 @@ def load_rows(result: Result, figures: dict[str, LoadFigures]) -> None:
     row("floor p99: bare Kafka consumer", "ms", lambda f: (f.floor_ms or {}).get("p99"), show_ratio=False)
     row("client loop lag p99", "ms", lambda f: (f.client_loop_lag_ms or {}).get("p99"), show_ratio=False)
     row("client loop lag max", "ms", lambda f: (f.client_loop_lag_ms or {}).get("max"), show_ratio=False)
+    row("client read delay p99", "ms", lambda f: (f.client_read_delay_ms or {}).get("p99"), show_ratio=False)
     row("harness loop lag p99", "ms", lambda f: (f.harness_loop_lag_ms or {}).get("p99"), show_ratio=False)
     row("server GC: full collections", "", lambda f: f.gc_full_collections, 0, False)
     row("server GC: longest pause", "ms", lambda f: f.gc_max_pause_ms, show_ratio=False)
