@@ -7,7 +7,7 @@ import asyncio
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.clients import ClientPool, LoopLagProbe, PoolReport, Subscription
@@ -68,6 +68,8 @@ class LoadFigures:
     gc_full_collections: int | None = None
     gc_max_pause_ms: float | None = None
     gc_total_ms: float | None = None
+    #: The clients' open streams by transport (``websocket``, ``sse``), as the client processes ran them.
+    client_transports: dict[str, int] = field(default_factory=dict)
 
     @property
     def cpu_us_per_delivery(self) -> float | None:
@@ -127,6 +129,7 @@ class LoadRun:
             self.pool = ClientPool(
                 HOST, self.server.port, self.subscriptions, processes=shape.client_processes,
                 concurrency=shape.connect_concurrency, deflate=bench.options.deflate,
+                transport=self.target.transport,
             )
             connected = await self.pool.start(timeout=max(120.0, len(self.subscriptions) / 20))
             if connected < len(self.subscriptions):
@@ -191,6 +194,7 @@ class LoadRun:
             figures.gc_max_pause_ms = 1000.0 * max((seconds for _, seconds in pauses), default=0.0)
             figures.gc_total_ms = 1000.0 * sum(seconds for _, seconds in pauses)
         figures.harness_loop_lag_ms = summary(harness_lag.window(window.t0_ms, window.t1_ms, True))
+        figures.client_transports = dict(report.transports)
         figures.other_cpu_percent = {
             name: 100.0 * (others_after[name] - others_before[name]) / window.seconds for name in others
         }
