@@ -43,17 +43,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--targets", help=f"comma-separated servers to run, of {', '.join(TARGETS)} (default: per scenario)")
     parser.add_argument("--rate", type=float, help="records per second for steady, overload and viewport's end-to-end part, instead of the default")
-    parser.add_argument("--clients", type=int, help="WebSocket clients of viewport's end-to-end part, instead of the default")
+    parser.add_argument("--clients", type=int, help="WebSocket clients of viewport's end-to-end part and of crowd, instead of the default")
     parser.add_argument(
         "--deflate", action="store_true", help="clients ask for permessage-deflate compression, as browsers do"
     )
+    parser.add_argument("--seconds", type=float, help="length of every load scenario's measured window, instead of its default")
     parser.add_argument("--smoke", action="store_true", help="a tiny, seconds-long run that checks the harness works")
     parser.add_argument("--workdir", type=Path, help="where server and broker logs go (default: a temporary directory)")
     return parser
 
 
 async def run(names: list[str], args: argparse.Namespace, workdir: Path) -> list[Result]:
-    options = Options(workdir=workdir, smoke=args.smoke, rate=args.rate, clients=args.clients, deflate=args.deflate)
+    options = Options(
+        workdir=workdir, smoke=args.smoke, rate=args.rate, clients=args.clients, deflate=args.deflate,
+        seconds=args.seconds,
+    )
     results = []
     with TansuBroker(log_path=workdir / "tansu.log") as broker:
         bench = Bench(broker, options)
@@ -65,6 +69,8 @@ async def run(names: list[str], args: argparse.Namespace, workdir: Path) -> list
             result.params["took_s"] = round(time.monotonic() - started, 1)
             if args.deflate:
                 result.params["deflate"] = True
+            if args.seconds and "window_s" in result.params:
+                result.params["window_s"] = args.seconds
             print(render(result), "\n", flush=True)
             results.append(result)
     return results

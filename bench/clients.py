@@ -105,6 +105,61 @@ class ProcessReport:
     ages: bytes
     others: int = 0
     close_codes: Counter[int] = field(default_factory=Counter)
+    #: How late the process's event loop ran a 5 ms timer in the window, ms, one per wake-up.
+    loop_lags: bytes = b""
+    #: How long after data reached a client's socket the client read it, ms, one per read.
+    read_lags: bytes = b""
+
+
+#: The loop-lag probe's period. A frame that reaches a client's socket waits for the loop's
+#: current turn to end before it is read and timed, so the probe's lateness is what the client
+#: itself adds to the latency it measures.
+LAG_PROBE_S = 0.005
+
+
+class LoopLagProbe:
+    """Wakes every :data:`LAG_PROBE_S` and records (wall time, lateness) of each wake-up."""
+
+    def __init__(self) -> None:
+        self.times = array("d")  # s since the epoch
+        self.lags = array("f")  # ms
+        #: Per read of any client: when it was read, and how long after the data had arrived (ms).
+        self.read_times = array("d")
+        self.read_lags = array("f")
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _run(self) -> None:
+        clock = time.monotonic
+        while True:
+            before = clock()
+            await asyncio.sleep(LAG_PROBE_S)
+            late = clock() - before - LAG_PROBE_S
+            self.times.append(time.time())
+            self.lags.append(max(late, 0.0) * 1000.0)
+
+    def window(self, t0_ms: float, t1_ms: float, clear: bool) -> array:
+        lags = array("f", (lag for at, lag in zip(self.times, self.lags) if t0_ms <= at * 1000.0 < t1_ms))
+        if clear:
+            self.times, self.lags = array("d"), array("f")
+        return lags
+
+    def read(self, arrived: float, read: float) -> None:
+        """A client read data that reached its socket at ``arrived``: kept as a lag too."""
+        self.read_times.append(read)
+        self.read_lags.append((read - arrived) * 1000.0)
+
+    def read_window(self, t0_ms: float, t1_ms: float, clear: bool) -> array:
+        lags = array("f", (lag for at, lag in zip(self.read_times, self.read_lags) if t0_ms <= at * 1000.0 < t1_ms))
+        if clear:
+            self.read_times, self.read_lags = array("d"), array("f")
+        return lags
     #: Open streams by the protocol their client object speaks (what ran, not what was asked).
     transports: Counter[str] = field(default_factory=Counter)
 
@@ -164,6 +219,11 @@ async def _serve_parent(conn: Connection, host: str, port: int, subscriptions: S
         client.closed.add_done_callback(lambda done: setattr(recorder, "close_code", done.result()))
 
     await asyncio.gather(*(connect(index) for index in range(len(subscriptions))))
+    probe = LoopLagProbe()
+    probe.start()
+    for client in clients:
+        if client is not None:
+            client.on_read = probe.read
     conn.send(("connected", sum(client is not None for client in clients), dict(errors)))
 
     commands: asyncio.Queue[tuple] = asyncio.Queue()
@@ -198,10 +258,13 @@ async def _serve_parent(conn: Connection, host: str, port: int, subscriptions: S
                 if clear:
                     recorder.clear()
             report.stamps, report.ages = all_stamps.tobytes(), all_ages.tobytes()
+            report.loop_lags = probe.window(t0_ms, t1_ms, clear).tobytes()
+            report.read_lags = probe.read_window(t0_ms, t1_ms, clear).tobytes()
             report.transports = Counter(client.transport for client in clients if client is not None)
             reply("report", report)
         elif command == "close":
             (timeout,) = args
+            probe.stop()
             open_clients = [client for client in clients if client is not None]
             for client in open_clients:
                 client.close()
@@ -238,6 +301,10 @@ class PoolReport:
     ages: array
     others: int
     close_codes: Counter[int]
+    #: Every client process's loop lateness in the window (see :class:`LoopLagProbe`), ms.
+    loop_lags: array = field(default_factory=lambda: array("f"))
+    #: How long after data reached a client's socket it was read (see LoopLagProbe.read), ms.
+    read_lags: array = field(default_factory=lambda: array("f"))
     transports: Counter[str] = field(default_factory=Counter)
 
 
@@ -304,6 +371,8 @@ class ClientPool:
             merged.ages.frombytes(report.ages)
             merged.others += report.others
             merged.close_codes.update(report.close_codes)
+            merged.loop_lags.frombytes(report.loop_lags)
+            merged.read_lags.frombytes(report.read_lags)
             merged.transports.update(report.transports)
         return merged
 

@@ -11,6 +11,7 @@ alive after the grace period.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import subprocess
 import sys
@@ -26,6 +27,8 @@ from siscom.dev.http import http_get_json, http_status
 from siscom.dev.processes import ChildProcess, clean_env, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Holds the sitecustomize that logs a server's garbage-collector pauses (see its docstring).
+GC_PROBE = Path(__file__).resolve().parent / "gcprobe"
 _SEGS_OUT = re.compile(r"\bsegs_out:(\d+)")
 HOST = "127.0.0.1"
 
@@ -67,8 +70,17 @@ class ServerUnderTest:
         self.target = target
         self.port = free_port(HOST)
         self.log_path = log_path
+        #: Prefix of the servers' GC logs (one file per process: workers too).
+        self.gc_log = log_path.with_suffix(".gc")
         self._env = clean_env(
-            {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "WARNING", **target.env, **env}
+            {
+                "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{GC_PROBE}",
+                "BENCH_GC_LOG": str(self.gc_log),
+                "PYTHONUNBUFFERED": "1",
+                "LOG_LEVEL": "WARNING",
+                **target.env,
+                **env,
+            }
         )
         self._child: ChildProcess | None = None
         self._psutil: psutil.Process | None = None
@@ -110,6 +122,11 @@ class ServerUnderTest:
         """User plus system CPU time of the server and its children so far."""
         return _cpu_seconds(self._tree())
 
+    @property
+    def pid(self) -> int:
+        assert self._child is not None, "not started"
+        return self._child.pid
+
     def rss_bytes(self) -> int:
         total = 0
         for process in self._tree():
@@ -137,6 +154,20 @@ class ServerUnderTest:
         except (OSError, subprocess.SubprocessError):
             return None
         return sum(int(found) for found in _SEGS_OUT.findall(listing))
+
+    def gc_pauses(self, t0: float, t1: float) -> list[tuple[int, float]] | None:
+        """``(generation, seconds)`` of every garbage collection the server's processes ended
+        between the POSIX times ``t0`` and ``t1`` (from the GC probe's logs; None without any)."""
+        paths = list(self.gc_log.parent.glob(self.gc_log.name + ".*"))
+        if not paths:
+            return None
+        pauses = []
+        for path in paths:
+            for line in path.read_text().splitlines():
+                at, generation, seconds = line.split()
+                if t0 <= float(at) < t1:
+                    pauses.append((int(generation), float(seconds)))
+        return pauses
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM, then SIGKILL whatever of the process group is still alive after ``timeout``."""

@@ -2,7 +2,8 @@
 
 Cheap for the same reason: an :class:`asyncio.Protocol` that hands each chunk the socket
 delivers to the sans-I/O decoder (:mod:`bench.sse`) and every event's data, with the time the
-chunk arrived, to the same callback the WebSocket client feeds. An SSE event's data is the text
+chunk arrived (the kernel's stamp, as the WebSocket client takes it), to the same callback the
+WebSocket client feeds. An SSE event's data is the text
 of the frame the WebSocket stream would send, so the recorders of :mod:`bench.clients` measure
 both transports the same way.
 
@@ -14,10 +15,9 @@ client closed it, or the server ended the body) and 1006 when the connection dro
 from __future__ import annotations
 
 import asyncio
-import time
 
 from bench.sse import EventStreamDecoder, StreamRefused
-from bench.wsclient import OnText, connect_opened
+from bench.wsclient import OnText, arrival, connect_opened
 from siscom.dev.eventstream import request
 
 __all__ = ["SseStreamClient", "StreamRefused", "open_stream"]
@@ -55,7 +55,7 @@ class SseStreamClient(asyncio.Protocol):
         if not self.opened.done() and self._decoder.opened:
             self.opened.set_result(None)
         if payloads:
-            arrived = time.time()
+            arrived = arrival(self._transport)
             on_text = self._on_text
             for payload in payloads:
                 on_text(payload, arrived)

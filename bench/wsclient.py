@@ -8,6 +8,15 @@ through a state machine and wakes a coroutine per message; this one is an
 (:func:`siscom.dev.rfc6455.split_frames`, the codec the tests' raw client uses too) and hands
 every text frame, with the time the chunk arrived, to a callback.
 
+*The time the chunk arrived* is the kernel's, not the client's: :func:`connect_opened` reads
+the socket itself (:class:`TimedSocket`, in place of asyncio's transport) with
+``SO_TIMESTAMPNS`` on, each read a ``recvmsg`` that says when its data reached the socket, and
+the client protocols (this one and the SSE one) take that stamp. A client process with hundreds
+of sockets reads a socket only when its event loop gets to it, on a machine where it competes
+for the cores with the server it measures; timing frames with the clock at read time added that
+wait (hundreds of milliseconds on a loaded two-core machine, the same for every server) to every
+latency. Where the kernel gives no stamp the clock at read time is used.
+
 It asks for no subprotocol, and for compression (permessage-deflate, RFC 7692) only when told
 to, as browsers always do: the server then compresses every frame for every client separately,
 which the benchmark can show. It answers pings and close frames as RFC 6455 requires and
@@ -17,6 +26,8 @@ otherwise only listens.
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import time
 import zlib
 from collections.abc import Callable
@@ -25,17 +36,142 @@ from typing import TypeVar
 from siscom.dev import rfc6455
 from siscom.dev.rfc6455 import DEFLATE_TAIL, OP_BINARY, OP_TEXT, RSV1, HandshakeFailed, split_frames
 
-__all__ = ["HandshakeFailed", "OnText", "StreamClient", "connect_opened", "open_stream"]
+__all__ = ["HandshakeFailed", "OnText", "StreamClient", "TimedSocket", "arrival", "connect_opened", "open_stream"]
 
 OnText = Callable[[bytes, float], None]
 #: A client protocol with an ``opened`` future and ``abort()`` (this module's, or the SSE one's).
 Opening = TypeVar("Opening", bound=asyncio.Protocol)
+#: ``(arrived, read)`` of every read: when its data reached the socket, and when it was read.
+OnRead = Callable[[float, float], None]
+
+#: Linux's SO_TIMESTAMPNS (asm-generic/socket.h; the ``socket`` module does not name it): a
+#: ``struct timespec`` of the receive time in each ``recvmsg``'s ancillary data.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TIMESPEC = struct.Struct("@qq")
+_ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size)
+_READ_SIZE = 256 * 1024
+
+
+def arrival(transport: object) -> float:
+    """When the data being handled reached the socket: the kernel's stamp when the protocol is
+    driven by a :class:`TimedSocket`, else now."""
+    return getattr(transport, "arrived", 0.0) or time.time()
+
+
+class TimedSocket:
+    """A connected socket read with the kernel's receive stamps, driving an :class:`asyncio.Protocol`.
+
+    It offers the part of asyncio's transport these clients use (``write``, ``close``, ``abort``,
+    ``is_closing``) and, while the protocol handles a read, :attr:`arrived`. The protocol's
+    ``on_read`` attribute, when set, is told ``(arrived, read)`` of every read.
+    """
+
+    def __init__(self, sock: socket.socket, protocol: asyncio.Protocol) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._sock: socket.socket | None = sock
+        self._fd = sock.fileno()
+        self._protocol = protocol
+        self._pending = bytearray()  # what the socket did not take yet
+        self._closing = False
+        #: When the data of the read being handled reached the socket (POSIX time).
+        self.arrived = 0.0
+
+    def start(self) -> None:
+        self._loop.add_reader(self._fd, self._readable)
+        self._protocol.connection_made(self)  # type: ignore[arg-type]
+
+    def _readable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            data, ancillary, _, _ = sock.recvmsg(_READ_SIZE, _ANCILLARY)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as error:
+            self._shut(error)
+            return
+        if not data:
+            self._shut(None)
+            return
+        read = time.time()
+        arrived = read
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= _TIMESPEC.size:
+                seconds, nanoseconds = _TIMESPEC.unpack_from(value)
+                arrived = seconds + nanoseconds * 1e-9
+        self.arrived = arrived
+        on_read = getattr(self._protocol, "on_read", None)
+        if on_read is not None:
+            on_read(arrived, read)
+        self._protocol.data_received(data)
+
+    def write(self, data: bytes) -> None:
+        sock = self._sock
+        if sock is None or self._closing:
+            return
+        if not self._pending:
+            try:
+                sent = sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as error:
+                self._shut(error)
+                return
+            data = data[sent:]
+            if not data:
+                return
+            self._loop.add_writer(self._fd, self._writable)
+        self._pending += data
+
+    def _writable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            sent = sock.send(self._pending)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as error:
+            self._shut(error)
+            return
+        del self._pending[:sent]
+        if not self._pending:
+            self._loop.remove_writer(self._fd)
+            if self._closing:
+                self._shut(None)
+
+    def is_closing(self) -> bool:
+        return self._closing or self._sock is None
+
+    def close(self) -> None:
+        """Close once what is pending is written (as asyncio's transports do)."""
+        if self._pending:
+            self._closing = True
+        else:
+            self._shut(None)
+
+    def abort(self) -> None:
+        self._shut(None)
+
+    def _shut(self, error: Exception | None) -> None:
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        self._closing = True
+        self._loop.remove_reader(self._fd)
+        self._loop.remove_writer(self._fd)
+        sock.close()
+        # As asyncio does: the protocol hears of it in a later turn, never inside its own call.
+        self._loop.call_soon(self._protocol.connection_lost, error)
 
 
 class StreamClient(asyncio.Protocol):
     """One connection. ``on_text(payload, arrived)`` gets every text frame, in order."""
 
     transport = "websocket"
+    #: Told ``(arrived, read)`` of every read, when set (see :class:`TimedSocket`).
+    on_read: OnRead | None = None
 
     def __init__(self, host: str, port: int, path: str, on_text: OnText, *, deflate: bool = False) -> None:
         self._handshake = rfc6455.ClientHandshake(host, port, path, deflate=deflate)
@@ -63,7 +199,7 @@ class StreamClient(asyncio.Protocol):
         buffer += data
         if not self._upgraded and not self._read_handshake():
             return
-        arrived = time.time()
+        arrived = arrival(self._transport)
         on_text = self._on_text
         for first, payload in split_frames(buffer):
             opcode = first & 0x0F
@@ -136,17 +272,30 @@ class StreamClient(asyncio.Protocol):
 
 
 async def connect_opened(make: Callable[[], Opening], host: str, port: int, timeout: float) -> Opening:
-    """Connect a protocol made by ``make`` and wait for its ``opened``; raise (and drop the
-    connection) if either fails within ``timeout``."""
+    """Connect a protocol made by ``make`` through a :class:`TimedSocket` and wait for its
+    ``opened``; raise (and drop the connection) if either fails within ``timeout``."""
     loop = asyncio.get_running_loop()
-    async with asyncio.timeout(timeout):
-        _, client = await loop.create_connection(make, host, port)
-        try:
-            await client.opened
-        except BaseException:
-            client.abort()
-            raise
-    return client
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError:  # not Linux: data is timed at read
+        pass
+    protocol = make()
+    transport: TimedSocket | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            await loop.sock_connect(sock, (host, port))
+            transport = TimedSocket(sock, protocol)
+            transport.start()
+            await protocol.opened  # type: ignore[attr-defined]
+    except BaseException:
+        if transport is not None:
+            transport.abort()
+        else:
+            sock.close()
+        raise
+    return protocol
 
 
 async def open_stream(

@@ -21,9 +21,10 @@ MAX_P99_MS = 100.0
 async def crowd(bench: Bench, targets: Sequence[Target]) -> Result:
     smoke = bench.options.smoke
     keepalive = 1.0 if smoke else 5.0
+    clients = bench.options.clients or (40 if smoke else 10_000)
     shape = Shape(
         devices=100 if smoke else 10_000,
-        clients=40 if smoke else 10_000,
+        clients=clients,
         per_client=5,
         rate=bench.options.rate or (100.0 if smoke else 1000.0),
         warmup=keepalive * 1.2,  # every client has had its first keep-alive

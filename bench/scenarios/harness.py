@@ -36,6 +36,8 @@ class Options:
     seed: int = 1
     #: Clients ask for permessage-deflate, as browsers do (the server then compresses per client).
     deflate: bool = False
+    #: Length of every load scenario's measured window, instead of its default (short A/B runs).
+    seconds: float | None = None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.clients import ClientPool, PoolReport, Subscription
+from bench.clients import ClientPool, LoopLagProbe, PoolReport, Subscription
+from bench.probe import BrokerProbe
 from bench.producer import FixedRateProducer, Window
 from bench.report import Result, Row
 from bench.scenarios.harness import MB, Bench, Shape, wait_connections
@@ -52,6 +53,21 @@ class LoadFigures:
     kb_per_connection: float | None = None
     #: Frames other than positions and keep-alives (a map client's ``leave`` frames, acks).
     other_frames: int = 0
+    #: Age of the window's records when a bare Kafka consumer in the harness got them: the
+    #: producer, broker and fetch part of every latency, below any server (see bench.probe).
+    floor_ms: dict[str, float | None] | None = None
+    #: How late the client processes' and the harness's event loops ran a 5 ms timer: what the
+    #: load generator adds to the latencies it measures.
+    client_loop_lag_ms: dict[str, float | None] | None = None
+    harness_loop_lag_ms: dict[str, float | None] | None = None
+    #: How long after data reached a client's socket the client read it: what timing frames at
+    #: read (as the clients did before they took the kernel's stamp) would add to every latency.
+    client_read_delay_ms: dict[str, float | None] | None = None
+    #: The server's garbage collections in the window (bench/gcprobe): count of full ones,
+    #: the longest pause of any, and their total time, which stops the event loop.
+    gc_full_collections: int | None = None
+    gc_max_pause_ms: float | None = None
+    gc_total_ms: float | None = None
     #: The clients' open streams by transport (``websocket``, ``sse``), as the client processes ran them.
     client_transports: dict[str, int] = field(default_factory=dict)
 
@@ -90,6 +106,7 @@ class LoadRun:
         self.server: ServerUnderTest | None = None
         self.pool: ClientPool | None = None
         self.producer: FixedRateProducer | None = None
+        self.probe: BrokerProbe | None = None
         self.subscriptions: list[Subscription] = []
 
     async def __aenter__(self) -> LoadRun:
@@ -100,6 +117,8 @@ class LoadRun:
                 bench.broker.bootstrap, topic, shape.devices, seed=bench.options.seed, moving=self.moving
             )
             await self.producer.start()
+            self.probe = BrokerProbe(bench.broker.bootstrap, topic)
+            await self.probe.start()
             self.server = bench.server(self.target, topic, **self.env)
             await self.server.start()
             self.rss_before_clients = self.server.rss_bytes()
@@ -129,6 +148,8 @@ class LoadRun:
             await asyncio.to_thread(self.server.stop)
         if self.producer is not None:
             await self.producer.stop()
+        if self.probe is not None:
+            await self.probe.stop()
 
     async def measure(
         self, rate: float, *, duration: float | None = None, age_segment: float | None = None, keepalive: float | None = None
@@ -136,7 +157,8 @@ class LoadRun:
         """Warm up, produce for one window at ``rate``, let deliveries drain, and collect the figures."""
         assert self.server is not None and self.pool is not None and self.producer is not None
         shape, server = self.shape, self.server
-        duration = duration if duration is not None else shape.duration
+        if duration is None:
+            duration = self.bench.options.seconds or shape.duration
         await self.producer.run(rate, shape.warmup)
         self.producer.prepare(rate, duration)  # a moving fleet's tracks, outside the window
         counters_before = await _counters(server)
@@ -145,6 +167,8 @@ class LoadRun:
             "clients": self.pool.pids,
             "harness": [os.getpid()],
         }
+        harness_lag = LoopLagProbe()
+        harness_lag.start()
         async with ResourceSampler(server) as sampler:
             segments_before = await asyncio.to_thread(server.segments_out)
             cpu_before = server.cpu_seconds()
@@ -153,12 +177,23 @@ class LoadRun:
             cpu_after = server.cpu_seconds()
             others_after = {name: cpu_seconds(pids) for name, pids in others.items()}
             segments_after = await asyncio.to_thread(server.segments_out)
+        harness_lag.stop()
         await asyncio.sleep(shape.drain)
         counters_after = await _counters(server)
         report = await self.pool.report(window.t0_ms, window.t1_ms)
         figures = load_figures(rate, window, report, cpu_after - cpu_before, sampler.samples)
         figures.server_counters = _counter_delta(counters_before, counters_after)
         figures.other_frames = report.others
+        if self.probe is not None:
+            figures.floor_ms = summary(self.probe.window(window.t0_ms, window.t1_ms))
+        figures.client_loop_lag_ms = summary(report.loop_lags)
+        figures.client_read_delay_ms = summary(report.read_lags)
+        pauses = server.gc_pauses(window.t0_ms / 1000.0, window.t1_ms / 1000.0)
+        if pauses is not None:
+            figures.gc_full_collections = sum(generation == 2 for generation, _ in pauses)
+            figures.gc_max_pause_ms = 1000.0 * max((seconds for _, seconds in pauses), default=0.0)
+            figures.gc_total_ms = 1000.0 * sum(seconds for _, seconds in pauses)
+        figures.harness_loop_lag_ms = summary(harness_lag.window(window.t0_ms, window.t1_ms, True))
         figures.client_transports = dict(report.transports)
         figures.other_cpu_percent = {
             name: 100.0 * (others_after[name] - others_before[name]) / window.seconds for name in others
@@ -247,6 +282,14 @@ def load_rows(result: Result, figures: dict[str, LoadFigures]) -> None:
     for name in ("p50", "p95", "p99", "max"):
         row(f"latency {name}", "ms", lambda f, name=name: f.latency_ms[name])
     row("worst client p99", "ms", lambda f: f.worst_client_p99_ms)
+    row("floor p99: bare Kafka consumer", "ms", lambda f: (f.floor_ms or {}).get("p99"), show_ratio=False)
+    row("client loop lag p99", "ms", lambda f: (f.client_loop_lag_ms or {}).get("p99"), show_ratio=False)
+    row("client loop lag max", "ms", lambda f: (f.client_loop_lag_ms or {}).get("max"), show_ratio=False)
+    row("client read delay p99", "ms", lambda f: (f.client_read_delay_ms or {}).get("p99"), show_ratio=False)
+    row("harness loop lag p99", "ms", lambda f: (f.harness_loop_lag_ms or {}).get("p99"), show_ratio=False)
+    row("server GC: full collections", "", lambda f: f.gc_full_collections, 0, False)
+    row("server GC: longest pause", "ms", lambda f: f.gc_max_pause_ms, show_ratio=False)
+    row("server GC: total pause", "ms", lambda f: f.gc_total_ms, show_ratio=False)
     row("server CPU", "%", lambda f: f.cpu_percent)
     row("server CPU per delivery", "us", lambda f: f.cpu_us_per_delivery, 1)
     row("server TCP segments per delivery", "", lambda f: f.segments_per_delivery, 3)

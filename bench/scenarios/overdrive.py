@@ -3,12 +3,18 @@
 
 Target: delivered/s >= 2x the naive baseline and >= 1.0x the bare ``websockets`` broadcast
 server; no backlog (every client's p99 data age <= 1 s: positions are conflated); RSS flat.
+
+RSS flat is judged once the gateway's recent-records window (kept for resumes) is full: it holds
+the last ``STREAM_REPLAY_WINDOW_RECORDS`` records by design, and at 3,600 records/s the default
+50,000 take 14 s to fill, so a 3 s warm-up left it filling through the window and its growth
+(about 3 MB/s, flat with a 1,000-record window) read as a leak. The warm-up lasts until the
+window is full, for every server alike.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from bench.report import Result, Row, Verdict
 from bench.scenarios.harness import Bench, Scenario, ms
@@ -17,14 +23,22 @@ from bench.scenarios.many import many_shape
 from bench.servers import NAIVE, SISCOM, SISCOM_PLAIN, WEBSOCKETS, Target
 
 
+#: The gateway's default recent-records window, set explicitly so that the warm-up fills it.
+WINDOW_RECORDS = 50_000
+
+
 async def overdrive(bench: Bench, targets: Sequence[Target]) -> Result:
     smoke = bench.options.smoke
     shape = many_shape(smoke, bench.options.rate or (150.0 if smoke else 3600.0))
+    if not smoke:
+        shape = replace(shape, warmup=max(shape.warmup, WINDOW_RECORDS / shape.rate + 2.0))
     segment = 0.5 if smoke else 5.0
-    result = Result("overdrive", shape.params(), [target.name for target in targets])
+    result = Result("overdrive", {**shape.params(), "warmup_s": round(shape.warmup, 1)}, [target.name for target in targets])
     figures: dict[str, LoadFigures] = {}
     for target in targets:
-        async with LoadRun(bench, target, shape, "overdrive") as run:
+        async with LoadRun(
+            bench, target, shape, "overdrive", STREAM_REPLAY_WINDOW_RECORDS=str(WINDOW_RECORDS)
+        ) as run:
             figures[target.name] = await run.measure(shape.rate, age_segment=segment)
     load_rows(result, figures)
     result.rows += [

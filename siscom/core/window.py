@@ -6,6 +6,12 @@ partition, the offset from which it holds every record (its *base*), so it can t
 cursor can be served from it, and the cursor of the last delivery routed (the gateway's
 dispatch cursor: what a client caught up with live has received).
 
+Entries are held as plain tuples, not :class:`Delivery` objects: a plain tuple of strings,
+numbers and a plain position tuple is untracked by the cyclic garbage collector after its first
+collection, a named tuple never is. Tens of thousands of long-lived tracked objects, renewed at
+the record rate, made the collector run full collections every few seconds (each one walks every
+tracked object and stops the event loop for as long; see the benchmark's GC rows).
+
 A resume reads only what came after its cursor: each partition's offsets are indexed, so finding
 where to start is a binary search per partition, not a scan of the whole window (which, full,
 costs milliseconds per resume: a storm of resumes would stall the event loop).
@@ -23,15 +29,18 @@ from siscom.core.protocol import frame_cursor
 #: A list's front is cut off once this many of its items are gone (and at least half of it).
 _COMPACT_AFTER = 1024
 
+_TEXT = Delivery._fields.index("text")
+_TIMESTAMP_MS = Delivery._fields.index("timestamp_ms")
+
 
 class _Entries:
-    """The deliveries held, oldest first, in a list whose front moves forward: sliceable from any
+    """The deliveries held (as plain tuples), oldest first, in a list whose front moves forward: sliceable from any
     entry's number (a deque is not). Entry numbers count every delivery appended."""
 
     __slots__ = ("items", "head", "dropped")
 
     def __init__(self) -> None:
-        self.items: list[Delivery | None] = []
+        self.items: list[tuple | None] = []
         #: Index in ``items`` of the oldest entry held.
         self.head = 0
         #: Entries cut off the list's front: the number of ``items[0]``.
@@ -44,10 +53,10 @@ class _Entries:
     def next_number(self) -> int:
         return self.dropped + len(self.items)
 
-    def oldest(self) -> Delivery | None:
+    def oldest(self) -> tuple | None:
         return self.items[self.head] if self.head < len(self.items) else None
 
-    def popleft(self) -> Delivery:
+    def popleft(self) -> tuple:
         items, head = self.items, self.head
         old = items[head]
         assert old is not None
@@ -59,7 +68,7 @@ class _Entries:
             self.head = 0
         return old
 
-    def since(self, number: int) -> list[Delivery | None]:
+    def since(self, number: int) -> list[tuple | None]:
         return self.items[max(self.head, number - self.dropped):]
 
 
@@ -113,7 +122,7 @@ class RecentWindow:
 
     def oldest_timestamp_ms(self) -> int | None:
         oldest = self._entries.oldest()
-        return None if oldest is None else oldest.timestamp_ms
+        return None if oldest is None else oldest[_TIMESTAMP_MS]
 
     def extend(self, deliveries: Iterable[Delivery]) -> None:
         """Deliveries just routed, in order (the router's batch)."""
@@ -146,11 +155,11 @@ class RecentWindow:
                 index = partitions[key] = _PartitionIndex()
             index.offsets.append(delivery.offset)
             index.numbers.append(entries.next_number)
-            entries.items.append(delivery)
+            entries.items.append(tuple(delivery))
             added += len(delivery.text)
         self._bytes += added
         if self._incomplete and entries:
-            cursor = frame_cursor(entries.items[-1].text)  # type: ignore[union-attr]
+            cursor = frame_cursor(entries.items[-1][_TEXT])  # type: ignore[index]
             if cursor is not None:
                 self._complete_base(cursors.decode(cursor)[1])
         self._trim()
@@ -201,7 +210,7 @@ class RecentWindow:
     def _trim(self) -> None:
         entries, base = self._entries, self._base
         while entries and (len(entries) > self.max_records or self._bytes > self.max_bytes):
-            old = entries.popleft()
+            old = Delivery._make(entries.popleft())
             self._partitions[(old.topic_index, old.partition)].popleft()
             self._bytes -= len(old.text)
             assert base is not None
@@ -243,8 +252,9 @@ class RecentWindow:
             if number is not None and number < start:
                 start = number
         # From there on, entries of other partitions that come before the vector are skipped.
-        for delivery in entries.since(start):
-            assert delivery is not None
+        for entry in entries.since(start):
+            assert entry is not None
+            delivery = Delivery._make(entry)
             offsets = vector[delivery.topic_index] if delivery.topic_index < len(vector) else ()
             start = offsets[delivery.partition] if delivery.partition < len(offsets) else 0
             if delivery.offset >= start:

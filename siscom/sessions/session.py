@@ -374,8 +374,15 @@ class Session(Actor):
             waiter.set_result(None)
 
     def _time_is_up(self) -> None:
+        """The pump's wait is over (a keep-alive or a held frame is due). With direct writes, what
+        is due is written from this timer callback, as a routed frame is, so that a keep-alive
+        costs no task wake-up and no pass through ASGI; the pump is woken only when the socket
+        would block (see _flush)."""
         self._timer = None
-        self._wake()
+        if self._direct is not None:
+            self._flush()
+        else:
+            self._wake()
 
     def _interrupt(self) -> None:
         """The core is closing: stop waiting, and stop a write that may be stalled on a client that

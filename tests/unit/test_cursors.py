@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from hypothesis import given, strategies as st
 
@@ -101,6 +103,23 @@ def test_the_window_serves_cursors_back_to_its_oldest_record_and_no_further():
     assert window.covers(((1, 1),)) and window.covers(((3, 2),))
     assert not window.covers(((0, 1),)), "p0@0 has left the window"
     assert not window.covers(((1, 0),)), "p1@0 has left the window"
+
+
+def test_records_held_in_the_window_add_no_objects_for_the_garbage_collector_to_walk():
+    """Every full collection walks every tracked object with the event loop stopped; a window of
+    tens of thousands of records renewed at the record rate must not be among them."""
+    window = RecentWindow(max_records=5_000, max_bytes=10_000_000)
+    RecentWindow(10, 10_000).extend([delivery(0, 0, [1])])  # first-use caches, outside the count
+    gc.collect()
+    before = len(gc.get_objects())
+    window.extend(
+        delivery(0, offset, [offset + 1])._replace(position=(-12.0 - offset / 1e4, -77.0)) for offset in range(2_000)
+    )
+    gc.collect()
+    gc.collect()  # a tuple is untracked once what it holds is: nested ones may take a second pass
+    assert len(gc.get_objects()) - before < 100, "the window's records are tracked by the collector"
+    assert [d.offset for d in window.after(((1_998,),))] == [1_998, 1_999]
+    assert window.oldest_timestamp_ms() == 1000
 
 
 def test_the_window_forgets_everything_when_a_log_is_replaced():

@@ -425,6 +425,18 @@ async def test_frames_routed_in_one_turn_leave_in_one_write_without_waking_the_p
     assert [len(texts) for texts in direct.writes] == [6, 1]
 
 
+async def test_keep_alives_on_an_idle_stream_are_written_directly_without_waking_the_pump(harness):
+    """A keep-alive is due on every stream every interval: through the pump it cost each session a
+    task wake-up and an ASGI send; from the timer it is one direct write, like a routed frame."""
+    h = harness(snapshot=False, keepalive_seconds=0.05)
+    direct = with_direct(h)
+    session = h.start()
+    await h.until(lambda: len(direct.writes) >= 3)
+    assert h.transport.sent == []  # nothing through the awaited path
+    assert all(json.loads(texts[-1])["event"] == "ping" for texts in direct.writes)
+    assert session._waiter is not None and not session._waiter.done(), "the pump was woken"
+
+
 async def test_a_socket_that_would_block_sends_through_the_pump_under_its_deadline(harness):
     h = harness(snapshot=False, send_timeout_seconds=1.0)
     direct = with_direct(h)
