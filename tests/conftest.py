@@ -13,7 +13,11 @@ from typing import Any
 import pytest
 
 from siscom.dev.broker import TansuBroker, create_topics
+from siscom.dev.processes import ChildProcess, clean_env
 from support import ServerProcess
+from support.binaries import require_program
+from support.nginx import Nginx
+from support.server import REPO_ROOT
 
 
 def _require_broker_binary() -> None:
@@ -126,6 +130,69 @@ def server_factory(
     if _failed(request):
         for server in servers:
             print(f"----- {server.log_path} (last lines) -----\n{server.log_tail()}")
+
+
+@pytest.fixture
+def spawn(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., ChildProcess]]:
+    """Run commands other than the test server (``siscom dev``, plain Hypercorn, ...).
+
+    ``spawn(command, ready, name=..., env=...)`` returns once ``ready()`` is true. Each process
+    runs in a process group of its own from a clean environment (plus `env`), in `tmp_path`
+    rather than the checkout, and is stopped at teardown by its PID with everything it forked;
+    its log is shown if the test failed.
+    """
+    children: list[ChildProcess] = []
+
+    def start(
+        command: list[str],
+        ready: Callable[[], bool],
+        *,
+        name: str,
+        env: Mapping[str, object] | None = None,
+        timeout: float = 30.0,
+        interval: float = 0.1,
+    ) -> ChildProcess:
+        child = ChildProcess.start(
+            command,
+            ready,
+            timeout=timeout,
+            interval=interval,
+            name=name,
+            log_path=tmp_path / f"{name}-{len(children)}.log",
+            env=clean_env({"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1", **(env or {})}),
+            cwd=tmp_path,
+        )
+        children.append(child)
+        return child
+
+    yield start
+    for child in children:
+        child.stop(15.0)
+    if _failed(request):
+        for child in children:
+            print(f"----- {child.log_path} (last lines) -----\n{child.log_tail()}")
+
+
+@pytest.fixture
+def nginx_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Nginx]]:
+    """Start nginx processes in front of given upstreams (``host:port``); each is stopped at
+    teardown, and its error log shown if the test failed."""
+    binary = require_program("nginx", "nginx-light")
+    started: list[Nginx] = []
+
+    def start(upstreams: list[str], **options: Any) -> Nginx:
+        directory = tmp_path / f"nginx-{len(started)}"
+        directory.mkdir()
+        proxy = Nginx(binary, directory, upstreams, **options)
+        started.append(proxy)
+        return proxy.start()
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+    if _failed(request):
+        for proxy in started:
+            print(f"----- {proxy.error_log} (last lines) -----\n{proxy.log_tail()}")
 
 
 @pytest.fixture

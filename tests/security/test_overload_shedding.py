@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 import sys
 import time
 import uuid
@@ -20,10 +19,9 @@ import uuid
 import pytest
 
 from chaos.rawws import RawWebSocket
-from siscom.dev.processes import terminate
+from siscom.dev.processes import ChildProcess
 from siscom.dev.simulator import device_ids
 from support import ws_client
-from support.server import REPO_ROOT
 from support.http import http_get_json
 from support.status import wait_ready, wait_stats
 
@@ -37,18 +35,18 @@ SUSTAIN = "5"
 RECOVERED_P99 = 1.0
 
 
-def _simulator(broker, topic: str, rate: int, devices: int) -> subprocess.Popen:
+def _simulator(spawn, broker, topic: str, rate: int, devices: int) -> ChildProcess:
     """The fleet simulator in a process of its own, so its CPU is not charged to the canary."""
-    env = {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic, "PATH": "/usr/bin:/bin"}
-    return subprocess.Popen(
+    return spawn(
         [sys.executable, "-m", "siscom", "simulate", "--devices", str(devices), "--rate", str(rate)],
-        env={**env, "PYTHONPATH": str(REPO_ROOT)}, cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        lambda: True,
+        name="simulator",
+        env={"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic},
     )
 
 
 @pytest.mark.timeout(300)
-async def test_normal_full_load_is_not_shed(broker, topic, make_server, scenario) -> None:
+async def test_normal_full_load_is_not_shed(broker, topic, make_server, spawn, scenario) -> None:
     """The threshold's other side: a loaded but keeping-up server never sheds anyone.
 
     The load is the benchmark's ``steady`` shape (2,000 rec/s, 200 clients of 10 devices each,
@@ -59,7 +57,7 @@ async def test_normal_full_load_is_not_shed(broker, topic, make_server, scenario
     server = make_server(STREAM_SHED_LAG_SECONDS=THRESHOLD, STREAM_SHED_AFTER_SECONDS=SUSTAIN)
     await wait_ready(server)
     fleet = device_ids(1000)
-    simulator = _simulator(broker, topic, 2000, devices=1000)
+    simulator = _simulator(spawn, broker, topic, 2000, devices=1000)
     lags: list[float] = []
     frames = 0
 
@@ -84,7 +82,7 @@ async def test_normal_full_load_is_not_shed(broker, topic, make_server, scenario
                 reader.cancel()
             await asyncio.wait(readers)
     finally:
-        terminate(simulator, timeout=10)
+        simulator.stop(10)
     body = await wait_stats(server, lambda b: b["connections"] == 0, timeout=30)
     scenario.figure("loop lag, worst per second (ms)", " ".join(f"{lag:.0f}" for lag in lags))
     scenario.figure("frames read by the clients", frames)
@@ -94,7 +92,7 @@ async def test_normal_full_load_is_not_shed(broker, topic, make_server, scenario
 
 
 @pytest.mark.timeout(300)
-async def test_non_readers_are_shed_under_overload_and_a_canary_recovers(broker, topic, make_server, scenario) -> None:
+async def test_non_readers_are_shed_under_overload_and_a_canary_recovers(broker, topic, make_server, spawn, scenario) -> None:
     scenario.title = "5. overload shedding"
     scenario.target = f"{NON_READERS} non-readers of every device at {RATE} rec/s: shed; canary p99 <= 1 s after"
     server = make_server(STREAM_SHED_LAG_SECONDS=THRESHOLD, STREAM_SHED_AFTER_SECONDS=SUSTAIN)
@@ -102,7 +100,7 @@ async def test_non_readers_are_shed_under_overload_and_a_canary_recovers(broker,
     canary = Canary(broker.bootstrap, topic, server.ws_url(), device=f"canary-{uuid.uuid4().hex[:6]}", rate=20)
     stop = asyncio.Event()
     running = asyncio.create_task(canary.run(stop))
-    simulator = _simulator(broker, topic, RATE, devices=200)
+    simulator = _simulator(spawn, broker, topic, RATE, devices=200)
     clients: list[RawWebSocket] = []
     lags: list[tuple[float, float, int, int]] = []
     try:
@@ -129,7 +127,7 @@ async def test_non_readers_are_shed_under_overload_and_a_canary_recovers(broker,
             if recovered_at is not None and time.monotonic() - recovered_at >= 5:
                 break
     finally:
-        terminate(simulator, timeout=10)
+        simulator.stop(10)
         stop.set()
         await asyncio.wait((running,))
         for client in clients:
