@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -21,40 +19,15 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from siscom.dev.broker import create_topics
-from support.binaries import require_program
-from support.browser import chromium
 from support.kafka import produce
-from support.nginx import Nginx
 from support.status import stats, wait_ready, wait_stats
 
-pytestmark = pytest.mark.browser
+# The module shares one Chromium (tests/integration/conftest.py): its tests run in its loop.
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 DEVICES = ("van-0", "van-1", "van-2")  # van-N is written to partition N of both topics
 ALERTS = 30
 KILL_AFTER = 12  # alerts produced before the page's replica is killed
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    async with chromium() as browser:
-        yield browser
-
-
-@pytest.fixture
-def proxy_factory(tmp_path: Path) -> Iterator[Any]:
-    binary = require_program("nginx", "nginx-light")
-    started: list[Nginx] = []
-
-    def start(upstreams: list[str]) -> Nginx:
-        directory = tmp_path / f"nginx-{len(started)}"
-        directory.mkdir()
-        proxy = Nginx(binary, directory, upstreams)
-        started.append(proxy)
-        return proxy.start()
-
-    yield start
-    for proxy in started:
-        proxy.stop()
 
 
 def position(device: str, n: int) -> bytes:
@@ -79,7 +52,7 @@ async def connections(server: Any) -> int:
 
 @pytest.mark.nginx
 async def test_the_demo_page_resumes_on_the_other_replica_with_no_alert_missing_or_twice(
-    server_factory, broker, topic_factory, proxy_factory, browser, tmp_path
+    server_factory, broker, topic_factory, nginx_factory, browser, tmp_path
 ):
     topic = await topic_factory(partitions=len(DEVICES))
     alerts_topic = await topic_factory(partitions=len(DEVICES), prefix="alerts")
@@ -94,7 +67,7 @@ async def test_the_demo_page_resumes_on_the_other_replica_with_no_alert_missing_
     servers = [server_factory(env), server_factory(env)]
     for server in servers:
         await wait_ready(server)
-    proxy = proxy_factory([server.url.removeprefix("http://") for server in servers])
+    proxy = nginx_factory([server.url.removeprefix("http://") for server in servers])
 
     page = await browser.new_page(viewport={"width": 1280, "height": 800})
     statuses: list[str] = []

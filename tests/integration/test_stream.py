@@ -169,7 +169,9 @@ async def test_malformed_records_are_counted_and_skipped_while_good_ones_flow(ma
     assert "no device id" in log and "too large" in log and "not JSON" in log and "bad device id" in log
 
 
-async def test_without_a_broker_the_app_serves_and_delivers_once_one_appears(server_factory, broker_factory, tmp_path):
+async def test_without_a_broker_the_app_serves_and_delivers_once_one_appears(broker_factory, server_factory, tmp_path):
+    # broker_factory first: fixtures end in reverse order, so the server stops while its broker
+    # still runs (stopping after it, its consumer would wait out its timeouts for nothing).
     from siscom.dev.broker import create_topics, free_port
 
     port = free_port()
