@@ -17,9 +17,8 @@ from contextlib import AsyncExitStack
 
 import pytest
 
-from siscom.dev.broker import create_topics
 from support import ws_client
-from support.status import wait_ready, wait_stats
+from support.status import wait_stats
 from chaos.memory import RssSampler
 from chaos.rawws import OP_PING, RawWebSocket, masked_frame
 from chaos.traffic import FrameLog, Producer, percentile, position, record_of, sequences
@@ -74,22 +73,13 @@ async def run(bootstrap: str, logs: list[FrameLog], first_seq: int, count: int) 
 
 
 async def test_a_client_that_never_reads_is_conflated_then_closed_while_others_keep_pace(
-    broker_factory, server_factory, scenario
+    broker_and_server, scenario
 ):
     scenario.title = "5a. stalled client beside fast ones"
     scenario.target = "fast: all records; RSS < 30 MiB; 1013 + counted"
-    broker = broker_factory()
-    await create_topics(broker.bootstrap, {TOPIC: 1})
-    server = server_factory(
-        {
-            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-            "KAFKA_TOPIC": TOPIC,
-            "STREAM_SEND_TIMEOUT_SECONDS": str(SEND_TIMEOUT),
-            "STREAM_CLOSE_LINGER_SECONDS": LINGER,
-            "LOG_LEVEL": "INFO",
-        }
+    broker, server = await broker_and_server(
+        TOPIC, STREAM_SEND_TIMEOUT_SECONDS=str(SEND_TIMEOUT), STREAM_CLOSE_LINGER_SECONDS=LINGER, LOG_LEVEL="INFO"
     )
-    await wait_ready(server)
     url = server.ws_url(f"/api/v1/stream?device_ids={DEVICE}")
     async with AsyncExitStack() as stack:
         logs = []
@@ -133,24 +123,15 @@ async def test_a_client_that_never_reads_is_conflated_then_closed_while_others_k
 
 
 async def test_a_stalled_client_that_keeps_pinging_gets_its_1013_when_it_reads_again(
-    broker_factory, server_factory, scenario
+    broker_and_server, scenario
 ):
     """Its pings make the server write pongs, which wait in its full socket while holding the
     server's lock on that socket: the close frame has to wait for the lock, not only for room."""
     scenario.title = "5b. stalled client that keeps pinging"
     scenario.target = "session ends while blocked; 1013 when it reads"
-    broker = broker_factory()
-    await create_topics(broker.bootstrap, {TOPIC: 1})
-    server = server_factory(
-        {
-            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-            "KAFKA_TOPIC": TOPIC,
-            "STREAM_SEND_TIMEOUT_SECONDS": "2",
-            "STREAM_CLOSE_LINGER_SECONDS": LINGER,
-            "LOG_LEVEL": "INFO",
-        }
+    broker, server = await broker_and_server(
+        TOPIC, STREAM_SEND_TIMEOUT_SECONDS="2", STREAM_CLOSE_LINGER_SECONDS=LINGER, LOG_LEVEL="INFO"
     )
-    await wait_ready(server)
     stalled = await RawWebSocket.connect(server.ws_url(f"/api/v1/stream?device_ids={DEVICE}"), receive_buffer=4096)
 
     async def ping_forever() -> None:
