@@ -3,6 +3,7 @@ their own, and server processes that are always stopped afterwards."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -192,6 +193,30 @@ def nginx_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Ca
     if _failed(request):
         for proxy in started:
             print(f"----- {proxy.error_log} (last lines) -----\n{proxy.log_tail()}")
+
+
+@pytest.fixture(scope="module")
+def module_server_factory(
+    broker: TansuBroker, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., ServerProcess]]:
+    """Start servers shared by the tests of one module, for tests that only read what a server
+    serves: one start instead of one per test. ``module_server_factory(name, **settings)``
+    reads a topic of its own on the session broker (``server.topic``); stopped after the module.
+    """
+    servers: list[ServerProcess] = []
+
+    def start(name: str, **settings: str) -> ServerProcess:
+        topic = f"{name}-{uuid.uuid4().hex[:8]}"
+        asyncio.run(create_topics(broker.bootstrap, {topic: 1}))
+        env = {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic, **settings}
+        server = ServerProcess(env, tmp_path_factory.mktemp(name) / "server.log")
+        server.topic = topic  # type: ignore[attr-defined]
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture
