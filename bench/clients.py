@@ -1,8 +1,9 @@
 """Many stream clients, spread over several processes, that time every frame they receive.
 
 Each client process runs an event loop with a share of the clients (bare protocol objects from
-:mod:`bench.wsclient`) and answers the harness over a pipe: it says when its clients are
-connected, reports what they received in a time window, and closes them when asked.
+:mod:`bench.wsclient`, or :mod:`bench.sseclient` for the stream over Server-Sent Events) and
+answers the harness over a pipe: it says when its clients are connected, reports what they
+received in a time window, and closes them when asked.
 
 What a client records per position frame is two numbers: the producer's timestamp carried in
 the record (``metadata.producer_ts_ms``) and how old the record was when the frame arrived. It
@@ -24,11 +25,13 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from urllib.parse import quote
 
+from bench import sseclient, wsclient
 from bench.stats import percentile
-from bench.wsclient import StreamClient, open_stream
 from siscom.core.geo import BBox
 
 STREAM_PATH = "/api/v1/stream"
+#: How each transport opens a stream; both clients hand every frame's text to a Recorder.
+OPENERS = {"websocket": wsclient.open_stream, "sse": sseclient.open_stream}
 _STAMP = b'"producer_ts_ms":'
 _MESSAGE = b'{"event":"message"'
 _PING = b'{"event":"ping"'
@@ -102,6 +105,8 @@ class ProcessReport:
     ages: bytes
     others: int = 0
     close_codes: Counter[int] = field(default_factory=Counter)
+    #: Open streams by the protocol their client object speaks (what ran, not what was asked).
+    transports: Counter[str] = field(default_factory=Counter)
 
 
 def _window_figures(recorder: Recorder, t0_ms: float, t1_ms: float) -> tuple[ClientFigures, array, array]:
@@ -124,14 +129,26 @@ def _window_figures(recorder: Recorder, t0_ms: float, t1_ms: float) -> tuple[Cli
     return figures, stamps, ages
 
 
-async def _serve_parent(
-    conn: Connection, host: str, port: int, subscriptions: Sequence[Subscription], concurrency: int, deflate: bool
-) -> None:
+@dataclass(frozen=True)
+class Dialing:
+    """How a client process opens its streams."""
+
+    #: ``websocket`` or ``sse`` (a key of :data:`OPENERS`).
+    transport: str = "websocket"
+    #: Handshakes in flight at once.
+    concurrency: int = 64
+    #: Ask for permessage-deflate (WebSocket only).
+    deflate: bool = False
+
+
+async def _serve_parent(conn: Connection, host: str, port: int, subscriptions: Sequence[Subscription], dialing: Dialing) -> None:
     loop = asyncio.get_running_loop()
+    open_stream = OPENERS[dialing.transport]
+    deflate = dialing.deflate
     recorders = [Recorder() for _ in subscriptions]
-    clients: list[StreamClient | None] = [None] * len(subscriptions)
+    clients: list[wsclient.StreamClient | sseclient.SseStreamClient | None] = [None] * len(subscriptions)
     errors: Counter[str] = Counter()
-    gate = asyncio.Semaphore(concurrency)
+    gate = asyncio.Semaphore(dialing.concurrency)
 
     async def connect(index: int) -> None:
         recorder = recorders[index]
@@ -181,6 +198,7 @@ async def _serve_parent(
                 if clear:
                     recorder.clear()
             report.stamps, report.ages = all_stamps.tobytes(), all_ages.tobytes()
+            report.transports = Counter(client.transport for client in clients if client is not None)
             reply("report", report)
         elif command == "close":
             (timeout,) = args
@@ -197,9 +215,7 @@ async def _serve_parent(
             return
 
 
-def _client_process(
-    conn: Connection, host: str, port: int, subscriptions: Sequence[Subscription], concurrency: int, deflate: bool
-) -> None:
+def _client_process(conn: Connection, host: str, port: int, subscriptions: Sequence[Subscription], dialing: Dialing) -> None:
     # The harness stops us over the pipe; a Ctrl-C in the terminal is for the harness.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -209,7 +225,7 @@ def _client_process(
     except ImportError:
         runner = asyncio.Runner()
     with runner:
-        runner.run(_serve_parent(conn, host, port, subscriptions, concurrency, deflate))
+        runner.run(_serve_parent(conn, host, port, subscriptions, dialing))
 
 
 @dataclass
@@ -222,10 +238,13 @@ class PoolReport:
     ages: array
     others: int
     close_codes: Counter[int]
+    transports: Counter[str] = field(default_factory=Counter)
 
 
 class ClientPool:
-    """``subscriptions`` (one entry per client) dealt round-robin to ``processes`` processes."""
+    """``subscriptions`` (one entry per client) dealt round-robin to ``processes`` processes.
+
+    ``transport``: ``"websocket"`` or ``"sse"`` (a key of :data:`OPENERS`)."""
 
     def __init__(
         self,
@@ -236,12 +255,14 @@ class ClientPool:
         processes: int = 2,
         concurrency: int = 64,
         deflate: bool = False,
+        transport: str = "websocket",
     ) -> None:
+        if transport not in OPENERS:
+            raise ValueError(f"transport {transport!r}: one of {', '.join(OPENERS)}")
         self.host, self.port = host, port
         processes = max(1, min(processes, len(subscriptions)))
         self._shares = [list(subscriptions[index::processes]) for index in range(processes)]
-        self._concurrency = concurrency
-        self._deflate = deflate
+        self._dialing = Dialing(transport, concurrency, deflate)
         self._context = multiprocessing.get_context("spawn")
         self._workers: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
         self.connected = 0
@@ -253,7 +274,7 @@ class ClientPool:
             parent, child = self._context.Pipe()
             process = self._context.Process(
                 target=_client_process,
-                args=(child, self.host, self.port, share, self._concurrency, self._deflate),
+                args=(child, self.host, self.port, share, self._dialing),
                 name="bench-clients",
                 daemon=True,
             )
@@ -283,6 +304,7 @@ class ClientPool:
             merged.ages.frombytes(report.ages)
             merged.others += report.others
             merged.close_codes.update(report.close_codes)
+            merged.transports.update(report.transports)
         return merged
 
     async def stop(self, timeout: float = 10.0) -> Counter[int]:

@@ -41,6 +41,8 @@ class Target:
     #: Path of the JSON counters, and the keys of the records and connections counts in it.
     stats_path: str = "/api/v1/stream/stats"
     env: Mapping[str, str] = field(default_factory=dict)
+    #: How the clients read the stream: ``websocket`` or ``sse`` (Server-Sent Events).
+    transport: str = "websocket"
 
     def command(self, bind: str) -> list[str]:
         return [sys.executable, "-m", self.module, *self.args, "--bind", bind]
@@ -51,6 +53,8 @@ SISCOM_2_WORKERS = Target("siscom-w2", "the gateway, 2 workers", "siscom", ("ser
 SISCOM_PLAIN = Target(
     "siscom-plain", "the gateway, write coalescing off", "siscom", ("serve",), env={"STREAM_COALESCE_WRITES": "false"}
 )
+#: The same gateway, its clients reading the stream over Server-Sent Events instead of WebSocket.
+SISCOM_SSE = Target("siscom-sse", "the gateway, clients over SSE", "siscom", ("serve",), transport="sse")
 NAIVE = Target("naive", "naive Quart fan-out (bench/baselines/naive.py)", "bench.baselines.naive", stats_path="/stats")
 WEBSOCKETS = Target(
     "websockets", "bare websockets broadcast (bench/baselines/bare_websockets.py)", "bench.baselines.bare_websockets",

@@ -20,17 +20,22 @@ import asyncio
 import time
 import zlib
 from collections.abc import Callable
+from typing import TypeVar
 
 from siscom.dev import rfc6455
 from siscom.dev.rfc6455 import DEFLATE_TAIL, OP_BINARY, OP_TEXT, RSV1, HandshakeFailed, split_frames
 
-__all__ = ["HandshakeFailed", "OnText", "StreamClient", "open_stream"]
+__all__ = ["HandshakeFailed", "OnText", "StreamClient", "connect_opened", "open_stream"]
 
 OnText = Callable[[bytes, float], None]
+#: A client protocol with an ``opened`` future and ``abort()`` (this module's, or the SSE one's).
+Opening = TypeVar("Opening", bound=asyncio.Protocol)
 
 
 class StreamClient(asyncio.Protocol):
     """One connection. ``on_text(payload, arrived)`` gets every text frame, in order."""
+
+    transport = "websocket"
 
     def __init__(self, host: str, port: int, path: str, on_text: OnText, *, deflate: bool = False) -> None:
         self._handshake = rfc6455.ClientHandshake(host, port, path, deflate=deflate)
@@ -130,18 +135,22 @@ class StreamClient(asyncio.Protocol):
             self._transport.abort()
 
 
-async def open_stream(
-    host: str, port: int, path: str, on_text: OnText, *, deflate: bool = False, timeout: float = 10.0
-) -> StreamClient:
-    """Connect and complete the WebSocket handshake; raise if either fails within ``timeout``."""
+async def connect_opened(make: Callable[[], Opening], host: str, port: int, timeout: float) -> Opening:
+    """Connect a protocol made by ``make`` and wait for its ``opened``; raise (and drop the
+    connection) if either fails within ``timeout``."""
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(timeout):
-        _, client = await loop.create_connection(
-            lambda: StreamClient(host, port, path, on_text, deflate=deflate), host, port
-        )
+        _, client = await loop.create_connection(make, host, port)
         try:
             await client.opened
         except BaseException:
             client.abort()
             raise
     return client
+
+
+async def open_stream(
+    host: str, port: int, path: str, on_text: OnText, *, deflate: bool = False, timeout: float = 10.0
+) -> StreamClient:
+    """Connect and complete the WebSocket handshake; raise if either fails within ``timeout``."""
+    return await connect_opened(lambda: StreamClient(host, port, path, on_text, deflate=deflate), host, port, timeout)

@@ -19,6 +19,8 @@ from siscom.gateway import Gateway
 from siscom.web.demo import demo_blueprint
 from siscom.web.prometheus import prometheus_blueprint
 from siscom.web.status import status_blueprint
+from siscom.web.sse import sse_blueprint
+from siscom.web.sse_transport import StreamHTTPConnection
 from siscom.web.stream import stream_blueprint
 from siscom.security.headers import add_security_headers
 from siscom.web.transport import StreamWebsocket, StreamWebsocketConnection
@@ -31,10 +33,13 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     # Streams write many frames per client: the cheapest send path Quart offers (see transport).
     app.websocket_class = StreamWebsocket
     app.asgi_websocket_class = StreamWebsocketConnection
+    # Server-Sent Events: the route writes its streaming response itself (see sse_transport).
+    app.asgi_http_class = StreamHTTPConnection
     app.extensions["siscom.gateway"] = gateway
     app.register_blueprint(status_blueprint(gateway))
     app.register_blueprint(prometheus_blueprint(gateway))
     app.register_blueprint(stream_blueprint(gateway))
+    app.register_blueprint(sse_blueprint(gateway))
     app.register_blueprint(demo_blueprint(settings))
 
     @app.after_request

@@ -463,6 +463,11 @@ class Settings:
         "write the frames waiting for a client in one write, from the event-loop turn after they "
         "were routed, below ASGI (Hypercorn only); false sends every frame through ASGI",
     )
+    stream_sse_retry_milliseconds: int = _setting(
+        3000, _whole_number(0, 3600000), "a whole number of milliseconds, 0 to 3600000",
+        "reconnect delay sent to Server-Sent Events clients in the stream's first 'retry:' line "
+        "(EventSource waits this long before it reconnects with Last-Event-ID)",
+    )
     stream_close_linger_seconds: float = _setting(
         5.0, _positive_seconds, "a number of seconds greater than 0",
         "longest a connection stays open after its stream ended (close frame not yet read, or not "

@@ -62,18 +62,18 @@ class Metric(enum.StrEnum):
         "conflated", Kind.COUNTER,
         "positions a lagging client skipped because a newer one of the same device replaced them",
     )
-    SLOW_CLIENT_CLOSES = "slow_client_closes", Kind.COUNTER, "clients closed with 1013 for not keeping up"
+    SLOW_CLIENT_CLOSES = "slow_client_closes", Kind.COUNTER, "clients closed with 1013 (SSE: a final error event) for not keeping up"
     BROKER_RECONNECTS = "broker_reconnects", Kind.COUNTER, "times the broker was reached again after being lost"
     CONNECTIONS_OPENED = "connections_opened", Kind.COUNTER, "streams started"
     CONNECTIONS_CLOSED = "connections_closed", Kind.COUNTER, "streams ended, whichever way"
     REJECTED_REQUESTS = (
         "rejected_requests", Kind.COUNTER,
-        "streams refused for a bad query (1008), or for bytes sent before the handshake completed (400)",
+        "streams refused for a bad query (1008; SSE: 400), or for bytes sent before the handshake completed (400)",
     )
     ORIGIN_REFUSALS = "origin_refusals", Kind.COUNTER, "handshakes refused for their origin (403)"
     CONNECTION_LIMIT_REFUSALS = (
         "connection_limit_refusals", Kind.COUNTER,
-        "streams refused past `STREAM_MAX_CONNECTIONS` or `STREAM_MAX_CONNECTIONS_PER_IP` (1013)",
+        "streams refused past `STREAM_MAX_CONNECTIONS` or `STREAM_MAX_CONNECTIONS_PER_IP` (1013; SSE: 503)",
     )
     AUTH_FAILURES = "auth_failures", Kind.COUNTER, "requests without a valid token"
     FORBIDDEN_REQUESTS = "forbidden_requests", Kind.COUNTER, "requests for devices the token does not grant"

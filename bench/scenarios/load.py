@@ -7,7 +7,7 @@ import asyncio
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.clients import ClientPool, PoolReport, Subscription
@@ -52,6 +52,8 @@ class LoadFigures:
     kb_per_connection: float | None = None
     #: Frames other than positions and keep-alives (a map client's ``leave`` frames, acks).
     other_frames: int = 0
+    #: The clients' open streams by transport (``websocket``, ``sse``), as the client processes ran them.
+    client_transports: dict[str, int] = field(default_factory=dict)
 
     @property
     def cpu_us_per_delivery(self) -> float | None:
@@ -108,6 +110,7 @@ class LoadRun:
             self.pool = ClientPool(
                 HOST, self.server.port, self.subscriptions, processes=shape.client_processes,
                 concurrency=shape.connect_concurrency, deflate=bench.options.deflate,
+                transport=self.target.transport,
             )
             connected = await self.pool.start(timeout=max(120.0, len(self.subscriptions) / 20))
             if connected < len(self.subscriptions):
@@ -156,6 +159,7 @@ class LoadRun:
         figures = load_figures(rate, window, report, cpu_after - cpu_before, sampler.samples)
         figures.server_counters = _counter_delta(counters_before, counters_after)
         figures.other_frames = report.others
+        figures.client_transports = dict(report.transports)
         figures.other_cpu_percent = {
             name: 100.0 * (others_after[name] - others_before[name]) / window.seconds for name in others
         }

@@ -1,8 +1,10 @@
 """``many``: many dashboards, few vehicles each: 1,000 clients x 10 of 1,000 devices, 2,400
 records/s (24,000 deliveries/s, about a quarter of a frame per client per Kafka batch).
 
-Target: sustained (delivery ratio >= 0.999, p99 <= 100 ms). Run beside the gateway with write
-coalescing off, the naive baseline and the bare ``websockets`` broadcast server.
+Target: sustained (delivery ratio >= 0.999, p99 <= 100 ms). Run beside the gateway with its
+clients reading over Server-Sent Events (``siscom-sse``: the same load, the same server, the other
+transport), the gateway with write coalescing off, the naive baseline and the bare ``websockets``
+broadcast server.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import asdict
 from bench.report import Result, Verdict
 from bench.scenarios.harness import Bench, Scenario, Shape, ms
 from bench.scenarios.load import LoadFigures, LoadRun, load_rows
-from bench.servers import NAIVE, SISCOM, SISCOM_PLAIN, WEBSOCKETS, Target
+from bench.servers import NAIVE, SISCOM, SISCOM_PLAIN, SISCOM_SSE, WEBSOCKETS, Target
 
 MAX_P99_MS = 100.0
 
@@ -52,7 +54,23 @@ async def many(bench: Bench, targets: Sequence[Target]) -> Result:
                 f"ratio {f.delivery_ratio:.4f}, p99 {ms(f.latency_ms['p99'])}",
             )
         )
+    if "siscom" in figures and "siscom-sse" in figures:
+        result.notes.append(transport_note(figures["siscom"], figures["siscom-sse"]))
     return result
 
 
-SCENARIO = Scenario("many", many, targets=(SISCOM, SISCOM_PLAIN, NAIVE, WEBSOCKETS), order=50)
+def transport_note(websocket: LoadFigures, sse: LoadFigures) -> str:
+    """The SSE run's figures as ratios to the WebSocket run's (SSE over WebSocket)."""
+
+    def ratio(top: float | None, bottom: float | None) -> str:
+        return f"{top / bottom:.2f}x" if top is not None and bottom else "-"
+
+    return (
+        f"siscom-sse/siscom (SSE over WebSocket): delivered/s {ratio(sse.delivered_s, websocket.delivered_s)}, "
+        f"p99 {ratio(sse.latency_ms['p99'], websocket.latency_ms['p99'])}, "
+        f"CPU per delivery {ratio(sse.cpu_us_per_delivery, websocket.cpu_us_per_delivery)}, "
+        f"segments per delivery {ratio(sse.segments_per_delivery, websocket.segments_per_delivery)}"
+    )
+
+
+SCENARIO = Scenario("many", many, targets=(SISCOM, SISCOM_SSE, SISCOM_PLAIN, NAIVE, WEBSOCKETS), order=50)

@@ -81,6 +81,19 @@ class Closing:
     silent: bool = False
 
 
+def final_frame(closing: Closing, *, in_band: bool = False) -> str | None:
+    """The frame sent just before the stream ends: the closing's error frame, if any.
+
+    ``in_band``: the transport has no close frame to carry a reason (Server-Sent Events), so
+    every end but a normal one or a shutdown says why in an error frame (a slow client's, too).
+    """
+    if closing.final_frame is not None or not in_band:
+        return closing.final_frame
+    if closing.code in (CloseCode.NORMAL, CloseCode.GOING_AWAY):
+        return None
+    return error_frame(closing.reason)
+
+
 @dataclass(frozen=True, slots=True)
 class StreamPolicy:
     """The limits of one stream that the core enforces."""

@@ -26,6 +26,11 @@ How a session ends, and the close code the client sees (see :class:`~siscom.core
 - the client asks for devices its token does not grant, or its token expires: an error frame,
   then 1008, counted.
 
+Over a transport without close frames (Server-Sent Events: ``transport.in_band_close``) the code
+and reason have no place on the wire: every end but a normal one or a shutdown sends an error
+frame with the reason first, when the core has none of its own (see
+:func:`~siscom.core.stream.final_frame`).
+
 Every end goes through one place, the end of :meth:`Session.run`: the session leaves the
 subscription table, is counted closed, and sets :attr:`Session.finished`. Its connection is then
 closed within ``STREAM_CLOSE_LINGER_SECONDS``, whether or not the client reads.
@@ -43,7 +48,7 @@ from supervisors import Actor
 
 from siscom.core.protocol import CloseCode
 from siscom.core.resume import ResumeRequest
-from siscom.core.stream import Cause, StreamCore, StreamPolicy
+from siscom.core.stream import Cause, StreamCore, StreamPolicy, final_frame
 from siscom.metrics import Metric, Metrics
 from siscom.sessions.transport import ClientGone, Transport
 
@@ -92,7 +97,7 @@ class SessionLimits:
 
 
 class Session(Actor):
-    """Streams the frames of the subscribed devices to one WebSocket client."""
+    """Streams the frames of the subscribed devices to one client (a WebSocket, or an SSE response)."""
 
     def __init__(
         self,
@@ -273,6 +278,8 @@ class Session(Actor):
         core = self.core
         outbox = core.outbox
         send = self._transport.send
+        # Optional in the Transport protocol: several frames in one write (SSE: one body message).
+        send_many = getattr(self._transport, "send_many", None)
         metrics = self._metrics
         send_timeout = self._limits.send_timeout_seconds
         while core.closing is None:
@@ -282,8 +289,11 @@ class Session(Actor):
                 continue
             try:
                 async with asyncio.timeout(send_timeout) as self._send_deadline:
-                    for text in texts:
-                        await send(text)
+                    if send_many is not None:
+                        await send_many(texts)
+                    else:
+                        for text in texts:
+                            await send(text)
             except TimeoutError:
                 core.close(CloseCode.TRY_AGAIN_LATER, Cause.SLOW_CLIENT.value, cause=Cause.SLOW_CLIENT)
                 break
@@ -381,10 +391,11 @@ class Session(Actor):
         assert closing is not None
         if closing.silent or self._closing is not None:
             return
-        if closing.final_frame is not None:
+        final = final_frame(closing, in_band=getattr(self._transport, "in_band_close", False))
+        if final is not None:
             try:
                 async with asyncio.timeout(self._limits.close_timeout_seconds):
-                    await self._transport.send(closing.final_frame)
+                    await self._transport.send(final)
             except (TimeoutError, ClientGone):
                 pass
         await self._send_close(closing.code, closing.reason)

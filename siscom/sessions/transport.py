@@ -1,6 +1,7 @@
 """The few things a session needs from a client's connection, apart from how a server provides them.
 
-Sessions talk to a :class:`Transport`; the web layer adapts its server's websocket to it. The seam
+Sessions talk to a :class:`Transport`; the web layer adapts its server's websocket, or a streaming
+HTTP response (siscom/web/sse_transport.py), to it. The seam
 is narrow so that unit tests drive a session with a fake and the send path can be tuned without
 touching session logic.
 """
@@ -25,6 +26,14 @@ class DirectWrites(Protocol):
 
 
 class Transport(Protocol):
+    """A client's connection: a websocket, or an HTTP response streaming Server-Sent Events.
+
+    Optional, besides :attr:`direct`: ``send_many(texts)`` (async: several frames in one write;
+    absent: one :meth:`send` per frame) and ``in_band_close`` (True when :meth:`close` carries no
+    reason to the client, so the session says why in an error frame first; see
+    :func:`siscom.core.stream.final_frame`).
+    """
+
     peer: str
     #: Optional (absent or None: every frame goes through :meth:`send`).
     direct: DirectWrites | None

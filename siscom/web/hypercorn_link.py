@@ -37,7 +37,8 @@ _RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
 class HypercornConnection:
-    """The Hypercorn stream and TCP connection behind one websocket."""
+    """The Hypercorn stream and TCP connection behind one websocket, or one HTTP response that
+    streams (Server-Sent Events: the same chain, with ``HTTPStream.app_send``)."""
 
     __slots__ = ("_stream", "_writer")
 
@@ -52,11 +53,12 @@ class HypercornConnection:
         try:
             from hypercorn.asyncio.tcp_server import TCPServer
             from hypercorn.protocol.h11 import H11Protocol
+            from hypercorn.protocol.http_stream import HTTPStream
             from hypercorn.protocol.ws_stream import WSStream
         except ImportError:
             return None
         stream = getattr(asgi_send, "__self__", None)
-        if not isinstance(stream, WSStream):
+        if not isinstance(stream, WSStream | HTTPStream):
             return None
         protocol = getattr(getattr(stream, "send", None), "__self__", None)
         if not isinstance(protocol, H11Protocol):
@@ -69,7 +71,8 @@ class HypercornConnection:
 
     @property
     def stream(self) -> Any:
-        """Hypercorn's ``WSStream`` of this websocket (see siscom/web/coalesce.py)."""
+        """Hypercorn's ``WSStream`` of this websocket (see siscom/web/coalesce.py), or its
+        ``HTTPStream`` of an HTTP response."""
         return self._stream
 
     @property

@@ -1,9 +1,10 @@
 """``GET /api/v1/stream``: validate the request, then hand the socket to a session actor.
 
-Checks run cheapest first: the browser's origin (refused with 403 before the handshake), the
-address's handshake rate (429 before the handshake, when limited), a free connection slot (1013),
-the client's token (1008), then the query and the devices the token grants (1008). Refusals after the handshake carry an error frame saying why, because a browser
-sees nothing of a refused handshake but the close.
+The checks are those of every stream (:mod:`siscom.web.admission`), answered the WebSocket way:
+the browser's origin refused with 403 and the handshake rate with 429, both before the handshake;
+no free connection slot: close 1013; the token, the query, the resume point and the devices the
+token grants: an error frame, then close 1008. Refusals after the handshake carry an error frame
+saying why, because a browser sees nothing of a refused handshake but the close.
 
 The route also watches for the server stopping (Hypercorn's worker context, found through the
 first stream's connection) and then drains the gateway: every client gets its 1001 before the
@@ -14,17 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from quart import Blueprint, Response, websocket
 
 from siscom.gateway import Gateway
-from siscom.core.mapoptions import parse_map_options
 from siscom.core.peers import client_address
-from siscom.core.protocol import BadRequest, CloseCode, parse_device_ids
-from siscom.core.resume import parse_resume
+from siscom.core.protocol import BadRequest, CloseCode
 from siscom.security.headers import SECURITY_HEADERS
-from siscom.security.tokens import SUBPROTOCOL, Forbidden, TokenError, find_token
+from siscom.security.tokens import SUBPROTOCOL
+from siscom.web.admission import Admission, Refusal, Refused
 from siscom.web.control_frames import watch_control_frames
 from siscom.web.hypercorn_link import HypercornConnection
 from siscom.web.transport import QuartTransport
@@ -35,10 +34,9 @@ logger = logging.getLogger(__name__)
 
 def stream_blueprint(gateway: Gateway) -> Blueprint:
     blueprint = Blueprint("stream", __name__)
-    max_ids = gateway.settings.stream_max_device_ids
     trusted_proxies = gateway.settings.stream_trusted_proxies
-    guard = gateway.guard
-    watch_pings = gateway.settings.stream_watch_control_frames and guard.inbound.pings_per_second > 0
+    admission = Admission(gateway)
+    watch_pings = gateway.settings.stream_watch_control_frames and gateway.guard.inbound.pings_per_second > 0
     warned: list[bool] = []
 
     def warn_unwatched() -> None:
@@ -50,9 +48,7 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
                 "set STREAM_WATCH_CONTROL_FRAMES=false to silence this"
             )
 
-    async def refuse(peer: str, counter: Metric, error: BadRequest, reason: str) -> None:
-        gateway.metrics.incr(counter)
-        logger.info("Refusing stream for %s: %s", peer, error.message)
+    async def refuse(error: BadRequest, reason: str) -> None:
         await websocket.send(error.frame())
         await websocket.close(CloseCode.POLICY_VIOLATION, reason)
 
@@ -72,23 +68,16 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
     async def stream() -> Response | None:
         peer = client_address(websocket.remote_addr, websocket.headers.get("X-Forwarded-For"), trusted_proxies)
         connection = HypercornConnection.of(websocket.asgi_send)
-        origin = websocket.headers.get("Origin")
-        if not guard.origins.allows(origin):
-            gateway.metrics.incr(Metric.ORIGIN_REFUSALS)
-            logger.warning("Refusing stream for %s: origin %r not allowed", peer, origin[:100] if origin else origin)
+        try:
+            admission.screen(peer, websocket.headers.get("Origin"))
+        except Refused as refused:
             if abandoned(connection, peer):  # no answer of ours could reach it
                 return None
             # Returned before accepting, this becomes the HTTP answer to the handshake.
-            return Response("origin not allowed\n", 403, {**SECURITY_HEADERS, "Content-Type": "text/plain"})
-        handshakes = guard.handshakes
-        if handshakes is not None and not handshakes.allow(peer, asyncio.get_running_loop().time()):
-            # Refused before the upgrade: a flood of handshakes costs an HTTP answer each, no more.
-            gateway.metrics.incr(Metric.HANDSHAKE_RATE_REFUSALS)
-            logger.debug("Refusing stream for %s: too many handshakes", peer)
-            if abandoned(connection, peer):
-                return None
-            headers = {**SECURITY_HEADERS, "Content-Type": "text/plain", "Retry-After": str(handshakes.retry_after())}
-            return Response("too many handshakes\n", 429, headers)
+            headers = {**SECURITY_HEADERS, "Content-Type": "text/plain"}
+            if refused.kind is Refusal.ORIGIN:
+                return Response("origin not allowed\n", 403, headers)
+            return Response("too many handshakes\n", 429, {**headers, "Retry-After": str(refused.retry_after)})
         # A browser that offered the token as a subprotocol fails the handshake unless one is chosen.
         subprotocol = SUBPROTOCOL if SUBPROTOCOL in websocket.requested_subprotocols else None
         await websocket.accept(subprotocol=subprotocol)
@@ -96,66 +85,32 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
             return None
         if connection is not None:
             gateway.drain_when(connection.server_stopping)
-        refusal = guard.limiter.acquire(peer)
-        if refusal is not None:
-            gateway.metrics.incr(Metric.CONNECTION_LIMIT_REFUSALS)
-            logger.warning("Refusing stream for %s: %s", peer, refusal)
-            await websocket.close(CloseCode.TRY_AGAIN_LATER, refusal)
+        try:
+            admission.acquire(peer)
+        except Refused as refused:
+            await websocket.close(CloseCode.TRY_AGAIN_LATER, refused.error.message)
             return None
         try:
             await serve(peer, connection)
         finally:
-            guard.limiter.release(peer)
+            admission.release(peer)
         return None
 
     async def serve(peer: str, connection: HypercornConnection | None) -> None:
         try:
-            token = find_token(
-                websocket.headers.get("Authorization"), websocket.requested_subprotocols, websocket.args.get("token")
+            admitted = admission.admit(
+                peer, websocket.headers, websocket.args, subprotocols=websocket.requested_subprotocols
             )
-            grant = guard.authenticate(token)
-        except TokenError as error:
-            await refuse(peer, Metric.AUTH_FAILURES, error, "not authenticated")
+        except Refused as refused:
+            await refuse(refused.error, refused.kind.value)
             return
-        values = websocket.args.getlist("device_ids")
-        args = websocket.args
-        try:
-            device_ids = parse_device_ids(",".join(values) if values else None, max_ids=max_ids)
-            options = parse_map_options(
-                args.get("bbox"), args.get("max_hz"), args.get("fields"),
-                max_fields=gateway.settings.stream_max_fields, highest_hz=gateway.settings.stream_max_hz,
-            )
-        except BadRequest as error:
-            await refuse(peer, Metric.REJECTED_REQUESTS, error, "bad request")
-            return
-        try:
-            resume = parse_resume(
-                websocket.args.get("cursor"),
-                websocket.args.get("since"),
-                topics_crc=gateway.positions.crc,
-                now_ms=int(time.time() * 1000),
-                max_seconds=gateway.settings.stream_replay_max_seconds,
-            )
-            if resume is not None and options.any:
-                raise BadRequest("cursor and since cannot be combined with bbox, max_hz or fields yet")
-        except BadRequest as error:
-            await refuse(peer, Metric.REJECTED_REQUESTS, error, "bad request")
-            return
-        # This frame lives as long as the connection: keep no copy of what others already share.
-        del values
-        device_ids = gateway.subscriptions.canonical(device_ids)
-        if grant is not None:
-            try:
-                device_ids = grant.narrow(device_ids)
-            except Forbidden as error:
-                await refuse(peer, Metric.FORBIDDEN_REQUESTS, error, "device not allowed")
-                return
-
         transport = QuartTransport(
             websocket._get_current_object(), peer, connection, coalesce=gateway.settings.stream_coalesce_writes
         )
         try:
-            session = await gateway.open_session(transport, device_ids, grant=grant, options=options, resume=resume)
+            session = await gateway.open_session(
+                transport, admitted.device_ids, grant=admitted.grant, options=admitted.options, resume=admitted.resume
+            )
         except RuntimeError:
             await websocket.close(CloseCode.TRY_AGAIN_LATER, "server not accepting streams")
             return

@@ -18,20 +18,29 @@ import pytest
 from support.server import REPO_ROOT
 
 
-@pytest.mark.timeout(480)
-@pytest.mark.usefixtures("broker")  # only to require the tansu binary (fails under CI if missing)
-def test_every_scenario_runs_both_servers_and_writes_its_figures(tmp_path):
+def run_bench(tmp_path, scenario: str, targets: str, timeout: float) -> tuple[str, dict]:
+    """``python -m bench SCENARIO --smoke --targets TARGETS``: what it printed and its JSON, once
+    it exited 0 leaving no process behind."""
     before = {child.pid for child in psutil.Process().children(recursive=True)}
     out = tmp_path / "figures.json"
     env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
     env["PYTHONPATH"] = str(REPO_ROOT)
     completed = subprocess.run(
-        [sys.executable, "-m", "bench", "all", "--smoke", "--targets", "siscom,naive", "--json", str(out),
+        [sys.executable, "-m", "bench", scenario, "--smoke", "--targets", targets, "--json", str(out),
          "--workdir", str(tmp_path / "logs")],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=420,
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    document = json.loads(out.read_text())
+    # Servers, client processes and the broker were all stopped.
+    leftovers = [child for child in psutil.Process().children(recursive=True) if child.pid not in before]
+    assert leftovers == []
+    return completed.stdout, json.loads(out.read_text())
+
+
+@pytest.mark.timeout(480)
+@pytest.mark.usefixtures("broker")  # only to require the tansu binary (fails under CI if missing)
+def test_every_scenario_runs_both_servers_and_writes_its_figures(tmp_path):
+    stdout, document = run_bench(tmp_path, "all", "siscom,naive", timeout=420)
     scenarios = {entry["scenario"]: entry for entry in document["scenarios"]}
     assert set(scenarios) == {
         "steady", "capacity", "overload", "idle", "crowd", "many", "overdrive", "pipeline", "viewport", "flood"
@@ -41,7 +50,7 @@ def test_every_scenario_runs_both_servers_and_writes_its_figures(tmp_path):
         assert entry["targets"] == (["bbox", "device_ids"] if entry["scenario"] == "viewport" else ["siscom", "naive"])
         assert entry["rows"], entry["scenario"]
         # The table printed for each scenario shows every figure beside the baseline's, as a ratio.
-        assert f"== {entry['scenario']}:" in completed.stdout
+        assert f"== {entry['scenario']}:" in stdout
 
     for name in ("siscom", "naive"):
         steady = scenarios["steady"]["figures"][name]
@@ -57,7 +66,7 @@ def test_every_scenario_runs_both_servers_and_writes_its_figures(tmp_path):
             # Segments sent per delivery (from ss): the figure that shows frames leaving together.
             assert figures["segments_per_delivery"] is not None, scenario
         assert scenarios["crowd"]["figures"][name]["keepalives_on_time"] is not None
-    assert "siscom/naive" in completed.stdout
+    assert "siscom/naive" in stdout
     viewport = scenarios["viewport"]["figures"]
     for mode in ("bbox", "device_ids"):
         counts = sorted(int(count) for count in viewport[mode] if count.isdigit())
@@ -68,6 +77,26 @@ def test_every_scenario_runs_both_servers_and_writes_its_figures(tmp_path):
         assert 0 < end_to_end["delivered"] <= end_to_end["expected"]
         assert end_to_end["latency_ms"]["p99"] is not None
 
-    # Servers, client processes and the broker were all stopped.
-    leftovers = [child for child in psutil.Process().children(recursive=True) if child.pid not in before]
-    assert leftovers == []
+
+@pytest.mark.timeout(180)
+@pytest.mark.usefixtures("broker")
+def test_many_runs_the_gateway_over_sse_beside_websocket_in_one_invocation(tmp_path):
+    """The SSE issue's benchmark: the same load read over both transports, printed side by side.
+
+    The client processes report which protocol their streams spoke, so a target whose clients
+    were not switched to SSE shows here, not only as a suspiciously equal column.
+    """
+    stdout, many = run_bench(tmp_path, "many", "siscom,siscom-sse", timeout=150)
+    assert many["targets"] == ["siscom", "siscom-sse"]
+    clients = many["params"]["clients"]
+    for name, transport in (("siscom", "websocket"), ("siscom-sse", "sse")):
+        figures = many["figures"][name]
+        assert figures["client_transports"] == {transport: clients}, name
+        assert 0 < figures["delivered"] <= figures["expected"], name
+        assert figures["latency_ms"]["p99"] is not None, name
+        assert figures["segments_per_delivery"] is not None, name
+        assert figures["cpu_percent"] > 0, name
+    # The two columns in one table, and the SSE figures as ratios to the WebSocket ones.
+    header = next(line for line in stdout.splitlines() if line.startswith("figure "))
+    assert header.split()[2:4] == ["siscom", "siscom-sse"]
+    assert "note: siscom-sse/siscom (SSE over WebSocket): delivered/s " in stdout

@@ -2,7 +2,8 @@
 
 No browser is downloaded: Playwright drives the system's ``chromium`` through
 ``executable_path``. The JavaScript clients are the product brief's snippets, run unchanged but
-for the brief's ``localhost:8000``, which becomes the test server's address.
+for the brief's ``localhost:8000``, which becomes the test server's address; and run again with
+``new EventSource(...)`` in place of ``new WebSocket(...)``, the stream over Server-Sent Events.
 """
 
 from __future__ import annotations
@@ -57,6 +58,21 @@ eventSource.onclose = (event) => {
   console.log("Conexión WebSocket cerrada");
 };
 """
+SNIPPETS = (ALL_EVENTS, FILTERED, FULL_CLIENT)
+
+
+def with_event_source(snippet: str) -> str:
+    """The snippet with ``new EventSource(`` in place of ``new WebSocket(``. An absolute URL's
+    scheme changes with it (``EventSource`` fetches over HTTP: ``ws://`` becomes ``http://``);
+    nothing else does. The handlers stay as written: ``EventSource`` has ``onopen``,
+    ``onmessage`` and ``onerror`` but no close event, so the brief's ``onclose`` is never called;
+    its ``onerror`` (which calls ``close()``) is what runs when the stream ends."""
+    return snippet.replace("new WebSocket('ws://", "new EventSource('http://").replace(
+        'new WebSocket("', 'new EventSource("'
+    )
+
+
+EVENT_SOURCE_SNIPPETS = tuple(with_event_source(snippet) for snippet in SNIPPETS)
 
 
 @pytest.fixture
@@ -84,16 +100,34 @@ class Console:
     async def _keep(self, handle: Any) -> None:
         self.frames.append(await handle.json_value())
 
-    async def wait_line(self, text: str, timeout: float = 10.0) -> None:
+    async def wait_line(self, start: str, timeout: float = 10.0) -> str:
+        """The first line logged that starts with ``start`` (waiting for it)."""
         async with asyncio.timeout(timeout):
-            while text not in self.lines:
+            while not (found := [line for line in self.lines if line.startswith(start)]):
                 await asyncio.sleep(0.05)
+        return found[0]
 
     async def wait_frames(self, count: int, timeout: float = 10.0) -> list[dict]:
         async with asyncio.timeout(timeout):
             while len(self.frames) < count or self._pending:
                 await asyncio.sleep(0.05)
         return self.frames
+
+
+async def run_snippet(browser: Any, server: Any, snippet: str) -> tuple[Any, Console]:
+    """A new page of the server's origin running ``snippet`` (the brief's ``localhost:8000`` made
+    the server's address), and what it logs."""
+    page = await browser.new_page()
+    console = Console(page)
+    # A document of the server's origin, so the relative URL of the last snippet resolves; the
+    # snippet runs in it as typed into the browser's console (the page's Content Security Policy
+    # forbids inline scripts, but not its own connections to the server).
+    await page.goto(f"{server.url}/health")
+    devtools = await page.context.new_cdp_session(page)
+    expression = snippet.replace("localhost:8000", f"{server.host}:{server.port}")
+    result = await devtools.send("Runtime.evaluate", {"expression": expression})
+    assert "exceptionDetails" not in result, result
+    return page, console
 
 
 def record(device_id: str, seq: int) -> bytes:
@@ -103,19 +137,7 @@ def record(device_id: str, seq: int) -> bytes:
 async def test_the_briefs_javascript_clients_receive_their_devices_frames(make_server, broker, topic, browser):
     server = make_server()
     await wait_ready(server)
-    address = f"{server.host}:{server.port}"
-    consoles = []
-    for snippet in (ALL_EVENTS, FILTERED, FULL_CLIENT):
-        page = await browser.new_page()
-        consoles.append(Console(page))
-        # A document of the server's origin, so the relative URL of the last snippet resolves;
-        # the snippet runs in it as typed into the browser's console (the page's Content
-        # Security Policy forbids inline scripts, but not its own WebSocket connections).
-        await page.goto(f"{server.url}/health")
-        devtools = await page.context.new_cdp_session(page)
-        result = await devtools.send("Runtime.evaluate", {"expression": snippet.replace("localhost:8000", address)})
-        assert "exceptionDetails" not in result, result
-    everything, filtered, one = consoles
+    everything, filtered, one = [(await run_snippet(browser, server, snippet))[1] for snippet in SNIPPETS]
     await wait_stats(server, lambda s: s["connections"] == 3)
     await one.wait_line("Conexión WebSocket abierta")
 
@@ -127,6 +149,60 @@ async def test_the_briefs_javascript_clients_receive_their_devices_frames(make_s
         assert [f["data"]["data"]["SEQ"] for f in frames] == [n for n in range(9) if devices[n % 3] in wanted]
     await asyncio.sleep(0.3)  # nothing more arrives for the filtered clients
     assert (len(everything.frames), len(filtered.frames), len(one.frames)) == (9, 6, 3)
+
+
+def test_the_event_source_snippets_differ_from_the_briefs_only_in_the_constructor_and_scheme():
+    """Guards the substitution: a snippet left on WebSocket would make the SSE test below
+    a second WebSocket test."""
+    for brief, changed in zip(SNIPPETS, EVENT_SOURCE_SNIPPETS):
+        assert "WebSocket(" not in changed.replace("new EventSource(", "")
+        assert changed.replace("new EventSource('http://", "new WebSocket('ws://").replace(
+            'new EventSource("', 'new WebSocket("'
+        ) == brief
+
+
+async def test_the_briefs_snippets_with_event_source_parse_the_same_frames_as_over_websocket(
+    make_server, broker, topic, browser
+):
+    """The SSE issue's promise: ``new EventSource(url)`` in place of ``new WebSocket(url)`` and
+    the brief's JavaScript works as written. Each snippet runs over both transports at once and
+    ``JSON.parse(event.data)`` must give the same objects (cursor ids included). When the stream
+    ends, the full client's ``onerror`` runs and its ``close()`` stops the browser's reconnecting
+    (``onclose`` is never called: ``EventSource`` has no close event); the first snippet, with no
+    error handler, keeps reconnecting on its own."""
+    server = make_server()
+    await wait_ready(server)
+    pages = {
+        "websocket": [await run_snippet(browser, server, snippet) for snippet in SNIPPETS],
+        "sse": [await run_snippet(browser, server, snippet) for snippet in EVENT_SOURCE_SNIPPETS],
+    }
+    await wait_stats(server, lambda s: s["connections"] == 6)
+    for opened in pages.values():
+        await opened[2][1].wait_line("Conexión WebSocket abierta")
+
+    devices = ["0848086072", "0848086073", "0848086074"]
+    await produce(broker.bootstrap, topic, [record(devices[n % 3], n) for n in range(9)])
+    for transport, opened in pages.items():
+        for (_, console), wanted in zip(opened, (devices, devices[:2], devices[:1])):
+            frames = await console.wait_frames(3 * len(wanted))
+            assert {frame["event"] for frame in frames} == {"message"}, transport
+            assert [f["data"]["data"]["SEQ"] for f in frames] == [n for n in range(9) if devices[n % 3] in wanted]
+    await asyncio.sleep(0.3)  # nothing more arrives for the filtered clients
+    for (_, websocket), (_, sse) in zip(pages["websocket"], pages["sse"]):
+        assert sse.frames == websocket.frames
+    assert [len(console.frames) for _, console in pages["sse"]] == [9, 6, 3]
+
+    # The stream ends (the server stops): the handlers as written, over each transport.
+    await asyncio.to_thread(server.stop)
+    (_, websocket), (sse_page, sse) = pages["websocket"][2], pages["sse"][2]
+    await websocket.wait_line("Conexión WebSocket cerrada")
+    await sse.wait_line("Error en WebSocket:")
+    assert await sse_page.evaluate("eventSource.readyState") == 2  # CLOSED by the handler's close()
+    assert not [line for line in sse.lines if line.startswith("Conexión WebSocket cerrada")]
+    all_events_page = pages["sse"][0][0]
+    async with asyncio.timeout(10):  # CONNECTING: with no handler to close it, it retries on its own
+        while await all_events_page.evaluate("ws.readyState") != 0:
+            await asyncio.sleep(0.05)
 
 
 async def test_with_tiles_off_the_demo_page_draws_the_vehicles_on_a_grid_from_this_server_alone(

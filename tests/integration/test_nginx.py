@@ -21,6 +21,7 @@ from support import ws_client
 from support.binaries import require_program
 from support.kafka import produce
 from support.nginx import Nginx
+from support.sse import sse_client
 from support.status import stats, wait_ready, wait_stats
 
 pytestmark = pytest.mark.nginx
@@ -240,3 +241,34 @@ async def test_nginx_keeps_per_client_compression_off_while_the_app_alone_would_
         assert [type(e).__name__ for e in direct.connection.protocol.extensions] == ["PerMessageDeflate"]
     async with ws_client(stream_url(proxy), **offer) as proxied:
         assert proxied.connection.protocol.extensions == []
+
+
+async def test_server_sent_events_pass_through_nginx_unbuffered_and_outlive_its_read_timeout(
+    replicas, nginx_factory, broker
+):
+    """The template serves SSE as it is: each event as it comes (proxy_buffering off, and the
+    app's X-Accel-Buffering: no), an idle stream kept open by its pings."""
+    topic, (server,) = await replicas(1, STREAM_KEEPALIVE_SECONDS="0.3", STREAM_SNAPSHOT="false")
+    proxy = nginx_factory([server.url.removeprefix("http://")], read_timeout="1s")
+    async with sse_client(f"{proxy.url}/api/v1/stream?device_ids=car-1") as client:
+        assert client.status == 200
+        assert client.headers["content-type"] == "text/event-stream"
+        assert client.headers["cache-control"] == "no-store"
+        started = time.monotonic()
+        pings = 0
+        while time.monotonic() - started < 2.5:  # two and a half times proxy_read_timeout
+            assert json.loads((await client.next_event(2.0, skip_pings=False)).data)["event"] == "ping"
+            pings += 1
+        waits = []
+        for seq in range(5):
+            sent = time.monotonic()
+            await produce(broker.bootstrap, topic, [record("car-1", seq)], partition=1)
+            event = await client.next_event(3.0)
+            waits.append(time.monotonic() - sent)
+            # Each small event arrives alone, before the next record is even written: nothing held
+            # back to fill a buffer.
+            assert json.loads(event.data)["data"]["data"] == {"DEVICE_ID": "car-1", "SEQ": seq}
+            assert event.raw == b"id: " + event.id.encode() + b"\ndata: " + event.data.encode() + b"\n\n"
+    assert bytes(client.body).startswith(b"retry: ")
+    assert pings >= 4
+    print(f"\nSSE through nginx: {pings} pings over 2.5 s; record-to-event {[round(w, 3) for w in waits]} s")

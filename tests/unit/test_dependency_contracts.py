@@ -11,6 +11,9 @@ override of a Quart method that Quart stopped calling). The uses:
   ``ASGIWebsocketConnection.send_data`` (overridden by ``StreamWebsocketConnection``), in
   ``siscom/web/transport.py``, installed through ``Quart.websocket_class`` and
   ``Quart.asgi_websocket_class``.
+- Quart: ``ASGIHTTPConnection._create_request_from_scope`` and ``._send_response``
+  (overridden by ``StreamHTTPConnection`` in ``siscom/web/sse_transport.py``, installed through
+  ``Quart.asgi_http_class``).
 - tenacity: a ``RetryCallState`` built by hand, in ``supervisors/backoff.py``.
 """
 
@@ -27,10 +30,11 @@ import pytest
 import tenacity
 from aiokafka import AIOKafkaConsumer
 from quart import Quart, websocket
-from quart.asgi import ASGIWebsocketConnection
+from quart.asgi import ASGIHTTPConnection, ASGIWebsocketConnection
 from quart.signals import websocket_sent
 from quart.wrappers import Websocket
 
+from siscom.web.sse_transport import StreamHTTPConnection
 from siscom.web.transport import StreamWebsocket, StreamWebsocketConnection
 from supervisors.backoff import RestartBackoff
 
@@ -178,6 +182,31 @@ async def test_a_frame_sent_by_a_route_goes_through_the_streaming_overrides_and_
     use = "ASGIWebsocketConnection.send_data called for each frame (overridden: no websocket_sent signal)"
     assert overridden == ["hello"], broken("Quart", use, overridden)
     assert signals == [], broken("Quart", use, signals)
+
+
+def test_quart_asgi_http_connection_builds_requests_and_sends_responses_where_the_sse_route_expects():
+    """The SSE route writes its response itself (siscom/web/sse_transport.py): it needs the ASGI
+    send on the request, and Quart must send nothing once the route has answered; and the reason
+    it does so is that Quart sends a returned response under RESPONSE_TIMEOUT."""
+    use = (
+        "ASGIHTTPConnection._create_request_from_scope(self, send) and async _send_response(self, send, "
+        "response), overridden by siscom.web.sse_transport.StreamHTTPConnection"
+    )
+    create = getattr(ASGIHTTPConnection, "_create_request_from_scope", None)
+    send_response = getattr(ASGIHTTPConnection, "_send_response", None)
+    assert parameters(create) == parameters(StreamHTTPConnection._create_request_from_scope) == ["self", "send"], (
+        broken("Quart", use, create and inspect.signature(create))
+    )
+    assert inspect.iscoroutinefunction(send_response), broken("Quart", use, send_response)
+    assert parameters(send_response) == ["self", "send", "response"], broken("Quart", use, inspect.signature(send_response))
+    source = inspect.getsource(ASGIHTTPConnection.handle_request)
+    assert "self._send_response(send, response)" in source and 'RESPONSE_TIMEOUT' in source, broken(
+        "Quart", use + "; handle_request sends through _send_response under RESPONSE_TIMEOUT", source
+    )
+    call = inspect.getsource(ASGIHTTPConnection.__call__)
+    assert "_create_request_from_scope(send)" in call and "cancel_tasks(pending)" in call, broken(
+        "Quart", "ASGIHTTPConnection.__call__ cancels the route when the receiver ends (http.disconnect)", call
+    )
 
 
 # -- tenacity ------------------------------------------------------------------------------------

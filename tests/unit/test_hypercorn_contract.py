@@ -185,3 +185,44 @@ async def test_a_connection_paused_by_the_app_reads_nothing_more_from_its_client
         )
         link.abort()
         writer.close()
+
+
+class StreamingProbe:
+    """A bare ASGI HTTP app that starts a streaming response and records what it sees."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.links: list[HypercornConnection | None] = []
+        self.started = asyncio.Event()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await Probe()(scope, receive, send)
+            return
+        self.messages.append((await receive())["type"])  # http.request
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "body": b"retry: 1000\n\n", "more_body": True})
+        self.links.append(HypercornConnection.of(send))
+        self.started.set()
+        self.messages.append((await receive())["type"])  # what comes when the client leaves
+
+
+async def test_a_streaming_response_links_to_its_connection_and_hears_of_the_client_leaving():
+    """What the SSE route relies on: the same link from an HTTP response's send (drain on
+    shutdown, dropping the connection), and http.disconnect when the client goes mid-response."""
+    probe = StreamingProbe()
+    async with hypercorn_serving(probe) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET /stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        await asyncio.wait_for(probe.started.wait(), 5)
+        link = probe.links[0]
+        assert link is not None, f"{HYPERCORN}: an HTTP send no longer leads to HTTPStream -> H11Protocol -> TCPServer"
+        assert hasattr(link.stream, "context"), f"{HYPERCORN}: HTTPStream has no worker context (server_stopping)"
+        writer.close()
+        for _ in range(100):
+            if len(probe.messages) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert probe.messages == ["http.request", "http.disconnect"], (
+            f"{HYPERCORN}: a client leaving mid-response is reported as {probe.messages[1:]}"
+        )

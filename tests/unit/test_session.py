@@ -495,3 +495,71 @@ async def test_a_frame_held_until_later_goes_out_then_though_the_pump_was_never_
     await h.until(lambda: h.transport.sent or len(direct.writes) > 1, timeout=1.0)
     sent = [t for texts in direct.writes for t in texts] + h.transport.sent
     assert [json.loads(t)["data"]["data"]["N"] for t in sent] == [1, 9]
+
+
+class ManyAtOnceTransport(FakeTransport):
+    """A transport that writes several frames in one write (``send_many``) and has no close frame
+    to carry a reason (``in_band_close``), as a Server-Sent Events response."""
+
+    in_band_close = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[list[str]] = []
+
+    async def send_many(self, texts: list[str]) -> None:
+        await self.writable.wait()
+        self.writes.append(list(texts))
+        self.sent += texts
+
+
+async def test_frames_routed_in_one_turn_leave_in_one_write_through_send_many(harness):
+    h = harness(snapshot=False)
+    h.transport = ManyAtOnceTransport()
+    session = h.start()
+    await asyncio.sleep(0.01)
+    for n in range(5):
+        session.core.deliver(position("a", n))
+    await h.until(lambda: len(h.transport.sent) == 5)
+    assert h.transport.writes == [h.transport.sent]
+    assert h.metrics.counters["frames_sent"] == 5
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "told"),
+    [
+        (CloseCode.TRY_AGAIN_LATER, "server overloaded", True),
+        (CloseCode.INTERNAL_ERROR, "internal error", True),
+        (CloseCode.GOING_AWAY, "server shutting down", False),
+        (CloseCode.NORMAL, "", False),
+    ],
+)
+async def test_without_close_frames_every_end_but_a_normal_one_or_a_shutdown_says_why_in_an_error_frame(
+    harness, code, reason, told
+):
+    h = harness(snapshot=False)
+    h.transport = ManyAtOnceTransport()
+    session = h.start()
+    await asyncio.sleep(0.01)
+    session.close(code, reason)
+    await h.ended()
+    assert h.transport.closed == (code, reason)
+    expected = [{"event": "error", "data": {"message": reason}}] if told else []
+    assert [f for f in h.transport.frames() if f["event"] != "ping"] == expected
+
+
+async def test_without_close_frames_an_expired_token_is_told_once_as_over_websocket(harness):
+    h = harness(snapshot=False, grant=Grant(frozenset({"a"}), time.time() + 0.05))
+    h.transport = ManyAtOnceTransport()
+    h.start()
+    await h.ended()
+    assert h.transport.frames() == [{"event": "error", "data": {"message": "token expired"}}]
+
+
+async def test_with_close_frames_a_close_for_overload_sends_no_error_frame_as_before(harness):
+    h = harness(snapshot=False)
+    session = h.start()
+    await asyncio.sleep(0.01)
+    session.close(CloseCode.TRY_AGAIN_LATER, "server overloaded")
+    await h.ended()
+    assert h.transport.sent == [] and h.transport.closed == (CloseCode.TRY_AGAIN_LATER, "server overloaded")
