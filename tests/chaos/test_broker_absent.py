@@ -23,7 +23,9 @@ pytestmark = pytest.mark.chaos
 
 TOPIC = "late"
 BACKOFF_CAP = 1.0
-ABSENCE_SECONDS = 4.0
+#: Long enough for the delays to double from about 0.2 s up to the cap (0.2 + 0.4 + 0.8 + 1.0 s
+#: plus jitter), and to be held there.
+ABSENCE_SECONDS = 3.0
 CYCLES = 3
 RECORDS_PER_CYCLE = 10
 RETRY_LINE = re.compile(r"Cannot connect to Kafka at \S+ \(attempt (\d+)\): .*; retrying in ([0-9.]+) s")

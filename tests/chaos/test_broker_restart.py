@@ -37,16 +37,11 @@ def in_cycle(cycle: int):
 
 
 async def test_broker_killed_and_restarted_empty_every_new_record_reaches_every_client(
-    broker_factory, server_factory, scenario
+    broker_and_server, scenario
 ):
     scenario.title = "1. broker SIGKILL + restart empty"
     scenario.target = "median < 3 s; 100% after restart, in order"
-    broker = broker_factory()
-    await create_topics(broker.bootstrap, {TOPIC: 2})
-    server = server_factory(
-        {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": TOPIC, "STREAM_KEEPALIVE_SECONDS": "1"}
-    )
-    await wait_ready(server)
+    broker, server = await broker_and_server(TOPIC, 2, STREAM_KEEPALIVE_SECONDS="1")
     pid = server.pid
     filtered_url = server.ws_url("/api/v1/stream?device_ids=bus-2")
     async with ws_client(server.ws_url()) as every, ws_client(filtered_url) as one:

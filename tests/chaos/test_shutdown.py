@@ -16,9 +16,8 @@ from contextlib import AsyncExitStack
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from siscom.dev.broker import create_topics
 from support import ws_client
-from support.status import wait_ready, wait_stats
+from support.status import wait_stats
 from chaos.traffic import FrameLog, Producer, position
 
 pytestmark = pytest.mark.chaos
@@ -48,16 +47,11 @@ async def produce_until(bootstrap: str, stop: asyncio.Event) -> int:
 
 
 async def test_sigterm_under_load_closes_every_client_with_1001_and_exits_0_within_10_s(
-    broker_factory, server_factory, scenario
+    broker_and_server, scenario
 ):
     scenario.title = "8. SIGTERM under load"
     scenario.target = "every client 1001; exit 0 < 10 s; nothing left on broker"
-    broker = broker_factory()
-    await create_topics(broker.bootstrap, {TOPIC: 3})
-    server = server_factory(
-        {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": TOPIC, "KAFKA_GROUP_ID": "siscom-stream", "LOG_LEVEL": "INFO"}
-    )
-    await wait_ready(server)
+    broker, server = await broker_and_server(TOPIC, 3, KAFKA_GROUP_ID="siscom-stream", LOG_LEVEL="INFO")
     stop = asyncio.Event()
     producing = asyncio.create_task(produce_until(broker.bootstrap, stop))
     try:

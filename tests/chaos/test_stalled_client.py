@@ -17,9 +17,8 @@ from contextlib import AsyncExitStack
 
 import pytest
 
-from siscom.dev.broker import create_topics
 from support import ws_client
-from support.status import wait_ready, wait_stats
+from support.status import wait_stats
 from chaos.memory import RssSampler
 from chaos.rawws import OP_PING, RawWebSocket, masked_frame
 from chaos.traffic import FrameLog, Producer, percentile, position, record_of, sequences
@@ -29,7 +28,11 @@ pytestmark = pytest.mark.chaos
 TOPIC = "positions"
 DEVICE = "hot-1"
 FAST_CLIENTS = 2
+#: Records of the run beside the stalled client: at about 1 KB each, enough to fill its buffers
+#: and stall the server's writes to it for longer than SEND_TIMEOUT.
 RECORDS = 15_000
+#: Records of the run without it, which only gives the fast clients' latency to compare with.
+BASELINE_RECORDS = 3_000
 CHUNK = 15  # records per send, one send every CHUNK_INTERVAL: about 1,500 records/s
 CHUNK_INTERVAL = 0.01
 #: Makes a record about 1 KB, as a tracker's full report can be: the kernel buffers megabytes
@@ -41,9 +44,9 @@ SEND_TIMEOUT = 4.0
 LINGER = "60"
 
 
-async def produce_paced(bootstrap: str, first_seq: int) -> None:
+async def produce_paced(bootstrap: str, first_seq: int, count: int) -> None:
     async with Producer(bootstrap) as producer:
-        for start in range(first_seq, first_seq + RECORDS, CHUNK):
+        for start in range(first_seq, first_seq + count, CHUNK):
             began = time.monotonic()
             await producer.send_many(TOPIC, [(DEVICE, position(DEVICE, n, PAD=PADDING)) for n in range(start, start + CHUNK)])
             await asyncio.sleep(max(0.0, CHUNK_INTERVAL - (time.monotonic() - began)))
@@ -60,32 +63,23 @@ def latencies(logs: list[FrameLog], first_seq: int) -> list[float]:
     ]
 
 
-async def run(bootstrap: str, logs: list[FrameLog], first_seq: int) -> list[float]:
-    await produce_paced(bootstrap, first_seq)
+async def run(bootstrap: str, logs: list[FrameLog], first_seq: int, count: int) -> list[float]:
+    await produce_paced(bootstrap, first_seq, count)
     for log in logs:
         await log.wait_until(
-            lambda l: len(l.data_frames()) >= first_seq + RECORDS, 60, f"all {first_seq + RECORDS} records"
+            lambda l: len(l.data_frames()) >= first_seq + count, 60, f"all {first_seq + count} records"
         )
     return latencies(logs, first_seq)
 
 
 async def test_a_client_that_never_reads_is_conflated_then_closed_while_others_keep_pace(
-    broker_factory, server_factory, scenario
+    broker_and_server, scenario
 ):
     scenario.title = "5a. stalled client beside fast ones"
     scenario.target = "fast: all records; RSS < 30 MiB; 1013 + counted"
-    broker = broker_factory()
-    await create_topics(broker.bootstrap, {TOPIC: 1})
-    server = server_factory(
-        {
-            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-            "KAFKA_TOPIC": TOPIC,
-            "STREAM_SEND_TIMEOUT_SECONDS": str(SEND_TIMEOUT),
-            "STREAM_CLOSE_LINGER_SECONDS": LINGER,
-            "LOG_LEVEL": "INFO",
-        }
+    broker, server = await broker_and_server(
+        TOPIC, STREAM_SEND_TIMEOUT_SECONDS=str(SEND_TIMEOUT), STREAM_CLOSE_LINGER_SECONDS=LINGER, LOG_LEVEL="INFO"
     )
-    await wait_ready(server)
     url = server.ws_url(f"/api/v1/stream?device_ids={DEVICE}")
     async with AsyncExitStack() as stack:
         logs = []
@@ -93,14 +87,14 @@ async def test_a_client_that_never_reads_is_conflated_then_closed_while_others_k
             client = await stack.enter_async_context(ws_client(url))
             logs.append(await stack.enter_async_context(FrameLog(client)))
         await wait_stats(server, lambda s: s["connections"] == FAST_CLIENTS)
-        alone = await run(broker.bootstrap, logs, 0)
+        alone = await run(broker.bootstrap, logs, 0, BASELINE_RECORDS)
 
         stalled = await RawWebSocket.connect(url, receive_buffer=4096)
         stack.callback(stalled.close)
         before = await wait_stats(server, lambda s: s["connections"] == FAST_CLIENTS + 1)
         started = time.monotonic()
         with RssSampler(server.pid) as rss:
-            beside = await run(broker.bootstrap, logs, RECORDS)
+            beside = await run(broker.bootstrap, logs, BASELINE_RECORDS, RECORDS)
             after = await wait_stats(server, lambda s: s["slow_client_closes"] == 1, timeout=SEND_TIMEOUT + 10)
             closed_after = time.monotonic() - started
         await wait_stats(server, lambda s: s["connections"] == FAST_CLIENTS)
@@ -109,7 +103,7 @@ async def test_a_client_that_never_reads_is_conflated_then_closed_while_others_k
             assert log.close_code is None
 
     for log in logs:
-        assert sequences(log.data_frames(), DEVICE) == list(range(2 * RECORDS))
+        assert sequences(log.data_frames(), DEVICE) == list(range(BASELINE_RECORDS + RECORDS))
     seen = [json.loads(text)["data"]["data"]["SEQ"] for text in texts]
     assert seen == sorted(seen) and len(set(seen)) == len(seen)
     conflated = after["conflated"] - before["conflated"]
@@ -117,10 +111,10 @@ async def test_a_client_that_never_reads_is_conflated_then_closed_while_others_k
     assert conflated > 0
     assert rss.growth_mib < 30
     assert "Closing slow client" in server.log_text()
-    scenario.figure("records for its device", f"{RECORDS} per run, ~{CHUNK / CHUNK_INTERVAL:,.0f}/s")
+    scenario.figure("records for its device", f"{BASELINE_RECORDS} without it, {RECORDS} beside it, ~{CHUNK / CHUNK_INTERVAL:,.0f}/s")
     scenario.figure("fast clients p50 / p99 without it", f"{percentile(alone, .5) * 1000:.0f} / {percentile(alone, .99) * 1000:.0f} ms")
     scenario.figure("fast clients p50 / p99 beside it", f"{percentile(beside, .5) * 1000:.0f} / {percentile(beside, .99) * 1000:.0f} ms")
-    scenario.figure("fast clients got every record, in order", f"{FAST_CLIENTS} x {2 * RECORDS}")
+    scenario.figure("fast clients got every record, in order", f"{FAST_CLIENTS} x {BASELINE_RECORDS + RECORDS}")
     scenario.figure("server RSS growth while it stalled (peak)", f"{rss.growth_mib:.1f} MiB")
     scenario.figure("positions conflated for it", f"{conflated}")
     scenario.figure("closed, after the run began", f"{closed_after:.1f} s (bound: writes stalled {SEND_TIMEOUT:g} s)")
@@ -129,24 +123,15 @@ async def test_a_client_that_never_reads_is_conflated_then_closed_while_others_k
 
 
 async def test_a_stalled_client_that_keeps_pinging_gets_its_1013_when_it_reads_again(
-    broker_factory, server_factory, scenario
+    broker_and_server, scenario
 ):
     """Its pings make the server write pongs, which wait in its full socket while holding the
     server's lock on that socket: the close frame has to wait for the lock, not only for room."""
     scenario.title = "5b. stalled client that keeps pinging"
     scenario.target = "session ends while blocked; 1013 when it reads"
-    broker = broker_factory()
-    await create_topics(broker.bootstrap, {TOPIC: 1})
-    server = server_factory(
-        {
-            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-            "KAFKA_TOPIC": TOPIC,
-            "STREAM_SEND_TIMEOUT_SECONDS": "2",
-            "STREAM_CLOSE_LINGER_SECONDS": LINGER,
-            "LOG_LEVEL": "INFO",
-        }
+    broker, server = await broker_and_server(
+        TOPIC, STREAM_SEND_TIMEOUT_SECONDS="2", STREAM_CLOSE_LINGER_SECONDS=LINGER, LOG_LEVEL="INFO"
     )
-    await wait_ready(server)
     stalled = await RawWebSocket.connect(server.ws_url(f"/api/v1/stream?device_ids={DEVICE}"), receive_buffer=4096)
 
     async def ping_forever() -> None:

@@ -14,8 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import jwt
@@ -23,40 +22,15 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from siscom.dev.broker import create_topics
-from support.binaries import require_program
-from support.browser import chromium
 from support.kafka import produce
-from support.nginx import Nginx
 from support.status import stats, wait_ready, wait_stats
 
-pytestmark = pytest.mark.browser
+# The module shares one Chromium (tests/integration/conftest.py): its tests run in its loop.
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 DEVICES = ("van-0", "van-1", "van-2")  # van-N is written to partition N of both topics
 ALERTS = 30
 KILL_AFTER = 12  # alerts produced before the page's replica is killed
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    async with chromium() as browser:
-        yield browser
-
-
-@pytest.fixture
-def proxy_factory(tmp_path: Path) -> Iterator[Any]:
-    binary = require_program("nginx", "nginx-light")
-    started: list[Nginx] = []
-
-    def start(upstreams: list[str]) -> Nginx:
-        directory = tmp_path / f"nginx-{len(started)}"
-        directory.mkdir()
-        proxy = Nginx(binary, directory, upstreams)
-        started.append(proxy)
-        return proxy.start()
-
-    yield start
-    for proxy in started:
-        proxy.stop()
 
 
 def position(device: str, n: int) -> bytes:
@@ -79,7 +53,7 @@ async def connections(server: Any) -> int:
     return (await asyncio.to_thread(stats, server))["connections"]
 
 
-async def two_replicas_behind_nginx(server_factory, broker, topic_factory, proxy_factory, **settings: str):
+async def two_replicas_behind_nginx(server_factory, broker, topic_factory, nginx_factory, **settings: str):
     """Two replicas with one environment (positions and alerts topics, a partition per device)
     behind nginx: ``(servers, proxy, topic, alerts_topic)``."""
     topic = await topic_factory(partitions=len(DEVICES))
@@ -95,7 +69,7 @@ async def two_replicas_behind_nginx(server_factory, broker, topic_factory, proxy
     servers = [server_factory(env), server_factory(env)]
     for server in servers:
         await wait_ready(server)
-    proxy = proxy_factory([server.url.removeprefix("http://") for server in servers])
+    proxy = nginx_factory([server.url.removeprefix("http://") for server in servers])
     return servers, proxy, topic, alerts_topic
 
 
@@ -147,10 +121,10 @@ async def wait_all_shown(seen: Callable[[], Awaitable[int]], count: int) -> None
 
 @pytest.mark.nginx
 async def test_the_demo_page_resumes_on_the_other_replica_with_no_alert_missing_or_twice(
-    server_factory, broker, topic_factory, proxy_factory, browser, tmp_path
+    server_factory, broker, topic_factory, nginx_factory, browser, tmp_path
 ):
     servers, proxy, topic, alerts_topic = await two_replicas_behind_nginx(
-        server_factory, broker, topic_factory, proxy_factory, STREAM_MAP_TILE_URL="off"
+        server_factory, broker, topic_factory, nginx_factory, STREAM_MAP_TILE_URL="off"
     )
     page = await browser.new_page(viewport={"width": 1280, "height": 800})
     statuses: list[str] = []
@@ -212,14 +186,14 @@ SSE_RETRY_MS = 1000  # the reconnect delay the server tells EventSource (default
 
 @pytest.mark.nginx
 async def test_a_plain_event_source_page_resumes_by_itself_on_the_other_replica_with_no_alert_missing_or_twice(
-    server_factory, broker, topic_factory, proxy_factory, browser, tmp_path
+    server_factory, broker, topic_factory, nginx_factory, browser, tmp_path
 ):
     """The SSE issue's promise: with cursors as event ids, the browser's own reconnect (after the
     server's ``retry:`` delay, with ``Last-Event-ID``) makes a plain ``new EventSource(url)``
     survive the death of its replica with nothing lost, nothing twice and no client code. Alerts
     keep coming while the page is away, so a reconnect that did not resume would lose some."""
     servers, proxy, topic, alerts_topic = await two_replicas_behind_nginx(
-        server_factory, broker, topic_factory, proxy_factory, STREAM_SSE_RETRY_MILLISECONDS=str(SSE_RETRY_MS)
+        server_factory, broker, topic_factory, nginx_factory, STREAM_SSE_RETRY_MILLISECONDS=str(SSE_RETRY_MS)
     )
     page = await browser.new_page(viewport={"width": 1280, "height": 400})
     await page.goto(f"{proxy.url}/health")  # a document of the proxy's origin for the page's script

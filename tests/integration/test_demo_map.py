@@ -15,7 +15,6 @@ import json
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +22,12 @@ import pytest
 
 from siscom.dev.simulator import QUERETARO, device_ids, run_simulator
 from siscom.security.headers import demo_page_policy
-from support.browser import chromium
 from support.kafka import produce
 from support.status import wait_ready, wait_stats
-from support.tiles import TILE, TileServer, serve_tiles
+from support.tiles import TILE, serve_tiles
 
-pytestmark = pytest.mark.browser
+# The module shares one Chromium (tests/integration/conftest.py): its tests run in its loop.
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO_ROOT / "docs" / "demo.png"
@@ -36,18 +35,6 @@ VIEWPORT = {"width": 1280, "height": 800}
 CENTER = QUERETARO
 ZOOM = 14
 MARKERS = "#map .leaflet-marker-icon.marker[data-device-id]"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    async with chromium() as browser:
-        yield browser
-
-
-@pytest.fixture
-def tiles() -> Iterator[TileServer]:
-    with serve_tiles() as server:
-        yield server
 
 
 # -- Web Mercator, as any slippy map draws it (EPSG:3857, 256-pixel tiles) --------------------------

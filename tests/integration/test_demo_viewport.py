@@ -11,34 +11,20 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from siscom.dev.simulator import QUERETARO
-from support.browser import chromium
 from support.kafka import produce
 from support.status import wait_ready, wait_stats
-from support.tiles import TileServer, serve_tiles
 
-pytestmark = pytest.mark.browser
+# The module shares one Chromium (tests/integration/conftest.py): its tests run in its loop.
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 ROWS = "#devices tbody tr"
 MARKERS = "#map .leaflet-marker-icon.marker[data-device-id]"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    async with chromium() as browser:
-        yield browser
-
-
-@pytest.fixture
-def tiles() -> Iterator[TileServer]:
-    with serve_tiles() as server:
-        yield server
 
 
 def position(device: str, lat: float, lon: float) -> bytes:

@@ -6,18 +6,15 @@ the documented ones and work when run here.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 import yaml
 
 from siscom.config import describe_variables
-from siscom.dev.broker import free_port
+from siscom.dev.processes import free_port
 from support.nginx import TEMPLATE, placeholders
 from support.server import REPO_ROOT
 
@@ -157,33 +154,19 @@ def run_healthcheck(port: int) -> int:
     return subprocess.run([sys.executable, *command[1:]], capture_output=True, timeout=10).returncode
 
 
-def test_the_image_command_serves_and_its_healthcheck_sees_it(tmp_path: Path):
+def test_the_image_command_serves_and_its_healthcheck_sees_it(spawn):
     """Run the image's CMD and HEALTHCHECK here, with only the address moved to loopback."""
     port = free_port()
     command = [arg.replace("0.0.0.0:8000", f"127.0.0.1:{port}") for arg in image_command()]
     assert command[0] == "siscom"
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": str(REPO_ROOT),
-        # No broker at all: the gateway is alive regardless, and that is what the check asks.
-        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
-    }
     assert run_healthcheck(port) != 0  # nothing there yet: the check can fail
-    with open(tmp_path / "server.log", "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "siscom", *command[1:]], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT
-        )
-    try:
-        deadline = time.monotonic() + 20
-        while run_healthcheck(port) != 0:
-            assert process.poll() is None, (tmp_path / "server.log").read_text()
-            assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
-            time.sleep(0.2)
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    assert process.returncode == 0
+    server = spawn(
+        [sys.executable, "-m", "siscom", *command[1:]],
+        lambda: run_healthcheck(port) == 0,
+        name="image-command",
+        # No broker at all: the gateway is alive regardless, and that is what the check asks.
+        env={"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"},
+        timeout=20,
+        interval=0.2,
+    )
+    assert server.stop(10) == 0

@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -24,6 +22,7 @@ import yaml
 
 from siscom.config import Settings, describe_variables
 from support import free_port, ws_client
+from support.binaries import require_program
 from support.http import http_get
 from support.kafka import produce
 from support.server import REPO_ROOT
@@ -41,12 +40,7 @@ KUBERNETES_VERSIONS = ("1.29.0", "1.32.0", kubernetes_validate.latest_version())
 
 def kubectl() -> str:
     """The kubectl binary; .ci/run installs one, so under CI its absence fails the test."""
-    path = shutil.which("kubectl")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("no kubectl on PATH (.ci/run installs Debian's kubernetes-client)", pytrace=False)
-        pytest.skip("no kubectl on PATH")
-    return path
+    return require_program("kubectl", "kubernetes-client")
 
 
 @pytest.fixture(scope="module")

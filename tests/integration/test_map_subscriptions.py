@@ -203,6 +203,13 @@ async def test_fields_reduce_position_frames_byte_for_byte_and_leave_alerts_whol
     assert len(texts[0]) < len(value) / 2
 
 
+@pytest.fixture(scope="module")
+def strict_server(module_server_factory):
+    """One server for every bad option: each test only reads its answer. At most 2 fields;
+    STREAM_MAX_HZ is its default, set here because max_hz=51 is refused by it."""
+    return module_server_factory("bad-map-options", STREAM_MAX_FIELDS="2", STREAM_MAX_HZ="50")
+
+
 @pytest.mark.parametrize(
     "query",
     [
@@ -210,9 +217,8 @@ async def test_fields_reduce_position_frames_byte_for_byte_and_leave_alerts_whol
         "max_hz=51", "max_hz=fast", "fields=", "fields=A,B,C", "fields=bad%20name",
     ],
 )
-async def test_bad_map_options_at_connect_get_an_error_frame_and_1008(make_server, query):
-    server = make_server(STREAM_MAX_FIELDS="2", STREAM_MAX_HZ="50") if query.startswith("fields") else make_server()
-    async with ws_client(server.ws_url("/api/v1/stream?" + query)) as client:
+async def test_bad_map_options_at_connect_get_an_error_frame_and_1008(strict_server, query):
+    async with ws_client(strict_server.ws_url("/api/v1/stream?" + query)) as client:
         frame = await client.next_frame()
         assert frame["event"] == "error" and frame["data"]["message"]
         assert await client.wait_closed() == 1008

@@ -5,17 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from websockets.asyncio.client import connect
 
 from siscom.metrics import Kind, Metric
-from support import ws_client
 from support.kafka import produce
 from support.statsd import StatsdListener
 from support.status import stats, wait_ready, wait_stats
+from support.workload import KNOWN_TOTALS, run_known_workload
 
 PREFIX = "fleet.gw"
 
@@ -41,39 +39,11 @@ def statsd_env(listener: StatsdListener, **settings: str) -> dict[str, str]:
 async def test_counters_gauges_and_timers_after_a_known_workload(make_server, broker, topic, alerts_topic, statsd):
     server = make_server(statsd_env(statsd, KAFKA_ALERTS_TOPIC=alerts_topic))
     await wait_ready(server)
-    async with ws_client(server.ws_url("/api/v1/stream?device_ids=dev-a")) as one, ws_client(server.ws_url()) as every:
-        await wait_stats(server, lambda s: s["connections"] == 2)
-        async with ws_client(server.ws_url("/api/v1/stream?device_ids=bad%20id")) as refused:
-            assert await refused.wait_closed() == 1008
-        await produce(
-            broker.bootstrap, topic, [*(record("dev-a", n) for n in range(4)), b"{not json", *(record("dev-b", n) for n in range(6))]
-        )
-        await produce(broker.bootstrap, alerts_topic, [record("dev-a", 100), record("dev-b", 101)])
-        assert len([await one.next_frame() for _ in range(4 + 1)]) == 5
-        assert len([await every.next_frame() for _ in range(10 + 2)]) == 12
-
-        # A record stamped five seconds ago: the latency timer measures from the record's timestamp.
-        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
-        await producer.start()
-        try:
-            stamped = int(time.time() * 1000) - 5000
-            await producer.send_and_wait(topic, record("dev-b", 6), timestamp_ms=stamped)
-        finally:
-            await producer.stop()
-        await every.next_frame()
-    await wait_stats(server, lambda s: s["connections"] == 0)
+    # A record stamped five seconds ago: the latency timer measures from the record's timestamp.
+    await run_known_workload(server, broker.bootstrap, topic, alerts_topic, stamped_seconds_ago=5)
     await statsd.wait_for(lambda l: l.counter(metric("connections_closed")) == 2 and l.gauge(metric("partition_lag")) == 0)
 
-    expected = {
-        "records": 4 + 1 + 6 + 2 + 1,
-        "alerts": 2,
-        "malformed_records": 1,
-        "frames_sent": 5 + 12 + 1,
-        "connections_opened": 2,  # sessions; the refused request never became one
-        "connections_closed": 2,
-        "rejected_requests": 1,
-    }
-    for name, value in expected.items():
+    for name, value in KNOWN_TOTALS.items():
         assert statsd.counter(metric(name)) == value, name
     # StatsD got the same totals as the stats endpoint, for every counter.
     totals = stats(server)

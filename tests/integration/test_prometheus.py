@@ -13,7 +13,6 @@ from pathlib import Path
 import jwt
 import psutil
 import pytest
-from aiokafka import AIOKafkaProducer
 from websockets.exceptions import InvalidStatus
 
 from siscom.metrics import Kind, Metric
@@ -23,6 +22,7 @@ from support.http import http_get
 from support.kafka import produce
 from support.prometheus import Scrape, get_via_worker, scrape
 from support.status import stats, wait_ready, wait_stats
+from support.workload import KNOWN_TOTALS, run_known_workload
 
 COUNTERS = [m for m in Metric if m.kind is Kind.COUNTER]
 SECRET = "prometheus-secret-" + uuid.uuid4().hex
@@ -44,38 +44,18 @@ async def test_a_scrape_after_a_known_workload_equals_the_stats_and_times_the_la
     tmp.mkdir()
     server = make_server(KAFKA_ALERTS_TOPIC=alerts_topic, TMPDIR=str(tmp))
     await wait_ready(server)
-    async with ws_client(server.ws_url("/api/v1/stream?device_ids=dev-a")) as one, ws_client(server.ws_url()) as every:
-        await wait_stats(server, lambda s: s["connections"] == 2)
+
+    def two_connections_scraped() -> None:
         assert scrape(server).values["siscom_connections"] == 2
-        async with ws_client(server.ws_url("/api/v1/stream?device_ids=bad%20id")) as refused:
-            assert await refused.wait_closed() == 1008
-        await produce(
-            broker.bootstrap, topic, [*(record("dev-a", n) for n in range(4)), b"{not json", *(record("dev-b", n) for n in range(6))]
-        )
-        await produce(broker.bootstrap, alerts_topic, [record("dev-a", 100), record("dev-b", 101)])
-        assert len([await one.next_frame() for _ in range(4 + 1)]) == 5
-        assert len([await every.next_frame() for _ in range(10 + 2)]) == 12
-        # A record stamped seven seconds ago lands in the latency histogram's 5-10 s bucket.
-        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
-        await producer.start()
-        try:
-            await producer.send_and_wait(topic, record("dev-b", 6), timestamp_ms=int(time.time() * 1000) - 7000)
-        finally:
-            await producer.stop()
-        await every.next_frame()
+
+    # A record stamped seven seconds ago lands in the latency histogram's 5-10 s bucket.
+    await run_known_workload(
+        server, broker.bootstrap, topic, alerts_topic, stamped_seconds_ago=7, while_connected=two_connections_scraped
+    )
     totals = await wait_stats(server, lambda s: s["connections"] == 0 and s["partition_lag"] == 0)
 
     scraped = scrape(server)
-    expected = {
-        "records": 4 + 1 + 6 + 2 + 1,
-        "alerts": 2,
-        "malformed_records": 1,
-        "frames_sent": 5 + 12 + 1,
-        "connections_opened": 2,
-        "connections_closed": 2,
-        "rejected_requests": 1,
-    }
-    for name, value in expected.items():
+    for name, value in KNOWN_TOTALS.items():
         assert scraped.values[f"siscom_{name}_total"] == value, name
     # Every counter and gauge of the registry, equal to the stats endpoint's.
     for metric in Metric:

@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import jwt
@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from siscom.dev.broker import TansuBroker, create_topics
 from support import ServerProcess, ws_client
 from support.http import http_get_json
 from support.kafka import produce
@@ -86,22 +85,15 @@ def devices_of(frames: list[dict]) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def secured(broker: TansuBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def secured(module_server_factory: Callable[..., ServerProcess]) -> ServerProcess:
     """One server that requires tokens (with audience and issuer) and one origin, for many tests."""
-    topic = f"secured-{uuid.uuid4().hex[:8]}"
-    asyncio.run(create_topics(broker.bootstrap, {topic: 1}))
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-        "KAFKA_TOPIC": topic,
-        "STREAM_JWT_SECRET": SECRET,
-        "STREAM_JWT_AUDIENCE": AUDIENCE,
-        "STREAM_JWT_ISSUER": ISSUER,
-        "STREAM_ALLOWED_ORIGINS": DASHBOARD,
-    }
-    server = ServerProcess(env, tmp_path_factory.mktemp("secured") / "server.log")
-    server.topic = topic  # type: ignore[attr-defined]
-    with server:
-        yield server
+    return module_server_factory(
+        "secured",
+        STREAM_JWT_SECRET=SECRET,
+        STREAM_JWT_AUDIENCE=AUDIENCE,
+        STREAM_JWT_ISSUER=ISSUER,
+        STREAM_ALLOWED_ORIGINS=DASHBOARD,
+    )
 
 
 # -- tokens ----------------------------------------------------------------------------------------

@@ -127,6 +127,12 @@ async def test_on_an_idle_stream_each_ping_comes_about_one_interval_after_the_op
     assert all(0.8 * interval <= gap <= 1.5 * interval for gap in gaps), gaps
 
 
+@pytest.fixture(scope="module")
+def strict_server(module_server_factory):
+    """One server for every bad query: each test only reads what it answers (and one counter)."""
+    return module_server_factory("bad-query", STREAM_MAX_DEVICE_IDS="5")
+
+
 @pytest.mark.parametrize(
     ("query", "fragment"),
     [
@@ -136,14 +142,14 @@ async def test_on_an_idle_stream_each_ping_comes_about_one_interval_after_the_op
         ("device_ids=" + ",".join(f"d{n}" for n in range(6)), "5"),
     ],
 )
-async def test_a_bad_query_gets_an_error_frame_then_close_1008(make_server, query, fragment):
-    server = make_server(STREAM_MAX_DEVICE_IDS="5")
-    async with ws_client(server.ws_url(f"/api/v1/stream?{query}")) as client:
+async def test_a_bad_query_gets_an_error_frame_then_close_1008(strict_server, query, fragment):
+    rejected = stats(strict_server)["rejected_requests"]
+    async with ws_client(strict_server.ws_url(f"/api/v1/stream?{query}")) as client:
         frame = await client.next_frame()
         assert frame["event"] == "error"
         assert fragment in frame["data"]["message"]
         assert await client.wait_closed() == 1008
-    assert stats(server)["rejected_requests"] == 1
+    assert stats(strict_server)["rejected_requests"] == rejected + 1
 
 
 async def test_malformed_records_are_counted_and_skipped_while_good_ones_flow(make_server, broker, topic):
@@ -170,7 +176,9 @@ async def test_malformed_records_are_counted_and_skipped_while_good_ones_flow(ma
     assert "no device id" in log and "too large" in log and "not JSON" in log and "bad device id" in log
 
 
-async def test_without_a_broker_the_app_serves_and_delivers_once_one_appears(server_factory, broker_factory, tmp_path):
+async def test_without_a_broker_the_app_serves_and_delivers_once_one_appears(broker_factory, server_factory, tmp_path):
+    # broker_factory first: fixtures end in reverse order, so the server stops while its broker
+    # still runs (stopping after it, its consumer would wait out its timeouts for nothing).
     from siscom.dev.broker import create_topics, free_port
 
     port = free_port()

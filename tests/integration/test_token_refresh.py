@@ -13,12 +13,11 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import jwt
 import pytest
 
-from siscom.dev.broker import TansuBroker, create_topics
 from support import ServerProcess, produce, ws_client
 from support.status import stats as status_stats
 from support.status import wait_ready, wait_stats
@@ -61,22 +60,13 @@ async def wait_counter(server: ServerProcess, name: str, value: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(broker: TansuBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(module_server_factory: Callable[..., ServerProcess]) -> ServerProcess:
     """A server that requires tokens and warns NOTICE_SECONDS before they expire."""
-    topic = f"refresh-{uuid.uuid4().hex[:8]}"
-    asyncio.run(create_topics(broker.bootstrap, {topic: 1}))
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-        "KAFKA_TOPIC": topic,
-        "KAFKA_FETCH_MAX_WAIT_MS": "10",
-        "STREAM_JWT_SECRET": SECRET,
-        "STREAM_TOKEN_NOTICE_SECONDS": str(NOTICE_SECONDS),
-    }
-    server = ServerProcess(env, tmp_path_factory.mktemp("refresh") / "server.log")
-    server.topic = topic  # type: ignore[attr-defined]
-    with server:
-        asyncio.run(wait_ready(server))
-        yield server
+    server = module_server_factory(
+        "refresh", STREAM_JWT_SECRET=SECRET, STREAM_TOKEN_NOTICE_SECONDS=str(NOTICE_SECONDS)
+    )
+    asyncio.run(wait_ready(server))
+    return server
 
 
 async def test_a_5_second_token_refreshed_three_times_keeps_the_stream(server, broker):

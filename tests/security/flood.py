@@ -11,32 +11,36 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
+import os
 import sys
 import time
 from dataclasses import dataclass, field
 
 from chaos.traffic import Producer, percentile, position
-from siscom.dev.processes import terminate
+from siscom.dev.processes import ChildProcess
 from support import ws_client
 from support.server import REPO_ROOT
 
 
 class Flooders:
-    """``count`` flooding clients in a process of their own (:mod:`siscom.dev.flood`)."""
+    """``count`` flooding clients in a process of their own (:mod:`siscom.dev.flood`).
 
-    def __init__(self, url: str, count: int) -> None:
+    Its output goes to `log_path`; the last line it prints when stopped is its tally.
+    """
+
+    def __init__(self, url: str, count: int, log_path: str | os.PathLike[str]) -> None:
         self.url = url
         self.count = count
+        self.log_path = log_path
         self.connections = 0
         self.bytes_sent = 0
-        self._process: subprocess.Popen[str] | None = None
+        self._process: ChildProcess | None = None
 
     def start(self) -> Flooders:
         if self.count:
-            self._process = subprocess.Popen(
+            self._process = ChildProcess(
                 [sys.executable, "-m", "siscom.dev.flood", self.url, "--clients", str(self.count)],
-                stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+                log_path=self.log_path, cwd=REPO_ROOT,
             )
         return self
 
@@ -44,12 +48,10 @@ class Flooders:
         process, self._process = self._process, None
         if process is None:
             return
-        terminate(process, timeout=10)
-        assert process.stdout is not None
-        with process.stdout:
-            output = process.stdout.read()
-        if output.strip():
-            tally = json.loads(output.strip().splitlines()[-1])
+        process.stop(10)
+        lines = [line for line in process.log_text().splitlines() if line.startswith("{")]
+        if lines:
+            tally = json.loads(lines[-1])
             self.connections, self.bytes_sent = tally["connections"], tally["bytes"]
 
 

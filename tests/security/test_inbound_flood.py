@@ -66,7 +66,7 @@ async def test_a_client_past_its_message_allowance_is_closed_with_1008(make_serv
 
 
 async def test_floods_from_one_and_three_clients_leave_a_canary_p99_under_250_ms(
-    broker, topic, make_server, scenario
+    broker, topic, make_server, scenario, tmp_path
 ) -> None:
     scenario.title = "3c. flood beside a canary"
     scenario.target = f"canary p99 <= {P99_TARGET * 1000:.0f} ms with 0, 1, 3 flooders; flooders closed"
@@ -81,7 +81,7 @@ async def test_floods_from_one_and_three_clients_leave_a_canary_p99_under_250_ms
     try:
         await asyncio.sleep(1.0)  # the canary connects and its first records arrive
         for count in (0, 1, 3):
-            flooders.append(Flooders(url, count).start())
+            flooders.append(Flooders(url, count, tmp_path / f"flood-{count}.log").start())
             start = time.monotonic()
             await asyncio.sleep(PHASE_SECONDS)
             windows[count] = (start, time.monotonic())

@@ -19,7 +19,8 @@ import pytest
 CHROMIUM = "/usr/bin/chromium"
 
 
-def _unavailable(reason: str) -> NoReturn:
+def unavailable(reason: str) -> NoReturn:
+    """Skip the test for `reason`, or fail it under CI."""
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} (CI=true: .ci/run must install it)", pytrace=False)
     pytest.skip(reason)
@@ -34,7 +35,7 @@ def require_program(name: str, debian_package: str, *, path: str | None = None) 
     for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
-    _unavailable(f"no {path or name} on this machine (apt-get install {debian_package})")
+    unavailable(f"no {path or name} on this machine (apt-get install {debian_package})")
 
 
 def require_module(name: str, pip_package: str) -> ModuleType:
@@ -42,4 +43,4 @@ def require_module(name: str, pip_package: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError as error:
-        _unavailable(f"cannot import {name} ({error}); install the dev extra: pip install -e '.[dev]' ({pip_package})")
+        unavailable(f"cannot import {name} ({error}); install the dev extra: pip install -e '.[dev]' ({pip_package})")

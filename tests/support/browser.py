@@ -8,7 +8,7 @@ from typing import Any
 
 from support.binaries import CHROMIUM, require_module, require_program
 
-__all__ = ["CHROMIUM_ARGS", "chromium"]
+__all__ = ["CHROMIUM_ARGS", "PageOpener", "chromium"]
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -34,3 +34,26 @@ async def chromium() -> AsyncIterator[Any]:
             yield browser
         finally:
             await browser.close()
+
+
+class PageOpener:
+    """Opens pages in a browser that outlives the test, and closes every one of them at its end.
+
+    Each page has a browser context of its own (Playwright's ``Browser.new_page``): no cookies,
+    storage or cache pass from one test to the next, and no page left open keeps reconnecting
+    to a server that is gone.
+    """
+
+    def __init__(self, browser: Any) -> None:
+        self._browser = browser
+        self._pages: list[Any] = []
+
+    async def new_page(self, **options: Any) -> Any:
+        page = await self._browser.new_page(**options)
+        self._pages.append(page)
+        return page
+
+    async def close(self) -> None:
+        for page in self._pages:
+            await page.close()  # also closes the page's own context
+        self._pages.clear()
