@@ -49,15 +49,20 @@ async def overdrive(bench: Bench, targets: Sequence[Target]) -> Result:
     result.figures = {name: asdict(f) for name, f in figures.items()}
     ours = figures.get("siscom")
     if ours is not None:
+        # Compared as shares of what each run offered: the producer's rate differs by a few
+        # records between runs, so a server delivering all it was offered is never "behind" one
+        # that was offered a little more. A baseline that delivered nothing is beaten by any share.
         for name, factor in (("naive", 2.0), ("websockets", 1.0)):
             theirs = figures.get(name)
-            if theirs is not None and theirs.delivered_s:
-                ratio = ours.delivered_s / theirs.delivered_s
+            if theirs is not None:
+                met = ours.delivery_ratio >= factor * theirs.delivery_ratio and ours.delivery_ratio > 0
+                ratio = f"{ours.delivery_ratio / theirs.delivery_ratio:.2f}x" if theirs.delivery_ratio else "it delivered nothing"
                 result.verdicts.append(
                     Verdict(
-                        f"overdrive: delivered/s >= {factor:g}x {name}",
-                        ratio >= factor,
-                        f"{ours.delivered_s:,.0f} vs {theirs.delivered_s:,.0f}/s: {ratio:.2f}x",
+                        f"overdrive: delivered/s >= {factor:g}x {name} (as shares of the offered load)",
+                        met,
+                        f"{ours.delivered_s:,.0f} of {ours.offered_deliveries_s:,.0f}/s offered vs "
+                        f"{theirs.delivered_s:,.0f} of {theirs.offered_deliveries_s:,.0f}/s: {ratio}",
                     )
                 )
         worst = ours.worst_client_p99_ms
