@@ -24,8 +24,9 @@ from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 from websockets.asyncio.server import ServerConnection, broadcast, serve
+
+from bench.baselines.kafka_read import consume
 
 PING = '{"event":"ping","data":{"type":"keep-alive"}}'
 
@@ -38,27 +39,8 @@ class Hub:
         self.records = 0
         self.assigned = 0
 
-    async def consume(self) -> None:
-        consumer = AIOKafkaConsumer(
-            os.environ["KAFKA_TOPIC"],
-            bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
-            group_id=None,
-            auto_offset_reset=os.environ.get("KAFKA_AUTO_OFFSET_RESET", "latest"),
-            fetch_max_wait_ms=int(os.environ.get("KAFKA_FETCH_MAX_WAIT_MS", "500")),
-        )
-        await consumer.start()
-        try:
-            while True:
-                batches = await consumer.getmany(timeout_ms=1000)
-                self.assigned = len(consumer.assignment())
-                for records in batches.values():
-                    for record in records:
-                        self.records += 1
-                        device_id = orjson.loads(record.value)["data"]["DEVICE_ID"]
-                        frame = '{"event":"message","data":' + record.value.decode() + "}"
-                        broadcast((*self.by_device.get(device_id, ()), *self.everything), frame)
-        finally:
-            await consumer.stop()
+    def publish(self, device_id: str, frame: str) -> None:
+        broadcast((*self.by_device.get(device_id, ()), *self.everything), frame)
 
     async def keep_alive(self, seconds: float) -> None:
         while True:
@@ -100,7 +82,7 @@ async def main(bind: str) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(signum, stop.cancel)
     tasks = [
-        asyncio.create_task(hub.consume()),
+        asyncio.create_task(consume(hub)),
         asyncio.create_task(hub.keep_alive(float(os.environ.get("STREAM_KEEPALIVE_SECONDS", "60")))),
     ]
     # No library pings (the keep-alive frames are the application's), no compression unless asked.

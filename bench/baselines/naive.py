@@ -23,11 +23,11 @@ import contextlib
 import os
 import signal
 
-import orjson
-from aiokafka import AIOKafkaConsumer
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from quart import Quart, websocket
+
+from bench.baselines.kafka_read import consume
 
 QUEUE_SIZE = 1000
 PING = '{"event":"ping","data":{"type":"keep-alive"}}'
@@ -61,28 +61,6 @@ class Hub:
             except asyncio.QueueFull:
                 self.dropped += 1
 
-    async def consume(self) -> None:
-        consumer = AIOKafkaConsumer(
-            os.environ["KAFKA_TOPIC"],
-            bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
-            group_id=None,
-            auto_offset_reset=os.environ.get("KAFKA_AUTO_OFFSET_RESET", "latest"),
-            fetch_max_wait_ms=int(os.environ.get("KAFKA_FETCH_MAX_WAIT_MS", "500")),
-        )
-        await consumer.start()
-        try:
-            while True:
-                batches = await consumer.getmany(timeout_ms=1000)
-                self.assigned = len(consumer.assignment())
-                for records in batches.values():
-                    for record in records:
-                        self.records += 1
-                        document = orjson.loads(record.value)
-                        device_id = document["data"]["DEVICE_ID"]
-                        self.publish(device_id, '{"event":"message","data":' + record.value.decode() + "}")
-        finally:
-            await consumer.stop()
-
 
 def create_app(hub: Hub, keepalive: float) -> Quart:
     app = Quart(__name__)
@@ -90,7 +68,7 @@ def create_app(hub: Hub, keepalive: float) -> Quart:
 
     @app.before_serving
     async def start() -> None:
-        consumer.append(asyncio.create_task(hub.consume()))
+        consumer.append(asyncio.create_task(consume(hub)))
 
     @app.after_serving
     async def stop() -> None:
