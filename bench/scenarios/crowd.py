@@ -12,7 +12,7 @@ from dataclasses import asdict
 
 from bench.report import Result, Row, Verdict
 from bench.scenarios.harness import Bench, Scenario, Shape, ms
-from bench.scenarios.load import LoadFigures, LoadRun, load_rows
+from bench.scenarios.load import load_rows, measure_each
 from bench.servers import NAIVE, SISCOM, WEBSOCKETS, Target
 
 MAX_P99_MS = 100.0
@@ -34,10 +34,9 @@ async def crowd(bench: Bench, targets: Sequence[Target]) -> Result:
         connect_concurrency=16,
     )
     result = Result("crowd", {**shape.params(), "keepalive_s": keepalive}, [target.name for target in targets])
-    figures: dict[str, LoadFigures] = {}
-    for target in targets:
-        async with LoadRun(bench, target, shape, "crowd", STREAM_KEEPALIVE_SECONDS=str(keepalive)) as run:
-            figures[target.name] = await run.measure(shape.rate, keepalive=keepalive)
+    figures = await measure_each(
+        bench, targets, shape, "crowd", env={"STREAM_KEEPALIVE_SECONDS": str(keepalive)}, keepalive=keepalive
+    )
     load_rows(result, figures)
     result.rows += [
         Row("keep-alives on time", {n: f.keepalives_on_time for n, f in figures.items()}, "clients", 0, False),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +79,11 @@ class LoadFigures:
     def sustained(self, max_p99_ms: float, min_ratio: float = 0.999) -> bool:
         p99 = self.latency_ms["p99"]
         return self.delivery_ratio >= min_ratio and p99 is not None and p99 <= max_p99_ms
+
+    @property
+    def rss_flat(self) -> bool:
+        """The server's RSS grew by at most 5 MB or 5 % over the window's second half."""
+        return self.rss_end_mb - self.rss_mid_mb <= max(5.0, 0.05 * self.rss_mid_mb)
 
 
 class LoadRun:
@@ -298,3 +303,15 @@ def load_rows(result: Result, figures: dict[str, LoadFigures]) -> None:
     row("server RSS start", "MB", lambda f: f.rss_start_mb)
     row("server RSS end", "MB", lambda f: f.rss_end_mb)
     row("server RSS max", "MB", lambda f: f.rss_max_mb)
+
+
+async def measure_each(
+    bench: Bench, targets: Sequence[Target], shape: Shape, label: str, *, env: dict[str, str] | None = None, **measure: Any
+) -> dict[str, LoadFigures]:
+    """Each target in turn under the same load, one window each: their figures by target name.
+    ``env``: settings for the servers; ``measure``: what :meth:`LoadRun.measure` takes besides the rate."""
+    figures: dict[str, LoadFigures] = {}
+    for target in targets:
+        async with LoadRun(bench, target, shape, label, **(env or {})) as run:
+            figures[target.name] = await run.measure(shape.rate, **measure)
+    return figures

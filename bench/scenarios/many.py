@@ -14,7 +14,7 @@ from dataclasses import asdict
 
 from bench.report import Result, Verdict
 from bench.scenarios.harness import Bench, Scenario, Shape, ms
-from bench.scenarios.load import LoadFigures, LoadRun, load_rows
+from bench.scenarios.load import LoadFigures, load_rows, measure_each
 from bench.servers import NAIVE, SISCOM, SISCOM_PLAIN, SISCOM_SSE, WEBSOCKETS, Target
 
 MAX_P99_MS = 100.0
@@ -39,10 +39,7 @@ async def many(bench: Bench, targets: Sequence[Target]) -> Result:
     smoke = bench.options.smoke
     shape = many_shape(smoke, bench.options.rate or (100.0 if smoke else 2400.0))
     result = Result("many", shape.params(), [target.name for target in targets])
-    figures: dict[str, LoadFigures] = {}
-    for target in targets:
-        async with LoadRun(bench, target, shape, "many") as run:
-            figures[target.name] = await run.measure(shape.rate)
+    figures = await measure_each(bench, targets, shape, "many")
     load_rows(result, figures)
     result.figures = {name: asdict(f) for name, f in figures.items()}
     if "siscom" in figures:

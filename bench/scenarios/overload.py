@@ -11,7 +11,7 @@ from dataclasses import asdict
 
 from bench.report import Result, Row, Verdict
 from bench.scenarios.harness import Bench, Scenario, Shape, ms
-from bench.scenarios.load import LoadFigures, LoadRun, load_rows
+from bench.scenarios.load import load_rows, measure_each
 from bench.servers import NAIVE, SISCOM, Target
 
 #: Deliveries per second one gateway process sustained in the capacity scenario on the reference
@@ -35,10 +35,7 @@ async def overload(bench: Bench, targets: Sequence[Target]) -> Result:
     )
     segment = 0.5 if smoke else 5.0
     result = Result("overload", shape.params(), [target.name for target in targets])
-    figures: dict[str, LoadFigures] = {}
-    for target in targets:
-        async with LoadRun(bench, target, shape, "overload") as run:
-            figures[target.name] = await run.measure(shape.rate, age_segment=segment)
+    figures = await measure_each(bench, targets, shape, "overload", age_segment=segment)
     load_rows(result, figures)
     result.rows += [
         Row(f"data age p99, first {segment:g} s", {n: f.age_first_p99_ms for n, f in figures.items()}, "ms"),
@@ -50,7 +47,6 @@ async def overload(bench: Bench, targets: Sequence[Target]) -> Result:
     if "siscom" in figures:
         f = figures["siscom"]
         worst = f.worst_client_p99_ms
-        growth = f.rss_end_mb - f.rss_mid_mb
         result.verdicts += [
             Verdict(
                 "overload: every client's p99 data age <= 1 s",
@@ -60,7 +56,7 @@ async def overload(bench: Bench, targets: Sequence[Target]) -> Result:
             ),
             Verdict(
                 "overload: RSS flat",
-                growth <= max(5.0, 0.05 * f.rss_mid_mb),
+                f.rss_flat,
                 f"{f.rss_start_mb:.1f} MB at the start, {f.rss_mid_mb:.1f} MB halfway, {f.rss_end_mb:.1f} MB at the "
                 f"end of {shape.duration:g} s (flat: the second half grows by at most 5 MB or 5%)",
             ),

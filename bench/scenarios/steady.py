@@ -10,7 +10,7 @@ from dataclasses import asdict
 
 from bench.report import Result, Verdict
 from bench.scenarios.harness import Bench, Scenario, Shape, ms
-from bench.scenarios.load import LoadFigures, LoadRun, load_rows
+from bench.scenarios.load import load_rows, measure_each
 from bench.servers import NAIVE, SISCOM, Target
 
 
@@ -26,10 +26,7 @@ async def steady(bench: Bench, targets: Sequence[Target]) -> Result:
         drain=0.5 if smoke else 2.0,
     )
     result = Result("steady", shape.params(), [target.name for target in targets])
-    figures: dict[str, LoadFigures] = {}
-    for target in targets:
-        async with LoadRun(bench, target, shape, "steady") as run:
-            figures[target.name] = await run.measure(shape.rate)
+    figures = await measure_each(bench, targets, shape, "steady")
     load_rows(result, figures)
     result.figures = {name: asdict(f) for name, f in figures.items()}
     if "siscom" in figures:
