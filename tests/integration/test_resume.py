@@ -41,14 +41,24 @@ async def produce_spread(bootstrap: str, topic: str, first: int, count: int, par
 
 
 async def read_until_quiet(client, quiet: float = 1.0, limit: float = 20.0) -> list[dict]:
-    """Every frame (pings too) until none has come for ``quiet`` seconds."""
+    """Every frame (pings too) until no record or alert has come for ``quiet`` seconds.
+
+    Pings do not end the quiet: under a keep-alive shorter than ``quiet`` they never stop, and
+    each read ran to ``limit`` (20 s, most of these tests' time) instead of ending ``quiet``
+    seconds after the last record.
+    """
     frames = []
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    last = loop.time()  # of the start, then of the last record or alert
+    while (left := min(last + quiet, deadline) - loop.time()) > 0:
         try:
-            frames.append(await client.next_frame(quiet, skip_pings=False))
+            frame = await client.next_frame(left, skip_pings=False)
         except TimeoutError:
             break
+        frames.append(frame)
+        if frame["event"] != "ping":
+            last = loop.time()
     return frames
 
 
