@@ -224,6 +224,24 @@ async def test_a_record_produced_once_ready_is_delivered_with_offset_reset_lates
         assert sorted(seqs(await collect(client, 6))) == list(range(6))
 
 
+async def test_ready_comes_with_the_start_offsets_and_not_at_the_next_offset_probe(broker, topic_factory, monkeypatch):
+    """Ready once the consumer has noted where it reads every partition, as it does before its
+    first fetch: waiting for the offset probe (every second) made every start and reconnect a
+    second late, for a load balancer and for each test that waits for a ready server."""
+    from chaos.inprocess import InProcessServer
+    from siscom.config import Settings
+    from siscom.pipeline import consumer
+
+    monkeypatch.setattr(consumer, "PROBE_INTERVAL", 60.0)  # no probe within this test
+    topic = await topic_factory(partitions=2)
+    settings = Settings.from_env(
+        {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic, "KAFKA_FETCH_MAX_WAIT_MS": "10"}
+    )
+    async with InProcessServer(settings) as server:
+        body = await wait_ready(server, timeout=15)
+    assert body["assigned_partitions"] == body["total_partitions"] == 2
+
+
 async def test_stats_report_connections_records_frames_and_partitions(make_server, broker, topic):
     server = make_server()
     await wait_ready(server)
