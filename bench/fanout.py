@@ -43,6 +43,7 @@ from siscom.metrics import Metrics
 from siscom.pipeline.router import Router
 from siscom.sessions.flusher import Flusher
 from siscom.sessions.session import Session, SessionLimits
+from siscom.sessions.transport import Transport
 from siscom.web.coalesce import DirectWriter, frame_cache
 from supervisors import Mailbox
 
@@ -94,7 +95,7 @@ class Reader:
             sock.close()
 
 
-class NeverReceives:
+class NeverReceives(Transport):
     """The session's transport apart from its direct writer: clients send nothing here."""
 
     def __init__(self, direct: DirectWriter) -> None:

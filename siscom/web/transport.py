@@ -10,11 +10,12 @@ from quart.asgi import ASGIWebsocketConnection
 from quart.wrappers import Websocket
 
 from siscom.core.encodings import EncodingCache
+from siscom.sessions.transport import Transport
 from siscom.web.coalesce import DirectWriter
 from siscom.web.hypercorn_link import HypercornConnection
 
 
-class QuartTransport:
+class QuartTransport(Transport):
     """A :class:`~siscom.sessions.transport.Transport` over the websocket of a Quart route
     (already accepted); ``connection`` drops the TCP connection when the server allows it, and
     (given the app's ``frames``, see :func:`~siscom.web.coalesce.frame_cache`) writes frames below
