@@ -17,8 +17,9 @@ from siscom.core.stream import StreamCore
 from siscom.core.subscriptions import SubscriptionTable
 from siscom.metrics import Metrics
 from siscom.security.tokens import Grant
+from siscom.sessions.flusher import Flusher
 from siscom.sessions.session import Session, SessionLimits
-from siscom.sessions.transport import ClientGone
+from siscom.sessions.transport import ClientGone, Transport
 
 BOUND = 50
 
@@ -32,13 +33,12 @@ def limits(**changes) -> SessionLimits:
     return SessionLimits(**values)
 
 
-class FakeTransport:
+class FakeTransport(Transport):
     """Keeps what the session sends. ``writable`` cleared makes writes stall, as a client that
     does not read does; ``closable`` cleared makes the close frame wait too. ``incoming`` is what
     the client sends (an exception in it is raised by ``receive``)."""
 
     peer = "192.0.2.1"
-    direct = None
 
     def __init__(self) -> None:
         self.sent: list[str] = []
@@ -88,9 +88,11 @@ class Harness:
         self.session: Session | None = None
         self.task: asyncio.Task[None] | None = None
 
-    def start(self) -> Session:
+    def start(self, flusher: Flusher | None = None) -> Session:
         core = StreamCore(self.device_ids, table=self.table, policy=self.limits.policy, grant=self.grant)
-        self.session = Session(self.transport, core, name="session-1", limits=self.limits, metrics=self.metrics)
+        self.session = Session(
+            self.transport, core, name="session-1", limits=self.limits, metrics=self.metrics, flusher=flusher
+        )
         self.task = asyncio.create_task(self.session.run())
         return self.session
 
@@ -423,6 +425,21 @@ async def test_frames_routed_in_one_turn_leave_in_one_write_without_waking_the_p
     session.core.deliver(position("a", 3))  # the next batch: armed again
     await asyncio.sleep(0)
     assert [len(texts) for texts in direct.writes] == [6, 1]
+
+
+async def test_sessions_sharing_a_write_round_each_get_their_frames_in_one_write(harness):
+    """Many sessions, one router batch: one round writes each client once, with all its frames."""
+    flusher = Flusher(Metrics())
+    first, second = harness(snapshot=False), harness(snapshot=False)
+    directs = [with_direct(h) for h in (first, second)]
+    sessions = [h.start(flusher=flusher) for h in (first, second)]
+    await asyncio.sleep(0.01)  # both pumps wait
+    for n in range(2):
+        for session in sessions:
+            session.core.deliver(position("a", n))
+    await asyncio.sleep(0)
+    assert [[len(texts) for texts in direct.writes] for direct in directs] == [[2], [2]]
+    assert all(s._waiter is not None and not s._waiter.done() for s in sessions), "a pump was woken"
 
 
 async def test_keep_alives_on_an_idle_stream_are_written_directly_without_waking_the_pump(harness):
