@@ -327,6 +327,9 @@ class Gateway:
         return {
             **self.metrics.snapshot(),
             "connections": self.connections,
+            # Held from admission until the stream's close frame is out, a little past the end of
+            # its session (which `connections` counts): the limit refuses by this count.
+            "connection_slots": self.guard.limiter.total,
             "devices_subscribed": self.subscriptions.devices_indexed,
             "devices_known": self.subscriptions.devices_known,
             "kafka": {

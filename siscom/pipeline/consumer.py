@@ -216,6 +216,8 @@ class Consumer(Actor):
                 await resumer.place(self._partitions)
                 status.assigned = set(resumer.assigned)
                 await self._note_start_offsets(consumer, resumer)
+                # Every placed partition has a read offset now: ready without waiting for the probe.
+                status.offsets_known = bool(resumer.assigned)
             if not resumer.assigned:
                 await asyncio.sleep(FETCH_WAIT)  # no topic to read (yet)
                 continue

@@ -237,6 +237,17 @@ def check_exact(client: Client, written: dict[str, list[tuple[str, int]]], place
             assert sequence == sorted(sequence), f"{device} {event}s out of order"
 
 
+async def all_delivered(clients: list[Client], written: dict[str, list[tuple[str, int]]], timeout: float = 15.0) -> None:
+    """Until every client holds as many records as were written for its devices (``timeout`` at
+    most: check_exact then says what is missing), and half a second more: anything sent twice
+    would arrive by then. A fixed wait had to be long enough for the slowest run."""
+    deadline = time.monotonic() + timeout
+    owed = [(client, sum(len(written[device]) for device in client.devices)) for client in clients]
+    while any(len(client.received) < count for client, count in owed) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
@@ -292,7 +303,7 @@ async def test_when_a_replica_is_killed_its_clients_resume_exactly_on_the_surviv
             victim.kill()
             await asyncio.sleep(5)
         await wait_stats(survivor, lambda s: s["records"] >= sum(map(len, traffic.written.values())), timeout=20)
-        await asyncio.sleep(1.5)  # the last frames reach the clients
+        await all_delivered(clients, traffic.written)
     finally:
         stop.set()
         await asyncio.gather(*tasks)
@@ -380,7 +391,7 @@ async def test_clients_dropping_at_random_in_every_way_resume_exactly(server_fac
             while sum(cycles.values()) < 10 * len(clients) and time.monotonic() < deadline:
                 await asyncio.sleep(0.5)
         await wait_stats(server, lambda s: s["records"] >= sum(map(len, traffic.written.values())), timeout=20)
-        await asyncio.sleep(2.5)
+        await all_delivered(clients, traffic.written)
     finally:
         stop.set()
         await asyncio.gather(*tasks)
@@ -451,11 +462,11 @@ async def test_a_hundred_clients_asking_for_the_same_span_at_once_share_a_few_re
             while sum(len(client.received) for client in clients) < 100 * 200:
                 await asyncio.sleep(0.2)
         live = await produce_records(broker.bootstrap, topic, range(1800, 1920))
-        await asyncio.sleep(2)
+        written = {device: span[device] + live[device] for device in DEVICES}
+        await all_delivered(clients, written)
     finally:
         stop.set()
         await asyncio.gather(*tasks)
-    written = {device: span[device] + live[device] for device in DEVICES}
     for client in clients:
         assert client.resumed == [{"recovered": True}] and len(client.connections) == 1
         check_exact(client, written)
@@ -520,14 +531,14 @@ async def test_clients_of_an_idle_topic_resume_exactly_on_the_survivor_with_the_
         await wait_for(lambda: all(client.resumed for client in affected), 20, "the victim's clients resumed")
         later = await produce_records(broker.bootstrap, topic, range(156, 180))
         await wait_stats(survivor, lambda s: s["records"] >= 180 - 90, timeout=20)
-        await asyncio.sleep(1.5)  # the last frames reach the clients
+        written = merged(meanwhile, later)
+        await all_delivered(clients, written)
     finally:
         stop.set()
         await asyncio.gather(*tasks)
     assert len(affected) == on_victim
     for client in affected:
         assert client.resumed == [{"recovered": True}], client.resumed
-    written = merged(meanwhile, later)
     for client in clients:
         check_exact(client, written)
     assert stats(survivor)["history_reads_by_partition"] == {}, "served from the window"

@@ -9,6 +9,7 @@ import time
 import uuid
 
 import jwt
+import pytest
 
 from siscom.core.protocol import CloseCode
 from support.kafka import produce
@@ -22,6 +23,33 @@ def record(device_id: str, n: int, **extra) -> bytes:
 
 def stream_url(server, query: str = "") -> str:
     return f"{server.url}/api/v1/stream" + (f"?{query}" if query else "")
+
+
+# Servers shared by the tests of this module that only read what a server serves: each test uses
+# devices of its own, counts from where the counters stood, and starts once the streams of the
+# test before it have ended (``settled``).
+
+
+@pytest.fixture(scope="module")
+def default_server(module_server_factory):
+    return module_server_factory("sse-default")
+
+
+@pytest.fixture(scope="module")
+def unsnapshotted_server(module_server_factory):
+    return module_server_factory("sse-no-snapshot", STREAM_SNAPSHOT="false")
+
+
+@pytest.fixture(scope="module")
+def origins_server(module_server_factory):
+    return module_server_factory("sse-origins", STREAM_ALLOWED_ORIGINS=DASHBOARD)
+
+
+async def settled(server):
+    """``server`` once ready and with no stream open (the last test's have ended)."""
+    await wait_ready(server)
+    await wait_stats(server, lambda s: s["connections"] == 0 and s["devices_subscribed"] == 0)
+    return server
 
 
 async def test_an_event_stream_is_the_retry_field_then_each_frame_as_one_event_byte_for_byte(make_server, broker, topic):
@@ -102,8 +130,8 @@ def seen_frames(events):
     return [json.loads(event.data) for event in events]
 
 
-async def test_a_get_that_asks_for_no_event_stream_gets_406_saying_how_to_ask(make_server):
-    server = make_server()
+async def test_a_get_that_asks_for_no_event_stream_gets_406_saying_how_to_ask(default_server):
+    server = default_server
     async with sse_client(stream_url(server), {"Accept": "*/*"}) as client:
         body = json.loads(await client.read_body())
     assert client.status == 406
@@ -161,11 +189,11 @@ async def test_over_the_handshake_rate_the_answer_is_429_with_retry_after(make_s
     assert counters["handshake_rate_refusals"] == 1
 
 
-async def test_the_websocket_upgrade_still_works_on_the_same_path_and_both_get_the_same_frame_text(make_server, broker, topic):
+async def test_the_websocket_upgrade_still_works_on_the_same_path_and_both_get_the_same_frame_text(unsnapshotted_server, broker):
     from support import ws_client
 
-    server = make_server(STREAM_SNAPSHOT="false")
-    await wait_ready(server)
+    server = await settled(unsnapshotted_server)
+    topic = server.topic
     async with sse_client(stream_url(server, "device_ids=both")) as events, ws_client(
         server.ws_url("/api/v1/stream?device_ids=both")
     ) as ws:
@@ -176,9 +204,9 @@ async def test_the_websocket_upgrade_still_works_on_the_same_path_and_both_get_t
     assert event.data == text
 
 
-async def test_a_client_that_leaves_ends_its_session_at_once(make_server, broker, topic):
-    server = make_server()
-    await wait_ready(server)
+async def test_a_client_that_leaves_ends_its_session_at_once(default_server):
+    server = await settled(default_server)
+    before = await wait_stats(server, lambda s: True)
     for leave in ("close", "abort"):
         client = await open_sse(stream_url(server, "device_ids=gone-1,gone-2"))
         await wait_stats(server, lambda s: s["connections"] == 1 and s["devices_subscribed"] == 2)
@@ -187,7 +215,8 @@ async def test_a_client_that_leaves_ends_its_session_at_once(make_server, broker
         else:
             await client.close()
         counters = await wait_stats(server, lambda s: s["connections"] == 0 and s["devices_subscribed"] == 0, timeout=3)
-    assert counters["connections_opened"] == counters["connections_closed"] == 2
+    opened = counters["connections_opened"] - before["connections_opened"]
+    assert opened == counters["connections_closed"] - before["connections_closed"] == 2
 
 
 SECRET = "sse-integration-secret-" + uuid.uuid4().hex
@@ -240,9 +269,9 @@ async def test_an_expired_token_ends_the_stream_after_a_final_error_event(make_s
     assert counters["token_expiries"] == 1
 
 
-async def test_allowed_origins_get_the_cors_headers_and_refused_ones_403_without_them(make_server):
-    server = make_server(STREAM_ALLOWED_ORIGINS=DASHBOARD)
-    await wait_ready(server)
+async def test_allowed_origins_get_the_cors_headers_and_refused_ones_403_without_them(origins_server):
+    server = await settled(origins_server)
+    refusals = (await wait_stats(server, lambda s: True))["origin_refusals"]
     async with sse_client(stream_url(server), {"Origin": DASHBOARD}) as allowed:
         assert allowed.status == 200
         assert allowed.headers["access-control-allow-origin"] == DASHBOARD
@@ -259,14 +288,13 @@ async def test_allowed_origins_get_the_cors_headers_and_refused_ones_403_without
     async with sse_client(stream_url(server)) as no_origin:
         assert no_origin.status == 200 and "access-control-allow-origin" not in no_origin.headers
     counters = await wait_stats(server, lambda s: s["connections"] == 0)
-    assert counters["origin_refusals"] == 1
+    assert counters["origin_refusals"] == refusals + 1
 
 
-async def test_a_preflight_for_a_long_last_event_id_is_answered_for_allowed_origins_only(make_server):
+async def test_a_preflight_for_a_long_last_event_id_is_answered_for_allowed_origins_only(origins_server):
     """Browsers preflight a reconnect whose Last-Event-ID is not CORS-safelisted (over 128 bytes:
     the cursor of a topic of many partitions)."""
-    server = make_server(STREAM_ALLOWED_ORIGINS=DASHBOARD)
-    await wait_ready(server)
+    server = await settled(origins_server)
     asked = {"Origin": DASHBOARD, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "last-event-id"}
     async with sse_client(stream_url(server), asked, method="OPTIONS") as allowed:
         await allowed.read_body()
@@ -349,9 +377,9 @@ async def test_a_stream_outlives_quarts_response_timeout(broker, topic):
             assert not client.ended
 
 
-async def test_frames_waiting_for_a_client_leave_together_in_one_write(make_server, broker, topic):
-    server = make_server(STREAM_SNAPSHOT="false")
-    await wait_ready(server)
+async def test_frames_waiting_for_a_client_leave_together_in_one_write(unsnapshotted_server, broker):
+    server = await settled(unsnapshotted_server)
+    topic = server.topic
     async with sse_client(stream_url(server, "device_ids=burst")) as client:
         await wait_stats(server, lambda s: s["connections"] == 1)
         before = len(client.chunks)
@@ -363,9 +391,9 @@ async def test_frames_waiting_for_a_client_leave_together_in_one_write(make_serv
     assert writes <= 32 // 4, client.chunks[before:]
 
 
-async def test_map_options_apply_to_an_event_stream_as_to_a_websocket(make_server, broker, topic):
-    server = make_server(STREAM_SNAPSHOT="false")
-    await wait_ready(server)
+async def test_map_options_apply_to_an_event_stream_as_to_a_websocket(unsnapshotted_server, broker):
+    server = await settled(unsnapshotted_server)
+    topic = server.topic
     async with sse_client(stream_url(server, "bbox=-78,-13,-76,-11")) as client:
         await wait_stats(server, lambda s: s["connections"] == 1)
         inside = json.dumps({"data": {"DEVICE_ID": "in-box", "lat": -12.0, "lon": -77.0}}).encode()

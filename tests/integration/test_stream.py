@@ -49,9 +49,23 @@ async def test_a_client_without_filter_receives_every_record_byte_for_byte(make_
         assert json.loads(text)["data"] == json.loads(value)
 
 
-async def test_device_ids_filter_delivers_only_the_subscribed_devices(make_server, broker, topic):
-    server = make_server()
-    await wait_ready(server)
+@pytest.fixture(scope="module")
+def shared_server(module_server_factory):
+    """One default server for the tests below that only read what it serves: each uses devices
+    of its own, counts from where the counters stood, and starts once the earlier test's
+    streams have ended (``plain_server``)."""
+    return module_server_factory("plain")
+
+
+@pytest.fixture
+async def plain_server(shared_server):
+    await wait_ready(shared_server)
+    await wait_stats(shared_server, lambda s: s["connections"] == 0 and s["devices_subscribed"] == 0)
+    return shared_server
+
+
+async def test_device_ids_filter_delivers_only_the_subscribed_devices(plain_server, broker):
+    server, topic = plain_server, plain_server.topic
     one = server.ws_url("/api/v1/stream?device_ids=dev-1")
     several = server.ws_url("/api/v1/stream?device_ids=" + quote(" dev-2 , dev-0,,dev-2 ,"))
     async with ws_client(one) as only_one, ws_client(several) as two:
@@ -79,11 +93,11 @@ async def test_alerts_topic_records_arrive_as_alert_frames(make_server, broker, 
     assert frame == {"event": "alert", "data": {"data": {"DEVICE_ID": "bus-7", "SEQ": 1, "ALERT": "PANIC"}, "uuid": "bus-7-1"}}
 
 
-async def test_a_late_subscriber_first_gets_the_last_position_of_each_device(make_server, broker, topic):
-    server = make_server()
-    await wait_ready(server)
+async def test_a_late_subscriber_first_gets_the_last_position_of_each_device(plain_server, broker):
+    server, topic = plain_server, plain_server.topic
+    read = stats(server)["records"]
     await produce(broker.bootstrap, topic, [record(f"car-{n % 3}", n) for n in range(9)])
-    await wait_stats(server, lambda s: s["records"] >= 9)
+    await wait_stats(server, lambda s: s["records"] >= read + 9)
     async with ws_client(server.ws_url("/api/v1/stream?device_ids=car-0,car-2,car-9")) as client:
         snapshot = await collect(client, 2)
         assert sorted(seqs(snapshot)) == [6, 8]
@@ -210,6 +224,24 @@ async def test_a_record_produced_once_ready_is_delivered_with_offset_reset_lates
         assert sorted(seqs(await collect(client, 6))) == list(range(6))
 
 
+async def test_ready_comes_with_the_start_offsets_and_not_at_the_next_offset_probe(broker, topic_factory, monkeypatch):
+    """Ready once the consumer has noted where it reads every partition, as it does before its
+    first fetch: waiting for the offset probe (every second) made every start and reconnect a
+    second late, for a load balancer and for each test that waits for a ready server."""
+    from chaos.inprocess import InProcessServer
+    from siscom.config import Settings
+    from siscom.pipeline import consumer
+
+    monkeypatch.setattr(consumer, "PROBE_INTERVAL", 60.0)  # no probe within this test
+    topic = await topic_factory(partitions=2)
+    settings = Settings.from_env(
+        {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic, "KAFKA_FETCH_MAX_WAIT_MS": "10"}
+    )
+    async with InProcessServer(settings) as server:
+        body = await wait_ready(server, timeout=15)
+    assert body["assigned_partitions"] == body["total_partitions"] == 2
+
+
 async def test_stats_report_connections_records_frames_and_partitions(make_server, broker, topic):
     server = make_server()
     await wait_ready(server)
@@ -252,19 +284,20 @@ def test_bad_configuration_stops_the_start_with_one_line(server_factory):
         assert "Traceback" not in result.stderr
 
 
-async def test_a_client_that_disconnects_leaves_nothing_behind(make_server):
-    server = make_server()
+async def test_a_client_that_disconnects_leaves_nothing_behind(plain_server):
+    server = plain_server
+    before = stats(server)
     for _ in range(20):
-        async with ws_client(server.ws_url("/api/v1/stream?device_ids=a,b")):
+        async with ws_client(server.ws_url("/api/v1/stream?device_ids=gone-a,gone-b")):
             pass
     body = await wait_stats(server, lambda s: s["connections"] == 0 and s["devices_subscribed"] == 0)
-    assert body["connections_opened"] == body["connections_closed"] == 20
+    opened = body["connections_opened"] - before["connections_opened"]
+    assert opened == body["connections_closed"] - before["connections_closed"] == 20
     assert "Traceback" not in server.log_text()
 
 
-async def test_clients_change_subscription_without_reconnecting(make_server, broker, topic):
-    server = make_server()
-    await wait_ready(server)
+async def test_clients_change_subscription_without_reconnecting(plain_server, broker):
+    server, topic = plain_server, plain_server.topic
     async with ws_client(server.ws_url("/api/v1/stream?device_ids=a")) as client:
         await client.send(json.dumps({"action": "subscribe", "device_ids": ["b"]}))
         ack = await client.next_frame()

@@ -22,7 +22,14 @@ from integration.test_stream import (  # noqa: F401  (collected here again, on t
     test_keep_alive_pings_arrive_at_the_configured_interval,
     test_sigterm_closes_clients_with_1001_and_exits_zero,
 )
+from integration.test_stream import plain_server  # noqa: F401  (over this module's shared_server)
 from support.server import ServerProcess
+
+
+@pytest.fixture(scope="module")
+def shared_server(module_server_factory) -> ServerProcess:
+    """As tests/integration/test_stream.py's, with coalescing off."""
+    return module_server_factory("plain-asgi", STREAM_COALESCE_WRITES="false")
 
 
 @pytest.fixture
