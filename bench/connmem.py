@@ -53,14 +53,14 @@ async def _snapshot(pid: int, prefix: str, index: int, timeout: float = 120.0) -
         return snapshot, Counter(pickle.load(types))
 
 
-async def measure(clients: int, target_name: str, keepalive: float, workdir: Path) -> None:
+async def measure(clients: int, target_name: str, keepalive: float, workdir: Path, frames: int = 1) -> None:
     target = TARGETS[target_name]
     prefix = str(workdir / "connmem")
     with TansuBroker(log_path=workdir / "tansu.log") as broker:
         bench = Bench(broker, Options(workdir=workdir))
         topic = await bench.topic("connmem")
         server = bench.server(
-            target, topic, BENCH_TRACEMALLOC=prefix, STREAM_KEEPALIVE_SECONDS=str(keepalive), LOG_LEVEL="ERROR"
+            target, topic, BENCH_TRACEMALLOC=prefix, BENCH_TRACEMALLOC_FRAMES=str(frames), STREAM_KEEPALIVE_SECONDS=str(keepalive), LOG_LEVEL="ERROR"
         )
         await server.start(timeout=60.0)
         pool = None
@@ -89,21 +89,27 @@ async def measure(clients: int, target_name: str, keepalive: float, workdir: Pat
     print(f"traced per connection       {traced / per:8.1f} KB  (Python allocations; the rest is the allocator's and the kernel's)")
     groups: Counter[str] = Counter()
     for stat in stats:
-        groups[_group(stat.traceback[0].filename)] += stat.size_diff
+        groups[_group(stat.traceback[-1].filename)] += stat.size_diff
     print("\ntraced KB per connection, by package:")
     for name, size in groups.most_common(12):
         print(f"  {size / per:7.2f}  {name}")
     print("\ntraced KB per connection, top source lines:")
     for stat in after.compare_to(before, "lineno")[:25]:
-        frame = stat.traceback[0]
+        frame = stat.traceback[-1]
         where = "/".join(Path(frame.filename).parts[-2:])
         print(f"  {stat.size_diff / per:7.2f}  {stat.count_diff / clients:6.1f} blocks  {where}:{frame.lineno}")
-    ours = [stat for stat in after.compare_to(before, "lineno") if _group(stat.traceback[0].filename) in ("siscom", "supervisors")]
+    ours = [stat for stat in after.compare_to(before, "lineno") if _group(stat.traceback[-1].filename) in ("siscom", "supervisors")]
     print("\ntraced KB per connection, the gateway's own lines:")
     for stat in ours[:12]:
-        frame = stat.traceback[0]
+        frame = stat.traceback[-1]
         where = "/".join(Path(frame.filename).parts[-2:])
         print(f"  {stat.size_diff / per:7.2f}  {stat.count_diff / clients:6.1f} blocks  {where}:{frame.lineno}")
+    if frames > 1:
+        print(f"\ntraced KB per connection, top allocation sites ({frames} frames, innermost first):")
+        for stat in after.compare_to(before, "traceback")[:40]:
+            print(f"  {stat.size_diff / per:7.2f}  {stat.count_diff / clients:6.1f} blocks")
+            for frame in reversed(stat.traceback):
+                print(f"             {'/'.join(Path(frame.filename).parts[-2:])}:{frame.lineno}")
     print("\nobjects the garbage collector tracks, per connection:")
     grown = types1 - types0
     print(f"  {sum(grown.values()) / clients:7.1f}  in all")
@@ -116,12 +122,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--target", default="siscom", help=f"one of {', '.join(TARGETS)}")
     parser.add_argument("--keepalive", type=float, default=5.0)
+    parser.add_argument(
+        "--frames", type=int, default=1, help="frames of traceback to keep per allocation; over 1, the allocation sites are printed"
+    )
     args = parser.parse_args()
     from bench.__main__ import raise_open_files_limit
 
     raise_open_files_limit()
     with tempfile.TemporaryDirectory(prefix="siscom-connmem-") as scratch:
-        asyncio.run(measure(args.clients, args.target, args.keepalive, Path(scratch)))
+        asyncio.run(measure(args.clients, args.target, args.keepalive, Path(scratch), args.frames))
 
 
 if __name__ == "__main__":
