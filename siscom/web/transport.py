@@ -11,6 +11,7 @@ from quart.wrappers import Websocket
 
 from siscom.web.coalesce import DirectWriter
 from siscom.web.hypercorn_link import HypercornConnection
+from siscom.web.inbox import Inbox
 
 
 class QuartTransport:
@@ -71,15 +72,28 @@ class StreamWebsocket(Websocket):
         # The ASGI send the connection gave this websocket (a subclass may use it).
         await self._send(data)
 
+    async def receive(self) -> str | bytes:
+        # Quart's runs the idempotent accept (building an empty Headers) before every message.
+        if not self._stream_accepted:
+            await self.accept()
+        return await self._receive()
+
 
 class StreamWebsocketConnection(ASGIWebsocketConnection):
-    """Quart's ASGI websocket handling, without the ``websocket_sent`` signal after each frame.
+    """Quart's ASGI websocket handling, without the ``websocket_sent`` signal after each frame,
+    and with a lighter queue for what the client sends (:class:`~siscom.web.inbox.Inbox`).
 
     Nothing in this service listens to that signal, and firing it costs a coroutine per frame
     per client. It also hands the websocket the ASGI ``send`` it was given, through which the
     route finds the server's connection (:class:`~siscom.web.hypercorn_link.HypercornConnection`).
     It is the application's :attr:`quart.Quart.asgi_websocket_class`.
     """
+
+    def __init__(self, app: Any, scope: Any) -> None:
+        super().__init__(app, scope)
+        # Quart 0.22 uses its queue only through put (handle_messages) and get (the websocket's
+        # receive, bound in _create_websocket_from_scope, which runs after this).
+        self.queue = Inbox()  # type: ignore[assignment]
 
     def _create_websocket_from_scope(self, send: Any) -> Websocket:
         websocket = super()._create_websocket_from_scope(send)
