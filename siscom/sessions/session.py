@@ -50,6 +50,7 @@ from siscom.core.protocol import CloseCode
 from siscom.core.resume import ResumeRequest
 from siscom.core.stream import Cause, StreamCore, StreamPolicy, final_frame
 from siscom.metrics import Metric, Metrics
+from siscom.sessions.latch import Latch
 from siscom.sessions.transport import ClientGone, Transport
 
 if TYPE_CHECKING:
@@ -144,7 +145,7 @@ class Session(Actor):
         self._opened = False
         self._listener_stopped = False
         #: Set when the session has finished, whichever way it ended.
-        self.finished = asyncio.Event()
+        self.finished = Latch()
 
     def __repr__(self) -> str:
         return f"<Session {self.name} {self._transport.peer}>"
