@@ -37,6 +37,7 @@ from siscom.core.mapstream import MapStreamCore
 from siscom.core.stream import StreamCore
 from siscom.core.window import RecentWindow
 from siscom.pipeline.history import HistoryReader
+from siscom.sessions.flusher import Flusher
 from siscom.sessions.replay import Replayer
 from siscom.sessions.session import Session, SessionLimits
 from siscom.sessions.shedding import LoadShedder
@@ -103,6 +104,8 @@ class Gateway:
             close_linger_seconds=settings.stream_close_linger_seconds,
             token_notice_seconds=settings.stream_token_notice_seconds,
         )
+        #: Writes, once per event-loop turn, the frames routed to every session in that turn.
+        self.flusher = Flusher(self.metrics)
         self._actor_factories = (consumer, decoder, router)
         self._session_numbers = itertools.count(1)
         #: Closing every client (1001) when the server stops; set by the first :meth:`drain`.
@@ -294,6 +297,7 @@ class Gateway:
             limits=self.limits,
             metrics=self.metrics,
             resume=None if resume is None else (self.replayer, resume),
+            flusher=self.flusher,
         )
         # Never suspends (start_child does not): a disconnect cancelling the route cannot land
         # between the session's start and the route's code that ends it.

@@ -81,8 +81,10 @@ class Outbox:
             self._queue.append((device_id, text))
             if len(self._queue) > self._soft_limit:
                 self._fall_behind()
-        if self.waker is not None:
-            self.wake()
+        waker = self.waker
+        if waker is not None:
+            self.waker = None
+            waker()
 
     def put_kept(self, text: str) -> None:
         """Queue a frame that must never be dropped; refuses once too many are waiting."""

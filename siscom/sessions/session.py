@@ -8,8 +8,9 @@ refresh the core accepts moves both), and sends the close. The router reaches th
 core directly (it is the subscriber), and :meth:`StreamCore.deliver` never waits.
 
 When the transport can write without awaiting (``transport.direct``: write coalescing, see
-siscom/web/coalesce.py), a frame queued while the pump waits does not wake it: a callback in the
-next event-loop turn writes everything waiting in one write. The pump takes over only when the
+siscom/web/coalesce.py), a frame queued while the pump waits does not wake it: the gateway's
+:class:`~siscom.sessions.flusher.Flusher` writes, in the next event-loop turn, everything waiting
+for each client it was queued for, in one write per client. The pump takes over only when the
 socket would block, and writes through the transport's ``send`` under the deadline.
 
 How a session ends, and the close code the client sees (see :class:`~siscom.core.stream.Cause`):
@@ -39,6 +40,7 @@ closed within ``STREAM_CLOSE_LINGER_SECONDS``, whether or not the client reads.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -50,6 +52,7 @@ from siscom.core.protocol import CloseCode
 from siscom.core.resume import ResumeRequest
 from siscom.core.stream import Cause, StreamCore, StreamPolicy, final_frame
 from siscom.metrics import Metric, Metrics
+from siscom.sessions.flusher import Flusher
 from siscom.sessions.latch import Latch
 from siscom.sessions.transport import ClientGone, Transport
 
@@ -109,8 +112,11 @@ class Session(Actor):
         limits: SessionLimits,
         metrics: Metrics,
         resume: tuple[Replayer, ResumeRequest] | None = None,
+        flusher: Flusher | None = None,
     ) -> None:
-        """``resume``: the stream opens with a replay (a cursor or ``since`` was given)."""
+        """``resume``: the stream opens with a replay (a cursor or ``since`` was given);
+        ``flusher``: the round of direct writes this session joins (the gateway's; None: one of
+        its own)."""
         super().__init__(name=name)
         self._resume = resume
         self.core = core
@@ -128,11 +134,13 @@ class Session(Actor):
         #: deadline is the same for many waits in a row, so one timer serves them all.
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        #: When the timer is set to go off (kept here: reading it back from the timer costs more).
+        self._deadline = 0.0
         self._wake_callback = self._wake
-        #: Writing without waking this task (see _flush), when the transport offers it.
+        #: Writing without waking this task (see _flush), when the transport offers it: a queued
+        #: frame schedules this session's flush in the next write round.
         self._direct = getattr(transport, "direct", None)  # optional in the Transport protocol
-        self._queued_callback = self._frames_queued
-        self._flush_callback = self._flush
+        self._queued_callback = functools.partial((flusher or Flusher(metrics)).schedule, self._flush)
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Sending the close frame, when it took longer than the close timeout (see _send_close).
         self._closing: asyncio.Future[None] | None = None
@@ -328,48 +336,42 @@ class Session(Actor):
     def _arm_timer(self, deadline: float) -> None:
         """End the pump's wait at ``deadline`` (the timer already set is kept if it is the same)."""
         timer = self._timer
-        if timer is None or abs(timer.when() - deadline) > _SAME_DEADLINE:
+        if timer is None or abs(self._deadline - deadline) > _SAME_DEADLINE:
             if timer is not None:
                 timer.cancel()
             assert self._loop is not None
             self._timer = self._loop.call_at(deadline, self._time_is_up)
+            self._deadline = deadline
 
-    def _frames_queued(self) -> None:
-        """A frame was queued (by the router, usually, in the middle of a batch): write in the
-        next turn, after the batch, so that everything queued for this client meanwhile leaves
-        together."""
-        assert self._loop is not None
-        self._loop.call_soon(self._flush_callback)
-
-    def _flush(self) -> None:
+    def _flush(self, now: float) -> int:
         """Write what waits straight to the socket, in one write, while the pump waits and the
         socket takes the bytes now; otherwise wake the pump, which writes through the plain path
         and waits for the client under the send deadline (so a slow client only holds its own
-        task, never the turn that routes for everyone)."""
+        task, never the turn that routes for everyone). Returns the frames written (the caller
+        counts them: a write round counts once for all its sessions)."""
         waiter, core, direct = self._waiter, self.core, self._direct
         if waiter is None or waiter.done() or core.closing is not None or direct is None:
-            return  # the pump is busy writing, or the stream is ending: it takes what waits
+            return 0  # the pump is busy writing, or the stream is ending: it takes what waits
         if not direct.ready():
             self._wake()
-            return
-        assert self._loop is not None
-        now = self._loop.time()
+            return 0
+        outbox = core.outbox
         texts = core.take(now)
-        while more := core.take(now):
-            texts += more
+        while len(outbox):  # everything, not a chunk: it all leaves in this one write
+            texts += core.take(now)
         if texts:
             try:
                 direct.write(texts)
             except (OSError, RuntimeError):  # the connection is going (e.g. after write_eof)
                 core.client_gone()
-                return
-            self._metrics.incr(Metric.FRAMES_SENT, len(texts))
-            if core.outbox.conflated:
+                return 0
+            if outbox.conflated:
                 self._metrics.incr(Metric.CONFLATED, core.take_conflated())
-        core.outbox.waker = self._queued_callback
+        outbox.waker = self._queued_callback
         # What the core says to wait for may have changed (a frame held for a rate slot, the
         # keep-alive just written): the pump's wait ends then, as if it had recomputed it.
         self._arm_timer(now + core.wait_time(now))
+        return len(texts)
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -383,7 +385,10 @@ class Session(Actor):
         would block (see _flush)."""
         self._timer = None
         if self._direct is not None:
-            self._flush()
+            assert self._loop is not None
+            written = self._flush(self._loop.time())
+            if written:
+                self._metrics.incr(Metric.FRAMES_SENT, written)
         else:
             self._wake()
 

@@ -100,3 +100,20 @@ def test_many_runs_the_gateway_over_sse_beside_websocket_in_one_invocation(tmp_p
     header = next(line for line in stdout.splitlines() if line.startswith("figure "))
     assert header.split()[2:4] == ["siscom", "siscom-sse"]
     assert "note: siscom-sse/siscom (SSE over WebSocket): delivered/s " in stdout
+
+
+@pytest.mark.timeout(120)
+def test_the_in_process_fan_out_bench_writes_the_same_bytes_as_the_bare_broadcast():
+    """``bench.fanout`` compares CPU only if both fan-outs did the same work: it refuses to print
+    figures when their clients received different bytes, so a run that finishes checked that."""
+    env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.fanout", "--clients", "40", "--devices", "50", "--per-client", "5",
+         "--sizes", "4,20", "--deliveries", "400", "--runs", "2"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=100,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    rows = [line.split() for line in completed.stdout.splitlines() if "siscom" in line.split()[2:3]]
+    assert [row[0] for row in rows] == ["4", "20"]
+    assert "(the same frames, checked)" in completed.stdout

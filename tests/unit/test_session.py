@@ -17,6 +17,7 @@ from siscom.core.stream import StreamCore
 from siscom.core.subscriptions import SubscriptionTable
 from siscom.metrics import Metrics
 from siscom.security.tokens import Grant
+from siscom.sessions.flusher import Flusher
 from siscom.sessions.session import Session, SessionLimits
 from siscom.sessions.transport import ClientGone
 
@@ -90,9 +91,11 @@ class Harness:
         #: Reads what the client sends, as the route's task does (it ends with the session).
         self.listener: asyncio.Task[None] | None = None
 
-    def start(self) -> Session:
+    def start(self, flusher: Flusher | None = None) -> Session:
         core = StreamCore(self.device_ids, table=self.table, policy=self.limits.policy, grant=self.grant)
-        self.session = Session(self.transport, core, name="session-1", limits=self.limits, metrics=self.metrics)
+        self.session = Session(
+            self.transport, core, name="session-1", limits=self.limits, metrics=self.metrics, flusher=flusher
+        )
         self.task = asyncio.create_task(self.session.run())
         self.listener = asyncio.create_task(self.session.listen())
         return self.session
@@ -426,6 +429,21 @@ async def test_frames_routed_in_one_turn_leave_in_one_write_without_waking_the_p
     session.core.deliver(position("a", 3))  # the next batch: armed again
     await asyncio.sleep(0)
     assert [len(texts) for texts in direct.writes] == [6, 1]
+
+
+async def test_sessions_sharing_a_write_round_each_get_their_frames_in_one_write(harness):
+    """Many sessions, one router batch: one round writes each client once, with all its frames."""
+    flusher = Flusher(Metrics())
+    first, second = harness(snapshot=False), harness(snapshot=False)
+    directs = [with_direct(h) for h in (first, second)]
+    sessions = [h.start(flusher=flusher) for h in (first, second)]
+    await asyncio.sleep(0.01)  # both pumps wait
+    for n in range(2):
+        for session in sessions:
+            session.core.deliver(position("a", n))
+    await asyncio.sleep(0)
+    assert [[len(texts) for texts in direct.writes] for direct in directs] == [[2], [2]]
+    assert all(s._waiter is not None and not s._waiter.done() for s in sessions), "a pump was woken"
 
 
 async def test_keep_alives_on_an_idle_stream_are_written_directly_without_waking_the_pump(harness):
