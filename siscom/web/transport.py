@@ -4,6 +4,7 @@ and the cheapest send path Quart offers for streaming many frames.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from quart.asgi import ASGIWebsocketConnection
@@ -81,7 +82,8 @@ class StreamWebsocket(Websocket):
 
 class StreamWebsocketConnection(ASGIWebsocketConnection):
     """Quart's ASGI websocket handling, without the ``websocket_sent`` signal after each frame,
-    and with a lighter queue for what the client sends (:class:`~siscom.web.inbox.Inbox`).
+    with a lighter queue for what the client sends (:class:`~siscom.web.inbox.Inbox`), and the
+    route run in the server's task for the application rather than in a task of its own.
 
     Nothing in this service listens to that signal, and firing it costs a coroutine per frame
     per client. It also hands the websocket the ASGI ``send`` it was given, through which the
@@ -94,6 +96,39 @@ class StreamWebsocketConnection(ASGIWebsocketConnection):
         # Quart 0.22 uses its queue only through put (handle_messages) and get (the websocket's
         # receive, bound in _create_websocket_from_scope, which runs after this).
         self.queue = Inbox()  # type: ignore[assignment]
+        #: The task running the route, while it runs; whether the client's leaving cancelled it.
+        self._route: asyncio.Task[Any] | None = None
+        self._left = False
+
+    async def __call__(self, receive: Any, send: Any) -> None:
+        """What Quart 0.22's does (``asgi.py``: a task receiving, a task running the route, the
+        first to end cancels the other, their errors raised), with the route in this task: one
+        task, and the wait for the first of two, fewer per connection. Quart cancels the route
+        when the client leaves; here the receiving task's end does, with a cancellation that is
+        taken back once the route has ended (any other cancellation goes through)."""
+        websocket = self._create_websocket_from_scope(send)
+        receiver = asyncio.ensure_future(self.handle_messages(receive))
+        route = self._route = asyncio.current_task()
+        receiver.add_done_callback(self._receiver_done)
+        try:
+            await self.handle_websocket(websocket, send)
+        except asyncio.CancelledError:
+            if not self._left or (route is not None and route.uncancel() > 0):
+                raise
+        finally:
+            self._route = None
+            if not receiver.done():
+                receiver.cancel()
+                await asyncio.gather(receiver, return_exceptions=True)
+        if not receiver.cancelled() and (error := receiver.exception()) is not None:
+            raise error
+
+    def _receiver_done(self, receiver: asyncio.Future[None]) -> None:
+        """The client left (``websocket.disconnect``), or receiving failed: end the route."""
+        route = self._route
+        if route is not None and not self._left:
+            self._left = True
+            route.cancel()
 
     def _create_websocket_from_scope(self, send: Any) -> Websocket:
         websocket = super()._create_websocket_from_scope(send)

@@ -5,7 +5,8 @@ every task is a coroutine, its frame, a context and a future or two. The gateway
 test's event loop (served by Hypercorn, clients on real sockets), so the tasks each connection
 adds can be named by what they run: Hypercorn's and Quart's, and the session's one. A session
 reads what its client sends from the route's task (siscom/web/attend.py), not from a task of
-its own.
+its own; and a WebSocket route runs in the server's task for the application, not in a task
+Quart would start for it (siscom/web/transport.py).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def _per_connection(added: Counter[str]) -> dict[str, float]:
     return {name: count / CLIENTS for name, count in sorted(added.items())}
 
 
-async def test_an_open_websocket_stream_costs_the_server_five_tasks_and_only_one_is_the_sessions(broker, topic):
+async def test_an_open_websocket_stream_costs_the_server_four_tasks_and_only_one_is_the_sessions(broker, topic):
     async with InProcessServer(_settings(broker, topic)) as server:
         before = await _serving(0)
         clients = [await RawWebSocket.connect(server.ws_url("/api/v1/stream?device_ids=tasks-1")) for _ in range(CLIENTS)]
@@ -71,10 +72,9 @@ async def test_an_open_websocket_stream_costs_the_server_five_tasks_and_only_one
             await wait_stats(server, lambda s: s["connections"] == 0)
     assert _per_connection(added) == {
         "ASGIWebsocketConnection.handle_messages": 1,  # Quart: what the client sends
-        "ASGIWebsocketConnection.handle_websocket": 1,  # Quart: the route, which reads for the session
         "Session.run": 1,  # the session's pump
         _CONNECTION: 1,  # Hypercorn: the connection
-        "_handle": 1,  # Hypercorn: the ASGI application
+        "_handle": 1,  # Hypercorn: the ASGI application, which runs the route, which reads for the session
     }
 
 
