@@ -5,6 +5,7 @@ and the cheapest send path Quart offers for streaming many frames.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from quart.asgi import ASGIWebsocketConnection
@@ -20,13 +21,18 @@ class QuartTransport:
     (already accepted); ``connection`` drops the TCP connection when the server allows it, and
     (``coalesce``) writes frames below ASGI, several in one write."""
 
-    __slots__ = ("_websocket", "peer", "_closed", "_connection", "direct")
+    __slots__ = ("_websocket", "peer", "_closed", "_connection", "direct", "receive")
 
     def __init__(
         self, websocket: Websocket, peer: str, connection: HypercornConnection | None, *, coalesce: bool = True
     ) -> None:
         self._websocket = websocket
         self.peer = peer
+        #: What the client sends, read straight from the websocket's queue (Quart 0.22:
+        #: ``Websocket._receive``, the queue's ``get``). The websocket is accepted, so Quart's
+        #: ``receive`` would only add its accept, and one coroutine frame more for each of the
+        #: thousands of connections that wait for a message most of their life.
+        self.receive: Callable[[], Awaitable[str | bytes]] = websocket._receive
         self._closed = False
         self._connection = connection
         #: Coalesced writes below ASGI (siscom/web/coalesce.py), unless turned off or unavailable.
@@ -34,9 +40,6 @@ class QuartTransport:
 
     async def send(self, text: str) -> None:
         await self._websocket.send(text)
-
-    async def receive(self) -> str | bytes:
-        return await self._websocket.receive()
 
     async def close(self, code: int, reason: str) -> None:
         if self._closed:
