@@ -31,7 +31,7 @@ from siscom.core.protocol import CloseCode
 from siscom.core.sse import CONTENT_TYPE, EventCache, accepts_event_stream
 from siscom.gateway import Gateway
 from siscom.security.headers import SECURITY_HEADERS
-from siscom.web.admission import Admission, Refusal, Refused
+from siscom.web.admission import Admission, Refusal, Refused, query_args
 from siscom.web.attend import attend
 from siscom.web.hypercorn_link import HypercornConnection
 from siscom.web.sse_transport import SseTransport
@@ -131,7 +131,7 @@ def sse_blueprint(gateway: Gateway) -> Blueprint:
     async def serve(peer: str, origin: str | None) -> Response:
         try:
             admitted = admission.admit(
-                peer, request.headers, request.args, last_event_id=request.headers.get("Last-Event-ID")
+                peer, request.headers, query_args(request), last_event_id=request.headers.get("Last-Event-ID")
             )
         except Refused as refused:
             return refusal(refused, origin)

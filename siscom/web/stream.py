@@ -23,7 +23,7 @@ from siscom.core.peers import client_address
 from siscom.core.protocol import BadRequest, CloseCode
 from siscom.security.headers import SECURITY_HEADERS
 from siscom.security.tokens import SUBPROTOCOL
-from siscom.web.admission import Admission, Refusal, Refused
+from siscom.web.admission import Admission, Refusal, Refused, query_args
 from siscom.web.attend import attend
 from siscom.web.control_frames import watch_control_frames
 from siscom.web.hypercorn_link import HypercornConnection
@@ -100,7 +100,7 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
     async def serve(peer: str, connection: HypercornConnection | None) -> None:
         try:
             admitted = admission.admit(
-                peer, websocket.headers, websocket.args, subprotocols=websocket.requested_subprotocols
+                peer, websocket.headers, query_args(websocket), subprotocols=websocket.requested_subprotocols
             )
         except Refused as refused:
             await refuse(refused.error, refused.kind.value)

@@ -15,6 +15,8 @@ override of a Quart method that Quart stopped calling). The uses:
 - Quart: ``ASGIHTTPConnection._create_request_from_scope`` and ``._send_response``
   (overridden by ``StreamHTTPConnection`` in ``siscom/web/sse_transport.py``, installed through
   ``Quart.asgi_http_class``).
+- Werkzeug: ``Request.args`` is a ``cached_property`` whose ``fget`` parses the query, called
+  uncached by ``siscom.web.admission.query_args``.
 - tenacity: a ``RetryCallState`` built by hand, in ``supervisors/backoff.py``.
 """
 
@@ -189,6 +191,23 @@ async def test_a_route_reads_what_the_client_sends_and_ends_when_the_client_leav
         await app(scope, incoming.get, send)
     assert seen == ["hi", "cancelled"]
     assert asyncio.current_task().cancelling() == 0  # the route's cancellation was taken back
+
+
+def test_werkzeug_request_args_parse_the_query_in_a_function_the_gateway_calls_without_caching():
+    from werkzeug.sansio.request import Request as SansIORequest
+    from werkzeug.utils import cached_property
+
+    from siscom.web.admission import query_args
+
+    use = "werkzeug.sansio.request.Request.args, a cached_property whose fget parses the query"
+    assert isinstance(vars(SansIORequest).get("args"), cached_property), broken("Werkzeug", use, vars(SansIORequest).get("args"))
+    ws = Websocket(
+        "/", b"device_ids=a,b&device_ids=c&token=%20t", "ws", {}, "", "1.1", [], receive=None, send=None,
+        accept=None, close=None, scope={"type": "websocket"},
+    )
+    parsed = query_args(ws)
+    assert "args" not in vars(ws), broken("Werkzeug", use + " (nothing cached on the object)", vars(ws).keys())
+    assert parsed == ws.args and parsed.getlist("device_ids") == ["a,b", "c"] and parsed["token"] == " t"
 
 
 async def test_a_frame_sent_by_a_route_goes_through_the_streaming_overrides_and_nothing_else():
