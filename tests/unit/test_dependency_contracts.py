@@ -194,6 +194,7 @@ async def test_a_route_reads_what_the_client_sends_and_ends_when_the_client_leav
 
 
 def test_werkzeug_request_args_parse_the_query_in_a_function_the_gateway_calls_without_caching():
+    from werkzeug.local import LocalProxy
     from werkzeug.sansio.request import Request as SansIORequest
     from werkzeug.utils import cached_property
 
@@ -206,6 +207,7 @@ def test_werkzeug_request_args_parse_the_query_in_a_function_the_gateway_calls_w
         accept=None, close=None, scope={"type": "websocket"},
     )
     parsed = query_args(ws)
+    assert query_args(LocalProxy(lambda: ws)) == parsed  # as Quart's websocket and request globals
     assert "args" not in vars(ws), broken("Werkzeug", use + " (nothing cached on the object)", vars(ws).keys())
     assert parsed == ws.args and parsed.getlist("device_ids") == ["a,b", "c"] and parsed["token"] == " t"
 
