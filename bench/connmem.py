@@ -53,14 +53,17 @@ async def _snapshot(pid: int, prefix: str, index: int, timeout: float = 120.0) -
         return snapshot, Counter(pickle.load(types))
 
 
-async def measure(clients: int, target_name: str, keepalive: float, workdir: Path, frames: int = 1) -> None:
+async def measure(
+    clients: int, target_name: str, keepalive: float, workdir: Path, frames: int = 1, rss_only: bool = False
+) -> None:
     target = TARGETS[target_name]
     prefix = str(workdir / "connmem")
+    tracing = {} if rss_only else {"BENCH_TRACEMALLOC": prefix, "BENCH_TRACEMALLOC_FRAMES": str(frames)}
     with TansuBroker(log_path=workdir / "tansu.log") as broker:
         bench = Bench(broker, Options(workdir=workdir))
         topic = await bench.topic("connmem")
         server = bench.server(
-            target, topic, BENCH_TRACEMALLOC=prefix, BENCH_TRACEMALLOC_FRAMES=str(frames), STREAM_KEEPALIVE_SECONDS=str(keepalive), LOG_LEVEL="ERROR"
+            target, topic, **tracing, STREAM_KEEPALIVE_SECONDS=str(keepalive), LOG_LEVEL="ERROR"
         )
         await server.start(timeout=60.0)
         pool = None
@@ -68,7 +71,8 @@ async def measure(clients: int, target_name: str, keepalive: float, workdir: Pat
             pid = server.pid
             await asyncio.sleep(1.0)
             rss0 = server.rss_bytes()
-            before, types0 = await _snapshot(pid, prefix, 0)
+            if not rss_only:
+                before, types0 = await _snapshot(pid, prefix, 0)
             devices = [f"dev-{n:05d}" for n in range(clients * 5)]
             subscriptions = [tuple(devices[n * 5 : n * 5 + 5]) for n in range(clients)]
             pool = ClientPool(HOST, server.port, subscriptions, processes=1, concurrency=16)
@@ -76,12 +80,17 @@ async def measure(clients: int, target_name: str, keepalive: float, workdir: Pat
             await wait_connections(server, clients, timeout=max(30.0, clients / 100))
             await asyncio.sleep(keepalive * 1.5)  # every session has sent a keep-alive
             rss1 = server.rss_bytes()
-            after, types1 = await _snapshot(pid, prefix, 1)
+            if not rss_only:
+                after, types1 = await _snapshot(pid, prefix, 1)
         finally:
             if pool is not None:
                 await pool.stop()
             await asyncio.to_thread(server.stop)
     per = 1024.0 * clients
+    if rss_only:
+        print(f"== {target_name}: {clients} idle stream clients x 5 devices, keep-alive every {keepalive:g} s, no tracing")
+        print(f"RSS per connection          {(rss1 - rss0) / per:8.1f} KB  ({rss0 / MB:.1f} -> {rss1 / MB:.1f} MB)")
+        return
     stats = after.compare_to(before, "filename")
     traced = sum(stat.size_diff for stat in stats)
     print(f"== {target_name}: {clients} idle stream clients x 5 devices, keep-alive every {keepalive:g} s")
@@ -125,12 +134,13 @@ def main() -> None:
     parser.add_argument(
         "--frames", type=int, default=1, help="frames of traceback to keep per allocation; over 1, the allocation sites are printed"
     )
+    parser.add_argument("--rss-only", action="store_true", help="no tracing: only the RSS per connection, as the benchmark measures it")
     args = parser.parse_args()
     from bench.__main__ import raise_open_files_limit
 
     raise_open_files_limit()
     with tempfile.TemporaryDirectory(prefix="siscom-connmem-") as scratch:
-        asyncio.run(measure(args.clients, args.target, args.keepalive, Path(scratch), args.frames))
+        asyncio.run(measure(args.clients, args.target, args.keepalive, Path(scratch), args.frames, args.rss_only))
 
 
 if __name__ == "__main__":
