@@ -43,7 +43,8 @@ from siscom.metrics import Metrics
 from siscom.pipeline.router import Router
 from siscom.sessions.flusher import Flusher
 from siscom.sessions.session import Session, SessionLimits
-from siscom.web.coalesce import DirectWriter
+from siscom.sessions.transport import Transport
+from siscom.web.coalesce import DirectWriter, frame_cache
 from supervisors import Mailbox
 
 #: A brief-shaped record value (what the simulator produces), about 230 bytes.
@@ -94,7 +95,7 @@ class Reader:
             sock.close()
 
 
-class NeverReceives:
+class NeverReceives(Transport):
     """The session's transport apart from its direct writer: clients send nothing here."""
 
     def __init__(self, direct: DirectWriter) -> None:
@@ -117,11 +118,10 @@ class NeverReceives:
 
 def open_websocket_stub() -> SimpleNamespace:
     """What :class:`DirectWriter` reads of a Hypercorn websocket stream: open, no compression."""
-    from hypercorn.protocol.ws_stream import ASGIWebsocketState
     from wsproto.connection import ConnectionState
 
     connection = SimpleNamespace(state=ConnectionState.OPEN, _proto=SimpleNamespace(extensions=[]))
-    return SimpleNamespace(closed=False, state=ASGIWebsocketState.CONNECTED, connection=connection)
+    return SimpleNamespace(closed=False, connection=connection)
 
 
 class Gateway:
@@ -142,10 +142,11 @@ class Gateway:
         loop = asyncio.get_running_loop()
         pairs = await loopback_pairs(len(self._subscriptions))
         flusher = Flusher(self.metrics)
+        frames = frame_cache()
         for number, ((server, _), device_ids) in enumerate(zip(pairs, self._subscriptions)):
             transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, server)
             core = StreamCore(device_ids, table=self.table, policy=LIMITS.policy, window=self.window)
-            session = Session(NeverReceives(DirectWriter(open_websocket_stub(), transport)), core,
+            session = Session(NeverReceives(DirectWriter(open_websocket_stub(), transport, frames)), core,
                               name=f"session-{number}", limits=LIMITS, metrics=self.metrics, flusher=flusher)
             self._tasks.append(asyncio.create_task(session.run()))
         self.reader = Reader([client for _, client in pairs])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 
+from siscom.core.encodings import DEFAULT_MAX_BYTES, EncodingCache
 from siscom.core.protocol import frame_cursor
 
 __all__ = ["CONTENT_TYPE", "EventCache", "accepts_event_stream", "encode_event", "retry_field"]
@@ -67,52 +68,15 @@ def accepts_event_stream(accept: str | None) -> bool:
     return False
 
 
-class EventCache:
-    """The events of recent frames, so that every SSE client receiving a frame shares one encoding.
+class EventCache(EncodingCache):
+    """The events of recent frames, so that every SSE client receiving a frame shares one encoding
+    (see :class:`~siscom.core.encodings.EncodingCache`)."""
 
-    Keyed by the frame's text (a string hashes once; a lookup of the same object compares by
-    identity), oldest dropped first once the events held exceed ``max_bytes``. A frame no longer
-    held is encoded again: the cache saves work, never changes an event.
-    """
+    __slots__ = ()
 
-    __slots__ = ("_events", "_bytes", "_max_bytes", "hits", "misses")
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        super().__init__(encode_event, max_bytes)
 
-    def __init__(self, max_bytes: int = 4 * 1024 * 1024) -> None:
-        self._events: dict[str, bytes] = {}
-        self._bytes = 0
-        self._max_bytes = max_bytes
-        self.hits = 0
-        self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._events)
-
-    @property
-    def bytes(self) -> int:
-        """Bytes of the events held."""
-        return self._bytes
-
-    def event(self, text: str) -> bytes:
-        """The event of ``text`` (encoded now unless one is held)."""
-        event = self._events.get(text)
-        if event is not None:
-            self.hits += 1
-            return event
-        self.misses += 1
-        event = encode_event(text)
-        if len(event) > self._max_bytes:
-            return event  # never held: it would push out everything else
-        events = self._events
-        self._bytes += len(event)
-        while self._bytes > self._max_bytes:
-            oldest = next(iter(events))
-            self._bytes -= len(events.pop(oldest))
-        events[text] = event
-        return event
-
-    def events(self, texts: list[str]) -> bytes:
-        """The events of ``texts``, in order, as one piece (one write)."""
-        if len(texts) == 1:
-            return self.event(texts[0])
-        event = self.event
-        return b"".join([event(text) for text in texts])
+    #: The event of a text; the events of several, as one piece.
+    event = EncodingCache.encoded
+    events = EncodingCache.joined

@@ -139,7 +139,7 @@ class Session(Actor):
         self._wake_callback = self._wake
         #: Writing without waking this task (see _flush), when the transport offers it: a queued
         #: frame schedules this session's flush in the next write round.
-        self._direct = getattr(transport, "direct", None)  # optional in the Transport protocol
+        self._direct = transport.direct
         self._queued_callback = functools.partial((flusher or Flusher(metrics)).schedule, self._flush)
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Sending the close frame, when it took longer than the close timeout (see _send_close).
@@ -288,9 +288,7 @@ class Session(Actor):
         loop = asyncio.get_running_loop()
         core = self.core
         outbox = core.outbox
-        send = self._transport.send
-        # Optional in the Transport protocol: several frames in one write (SSE: one body message).
-        send_many = getattr(self._transport, "send_many", None)
+        send_many = self._transport.send_many
         metrics = self._metrics
         send_timeout = self._limits.send_timeout_seconds
         while core.closing is None:
@@ -300,11 +298,7 @@ class Session(Actor):
                 continue
             try:
                 async with asyncio.timeout(send_timeout) as self._send_deadline:
-                    if send_many is not None:
-                        await send_many(texts)
-                    else:
-                        for text in texts:
-                            await send(text)
+                    await send_many(texts)
             except TimeoutError:
                 core.close(CloseCode.TRY_AGAIN_LATER, Cause.SLOW_CLIENT.value, cause=Cause.SLOW_CLIENT)
                 break
@@ -406,7 +400,7 @@ class Session(Actor):
         assert closing is not None
         if closing.silent or self._closing is not None:
             return
-        final = final_frame(closing, in_band=getattr(self._transport, "in_band_close", False))
+        final = final_frame(closing, in_band=self._transport.in_band_close)
         if final is not None:
             try:
                 async with asyncio.timeout(self._limits.close_timeout_seconds):

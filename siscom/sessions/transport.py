@@ -28,17 +28,23 @@ class DirectWrites(Protocol):
 class Transport(Protocol):
     """A client's connection: a websocket, or an HTTP response streaming Server-Sent Events.
 
-    Optional, besides :attr:`direct`: ``send_many(texts)`` (async: several frames in one write;
-    absent: one :meth:`send` per frame) and ``in_band_close`` (True when :meth:`close` carries no
-    reason to the client, so the session says why in an error frame first; see
-    :func:`siscom.core.stream.final_frame`).
+    A transport subclasses this protocol to take the defaults of what it need not provide: no
+    direct writes, one :meth:`send` per frame, a close that carries its reason.
     """
 
     peer: str
-    #: Optional (absent or None: every frame goes through :meth:`send`).
-    direct: DirectWrites | None
+    #: Writing without awaiting, when the connection offers it (None: every frame through send).
+    direct: DirectWrites | None = None
+    #: True when :meth:`close` carries no reason to the client, so the session says why in an
+    #: error frame first (see :func:`siscom.core.stream.final_frame`).
+    in_band_close: bool = False
 
     async def send(self, text: str) -> None: ...
+
+    async def send_many(self, texts: list[str]) -> None:
+        """Send ``texts`` in order (in one write where the transport can)."""
+        for text in texts:
+            await self.send(text)
 
     async def receive(self) -> str | bytes: ...
 

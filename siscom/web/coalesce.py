@@ -15,9 +15,10 @@ them to the connection's asyncio transport in one ``write``:
 - only while the transport takes bytes without waiting (its buffer at or below the high-water
   mark, the same test under which Hypercorn's ``drain`` returns at once); otherwise the session
   falls back to the ASGI path, which waits for the client under the send deadline;
-- without compression the frame is built here (RFC 6455 section 5.2, unmasked, FIN set); with
-  permessage-deflate it is built by the connection's own wsproto object, whose compression
-  context must see every data frame in order.
+- without compression the frame is built here (RFC 6455 section 5.2, unmasked, FIN set), once
+  per frame for all its recipients (:func:`frame_cache`); with permessage-deflate it is built by
+  the connection's own wsproto object, whose compression context must see every data frame in
+  order.
 
 Nothing is buffered here: whatever is written is in the transport before the session can send
 its close frame, so a close never overtakes (or loses) the frames before it.
@@ -32,6 +33,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from siscom.core.encodings import EncodingCache
 from siscom.web.hypercorn_link import HypercornConnection
 
 _TEXT_FIN = 0x81
@@ -47,44 +49,57 @@ def text_frame(payload: bytes) -> bytes:
     return bytes((_TEXT_FIN, 127)) + size.to_bytes(8, "big") + payload
 
 
+def _framed(text: str) -> bytes:
+    return text_frame(text.encode())
+
+
+def frame_cache() -> EncodingCache:
+    """The uncompressed text frames of recent frames, shared by the websockets of one app."""
+    return EncodingCache(_framed)
+
+
 class DirectWriter:
     """Writes text frames of one Hypercorn websocket straight to its transport."""
 
-    __slots__ = ("_stream", "_transport", "_high_water", "_connected", "_open", "_compressing")
+    __slots__ = ("_stream", "_transport", "_high_water", "_open", "_compressing", "_frames")
 
-    def __init__(self, stream: Any, transport: asyncio.WriteTransport) -> None:
-        from hypercorn.protocol.ws_stream import ASGIWebsocketState
+    def __init__(self, stream: Any, transport: asyncio.WriteTransport, frames: EncodingCache) -> None:
         from wsproto.connection import ConnectionState
 
         self._stream = stream
         self._transport = transport
+        self._frames = frames
         self._high_water = transport.get_write_buffer_limits()[1]
-        self._connected = ASGIWebsocketState.CONNECTED
         self._open = ConnectionState.OPEN
         # wsproto 1.3: Connection._proto is the FrameProtocol; its extensions were agreed in the
         # handshake (permessage-deflate or none).
         self._compressing = bool(stream.connection._proto.extensions)
 
     @classmethod
-    def of(cls, connection: HypercornConnection | None) -> DirectWriter | None:
+    def of(cls, connection: HypercornConnection | None, frames: EncodingCache) -> DirectWriter | None:
         """A writer for an accepted websocket, or None when there is no link to write through."""
         if connection is None:
             return None
         stream, transport = connection.stream, connection.transport
         if getattr(stream, "connection", None) is None or transport is None:
             return None
-        return cls(stream, transport)
+        return cls(stream, transport, frames)
 
     def ready(self) -> bool:
         """True when frames written now go out without anyone waiting: the websocket is open and
-        the transport's buffer is not above its high-water mark."""
+        the transport's buffer is not above its high-water mark.
+
+        Open: Hypercorn has not seen the connection end (``closed``), and neither side has sent a
+        close frame (wsproto's state leaves ``OPEN`` on either; Hypercorn 0.18 ws_stream.py sends
+        every close, the application's and the answer to the client's, through wsproto).
+        """
         stream = self._stream
+        transport = self._transport
         return (
             not stream.closed
-            and stream.state is self._connected
             and stream.connection.state is self._open
-            and not self._transport.is_closing()
-            and self._transport.get_write_buffer_size() <= self._high_water
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() <= self._high_water
         )
 
     def write(self, texts: list[str]) -> None:
@@ -95,5 +110,5 @@ class DirectWriter:
             send = self._stream.connection.send
             data = b"".join([send(TextMessage(data=text)) for text in texts])
         else:
-            data = b"".join([text_frame(text.encode()) for text in texts])
+            data = self._frames.joined(texts)
         self._transport.write(data)

@@ -37,13 +37,13 @@ from quart.asgi import ASGIHTTPConnection
 from quart.wrappers import Request
 
 from siscom.core.sse import EventCache, retry_field
-from siscom.sessions.transport import ClientGone
+from siscom.sessions.transport import ClientGone, Transport
 from siscom.web.hypercorn_link import HypercornConnection
 
 __all__ = ["ChunkWriter", "SseTransport", "StreamHTTPConnection"]
 
 
-class SseTransport:
+class SseTransport(Transport):
     """A :class:`~siscom.sessions.transport.Transport` over one streaming HTTP response.
 
     Frames become events through the shared :class:`~siscom.core.sse.EventCache`; the frames of

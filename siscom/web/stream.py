@@ -25,6 +25,7 @@ from siscom.security.headers import SECURITY_HEADERS
 from siscom.security.tokens import SUBPROTOCOL
 from siscom.web.admission import Admission, Refusal, Refused, query_args
 from siscom.web.attend import attend
+from siscom.web.coalesce import frame_cache
 from siscom.web.control_frames import watch_control_frames
 from siscom.web.hypercorn_link import HypercornConnection
 from siscom.web.transport import QuartTransport
@@ -39,6 +40,8 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
     admission = Admission(gateway)
     watch_pings = gateway.settings.stream_watch_control_frames and gateway.guard.inbound.pings_per_second > 0
     warned: list[bool] = []
+    #: Each routed frame framed once for every websocket that gets it (writes below ASGI only).
+    frames = frame_cache() if gateway.settings.stream_coalesce_writes else None
 
     def warn_unwatched() -> None:
         """Once per app: the server is not the Hypercorn whose pings can be counted."""
@@ -105,9 +108,7 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
         except Refused as refused:
             await refuse(refused.error, refused.kind.value)
             return
-        transport = QuartTransport(
-            websocket._get_current_object(), peer, connection, coalesce=gateway.settings.stream_coalesce_writes
-        )
+        transport = QuartTransport(websocket._get_current_object(), peer, connection, frames=frames)
         try:
             session = await gateway.open_session(
                 transport, admitted.device_ids, grant=admitted.grant, options=admitted.options, resume=admitted.resume

@@ -11,20 +11,28 @@ from typing import Any
 from quart.asgi import ASGIWebsocketConnection
 from quart.wrappers import Websocket
 
+from siscom.core.encodings import EncodingCache
+from siscom.sessions.transport import Transport
 from siscom.web.coalesce import DirectWriter
 from siscom.web.hypercorn_link import HypercornConnection
 from siscom.web.inbox import Inbox
 
 
-class QuartTransport:
+class QuartTransport(Transport):
     """A :class:`~siscom.sessions.transport.Transport` over the websocket of a Quart route
     (already accepted); ``connection`` drops the TCP connection when the server allows it, and
-    (``coalesce``) writes frames below ASGI, several in one write."""
+    (given the app's ``frames``, see :func:`~siscom.web.coalesce.frame_cache`) writes frames below
+    ASGI, several in one write."""
 
     __slots__ = ("_websocket", "peer", "_closed", "_connection", "direct", "receive")
 
     def __init__(
-        self, websocket: Websocket, peer: str, connection: HypercornConnection | None, *, coalesce: bool = True
+        self,
+        websocket: Websocket,
+        peer: str,
+        connection: HypercornConnection | None,
+        *,
+        frames: EncodingCache | None = None,
     ) -> None:
         self._websocket = websocket
         self.peer = peer
@@ -36,7 +44,7 @@ class QuartTransport:
         self._closed = False
         self._connection = connection
         #: Coalesced writes below ASGI (siscom/web/coalesce.py), unless turned off or unavailable.
-        self.direct = DirectWriter.of(connection) if coalesce else None
+        self.direct = DirectWriter.of(connection, frames) if frames is not None else None
 
     async def send(self, text: str) -> None:
         await self._websocket.send(text)

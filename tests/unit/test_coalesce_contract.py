@@ -15,7 +15,8 @@ from importlib.metadata import version
 import pytest
 import websockets
 
-from siscom.web.coalesce import DirectWriter, text_frame
+from siscom.web.coalesce import DirectWriter, frame_cache, text_frame
+from siscom.web.hypercorn_link import HypercornConnection
 from unit.test_hypercorn_contract import Probe, hypercorn_serving
 
 VERSIONS = (
@@ -31,7 +32,7 @@ async def test_frames_written_below_asgi_reach_a_client_whole_and_in_order(compr
     async with hypercorn_serving(probe) as port:
         async with websockets.connect(f"ws://127.0.0.1:{port}/ws", compression=compression) as client:
             await asyncio.wait_for(probe.accepted.wait(), 5)
-            writer = DirectWriter.of(probe.links[0])
+            writer = DirectWriter.of(probe.links[0], frame_cache())
             assert writer is not None, f"{VERSIONS}: no stream or transport behind the ASGI send"
             assert writer._compressing is (compression == "deflate"), (
                 f"{VERSIONS}: the agreed extensions are no longer at Connection._proto.extensions"
@@ -48,6 +49,35 @@ async def test_frames_written_below_asgi_reach_a_client_whole_and_in_order(compr
                 break
             await asyncio.sleep(0.02)
         assert not writer.ready(), f"{VERSIONS}: a closed websocket still reads as ready to write"
+
+
+async def test_once_the_app_has_sent_its_close_frame_the_writer_is_not_ready():
+    """No data frame may follow the close frame: the writer reads wsproto's state, which Hypercorn
+    moves in the same step as it sends the application's close."""
+    readiness: list[bool] = []
+    closed = asyncio.Event()
+
+    async def app(scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await Probe()(scope, receive, send)
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        writer = DirectWriter.of(HypercornConnection.of(send), frame_cache())
+        assert writer is not None, VERSIONS
+        readiness.append(writer.ready())
+        await send({"type": "websocket.close", "code": 1000})
+        readiness.append(writer.ready())
+        closed.set()
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+    async with hypercorn_serving(app) as port:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws") as client:
+            await asyncio.wait_for(closed.wait(), 5)
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(client.recv(), 5)
+    assert readiness == [True, False], f"{VERSIONS}: ready to write after the close frame went out"
 
 
 def test_text_frames_are_built_as_wsproto_builds_them():

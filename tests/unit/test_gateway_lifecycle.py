@@ -10,6 +10,7 @@ from siscom.config import Settings
 from siscom.core.protocol import CloseCode
 from siscom.dev.broker import free_port
 from siscom.gateway import Gateway
+from siscom.sessions.transport import Transport
 
 
 class CountingGateway(Gateway):
@@ -61,7 +62,7 @@ async def test_no_session_opens_once_draining():
         await asyncio.wait_for(gateway.stop(), 10)
 
 
-class IdleTransport:
+class IdleTransport(Transport):
     """A client that sends nothing and takes whatever is written."""
 
     peer = "192.0.2.1"

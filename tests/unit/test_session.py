@@ -19,7 +19,7 @@ from siscom.metrics import Metrics
 from siscom.security.tokens import Grant
 from siscom.sessions.flusher import Flusher
 from siscom.sessions.session import Session, SessionLimits
-from siscom.sessions.transport import ClientGone
+from siscom.sessions.transport import ClientGone, Transport
 
 BOUND = 50
 
@@ -33,13 +33,12 @@ def limits(**changes) -> SessionLimits:
     return SessionLimits(**values)
 
 
-class FakeTransport:
+class FakeTransport(Transport):
     """Keeps what the session sends. ``writable`` cleared makes writes stall, as a client that
     does not read does; ``closable`` cleared makes the close frame wait too. ``incoming`` is what
     the client sends (an exception in it is raised by ``receive``)."""
 
     peer = "192.0.2.1"
-    direct = None
 
     def __init__(self) -> None:
         self.sent: list[str] = []

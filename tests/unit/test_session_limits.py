@@ -14,11 +14,12 @@ from siscom.core.subscriptions import SubscriptionTable
 from siscom.metrics import Metrics
 from siscom.security.inbound import InboundLimits, InboundRates
 from siscom.sessions.session import Session, SessionLimits
+from siscom.sessions.transport import Transport
 
 LIMITS = SessionLimits(keepalive_seconds=60, send_timeout_seconds=5, max_pending_frames=100, max_device_ids=10, snapshot=False)
 
 
-class Transport:
+class ScriptedTransport(Transport):
     peer = "192.0.2.9"
 
     def __init__(self) -> None:
@@ -40,7 +41,7 @@ class Transport:
         pass
 
 
-def session(transport: Transport, *, table: SubscriptionTable | None = None, ids=frozenset({"a"}), rates=None) -> tuple[Session, Metrics]:
+def session(transport: ScriptedTransport, *, table: SubscriptionTable | None = None, ids=frozenset({"a"}), rates=None) -> tuple[Session, Metrics]:
     metrics = Metrics()
     inbound = InboundLimits(rates, asyncio.get_running_loop().time()) if rates else None
     table = table if table is not None else SubscriptionTable()
@@ -55,7 +56,7 @@ def running(s: Session) -> tuple[asyncio.Task[None], asyncio.Task[None]]:
 
 
 async def test_messages_past_the_burst_close_the_session_with_1008_too_many_messages() -> None:
-    transport = Transport()
+    transport = ScriptedTransport()
     rates = InboundRates(messages_per_second=1, message_burst=3, pings_per_second=1, ping_burst=2)
     s, metrics = session(transport, rates=rates)
     task, _listener = running(s)
@@ -68,7 +69,7 @@ async def test_messages_past_the_burst_close_the_session_with_1008_too_many_mess
 
 
 async def test_pings_past_the_burst_are_refused_and_close_the_session_once() -> None:
-    transport = Transport()
+    transport = ScriptedTransport()
     rates = InboundRates(messages_per_second=1, message_burst=3, pings_per_second=1, ping_burst=2)
     s, metrics = session(transport, rates=rates)
     task = asyncio.create_task(s.run())
@@ -81,7 +82,7 @@ async def test_pings_past_the_burst_are_refused_and_close_the_session_once() -> 
 
 async def test_a_subscription_past_the_process_bound_closes_with_1013_and_is_counted() -> None:
     table = SubscriptionTable(max_ids=2)
-    first, second = Transport(), Transport()
+    first, second = ScriptedTransport(), ScriptedTransport()
     s1, _ = session(first, table=table, ids=frozenset({"a", "b"}))
     s2, metrics = session(second, table=table, ids=frozenset({"c"}))
     task1 = asyncio.create_task(s1.run())
@@ -97,7 +98,7 @@ async def test_a_subscription_past_the_process_bound_closes_with_1013_and_is_cou
 
 async def test_a_subscribe_message_past_the_process_bound_closes_with_an_error_frame_and_1013() -> None:
     table = SubscriptionTable(max_ids=2)
-    transport = Transport()
+    transport = ScriptedTransport()
     s, metrics = session(transport, table=table, ids=frozenset({"a"}))
     task, _listener = running(s)
     transport.incoming.put_nowait(json.dumps({"action": "subscribe", "device_ids": ["b", "c"]}))
@@ -110,7 +111,7 @@ async def test_a_subscribe_message_past_the_process_bound_closes_with_an_error_f
 
 
 async def test_a_1013_for_overload_is_not_counted_as_a_slow_client() -> None:
-    transport = Transport()
+    transport = ScriptedTransport()
     s, metrics = session(transport)
     task = asyncio.create_task(s.run())
     await asyncio.sleep(0.01)
@@ -121,7 +122,7 @@ async def test_a_1013_for_overload_is_not_counted_as_a_slow_client() -> None:
 
 
 async def test_the_backlog_is_what_waits_in_the_outbox() -> None:
-    transport = Transport()
+    transport = ScriptedTransport()
     s, _ = session(transport)
     assert s.backlog == 0
     for _ in range(3):
