@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 
@@ -63,7 +64,8 @@ class RepeatLimiter(logging.Filter):
         self._clock = clock
         self._max_messages = max_messages
         #: Per message: when it was last let through, and how many repeats were held back since.
-        self._seen: dict[tuple[str, int, str], list[float | int]] = {}
+        #: (Ordered: the oldest is dropped in constant time, a plain dict finds it past holes.)
+        self._seen: OrderedDict[tuple[str, int, str], list[float | int]] = OrderedDict()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self._exempt(record):
@@ -80,7 +82,7 @@ class RepeatLimiter(logging.Filter):
         since = now - seen[0] if seen is not None else 0.0
         self._seen[key] = [now, 0]
         while len(self._seen) > self._max_messages:
-            del self._seen[next(iter(self._seen))]
+            self._seen.popitem(last=False)
         if held_back:
             record.msg = f"{text} ({held_back} more like this in the last {since:.0f} s not shown)"
             record.args = None

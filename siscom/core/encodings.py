@@ -8,6 +8,7 @@ a Server-Sent Events event). Encoding it once per frame instead of once per reci
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 
 #: What a cache holds by default: a few seconds of a busy topic's frames.
@@ -19,13 +20,15 @@ class EncodingCache:
 
     Keyed by the frame's text (a string hashes once; a lookup of the same object compares by
     identity). A text no longer held is encoded again: the cache saves work, never changes bytes.
+    An ordered dict, not a dict: dropping a dict's oldest key means finding it first, past the
+    holes the keys dropped before it left (the scan made a full cache cost 30 us per new frame).
     """
 
     __slots__ = ("_encode", "_encoded", "_bytes", "_max_bytes", "hits", "misses")
 
     def __init__(self, encode: Callable[[str], bytes], max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self._encode = encode
-        self._encoded: dict[str, bytes] = {}
+        self._encoded: OrderedDict[str, bytes] = OrderedDict()
         self._bytes = 0
         self._max_bytes = max_bytes
         self.hits = 0
@@ -52,8 +55,7 @@ class EncodingCache:
         held = self._encoded
         self._bytes += len(data)
         while self._bytes > self._max_bytes:
-            oldest = next(iter(held))
-            self._bytes -= len(held.pop(oldest))
+            self._bytes -= len(held.popitem(last=False)[1])
         held[text] = data
         return data
 

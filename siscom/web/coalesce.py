@@ -61,19 +61,22 @@ def frame_cache() -> EncodingCache:
 class DirectWriter:
     """Writes text frames of one Hypercorn websocket straight to its transport."""
 
-    __slots__ = ("_stream", "_transport", "_high_water", "_open", "_compressing", "_frames")
+    __slots__ = ("_stream", "_connection", "_transport", "_high_water", "_open", "_compressing", "_frames")
 
     def __init__(self, stream: Any, transport: asyncio.WriteTransport, frames: EncodingCache) -> None:
         from wsproto.connection import ConnectionState
 
         self._stream = stream
+        #: The websocket's wsproto connection, made at the accept (Hypercorn 0.18 ws_stream.py
+        #: ``_accept``) and the same until the end.
+        self._connection = stream.connection
         self._transport = transport
         self._frames = frames
         self._high_water = transport.get_write_buffer_limits()[1]
         self._open = ConnectionState.OPEN
         # wsproto 1.3: Connection._proto is the FrameProtocol; its extensions were agreed in the
         # handshake (permessage-deflate or none).
-        self._compressing = bool(stream.connection._proto.extensions)
+        self._compressing = bool(self._connection._proto.extensions)
 
     @classmethod
     def of(cls, connection: HypercornConnection | None, frames: EncodingCache) -> DirectWriter | None:
@@ -93,11 +96,10 @@ class DirectWriter:
         close frame (wsproto's state leaves ``OPEN`` on either; Hypercorn 0.18 ws_stream.py sends
         every close, the application's and the answer to the client's, through wsproto).
         """
-        stream = self._stream
         transport = self._transport
         return (
-            not stream.closed
-            and stream.connection.state is self._open
+            not self._stream.closed
+            and self._connection.state is self._open
             and not transport.is_closing()
             and transport.get_write_buffer_size() <= self._high_water
         )
@@ -107,7 +109,7 @@ class DirectWriter:
         if self._compressing:
             from wsproto.events import TextMessage
 
-            send = self._stream.connection.send
+            send = self._connection.send
             data = b"".join([send(TextMessage(data=text)) for text in texts])
         else:
             data = self._frames.joined(texts)
