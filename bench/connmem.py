@@ -53,14 +53,17 @@ async def _snapshot(pid: int, prefix: str, index: int, timeout: float = 120.0) -
         return snapshot, Counter(pickle.load(types))
 
 
-async def measure(clients: int, target_name: str, keepalive: float, workdir: Path) -> None:
+async def measure(
+    clients: int, target_name: str, keepalive: float, workdir: Path, frames: int = 1, rss_only: bool = False
+) -> None:
     target = TARGETS[target_name]
     prefix = str(workdir / "connmem")
+    tracing = {} if rss_only else {"BENCH_TRACEMALLOC": prefix, "BENCH_TRACEMALLOC_FRAMES": str(frames)}
     with TansuBroker(log_path=workdir / "tansu.log") as broker:
         bench = Bench(broker, Options(workdir=workdir))
         topic = await bench.topic("connmem")
         server = bench.server(
-            target, topic, BENCH_TRACEMALLOC=prefix, STREAM_KEEPALIVE_SECONDS=str(keepalive), LOG_LEVEL="ERROR"
+            target, topic, **tracing, STREAM_KEEPALIVE_SECONDS=str(keepalive), LOG_LEVEL="ERROR"
         )
         await server.start(timeout=60.0)
         pool = None
@@ -68,7 +71,8 @@ async def measure(clients: int, target_name: str, keepalive: float, workdir: Pat
             pid = server.pid
             await asyncio.sleep(1.0)
             rss0 = server.rss_bytes()
-            before, types0 = await _snapshot(pid, prefix, 0)
+            if not rss_only:
+                before, types0 = await _snapshot(pid, prefix, 0)
             devices = [f"dev-{n:05d}" for n in range(clients * 5)]
             subscriptions = [tuple(devices[n * 5 : n * 5 + 5]) for n in range(clients)]
             pool = ClientPool(HOST, server.port, subscriptions, processes=1, concurrency=16)
@@ -76,12 +80,17 @@ async def measure(clients: int, target_name: str, keepalive: float, workdir: Pat
             await wait_connections(server, clients, timeout=max(30.0, clients / 100))
             await asyncio.sleep(keepalive * 1.5)  # every session has sent a keep-alive
             rss1 = server.rss_bytes()
-            after, types1 = await _snapshot(pid, prefix, 1)
+            if not rss_only:
+                after, types1 = await _snapshot(pid, prefix, 1)
         finally:
             if pool is not None:
                 await pool.stop()
             await asyncio.to_thread(server.stop)
     per = 1024.0 * clients
+    if rss_only:
+        print(f"== {target_name}: {clients} idle stream clients x 5 devices, keep-alive every {keepalive:g} s, no tracing")
+        print(f"RSS per connection          {(rss1 - rss0) / per:8.1f} KB  ({rss0 / MB:.1f} -> {rss1 / MB:.1f} MB)")
+        return
     stats = after.compare_to(before, "filename")
     traced = sum(stat.size_diff for stat in stats)
     print(f"== {target_name}: {clients} idle stream clients x 5 devices, keep-alive every {keepalive:g} s")
@@ -89,21 +98,27 @@ async def measure(clients: int, target_name: str, keepalive: float, workdir: Pat
     print(f"traced per connection       {traced / per:8.1f} KB  (Python allocations; the rest is the allocator's and the kernel's)")
     groups: Counter[str] = Counter()
     for stat in stats:
-        groups[_group(stat.traceback[0].filename)] += stat.size_diff
+        groups[_group(stat.traceback[-1].filename)] += stat.size_diff
     print("\ntraced KB per connection, by package:")
     for name, size in groups.most_common(12):
         print(f"  {size / per:7.2f}  {name}")
     print("\ntraced KB per connection, top source lines:")
     for stat in after.compare_to(before, "lineno")[:25]:
-        frame = stat.traceback[0]
+        frame = stat.traceback[-1]
         where = "/".join(Path(frame.filename).parts[-2:])
         print(f"  {stat.size_diff / per:7.2f}  {stat.count_diff / clients:6.1f} blocks  {where}:{frame.lineno}")
-    ours = [stat for stat in after.compare_to(before, "lineno") if _group(stat.traceback[0].filename) in ("siscom", "supervisors")]
+    ours = [stat for stat in after.compare_to(before, "lineno") if _group(stat.traceback[-1].filename) in ("siscom", "supervisors")]
     print("\ntraced KB per connection, the gateway's own lines:")
     for stat in ours[:12]:
-        frame = stat.traceback[0]
+        frame = stat.traceback[-1]
         where = "/".join(Path(frame.filename).parts[-2:])
         print(f"  {stat.size_diff / per:7.2f}  {stat.count_diff / clients:6.1f} blocks  {where}:{frame.lineno}")
+    if frames > 1:
+        print(f"\ntraced KB per connection, top allocation sites ({frames} frames, innermost first):")
+        for stat in after.compare_to(before, "traceback")[:40]:
+            print(f"  {stat.size_diff / per:7.2f}  {stat.count_diff / clients:6.1f} blocks")
+            for frame in reversed(stat.traceback):
+                print(f"             {'/'.join(Path(frame.filename).parts[-2:])}:{frame.lineno}")
     print("\nobjects the garbage collector tracks, per connection:")
     grown = types1 - types0
     print(f"  {sum(grown.values()) / clients:7.1f}  in all")
@@ -116,12 +131,16 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--target", default="siscom", help=f"one of {', '.join(TARGETS)}")
     parser.add_argument("--keepalive", type=float, default=5.0)
+    parser.add_argument(
+        "--frames", type=int, default=1, help="frames of traceback to keep per allocation; over 1, the allocation sites are printed"
+    )
+    parser.add_argument("--rss-only", action="store_true", help="no tracing: only the RSS per connection, as the benchmark measures it")
     args = parser.parse_args()
     from bench.__main__ import raise_open_files_limit
 
     raise_open_files_limit()
     with tempfile.TemporaryDirectory(prefix="siscom-connmem-") as scratch:
-        asyncio.run(measure(args.clients, args.target, args.keepalive, Path(scratch)))
+        asyncio.run(measure(args.clients, args.target, args.keepalive, Path(scratch), args.frames, args.rss_only))
 
 
 if __name__ == "__main__":

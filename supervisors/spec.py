@@ -27,7 +27,7 @@ class Strategy(enum.Enum):
     REST_FOR_ONE = "rest_for_one"  #: that child and the children started after it
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # a session supervisor holds one per session
 class ChildSpec:
     """How to start a child and what to do when it ends.
 

@@ -164,11 +164,9 @@ class Supervisor(Actor):
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(None)
             while True:
-                event = await self._events.get()
-                if isinstance(event, _Exited):
-                    await self._on_exit(event)
-                else:
-                    self._on_restart_due(event)
+                # No local name for the event: this frame would keep it, and with it the last
+                # exited child (its actor, task and error), until the next event arrives.
+                await self._on_event(await self._events.get())
         finally:
             self._running = False
             await self._stop_all()
@@ -303,6 +301,12 @@ class Supervisor(Actor):
             )
 
     # Restarting
+
+    async def _on_event(self, event: _Exited | _RestartDue) -> None:
+        if isinstance(event, _Exited):
+            await self._on_exit(event)
+        else:
+            self._on_restart_due(event)
 
     async def _on_exit(self, event: _Exited) -> None:
         child = event.child

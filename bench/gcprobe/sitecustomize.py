@@ -49,13 +49,14 @@ _SNAPSHOTS = os.environ.get("BENCH_TRACEMALLOC")
 
 if _SNAPSHOTS:
     # For bench.connmem: trace allocations from the start, and on SIGUSR1 write a snapshot and
-    # the count of tracked objects per type to ``<prefix>.<n>.snap`` / ``.types``.
+    # the count of tracked objects per type to ``<prefix>.<n>.snap`` / ``.types``; each allocation
+    # keeps ``BENCH_TRACEMALLOC_FRAMES`` frames of its traceback (1 unless set).
     import collections
     import pickle
     import signal
     import tracemalloc
 
-    tracemalloc.start(1)
+    tracemalloc.start(int(os.environ.get("BENCH_TRACEMALLOC_FRAMES", "1")))
     _taken = [0]
 
     def _snapshot(signum: int, frame: object) -> None:

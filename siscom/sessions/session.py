@@ -53,6 +53,7 @@ from siscom.core.resume import ResumeRequest
 from siscom.core.stream import Cause, StreamCore, StreamPolicy, final_frame
 from siscom.metrics import Metric, Metrics
 from siscom.sessions.flusher import Flusher
+from siscom.sessions.latch import Latch
 from siscom.sessions.transport import ClientGone, Transport
 
 if TYPE_CHECKING:
@@ -145,8 +146,14 @@ class Session(Actor):
         self._closing: asyncio.Future[None] | None = None
         #: Drops the connection once the linger after the end is over.
         self._drop_timer: asyncio.TimerHandle | None = None
+        #: The task running :meth:`listen`, while it runs; the future it waits on until the
+        #: stream opens; whether the stream has opened; whether the end has stopped the listener.
+        self._listener: asyncio.Task[object] | None = None
+        self._listen_gate: asyncio.Future[None] | None = None
+        self._opened = False
+        self._listener_stopped = False
         #: Set when the session has finished, whichever way it ended.
-        self.finished = asyncio.Event()
+        self.finished = Latch()
 
     def __repr__(self) -> str:
         return f"<Session {self.name} {self._transport.peer}>"
@@ -196,7 +203,6 @@ class Session(Actor):
         loop = self._loop = asyncio.get_running_loop()
         core = self.core
         self._metrics.stream_opened()
-        receiver = None
         try:
             if self._resume is None:
                 core.open(loop.time())
@@ -204,8 +210,7 @@ class Session(Actor):
                 replayer, request = self._resume
                 await replayer.open(core, request, loop.time)
             logger.info("Stream opened for %s, devices: %s", self._transport.peer, _describe(core.device_ids))
-            receiver = asyncio.create_task(self._receive_loop(), name=f"{self.name}.receive")
-            receiver.add_done_callback(self._on_receiver_done)
+            self._open_to_listener()
             self._arm_token_timers()
             await self._send_loop()
             await self._say_goodbye()
@@ -217,9 +222,7 @@ class Session(Actor):
             self._cancel_token_timers()
             if self._timer is not None:
                 self._timer.cancel()
-            if receiver is not None:
-                receiver.cancel()
-                await asyncio.wait((receiver,))
+            self._stop_listener()
             self._end()
 
     def _arm_token_timers(self, *, refreshed: bool = False) -> None:
@@ -406,22 +409,57 @@ class Session(Actor):
                 pass
         await self._send_close(closing.code, closing.reason)
 
-    async def _receive_loop(self) -> None:
-        core = self.core
-        receive = self._transport.receive
-        clock = asyncio.get_running_loop().time
-        while core.closing is None:  # past the client's allowance the core closes: reading stops
-            core.receive(await receive(), clock())
+    async def listen(self) -> None:
+        """Feed what the client sends to the core, from the stream's opening until the session
+        ends or the client leaves; return then.
 
-    def _on_receiver_done(self, receiver: asyncio.Task[None]) -> None:
-        if receiver.cancelled():
-            return
-        error = receiver.exception()
-        if isinstance(error, ClientGone):
+        It runs in the task that serves the connection (the route's, which would otherwise only
+        wait for the end; see siscom/web/attend.py), so that a session costs one task of its own,
+        not two. A client that leaves (:class:`ClientGone`) ends the session quietly; a failure
+        here ends it with 1011. Cancelling the caller's task (the client left) goes through.
+        """
+        if self._listener is not None:
+            raise RuntimeError(f"{self.name} already has a listener")
+        task = asyncio.current_task()
+        assert task is not None
+        self._listener = task
+        core = self.core
+        try:
+            if not self._opened and core.closing is None:
+                # Nothing is read before the stream opens (a replay may take a while).
+                gate = self._listen_gate = asyncio.get_running_loop().create_future()
+                await gate
+            receive = self._transport.receive
+            clock = asyncio.get_running_loop().time
+            while core.closing is None:  # past the client's allowance the core closes: reading stops
+                core.receive(await receive(), clock())
+        except ClientGone:
             self.client_left()
-        elif error is not None:
+        except asyncio.CancelledError:
+            # The session's end stops the listener with a cancellation of its own (see
+            # _stop_listener), taken back here: the caller's task goes on. Any other goes through.
+            if not self._listener_stopped or task.uncancel() > 0:
+                raise
+        except Exception as error:
             logger.error("Receiving from %s failed", self._transport.peer, exc_info=error)
-            self.core.close(CloseCode.INTERNAL_ERROR, "internal error")
+            core.close(CloseCode.INTERNAL_ERROR, "internal error")
+        finally:
+            self._listener = self._listen_gate = None
+
+    def _open_to_listener(self) -> None:
+        """The stream is open: the listener may read from now on."""
+        self._opened = True
+        gate = self._listen_gate
+        if gate is not None and not gate.done():
+            gate.set_result(None)
+
+    def _stop_listener(self) -> None:
+        """The session ends: stop reading (the listener is waiting, in another task, for the
+        client or for the opening)."""
+        listener = self._listener
+        if listener is not None and not self._listener_stopped:
+            self._listener_stopped = True
+            listener.cancel()
 
     async def _send_close(self, code: CloseCode, reason: str) -> None:
         """Send the close frame; if the client does not take it in the close timeout, end anyway.

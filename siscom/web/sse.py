@@ -19,7 +19,6 @@ only when the browser's reconnect carries a ``Last-Event-ID`` that is not CORS-s
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from typing import Any
@@ -32,7 +31,8 @@ from siscom.core.protocol import CloseCode
 from siscom.core.sse import CONTENT_TYPE, EventCache, accepts_event_stream
 from siscom.gateway import Gateway
 from siscom.security.headers import SECURITY_HEADERS
-from siscom.web.admission import Admission, Refusal, Refused
+from siscom.web.admission import Admission, Refusal, Refused, query_args
+from siscom.web.attend import attend
 from siscom.web.hypercorn_link import HypercornConnection
 from siscom.web.sse_transport import SseTransport
 
@@ -131,7 +131,7 @@ def sse_blueprint(gateway: Gateway) -> Blueprint:
     async def serve(peer: str, origin: str | None) -> Response:
         try:
             admitted = admission.admit(
-                peer, request.headers, request.args, last_event_id=request.headers.get("Last-Event-ID")
+                peer, request.headers, query_args(request), last_event_id=request.headers.get("Last-Event-ID")
             )
         except Refused as refused:
             return refusal(refused, origin)
@@ -156,16 +156,7 @@ def sse_blueprint(gateway: Gateway) -> Blueprint:
             # reconnects (elsewhere) after its retry delay.
             await transport.close(CloseCode.GOING_AWAY, "server not accepting streams")
             return Response("")
-        # No await between the start of the session and this try (see the WebSocket route).
-        try:
-            await session.finished.wait()
-            # A stalled client's final event and end of body may still wait behind unread data.
-            await session.close_sent()
-        except asyncio.CancelledError:
-            # Quart cancels the route when the client disconnects (http.disconnect).
-            transport.client_left()
-            session.client_left()
-            raise
+        await attend(session, on_leave=transport.client_left)
         return Response("")
 
     return blueprint

@@ -23,7 +23,8 @@ from siscom.core.peers import client_address
 from siscom.core.protocol import BadRequest, CloseCode
 from siscom.security.headers import SECURITY_HEADERS
 from siscom.security.tokens import SUBPROTOCOL
-from siscom.web.admission import Admission, Refusal, Refused
+from siscom.web.admission import Admission, Refusal, Refused, query_args
+from siscom.web.attend import attend
 from siscom.web.coalesce import frame_cache
 from siscom.web.control_frames import watch_control_frames
 from siscom.web.hypercorn_link import HypercornConnection
@@ -102,7 +103,7 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
     async def serve(peer: str, connection: HypercornConnection | None) -> None:
         try:
             admitted = admission.admit(
-                peer, websocket.headers, websocket.args, subprotocols=websocket.requested_subprotocols
+                peer, websocket.headers, query_args(websocket), subprotocols=websocket.requested_subprotocols
             )
         except Refused as refused:
             await refuse(refused.error, refused.kind.value)
@@ -115,21 +116,12 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
         except RuntimeError:
             await websocket.close(CloseCode.TRY_AGAIN_LATER, "server not accepting streams")
             return
-        # No await between the start of the session and this try: a disconnect (the route
-        # cancelled) always reaches the handler below, which ends the session.
-        try:
-            if watch_pings and not watch_control_frames(
-                websocket.asgi_send, session.control_frame, lambda: session.listening, connection
-            ):
-                warn_unwatched()
-            await session.finished.wait()
-            # A stalled client's close frame may still wait behind what it has not read.
-            await session.close_sent()
-        except asyncio.CancelledError:
-            # Quart cancels the route when the client disconnects: its session ends (if not
-            # already), and there is no connection left to drop.
-            session.client_left()
-            raise
+        # No await until attend's: a disconnect (the route cancelled) always reaches it.
+        if watch_pings and not watch_control_frames(
+            websocket.asgi_send, session.control_frame, lambda: session.listening, connection
+        ):
+            warn_unwatched()
+        await attend(session)
 
     return blueprint
 

@@ -4,6 +4,8 @@ and the cheapest send path Quart offers for streaming many frames.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from quart.asgi import ASGIWebsocketConnection
@@ -13,6 +15,7 @@ from siscom.core.encodings import EncodingCache
 from siscom.sessions.transport import Transport
 from siscom.web.coalesce import DirectWriter
 from siscom.web.hypercorn_link import HypercornConnection
+from siscom.web.inbox import Inbox
 
 
 class QuartTransport(Transport):
@@ -21,7 +24,7 @@ class QuartTransport(Transport):
     (given the app's ``frames``, see :func:`~siscom.web.coalesce.frame_cache`) writes frames below
     ASGI, several in one write."""
 
-    __slots__ = ("_websocket", "peer", "_closed", "_connection", "direct")
+    __slots__ = ("_websocket", "peer", "_closed", "_connection", "direct", "receive")
 
     def __init__(
         self,
@@ -33,6 +36,11 @@ class QuartTransport(Transport):
     ) -> None:
         self._websocket = websocket
         self.peer = peer
+        #: What the client sends, read straight from the websocket's queue (Quart 0.22:
+        #: ``Websocket._receive``, the queue's ``get``). The websocket is accepted, so Quart's
+        #: ``receive`` would only add its accept, and one coroutine frame more for each of the
+        #: thousands of connections that wait for a message most of their life.
+        self.receive: Callable[[], Awaitable[str | bytes]] = websocket._receive
         self._closed = False
         self._connection = connection
         #: Coalesced writes below ASGI (siscom/web/coalesce.py), unless turned off or unavailable.
@@ -40,9 +48,6 @@ class QuartTransport(Transport):
 
     async def send(self, text: str) -> None:
         await self._websocket.send(text)
-
-    async def receive(self) -> str | bytes:
-        return await self._websocket.receive()
 
     async def close(self, code: int, reason: str) -> None:
         if self._closed:
@@ -79,15 +84,62 @@ class StreamWebsocket(Websocket):
         # The ASGI send the connection gave this websocket (a subclass may use it).
         await self._send(data)
 
+    async def receive(self) -> str | bytes:
+        # Quart's runs the idempotent accept (building an empty Headers) before every message.
+        if not self._stream_accepted:
+            await self.accept()
+        return await self._receive()
+
 
 class StreamWebsocketConnection(ASGIWebsocketConnection):
-    """Quart's ASGI websocket handling, without the ``websocket_sent`` signal after each frame.
+    """Quart's ASGI websocket handling, without the ``websocket_sent`` signal after each frame,
+    with a lighter queue for what the client sends (:class:`~siscom.web.inbox.Inbox`), and the
+    route run in the server's task for the application rather than in a task of its own.
 
     Nothing in this service listens to that signal, and firing it costs a coroutine per frame
     per client. It also hands the websocket the ASGI ``send`` it was given, through which the
     route finds the server's connection (:class:`~siscom.web.hypercorn_link.HypercornConnection`).
     It is the application's :attr:`quart.Quart.asgi_websocket_class`.
     """
+
+    def __init__(self, app: Any, scope: Any) -> None:
+        super().__init__(app, scope)
+        # Quart 0.22 uses its queue only through put (handle_messages) and get (the websocket's
+        # receive, bound in _create_websocket_from_scope, which runs after this).
+        self.queue = Inbox()  # type: ignore[assignment]
+        #: The task running the route, while it runs; whether the client's leaving cancelled it.
+        self._route: asyncio.Task[Any] | None = None
+        self._left = False
+
+    async def __call__(self, receive: Any, send: Any) -> None:
+        """What Quart 0.22's does (``asgi.py``: a task receiving, a task running the route, the
+        first to end cancels the other, their errors raised), with the route in this task: one
+        task, and the wait for the first of two, fewer per connection. Quart cancels the route
+        when the client leaves; here the receiving task's end does, with a cancellation that is
+        taken back once the route has ended (any other cancellation goes through)."""
+        websocket = self._create_websocket_from_scope(send)
+        receiver = asyncio.ensure_future(self.handle_messages(receive))
+        route = self._route = asyncio.current_task()
+        receiver.add_done_callback(self._receiver_done)
+        try:
+            await self.handle_websocket(websocket, send)
+        except asyncio.CancelledError:
+            if not self._left or (route is not None and route.uncancel() > 0):
+                raise
+        finally:
+            self._route = None
+            if not receiver.done():
+                receiver.cancel()
+                await asyncio.gather(receiver, return_exceptions=True)
+        if not receiver.cancelled() and (error := receiver.exception()) is not None:
+            raise error
+
+    def _receiver_done(self, receiver: asyncio.Future[None]) -> None:
+        """The client left (``websocket.disconnect``), or receiving failed: end the route."""
+        route = self._route
+        if route is not None and not self._left:
+            self._left = True
+            route.cancel()
 
     def _create_websocket_from_scope(self, send: Any) -> Websocket:
         websocket = super()._create_websocket_from_scope(send)

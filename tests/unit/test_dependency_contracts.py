@@ -7,13 +7,16 @@ override of a Quart method that Quart stopped calling). The uses:
 
 - aiokafka: ``AIOKafkaConsumer._client.fetch_all_metadata()`` and ``._client._conns``, in
   ``siscom/pipeline/kafka.py``.
-- Quart: ``Websocket._send`` (called by ``StreamWebsocket.send``) and
-  ``ASGIWebsocketConnection.send_data`` (overridden by ``StreamWebsocketConnection``), in
-  ``siscom/web/transport.py``, installed through ``Quart.websocket_class`` and
-  ``Quart.asgi_websocket_class``.
+- Quart: ``Websocket._send`` and ``._receive`` (called by ``StreamWebsocket.send`` and
+  ``.receive``) and ``ASGIWebsocketConnection.send_data`` (overridden by
+  ``StreamWebsocketConnection``), its ``queue`` (replaced by an ``Inbox``), ``handle_messages``
+  and ``handle_websocket`` (called by its ``__call__``), in ``siscom/web/transport.py``,
+  installed through ``Quart.websocket_class`` and ``Quart.asgi_websocket_class``.
 - Quart: ``ASGIHTTPConnection._create_request_from_scope`` and ``._send_response``
   (overridden by ``StreamHTTPConnection`` in ``siscom/web/sse_transport.py``, installed through
   ``Quart.asgi_http_class``).
+- Werkzeug: ``Request.args`` is a ``cached_property`` whose ``fget`` parses the query, called
+  uncached by ``siscom.web.admission.query_args``.
 - tenacity: a ``RetryCallState`` built by hand, in ``supervisors/backoff.py``.
 """
 
@@ -123,6 +126,90 @@ def test_quart_asgi_websocket_connection_sends_frames_through_send_data():
     assert "self.app.websocket_class(" in source and "partial(self.send_data, send)" in source, broken(
         "Quart", use + "; Quart.websocket_class built with partial(self.send_data, send)", source
     )
+
+
+def test_quart_asgi_websocket_connection_queues_what_the_client_sends_only_through_put_and_get():
+    use = "ASGIWebsocketConnection.queue: put by handle_messages, its get the websocket's receive (replaced by Inbox)"
+    init = inspect.getsource(ASGIWebsocketConnection.__init__)
+    build = inspect.getsource(ASGIWebsocketConnection._create_websocket_from_scope)
+    messages = inspect.getsource(ASGIWebsocketConnection.handle_messages)
+    assert "self.queue" in init and "self.queue.get," in build, broken("Quart", use, build)
+    assert "await self.queue.put(message)" in messages, broken("Quart", use, messages)
+    everything = inspect.getsource(__import__("quart.asgi").asgi)
+    assert everything.count("self.queue") == 3, broken("Quart", use + " (and nowhere else)", everything.count("self.queue"))
+    ws = Websocket(
+        "/", b"", "ws", {}, "", "1.1", [], receive=len, send=None, accept=None, close=None,
+        scope={"type": "websocket"},
+    )
+    assert getattr(ws, "_receive", None) is len, broken("Quart", "Websocket._receive, the receive callable", vars(ws).keys())
+
+
+def test_quart_asgi_websocket_connection_runs_a_receiving_and_a_route_coroutine_stream_websocket_connection_calls():
+    use = "ASGIWebsocketConnection.handle_messages(receive) and handle_websocket(websocket, send), run by __call__"
+    assert parameters(ASGIWebsocketConnection.handle_messages) == ["self", "receive"], broken("Quart", use, None)
+    assert parameters(ASGIWebsocketConnection.handle_websocket) == ["self", "websocket", "send"], broken("Quart", use, None)
+    call = inspect.getsource(ASGIWebsocketConnection.__call__)
+    assert "self.handle_messages(receive)" in call and "self.handle_websocket(websocket, send)" in call, broken(
+        "Quart", use, call
+    )
+
+
+async def test_a_route_reads_what_the_client_sends_and_ends_when_the_client_leaves():
+    """End to end through Quart's ASGI entry with the overrides: a message reaches the route; the
+    client's leaving cancels the route, and the application returns normally."""
+    app = Quart(__name__)
+    app.websocket_class = StreamWebsocket
+    app.asgi_websocket_class = StreamWebsocketConnection
+    seen: list[object] = []
+
+    @app.websocket("/ws")
+    async def route():
+        await websocket.accept()
+        seen.append(await websocket.receive())
+        try:
+            await asyncio.Event().wait()  # until the client leaves
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for message in ({"type": "websocket.connect"}, {"type": "websocket.receive", "text": "hi"}):
+        await incoming.put(message)
+    scope = {
+        "type": "websocket", "asgi": {"version": "3.0"}, "http_version": "1.1", "scheme": "ws",
+        "path": "/ws", "raw_path": b"/ws", "query_string": b"", "root_path": "", "headers": [],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2), "subprotocols": [], "extensions": {},
+    }
+    outgoing: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        outgoing.append(message)
+        if message["type"] == "websocket.accept":
+            await incoming.put({"type": "websocket.disconnect", "code": 1001})
+
+    async with asyncio.timeout(5):
+        await app(scope, incoming.get, send)
+    assert seen == ["hi", "cancelled"]
+    assert asyncio.current_task().cancelling() == 0  # the route's cancellation was taken back
+
+
+def test_werkzeug_request_args_parse_the_query_in_a_function_the_gateway_calls_without_caching():
+    from werkzeug.local import LocalProxy
+    from werkzeug.sansio.request import Request as SansIORequest
+    from werkzeug.utils import cached_property
+
+    from siscom.web.admission import query_args
+
+    use = "werkzeug.sansio.request.Request.args, a cached_property whose fget parses the query"
+    assert isinstance(vars(SansIORequest).get("args"), cached_property), broken("Werkzeug", use, vars(SansIORequest).get("args"))
+    ws = Websocket(
+        "/", b"device_ids=a,b&device_ids=c&token=%20t", "ws", {}, "", "1.1", [], receive=None, send=None,
+        accept=None, close=None, scope={"type": "websocket"},
+    )
+    parsed = query_args(ws)
+    assert query_args(LocalProxy(lambda: ws)) == parsed  # as Quart's websocket and request globals
+    assert "args" not in vars(ws), broken("Werkzeug", use + " (nothing cached on the object)", vars(ws).keys())
+    assert parsed == ws.args and parsed.getlist("device_ids") == ["a,b", "c"] and parsed["token"] == " t"
 
 
 async def test_a_frame_sent_by_a_route_goes_through_the_streaming_overrides_and_nothing_else():

@@ -87,6 +87,8 @@ class Harness:
         self.grant = grant
         self.session: Session | None = None
         self.task: asyncio.Task[None] | None = None
+        #: Reads what the client sends, as the route's task does (it ends with the session).
+        self.listener: asyncio.Task[None] | None = None
 
     def start(self, flusher: Flusher | None = None) -> Session:
         core = StreamCore(self.device_ids, table=self.table, policy=self.limits.policy, grant=self.grant)
@@ -94,6 +96,7 @@ class Harness:
             self.transport, core, name="session-1", limits=self.limits, metrics=self.metrics, flusher=flusher
         )
         self.task = asyncio.create_task(self.session.run())
+        self.listener = asyncio.create_task(self.session.listen())
         return self.session
 
     async def until(self, condition, timeout: float = 2.0) -> None:
@@ -126,7 +129,7 @@ async def harness():
         return made[-1]
 
     yield make
-    tasks = [h.task for h in made if h.task is not None]
+    tasks = [task for h in made for task in (h.task, h.listener) if task is not None]
     for task in tasks:
         task.cancel()
     if tasks:

@@ -49,11 +49,17 @@ def session(transport: ScriptedTransport, *, table: SubscriptionTable | None = N
     return Session(transport, core, name="session-test", limits=LIMITS, metrics=metrics), metrics
 
 
+def running(s: Session) -> tuple[asyncio.Task[None], asyncio.Task[None]]:
+    """Run ``s`` as the gateway and its route do: the pump in a task of its own, and what the
+    client sends read from another (the route's; it ends with the session)."""
+    return asyncio.create_task(s.run()), asyncio.create_task(s.listen())
+
+
 async def test_messages_past_the_burst_close_the_session_with_1008_too_many_messages() -> None:
     transport = ScriptedTransport()
     rates = InboundRates(messages_per_second=1, message_burst=3, pings_per_second=1, ping_burst=2)
     s, metrics = session(transport, rates=rates)
-    task = asyncio.create_task(s.run())
+    task, _listener = running(s)
     for _ in range(10):
         transport.incoming.put_nowait('{"hello":1}')
     await asyncio.wait_for(task, 2)
@@ -94,7 +100,7 @@ async def test_a_subscribe_message_past_the_process_bound_closes_with_an_error_f
     table = SubscriptionTable(max_ids=2)
     transport = ScriptedTransport()
     s, metrics = session(transport, table=table, ids=frozenset({"a"}))
-    task = asyncio.create_task(s.run())
+    task, _listener = running(s)
     transport.incoming.put_nowait(json.dumps({"action": "subscribe", "device_ids": ["b", "c"]}))
     await asyncio.wait_for(s.finished.wait(), 2)
     assert transport.closed == (CloseCode.TRY_AGAIN_LATER, "server at its subscription limit")

@@ -10,8 +10,10 @@ such a test fails in seconds, saying what it waited for.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import math
+import weakref
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -787,6 +789,29 @@ async def test_start_child_adds_a_running_child_last(lab: Lab, started: Start) -
     assert root.count_children() == 2
     await eventually(lab.running("x"))
     assert actor.task.get_name() == "root/x"
+
+
+async def test_a_temporary_child_that_ended_is_forgotten_at_once_not_when_the_next_one_ends(
+    started: Start,
+) -> None:
+    """A session supervisor sees thousands of children come and go: the last one to end must not
+    stay referenced (its actor, task and error) until another ends, which may be much later."""
+
+    class Brief(Actor):
+        async def run(self) -> None:
+            return
+
+    root = await started(Supervisor("root", backoff=NO_WAIT))
+    actor = Brief("brief")
+    gone = weakref.ref(actor)
+    await within(root.start_child(ChildSpec("brief", lambda: actor, restart=Restart.TEMPORARY)), "start_child")
+    del actor
+    await eventually(lambda: not root.which_children())
+    for _ in range(5):  # the supervisor goes back to waiting for its next event
+        await asyncio.sleep(0)
+    gc.collect()
+    assert gone() is None
+    assert root.running
 
 
 async def test_start_child_needs_a_running_supervisor(lab: Lab) -> None:
