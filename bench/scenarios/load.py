@@ -207,7 +207,10 @@ class LoadRun:
             figures.age_first_p99_ms, figures.age_last_p99_ms = _segment_ages(report, window, age_segment)
         if segments_before is not None and segments_after is not None and figures.delivered:
             # Frames of the window may still arrive in the drain; segments are counted in the window.
-            figures.segments_per_delivery = (segments_after - segments_before) / figures.delivered
+            # They are summed over the open connections: clients closed in the window take their
+            # segments out of the second count (an undercount; no figure when it goes negative).
+            sent = segments_after - segments_before
+            figures.segments_per_delivery = sent / figures.delivered if sent >= 0 else None
         if keepalive is not None:
             wanted = math.floor(window.seconds / keepalive)
             late_after = keepalive + max(1.0, 0.2 * keepalive)
