@@ -83,10 +83,8 @@ class Outbox:
             self._queue.append((device_id, text))
             if len(self._queue) > self._soft_limit:
                 self._fall_behind()
-        waker = self.waker
-        if waker is not None:
-            self.waker = None
-            waker()
+        if self.waker is not None:
+            self.wake()
 
     def put_kept(self, text: str) -> None:
         """Queue a frame that must never be dropped; refuses once too many are waiting."""

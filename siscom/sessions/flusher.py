@@ -44,8 +44,15 @@ class Flusher:
             asyncio.get_running_loop().call_soon(self._run_callback)
         due.append(flush)
 
+    def flush_now(self, flush: Flush) -> None:
+        """Run ``flush`` at once, alone (a session's keep-alive timer: nothing else is due with it)."""
+        self._run_all([flush])
+
     def _run(self) -> None:
         due, self._due = self._due, []
+        self._run_all(due)
+
+    def _run_all(self, due: list[Flush]) -> None:
         now = asyncio.get_running_loop().time()
         frames = 0
         for flush in due:

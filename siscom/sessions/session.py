@@ -134,13 +134,12 @@ class Session(Actor):
         #: deadline is the same for many waits in a row, so one timer serves them all.
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        #: When the timer is set to go off (kept here: reading it back from the timer costs more).
-        self._deadline = 0.0
         self._wake_callback = self._wake
         #: Writing without waking this task (see _flush), when the transport offers it: a queued
         #: frame schedules this session's flush in the next write round.
         self._direct = transport.direct
-        self._queued_callback = functools.partial((flusher or Flusher(metrics)).schedule, self._flush)
+        self._flusher = flusher or Flusher(metrics)
+        self._queued_callback = functools.partial(self._flusher.schedule, self._flush)
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Sending the close frame, when it took longer than the close timeout (see _send_close).
         self._closing: asyncio.Future[None] | None = None
@@ -330,19 +329,18 @@ class Session(Actor):
     def _arm_timer(self, deadline: float) -> None:
         """End the pump's wait at ``deadline`` (the timer already set is kept if it is the same)."""
         timer = self._timer
-        if timer is None or abs(self._deadline - deadline) > _SAME_DEADLINE:
+        if timer is None or abs(timer.when() - deadline) > _SAME_DEADLINE:
             if timer is not None:
                 timer.cancel()
             assert self._loop is not None
             self._timer = self._loop.call_at(deadline, self._time_is_up)
-            self._deadline = deadline
 
     def _flush(self, now: float) -> int:
         """Write what waits straight to the socket, in one write, while the pump waits and the
         socket takes the bytes now; otherwise wake the pump, which writes through the plain path
         and waits for the client under the send deadline (so a slow client only holds its own
-        task, never the turn that routes for everyone). Returns the frames written (the caller
-        counts them: a write round counts once for all its sessions)."""
+        task, never the turn that routes for everyone). Returns the frames written (the flusher
+        counts them)."""
         waiter, core, direct = self._waiter, self.core, self._direct
         if waiter is None or waiter.done() or core.closing is not None or direct is None:
             return 0  # the pump is busy writing, or the stream is ending: it takes what waits
@@ -379,10 +377,7 @@ class Session(Actor):
         would block (see _flush)."""
         self._timer = None
         if self._direct is not None:
-            assert self._loop is not None
-            written = self._flush(self._loop.time())
-            if written:
-                self._metrics.incr(Metric.FRAMES_SENT, written)
+            self._flusher.flush_now(self._flush)
         else:
             self._wake()
 
