@@ -31,11 +31,11 @@ import ssl
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
 from dotenv import dotenv_values
 
+from siscom.core.peers import IPNetwork
 from siscom.security.keys import MIN_SECRET_CHARS, load_public_key, read_public_key_text
 from siscom.security.origins import ANY_ORIGIN, normalize_origin
 
@@ -97,8 +97,6 @@ def _setting(
 
 
 # -- parsers: each takes the raw text and returns the value or raises _Invalid ---------------------
-
-IPNetwork = IPv4Network | IPv6Network
 
 _DIGITS = re.compile(r"-?[0-9]{1,30}")
 _DECIMAL = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?")

@@ -46,7 +46,7 @@ from siscom.config import Settings
 from siscom.core.deliveries import Delivery, Progress
 from siscom.metrics import Metrics
 from siscom.core.protocol import CloseCode
-from siscom.security.guard import Guard
+from siscom.guard import Guard
 from siscom.security.inbound import InboundLimits
 from siscom.security.tokens import Grant
 from siscom.core.subscriptions import SubscriptionTable

@@ -1,6 +1,6 @@
 """The registry's metrics in Prometheus form, for ``GET /metrics``.
 
-Every member of :class:`siscom.metrics.Metric` becomes one Prometheus metric under the prefix
+Every member of :class:`siscom.metric_names.Metric` becomes one Prometheus metric under the prefix
 ``siscom_``: a counter ``siscom_<name>_total``, a gauge ``siscom_<name>``, and the one timer
 (``latency``) a histogram ``siscom_latency_seconds`` with buckets from 5 ms to 10 s.
 
@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, valu
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from siscom.metrics import Kind, Metric
+from siscom.metric_names import Kind, Metric
 
 __all__ = [
     "GAUGE_ACROSS_WORKERS",

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from siscom.core.access import InboundAllowance, TokenGrant
 from siscom.core.deliveries import Delivery
 from siscom.core.geo import BBox
 from siscom.core.mapoptions import MapOptions
@@ -38,9 +39,7 @@ from siscom.core.subscriptions import SubscriptionTable
 from siscom.core.throttle import Throttle
 
 if TYPE_CHECKING:
-    from siscom.security.inbound import InboundLimits
     from siscom.core.window import RecentWindow
-    from siscom.security.tokens import Grant
 
 __all__ = ["MapStreamCore"]
 
@@ -56,9 +55,9 @@ class MapStreamCore(StreamCore):
         policy: StreamPolicy,
         options: MapOptions,
         clock: Callable[[], float],
-        grant: Grant | None = None,
-        inbound: InboundLimits | None = None,
-        verify: Callable[[str], Grant] | None = None,
+        grant: TokenGrant | None = None,
+        inbound: InboundAllowance | None = None,
+        verify: Callable[[str], TokenGrant] | None = None,
         window: RecentWindow | None = None,
     ) -> None:
         """``clock`` is the monotonic clock the pump passes to :meth:`take` (rate slots use it)."""

@@ -8,11 +8,10 @@ import json
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
-from supervisors import MailboxFull
 
 from siscom.core import cursors
 from siscom.core.deliveries import Delivery
-from siscom.core.outbox import Outbox
+from siscom.core.outbox import Outbox, OutboxFull
 from siscom.core.protocol import alert_frame, message_frame
 
 
@@ -67,7 +66,7 @@ def test_too_many_waiting_alerts_are_refused():
     outbox = Outbox(soft_limit=10, max_alerts=3)
     for n in range(3):
         outbox.put_delivery(alert("a", n))
-    with pytest.raises(MailboxFull):
+    with pytest.raises(OutboxFull):
         outbox.put_delivery(alert("a", 3))
     outbox.take()
     outbox.put_delivery(alert("a", 4))  # taking frees the bound
