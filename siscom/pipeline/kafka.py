@@ -4,7 +4,7 @@ The consumer actor talks to the broker only through these functions and the publ
 :class:`aiokafka.AIOKafkaConsumer` (``start``, ``getmany``, ``assign``, ``seek``,
 ``seek_to_beginning``, ``position``, ``highwater``). Two private attributes of aiokafka are used
 here and nowhere else: ``AIOKafkaConsumer._client`` with its ``fetch_all_metadata()`` and its
-``_conns`` table. ``tests/unit/test_dependency_contracts.py`` fails, naming aiokafka and its
+``_conns`` table. ``tests/contracts/test_dependency_contracts.py`` fails, naming aiokafka and its
 version, when either is missing or changed.
 
 aiokafka also logs every failed connection attempt, at ERROR, every few seconds while a broker is

@@ -31,10 +31,9 @@ from siscom.core.protocol import CloseCode
 from siscom.core.sse import CONTENT_TYPE, EventCache, accepts_event_stream
 from siscom.gateway import Gateway
 from siscom.security.headers import SECURITY_HEADERS
-from siscom.web.admission import Admission, Refusal, Refused, query_args
+from siscom.web.admission import Admission, Refusal, Refused
 from siscom.web.attend import attend
-from siscom.web.hypercorn_link import HypercornConnection
-from siscom.web.sse_transport import SseTransport
+from siscom.web.server import connection_of, event_stream_transport, query_args
 
 logger = logging.getLogger(__name__)
 
@@ -139,13 +138,12 @@ def sse_blueprint(gateway: Gateway) -> Blueprint:
             return refusal(admission.unavailable(), origin)
         if request.method == "HEAD":
             return Response("", 200, {**SECURITY_HEADERS, **_STREAM_HEADERS, **_VARY, **cors_headers(origin)})
-        asgi_send = request.asgi_send  # type: ignore[attr-defined]  # see StreamHTTPConnection
-        connection = HypercornConnection.of(asgi_send)
+        connection = connection_of(request)
         if connection is not None:
             gateway.drain_when(connection.server_stopping)
-        transport = SseTransport(asgi_send, peer, connection, events)
+        # From here on, the route answers the request itself.
+        transport = event_stream_transport(request, peer, connection, events)
         head = stream_head + _encoded(cors_headers(origin))
-        request.streamed = True  # type: ignore[attr-defined]  # from here on, the route answers itself
         await transport.open(head, retry_ms, coalesce=settings.stream_coalesce_writes)
         try:
             session = await gateway.open_session(

@@ -60,18 +60,13 @@ def _imported(module: str, path: Path) -> Iterator[str]:
                 yield candidate if candidate in SOURCES else source
 
 
-def _graph() -> dict[str, set[str]]:
-    graph: dict[str, set[str]] = {}
-    for module, path in SOURCES.items():
-        targets = set()
-        for name in _imported(module, path):
-            if name.split(".")[0] in PACKAGES and name != module:
-                targets.add(name)
-        graph[module] = targets
-    return graph
-
-
-GRAPH = _graph()
+#: Every module's imports, the project's and the dependencies' alike.
+IMPORTS = {module: set(_imported(module, path)) for module, path in SOURCES.items()}
+#: The project's modules each module imports.
+GRAPH = {
+    module: {name for name in names if name.split(".")[0] in PACKAGES and name != module}
+    for module, names in IMPORTS.items()
+}
 
 
 def _within(module: str, package: str) -> bool:
@@ -119,6 +114,34 @@ def test_a_layer_imports_nothing_from_the_layers_it_must_not_know(
     importer: str, forbidden: tuple[str, ...]
 ) -> None:
     assert _violations(importer, forbidden) == []
+
+
+#: The server subpackage: the only code that reaches below the public APIs of these.
+SERVER = "siscom.web.server"
+#: Dependencies' modules that are internals (the servers' own entry points stay allowed:
+#: ``hypercorn.config`` and ``hypercorn.asyncio``, which ``siscom serve`` starts Hypercorn with).
+INTERNALS = (
+    "h11", "wsproto", "quart.asgi", "quart.wrappers", "werkzeug.local", "werkzeug.sansio",
+    "hypercorn.protocol", "hypercorn.asyncio.tcp_server", "hypercorn.asyncio.worker_context",
+)
+
+
+def test_server_internals_are_reached_only_through_the_server_package() -> None:
+    outside = [module for module in IMPORTS if module.split(".")[0] == "siscom" and not _within(module, SERVER)]
+    assert any(SERVER in IMPORTS[module] for module in outside)  # the interface is in use
+    reaching_in = sorted(
+        f"{module} imports {name}"
+        for module in outside
+        for name in IMPORTS[module]
+        if name.startswith(SERVER + ".") or any(_within(name, internal) for internal in INTERNALS)
+    )
+    assert reaching_in == []
+
+
+def test_the_server_package_is_where_the_internals_are_used() -> None:
+    # Guards the rule above: it must see the imports it forbids where they are allowed.
+    used = {name for module in IMPORTS if _within(module, SERVER) for name in IMPORTS[module]}
+    assert {"wsproto.connection", "quart.asgi", "werkzeug.local"} <= used
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:

@@ -6,7 +6,7 @@ test's event loop (served by Hypercorn, clients on real sockets), so the tasks e
 adds can be named by what they run: Hypercorn's and Quart's, and the session's one. A session
 reads what its client sends from the route's task (siscom/web/attend.py), not from a task of
 its own; and a WebSocket route runs in the server's task for the application, not in a task
-Quart would start for it (siscom/web/transport.py).
+Quart would start for it (siscom/web/server/ws_transport.py).
 """
 
 from __future__ import annotations
