@@ -1,7 +1,7 @@
 """Counters the service keeps about itself, mirrored to StatsD when configured.
 
 Every metric the service publishes is a member of :class:`Metric`: its name in the stats
-endpoint, in StatsD (prefixed) and in docs/metrics.md's table, its kind and what it counts. Code
+endpoint, in StatsD (prefixed) and in the README's table, its kind and what it counts. Code
 counts with the members, never with string literals, so a metric cannot exist without its
 documentation.
 
@@ -135,7 +135,7 @@ class Metric(enum.StrEnum):
 
 
 def metrics_table() -> str:
-    """The table of metrics in docs/metrics.md, generated from the registry."""
+    """The README's table of metrics, generated from the registry."""
     rows = ["| metric | type | what it counts |", "| --- | --- | --- |"]
     rows += [f"| `{metric}` | {metric.kind} | {metric.help} |" for metric in Metric]
     return "\n".join(rows) + "\n"
