@@ -4,7 +4,7 @@ Operators configure the service only through its environment, so a wrong value h
 before anything starts, with a message that fits on one log line: which variable, what it held,
 what is allowed. Every setting is declared once, as a field of :class:`Settings`; the field's
 metadata carries its parser and its documentation, and both :meth:`Settings.from_env` and
-:func:`describe_variables` (which feeds the README and ``.env.example``) read them from there.
+:func:`describe_variables` (which feeds docs/configuration.md and ``.env.example``) read them from there.
 
 Rules shared by every variable:
 

@@ -75,7 +75,7 @@ def _type(metric: Metric) -> str:
 
 
 def prometheus_table() -> str:
-    """The README's table of Prometheus names, generated from the registry."""
+    """The table of Prometheus names in docs/metrics.md, generated from the registry."""
     rows = ["| Prometheus metric | type (over workers) | stats / StatsD name |", "| --- | --- | --- |"]
     rows += [f"| `{exposed_name(metric)}` | {_type(metric)} | `{metric}` |" for metric in Metric]
     return "\n".join(rows) + "\n"

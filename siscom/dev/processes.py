@@ -2,8 +2,8 @@
 
 A :class:`ChildProcess` is one command run in a process group of its own
 (``start_new_session``), its output appended to a log file. It is started, waited for until a
-readiness check passes (a port that accepts connections, an HTTP status, a log line: see
-:func:`port_accepts` and :func:`siscom.dev.http.http_status`), and stopped by its PID together with every
+readiness check passes (a port that accepts connections, an HTTP status, a log line: any
+callable, such as :func:`port_accepts`), and stopped by its PID together with every
 process it forked: ``hypercorn -w 1`` and ``siscom serve --workers N`` fork workers that would
 keep serving if only their parent ended.
 

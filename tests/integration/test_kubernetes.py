@@ -29,7 +29,8 @@ from support.server import REPO_ROOT
 from support.status import wait_ready
 
 BASE = REPO_ROOT / "deploy" / "kubernetes"
-README = REPO_ROOT / "README.md"
+OPERATIONS = REPO_ROOT / "docs" / "operations.md"
+BENCH_RESULTS = REPO_ROOT / "bench" / "RESULTS.md"
 DOCKERFILE = REPO_ROOT / "deploy" / "Dockerfile"
 SETTINGS = {name for name, _, _ in describe_variables()}
 SECRET_SETTINGS = {f.name.upper() for f in dataclasses.fields(Settings) if f.metadata["spec"].secret}
@@ -158,7 +159,7 @@ def test_the_pod_runs_unprivileged_on_a_read_only_root_with_a_tmp_volume(rendere
 
 
 def test_memory_is_sized_for_the_connection_limit_from_the_benchmark_figure(rendered):
-    per_connection_kb = float(re.search(r"server memory per connection \| ([0-9.]+) KB", README.read_text()).group(1))
+    per_connection_kb = float(re.search(r"server memory per connection \| ([0-9.]+) KB", BENCH_RESULTS.read_text()).group(1))
     connections = effective_settings(rendered).stream_max_connections
     resources = container(rendered)["resources"]
     request = quantity_bytes(resources["requests"]["memory"])
@@ -223,10 +224,11 @@ def test_the_ingress_routes_the_stream_and_the_page_with_timeouts_above_the_keep
         ), private
 
 
-def test_the_readme_says_how_to_apply_it_what_it_waits_and_what_was_not_verified(rendered):
-    text = README.read_text()
+def test_the_operations_doc_says_how_to_apply_it_what_it_waits_and_what_was_not_verified(rendered):
+    text = OPERATIONS.read_text()
     start = text.index("## Kubernetes")
-    section = " ".join(text[start:text.index("\n## ", start + 1)].split())
+    end = text.find("\n## ", start + 1)  # the next section, or the end of the page
+    section = " ".join(text[start : end if end != -1 else len(text)].split())
     assert "kubectl apply -k deploy/kubernetes" in section
     assert "Not verified here" in section
     assert f"the `preStop` hook waits {prestop_seconds(rendered):.0f} s" in section

@@ -335,7 +335,7 @@ async def test_a_reader_that_stops_reading_gets_a_final_error_event_when_it_read
 
 
 def body_events(body: bytes) -> list[dict]:
-    from siscom.dev.eventstream import EventParser
+    from bench.eventstream import EventParser
 
     return [json.loads(event.data) for event in EventParser().feed(body)]
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from siscom.dev.http import http_status
+from bench.http import http_status
 from siscom.dev.processes import ChildProcess, StartFailed, clean_env, free_port, log_tail, read_log
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -137,7 +137,7 @@ def test_a_client_that_keeps_up_still_gets_at_most_a_chunk_per_take():
     steps=[("put", 0, False), ("put", 1, False), ("put", 2, False), ("put", 3, True), ("put", 0, False)], cut=0.2
 )
 def test_a_lagging_client_cut_off_anywhere_resumes_with_every_alert_once_and_each_devices_newest_position(steps, cut):
-    """The guarantee of the README's Cursors section for a conflated client: resuming from the
+    """The guarantee of docs/protocol.md's Cursors section for a conflated client: resuming from the
     last cursor it got, it has every alert exactly once, and for every device the newest
     position there was (a position may come twice, never go missing)."""
     outbox = Outbox(soft_limit=3, max_alerts=1000, chunk=2)
