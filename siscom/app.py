@@ -17,6 +17,7 @@ from quart import Quart
 from siscom.config import Settings
 from siscom.gateway import Gateway
 from siscom.web.demo import demo_blueprint
+from siscom.web.hypercorn_link import refuse_non_ascii_handshakes
 from siscom.web.prometheus import prometheus_blueprint
 from siscom.web.status import status_blueprint
 from siscom.web.sse import sse_blueprint
@@ -29,6 +30,7 @@ from siscom.web.transport import StreamWebsocket, StreamWebsocketConnection
 def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> Quart:
     settings = settings or Settings.from_env()
     gateway = gateway or Gateway(settings)
+    refuse_non_ascii_handshakes()  # rather than a traceback and no answer (see hypercorn_link)
     app = Quart(__name__, static_folder=None)
     # Streams write many frames per client: the cheapest send path Quart offers (see transport).
     app.websocket_class = StreamWebsocket

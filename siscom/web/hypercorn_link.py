@@ -113,3 +113,33 @@ class HypercornConnection:
             except OSError:
                 pass  # already closed
         transport.abort()
+
+
+def refuse_non_ascii_handshakes() -> None:
+    """Make Hypercorn answer 400 to a WebSocket handshake whose ``Sec-WebSocket-Protocol``,
+    ``Sec-WebSocket-Extensions`` or ``Connection`` header holds a byte past ASCII.
+
+    Hypercorn 0.18 splits those headers with wsproto's ``split_comma_header``, which decodes
+    them as ASCII (``ws_stream.py``: ``Handshake.__init__``): any other byte raises
+    ``UnicodeDecodeError`` out of the connection's task, which drops the connection unanswered
+    and logs a traceback per request. A handshake that cannot be read is an invalid one, answered
+    as Hypercorn answers those (``is_valid`` false: 400). Applied once per process; a no-op
+    under another server.
+    """
+    try:
+        from hypercorn.protocol.ws_stream import Handshake
+    except ImportError:
+        return
+    original = Handshake.__init__
+    if getattr(original, "_siscom_ascii_only", False):
+        return
+
+    def init(self: Any, headers: list[tuple[bytes, bytes]], http_version: str) -> None:
+        try:
+            original(self, headers, http_version)
+        except UnicodeDecodeError:
+            original(self, [(name, value) for name, value in headers if value.isascii()], http_version)
+            self.version = None  # what is_valid() refuses
+
+    init._siscom_ascii_only = True  # type: ignore[attr-defined]
+    Handshake.__init__ = init  # type: ignore[method-assign]
