@@ -31,9 +31,9 @@ from siscom.core.protocol import CloseCode
 from siscom.core.sse import CONTENT_TYPE, EventCache, accepts_event_stream
 from siscom.gateway import Gateway
 from siscom.security.headers import SECURITY_HEADERS
-from siscom.web.admission import Admission, Refusal, Refused, query_args
+from siscom.web.admission import Admission, Admitted, Refusal, Refused, query_args
 from siscom.web.attend import attend
-from siscom.web.hypercorn_link import HypercornConnection
+from siscom.web.hypercorn_link import HypercornConnection, PipelineGuard
 from siscom.web.sse_transport import SseTransport
 
 logger = logging.getLogger(__name__)
@@ -141,8 +141,22 @@ def sse_blueprint(gateway: Gateway) -> Blueprint:
             return Response("", 200, {**SECURITY_HEADERS, **_STREAM_HEADERS, **_VARY, **cors_headers(origin)})
         asgi_send = request.asgi_send  # type: ignore[attr-defined]  # see StreamHTTPConnection
         connection = HypercornConnection.of(asgi_send)
+        guard = None
         if connection is not None:
             gateway.drain_when(connection.server_stopping)
+            # Whatever the client sends behind its request is ignored, and its leaving seen.
+            guard = PipelineGuard.install(connection)
+        try:
+            return await stream(peer, origin, admitted, asgi_send, connection)
+        finally:
+            if guard is not None:
+                guard.stop()
+                if guard.dropped and connection is not None:
+                    connection.close()  # requests were sent behind the stream: none is answered
+
+    async def stream(
+        peer: str, origin: str | None, admitted: Admitted, asgi_send: Any, connection: HypercornConnection | None
+    ) -> Response:
         transport = SseTransport(asgi_send, peer, connection, events)
         head = stream_head + _encoded(cors_headers(origin))
         request.streamed = True  # type: ignore[attr-defined]  # from here on, the route answers itself
