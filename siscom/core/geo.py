@@ -23,7 +23,8 @@ Position = tuple[float, float]
 
 #: A coordinate as text: optional sign, digits, optional fraction and exponent (as JavaScript
 #: writes small numbers); never words such as "nan" or "inf" that float() would take.
-_NUMBER = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,3})?\s*")
+#: ASCII only (re.ASCII): float() also takes other scripts' digits and spaces ("١٢", "\u3000").
+_NUMBER = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,3})?\s*", re.ASCII)
 _MAX_NUMBER_CHARS = 40
 
 

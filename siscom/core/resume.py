@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import datetime
 import enum
+import re
 from dataclasses import dataclass
 
 from siscom.core import cursors
 from siscom.core.protocol import BadRequest
+
+_MILLISECONDS = re.compile(r"[0-9]{1,15}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +55,8 @@ def parse_resume(
 def parse_time(text: str) -> int:
     """RFC 3339 (``2026-12-01T18:00:00Z``, an offset, fractions) or Unix milliseconds, as ms."""
     text = text.strip()
-    if text.isdigit() and len(text) <= 15:
+    # ASCII digits only: str.isdigit() also takes "²" (which int() refuses) and "١٢" (which it takes).
+    if _MILLISECONDS.fullmatch(text):
         return int(text)
     try:
         moment = datetime.datetime.fromisoformat(text.replace("z", "Z"))

@@ -27,6 +27,7 @@ __all__ = ["CONTENT_TYPE", "EventCache", "accepts_event_stream", "encode_event",
 CONTENT_TYPE = "text/event-stream"
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_QUALITY = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
 
 
 def encode_event(text: str) -> bytes:
@@ -59,10 +60,9 @@ def accepts_event_stream(accept: str | None) -> bool:
         for param in params:
             name, _, value = param.partition("=")
             if name.strip().lower() == "q":
-                try:
-                    quality = float(value.strip())
-                except ValueError:
-                    quality = 0.0
+                # A quality value is "0" to "1" with up to three ASCII decimals (RFC 9110, 12.4.2).
+                value = value.strip()
+                quality = float(value) if _QUALITY.fullmatch(value) else 0.0
         if quality > 0:
             return True
     return False

@@ -93,7 +93,7 @@ class Replayer:
                 return
         assert vector is not None
         verdict = self._judge(vector)
-        logger.info("Resuming a stream (%s)", verdict.source.value)
+        logger.debug("Resuming a stream (%s)", verdict.source.value)  # routine: counted in resumes_*
         deadline = clock() + CATCH_UP_SECONDS
         while verdict.source is Source.AHEAD and clock() < deadline and core.closing is None:
             await asyncio.sleep(_POLL_SECONDS)

@@ -251,14 +251,17 @@ class Session(Actor):
         self.core.token_expiring(time.time())
 
     def _refreshed(self, accepted: bool) -> None:
-        """The client sent a new token: count it; when accepted, the timers follow the new expiry."""
+        """The client sent a new token: count it; when accepted, the timers follow the new expiry.
+
+        Logged at DEBUG only: a refresh is a client's routine action, repeated by every client as
+        often as its tokens expire; the counters say how many (and the client got its answer)."""
         if accepted:
             self._metrics.incr(Metric.TOKEN_REFRESHES)
             self._arm_token_timers(refreshed=True)
-            logger.info("Token refreshed for %s", self._transport.peer)
+            logger.debug("Token refreshed for %s", self._transport.peer)
         else:
             self._metrics.incr(Metric.TOKEN_REFRESH_REFUSALS)
-            logger.info("Token refresh refused for %s", self._transport.peer)
+            logger.debug("Token refresh refused for %s", self._transport.peer)
 
     def _end(self) -> None:
         """The one place where every session ends."""

@@ -31,9 +31,9 @@ from siscom.core.protocol import CloseCode
 from siscom.core.sse import CONTENT_TYPE, EventCache, accepts_event_stream
 from siscom.gateway import Gateway
 from siscom.security.headers import SECURITY_HEADERS
-from siscom.web.admission import Admission, Refusal, Refused
+from siscom.web.admission import Admission, Admitted, Refusal, Refused
 from siscom.web.attend import attend
-from siscom.web.server import connection_of, event_stream_transport, query_args
+from siscom.web.server import HypercornConnection, PipelineGuard, connection_of, event_stream_transport, query_args
 
 logger = logging.getLogger(__name__)
 
@@ -139,8 +139,22 @@ def sse_blueprint(gateway: Gateway) -> Blueprint:
         if request.method == "HEAD":
             return Response("", 200, {**SECURITY_HEADERS, **_STREAM_HEADERS, **_VARY, **cors_headers(origin)})
         connection = connection_of(request)
+        guard = None
         if connection is not None:
             gateway.drain_when(connection.server_stopping)
+            # Whatever the client sends behind its request is ignored, and its leaving seen.
+            guard = PipelineGuard.install(connection)
+        try:
+            return await stream(peer, origin, admitted, connection)
+        finally:
+            if guard is not None:
+                guard.stop()
+                if guard.dropped and connection is not None:
+                    connection.close()  # requests were sent behind the stream: none is answered
+
+    async def stream(
+        peer: str, origin: str | None, admitted: Admitted, connection: HypercornConnection | None
+    ) -> Response:
         # From here on, the route answers the request itself.
         transport = event_stream_transport(request, peer, connection, events)
         head = stream_head + _encoded(cors_headers(origin))

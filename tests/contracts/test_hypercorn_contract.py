@@ -2,8 +2,8 @@
 
 Each check runs the real Hypercorn on a loopback port with a bare ASGI app and fails, naming the
 installed version, when the behaviour or the private chain the link walks has changed: then
-hypercorn_link.py needs a look before the upgrade. (The route gets the ASGI send through Quart's
-private ``ASGIWebsocketConnection._create_websocket_from_scope``, overridden in web/transport.py:
+link.py needs a look before the upgrade. (The route gets the ASGI send through Quart's
+private ``ASGIWebsocketConnection._create_websocket_from_scope``, overridden in web/server/ws_transport.py:
 test_dependency_contracts.py checks that method, and tests/security/ fail end to end without it.)
 """
 
@@ -20,7 +20,7 @@ from hypercorn.config import Config
 
 from siscom.dev.broker import free_port
 from siscom.core.sse import EventCache
-from siscom.web.server.link import HypercornConnection
+from siscom.web.server.link import HypercornConnection, PipelineGuard
 from siscom.web.server.sse_transport import ChunkWriter
 
 HYPERCORN = f"hypercorn {version('hypercorn')} (this project was written against 0.18.0)"
@@ -247,3 +247,32 @@ async def test_a_streaming_response_links_to_its_connection_and_hears_of_the_cli
         assert probe.messages == ["http.request", "http.disconnect"], (
             f"{HYPERCORN}: a client leaving mid-response is reported as {probe.messages[1:]}"
         )
+
+
+async def test_a_guarded_stream_hears_a_client_that_pipelined_a_request_and_left():
+    """What PipelineGuard relies on: bytes behind the request pause Hypercorn (h11 PAUSED), and
+    emptying h11's receive buffer and the asyncio reader's, then setting can_read, lets it read
+    on and report the client leaving."""
+    probe = StreamingProbe()
+    async with hypercorn_serving(probe) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = f"GET /stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+        writer.write(head + head)
+        await asyncio.wait_for(probe.started.wait(), 5)
+        link = probe.links[0]
+        assert link is not None
+        guard = PipelineGuard.install(link)
+        assert guard is not None and guard.dropped == len(head), (
+            f"{HYPERCORN}, {H11}: bytes behind a request are no longer held in h11's receive buffer"
+        )
+        writer.write(head)
+        writer.write_eof()
+        for _ in range(100):
+            if len(probe.messages) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert probe.messages == ["http.request", "http.disconnect"], (
+            f"{HYPERCORN}: a client that pipelined and left is reported as {probe.messages[1:]}"
+        )
+        assert guard.dropped == 2 * len(head)
+        writer.close()

@@ -133,3 +133,32 @@ async def test_a_refresh_to_a_token_already_inside_the_notice_time_brings_no_new
         assert (await client.next_frame())["data"] == {"action": "refresh", "expires_at": expiry_of(token)}
         assert await client.next_frame(timeout=6) == {"event": "error", "data": {"message": "token expired"}}
         assert await client.wait_closed() == 1008
+
+
+@pytest.fixture(scope="module")
+def quiet_server(module_server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+    """A server that requires tokens and logs at INFO, as operators run it."""
+    server = module_server_factory("refresh-quiet", STREAM_JWT_SECRET=SECRET, LOG_LEVEL="INFO")
+    asyncio.run(wait_ready(server))
+    return server
+
+
+async def test_refreshes_within_the_allowance_are_counted_and_write_no_line_at_info(quiet_server):
+    """A refresh is a client's routine action: at INFO, a thousand clients refreshing every few
+    minutes must not fill the log; the counters say how many there were."""
+    server = quiet_server
+    devices = fleet(2)
+    before = await counters(server)
+    async with ws_client(server.ws_url(), additional_headers=auth(mint(devices, 300))) as client:
+        await wait_stats(server, lambda body: body["connections"] == 1, 10.0, headers=auth(mint([], 60)))
+        logged = server.log_path.stat().st_size
+        for n in range(40):  # within the default burst of 50 messages
+            await client.send(refresh_frame(mint(devices, 300 + n)))
+        for _ in range(5):
+            await client.send(refresh_frame(mint(devices[:1], 300)))  # one device short: refused
+        answers = [(await client.next_frame())["event"] for _ in range(45)]
+        assert answers == ["ack"] * 40 + ["error"] * 5
+        await wait_counter(server, "token_refreshes", before["token_refreshes"] + 40)
+        await wait_counter(server, "token_refresh_refusals", before["token_refresh_refusals"] + 5)
+        written = server.log_path.read_bytes()[logged:].decode(errors="replace")
+    assert "refresh" not in written.lower(), written

@@ -200,3 +200,21 @@ def test_a_position_released_from_its_rate_slot_carries_the_dispatch_cursor_so_a
     (released,) = [json.loads(text) for text in core.take(1.5)]
     assert released["data"]["data"]["N"] == 1
     assert cursors.decode(released["id"])[1] == ((3,),), "past the alert: resuming from it does not repeat it"
+
+
+def test_a_position_waiting_for_its_rate_slot_is_dropped_when_its_device_leaves_the_box():
+    """Held by ``max_hz`` and then out of the box: released later, it would show a device the
+    client was just told had left."""
+    table = SubscriptionTable()
+    now = [0.0]
+    core = map_core(table, clock=lambda: now[0], bbox=BBox(0, 0, 1, 1), max_hz=1.0)
+    sent = []
+    for t, n, lat, lon in ((0.0, 1, 0.5, 0.5), (0.1, 2, 0.6, 0.6), (0.2, 3, 5, 5)):
+        now[0] = t
+        route(table, position("a", n, lat, lon))
+        sent += frames(core, t)
+    assert sent == [("message", 1), ("leave", "a")]
+    for t in (1.0, 1.5, 2.0, 5.0):  # past every slot the held position could have waited for
+        now[0] = t
+        assert frames(core, t) == []
+    assert core.wait_time(5.0) > 1.0, "nothing left waiting for a slot"

@@ -5,7 +5,8 @@ dependency upgrade can break something, and each is pinned by a contract test un
 ``tests/contracts/`` that names the dependency and its version when it changes:
 
 - :mod:`~siscom.web.server.link`: the Hypercorn connection behind a websocket or a streaming
-  response (drop it, see a handshake Hypercorn abandoned, see the server stopping, stop reading);
+  response (drop it, see a handshake Hypercorn abandoned, see the server stopping, stop reading,
+  keep reading behind an event stream to see its client leave);
 - :mod:`~siscom.web.server.coalesce`: websocket frames written below ASGI, several in one write;
 - :mod:`~siscom.web.server.control_frames`: the pings and pongs Hypercorn answers itself, counted;
 - :mod:`~siscom.web.server.ws_transport` and :mod:`~siscom.web.server.sse_transport`: Quart's
@@ -28,13 +29,14 @@ from siscom.core.encodings import EncodingCache
 from siscom.core.sse import EventCache
 from siscom.web.server import control_frames
 from siscom.web.server.coalesce import frame_cache
-from siscom.web.server.link import HypercornConnection
+from siscom.web.server.link import HypercornConnection, PipelineGuard, refuse_non_ascii_handshakes
 from siscom.web.server.query import query_args
 from siscom.web.server.sse_transport import SseTransport, StreamHTTPConnection
 from siscom.web.server.ws_transport import QuartTransport, StreamWebsocket, StreamWebsocketConnection
 
 __all__ = [
     "HypercornConnection",
+    "PipelineGuard",
     "QuartTransport",
     "SseTransport",
     "connection_of",
@@ -49,6 +51,8 @@ __all__ = [
 
 def install(app: Quart) -> None:
     """Make ``app`` handle websockets and HTTP requests the streaming way (the classes above)."""
+    # A handshake header Hypercorn cannot decode gets 400, not a traceback and no answer.
+    refuse_non_ascii_handshakes()
     # Streams write many frames per client: the cheapest send path Quart offers (ws_transport).
     app.websocket_class = StreamWebsocket
     app.asgi_websocket_class = StreamWebsocketConnection

@@ -113,3 +113,119 @@ class HypercornConnection:
             except OSError:
                 pass  # already closed
         transport.abort()
+
+
+def refuse_non_ascii_handshakes() -> None:
+    """Make Hypercorn answer 400 to a WebSocket handshake whose ``Sec-WebSocket-Protocol``,
+    ``Sec-WebSocket-Extensions`` or ``Connection`` header holds a byte past ASCII.
+
+    Hypercorn 0.18 splits those headers with wsproto's ``split_comma_header``, which decodes
+    them as ASCII (``ws_stream.py``: ``Handshake.__init__``): any other byte raises
+    ``UnicodeDecodeError`` out of the connection's task, which drops the connection unanswered
+    and logs a traceback per request. A handshake that cannot be read is an invalid one, answered
+    as Hypercorn answers those (``is_valid`` false: 400). Applied once per process; a no-op
+    under another server.
+    """
+    try:
+        from hypercorn.protocol.ws_stream import Handshake
+    except ImportError:
+        return
+    original = Handshake.__init__
+    if getattr(original, "_siscom_ascii_only", False):
+        return
+
+    def init(self: Any, headers: list[tuple[bytes, bytes]], http_version: str) -> None:
+        try:
+            original(self, headers, http_version)
+        except UnicodeDecodeError:
+            original(self, [(name, value) for name, value in headers if value.isascii()], http_version)
+            self.version = None  # what is_valid() refuses
+
+    init._siscom_ascii_only = True  # type: ignore[attr-defined]
+    Handshake.__init__ = init  # type: ignore[method-assign]
+
+
+class PipelineGuard(asyncio.Protocol):
+    """Keeps Hypercorn reading a connection whose HTTP response is an event stream, so that it
+    sees the client leave, whatever the client sent after its request.
+
+    Bytes after a request make Hypercorn stop reading the connection until the response ends
+    (``h11.py``: ``next_event`` is ``h11.PAUSED`` -> ``can_read.wait()``): a client that
+    pipelined a request (or sent anything) and then closed or reset its side went unseen, and its
+    stream, session and connection slot stayed until a keep-alive write failed, one to three
+    keep-alive intervals later; Hypercorn's task of the connection then waited forever.
+
+    Installed in front of the asyncio transport's protocol (``transport.set_protocol``), this
+    drops whatever the client sends once its request is read, while the stream lasts (an event
+    stream takes nothing from the client: a pipelined request behind it is ignored), and discards
+    what Hypercorn already holds behind the request, letting it read on. Hypercorn then sees the
+    FIN or reset itself and ends the response as for any client that leaves.
+    """
+
+    def __init__(self, inner: asyncio.BaseProtocol, h11_connection: Any) -> None:
+        self._inner = inner
+        self._h11 = h11_connection
+        self._active = True
+        import h11
+
+        #: h11's state of a peer whose request has been read whole.
+        self._done = h11.DONE
+        #: Bytes dropped: what the client sent behind its request.
+        self.dropped = 0
+
+    @classmethod
+    def install(cls, connection: HypercornConnection) -> PipelineGuard | None:
+        """Guard ``connection`` (an HTTP response's, its head sent); None when it cannot be."""
+        import h11
+
+        protocol = getattr(getattr(connection.stream, "send", None), "__self__", None)
+        h11_connection = getattr(protocol, "connection", None)
+        server = getattr(getattr(protocol, "send", None), "__self__", None)
+        reader = getattr(server, "reader", None)
+        transport = connection.transport
+        if (
+            transport is None
+            or transport.is_closing()
+            or not isinstance(h11_connection, h11.Connection)
+            or not isinstance(reader, asyncio.StreamReader)
+            or not hasattr(protocol, "can_read")
+        ):
+            return None
+        guard = cls(transport.get_protocol(), h11_connection)
+        transport.set_protocol(guard)
+        behind = h11_connection.trailing_data[0]
+        if behind and h11_connection.their_state is h11.DONE:
+            # Hypercorn has stopped reading: forget what came behind the request (h11 0.16 keeps
+            # it in Connection._receive_buffer; the asyncio reader may hold more) and wake it.
+            guard.dropped = len(behind) + len(reader._buffer)  # type: ignore[attr-defined]
+            h11_connection._receive_buffer = type(h11_connection._receive_buffer)()
+            reader._buffer.clear()  # type: ignore[attr-defined]
+            asyncio.ensure_future(protocol.can_read.set())
+        return guard
+
+    def stop(self) -> None:
+        """The response is over: pass everything on, as if this protocol were not there."""
+        self._active = False
+
+    # asyncio.Protocol, passed on
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._active and self._h11.their_state is self._done:
+            self.dropped += len(data)
+            return
+        self._inner.data_received(data)  # type: ignore[attr-defined]
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()  # type: ignore[attr-defined]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
