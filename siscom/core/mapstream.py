@@ -145,7 +145,6 @@ class MapStreamCore(StreamCore):
         entered = sorted(now_visible - self._visible)
         left = sorted(self._visible - now_visible)
         self._visible = now_visible
-        self._table.viewports.mark_seen(self, entered)
         self._queue_snapshot(entered)
         for device_id in left:
             self._leave(device_id)
@@ -184,7 +183,6 @@ class MapStreamCore(StreamCore):
             return super()._join()
         self._table.subscribe_box(self, self._ids, self._box)
         self._visible = set(self._in_view(self._box, self._ids))
-        self._table.viewports.mark_seen(self, self._visible)
         return True
 
     def _initial_view(self) -> Iterable[str] | None:

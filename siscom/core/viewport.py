@@ -7,8 +7,10 @@ as large as a quarter of the box, so it lies in at most 5 x 5 cells there (twice
 antimeridian). A position is looked up in one cell per level that holds any box; only the boxes
 filed in that cell are checked exactly, so the candidates per record are the boxes near the
 record (about 1.5 to 3 times the boxes that contain it, for boxes of one size), however many
-clients there are. Each
-device remembers which watchers last got it in view, so a leave costs no second lookup.
+clients there are. A device that moves leaves the boxes that hold its old position and not its new
+one: that is a second lookup, at the old position, and nothing is kept per device and watcher (a
+list of who saw each device would hold every departed watcher for as long as the device stays
+quiet).
 
 While any box is watched, the index also keeps each device's newest position, and a grid of
 devices per 0.01-degree cell, so that a client that opens or moves its box finds the devices in
@@ -85,8 +87,6 @@ class ViewportIndex:
         self._active: list[tuple[float, dict[_Cell, dict[Watcher, _Edges]]]] = []
         self._boxes: dict[Watcher, tuple[BBox, int, list[_Cell]]] = {}
         self._where: dict[str, Position] = {}
-        #: Device -> the watchers that got its last position (those it may leave).
-        self._seen_by: dict[str, list[Watcher]] = {}
         self._devices_by_cell: dict[_Cell, set[str]] = {}
 
     def __len__(self) -> int:
@@ -118,7 +118,6 @@ class ViewportIndex:
         if not self._boxes:  # nobody watches: stop tracking positions
             self._where.clear()
             self._devices_by_cell.clear()
-            self._seen_by.clear()
 
     def _remove(self, watcher: Watcher) -> None:
         entry = self._boxes.pop(watcher, None)
@@ -144,17 +143,21 @@ class ViewportIndex:
 
     def watchers_at(self, lat: float, lon: float) -> list[Watcher]:
         """The watchers whose box contains the position."""
-        found = []
+        return [watcher for watcher, _ in self._boxes_at(lat, lon)]
+
+    def _boxes_at(self, lat: float, lon: float) -> Iterator[tuple[Watcher, _Edges]]:
+        """The watchers whose box contains the position, with their box's edges (each once: a
+        watcher is filed at one level, and a position is in one cell of it)."""
         floor = math.floor
         for size, grid in self._active:
             watchers = grid.get((floor(lon / size), floor(lat / size)))
             if watchers:
-                for watcher, (west, south, east, north) in watchers.items():
+                for watcher, edges in watchers.items():
+                    west, south, east, north = edges
                     if south <= lat <= north and (
                         west <= lon <= east if west <= east else (lon >= west or lon <= east)
                     ):
-                        found.append(watcher)
-        return found
+                        yield watcher, edges
 
     def candidates_at(self, lat: float, lon: float) -> int:
         """How many boxes a lookup of this position checks exactly (for measurements)."""
@@ -179,14 +182,6 @@ class ViewportIndex:
             ]
         return [device for device in candidates if box.contains(*where[device])]
 
-    def mark_seen(self, watcher: Watcher, device_ids: Iterable[str]) -> None:
-        """``watcher`` now shows these devices (from a snapshot): tell it when they leave."""
-        seen_by = self._seen_by
-        for device_id in device_ids:
-            seen = seen_by.setdefault(device_id, [])
-            if watcher not in seen:
-                seen.append(watcher)
-
     def position_of(self, device_id: str) -> Position | None:
         return self._where.get(device_id)
 
@@ -194,11 +189,12 @@ class ViewportIndex:
 
     def route(self, deliveries: Iterable[Delivery]) -> None:
         """Hand each delivery to the watchers whose box holds its device, and tell those whose box
-        the device has left. Positions move the device; alerts go to the boxes its newest position
-        is in; a record without a position is in no box (and does not move its device)."""
+        the device has left (those that hold its old position and not its new one). Positions move
+        the device; alerts go to the boxes its newest position is in; a record without a position
+        is in no box (and does not move its device)."""
         where = self._where
-        seen_by = self._seen_by
         watchers_at = self.watchers_at
+        boxes_at = self._boxes_at
         for delivery in deliveries:
             device_id = delivery.device_id
             if delivery.alert:
@@ -213,18 +209,15 @@ class ViewportIndex:
             old = where.get(device_id)
             if old != new:
                 self._move(device_id, old, new)
-            inside = watchers_at(*new)
-            for watcher in inside:
+            for watcher in watchers_at(*new):
                 watcher.deliver_in_view(delivery)
-            seen = seen_by.get(device_id)
-            if seen:
-                for watcher in seen:
-                    if watcher not in inside:
+            if old is not None and old != new:
+                lat, lon = new
+                for watcher, (west, south, east, north) in boxes_at(*old):
+                    if not (south <= lat <= north and (
+                        west <= lon <= east if west <= east else (lon >= west or lon <= east)
+                    )):
                         watcher.leave_view(device_id)
-            if inside:
-                seen_by[device_id] = inside
-            elif seen is not None:
-                del seen_by[device_id]
 
     def _move(self, device_id: str, old: Position | None, new: Position) -> None:
         self._where[device_id] = new

@@ -134,3 +134,29 @@ def test_a_slot_per_device_passes_one_position_per_interval_and_keeps_the_newest
     throttle.drop("a")
     assert throttle.release(2.0) == [] and throttle.next_due() is None
     assert throttle.offer("a", "a4", 2.0)
+
+
+@settings(max_examples=100)
+@given(
+    st.lists(boxes(), min_size=1, max_size=8),
+    st.lists(st.tuples(st.sampled_from("abc"), lats, lons), min_size=1, max_size=40),
+)
+def test_a_watcher_is_told_of_a_leave_exactly_when_a_device_it_had_in_view_moves_out(box_list, moves):
+    """Leaves come from the geometry alone (nothing is kept per device and watcher): the same
+    as a model that remembers who saw what."""
+    index = ViewportIndex(lambda: [])
+    watchers = [Watcher() for _ in box_list]
+    for watcher, box in zip(watchers, box_list):
+        index.watch(watcher, box)
+    in_view: dict[int, set[str]] = {id(w): set() for w in watchers}
+    expected_left: dict[int, list[str]] = {id(w): [] for w in watchers}
+    for device_id, lat, lon in moves:
+        index.route([Delivery(device_id, "x", False, 0, (lat, lon))])
+        for watcher, box in zip(watchers, box_list):
+            shown = in_view[id(watcher)]
+            if box.contains(lat, lon):
+                shown.add(device_id)
+            elif device_id in shown:
+                shown.discard(device_id)
+                expected_left[id(watcher)].append(device_id)
+    assert {id(w): w.left for w in watchers} == expected_left
