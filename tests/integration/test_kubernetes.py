@@ -159,7 +159,8 @@ def test_the_pod_runs_unprivileged_on_a_read_only_root_with_a_tmp_volume(rendere
 
 
 def test_memory_is_sized_for_the_connection_limit_from_the_benchmark_figure(rendered):
-    per_connection_kb = float(re.search(r"server memory per connection \| ([0-9.]+) KB", BENCH_RESULTS.read_text()).group(1))
+    figure = re.search(r"server memory per connection \| ([0-9.]+) KB", BENCH_RESULTS.read_text())
+    per_connection_kb = float(figure.group(1))
     connections = effective_settings(rendered).stream_max_connections
     resources = container(rendered)["resources"]
     request = quantity_bytes(resources["requests"]["memory"])
