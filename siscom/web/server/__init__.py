@@ -19,8 +19,7 @@ Nothing outside this package imports its modules, or those dependencies' interna
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from quart import Quart
 
@@ -37,6 +36,7 @@ __all__ = [
     "HypercornConnection",
     "QuartTransport",
     "SseTransport",
+    "Watcher",
     "connection_of",
     "event_stream_transport",
     "frame_cache",
@@ -79,13 +79,23 @@ def event_stream_transport(
     return transport
 
 
-def watch_control_frames(
-    websocket: Any,
-    allow: Callable[[], bool],
-    listening: Callable[[], bool],
-    link: HypercornConnection | None = None,
-) -> bool:
-    """Count the pings and pongs the client of Quart's current ``websocket`` sends (see
-    :func:`siscom.web.server.control_frames.watch_control_frames`); False when this server's
+class Watcher(Protocol):
+    """What the control-frame watch asks of a session (see :func:`watch_control_frames`)."""
+
+    def control_frame(self) -> bool:
+        """A ping or a pong came: True while the client is within its allowance."""
+        ...
+
+    @property
+    def listening(self) -> bool:
+        """False once the session no longer reads what the client sends."""
+        ...
+
+
+def watch_control_frames(websocket: Any, session: Watcher, link: HypercornConnection | None) -> bool:
+    """Count, through ``session``, the pings and pongs the client of Quart's current
+    ``websocket`` sends (see :mod:`siscom.web.server.control_frames`); False when this server's
     cannot be counted."""
-    return control_frames.watch_control_frames(websocket.asgi_send, allow, listening, link)
+    return control_frames.watch_control_frames(
+        websocket.asgi_send, session.control_frame, lambda: session.listening, link
+    )
