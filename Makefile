@@ -6,7 +6,7 @@ PYTHON ?= python3
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test chaos bench clean
+.PHONY: venv run test lint chaos bench clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,12 @@ run: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+# Lint, format check and types (configured in pyproject.toml); only reads, never rewrites.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
 chaos: $(STAMP)
 	$(VENV)/bin/pytest tests/chaos $(PYTEST_ARGS)
 
@@ -33,5 +39,5 @@ bench: $(STAMP)
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
