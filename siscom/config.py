@@ -141,23 +141,22 @@ def _whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
-def _positive_seconds(text: str) -> float:
+def _non_negative(text: str) -> float:
+    """A finite number, 0 or more (the pattern takes no sign): a rate, or a number of seconds,
+    where 0 turns the limit or the timer off."""
     if not _DECIMAL.fullmatch(text):
         raise _Invalid
-    seconds = float(text)
-    if not math.isfinite(seconds) or seconds <= 0:
+    number = float(text)
+    if not math.isfinite(number):
+        raise _Invalid
+    return number
+
+
+def _positive_seconds(text: str) -> float:
+    seconds = _non_negative(text)
+    if seconds <= 0:
         raise _Invalid
     return seconds
-
-
-def _rate(text: str) -> float:
-    """A non-negative number (of events per second); 0 turns the limit off."""
-    if not _DECIMAL.fullmatch(text):
-        raise _Invalid
-    rate = float(text)
-    if not math.isfinite(rate):
-        raise _Invalid
-    return rate
 def _seconds_at_least(low: float) -> Callable[[str], float]:
     """A finite number of seconds, ``low`` or more: below it the service would spin or thrash."""
 
@@ -168,15 +167,6 @@ def _seconds_at_least(low: float) -> Callable[[str], float]:
         return seconds
 
     return parse
-
-
-def _seconds_or_zero(text: str) -> float:
-    if not _DECIMAL.fullmatch(text):
-        raise _Invalid
-    seconds = float(text)
-    if not math.isfinite(seconds):
-        raise _Invalid
-    return seconds
 
 
 def _boolean(text: str) -> bool:
@@ -506,7 +496,7 @@ class Settings:
         "when set, tokens must carry this 'iss' claim",
     )
     stream_token_notice_seconds: float = _setting(
-        60.0, _seconds_or_zero, "a number of seconds, 0 or more; 0 for never",
+        60.0, _non_negative, "a number of seconds, 0 or more; 0 for never",
         "how long before a client's token expires the stream sends it a 'token-expiring' frame "
         "(the client may then answer with a new token to keep the stream)",
     )
@@ -525,7 +515,7 @@ class Settings:
         "past it new clients from that address are closed with 1013",
     )
     stream_client_messages_per_second: float = _setting(
-        10.0, _rate, "a number of messages per second; 0 for no limit",
+        10.0, _non_negative, "a number of messages per second; 0 for no limit",
         "messages (subscribe, unsubscribe, anything) one client may send, on average; past "
         "STREAM_CLIENT_MESSAGE_BURST more it is closed with 1008 'too many messages'",
     )
@@ -534,7 +524,7 @@ class Settings:
         "messages one client may send at once beyond STREAM_CLIENT_MESSAGES_PER_SECOND",
     )
     stream_client_pings_per_second: float = _setting(
-        10.0, _rate, "a number of frames per second; 0 for no limit",
+        10.0, _non_negative, "a number of frames per second; 0 for no limit",
         "WebSocket pings and pongs one client may send, on average; past "
         "STREAM_CLIENT_PING_BURST more it is closed with 1008 'too many messages' (see "
         "STREAM_WATCH_CONTROL_FRAMES)",
@@ -554,7 +544,7 @@ class Settings:
         "device counts as one); past it new subscriptions are closed with 1013",
     )
     stream_shed_lag_seconds: float = _setting(
-        0.1, _rate, "a number of seconds; 0 turns shedding off",
+        0.1, _non_negative, "a number of seconds; 0 turns shedding off",
         "mean event-loop lag that means overload: once the mean over STREAM_SHED_AFTER_SECONDS "
         "reaches it, the clients with the largest backlogs are closed with 1013, a quarter at a "
         "time, until it falls back",
@@ -564,7 +554,7 @@ class Settings:
         "the window over which event-loop lag is averaged before clients are shed",
     )
     stream_handshakes_per_second_per_ip: float = _setting(
-        0.0, _rate, "a number of handshakes per second; 0 for no limit",
+        0.0, _non_negative, "a number of handshakes per second; 0 for no limit",
         "stream handshakes one client address may make, on average (see STREAM_TRUSTED_PROXIES); "
         "past STREAM_HANDSHAKE_BURST_PER_IP more they are answered 429",
     )

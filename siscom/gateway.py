@@ -28,7 +28,6 @@ from supervisors import ChildSpec, Mailbox, Restart, Strategy, Supervisor
 from siscom.pipeline.consumer import Consumer, KafkaStatus
 from siscom.pipeline.offsets import ReadOffsets
 from siscom.pipeline.decoder import Decoder
-from siscom.pipeline.factories import ConsumerFactory, DecoderFactory, RouterFactory
 from siscom.pipeline.router import Router
 from siscom.core.cursors import LogPositions
 from siscom.core.resume import ResumeRequest
@@ -65,11 +64,13 @@ class Gateway:
         settings: Settings,
         metrics: Metrics | None = None,
         *,
-        consumer: ConsumerFactory = Consumer,
-        decoder: DecoderFactory = Decoder,
-        router: RouterFactory = Router,
+        consumer: type[Consumer] = Consumer,
+        decoder: type[Decoder] = Decoder,
+        router: type[Router] = Router,
     ) -> None:
-        """``consumer``, ``decoder`` and ``router`` make the pipeline's actors, on every (re)start."""
+        """``consumer``, ``decoder`` and ``router``: the classes of the pipeline's actors, made anew
+        on every (re)start (a child spec holds a factory, never an actor, as an OTP child spec holds
+        a start function). The chaos suite passes subclasses that fail on purpose."""
         self.settings = settings
         self.metrics = metrics or Metrics.from_settings(
             settings.statsd_host, settings.statsd_port, settings.statsd_prefix

@@ -125,7 +125,7 @@ class Metric(enum.StrEnum):
 
 
 def metrics_table() -> str:
-    """The README's table of metrics, generated from the registry."""
+    """The table of metrics in docs/metrics.md, generated from the registry."""
     rows = ["| metric | type | what it counts |", "| --- | --- | --- |"]
     rows += [f"| `{metric}` | {metric.kind} | {metric.help} |" for metric in Metric]
     return "\n".join(rows) + "\n"

@@ -127,8 +127,8 @@ class Outbox:
             return texts
         texts = []
         for _ in range(min(self._chunk, len(latest))):
-            key, text = latest.popitem(last=False)
-            if type(key) is not str:
+            slot, text = latest.popitem(last=False)
+            if type(slot) is not str:
                 self._alerts -= 1
             texts.append(text)
         if not latest:

@@ -121,9 +121,7 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
             await websocket.close(CloseCode.TRY_AGAIN_LATER, "server not accepting streams")
             return
         # No await until attend's: a disconnect (the route cancelled) always reaches it.
-        if watch_pings and not watch_control_frames(
-            websocket, session.control_frame, lambda: session.listening, connection
-        ):
+        if watch_pings and not watch_control_frames(websocket, session, connection):
             warn_unwatched()
         await attend(session)
 

@@ -3,7 +3,8 @@
 Each check runs the real Hypercorn on a loopback port with a bare ASGI app and fails, naming the
 installed version, when the behaviour or the private chain the link walks has changed: then
 link.py needs a look before the upgrade. (The route gets the ASGI send through Quart's
-private ``ASGIWebsocketConnection._create_websocket_from_scope``, overridden in web/server/ws_transport.py:
+private ``ASGIWebsocketConnection._create_websocket_from_scope``, overridden in
+web/server/ws_transport.py:
 test_dependency_contracts.py checks that method, and tests/security/ fail end to end without it.)
 """
 

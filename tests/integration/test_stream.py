@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import pytest
 
-from support import ws_client
+from support import collect, ws_client
 from support.http import http_get_json
 from support.kafka import produce
 from support.status import stats, wait_ready, wait_stats
@@ -22,14 +22,6 @@ def record(device_id: str, n: int, **extra) -> bytes:
 
 def seqs(frames, device_id=None):
     return [f["data"]["data"]["SEQ"] for f in frames if device_id is None or f["data"]["data"]["DEVICE_ID"] == device_id]
-
-
-async def collect(client, count: int, timeout: float = 10.0) -> list[dict]:
-    frames = []
-    async with asyncio.timeout(timeout):
-        while len(frames) < count:
-            frames.append(await client.next_frame(timeout))
-    return frames
 
 
 async def test_a_client_without_filter_receives_every_record_byte_for_byte(make_server, broker, topic):

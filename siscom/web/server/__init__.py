@@ -20,8 +20,7 @@ Nothing outside this package imports its modules, or those dependencies' interna
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from quart import Quart
 
@@ -39,6 +38,7 @@ __all__ = [
     "PipelineGuard",
     "QuartTransport",
     "SseTransport",
+    "Watcher",
     "connection_of",
     "event_stream_transport",
     "frame_cache",
@@ -83,13 +83,23 @@ def event_stream_transport(
     return transport
 
 
-def watch_control_frames(
-    websocket: Any,
-    allow: Callable[[], bool],
-    listening: Callable[[], bool],
-    link: HypercornConnection | None = None,
-) -> bool:
-    """Count the pings and pongs the client of Quart's current ``websocket`` sends (see
-    :func:`siscom.web.server.control_frames.watch_control_frames`); False when this server's
+class Watcher(Protocol):
+    """What the control-frame watch asks of a session (see :func:`watch_control_frames`)."""
+
+    def control_frame(self) -> bool:
+        """A ping or a pong came: True while the client is within its allowance."""
+        ...
+
+    @property
+    def listening(self) -> bool:
+        """False once the session no longer reads what the client sends."""
+        ...
+
+
+def watch_control_frames(websocket: Any, session: Watcher, link: HypercornConnection | None) -> bool:
+    """Count, through ``session``, the pings and pongs the client of Quart's current
+    ``websocket`` sends (see :mod:`siscom.web.server.control_frames`); False when this server's
     cannot be counted."""
-    return control_frames.watch_control_frames(websocket.asgi_send, allow, listening, link)
+    return control_frames.watch_control_frames(
+        websocket.asgi_send, session.control_frame, lambda: session.listening, link
+    )
