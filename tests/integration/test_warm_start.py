@@ -1,0 +1,152 @@
+"""Warm start: a process reads the log back before it is ready, so a new replica shows the whole fleet.
+
+Vehicles report and park; replicas started afterwards must give a new dashboard every vehicle's
+newest position, though none of them reports again. (The test broker indexes times by when it
+appended a record: a lookback in these tests is real elapsed time.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from support import ws_client
+from support.http import http_get_json
+from support.kafka import produce
+from support.status import wait_ready
+
+from bench.producer import fill
+
+
+def record(device_id: str, seq: int) -> bytes:
+    return json.dumps({"data": {"DEVICE_ID": device_id, "SEQ": seq, "LAT": 19.4 + seq / 1000, "LON": -99.1}}).encode()
+
+
+async def park_fleet(bootstrap: str, topic: str, vehicles: int, partitions: int) -> dict[str, int]:
+    """Every vehicle reports twice, its two reports on different partitions; then one more record
+    on every partition (the test broker's log end can lag after a burst until the next write)."""
+    for partition in range(partitions):
+        first = [record(f"veh-{v}", 1) for v in range(vehicles) if v % partitions == partition]
+        await produce(bootstrap, topic, first, partition=partition)
+    for partition in range(partitions):
+        second = [record(f"veh-{v}", 2) for v in range(vehicles) if (v + 1) % partitions == partition]
+        await produce(bootstrap, topic, second, partition=partition)
+    for partition in range(partitions):
+        await produce(bootstrap, topic, [record(f"marker-{partition}", 0)], partition=partition)
+    newest = {f"veh-{v}": 2 for v in range(vehicles)}
+    newest.update({f"marker-{p}": 0 for p in range(partitions)})
+    return newest
+
+
+async def snapshot_of(url: str, quiet: float = 1.0) -> list[tuple[str, int]]:
+    """The frames a new every-device client gets before the stream falls quiet."""
+    frames = []
+    async with ws_client(url) as client:
+        while True:
+            try:
+                frame = await client.next_frame(timeout=quiet)
+            except TimeoutError:
+                return frames
+            assert frame["event"] == "message", frame
+            frames.append((frame["data"]["data"]["DEVICE_ID"], frame["data"]["data"]["SEQ"]))
+
+
+def env_for(broker, topic: str, **more: str) -> dict[str, str]:
+    return {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic, **more}
+
+
+async def test_replicas_started_after_the_fleet_parked_serve_every_vehicles_newest_position_alike(
+    server_factory, broker, topic_factory
+):
+    topic = await topic_factory(partitions=3)
+    newest = await park_fleet(broker.bootstrap, topic, vehicles=100, partitions=3)
+
+    cold = server_factory(env_for(broker, topic, STREAM_SNAPSHOT_LOOKBACK_SECONDS="0"))
+    first = server_factory(env_for(broker, topic))
+    await wait_ready(cold)
+    body = await wait_ready(first)
+    assert body["status"] == "ready"
+    await asyncio.sleep(1.5)
+    second = server_factory(env_for(broker, topic))
+    await wait_ready(second)
+
+    # Without warm-up (what every replica did before): nothing until the vehicles report again.
+    assert await snapshot_of(cold.ws_url()) == []
+    snapshots = [await snapshot_of(server.ws_url()) for server in (first, second)]
+    for frames in snapshots:
+        assert len(frames) == len(newest)  # one per device: nothing older, nothing twice
+        assert dict(frames) == newest
+    assert sorted(snapshots[0]) == sorted(snapshots[1])
+
+    # Named devices and live records work on a warm snapshot as on any other.
+    async with ws_client(first.ws_url("/api/v1/stream?device_ids=veh-7,veh-8")) as client:
+        got = {(f["data"]["data"]["DEVICE_ID"], f["data"]["data"]["SEQ"]) for f in
+               [await client.next_frame(), await client.next_frame()]}
+        assert got == {("veh-7", 2), ("veh-8", 2)}
+        await produce(broker.bootstrap, topic, [record("veh-7", 3)], partition=0)
+        frame = await client.next_frame(timeout=10)
+        assert (frame["data"]["data"]["DEVICE_ID"], frame["data"]["data"]["SEQ"]) == ("veh-7", 3)
+
+    stats = http_get_json(f"{first.url}/api/v1/stream/stats")[1]
+    assert stats["warmup"]["status"] == "warm"
+    assert stats["warmup"]["records_read"] == 203
+    assert stats["warmup_records"] == 203
+
+
+async def test_a_short_lookback_leaves_vehicles_that_reported_before_it_out(server_factory, broker, topic_factory):
+    topic = await topic_factory(partitions=2)
+    await produce(broker.bootstrap, topic, [record("early", 1)], partition=0)
+    await asyncio.sleep(8.0)
+    await produce(broker.bootstrap, topic, [record("late", 1)], partition=1)
+    await produce(broker.bootstrap, topic, [record("marker", 0)], partition=0)
+
+    # 6 s back from the start: past "early" (8 s before), and "late" even if starting takes 5 s.
+    server = server_factory(env_for(broker, topic, STREAM_SNAPSHOT_LOOKBACK_SECONDS="6"))
+    await wait_ready(server)
+    assert sorted(await snapshot_of(server.ws_url())) == [("late", 1), ("marker", 0)]
+
+
+async def test_a_client_connected_during_warm_up_misses_nothing_and_gets_nothing_twice(
+    server_factory, broker, topic_factory
+):
+    topic = await topic_factory(partitions=2)
+    # Enough lookback to keep the process warming for a moment.
+    await fill(broker.bootstrap, topic, 150_000, devices=500)
+    await produce(broker.bootstrap, topic, [record("parked", 1)], partition=0)
+    for partition in range(2):
+        await produce(broker.bootstrap, topic, [record(f"marker-{partition}", 0)], partition=partition)
+
+    server = server_factory(env_for(broker, topic))
+    async with ws_client(server.ws_url()) as client:
+        status, body = await asyncio.to_thread(http_get_json, f"{server.url}/ready")
+        assert status == 503 and body["status"] == "warming", body  # the client is in before the warm-up ends
+        assert {"records_read", "partitions_done", "partitions_total"} <= set(body)
+
+        # Vehicles report while the process warms, and on after it: each once, so that conflation
+        # (a client that falls behind gets each device's newest) cannot hide a loss.
+        reported: list[str] = []
+        ready_at = None
+        deadline = time.monotonic() + 60
+        while ready_at is None or time.monotonic() < ready_at + 1.0:
+            assert time.monotonic() < deadline, server.log_tail()
+            device = f"moving-{len(reported)}"
+            await produce(broker.bootstrap, topic, [record(device, 1)], partition=len(reported) % 2)
+            reported.append(device)
+            if ready_at is None and (await asyncio.to_thread(http_get_json, f"{server.url}/ready"))[0] == 200:
+                ready_at = time.monotonic()
+                during = len(reported)
+            await asyncio.sleep(0.05)
+
+        frames = []
+        while True:
+            try:
+                frame = await client.next_frame(timeout=2.0)
+            except TimeoutError:
+                break
+            frames.append(frame["data"]["data"]["DEVICE_ID"])
+
+    assert during >= 2  # some reported while the process warmed
+    assert frames.count("parked") == 1
+    got = [device for device in frames if device.startswith("moving-")]
+    assert sorted(got) == sorted(reported)  # every one, none twice
