@@ -8,48 +8,15 @@ appended a record: a lookback in these tests is real elapsed time.)
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
 from support import ws_client
+from support.fleet import park_fleet, record, snapshot_of
 from support.http import http_get_json
 from support.kafka import produce
 from support.status import wait_ready
 
 from bench.producer import fill
-
-
-def record(device_id: str, seq: int) -> bytes:
-    return json.dumps({"data": {"DEVICE_ID": device_id, "SEQ": seq, "LAT": 19.4 + seq / 1000, "LON": -99.1}}).encode()
-
-
-async def park_fleet(bootstrap: str, topic: str, vehicles: int, partitions: int) -> dict[str, int]:
-    """Every vehicle reports twice, its two reports on different partitions; then one more record
-    on every partition (the test broker's log end can lag after a burst until the next write)."""
-    for partition in range(partitions):
-        first = [record(f"veh-{v}", 1) for v in range(vehicles) if v % partitions == partition]
-        await produce(bootstrap, topic, first, partition=partition)
-    for partition in range(partitions):
-        second = [record(f"veh-{v}", 2) for v in range(vehicles) if (v + 1) % partitions == partition]
-        await produce(bootstrap, topic, second, partition=partition)
-    for partition in range(partitions):
-        await produce(bootstrap, topic, [record(f"marker-{partition}", 0)], partition=partition)
-    newest = {f"veh-{v}": 2 for v in range(vehicles)}
-    newest.update({f"marker-{p}": 0 for p in range(partitions)})
-    return newest
-
-
-async def snapshot_of(url: str, quiet: float = 1.0) -> list[tuple[str, int]]:
-    """The frames a new every-device client gets before the stream falls quiet."""
-    frames = []
-    async with ws_client(url) as client:
-        while True:
-            try:
-                frame = await client.next_frame(timeout=quiet)
-            except TimeoutError:
-                return frames
-            assert frame["event"] == "message", frame
-            frames.append((frame["data"]["data"]["DEVICE_ID"], frame["data"]["data"]["SEQ"]))
 
 
 def env_for(broker, topic: str, **more: str) -> dict[str, str]:
