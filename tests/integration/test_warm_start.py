@@ -117,3 +117,30 @@ async def test_a_client_connected_during_warm_up_misses_nothing_and_gets_nothing
     assert frames.count("parked") == 1
     got = [device for device in frames if device.startswith("moving-")]
     assert sorted(got) == sorted(reported)  # every one, none twice
+
+
+async def test_a_replica_killed_and_started_again_behind_nginx_keeps_its_dashboards_full(
+    server_factory, broker, topic_factory, nginx_factory
+):
+    topic = await topic_factory(partitions=3)
+    newest = await park_fleet(broker.bootstrap, topic, vehicles=30, partitions=3)
+    env = env_for(broker, topic)
+    server = server_factory(env)
+    await wait_ready(server)
+    proxy = nginx_factory([server.url.removeprefix("http://")])
+    assert dict(await snapshot_of(proxy.ws_url())) == newest
+
+    # The process dies (OOM, node lost) and comes back on the same address, with no vehicle
+    # reporting meanwhile; dashboards reconnect through nginx as soon as they can.
+    server.kill()
+    again = server_factory(env, port=server.port, started=False)
+    again.start()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            frames = await snapshot_of(proxy.ws_url())
+            break
+        except Exception:  # 502 from nginx while nothing listens
+            assert time.monotonic() < deadline, again.log_tail()
+            await asyncio.sleep(0.2)
+    assert dict(frames) == newest and len(frames) == len(newest)
