@@ -8,10 +8,11 @@ appended a record: a lookback in these tests is real elapsed time.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 from support import ws_client
-from support.fleet import park_fleet, record, snapshot_of
+from support.fleet import park_fleet, parked_at, record, snapshot_of
 from support.http import http_get_json
 from support.kafka import produce
 from support.status import wait_ready
@@ -144,3 +145,49 @@ async def test_a_replica_killed_and_started_again_behind_nginx_keeps_its_dashboa
             assert time.monotonic() < deadline, again.log_tail()
             await asyncio.sleep(0.2)
     assert dict(frames) == newest and len(frames) == len(newest)
+
+
+async def test_a_warm_replica_serves_boxes_and_resumes_right_after_a_deploy_from_memory(
+    server_factory, broker, topic_factory
+):
+    topic = await topic_factory(partitions=2)
+    await park_fleet(broker.bootstrap, topic, vehicles=20, partitions=2)
+    env = env_for(broker, topic)
+    old = server_factory(env)
+    await wait_ready(old)
+
+    # A dashboard on the old replica, up to date as of one live record.
+    async with ws_client(old.ws_url("/api/v1/stream?device_ids=veh-1,veh-2")) as client:
+        assert len([await client.next_frame(), await client.next_frame()]) == 2
+        await produce(broker.bootstrap, topic, [record("veh-1", 3)], partition=1)
+        frame = await client.next_frame(timeout=10)
+        assert frame["data"]["data"]["SEQ"] == 3
+        cursor = frame["id"]
+    # While it is away (the deploy), its vehicles report.
+    await produce(broker.bootstrap, topic, [record("veh-1", 4)], partition=1)
+    await produce(broker.bootstrap, topic, [record("veh-2", 3)], partition=0)
+
+    new = server_factory(env)
+    await wait_ready(new)
+    async with ws_client(new.ws_url(f"/api/v1/stream?device_ids=veh-1,veh-2&cursor={cursor}")) as client:
+        resumed = await client.next_frame()
+        assert resumed == {"event": "resumed", "data": {"recovered": True}}
+        missed = {(f["data"]["data"]["DEVICE_ID"], f["data"]["data"]["SEQ"]) for f in
+                  [await client.next_frame(), await client.next_frame()]}
+        assert missed == {("veh-1", 4), ("veh-2", 3)}
+        with contextlib.suppress(TimeoutError):
+            extra = await client.next_frame(timeout=1.0)
+            raise AssertionError(f"nothing more was missed: {extra}")
+    stats = http_get_json(f"{new.url}/api/v1/stream/stats")[1]
+    assert stats["history_reads"] == 0 and stats["resumes_recovered"] == 1  # served from the warm window
+
+    # A box on the warm snapshot: the parked vehicles in it, newest position, none outside.
+    lat_low, lat_high = parked_at(5)[0] - 0.001, parked_at(9)[0] + 0.001
+    async with ws_client(new.ws_url(f"/api/v1/stream?bbox=-100.5,{lat_low},-99.5,{lat_high}")) as client:
+        frames = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                frames.append(await client.next_frame(timeout=1.0))
+    assert sorted((f["data"]["data"]["DEVICE_ID"], f["data"]["data"]["SEQ"]) for f in frames) == [
+        (f"veh-{v}", 2) for v in range(5, 10)
+    ]

@@ -8,9 +8,14 @@ from .kafka import produce
 from .ws import ws_client
 
 
-def record(device_id: str, seq: int) -> bytes:
-    """A position of ``device_id``, numbered ``seq``."""
-    return json.dumps({"data": {"DEVICE_ID": device_id, "SEQ": seq, "LAT": 19.4 + seq / 1000, "LON": -99.1}}).encode()
+def record(device_id: str, seq: int, lat: float = 19.4, lon: float = -99.1) -> bytes:
+    """A position of ``device_id``, numbered ``seq``, at ``lat``, ``lon``."""
+    return json.dumps({"data": {"DEVICE_ID": device_id, "SEQ": seq, "LATITUD": lat, "LONGITUD": lon}}).encode()
+
+
+def parked_at(vehicle: int) -> tuple[float, float]:
+    """Where ``veh-N`` parks: one vehicle every 0.01 degree of latitude north of 20."""
+    return 20.0 + vehicle / 100, -100.0
 
 
 async def park_fleet(bootstrap: str, topic: str, vehicles: int, partitions: int) -> dict[str, int]:
@@ -18,10 +23,10 @@ async def park_fleet(bootstrap: str, topic: str, vehicles: int, partitions: int)
     on every partition (the test broker's log end can lag after a burst until the next write).
     Returns each device's newest SEQ."""
     for partition in range(partitions):
-        first = [record(f"veh-{v}", 1) for v in range(vehicles) if v % partitions == partition]
+        first = [record(f"veh-{v}", 1, *parked_at(v)) for v in range(vehicles) if v % partitions == partition]
         await produce(bootstrap, topic, first, partition=partition)
     for partition in range(partitions):
-        second = [record(f"veh-{v}", 2) for v in range(vehicles) if (v + 1) % partitions == partition]
+        second = [record(f"veh-{v}", 2, *parked_at(v)) for v in range(vehicles) if (v + 1) % partitions == partition]
         await produce(bootstrap, topic, second, partition=partition)
     for partition in range(partitions):
         await produce(bootstrap, topic, [record(f"marker-{partition}", 0)], partition=partition)
