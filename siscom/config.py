@@ -338,6 +338,12 @@ class Settings:
         None, _topic, _TOPIC_RULE + "; empty for none",
         "optional topic whose records are sent to clients as 'alert' frames",
     )
+    kafka_snapshot_topic: str | None = _setting(
+        None, _topic, _TOPIC_RULE + "; empty for none",
+        "optional last-positions topic (keyed by device id, values as in KAFKA_TOPIC, compacted; kept "
+        "by `siscom snapshot-writer`), read from its beginning at start for vehicles silent longer "
+        "than the lookback",
+    )
     kafka_group_id: str = _setting(
         "siscom-stream", _client_id, "1-200 characters of A-Z a-z 0-9 . _ -",
         "prefix of the Kafka client id (no consumer group is joined: every replica reads every "
@@ -473,6 +479,16 @@ class Settings:
     stream_replay_window_bytes: int = _setting(
         67108864, _whole_number(0), "a whole number of bytes; 0 keeps no window",
         "most frame bytes the recent-records window holds (whichever bound is reached first)",
+    )
+    stream_snapshot_lookback_seconds: float = _setting(
+        3600.0, _non_negative, "a number of seconds, 0 or more; 0 turns warm-up off",
+        "at start, read this much of the log back (every partition, up to the end found at start) "
+        "into the snapshot and the recent-records window before /ready says ready",
+    )
+    stream_snapshot_write_seconds: float = _setting(
+        60.0, _positive_seconds, "a number of seconds greater than 0",
+        "`siscom snapshot-writer`: writes each device's newest position to KAFKA_SNAPSHOT_TOPIC at "
+        "most once per this many seconds",
     )
     stream_jwt_secret: str | None = _setting(
         None, _jwt_secret, "at least 32 characters; empty for none",
@@ -685,6 +701,11 @@ def _check_combinations(settings: Settings) -> None:
         raise ConfigError(
             "KAFKA_ALERTS_TOPIC", settings.kafka_alerts_topic,
             "a topic other than KAFKA_TOPIC, or empty for none",
+        )
+    if settings.kafka_snapshot_topic is not None and settings.kafka_snapshot_topic in settings.topics:
+        raise ConfigError(
+            "KAFKA_SNAPSHOT_TOPIC", settings.kafka_snapshot_topic,
+            "a topic other than KAFKA_TOPIC and KAFKA_ALERTS_TOPIC, or empty for none",
         )
     _check_kafka_tls(settings)
     _check_stream_tokens(settings)

@@ -112,6 +112,16 @@ class Metric(enum.StrEnum):
         "history_reads", Kind.COUNTER,
         "reads of one partition's log for replays older than the window (concurrent replays share one)",
     )
+    WARMUP_RECORDS = (
+        "warmup_records", Kind.COUNTER,
+        "records read at start to warm the snapshot and the window (`STREAM_SNAPSHOT_LOOKBACK_SECONDS`, "
+        "`KAFKA_SNAPSHOT_TOPIC`); never sent as live frames",
+    )
+    WARMUP_PARTITIONS_LEFT = (
+        "warmup_partitions_left", Kind.GAUGE,
+        "partitions the warm-up has not yet read to the end it found at start (0 once warm)",
+    )
+    WARMUP_SECONDS = "warmup_seconds", Kind.GAUGE, "how long the warm-up took, from its start to ready"
     WINDOW_RECORDS = "window_records", Kind.GAUGE, "records in the recent-records window, every second"
     WINDOW_AGE_SECONDS = (
         "window_age_seconds", Kind.GAUGE,

@@ -55,6 +55,9 @@ GAUGE_ACROSS_WORKERS: dict[Metric, tuple[str, str]] = {
     Metric.LOOP_LAG: ("livemax", "largest of the live workers"),
     # Each worker keeps its own window: the shortest and the youngest are what a resume can count on.
     Metric.WINDOW_RECORDS: ("livemin", "smallest of the live workers"),
+    # Each worker warms up by itself: the server is warm when its slowest worker is.
+    Metric.WARMUP_PARTITIONS_LEFT: ("livemax", "largest of the live workers"),
+    Metric.WARMUP_SECONDS: ("livemax", "largest of the live workers"),
     Metric.WINDOW_AGE_SECONDS: ("livemin", "smallest of the live workers"),
 }
 

@@ -188,6 +188,14 @@ class MapStreamCore(StreamCore):
     def _initial_view(self) -> Iterable[str] | None:
         return super()._initial_view() if self._box is None else sorted(self._in_view(self._box, self._ids))
 
+    def _current_view(self) -> Iterable[str] | None:
+        if self._box is None:
+            return super()._current_view()
+        entered = [device for device in self._in_view(self._box, self._ids) if device not in self._visible]
+        self._visible.update(entered)
+        self._table.viewports.mark_seen(self, entered)
+        return entered
+
     def _replay(self, replay: list[Delivery]) -> None:
         """What a map would have seen of ``replay`` (this client's records after its cursor, in
         log order), the newest of it first-hand:

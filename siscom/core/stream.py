@@ -178,6 +178,15 @@ class StreamCore:
         except OutboxFull:
             self.close(CloseCode.TRY_AGAIN_LATER, Cause.SLOW_CLIENT.value, cause=Cause.SLOW_CLIENT)
 
+    def warm_snapshot(self) -> None:
+        """The snapshot arrived after the stream opened (the process warmed up late): queue it."""
+        if self.closing is None and self._policy.snapshot:
+            self._queue_snapshot(self._current_view())
+
+    def _current_view(self) -> Iterable[str] | None:
+        """The devices whose snapshot the stream would get if it opened now (None: every device)."""
+        return self.device_ids
+
     def receive(self, data: str | bytes, now: float) -> None:
         """A message from the client at ``now``: apply a subscription change and queue its answer;
         past the client's allowance of messages, close with 1008 instead."""

@@ -81,7 +81,7 @@ def test_the_app_gets_every_setting_it_reads_and_nothing_else(compose):
 
 
 def test_other_services_read_only_settings_of_the_app(compose):
-    for service in ("topics", "simulator"):
+    for service in ("topics", "simulator", "snapshot-writer"):
         assert set(compose["services"][service]["environment"]) <= set(SETTINGS), service
 
 

@@ -303,3 +303,26 @@ async def test_the_probes_answer_and_sigterm_with_clients_ends_within_the_grace_
     # One process serving alone writes nothing to /tmp (the pod's emptyDir is for --workers N).
     assert list((tmp_path / "tmp").iterdir()) == []
     print(f"SIGTERM with {len(clients)} clients: exited in {elapsed:.2f} s (budget {budget:.0f} s)")
+
+
+def test_the_snapshot_writer_overlay_adds_one_writer_and_gives_every_pod_the_topic():
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(REPO_ROOT / "deploy" / "snapshot-writer")], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    documents = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    deployments = {doc["metadata"]["name"]: doc for doc in documents if doc["kind"] == "Deployment"}
+    assert set(deployments) == {"siscom-stream", "siscom-stream-snapshot-writer"}
+    writer = deployments["siscom-stream-snapshot-writer"]
+    assert writer["spec"]["replicas"] == 1
+    (container,) = writer["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["siscom", "snapshot-writer"]
+    for doc in documents:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSIONS[-1], strict=True)
+    # Both read the same (hash-named) ConfigMap, which names the topic: the writer can start.
+    (config,) = [doc for doc in documents if doc["kind"] == "ConfigMap"]
+    for deployment in deployments.values():
+        (pod_container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert {"configMapRef": {"name": config["metadata"]["name"]}} in pod_container["envFrom"]
+    settings = Settings.from_env({k: v for k, v in config["data"].items()}, env_file=None)
+    assert settings.kafka_snapshot_topic == "tracking-data-last-positions"

@@ -189,7 +189,10 @@ async def test_without_a_broker_the_app_serves_and_delivers_once_one_appears(bro
 
     port = free_port()
     server = server_factory({"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}", "KAFKA_TOPIC": "late",
-                             "KAFKA_AUTO_OFFSET_RESET": "earliest", "KAFKA_RECONNECT_BACKOFF_MAX_SECONDS": "0.5"})
+                             "KAFKA_AUTO_OFFSET_RESET": "earliest", "KAFKA_RECONNECT_BACKOFF_MAX_SECONDS": "0.5",
+                             # Every record live: no warm-up (it would make a snapshot of those
+                             # written before the first connection).
+                             "STREAM_SNAPSHOT_LOOKBACK_SECONDS": "0"})
     status, body = http_get_json(f"{server.url}/health")
     assert status == 200
     status, body = http_get_json(f"{server.url}/ready")
