@@ -386,10 +386,15 @@ class StreamCore:
         try:
             self._table.subscribe(self, device_ids)
         except SubscriptionLimit:
-            reason = Cause.SUBSCRIPTION_LIMIT.value
-            self.close(CloseCode.TRY_AGAIN_LATER, reason, final_frame=error_frame(reason), cause=Cause.SUBSCRIPTION_LIMIT)
+            self.refuse_subscription()
             return False
         return True
+
+    def refuse_subscription(self) -> None:
+        """Close as past the process's bound of subscribed ids (an error frame, then 1013): what
+        a replay does when it cannot subscribe, as :meth:`open` does."""
+        reason = Cause.SUBSCRIPTION_LIMIT.value
+        self.close(CloseCode.TRY_AGAIN_LATER, reason, final_frame=error_frame(reason), cause=Cause.SUBSCRIPTION_LIMIT)
 
     def _too_many_messages(self) -> None:
         reason = Cause.TOO_MANY_MESSAGES.value

@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
@@ -22,6 +24,8 @@ from siscom.metrics import Metric, Metrics
 from siscom.pipeline.kafka import new_consumer, stop_consumer
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Longest one round may take (connecting included) before its requests fail.
 ROUND_TIMEOUT = 10.0
@@ -73,8 +77,7 @@ class HistoryReader:
         None when there is none (the time is after the last record)."""
         async with self._lock:
             consumer = await self._connected()
-            async with asyncio.timeout(ROUND_TIMEOUT):
-                found = await consumer.offsets_for_times({tp: timestamp_ms for tp in partitions})
+            found = await self._asking(consumer.offsets_for_times({tp: timestamp_ms for tp in partitions}))
         result: dict[TopicPartition, int | None] = {}
         for tp in partitions:
             hit = found.get(tp)
@@ -88,10 +91,20 @@ class HistoryReader:
         """Per partition, the first offset still held and the log end (ListOffsets)."""
         async with self._lock:
             consumer = await self._connected()
-            async with asyncio.timeout(ROUND_TIMEOUT):
-                starts = await consumer.beginning_offsets(partitions)
-                ends = await consumer.end_offsets(partitions)
+            starts = await self._asking(consumer.beginning_offsets(partitions))
+            ends = await self._asking(consumer.end_offsets(partitions))
         return starts, ends
+
+    async def _asking(self, question: Awaitable[T]) -> T:
+        """The broker's answer to ``question``, within the round's time; any failure (a timeout,
+        a broker error, a lost connection) is :class:`HistoryUnavailable`, and the consumer is
+        made anew next time: a replay answers it (``recovered: false``), it does not crash."""
+        try:
+            async with asyncio.timeout(ROUND_TIMEOUT):
+                return await question
+        except Exception as error:
+            await self._drop_consumer()
+            raise HistoryUnavailable(f"the broker did not answer: {error!r}") from error
 
     async def stop(self) -> None:
         if self._worker is not None:
@@ -113,6 +126,8 @@ class HistoryReader:
                     await consumer.start()
             except BaseException as error:
                 await stop_consumer(consumer)
+                if isinstance(error, asyncio.CancelledError):
+                    raise
                 raise HistoryUnavailable(f"cannot reach the broker: {error!r}") from error
             self._consumer = consumer
         return self._consumer

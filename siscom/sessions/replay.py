@@ -31,7 +31,7 @@ from siscom.core.protocol import alert_frame, frame_cursor, message_frame, resum
 from siscom.core.records import MalformedRecord, decode_value
 from siscom.core.resume import ResumeRequest, Source, Verdict, judge
 from siscom.core.stream import StreamCore
-from siscom.core.subscriptions import SubscriptionTable
+from siscom.core.subscriptions import SubscriptionLimit, SubscriptionTable
 from siscom.core.window import RecentWindow
 from siscom.metrics import Metric, Metrics
 from siscom.pipeline.history import HistoryReader, HistoryUnavailable
@@ -155,7 +155,11 @@ class Replayer:
     async def _from_kafka(self, core: StreamCore, vector: cursors.Vector, clock: Callable[[], float]) -> None:
         ids = core.initial_device_ids
         holder = _Holder()
-        self._table.subscribe(holder, ids)
+        try:
+            self._table.subscribe(holder, ids)
+        except SubscriptionLimit:
+            core.refuse_subscription()  # as the plain path answers it: an error frame, 1013
+            return
         try:
             dispatched = self._dispatched()
             assert dispatched is not None
