@@ -3,14 +3,17 @@
 One reader per process, with one Kafka consumer of its own (no group, manual assignment), made
 on first use. Concurrent replays share reads: requests that arrive while a read is under way wait
 for the next round, and a round reads each partition once, from the earliest start to the latest
-end any of its requests asked for; each request then gets its own slice. So a storm of resumes,
-or a hundred clients asking for the last minute at once, costs a small number of reads per
-partition, not one consumer per client.
+end any of its requests asked for; each request then gets its own span of that round's records
+(:class:`~siscom.core.replayfeed.LogSpan`: a range of one shared list, not a copy), and each
+record is decoded once for all of them, by the first replay that reaches it. So a storm of
+resumes, or a hundred clients asking for the last minute at once, costs a small number of reads
+and one decode per partition, not one consumer, or one copy, per client.
 """
 
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_left
 import logging
 from collections import Counter
 from collections.abc import Awaitable
@@ -20,6 +23,7 @@ from typing import TypeVar
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from siscom.config import Settings
+from siscom.core.replayfeed import LogSpan, SharedLog
 from siscom.metrics import Metric, Metrics
 from siscom.pipeline.kafka import new_consumer, stop_consumer
 
@@ -34,6 +38,7 @@ FETCH_MS = 200
 
 Ranges = dict[TopicPartition, tuple[int, int]]
 Records = dict[TopicPartition, list[ConsumerRecord]]
+Spans = dict[TopicPartition, LogSpan]
 
 
 class HistoryUnavailable(Exception):
@@ -43,7 +48,7 @@ class HistoryUnavailable(Exception):
 @dataclass
 class _Request:
     ranges: Ranges
-    done: asyncio.Future[Records] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    done: asyncio.Future[Spans] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class HistoryReader:
@@ -58,8 +63,9 @@ class HistoryReader:
         #: Reads of each partition since start (shown in the stats: shared reads keep it small).
         self.reads: Counter[TopicPartition] = Counter()
 
-    async def read(self, ranges: Ranges) -> Records:
-        """Every record in ``[start, end)`` of each partition, in log order."""
+    async def read(self, ranges: Ranges) -> Spans:
+        """Every record in ``[start, end)`` of each partition, in log order (partitions with an
+        empty range are left out)."""
         ranges = {tp: span for tp, span in ranges.items() if span[0] < span[1]}
         if not ranges:
             return {}
@@ -156,13 +162,13 @@ class HistoryReader:
                     if not request.done.done():
                         request.done.set_exception(HistoryUnavailable(repr(error)))
                 continue
+            logs = {tp: SharedLog(batch, self._settings.stream_max_record_bytes) for tp, batch in records.items()}
+            del records
             for request in requests:
                 if request.done.done():
                     continue
-                request.done.set_result({
-                    tp: [r for r in records.get(tp, ()) if start <= r.offset < end]
-                    for tp, (start, end) in request.ranges.items()
-                })
+                request.done.set_result({tp: _span(logs[tp], start, end) for tp, (start, end) in request.ranges.items()})
+            del logs, requests
 
     async def _read_round(self, ranges: Ranges) -> Records:
         async with asyncio.timeout(ROUND_TIMEOUT):
@@ -190,3 +196,8 @@ class HistoryReader:
                         open_partitions.discard(tp)
             consumer.assign([])
             return records
+
+
+def _span(log: SharedLog, start: int, end: int) -> LogSpan:
+    """The records of ``log`` at offsets ``[start, end)``."""
+    return LogSpan(log, bisect_left(log.offsets, start), bisect_left(log.offsets, end))
