@@ -16,7 +16,7 @@ import asyncio
 from bisect import bisect_left
 import logging
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -52,9 +52,14 @@ class _Request:
 
 
 class HistoryReader:
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, metrics: Metrics, *, consumer: Callable[[Settings], AIOKafkaConsumer] = new_consumer
+    ) -> None:
+        """``consumer`` makes the reader's Kafka consumer (not yet started), on first use and
+        after a failure."""
         self._settings = settings
         self._metrics = metrics
+        self._new_consumer = consumer
         self._consumer: AIOKafkaConsumer | None = None
         self._pending: list[_Request] = []
         self._wakeup = asyncio.Event()
@@ -126,7 +131,7 @@ class HistoryReader:
 
     async def _connected(self) -> AIOKafkaConsumer:
         if self._consumer is None:
-            consumer = new_consumer(self._settings)
+            consumer = self._new_consumer(self._settings)
             try:
                 async with asyncio.timeout(ROUND_TIMEOUT):
                     await consumer.start()
