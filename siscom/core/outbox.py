@@ -16,7 +16,9 @@ The bound is for lag, not for a burst: alerts that arrive together (one batch of
 one event-loop turn) while the client had caught up (its writer was waiting for frames) may go
 past it, up to :data:`BURST` times the bound, because the client has not had its turn to read
 them yet. Once the writer has had that turn and left frames waiting, or while it is stuck on a
-client that does not read, the bound holds as it is.
+client that does not read, the bound holds as it is. An outbox that holds live frames apart while
+a replay goes out (``apart``) is in a burst until it is taken: the client has not had its turn
+for any of them.
 
 A position that takes a waiting one's place in line keeps that one's cursor (the ``id`` of the
 frame it replaces): frames then go out with cursors in dispatch order, and a client cut off
@@ -49,10 +51,11 @@ class Outbox:
     """The frames waiting for one client. Pure: whoever writes them waits on :attr:`waker`."""
 
     __slots__ = (
-        "_queue", "_latest", "_soft_limit", "_chunk", "_max_alerts", "_alerts", "_burst", "waker", "conflated",
+        "_queue", "_latest", "_soft_limit", "_chunk", "_max_alerts", "_alerts", "_burst", "_apart", "waker",
+        "conflated",
     )
 
-    def __init__(self, soft_limit: int, max_alerts: int, chunk: int = CHUNK) -> None:
+    def __init__(self, soft_limit: int, max_alerts: int, chunk: int = CHUNK, *, apart: bool = False) -> None:
         #: Frames in arrival order while the client keeps up: (device id or _KEEP, text).
         #: A list, not a deque: an empty deque keeps a 624-byte block, an empty list nothing, and
         #: most clients' outboxes are empty most of the time. Taken whole or a chunk at a time.
@@ -65,7 +68,9 @@ class Outbox:
         self._alerts = 0
         #: True while every frame waiting came since the client had caught up (see the module
         #: docstring): the alerts among them may go past the bound, up to BURST times it.
-        self._burst = False
+        self._burst = apart
+        #: Frames held apart while a replay goes out: a burst until taken (see the module docstring).
+        self._apart = apart
         #: Called once, then forgotten, when a frame is queued: set by a writer about to wait.
         self.waker: Callable[[], None] | None = None
         #: Positions dropped because a newer one of the same device replaced them.
@@ -96,7 +101,7 @@ class Outbox:
         else:
             queue = self._queue
             if not queue:
-                self._burst = self.waker is not None
+                self._burst = self.waker is not None or self._apart
             queue.append((device_id, text))
             if len(queue) > self._soft_limit:
                 self._fall_behind()
@@ -114,7 +119,7 @@ class Outbox:
             self._latest[object()] = text
         else:
             if not self._queue:
-                self._burst = self.waker is not None
+                self._burst = self.waker is not None or self._apart
             self._queue.append((_KEEP, text))
         if self.waker is not None:
             self.wake()

@@ -193,13 +193,20 @@ def positions_at(topics: tuple[str, ...], vector: Vector) -> LogPositions:
     return positions
 
 
+#: A slice's clock is read once per this many records looked at.
+_CLOCK_EVERY = 32
+
+
 class ReplayFeed:
     """What a resumed stream replays, pulled a slice at a time (see the module docstring)."""
 
-    __slots__ = ("_steps", "finished", "pulled")
+    __slots__ = ("_steps", "_clock", "finished", "pulled")
 
-    def __init__(self, steps: Iterable[Step]) -> None:
+    def __init__(self, steps: Iterable[Step], clock: Callable[[], float] | None = None) -> None:
+        """``clock`` (seconds, any monotonic one) bounds a slice by time too: decoding costs more on
+        a loaded machine, and a slice must stay short whatever the machine."""
         self._steps = iter(steps)
+        self._clock = clock
         #: True once every delivery has been pulled.
         self.finished = False
         #: Deliveries pulled so far.
@@ -210,11 +217,14 @@ class ReplayFeed:
         """A replay of deliveries already framed for this client."""
         return cls(deliveries)
 
-    def pull(self, max_deliveries: int, max_steps: int) -> list[Delivery]:
-        """The next deliveries: at most ``max_deliveries``, examining at most ``max_steps`` records."""
+    def pull(self, max_deliveries: int, max_steps: int, max_seconds: float = 0.0) -> list[Delivery]:
+        """The next deliveries: at most ``max_deliveries``, examining at most ``max_steps`` records,
+        for about ``max_seconds`` at most when the feed has a clock (0: no time bound)."""
         out: list[Delivery] = []
         if self.finished:
             return out
+        clock = self._clock if max_seconds > 0 else None
+        until = clock() + max_seconds if clock is not None else 0.0
         steps = 0
         for step in self._steps:
             if step is not None:
@@ -222,7 +232,7 @@ class ReplayFeed:
                 if len(out) >= max_deliveries:
                     break
             steps += 1
-            if steps >= max_steps:
+            if steps >= max_steps or (clock is not None and not steps % _CLOCK_EVERY and clock() >= until):
                 break
         else:
             self.finished = True

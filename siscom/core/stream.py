@@ -59,8 +59,10 @@ if TYPE_CHECKING:
 
 #: Most frames of a replay queued at once (fewer when the bound of waiting alerts is lower).
 REPLAY_SLICE_FRAMES = 128
-#: Most records of a replay looked at in one take (decoded, if none had been): a few milliseconds.
+#: Most records of a replay looked at in one take (decoded, if none had been), and about the
+#: longest one take spends on them (when the replay has a clock).
 REPLAY_SLICE_RECORDS = 1024
+REPLAY_SLICE_SECONDS = 0.002
 
 
 class Cause(enum.Enum):
@@ -400,7 +402,8 @@ class StreamCore:
     def _replay(self, replay: ReplayFeed, live: Iterable[Delivery]) -> None:
         """Start taking ``replay`` (see :meth:`take`); live deliveries wait apart until it is out."""
         self._feed = replay
-        held = self._held = Outbox(soft_limit=self._policy.max_pending_frames, max_alerts=self._policy.max_pending_frames)
+        bound = self._policy.max_pending_frames
+        held = self._held = Outbox(soft_limit=bound, max_alerts=bound, apart=True)
         try:
             for delivery in live:
                 held.put_delivery(delivery)
@@ -413,7 +416,7 @@ class StreamCore:
         if feed is not None:
             # Half the bound at most: the replay's alerts and the client's replies fit together.
             size = max(1, min(REPLAY_SLICE_FRAMES, self._policy.max_pending_frames // 2))
-            for delivery in feed.pull(size, REPLAY_SLICE_RECORDS):
+            for delivery in feed.pull(size, REPLAY_SLICE_RECORDS, REPLAY_SLICE_SECONDS):
                 outbox.put_delivery(delivery)
             if not feed.finished:
                 return

@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Longest one round may take (connecting included) before its requests fail.
+#: Longest a round may go without progress (connecting, or a fetch that brings no record)
+#: before its requests fail; a long read that keeps bringing records goes on.
 ROUND_TIMEOUT = 10.0
 #: One fetch waits at most this long for records.
 FETCH_MS = 200
@@ -176,7 +177,8 @@ class HistoryReader:
             del logs, requests
 
     async def _read_round(self, ranges: Ranges) -> Records:
-        async with asyncio.timeout(ROUND_TIMEOUT):
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(ROUND_TIMEOUT) as deadline:
             consumer = await self._connected()
             partitions = sorted(ranges)
             consumer.assign(partitions)
@@ -188,6 +190,8 @@ class HistoryReader:
             open_partitions = set(partitions)
             while open_partitions:
                 batches = await consumer.getmany(*open_partitions, timeout_ms=FETCH_MS, max_records=5000)
+                if any(batches.values()):
+                    deadline.reschedule(loop.time() + ROUND_TIMEOUT)
                 for tp, batch in batches.items():
                     end = ranges[tp][1]
                     records[tp].extend(r for r in batch if r.offset < end)

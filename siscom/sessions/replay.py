@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterator
 
 from aiokafka import TopicPartition
@@ -197,7 +198,7 @@ class Replayer:
         for each record passed over), then ``live`` (routed while the log was read), whose shared
         cursors are past the replay's."""
         cursor = cursors.encode(cursors.topics_crc(self._topics), vector)
-        core.open(clock(), resumed=resumed_frame(True), replay=ReplayFeed(self._counted(replay)), cursor=cursor,
+        core.open(clock(), resumed=resumed_frame(True), replay=ReplayFeed(self._counted(replay), time.perf_counter), cursor=cursor,
                   live=live or ())
         self._metrics.incr(Metric.RESUMES_RECOVERED)
 

@@ -15,6 +15,7 @@ from siscom.core.protocol import PING_FRAME, CloseCode, alert_frame, message_fra
 from siscom.core.stream import Cause, StreamCore, StreamPolicy
 from siscom.core.subscriptions import SubscriptionTable
 from siscom.core.window import RecentWindow
+from siscom.core.outbox import BURST
 from siscom.security.tokens import Grant
 
 BOUND = 50
@@ -342,10 +343,14 @@ def test_a_ping_during_a_replay_names_where_the_client_stands_not_the_live_strea
     assert [frame["id"] for frame in pinged] == ["c1"]  # the last replayed frame taken
 
 
-def test_a_client_too_slow_for_what_is_routed_during_its_replay_is_closed_1013():
+def test_alerts_routed_during_a_replay_wait_as_a_burst_then_past_it_the_client_is_closed_1013():
+    """The client has had no turn for what is routed while its replay goes out: up to BURST times
+    the bound of waiting alerts may wait; one more, and it is too slow."""
     core = StreamCore(frozenset({"a"}), table=SubscriptionTable(), policy=policy(max_pending_frames=4))
     core.open(0.0, replay=[cursored_alert(n) for n in range(20)], cursor="start")
-    for n in range(5):
+    for n in range(4 * BURST):
         core.deliver(alert("a", n))
+    assert core.closing is None
+    core.deliver(alert("a", 99))
     assert core.closing is not None and core.closing.cause is Cause.SLOW_CLIENT
     assert core.backlog == 0
