@@ -104,7 +104,6 @@ class Gateway:
             window=self.window,
             history=self.history,
             metrics=self.metrics,
-            max_record_bytes=settings.stream_max_record_bytes,
         )
         self.limits = SessionLimits(
             keepalive_seconds=settings.stream_keepalive_seconds,

@@ -34,6 +34,7 @@ from siscom.core.protocol import (
     leave_frame,
     with_cursor,
 )
+from siscom.core.replayfeed import ReplayFeed
 from siscom.core.stream import Cause, StreamCore, StreamPolicy
 from siscom.core.subscriptions import SubscriptionTable
 from siscom.core.throttle import Throttle
@@ -196,9 +197,9 @@ class MapStreamCore(StreamCore):
         self._table.viewports.mark_seen(self, entered)
         return entered
 
-    def _replay(self, replay: list[Delivery]) -> None:
+    def _replay(self, replay: ReplayFeed, live: Iterable[Delivery]) -> None:
         """What a map would have seen of ``replay`` (this client's records after its cursor, in
-        log order), the newest of it first-hand:
+        log order) and of ``live`` (routed while it was read), the newest of it first-hand:
 
         - every alert, in place (with a box: when its device was in the box, by the last position
           replayed before it, else by where the device is now);
@@ -213,6 +214,10 @@ class MapStreamCore(StreamCore):
         that resumes from the last frame it got still gets every alert once and each device's
         newest position.
         """
+        # Taken whole: a map's replay is its alerts and one frame per device, known at the end.
+        self._replay_deliveries([*replay.rest(), *live])
+
+    def _replay_deliveries(self, replay: list[Delivery]) -> None:
         box = self._box
         named = self._ids is not None
         was_inside: set[str] = set()
