@@ -351,7 +351,9 @@ class Settings:
     )
     kafka_auto_offset_reset: str = _setting(
         "latest", _one_of("latest", "earliest"), "one of latest, earliest",
-        "where a partition is first read from when the gateway starts with no offset for it",
+        "where a partition is first read from when the gateway starts with no offset for it, with "
+        "warm-up off (with it, live reading starts where warm-up ended: see docs/warm-start.md); "
+        "also where a partition restarts whose offset left the log",
     )
     kafka_security_protocol: str = _setting(
         "PLAINTEXT", _one_of("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"),

@@ -124,6 +124,8 @@ class Session(Actor):
         super().__init__(name=name)
         self._resume = resume
         self._gate = gate
+        #: The wait at the gate, while it lasts.
+        self._gating: asyncio.Future[None] | None = None
         self.core = core
         self._transport = transport
         self._limits = limits
@@ -213,17 +215,21 @@ class Session(Actor):
         core = self.core
         self._metrics.stream_opened()
         try:
-            if self._gate is not None:
-                await self._gate()
-            if self._resume is None:
-                core.open(loop.time())
-            else:
-                replayer, request = self._resume
-                await replayer.open(core, request, loop.time)
-            logger.info("Stream opened for %s, devices: %s", self._transport.peer, _describe(core.device_ids))
-            self._open_to_listener()
-            self._arm_token_timers()
-            await self._send_loop()
+            if self._gate is not None and core.closing is None:
+                # Waiting for the process to warm up; a close (shutdown, client gone) ends the wait.
+                self._gating = asyncio.ensure_future(self._gate())
+                await asyncio.wait((self._gating,))
+                self._gating = None
+            if core.closing is None:  # else closed while waiting: straight to the goodbye
+                if self._resume is None:
+                    core.open(loop.time())
+                else:
+                    replayer, request = self._resume
+                    await replayer.open(core, request, loop.time)
+                logger.info("Stream opened for %s, devices: %s", self._transport.peer, _describe(core.device_ids))
+                self._open_to_listener()
+                self._arm_token_timers()
+                await self._send_loop()
             await self._say_goodbye()
         except asyncio.CancelledError:
             core.close(CloseCode.GOING_AWAY, Cause.SHUTDOWN.value)
@@ -399,6 +405,8 @@ class Session(Actor):
     def _interrupt(self) -> None:
         """The core is closing: stop waiting, and stop a write that may be stalled on a client that
         does not read."""
+        if self._gating is not None:
+            self._gating.cancel()
         self._wake()
         deadline = self._send_deadline
         if deadline is not None and not deadline.expired():
