@@ -111,7 +111,7 @@ class StreamCore:
 
     __slots__ = (
         "_table", "_policy", "_grant", "_inbound", "_verify", "_initial_ids", "outbox", "closing", "on_close",
-        "on_refresh", "_next_ping", "_window", "_cursor",
+        "on_refresh", "_next_ping", "_window", "_cursor", "_work", "_opened",
     )
 
     def __init__(
@@ -146,6 +146,10 @@ class StreamCore:
         #: Called after each refresh the client asks for: True when accepted (the expiry moved).
         self.on_refresh: Callable[[bool], None] | None = None
         self._next_ping = 0.0
+        #: Work done for this client (frames routed to it and taken or conflated, devices looked
+        #: at for its commands), and since when: what overload shedding ranks clients by.
+        self._work = 0
+        self._opened = 0.0
 
     # Events
 
@@ -165,6 +169,7 @@ class StreamCore:
         cursor) instead of the snapshot, and ``cursor`` is where it stands once they are out.
         """
         self._next_ping = now + self._policy.keepalive_seconds
+        self._opened = now
         if resumed is not None:
             self._reply(resumed)
         if not self._join():
@@ -295,6 +300,7 @@ class StreamCore:
         """The next frames to write (at most a chunk), with a keep-alive at the end when one is
         due at ``now``; an empty list when there is nothing to write yet."""
         texts = self.outbox.take()
+        self._work += len(texts)
         if now >= self._next_ping:
             texts.append(ping_frame(self._current_cursor(texts)))
             self._next_ping = now + self._policy.keepalive_seconds
@@ -342,12 +348,21 @@ class StreamCore:
     def take_conflated(self) -> int:
         """Positions dropped by conflation since the last call."""
         count, self.outbox.conflated = self.outbox.conflated, 0
+        self._work += count
         return count
 
     @property
     def backlog(self) -> int:
         """Frames waiting to be written."""
         return len(self.outbox)
+
+    def cost(self, now: float) -> float:
+        """Work done for this client per second since it opened (the first second counts whole):
+        frames routed to it (taken, conflated or waiting; a client that does not read costs
+        every frame routed to it, not only those it got) and devices its commands made the
+        server look at."""
+        outbox = self.outbox
+        return (self._work + outbox.conflated + len(outbox)) / max(1.0, now - self._opened)
 
     @property
     def initial_device_ids(self) -> frozenset[str] | None:
