@@ -15,7 +15,7 @@ list of who saw each device would hold every departed watcher for as long as the
 quiet).
 
 While any box is watched, the index also keeps each device's newest position, and a grid of
-devices per 0.01-degree cell, so that a client that opens or moves its box finds the devices in
+devices per 0.001-degree cell, so that a client that opens or moves its box finds the devices in
 view without a pass over every device. Everything runs on one event loop; the router calls
 :meth:`ViewportIndex.route` once per batch.
 """
@@ -36,8 +36,12 @@ FINEST = 0.001
 GROWTH = 2
 #: Levels: the last one's cells (0.001 * 2**19 = 524 degrees) hold any box in one cell.
 LEVELS = 20
-#: Cell size of the device grid, in degrees.
-DEVICE_CELL = 0.01
+#: Cell size of the device grid, in degrees (about 110 m): a pan visits the cells along the box's
+#: edges, so their devices are what a pan costs beyond those that enter and leave.
+DEVICE_CELL = 0.001
+#: A box query visits cells while they number fewer than this many per device known, else
+#: checks every device: looking up a cell costs a fraction of checking a device.
+_CELLS_PER_DEVICE = 4
 
 _Cell = tuple[int, int]
 #: A box as its four numbers (west, south, east, north), for checks without a method call.
@@ -263,15 +267,15 @@ class ViewportIndex:
         return self._devices_in_regions(regions, lambda lat, lon: new.contains(lat, lon) and not old.contains(lat, lon))
 
     def _devices_in_regions(self, regions: list[BBox], wanted: Callable[[float, float], bool]) -> list[str]:
-        """The devices in the cells of ``regions`` (or, when those cells outnumber the cells
-        holding any device, every device) for which ``wanted(lat, lon)``."""
+        """The devices in the cells of ``regions`` (or, when those cells are many for the devices
+        known, every device) for which ``wanted(lat, lon)``."""
         where = self._where
         cell_count = sum(
             (math.floor(r.max_lon / DEVICE_CELL) - math.floor(r.min_lon / DEVICE_CELL) + 1)
             * (math.floor(r.max_lat / DEVICE_CELL) - math.floor(r.min_lat / DEVICE_CELL) + 1)
             for r in regions
         )
-        if cell_count >= len(self._devices_by_cell):
+        if cell_count >= _CELLS_PER_DEVICE * len(where):
             candidates: Iterable[str] = where
         else:
             by_cell = self._devices_by_cell
