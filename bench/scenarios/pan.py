@@ -1,12 +1,13 @@
 """``pan``: map clients that move their box 9 times a second, beside a canary, against the same
 map clients holding still.
 
-10,000 simulated vehicles (the brief's record shape, moving) report at 500 records/s. 200 map
+10,000 simulated vehicles (the brief's record shape, moving) report at 100 records/s. 200 map
 clients, in a process of their own, each watch a box of 0.04 degrees (about 4 km, a good part of
-the fleet's area: hundreds of devices in view) and, in the ``pan`` run, send
+the fleet's area: about 1,600 devices in view) and, in the ``pan`` run, send
 ``{"action":"subscribe","bbox":[...]}`` 9 times a second (within the default allowance of 10
-messages per second), moving the box by 0.0002 degrees east, then west, ten moves each way: few
-devices enter or leave per move, many stay in view. In the ``still`` run they keep their box. A
+messages per second), moving the box by 0.00005 degrees (about 5 m) east, then west, ten moves
+each way: a few devices enter or leave per move, many stay in view. (Larger steps make the
+frames of the devices that enter, not the index, what the run measures.) In the ``still`` run they keep their box. A
 canary (one client of 10 devices, in the harness's client pool) measures the latency everyone
 else gets.
 
@@ -14,6 +15,10 @@ Printed: the canary's latency p50/p99, the clients shed with 1013 (the server's
 ``overload_closes``), the server's event-loop lag (its ``loop_lag`` gauge, the worst of each
 second, sampled every half second), pans sent per second and the server's CPU.
 Target: panning sheds nobody and keeps the canary's p99 <= 250 ms.
+
+First, in process (no broker, no sockets): the same fleet and boxes, 200 stream cores, ten moves
+each; the CPU time of a pan, the devices the index checked for it and the frames it queued. This
+figure does not depend on what else the machine runs as much as the end-to-end run does.
 """
 
 from __future__ import annotations
@@ -35,14 +40,54 @@ from bench.report import Result, Row, Verdict
 from bench.scenarios.harness import Bench, Scenario, Shape, ms
 from bench.scenarios.load import LoadRun
 from bench.servers import HOST, SISCOM, Target
+from bench.scenarios.viewport import POLICY, _records
 from siscom.core.geo import BBox
+from siscom.core.mapoptions import MapOptions
+from siscom.core.mapstream import MapStreamCore
+from siscom.core.subscriptions import SubscriptionTable
 from siscom.dev.simulator import AREA_RADIUS_M, QUERETARO
 
 BOX_DEGREES = 0.04
-STEP_DEGREES = 0.0002
+STEP_DEGREES = 0.00005
 MOVES_PER_SECOND = 9.0
 #: Moves one way before turning back, so that boxes stay over the fleet.
 MOVES_EACH_WAY = 10
+
+
+def pan_cost(devices: int, clients: int, moves: int, seed: int) -> dict[str, float | None]:
+    """In process: the CPU time of one pan (the stream core's answer and the index's work, no
+    sockets), the frames it queues, and the devices the index checked for it."""
+    first, _ = _records(devices, 1, 1.0, seed)
+    table = SubscriptionTable()
+    for delivery in first:
+        table.remember(delivery)
+    boxes = _boxes(clients, seed)
+    cores = []
+    for box in boxes:
+        core = MapStreamCore(None, table=table, policy=POLICY, options=MapOptions(bbox=box), clock=time.monotonic)
+        core.open(0.0)
+        while core.take(0.0):
+            pass
+        cores.append(core)
+    index = table.viewports
+    examined = getattr(index, "examined", None)
+    frames = 0
+    began = time.process_time()
+    for move in range(moves):
+        offset = STEP_DEGREES * (move % MOVES_EACH_WAY + 1)
+        for core, box in zip(cores, boxes):
+            moved = [box.min_lon + offset, box.min_lat, box.max_lon + offset, box.max_lat]
+            core.receive(json.dumps({"action": "subscribe", "bbox": moved}), 0.0)
+            while texts := core.take(0.0):
+                frames += len(texts)
+    cpu = time.process_time() - began
+    pans = moves * clients
+    return {
+        "cpu_us_per_pan": 1e6 * cpu / pans,
+        "frames_per_pan": frames / pans,
+        "examined_per_pan": None if examined is None else (index.examined - examined) / pans,  # type: ignore[attr-defined]
+        "in_view": sum(len(index.devices_in(box)) for box in boxes) / clients,
+    }
 
 
 def _boxes(count: int, seed: int) -> list[BBox]:
@@ -147,7 +192,7 @@ async def pan(bench: Bench, targets: Sequence[Target]) -> Result:
         devices=1_000 if smoke else 10_000,
         clients=1,
         per_client=10,
-        rate=bench.options.rate or (100.0 if smoke else 500.0),
+        rate=bench.options.rate or (50.0 if smoke else 100.0),
         warmup=0.5 if smoke else 3.0,
         duration=2.0 if smoke else (bench.options.seconds or 15.0),
         drain=0.5 if smoke else 2.0,
@@ -159,8 +204,9 @@ async def pan(bench: Bench, targets: Sequence[Target]) -> Result:
         "devices": shape.devices, "records/s": shape.rate, "map clients": clients, "box": f"{BOX_DEGREES} deg",
         "moves/s": MOVES_PER_SECOND, "step": f"{STEP_DEGREES} deg", "window_s": shape.duration,
     }, columns)
+    cost = pan_cost(shape.devices, clients, 2 if smoke else 10, bench.options.seed)
     runs = {mode: await _run(bench, shape, boxes, mode == "pan") for mode in columns}
-    result.figures = runs
+    result.figures = {**runs, "in_process": cost}
 
     def row(label: str, key: str, unit: str, digits: int = 1) -> None:
         result.rows.append(Row(label, {mode: runs[mode][key] for mode in columns}, unit, digits, show_ratio=False))
@@ -172,6 +218,12 @@ async def pan(bench: Bench, targets: Sequence[Target]) -> Result:
     row("server loop lag, worst", "loop_lag_max_ms", "ms")
     row("pans sent", "pans_per_s", "/s", 0)
     row("server CPU", "server_cpu_percent", "%")
+    result.rows += [
+        Row("in process: CPU per pan (core and index)", {"pan": cost["cpu_us_per_pan"]}, "us", 1, show_ratio=False),
+        Row("in process: devices checked per pan", {"pan": cost["examined_per_pan"]}, "", 1, show_ratio=False),
+        Row("in process: frames per pan (ack, entered, leaves)", {"pan": cost["frames_per_pan"]}, "", 1, show_ratio=False),
+        Row("in process: devices in view per box", {"pan": cost["in_view"]}, "", 0, show_ratio=False),
+    ]
     moving = runs["pan"]
     result.verdicts.append(Verdict(
         f"{clients} map clients x {MOVES_PER_SECOND:g} moves/s: nobody shed and the canary's p99 <= 250 ms",
