@@ -305,7 +305,7 @@ class Gateway:
         return session
 
     def sessions(self) -> list[Session]:
-        """The sessions running now (each has ``backlog`` and ``close(code, reason)``)."""
+        """The sessions running now (each has ``backlog``, ``cost`` and ``close(code, reason)``)."""
         if self._sessions is None:
             return []
         return [child.actor for child in self._sessions.which_children() if isinstance(child.actor, Session)]
