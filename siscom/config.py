@@ -564,8 +564,8 @@ class Settings:
     stream_shed_lag_seconds: float = _setting(
         0.1, _non_negative, "a number of seconds; 0 turns shedding off",
         "mean event-loop lag that means overload: once the mean over STREAM_SHED_AFTER_SECONDS "
-        "reaches it, the clients with the largest backlogs are closed with 1013, a quarter at a "
-        "time, until it falls back",
+        "reaches it, the clients with frames waiting that cost the most work per second are "
+        "closed with 1013, a quarter at a time, until it falls back",
     )
     stream_shed_after_seconds: float = _setting(
         5.0, _positive_seconds, "a number of seconds greater than 0",

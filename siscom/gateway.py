@@ -332,7 +332,7 @@ class Gateway:
         await self.warming.wait_open(START_GRACE)
 
     def sessions(self) -> list[Session]:
-        """The sessions running now (each has ``backlog`` and ``close(code, reason)``)."""
+        """The sessions running now (each has ``backlog``, ``cost`` and ``close(code, reason)``)."""
         if self._sessions is None:
             return []
         return [child.actor for child in self._sessions.which_children() if isinstance(child.actor, Session)]

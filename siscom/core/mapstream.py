@@ -135,6 +135,7 @@ class MapStreamCore(StreamCore):
             return
         old_box, box = self._box, command.bbox or self._box
         viewports = self._table.viewports
+        examined = viewports.examined
         if wanted is current:  # a pan: only the devices that cross the box's edges are looked at
             entered = self._among(viewports.devices_entering(old_box, box), wanted)
             left = self._among(viewports.devices_entering(box, old_box), wanted)
@@ -144,6 +145,7 @@ class MapStreamCore(StreamCore):
             entered, left = list(now_visible - before), list(before - now_visible)
         entered.sort()
         left.sort()
+        self._work += viewports.examined - examined
         self._box, self._ids = box, wanted
         self._table.subscribe_box(self, wanted, box)
         self._reply(ack_frame(command.action, wanted, box))

@@ -114,7 +114,7 @@ class StreamCore:
 
     __slots__ = (
         "_table", "_policy", "_grant", "_inbound", "_verify", "_initial_ids", "outbox", "closing", "on_close",
-        "on_refresh", "_next_ping", "_window", "_cursor", "_feed", "_held",
+        "on_refresh", "_next_ping", "_window", "_cursor", "_feed", "_held", "_work", "_opened",
     )
 
     def __init__(
@@ -152,6 +152,10 @@ class StreamCore:
         #: A replay not all taken yet (see :meth:`open`), and the live deliveries held meanwhile.
         self._feed: ReplayFeed | None = None
         self._held: Outbox | None = None
+        #: Work done for this client (frames routed to it and taken or conflated, devices looked
+        #: at for its commands), and since when: what overload shedding ranks clients by.
+        self._work = 0
+        self._opened = 0.0
 
     # Events
 
@@ -178,6 +182,7 @@ class StreamCore:
         waiting alerts; what is routed meanwhile waits apart, under the slow-client rules.
         """
         self._next_ping = now + self._policy.keepalive_seconds
+        self._opened = now
         if resumed is not None:
             self._reply(resumed)
         if not self._join():
@@ -324,6 +329,7 @@ class StreamCore:
         if self._held is not None and not len(self.outbox):
             self._next_of_replay()
         texts = self.outbox.take()
+        self._work += len(texts)
         if now >= self._next_ping:
             texts.append(ping_frame(self._current_cursor(texts)))
             self._next_ping = now + self._policy.keepalive_seconds
@@ -374,6 +380,7 @@ class StreamCore:
     def take_conflated(self) -> int:
         """Positions dropped by conflation since the last call."""
         count, self.outbox.conflated = self.outbox.conflated, 0
+        self._work += count
         return count
 
     @property
@@ -381,6 +388,14 @@ class StreamCore:
         """Frames waiting to be written (live ones held behind a replay included)."""
         held = self._held
         return len(self.outbox) + (0 if held is None else len(held))
+
+    def cost(self, now: float) -> float:
+        """Work done for this client per second since it opened (the first second counts whole):
+        frames routed to it (taken, conflated or waiting; a client that does not read costs
+        every frame routed to it, not only those it got) and devices its commands made the
+        server look at."""
+        outbox = self.outbox
+        return (self._work + outbox.conflated + len(outbox)) / max(1.0, now - self._opened)
 
     @property
     def initial_device_ids(self) -> frozenset[str] | None:

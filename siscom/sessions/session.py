@@ -18,7 +18,7 @@ How a session ends, and the close code the client sees (see :class:`~siscom.core
 - the service shuts down: 1001 (the session is asked to close, or cancelled by its supervisor);
 - the client cannot keep up (unconflatable frames past the bound, or a write stalled past
   ``STREAM_SEND_TIMEOUT_SECONDS``): 1013, counted as a slow-client close;
-- the server is overloaded and this session is among those with the largest backlogs: 1013
+- the server is overloaded and this session is among the costliest with a backlog: 1013
   "server overloaded" (:mod:`siscom.sessions.shedding`, which counts it);
 - its subscription would take the process past ``STREAM_MAX_SUBSCRIBED_IDS``: an error frame,
   then 1013, counted;
@@ -190,8 +190,13 @@ class Session(Actor):
 
     @property
     def backlog(self) -> int:
-        """Frames waiting to be written to this client (what overload shedding ranks sessions by)."""
+        """Frames waiting to be written to this client (overload shedding closes none with none)."""
         return self.core.backlog
+
+    @property
+    def cost(self) -> float:
+        """Work done for this client per second (what overload shedding ranks sessions by)."""
+        return self.core.cost(asyncio.get_running_loop().time())
 
     def control_frame(self) -> bool:
         """A ping or pong arrived from the client (the server answers it below the application):
