@@ -43,7 +43,8 @@ def test_every_scenario_runs_both_servers_and_writes_its_figures(tmp_path):
     stdout, document = run_bench(tmp_path, "all", "siscom,naive", timeout=420)
     scenarios = {entry["scenario"]: entry for entry in document["scenarios"]}
     assert set(scenarios) == {
-        "steady", "capacity", "overload", "idle", "crowd", "many", "overdrive", "pipeline", "viewport", "flood"
+        "steady", "capacity", "overload", "idle", "crowd", "many", "overdrive", "pipeline", "viewport", "flood",
+        "churn",
     }
     for entry in scenarios.values():
         # viewport compares routing by box with routing by device_ids, in process and end to end.
