@@ -2,7 +2,8 @@
 
 The mix: WebSocket and Server-Sent Events in turn; half of each with a cursor taken from the
 canary's frames a few seconds earlier (a resume: a replay from the recent window), the rest
-plain; some of every device, some of ten. Each stays 0.3 to 3 s, reading, then closes or resets
+plain; one in ten of every device (with the snapshot of every device, or a replay of every
+record), the others of ten devices. Each stays 0.3 to 3 s, reading, then closes or resets
 its connection. One canary client of ten devices stays throughout and times every position.
 
 Target: the server's RSS ends (10 s after the churn) within 150 MB of where it started, and the
@@ -131,7 +132,7 @@ async def churn(bench: Bench, targets: Sequence[Target]) -> Result:
                 for _ in range(due):
                     transport = "websocket" if n % 2 == 0 else "sse"
                     query = []
-                    if n % 4 in (0, 1):
+                    if n % 10 != 9:
                         query.append("device_ids=" + quote(",".join(rng.sample(devices, 10))))
                     if n % 4 in (1, 2) and (cursor := canary.cursor(CURSOR_AGE_SECONDS)) is not None:
                         query.append("cursor=" + cursor)
