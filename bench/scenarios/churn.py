@@ -15,10 +15,12 @@ gateway runs the same gateway with heap trimming off (``STREAM_HEAP_TRIM_SECONDS
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import random
 import time
 from collections import deque
 from collections.abc import Sequence
+from multiprocessing.connection import Connection
 from typing import Any
 from urllib.parse import quote
 
@@ -85,6 +87,45 @@ async def churn_client(
         client.close()
 
 
+def _churn_process(conn: Connection, port: int, devices: list[str], seconds: float, rate: float, seed: int) -> None:
+    """The churning clients, in a process of their own: ``rate`` connects a second for
+    ``seconds``, with the newest cursor the harness sent; then (clients, counts) back."""
+    counts = asyncio.run(_churn_clients(conn, port, devices, seconds, rate, seed))
+    conn.send(counts)
+    conn.close()
+
+
+async def _churn_clients(
+    conn: Connection, port: int, devices: list[str], seconds: float, rate: float, seed: int
+) -> tuple[int, dict[str, int]]:
+    rng = random.Random(seed)
+    counts = _Counts()
+    tasks: set[asyncio.Task[None]] = set()
+    cursor = None
+    started = time.monotonic()
+    n = 0
+    while (now := time.monotonic()) - started < seconds:
+        while conn.poll():
+            cursor = conn.recv()
+        for _ in range(int((now - started) * rate) - n):
+            transport = "websocket" if n % 2 == 0 else "sse"
+            query = []
+            if n % 10 != 9:
+                query.append("device_ids=" + quote(",".join(rng.sample(devices, 10))))
+            if n % 4 in (1, 2) and cursor is not None:
+                query.append("cursor=" + cursor)
+            path = "/api/v1/stream" + ("?" + "&".join(query) if query else "")
+            task = asyncio.create_task(
+                churn_client(transport, port, path, rng.uniform(0.3, 3.0), rng.random() < 0.3, counts)
+            )
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            n += 1
+        await asyncio.sleep(0.01)
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return n, dict(counts)
+
+
 async def churn(bench: Bench, targets: Sequence[Target]) -> Result:
     smoke = bench.options.smoke
     seconds = bench.options.seconds or (5.0 if smoke else 300.0)
@@ -104,11 +145,10 @@ async def churn(bench: Bench, targets: Sequence[Target]) -> Result:
             STREAM_REPLAY_WINDOW_RECORDS=str(int(RATE * WINDOW_SECONDS)),
         )
         producer = FixedRateProducer(bench.broker.bootstrap, topic, DEVICES, seed=bench.options.seed)
-        rng = random.Random(bench.options.seed)
         devices = producer.device_ids
         canary = Canary()
         counts = _Counts()
-        tasks: set[asyncio.Task[None]] = set()
+        churner = None
         canary_client = None
         produce = None
         try:
@@ -125,32 +165,31 @@ async def churn(bench: Bench, targets: Sequence[Target]) -> Result:
             samples = []
             t0_ms = time.time() * 1000.0
             started = time.monotonic()
-            n = 0
+            # The churning clients run in a process of their own: in this one they delayed the
+            # producer and the canary, whose figures then measured this process, not the server.
+            parent, child = multiprocessing.get_context("spawn").Pipe()
+            churner = multiprocessing.get_context("spawn").Process(
+                target=_churn_process,
+                args=(child, server.port, devices, seconds, CONNECTS_PER_SECOND, bench.options.seed),
+                name="churn-clients",
+            )
+            churner.start()
             next_sample = started
-            while (now := time.monotonic()) - started < seconds:
-                due = int((now - started) * CONNECTS_PER_SECOND) - n
-                for _ in range(due):
-                    transport = "websocket" if n % 2 == 0 else "sse"
-                    query = []
-                    if n % 10 != 9:
-                        query.append("device_ids=" + quote(",".join(rng.sample(devices, 10))))
-                    if n % 4 in (1, 2) and (cursor := canary.cursor(CURSOR_AGE_SECONDS)) is not None:
-                        query.append("cursor=" + cursor)
-                    path = "/api/v1/stream" + ("?" + "&".join(query) if query else "")
-                    task = asyncio.create_task(
-                        churn_client(transport, server.port, path, rng.uniform(0.3, 3.0), rng.random() < 0.3, counts)
-                    )
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                    n += 1
+            while not parent.poll():
+                now = time.monotonic()
+                parent.send(canary.cursor(CURSOR_AGE_SECONDS))
                 if now >= next_sample:
                     rss = server.rss_bytes()
                     rss_peak = max(rss_peak, rss)
                     samples.append((round(now - started), round(rss / MB, 1)))
                     next_sample += 10.0
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.25)
+                if now - started > seconds + 60.0:
+                    raise RuntimeError("the churning clients did not finish")
             t1_ms = time.time() * 1000.0
-            await asyncio.gather(*tasks, return_exceptions=True)
+            n, churned = parent.recv()
+            counts.update(churned)
+            churner.join(10.0)
             await asyncio.sleep(settle)
             rss_end = server.rss_bytes()
             rss_peak = max(rss_peak, rss_end)
@@ -160,8 +199,9 @@ async def churn(bench: Bench, targets: Sequence[Target]) -> Result:
             except (OSError, RuntimeError):
                 stats = {}
         finally:
-            for task in list(tasks):
-                task.cancel()
+            if churner is not None and churner.is_alive():
+                churner.terminate()
+                churner.join(10.0)
             if canary_client is not None:
                 canary_client.abort()
             if produce is not None:
