@@ -56,10 +56,6 @@ SISCOM_2_WORKERS = Target("siscom-w2", "the gateway, 2 workers", "siscom", ("ser
 SISCOM_PLAIN = Target(
     "siscom-plain", "the gateway, write coalescing off", "siscom", ("serve",), env={"STREAM_COALESCE_WRITES": "false"}
 )
-#: The same gateway, keeping what glibc's heap holds freed (the churn scenario's baseline).
-SISCOM_UNTRIMMED = Target(
-    "siscom-untrimmed", "the gateway, heap never trimmed", "siscom", ("serve",), env={"STREAM_HEAP_TRIM_SECONDS": "0"}
-)
 #: The same gateway, its clients reading the stream over Server-Sent Events instead of WebSocket.
 SISCOM_SSE = Target("siscom-sse", "the gateway, clients over SSE", "siscom", ("serve",), transport="sse")
 NAIVE = Target("naive", "naive Quart fan-out (bench/baselines/naive.py)", "bench.baselines.naive", stats_path="/stats")

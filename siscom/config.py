@@ -478,11 +478,6 @@ class Settings:
         3600.0, _seconds_at_least(1.0), "a number of seconds, at least 1",
         "how far back a client may ask to replay with ?since= (further back is refused with 1008)",
     )
-    stream_heap_trim_seconds: float = _setting(
-        5.0, _seconds_or_zero, "a number of seconds; 0 never trims",
-        "how often memory freed by streams that ended is handed back to the operating system "
-        "(glibc's malloc_trim; elsewhere nothing happens)",
-    )
     stream_replay_window_records: int = _setting(
         50000, _whole_number(0), "a whole number; 0 keeps no window (every resume reads Kafka)",
         "records of the recent-records window each process keeps to serve resumes without Kafka",

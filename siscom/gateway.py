@@ -43,7 +43,6 @@ from siscom.sessions.session import Session, SessionLimits
 from siscom.sessions.shedding import LoadShedder
 from siscom.sessions.transport import Transport
 from siscom.config import Settings
-from siscom.heap import HeapTrimmer, glibc_trim
 from siscom.core.deliveries import Delivery, Progress
 from siscom.metrics import Metrics
 from siscom.core.protocol import CloseCode
@@ -131,7 +130,6 @@ class Gateway:
             period=30.0,
         )
         self._watcher: asyncio.Task[None] | None = None
-        self._trimmer: asyncio.Task[None] | None = None
         #: Set if the tree gave up (restart intensity exceeded at the root).
         self.failed = asyncio.Event()
 
@@ -194,10 +192,6 @@ class Gateway:
         self._watcher = asyncio.create_task(self._watch(), name="gateway.watch")
         self._stopping_signal = asyncio.get_running_loop().create_future()
         self._drain_trigger = asyncio.create_task(self._drain_on_signal(), name="gateway.drain-trigger")
-        trim = glibc_trim() if self.settings.stream_heap_trim_seconds > 0 else None
-        if trim is not None:
-            trimmer = HeapTrimmer(self.settings.stream_heap_trim_seconds, trim)
-            self._trimmer = asyncio.create_task(trimmer.run(), name="gateway.heap-trim")
 
     async def drain(self) -> None:
         """The server is stopping: refuse new streams, close every client with 1001 and wait
@@ -233,9 +227,6 @@ class Gateway:
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.wait((self._watcher,))
-        if self._trimmer is not None:
-            self._trimmer.cancel()
-            await asyncio.wait((self._trimmer,))
         await self._root.stop()
         await self.history.stop()
 

@@ -17,9 +17,7 @@ import importlib
 import pkgutil
 
 from bench.scenarios.harness import Bench, Options, Scenario
-from bench.servers import (
-    NAIVE, SISCOM, SISCOM_2_WORKERS, SISCOM_PLAIN, SISCOM_SSE, SISCOM_UNTRIMMED, WEBSOCKETS, Target,
-)
+from bench.servers import NAIVE, SISCOM, SISCOM_2_WORKERS, SISCOM_PLAIN, SISCOM_SSE, WEBSOCKETS, Target
 
 __all__ = ["DEFAULT_TARGETS", "SCENARIOS", "TARGETS", "Bench", "Options", "Scenario", "discover"]
 
@@ -39,6 +37,5 @@ SCENARIOS: dict[str, Scenario] = discover()
 #: The servers each scenario runs by default.
 DEFAULT_TARGETS: dict[str, tuple[Target, ...]] = {name: scenario.targets for name, scenario in SCENARIOS.items()}
 TARGETS: dict[str, Target] = {
-    target.name: target
-    for target in (SISCOM, NAIVE, SISCOM_2_WORKERS, SISCOM_PLAIN, SISCOM_SSE, SISCOM_UNTRIMMED, WEBSOCKETS)
+    target.name: target for target in (SISCOM, NAIVE, SISCOM_2_WORKERS, SISCOM_PLAIN, SISCOM_SSE, WEBSOCKETS)
 }

@@ -7,9 +7,7 @@ record), the others of ten devices. Each stays 0.3 to 3 s, reading, then closes 
 its connection. One canary client of ten devices stays throughout and times every position.
 
 Target: the server's RSS ends (10 s after the churn) within 150 MB of where it started, and the
-canary's p99 is at most 250 ms. ``--seconds`` sets the churn's length (default 300). Beside the
-gateway runs the same gateway with heap trimming off (``STREAM_HEAP_TRIM_SECONDS=0``, see
-:mod:`siscom.heap`).
+canary's p99 is at most 250 ms. ``--seconds`` sets the churn's length (default 300).
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ from bench.clients import OPENERS, Recorder
 from bench.producer import FixedRateProducer
 from bench.report import Result, Row, Verdict
 from bench.scenarios.harness import MB, Bench, Scenario
-from bench.servers import HOST, SISCOM, SISCOM_UNTRIMMED, Target
+from bench.servers import HOST, SISCOM, Target
 from bench.stats import percentile
 
 CONNECTS_PER_SECOND = 50
@@ -279,4 +277,4 @@ class _Counts(dict):
         return 0
 
 
-SCENARIO = Scenario("churn", churn, targets=(SISCOM, SISCOM_UNTRIMMED), order=95)
+SCENARIO = Scenario("churn", churn, targets=(SISCOM,), order=95)
