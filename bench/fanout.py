@@ -44,7 +44,7 @@ from siscom.pipeline.router import Router
 from siscom.sessions.flusher import Flusher
 from siscom.sessions.session import Session, SessionLimits
 from siscom.sessions.transport import Transport
-from siscom.web.coalesce import DirectWriter, frame_cache
+from siscom.web.server.coalesce import DirectWriter, frame_cache
 from supervisors import Mailbox
 
 #: A brief-shaped record value (what the simulator produces), about 230 bytes.

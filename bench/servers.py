@@ -23,7 +23,7 @@ from typing import Any
 
 import psutil
 
-from siscom.dev.http import http_get_json, http_status
+from bench.http import http_get_json, http_status
 from siscom.dev.processes import ChildProcess, clean_env, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

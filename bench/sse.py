@@ -1,6 +1,6 @@
 """What the benchmark's SSE load clients read of a stream, sans I/O: each event's data, cheaply.
 
-The HTTP side (request, response head, chunked body) is :mod:`siscom.dev.eventstream`'s. Its
+The HTTP side (request, response head, chunked body) is :mod:`bench.eventstream`'s. Its
 event parser reads events as a browser does (every line ending, every field, multi-line data);
 a load client needs less: the server writes each event's data as one line (a frame's JSON text)
 so :class:`DataLines` hands over each ``data:`` line as soon as it is complete, without waiting
@@ -11,7 +11,7 @@ the benchmark's producer writes none.
 
 from __future__ import annotations
 
-from siscom.dev.eventstream import BodyDecoder, take_head
+from bench.eventstream import BodyDecoder, take_head
 
 __all__ = ["DataLines", "EventStreamDecoder", "StreamRefused"]
 

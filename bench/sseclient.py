@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import asyncio
 
+from bench.eventstream import request
 from bench.sse import EventStreamDecoder, StreamRefused
 from bench.wsclient import OnText, arrival, connect_opened
-from siscom.dev.eventstream import request
 
 __all__ = ["SseStreamClient", "StreamRefused", "open_stream"]
 

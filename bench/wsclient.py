@@ -5,7 +5,7 @@ client must cost far less per frame than the server does, or the clients become 
 and the figures describe them instead of the server. A full client library parses every frame
 through a state machine and wakes a coroutine per message; this one is an
 :class:`asyncio.Protocol` that splits each chunk the socket delivers into frames in one loop
-(:func:`siscom.dev.rfc6455.split_frames`, the codec the tests' raw client uses too) and hands
+(:func:`bench.rfc6455.split_frames`, the codec the tests' raw client uses too) and hands
 every text frame, with the time the chunk arrived, to a callback.
 
 *The time the chunk arrived* is the kernel's, not the client's: :func:`connect_opened` reads
@@ -33,8 +33,8 @@ import zlib
 from collections.abc import Callable
 from typing import TypeVar
 
-from siscom.dev import rfc6455
-from siscom.dev.rfc6455 import DEFLATE_TAIL, OP_BINARY, OP_TEXT, RSV1, HandshakeFailed, split_frames
+from bench import rfc6455
+from bench.rfc6455 import DEFLATE_TAIL, OP_BINARY, OP_TEXT, RSV1, HandshakeFailed, split_frames
 
 __all__ = ["HandshakeFailed", "OnText", "StreamClient", "TimedSocket", "arrival", "connect_opened", "open_stream"]
 

@@ -17,26 +17,20 @@ from quart import Quart
 from siscom.config import Settings
 from siscom.gateway import Gateway
 from siscom.web.demo import demo_blueprint
-from siscom.web.hypercorn_link import refuse_non_ascii_handshakes
 from siscom.web.prometheus import prometheus_blueprint
 from siscom.web.status import status_blueprint
 from siscom.web.sse import sse_blueprint
-from siscom.web.sse_transport import StreamHTTPConnection
 from siscom.web.stream import stream_blueprint
 from siscom.security.headers import add_security_headers
-from siscom.web.transport import StreamWebsocket, StreamWebsocketConnection
+from siscom.web import server
 
 
 def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> Quart:
     settings = settings or Settings.from_env()
     gateway = gateway or Gateway(settings)
-    refuse_non_ascii_handshakes()  # rather than a traceback and no answer (see hypercorn_link)
     app = Quart(__name__, static_folder=None)
-    # Streams write many frames per client: the cheapest send path Quart offers (see transport).
-    app.websocket_class = StreamWebsocket
-    app.asgi_websocket_class = StreamWebsocketConnection
-    # Server-Sent Events: the route writes its streaming response itself (see sse_transport).
-    app.asgi_http_class = StreamHTTPConnection
+    # Streaming websockets and responses (siscom.web.server).
+    server.install(app)
     app.extensions["siscom.gateway"] = gateway
     app.register_blueprint(status_blueprint(gateway))
     app.register_blueprint(prometheus_blueprint(gateway))

@@ -1,4 +1,5 @@
-"""The ``siscom`` command: ``serve`` the gateway, ``simulate`` a fleet, or run the ``dev`` demo.
+"""The ``siscom`` command: ``serve`` the gateway, keep the last-positions topic (``snapshot-writer``),
+``simulate`` a fleet, or run the ``dev`` demo.
 
 Configuration comes from the environment (and ``.env``); a bad value stops the command before
 anything starts, with one line naming the variable, its value and what is allowed.
@@ -65,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--rate", type=float, default=20.0, help="records per second, all devices together")
     simulate.add_argument("--duration", type=float, default=None, help="seconds (default: until interrupted)")
     simulate.set_defaults(command=run_simulate)
+
+    writer = commands.add_parser(
+        "snapshot-writer", help="keep KAFKA_SNAPSHOT_TOPIC: each device's newest position, for vehicles parked long"
+    )
+    writer.set_defaults(command=run_snapshot_writer)
 
     dev = commands.add_parser("dev", help="embedded broker + simulator + server: the local demo")
     dev.add_argument("--bind", default="127.0.0.1:8000")
@@ -203,6 +209,21 @@ def run_simulate(settings: Settings, args: argparse.Namespace) -> int:
             stop=stop,
         )
         return 0
+
+    return asyncio.run(main())
+
+
+def run_snapshot_writer(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.kafka_snapshot_topic is None:
+        print("siscom: configuration error: KAFKA_SNAPSHOT_TOPIC='' is not valid: required by snapshot-writer "
+              "(the topic it keeps)", file=sys.stderr)
+        return EXIT_CONFIG
+    from siscom.writer import run_snapshot_writer as run
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        return await run(settings, stop)
 
     return asyncio.run(main())
 

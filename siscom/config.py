@@ -4,7 +4,7 @@ Operators configure the service only through its environment, so a wrong value h
 before anything starts, with a message that fits on one log line: which variable, what it held,
 what is allowed. Every setting is declared once, as a field of :class:`Settings`; the field's
 metadata carries its parser and its documentation, and both :meth:`Settings.from_env` and
-:func:`describe_variables` (which feeds the README and ``.env.example``) read them from there.
+:func:`describe_variables` (which feeds docs/configuration.md and ``.env.example``) read them from there.
 
 Rules shared by every variable:
 
@@ -31,11 +31,11 @@ import ssl
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
 from dotenv import dotenv_values
 
+from siscom.core.peers import IPNetwork
 from siscom.security.keys import MIN_SECRET_CHARS, load_public_key, read_public_key_text
 from siscom.security.origins import ANY_ORIGIN, normalize_origin
 
@@ -98,8 +98,6 @@ def _setting(
 
 # -- parsers: each takes the raw text and returns the value or raises _Invalid ---------------------
 
-IPNetwork = IPv4Network | IPv6Network
-
 _DIGITS = re.compile(r"-?[0-9]{1,30}")
 _DECIMAL = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?")
 _HOST_NAME = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?")
@@ -143,23 +141,22 @@ def _whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
-def _positive_seconds(text: str) -> float:
+def _non_negative(text: str) -> float:
+    """A finite number, 0 or more (the pattern takes no sign): a rate, or a number of seconds,
+    where 0 turns the limit or the timer off."""
     if not _DECIMAL.fullmatch(text):
         raise _Invalid
-    seconds = float(text)
-    if not math.isfinite(seconds) or seconds <= 0:
+    number = float(text)
+    if not math.isfinite(number):
+        raise _Invalid
+    return number
+
+
+def _positive_seconds(text: str) -> float:
+    seconds = _non_negative(text)
+    if seconds <= 0:
         raise _Invalid
     return seconds
-
-
-def _rate(text: str) -> float:
-    """A non-negative number (of events per second); 0 turns the limit off."""
-    if not _DECIMAL.fullmatch(text):
-        raise _Invalid
-    rate = float(text)
-    if not math.isfinite(rate):
-        raise _Invalid
-    return rate
 def _seconds_at_least(low: float) -> Callable[[str], float]:
     """A finite number of seconds, ``low`` or more: below it the service would spin or thrash."""
 
@@ -170,15 +167,6 @@ def _seconds_at_least(low: float) -> Callable[[str], float]:
         return seconds
 
     return parse
-
-
-def _seconds_or_zero(text: str) -> float:
-    if not _DECIMAL.fullmatch(text):
-        raise _Invalid
-    seconds = float(text)
-    if not math.isfinite(seconds):
-        raise _Invalid
-    return seconds
 
 
 def _boolean(text: str) -> bool:
@@ -350,6 +338,12 @@ class Settings:
         None, _topic, _TOPIC_RULE + "; empty for none",
         "optional topic whose records are sent to clients as 'alert' frames",
     )
+    kafka_snapshot_topic: str | None = _setting(
+        None, _topic, _TOPIC_RULE + "; empty for none",
+        "optional last-positions topic (keyed by device id, values as in KAFKA_TOPIC, compacted; kept "
+        "by `siscom snapshot-writer`), read from its beginning at start for vehicles silent longer "
+        "than the lookback",
+    )
     kafka_group_id: str = _setting(
         "siscom-stream", _client_id, "1-200 characters of A-Z a-z 0-9 . _ -",
         "prefix of the Kafka client id (no consumer group is joined: every replica reads every "
@@ -486,6 +480,16 @@ class Settings:
         67108864, _whole_number(0), "a whole number of bytes; 0 keeps no window",
         "most frame bytes the recent-records window holds (whichever bound is reached first)",
     )
+    stream_snapshot_lookback_seconds: float = _setting(
+        3600.0, _non_negative, "a number of seconds, 0 or more; 0 turns warm-up off",
+        "at start, read this much of the log back (every partition, up to the end found at start) "
+        "into the snapshot and the recent-records window before /ready says ready",
+    )
+    stream_snapshot_write_seconds: float = _setting(
+        60.0, _positive_seconds, "a number of seconds greater than 0",
+        "`siscom snapshot-writer`: writes each device's newest position to KAFKA_SNAPSHOT_TOPIC at "
+        "most once per this many seconds",
+    )
     stream_jwt_secret: str | None = _setting(
         None, _jwt_secret, "at least 32 characters; empty for none",
         "shared secret that verifies client tokens (HS256); when set, every stream and the stats "
@@ -508,7 +512,7 @@ class Settings:
         "when set, tokens must carry this 'iss' claim",
     )
     stream_token_notice_seconds: float = _setting(
-        60.0, _seconds_or_zero, "a number of seconds, 0 or more; 0 for never",
+        60.0, _non_negative, "a number of seconds, 0 or more; 0 for never",
         "how long before a client's token expires the stream sends it a 'token-expiring' frame "
         "(the client may then answer with a new token to keep the stream)",
     )
@@ -527,7 +531,7 @@ class Settings:
         "past it new clients from that address are closed with 1013",
     )
     stream_client_messages_per_second: float = _setting(
-        10.0, _rate, "a number of messages per second; 0 for no limit",
+        10.0, _non_negative, "a number of messages per second; 0 for no limit",
         "messages (subscribe, unsubscribe, anything) one client may send, on average; past "
         "STREAM_CLIENT_MESSAGE_BURST more it is closed with 1008 'too many messages'",
     )
@@ -536,7 +540,7 @@ class Settings:
         "messages one client may send at once beyond STREAM_CLIENT_MESSAGES_PER_SECOND",
     )
     stream_client_pings_per_second: float = _setting(
-        10.0, _rate, "a number of frames per second; 0 for no limit",
+        10.0, _non_negative, "a number of frames per second; 0 for no limit",
         "WebSocket pings and pongs one client may send, on average; past "
         "STREAM_CLIENT_PING_BURST more it is closed with 1008 'too many messages' (see "
         "STREAM_WATCH_CONTROL_FRAMES)",
@@ -556,7 +560,7 @@ class Settings:
         "device counts as one); past it new subscriptions are closed with 1013",
     )
     stream_shed_lag_seconds: float = _setting(
-        0.1, _rate, "a number of seconds; 0 turns shedding off",
+        0.1, _non_negative, "a number of seconds; 0 turns shedding off",
         "mean event-loop lag that means overload: once the mean over STREAM_SHED_AFTER_SECONDS "
         "reaches it, the clients with the largest backlogs are closed with 1013, a quarter at a "
         "time, until it falls back",
@@ -566,7 +570,7 @@ class Settings:
         "the window over which event-loop lag is averaged before clients are shed",
     )
     stream_handshakes_per_second_per_ip: float = _setting(
-        0.0, _rate, "a number of handshakes per second; 0 for no limit",
+        0.0, _non_negative, "a number of handshakes per second; 0 for no limit",
         "stream handshakes one client address may make, on average (see STREAM_TRUSTED_PROXIES); "
         "past STREAM_HANDSHAKE_BURST_PER_IP more they are answered 429",
     )
@@ -697,6 +701,11 @@ def _check_combinations(settings: Settings) -> None:
         raise ConfigError(
             "KAFKA_ALERTS_TOPIC", settings.kafka_alerts_topic,
             "a topic other than KAFKA_TOPIC, or empty for none",
+        )
+    if settings.kafka_snapshot_topic is not None and settings.kafka_snapshot_topic in settings.topics:
+        raise ConfigError(
+            "KAFKA_SNAPSHOT_TOPIC", settings.kafka_snapshot_topic,
+            "a topic other than KAFKA_TOPIC and KAFKA_ALERTS_TOPIC, or empty for none",
         )
     _check_kafka_tls(settings)
     _check_stream_tokens(settings)

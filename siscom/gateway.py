@@ -28,7 +28,6 @@ from supervisors import ChildSpec, Mailbox, Restart, Strategy, Supervisor
 from siscom.pipeline.consumer import Consumer, KafkaStatus
 from siscom.pipeline.offsets import ReadOffsets
 from siscom.pipeline.decoder import Decoder
-from siscom.pipeline.factories import ConsumerFactory, DecoderFactory, RouterFactory
 from siscom.pipeline.router import Router
 from siscom.core.cursors import LogPositions
 from siscom.core.resume import ResumeRequest
@@ -37,6 +36,8 @@ from siscom.core.mapstream import MapStreamCore
 from siscom.core.stream import StreamCore
 from siscom.core.window import RecentWindow
 from siscom.pipeline.history import HistoryReader
+from siscom.pipeline.warmup import WarmUp
+from siscom.core.warming import Phase, WarmProgress
 from siscom.sessions.flusher import Flusher
 from siscom.sessions.replay import Replayer
 from siscom.sessions.session import Session, SessionLimits
@@ -46,13 +47,15 @@ from siscom.config import Settings
 from siscom.core.deliveries import Delivery, Progress
 from siscom.metrics import Metrics
 from siscom.core.protocol import CloseCode
-from siscom.security.guard import Guard
+from siscom.guard import Guard
 from siscom.security.inbound import InboundLimits
 from siscom.security.tokens import Grant
 from siscom.core.subscriptions import SubscriptionTable
 
 logger = logging.getLogger(__name__)
 
+#: Longest a stream waits to open for the consumer to reach the broker (or fail to) at start.
+START_GRACE = 5.0
 #: Batches waiting between two pipeline actors before the upstream one waits (backpressure).
 PIPELINE_MAILBOX_SIZE = 64
 
@@ -65,11 +68,13 @@ class Gateway:
         settings: Settings,
         metrics: Metrics | None = None,
         *,
-        consumer: ConsumerFactory = Consumer,
-        decoder: DecoderFactory = Decoder,
-        router: RouterFactory = Router,
+        consumer: type[Consumer] = Consumer,
+        decoder: type[Decoder] = Decoder,
+        router: type[Router] = Router,
     ) -> None:
-        """``consumer``, ``decoder`` and ``router`` make the pipeline's actors, on every (re)start."""
+        """``consumer``, ``decoder`` and ``router``: the classes of the pipeline's actors, made anew
+        on every (re)start (a child spec holds a factory, never an actor, as an OTP child spec holds
+        a start function). The chaos suite passes subclasses that fail on purpose."""
         self.settings = settings
         self.metrics = metrics or Metrics.from_settings(
             settings.statsd_host, settings.statsd_port, settings.statsd_prefix
@@ -86,6 +91,13 @@ class Gateway:
         self.window = RecentWindow(settings.stream_replay_window_records, settings.stream_replay_window_bytes)
         #: Reads the log's past for older resumes and ``since`` (its own Kafka consumer, on first use).
         self.history = HistoryReader(settings, self.metrics)
+        #: Where the warm-up stands (the snapshot and window read back from the log at start).
+        self.warming = WarmProgress(settings.stream_snapshot_lookback_seconds > 0 or settings.kafka_snapshot_topic is not None)
+        self.warming.on_warm.append(self._warmed)
+        self._warmup = WarmUp(
+            settings, self.metrics, self.warming,
+            table=self.subscriptions, window=self.window, positions=self.positions, offsets=self.read_offsets,
+        )
         self.replayer = Replayer(
             topics=settings.topics,
             table=self.subscriptions,
@@ -143,7 +155,8 @@ class Gateway:
             "pipeline",
             [
                 ChildSpec(
-                    "consumer", partial(consumer, settings, self._records, self.kafka, metrics, self.read_offsets)
+                    "consumer",
+                    partial(consumer, settings, self._records, self.kafka, metrics, self.read_offsets, warmup=self._warmup),
                 ),
                 ChildSpec(
                     "decoder",
@@ -250,9 +263,19 @@ class Gateway:
         pipeline = self._pipeline
         if pipeline is None or not pipeline.running or not all(c.running for c in pipeline.which_children()):
             return "pipeline restarting"
+        if self.kafka.connected and self.warming.phase is Phase.WARMING:
+            return "warming"
         if not self.kafka.ready:
             return self.kafka.reason()
+        if not self.warming.done:
+            return "warming"
         return None
+
+    def _warmed(self) -> None:
+        """The warm-up is done: streams that opened before it (the broker was away) get the
+        snapshot now. They have had no record yet: the live stream starts after the warm-up."""
+        for session in self.sessions():
+            session.warmed()
 
     @property
     def root(self) -> Supervisor:
@@ -298,11 +321,16 @@ class Gateway:
             metrics=self.metrics,
             resume=None if resume is None else (self.replayer, resume),
             flusher=self.flusher,
+            gate=self._open_gate,
         )
         # Never suspends (start_child does not): a disconnect cancelling the route cannot land
         # between the session's start and the route's code that ends it.
         await self._sessions.start_child(ChildSpec(session.name, lambda: session, restart=Restart.TEMPORARY))
         return session
+
+    async def _open_gate(self) -> None:
+        """What a stream waits for before it opens: the warm-up, unless the broker is away."""
+        await self.warming.wait_open(START_GRACE)
 
     def sessions(self) -> list[Session]:
         """The sessions running now (each has ``backlog`` and ``close(code, reason)``)."""
@@ -338,6 +366,7 @@ class Gateway:
                 "total_partitions": kafka.total_partitions,
             },
             "restarts": self._root.restarts,
+            "warmup": self.warming.as_dict(),
             "window": self.window_stats(),
             "history_reads_by_partition": {f"{tp.topic}[{tp.partition}]": n for tp, n in sorted(self.history.reads.items())},
         }

@@ -1,6 +1,6 @@
 """The registry's metrics in Prometheus form, for ``GET /metrics``.
 
-Every member of :class:`siscom.metrics.Metric` becomes one Prometheus metric under the prefix
+Every member of :class:`siscom.metric_names.Metric` becomes one Prometheus metric under the prefix
 ``siscom_``: a counter ``siscom_<name>_total``, a gauge ``siscom_<name>``, and the one timer
 (``latency``) a histogram ``siscom_latency_seconds`` with buckets from 5 ms to 10 s.
 
@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, valu
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from siscom.metrics import Kind, Metric
+from siscom.metric_names import Kind, Metric
 
 __all__ = [
     "GAUGE_ACROSS_WORKERS",
@@ -55,6 +55,9 @@ GAUGE_ACROSS_WORKERS: dict[Metric, tuple[str, str]] = {
     Metric.LOOP_LAG: ("livemax", "largest of the live workers"),
     # Each worker keeps its own window: the shortest and the youngest are what a resume can count on.
     Metric.WINDOW_RECORDS: ("livemin", "smallest of the live workers"),
+    # Each worker warms up by itself: the server is warm when its slowest worker is.
+    Metric.WARMUP_PARTITIONS_LEFT: ("livemax", "largest of the live workers"),
+    Metric.WARMUP_SECONDS: ("livemax", "largest of the live workers"),
     Metric.WINDOW_AGE_SECONDS: ("livemin", "smallest of the live workers"),
 }
 
@@ -75,7 +78,7 @@ def _type(metric: Metric) -> str:
 
 
 def prometheus_table() -> str:
-    """The README's table of Prometheus names, generated from the registry."""
+    """The table of Prometheus names in docs/metrics.md, generated from the registry."""
     rows = ["| Prometheus metric | type (over workers) | stats / StatsD name |", "| --- | --- | --- |"]
     rows += [f"| `{exposed_name(metric)}` | {_type(metric)} | `{metric}` |" for metric in Metric]
     return "\n".join(rows) + "\n"

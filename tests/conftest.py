@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,18 @@ def _failed(request: pytest.FixtureRequest) -> bool:
         getattr(getattr(request.node, f"report_{when}", None), "failed", False)
         for when in ("setup", "call")
     )
+
+
+def _stop_all(
+    request: pytest.FixtureRequest, processes: Sequence[tuple[Callable[[], object], object, Callable[[], str]]]
+) -> None:
+    """Stop each process a fixture started (its stop, its log's path, the end of its log); show
+    the end of every log if the test failed."""
+    for stop, _, _ in processes:
+        stop()
+    if _failed(request):
+        for _, path, tail in processes:
+            print(f"----- {path} (last lines) -----\n{tail()}")
 
 
 @pytest.fixture(scope="session")
@@ -125,11 +138,7 @@ def server_factory(
         return server
 
     yield start
-    for server in servers:
-        server.stop()
-    if _failed(request):
-        for server in servers:
-            print(f"----- {server.log_path} (last lines) -----\n{server.log_tail()}")
+    _stop_all(request, [(server.stop, server.log_path, server.log_tail) for server in servers])
 
 
 @pytest.fixture
@@ -166,11 +175,7 @@ def spawn(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[.
         return child
 
     yield start
-    for child in children:
-        child.stop(15.0)
-    if _failed(request):
-        for child in children:
-            print(f"----- {child.log_path} (last lines) -----\n{child.log_tail()}")
+    _stop_all(request, [(partial(child.stop, 15.0), child.log_path, child.log_tail) for child in children])
 
 
 @pytest.fixture
@@ -188,11 +193,7 @@ def nginx_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Ca
         return proxy.start()
 
     yield start
-    for proxy in started:
-        proxy.stop()
-    if _failed(request):
-        for proxy in started:
-            print(f"----- {proxy.error_log} (last lines) -----\n{proxy.log_tail()}")
+    _stop_all(request, [(proxy.stop, proxy.error_log, proxy.log_tail) for proxy in started])
 
 
 @pytest.fixture(scope="module")

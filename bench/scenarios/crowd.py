@@ -8,7 +8,6 @@ at most 30 KB of server memory per connection.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
 
 from bench.report import Result, Row, Verdict
 from bench.scenarios.harness import Bench, Scenario, Shape, ms
@@ -42,7 +41,6 @@ async def crowd(bench: Bench, targets: Sequence[Target]) -> Result:
         Row("keep-alives on time", {n: f.keepalives_on_time for n, f in figures.items()}, "clients", 0, False),
         Row("memory per connection", {n: f.kb_per_connection for n, f in figures.items()}, "KB"),
     ]
-    result.figures = {name: asdict(f) for name, f in figures.items()}
     if "siscom" in figures:
         f = figures["siscom"]
         p99 = f.latency_ms["p99"]

@@ -1,7 +1,7 @@
 """The ``flood`` scenario: well-behaved clients beside 0, 1 and 3 clients that flood the server.
 
 The well-behaved clients (the canaries) are the steady scenario's kind, a smaller crowd: 50
-clients of 10 devices each at 1,000 records/s. The flooders (:mod:`siscom.dev.flood`, a process
+clients of 10 devices each at 1,000 records/s. The flooders (:mod:`bench.flooder`, a process
 of their own) send WebSocket pings and subscribe messages of 1,000 ids as fast as the server
 takes them, never read, and reconnect whenever they are dropped. Each server runs the same load
 three times over one set of canaries, with 0, then 1, then 3 flooders. Figures: the canaries'
@@ -36,7 +36,7 @@ class FloodProcess:
 
     def __init__(self, port: int, count: int) -> None:
         self._command = [
-            sys.executable, "-m", "siscom.dev.flood", f"ws://{HOST}:{port}/api/v1/stream", "--clients", str(count)
+            sys.executable, "-m", "bench.flooder", f"ws://{HOST}:{port}/api/v1/stream", "--clients", str(count)
         ]
         self._process: subprocess.Popen[str] | None = None
         self.count = count

@@ -7,7 +7,7 @@ import asyncio
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench.clients import ClientPool, LoopLagProbe, PoolReport, Subscription
@@ -278,7 +278,9 @@ def _counter_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, f
 
 
 def load_rows(result: Result, figures: dict[str, LoadFigures]) -> None:
-    """The rows every load scenario prints: throughput, latency, CPU and memory per server."""
+    """The rows every load scenario prints: throughput, latency, CPU and memory per server; and
+    the figures themselves, for the JSON report."""
+    result.figures = {name: asdict(f) for name, f in figures.items()}
 
     def row(label: str, unit: str, pick: Callable[[LoadFigures], Any], digits: int = 1, show_ratio: bool = True) -> None:
         result.rows.append(Row(label, {name: pick(f) for name, f in figures.items()}, unit, digits, show_ratio))

@@ -10,7 +10,6 @@ broadcast server.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
 
 from bench.report import Result, Verdict
 from bench.scenarios.harness import Bench, Scenario, Shape, ms
@@ -41,7 +40,6 @@ async def many(bench: Bench, targets: Sequence[Target]) -> Result:
     result = Result("many", shape.params(), [target.name for target in targets])
     figures = await measure_each(bench, targets, shape, "many")
     load_rows(result, figures)
-    result.figures = {name: asdict(f) for name, f in figures.items()}
     if "siscom" in figures:
         f = figures["siscom"]
         result.verdicts.append(

@@ -14,7 +14,7 @@ window is full, for every server alike.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 from bench.report import Result, Row, Verdict
 from bench.scenarios.harness import Bench, Scenario, ms
@@ -43,7 +43,6 @@ async def overdrive(bench: Bench, targets: Sequence[Target]) -> Result:
         Row("RSS growth, 2nd half", {n: f.rss_end_mb - f.rss_mid_mb for n, f in figures.items()}, "MB", show_ratio=False),
         Row("conflated / dropped", {n: f.server_counters.get("conflated", f.server_counters.get("dropped")) for n, f in figures.items()}, "frames", 0, False),
     ]
-    result.figures = {name: asdict(f) for name, f in figures.items()}
     ours = figures.get("siscom")
     if ours is not None:
         # Compared as shares of what each run offered: the producer's rate differs by a few

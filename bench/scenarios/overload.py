@@ -7,7 +7,6 @@ Target: every client's p99 data age <= 1 s and RSS flat.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
 
 from bench.report import Result, Row, Verdict
 from bench.scenarios.harness import Bench, Scenario, Shape, ms
@@ -43,7 +42,6 @@ async def overload(bench: Bench, targets: Sequence[Target]) -> Result:
         Row("RSS growth, 2nd half", {n: f.rss_end_mb - f.rss_mid_mb for n, f in figures.items()}, "MB", show_ratio=False),
         Row("conflated / dropped", {n: f.server_counters.get("conflated", f.server_counters.get("dropped")) for n, f in figures.items()}, "frames", 0, False),
     ]
-    result.figures = {name: asdict(f) for name, f in figures.items()}
     if "siscom" in figures:
         f = figures["siscom"]
         worst = f.worst_client_p99_ms

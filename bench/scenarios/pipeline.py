@@ -25,7 +25,8 @@ async def pipeline(bench: Bench, targets: Sequence[Target]) -> Result:
     result = Result("pipeline", {"records": records, "clients": 0}, [target.name for target in targets])
     figures: dict[str, dict[str, Any]] = {}
     for target in targets:
-        server = bench.server(target, topic, KAFKA_AUTO_OFFSET_RESET="earliest")
+        # Read live from the log's start: no warm-up (it would read them all back before ready).
+        server = bench.server(target, topic, KAFKA_AUTO_OFFSET_RESET="earliest", STREAM_SNAPSHOT_LOOKBACK_SECONDS="0")
         try:
             await server.start()
             figures[target.name] = await _read_through(server, records)

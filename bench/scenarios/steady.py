@@ -6,7 +6,6 @@ Target: every record delivered, p99 <= 50 ms.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
 
 from bench.report import Result, Verdict
 from bench.scenarios.harness import Bench, Scenario, Shape, ms
@@ -28,7 +27,6 @@ async def steady(bench: Bench, targets: Sequence[Target]) -> Result:
     result = Result("steady", shape.params(), [target.name for target in targets])
     figures = await measure_each(bench, targets, shape, "steady")
     load_rows(result, figures)
-    result.figures = {name: asdict(f) for name, f in figures.items()}
     if "siscom" in figures:
         f = figures["siscom"]
         p99 = f.latency_ms["p99"]

@@ -11,7 +11,9 @@ those deliveries put on the wire (each frame's text plus its WebSocket header), 
 ``fields=LATITUD,LONGITUD,SPEED,GPS_DATETIME``.
 
 The in-process part runs without a broker or sockets: what it measures is what the index is for,
-the routing cost as box clients grow.
+the routing cost as box clients grow. Its wide part routes 1,000 records of 1,000 devices to 1,000
+and 2,000 clients of the world box, and to as many clients of every device (no box), three runs of
+each in turn: the median router CPU per record of each is printed side by side.
 
 The end-to-end part runs the gateway (``siscom serve``) on the broker, with the bench producer
 sending the simulator's tracks at 2,000 records/s over 10,000 moving devices, and 1,000 WebSocket
@@ -27,6 +29,7 @@ latency, and the server's CPU per delivery.
 from __future__ import annotations
 
 import random
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -54,6 +57,15 @@ from siscom.pipeline.router import Router
 
 FIELDS = ("GPS_DATETIME", "LATITUD", "LONGITUD", "SPEED")
 BOX_DEGREES = 0.005
+#: A box over the whole map: routing to it must cost what a subscription to every device does.
+WORLD = BBox(-180.0, -90.0, 180.0, 90.0)
+#: The wide part: clients of the world box beside clients of every device, on a smaller fleet
+#: (each record goes to every client: 1,000 records to 2,000 clients are 2 million deliveries).
+WIDE_DEVICES = 1_000
+WIDE_RECORDS = 1_000
+WIDE_COUNTS = (1_000, 2_000)
+#: Runs of each, in turn; the median is shown.
+REPEATS = 3
 BATCH = 100
 POLICY = StreamPolicy(keepalive_seconds=3600.0, max_pending_frames=100_000, max_device_ids=100_000, snapshot=False)
 
@@ -103,8 +115,14 @@ async def _route(
     await router.receive(first)  # the starting map: every device's first position
     cores: list[StreamCore] = []
     for box in boxes:
-        if mode == "bbox":
+        if mode == "world":
             core: StreamCore = MapStreamCore(
+                None, table=table, policy=POLICY, options=MapOptions(bbox=WORLD), clock=time.monotonic
+            )
+        elif mode == "every":
+            core = StreamCore(None, table=table, policy=POLICY)
+        elif mode == "bbox":
+            core = MapStreamCore(
                 None, table=table, policy=POLICY, options=MapOptions(bbox=box, fields=fields), clock=time.monotonic
             )
         else:
@@ -182,12 +200,46 @@ async def viewport(bench: Bench, targets: Sequence[Target]) -> Result:
         f"{share:.1f} % ({figures['bbox'][top]['cpu_us_per_record']:.1f} us per record; by device_ids "
         f"{figures['device_ids'][top]['cpu_us_per_record']:.1f} us)",
     ))
+    await _wide(bench, result, figures)
     saved = 1 - figures["bbox"]["fields"]["wire_bytes"] / max(1, figures["bbox"][top]["wire_bytes"])
     result.notes.append(f"fields={','.join(FIELDS)} saves {100 * saved:.0f} % of the bytes on the wire")
     result.notes.append("in process: the router and the stream cores, no broker and no sockets")
     result.figures = figures
     await _end_to_end(bench, result, figures)
     return result
+
+
+async def wide_figures(counts: Sequence[int], devices: int, records: int, seed: int) -> dict[str, dict[int, float]]:
+    """Router CPU per record (median of the runs) for ``counts`` world-box clients and as many
+    clients of every device, over ``devices`` devices reporting ``records`` times in turn."""
+    first, later = _records(devices, records, 1.0, seed)
+    runs: dict[str, dict[int, list[float]]] = {"world": {}, "every": {}}
+    for _ in range(REPEATS):  # in turn, so that the machine's noise falls on both alike
+        for count in counts:
+            for mode, by_count in runs.items():
+                figures = await _route(first, later, [WORLD] * count, mode)
+                by_count.setdefault(count, []).append(figures["cpu_us_per_record"])
+    return {mode: {count: statistics.median(cpu) for count, cpu in by_count.items()} for mode, by_count in runs.items()}
+
+
+async def _wide(bench: Bench, result: Result, figures: dict[str, Any]) -> None:
+    """Boxes larger than any cell of the index (here the world) against every-device clients."""
+    smoke = bench.options.smoke
+    counts = (10, 20) if smoke else WIDE_COUNTS
+    wide = await wide_figures(counts, 100 if smoke else WIDE_DEVICES, 100 if smoke else WIDE_RECORDS, bench.options.seed)
+    figures["wide"] = wide
+    for count in counts:
+        result.rows.append(Row(
+            f"router CPU per record, {count:,} clients of the world box (bbox) or every device (device_ids)",
+            {"bbox": wide["world"][count], "device_ids": wide["every"][count]}, "us", 0, show_ratio=False,
+        ))
+    top = counts[-1]
+    ratio = wide["world"][top] / max(wide["every"][top], 1e-9)
+    result.verdicts.append(Verdict(
+        f"{top:,} world-box clients cost at most 1.5x what {top:,} clients of every device cost",
+        ratio <= 1.5,
+        f"{ratio:.2f}x ({wide['world'][top]:,.0f} us against {wide['every'][top]:,.0f} us per record)",
+    ))
 
 
 def _in_box_at_start(producer: FixedRateProducer, box: BBox) -> tuple[str, ...]:

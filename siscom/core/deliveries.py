@@ -1,8 +1,9 @@
 """What travels from the decoder to the router and on to sessions: one :class:`Delivery` per record.
 
 (A *delivery* is a decoded record on its way to clients; a *frame* is what a client receives on
-its connection. A delivery carries its frame's text.) The text is built once by the decoder and the same ``str`` object is handed to every
-recipient, so fan-out costs one reference per client, never a copy or a re-encode.
+its connection. A delivery carries its frame's text.) The text is built once by the decoder and
+the same ``str`` object is handed to every recipient, so fan-out costs one reference per client,
+never a copy or a re-encode.
 """
 
 from __future__ import annotations

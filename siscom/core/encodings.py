@@ -8,6 +8,7 @@ a Server-Sent Events event). Encoding it once per frame instead of once per reci
 
 from __future__ import annotations
 
+import builtins
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -42,7 +43,8 @@ class EncodingCache:
         """Bytes of the encodings held."""
         return self._bytes
 
-    def encoded(self, text: str) -> bytes:
+    # builtins.bytes below: in the class body, ``bytes`` is the property above.
+    def encoded(self, text: str) -> builtins.bytes:
         """The encoding of ``text`` (made now unless one is held)."""
         data = self._encoded.get(text)
         if data is not None:
@@ -59,7 +61,7 @@ class EncodingCache:
         held[text] = data
         return data
 
-    def joined(self, texts: list[str]) -> bytes:
+    def joined(self, texts: list[str]) -> builtins.bytes:
         """The encodings of ``texts``, in order, as one piece (one write)."""
         if len(texts) == 1:
             return self.encoded(texts[0])

@@ -103,10 +103,10 @@ def parse_bbox(value: str | Sequence[Any]) -> BBox:
         raise BadBox("bbox must be min_lon,min_lat,max_lon,max_lat")
     if len(items) != 4:
         raise BadBox("bbox must be 4 numbers: min_lon,min_lat,max_lon,max_lat")
-    numbers = [_coordinate(item) for item in items]
-    if any(number is None for number in numbers):
+    numbers = [number for number in map(_coordinate, items) if number is not None]
+    if len(numbers) != 4:
         raise BadBox("bbox must be 4 numbers: min_lon,min_lat,max_lon,max_lat")
-    min_lon, min_lat, max_lon, max_lat = numbers  # type: ignore[misc]  # None excluded above
+    min_lon, min_lat, max_lon, max_lat = numbers
     if not (-180.0 <= min_lon <= 180.0 and -180.0 <= max_lon <= 180.0):
         raise BadBox("bbox longitudes must be within -180..180")
     if not (-90.0 <= min_lat <= 90.0 and -90.0 <= max_lat <= 90.0):

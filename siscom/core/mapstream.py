@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from siscom.core.access import InboundAllowance, TokenGrant
 from siscom.core.deliveries import Delivery
 from siscom.core.geo import BBox
 from siscom.core.mapoptions import MapOptions
@@ -38,15 +39,13 @@ from siscom.core.subscriptions import SubscriptionTable
 from siscom.core.throttle import Throttle
 
 if TYPE_CHECKING:
-    from siscom.security.inbound import InboundLimits
     from siscom.core.window import RecentWindow
-    from siscom.security.tokens import Grant
 
 __all__ = ["MapStreamCore"]
 
 
 class MapStreamCore(StreamCore):
-    __slots__ = ("_box", "_ids", "_visible", "_projection", "_throttle", "_clock", "_plain")
+    __slots__ = ("_box", "_ids", "_projection", "_throttle", "_clock", "_plain")
 
     def __init__(
         self,
@@ -56,9 +55,9 @@ class MapStreamCore(StreamCore):
         policy: StreamPolicy,
         options: MapOptions,
         clock: Callable[[], float],
-        grant: Grant | None = None,
-        inbound: InboundLimits | None = None,
-        verify: Callable[[str], Grant] | None = None,
+        grant: TokenGrant | None = None,
+        inbound: InboundAllowance | None = None,
+        verify: Callable[[str], TokenGrant] | None = None,
         window: RecentWindow | None = None,
     ) -> None:
         """``clock`` is the monotonic clock the pump passes to :meth:`take` (rate slots use it)."""
@@ -66,9 +65,10 @@ class MapStreamCore(StreamCore):
             device_ids, table=table, policy=policy, grant=grant, inbound=inbound, verify=verify, window=window
         )
         self._box: BBox | None = options.bbox
+        #: What the client sees is the devices whose newest position (as the viewport index has
+        #: it) is in the box, and among these ids: worked out from the index when needed, never
+        #: kept here (a world box would keep every device, for every such client).
         self._ids = device_ids
-        #: Devices whose newest position is in the box (and among the ids): what the client sees.
-        self._visible: set[str] = set()
         self._projection = None if options.fields is None else table.projections.get(options.fields)
         self._throttle = None if options.max_hz is None else Throttle(options.max_hz)
         self._clock = clock
@@ -90,28 +90,23 @@ class MapStreamCore(StreamCore):
             self._position(delivery.device_id, delivery.text)
 
     def deliver_in_view(self, delivery: Delivery) -> None:
-        """From the viewport index: a record of a device whose newest position is in the box."""
+        """From the viewport index: a record of a device whose newest position is in the box
+        (for an alert: was, when the alert came)."""
         ids = self._ids
-        device_id = delivery.device_id
-        if ids is not None and device_id not in ids:
+        if (ids is not None and delivery.device_id not in ids) or self.closing is not None:
             return
         if delivery.alert:
-            if device_id in self._visible:
-                self.deliver(delivery)
-            return
-        self._visible.add(device_id)
-        if self.closing is None:
-            if self._plain:  # the common case, inline: nothing to reduce or to hold
-                self.outbox.put_position(device_id, delivery.text)
-            else:
-                self._position(device_id, delivery.text)
+            self._reply(delivery.text)
+        elif self._plain:  # the common case, inline: nothing to reduce or to hold
+            self.outbox.put_position(delivery.device_id, delivery.text)
+        else:
+            self._position(delivery.device_id, delivery.text)
 
     def leave_view(self, device_id: str) -> None:
-        """From the viewport index: a device moved out of the box."""
-        if self.closing is not None or device_id not in self._visible:
-            return
-        self._visible.discard(device_id)
-        self._leave(device_id)
+        """From the viewport index: a device whose newest position was in the box moved out."""
+        ids = self._ids
+        if self.closing is None and (ids is None or device_id in ids):
+            self._leave(device_id)
 
     def _apply(self, command: ClientCommand) -> None:
         if self._box is None:
@@ -137,15 +132,20 @@ class MapStreamCore(StreamCore):
         if wanted is not None and len(wanted) > max_ids:
             self._reply(error_frame(f"at most {max_ids} device ids per stream"))
             return
-        box = command.bbox or self._box
+        old_box, box = self._box, command.bbox or self._box
+        viewports = self._table.viewports
+        if wanted is current:  # a pan: only the devices that cross the box's edges are looked at
+            entered = self._among(viewports.devices_entering(old_box, box), wanted)
+            left = self._among(viewports.devices_entering(box, old_box), wanted)
+        else:
+            before = set(self._in_view(old_box, current))
+            now_visible = set(self._in_view(box, wanted))
+            entered, left = list(now_visible - before), list(before - now_visible)
+        entered.sort()
+        left.sort()
         self._box, self._ids = box, wanted
         self._table.subscribe_box(self, wanted, box)
         self._reply(ack_frame(command.action, wanted, box))
-        now_visible = set(self._in_view(box, wanted))
-        entered = sorted(now_visible - self._visible)
-        left = sorted(self._visible - now_visible)
-        self._visible = now_visible
-        self._table.viewports.mark_seen(self, entered)
         self._queue_snapshot(entered)
         for device_id in left:
             self._leave(device_id)
@@ -183,12 +183,18 @@ class MapStreamCore(StreamCore):
         if self._box is None:
             return super()._join()
         self._table.subscribe_box(self, self._ids, self._box)
-        self._visible = set(self._in_view(self._box, self._ids))
-        self._table.viewports.mark_seen(self, self._visible)
         return True
 
     def _initial_view(self) -> Iterable[str] | None:
-        return super()._initial_view() if self._box is None else sorted(self._visible)
+        return super()._initial_view() if self._box is None else sorted(self._in_view(self._box, self._ids))
+
+    def _current_view(self) -> Iterable[str] | None:
+        if self._box is None:
+            return super()._current_view()
+        entered = [device for device in self._in_view(self._box, self._ids) if device not in self._visible]
+        self._visible.update(entered)
+        self._table.viewports.mark_seen(self, entered)
+        return entered
 
     def _replay(self, replay: list[Delivery]) -> None:
         """What a map would have seen of ``replay`` (this client's records after its cursor, in
@@ -266,5 +272,8 @@ class MapStreamCore(StreamCore):
             self._position(device_id, text)
 
     def _in_view(self, box: BBox, ids: frozenset[str] | None) -> list[str]:
-        devices = self._table.viewports.devices_in(box)
+        return self._among(self._table.viewports.devices_in(box), ids)
+
+    @staticmethod
+    def _among(devices: list[str], ids: frozenset[str] | None) -> list[str]:
         return devices if ids is None else [device for device in devices if device in ids]

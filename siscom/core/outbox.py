@@ -9,7 +9,7 @@ while earlier chunks are written. Each device therefore reaches a slow client on
 the devices, with the newest data there is, and how old that data is stays bounded by how often
 devices report, not by how far behind the client is. Alerts and control frames are never
 conflated and keep their order; more than ``max_alerts`` of them waiting make the outbox refuse
-more (:class:`~supervisors.MailboxFull`), and the session closes that client with 1013. Memory is
+more (:class:`OutboxFull`), and the session closes that client with 1013. Memory is
 bounded by the devices the client watches plus the alerts it has not read.
 
 A position that takes a waiting one's place in line keeps that one's cursor (the ``id`` of the
@@ -23,8 +23,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 
-from supervisors import MailboxFull
-
 from siscom.core.deliveries import Delivery
 from siscom.core.protocol import frame_cursor, with_cursor
 
@@ -34,6 +32,10 @@ _KEEP = None
 #: Most frames handed out by one take: a session writes at most this many before it lets the
 #: others run.
 CHUNK = 8
+
+
+class OutboxFull(Exception):
+    """Too many frames that must never be dropped are waiting: the client is not reading."""
 
 
 class Outbox:
@@ -89,7 +91,7 @@ class Outbox:
     def put_kept(self, text: str) -> None:
         """Queue a frame that must never be dropped; refuses once too many are waiting."""
         if self._alerts >= self._max_alerts:
-            raise MailboxFull(f"{self._alerts} unconflatable frames waiting")
+            raise OutboxFull(f"{self._alerts} unconflatable frames waiting")
         self._alerts += 1
         if self._latest is not None:
             self._latest[object()] = text
@@ -125,8 +127,8 @@ class Outbox:
             return texts
         texts = []
         for _ in range(min(self._chunk, len(latest))):
-            key, text = latest.popitem(last=False)
-            if type(key) is not str:
+            slot, text = latest.popitem(last=False)
+            if type(slot) is not str:
                 self._alerts -= 1
             texts.append(text)
         if not latest:

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
+from ipaddress import IPv4Network, IPv6Network
 
-from siscom.config import IPNetwork
+__all__ = ["IPNetwork", "client_address"]
+
+#: A network of either family, as the trusted-proxy setting lists them.
+IPNetwork = IPv4Network | IPv6Network
 
 
 def _trusted(address: str, proxies: Sequence[IPNetwork]) -> bool:

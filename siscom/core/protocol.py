@@ -29,7 +29,7 @@ import enum
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import orjson
 
@@ -287,13 +287,14 @@ def parse_client_frame(text: str | bytes, *, max_ids: int) -> ClientCommand | Re
         return RefreshCommand(token)
     if not isinstance(action, str) or action not in _ACTIONS:
         return None
+    command = cast(Action, action)  # one of _ACTIONS, checked above
     bbox = None
-    if action == "subscribe" and "bbox" in frame:
+    if command == "subscribe" and "bbox" in frame:
         try:
             bbox = parse_bbox(frame["bbox"])
         except BadBox as error:
             raise BadRequest(str(error)) from None
         if "device_ids" not in frame:
-            return ClientCommand(action, frozenset(), bbox)
+            return ClientCommand(command, frozenset(), bbox)
     ids = parse_device_id_list(frame.get("device_ids"), max_ids=max_ids)
-    return ClientCommand(action, ids, bbox)  # type: ignore[arg-type]  # checked against _ACTIONS
+    return ClientCommand(command, ids, bbox)

@@ -14,12 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import re
+
 import orjson
 
 from siscom.core.devices import is_device_id
 from siscom.core.geo import Position, position_of
 
-__all__ = ["REASONS", "Decoded", "MalformedRecord", "decode_value"]
+__all__ = ["REASONS", "Decoded", "MalformedRecord", "decode_value", "device_id_hint", "device_id_of"]
 
 REASONS = (
     "empty", "too large", "not UTF-8", "not JSON", "not a JSON object", "no device id", "bad device id",
@@ -77,6 +79,42 @@ def decode_value(value: bytes | None, *, max_bytes: int) -> Decoded:
     if not is_device_id(device_id):
         raise MalformedRecord("bad device id")
     return Decoded(device_id, text, position_of(document))
+
+
+#: The common layout: an object whose first member is ``data``, whose first member is ``DEVICE_ID``
+#: holding a string that is a device id (so it needs no unescaping).
+_USUAL_LAYOUT = re.compile(rb'\{\s*"data"\s*:\s*\{\s*"DEVICE_ID"\s*:\s*"([A-Za-z0-9._:-]{1,64})"')
+
+
+def device_id_hint(value: bytes) -> str | None:
+    """The device id of a record in the usual layout, found without parsing it; None otherwise.
+
+    Only a hint: the rest of the value is not checked (it may not be JSON at all, or name
+    ``DEVICE_ID`` again further on). Whoever relies on it decodes the record properly before
+    sending it anywhere (warm-up does, for the few records it keeps).
+    """
+    found = _USUAL_LAYOUT.match(value)
+    return None if found is None else found.group(1).decode("ascii")
+
+
+def device_id_of(value: bytes | None, *, max_bytes: int) -> str | None:
+    """The device id :func:`decode_value` would find, or None where it would raise.
+
+    For reading much of the log at once (warm-up): the same checks, without keeping the text or
+    finding the position, and without raising, which costs more than the parse of a short record.
+    """
+    if not value or len(value) > max_bytes:
+        return None
+    try:
+        document = orjson.loads(value)  # refuses what is not UTF-8, as decode_value does
+    except orjson.JSONDecodeError:
+        return None
+    if type(document) is not dict:
+        return None
+    device_id = _device_id(document)
+    if device_id is None or not is_device_id(device_id):
+        return None
+    return device_id
 
 
 def _device_id(document: dict[str, Any]) -> str | None:

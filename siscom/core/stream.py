@@ -7,7 +7,7 @@ timing. Events in:
 - :meth:`StreamCore.deliver`: a record routed to this client (the router calls it directly: the
   core is the subscriber in the :class:`~siscom.core.subscriptions.SubscriptionTable`);
 - :meth:`StreamCore.receive`: a message from the client (subscribe, unsubscribe, refresh, anything
-  else), within the client's allowance of messages (:class:`~siscom.security.inbound.InboundLimits`);
+  else), within the client's allowance of messages (:class:`~siscom.core.access.InboundAllowance`);
 - :meth:`StreamCore.control_frame`: a WebSocket ping or pong from the client, within its allowance;
 - :meth:`StreamCore.token_expiring`, :meth:`StreamCore.token_expired`, :meth:`StreamCore.close`,
   :meth:`StreamCore.client_gone`.
@@ -28,12 +28,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
 
-from supervisors import MailboxFull
-
+from siscom.core.access import InboundAllowance, TokenGrant
 from siscom.core.deliveries import Delivery
-from siscom.core.outbox import Outbox
+from siscom.core.outbox import Outbox, OutboxFull
 from siscom.core.protocol import (
     BadRequest,
     ClientCommand,
@@ -50,10 +48,6 @@ from siscom.core.protocol import (
 )
 from siscom.core.subscriptions import SubscriptionLimit, SubscriptionTable
 from siscom.core.window import RecentWindow
-
-if TYPE_CHECKING:
-    from siscom.security.inbound import InboundLimits
-    from siscom.security.tokens import Grant
 
 
 class Cause(enum.Enum):
@@ -120,10 +114,10 @@ class StreamCore:
         *,
         table: SubscriptionTable,
         policy: StreamPolicy,
-        grant: Grant | None = None,
-        verify: Callable[[str], Grant] | None = None,
+        grant: TokenGrant | None = None,
+        verify: Callable[[str], TokenGrant] | None = None,
         window: RecentWindow | None = None,
-        inbound: InboundLimits | None = None,
+        inbound: InboundAllowance | None = None,
     ) -> None:
         """``window`` knows the gateway's dispatch cursor, which pings and snapshots carry."""
         self._table = table
@@ -181,8 +175,17 @@ class StreamCore:
             return
         try:
             self.outbox.put_delivery(delivery)
-        except MailboxFull:
+        except OutboxFull:
             self.close(CloseCode.TRY_AGAIN_LATER, Cause.SLOW_CLIENT.value, cause=Cause.SLOW_CLIENT)
+
+    def warm_snapshot(self) -> None:
+        """The snapshot arrived after the stream opened (the process warmed up late): queue it."""
+        if self.closing is None and self._policy.snapshot:
+            self._queue_snapshot(self._current_view())
+
+    def _current_view(self) -> Iterable[str] | None:
+        """The devices whose snapshot the stream would get if it opened now (None: every device)."""
+        return self.device_ids
 
     def receive(self, data: str | bytes, now: float) -> None:
         """A message from the client at ``now``: apply a subscription change and queue its answer;
@@ -398,7 +401,7 @@ class StreamCore:
     def _reply(self, text: str) -> None:
         try:
             self.outbox.put_kept(text)
-        except MailboxFull:
+        except OutboxFull:
             self.close(CloseCode.TRY_AGAIN_LATER, Cause.SLOW_CLIENT.value, cause=Cause.SLOW_CLIENT)
 
     def _refresh(self, token: str) -> None:

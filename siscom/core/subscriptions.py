@@ -24,7 +24,6 @@ from siscom.core.fields import Projections
 from siscom.core.geo import BBox, Position
 from siscom.core.viewport import ViewportIndex
 
-
 #: Subscribers of one device kept in a tuple up to this many; a set beyond.
 _TUPLE_MAX = 8
 
@@ -54,8 +53,8 @@ class SubscriptionTable:
         self._last: dict[str, Delivery] = {}
         self.viewports = ViewportIndex(self._last_positions)
         self.projections = Projections()
-        #: Equal filters share one frozenset: filter -> [the shared one, how many hold it].
-        self._shared: dict[frozenset[str], list] = {}
+        #: Equal filters share one frozenset: filter -> (the shared one, how many hold it).
+        self._shared: dict[frozenset[str], tuple[frozenset[str], int]] = {}
         #: Most ids the device filters may hold together (0: no bound), and how many they hold
         #: (box subscribers are in the viewport index, outside this count).
         self.max_ids = max_ids
@@ -87,7 +86,7 @@ class SubscriptionTable:
             subscribers = by_device.get(device_id)
             if subscribers is None:
                 by_device[device_id] = (subscriber,)
-            elif type(subscribers) is tuple:
+            elif isinstance(subscribers, tuple):
                 if len(subscribers) < _TUPLE_MAX:
                     by_device[device_id] = (*subscribers, subscriber)
                 else:
@@ -101,7 +100,7 @@ class SubscriptionTable:
         if self.viewports.box_of(subscriber) is None:  # type: ignore[arg-type]
             self.unsubscribe(subscriber)
         self._filters[subscriber] = device_ids
-        self.viewports.watch(subscriber, box)  # moves the box it had, if any  # type: ignore[arg-type]  # box subscribers are Watchers
+        self.viewports.watch(subscriber, box)  # type: ignore[arg-type]  # box subscribers are Watchers; moves any earlier box
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         if self.viewports.box_of(subscriber) is not None:  # type: ignore[arg-type]
@@ -119,7 +118,7 @@ class SubscriptionTable:
         by_device = self._by_device
         for device_id in device_ids:
             subscribers = by_device[device_id]
-            if type(subscribers) is tuple:
+            if isinstance(subscribers, tuple):
                 rest = tuple(other for other in subscribers if other is not subscriber)
                 if rest:
                     by_device[device_id] = rest
@@ -146,18 +145,17 @@ class SubscriptionTable:
         return 1 if device_ids is None else len(device_ids)
 
     def _share(self, device_ids: frozenset[str]) -> frozenset[str]:
-        entry = self._shared.get(device_ids)
-        if entry is None:
-            self._shared[device_ids] = [device_ids, 1]
-            return device_ids
-        entry[1] += 1
-        return entry[0]
+        shared, holders = self._shared.get(device_ids, (device_ids, 0))
+        self._shared[device_ids] = (shared, holders + 1)
+        return shared
 
     def _unshare(self, device_ids: frozenset[str]) -> None:
         entry = self._shared.get(device_ids)
         if entry is not None:
-            entry[1] -= 1
-            if entry[1] == 0:
+            shared, holders = entry
+            if holders > 1:
+                self._shared[device_ids] = (shared, holders - 1)
+            else:
                 del self._shared[device_ids]
 
     def filter_of(self, subscriber: Subscriber) -> frozenset[str] | None:

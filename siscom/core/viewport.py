@@ -7,8 +7,12 @@ as large as a quarter of the box, so it lies in at most 5 x 5 cells there (twice
 antimeridian). A position is looked up in one cell per level that holds any box; only the boxes
 filed in that cell are checked exactly, so the candidates per record are the boxes near the
 record (about 1.5 to 3 times the boxes that contain it, for boxes of one size), however many
-clients there are. Each
-device remembers which watchers last got it in view, so a leave costs no second lookup.
+clients there are. A box that covers a cell (the part of it inside the world) is filed there as
+covering it: a position in that cell is in the box without a check, so a box larger than its cells
+(up to the whole world) costs a lookup what a subscription to every device costs. A device that moves leaves the boxes that hold its old position and not its new
+one: that is a second lookup, at the old position, and nothing is kept per device and watcher (a
+list of who saw each device would hold every departed watcher for as long as the device stays
+quiet).
 
 While any box is watched, the index also keeps each device's newest position, and a grid of
 devices per 0.01-degree cell, so that a client that opens or moves its box finds the devices in
@@ -38,6 +42,11 @@ DEVICE_CELL = 0.01
 _Cell = tuple[int, int]
 #: A box as its four numbers (west, south, east, north), for checks without a method call.
 _Edges = tuple[float, float, float, float]
+#: The watchers filed in one cell: those whose box covers the cell, and the others (checked).
+_Filed = tuple[dict["Watcher", _Edges], dict["Watcher", _Edges]]
+#: Degrees a cell's edges are widened by when judging whether a box covers it: a position is
+#: put in a cell by a division that may round by far less than this.
+_MARGIN = 1e-9
 
 
 class Watcher(Protocol):
@@ -59,6 +68,29 @@ def _cells_of(box: BBox, size: float) -> Iterator[_Cell]:
             yield ix, iy
 
 
+def _overlap(a: BBox, b: BBox) -> bool:
+    """Whether two boxes that do not cross the antimeridian share a point."""
+    return a.min_lon <= b.max_lon and b.min_lon <= a.max_lon and a.min_lat <= b.max_lat and b.min_lat <= a.max_lat
+
+
+def _outside(part: BBox, other: BBox | None) -> list[BBox]:
+    """Boxes that together hold every point of ``part`` outside ``other`` (both not crossing the
+    antimeridian): up to four strips, edges included, so they may hold a few points of ``other``."""
+    if other is None or not _overlap(part, other):
+        return [part]
+    strips = []
+    if part.min_lon < other.min_lon:
+        strips.append(BBox(part.min_lon, part.min_lat, other.min_lon, part.max_lat))
+    if part.max_lon > other.max_lon:
+        strips.append(BBox(other.max_lon, part.min_lat, part.max_lon, part.max_lat))
+    west, east = max(part.min_lon, other.min_lon), min(part.max_lon, other.max_lon)
+    if part.min_lat < other.min_lat:
+        strips.append(BBox(west, part.min_lat, east, other.min_lat))
+    if part.max_lat > other.max_lat:
+        strips.append(BBox(west, other.max_lat, east, part.max_lat))
+    return strips
+
+
 def _level_of(box: BBox) -> int:
     extent = max(box.width, box.max_lat - box.min_lat) / 4
     size = FINEST
@@ -72,6 +104,15 @@ def _level_of(box: BBox) -> int:
 _SIZES = [FINEST * GROWTH**level for level in range(LEVELS)]
 
 
+def _covers(part: BBox, cell: _Cell, size: float) -> bool:
+    """Whether ``part`` (not crossing the antimeridian) holds every position of ``cell`` that is
+    on the map (cells at the edges reach past it)."""
+    ix, iy = cell
+    west, east = max(ix * size - _MARGIN, -180.0), min((ix + 1) * size + _MARGIN, 180.0)
+    south, north = max(iy * size - _MARGIN, -90.0), min((iy + 1) * size + _MARGIN, 90.0)
+    return part.min_lon <= west and part.max_lon >= east and part.min_lat <= south and part.max_lat >= north
+
+
 class ViewportIndex:
     """Box watchers by grid cell, and (while any is watched) the newest position of each device."""
 
@@ -79,15 +120,16 @@ class ViewportIndex:
         """``last_positions`` lists every device's newest known position; it is read when the
         first box is watched (until then no position is tracked)."""
         self._last_positions = last_positions
-        #: Per level: cell -> the watchers filed there, with their whole box's edges.
-        self._grids: list[dict[_Cell, dict[Watcher, _Edges]]] = [{} for _ in range(LEVELS)]
+        #: Per level: cell -> the watchers filed there (covering it, or not), with their whole
+        #: box's edges.
+        self._grids: list[dict[_Cell, _Filed]] = [{} for _ in range(LEVELS)]
         #: (cell size, grid) of the levels holding any box: what a lookup visits.
-        self._active: list[tuple[float, dict[_Cell, dict[Watcher, _Edges]]]] = []
+        self._active: list[tuple[float, dict[_Cell, _Filed]]] = []
         self._boxes: dict[Watcher, tuple[BBox, int, list[_Cell]]] = {}
         self._where: dict[str, Position] = {}
-        #: Device -> the watchers that got its last position (those it may leave).
-        self._seen_by: dict[str, list[Watcher]] = {}
         self._devices_by_cell: dict[_Cell, set[str]] = {}
+        #: Devices checked by box queries so far (for measurements and tests).
+        self.examined = 0
 
     def __len__(self) -> int:
         return len(self._boxes)
@@ -105,12 +147,18 @@ class ViewportIndex:
         self._remove(watcher)
         level = _level_of(box)
         size = _SIZES[level]
-        cells = list(dict.fromkeys(cell for part in box.parts() for cell in _cells_of(part, size)))
+        covered: dict[_Cell, bool] = {}
+        for part in box.parts():
+            for cell in _cells_of(part, size):
+                covered[cell] = covered.get(cell, False) or _covers(part, cell, size)
         grid = self._grids[level]
         edges = (box.min_lon, box.min_lat, box.max_lon, box.max_lat)
-        for cell in cells:
-            grid.setdefault(cell, {})[watcher] = edges
-        self._boxes[watcher] = (box, level, cells)
+        for cell, covers in covered.items():
+            filed = grid.get(cell)
+            if filed is None:
+                filed = grid[cell] = ({}, {})
+            filed[0 if covers else 1][watcher] = edges
+        self._boxes[watcher] = (box, level, list(covered))
         self._refresh_levels()
 
     def unwatch(self, watcher: Watcher) -> None:
@@ -118,7 +166,6 @@ class ViewportIndex:
         if not self._boxes:  # nobody watches: stop tracking positions
             self._where.clear()
             self._devices_by_cell.clear()
-            self._seen_by.clear()
 
     def _remove(self, watcher: Watcher) -> None:
         entry = self._boxes.pop(watcher, None)
@@ -127,9 +174,10 @@ class ViewportIndex:
         _, level, cells = entry
         grid = self._grids[level]
         for cell in cells:
-            watchers = grid[cell]
-            del watchers[watcher]
-            if not watchers:
+            covering, other = filed = grid[cell]
+            if covering.pop(watcher, None) is None:
+                del other[watcher]
+            if not covering and not other:
                 del grid[cell]
         self._refresh_levels()
 
@@ -143,49 +191,97 @@ class ViewportIndex:
     # Lookups
 
     def watchers_at(self, lat: float, lon: float) -> list[Watcher]:
-        """The watchers whose box contains the position."""
-        found = []
+        """The watchers whose box contains the position (each once: a watcher is filed at one
+        level, and a position is in one cell of it)."""
+        found: list[Watcher] = []
         floor = math.floor
         for size, grid in self._active:
-            watchers = grid.get((floor(lon / size), floor(lat / size)))
-            if watchers:
-                for watcher, (west, south, east, north) in watchers.items():
+            filed = grid.get((floor(lon / size), floor(lat / size)))
+            if filed:
+                covering, other = filed
+                if covering:
+                    found += covering
+                for watcher, (west, south, east, north) in other.items():
                     if south <= lat <= north and (
                         west <= lon <= east if west <= east else (lon >= west or lon <= east)
                     ):
                         found.append(watcher)
         return found
 
+    def _leavers(self, old: Position, new: Position) -> list[Watcher]:
+        """The watchers whose box holds ``old`` and not ``new``. In a cell that holds both, the
+        boxes covering it hold both: only the others are checked."""
+        found: list[Watcher] = []
+        floor = math.floor
+        old_lat, old_lon = old
+        lat, lon = new
+        for size, grid in self._active:
+            cell = (floor(old_lon / size), floor(old_lat / size))
+            filed = grid.get(cell)
+            if not filed:
+                continue
+            covering, other = filed
+            if covering and cell != (floor(lon / size), floor(lat / size)):
+                for watcher, (west, south, east, north) in covering.items():
+                    if not (south <= lat <= north and (
+                        west <= lon <= east if west <= east else (lon >= west or lon <= east)
+                    )):
+                        found.append(watcher)
+            for watcher, (west, south, east, north) in other.items():
+                if (south <= old_lat <= north and (
+                    west <= old_lon <= east if west <= east else (old_lon >= west or old_lon <= east)
+                )) and not (south <= lat <= north and (
+                    west <= lon <= east if west <= east else (lon >= west or lon <= east)
+                )):
+                    found.append(watcher)
+        return found
+
     def candidates_at(self, lat: float, lon: float) -> int:
         """How many boxes a lookup of this position checks exactly (for measurements)."""
         floor = math.floor
-        return sum(len(grid.get((floor(lon / size), floor(lat / size)), ())) for size, grid in self._active)
+        return sum(
+            len(filed[1]) for size, grid in self._active
+            if (filed := grid.get((floor(lon / size), floor(lat / size)))) is not None
+        )
 
     def devices_in(self, box: BBox) -> list[str]:
         """The devices whose newest known position lies in ``box``."""
+        return self._devices_in_regions(list(box.parts()), box.contains)
+
+    def devices_entering(self, old: BBox, new: BBox) -> list[str]:
+        """The devices whose newest known position lies in ``new`` and not in ``old``: what a box
+        moved from ``old`` to ``new`` gains (swap them for what it loses).
+
+        Only the device cells of the strips of ``new`` outside ``old`` are visited, so a pan costs
+        about the devices that enter and leave (and those in the cells along the edges), not the
+        devices in view. :attr:`examined` counts the devices checked.
+        """
+        regions = [
+            strip for part in new.parts()
+            for strip in _outside(part, next((o for o in old.parts() if _overlap(part, o)), None))
+        ]
+        return self._devices_in_regions(regions, lambda lat, lon: new.contains(lat, lon) and not old.contains(lat, lon))
+
+    def _devices_in_regions(self, regions: list[BBox], wanted: Callable[[float, float], bool]) -> list[str]:
+        """The devices in the cells of ``regions`` (or, when those cells outnumber the cells
+        holding any device, every device) for which ``wanted(lat, lon)``."""
         where = self._where
         cell_count = sum(
-            (math.floor(p.max_lon / DEVICE_CELL) - math.floor(p.min_lon / DEVICE_CELL) + 1)
-            * (math.floor(p.max_lat / DEVICE_CELL) - math.floor(p.min_lat / DEVICE_CELL) + 1)
-            for p in box.parts()
+            (math.floor(r.max_lon / DEVICE_CELL) - math.floor(r.min_lon / DEVICE_CELL) + 1)
+            * (math.floor(r.max_lat / DEVICE_CELL) - math.floor(r.min_lat / DEVICE_CELL) + 1)
+            for r in regions
         )
         if cell_count >= len(self._devices_by_cell):
             candidates: Iterable[str] = where
         else:
             by_cell = self._devices_by_cell
-            candidates = [
-                device for part in box.parts() for cell in _cells_of(part, DEVICE_CELL)
-                for device in by_cell.get(cell, ())
-            ]
-        return [device for device in candidates if box.contains(*where[device])]
-
-    def mark_seen(self, watcher: Watcher, device_ids: Iterable[str]) -> None:
-        """``watcher`` now shows these devices (from a snapshot): tell it when they leave."""
-        seen_by = self._seen_by
-        for device_id in device_ids:
-            seen = seen_by.setdefault(device_id, [])
-            if watcher not in seen:
-                seen.append(watcher)
+            # Strips may share the cells along their edges: each device once.
+            candidates = dict.fromkeys(
+                device for region in regions for cell in _cells_of(region, DEVICE_CELL) for device in by_cell.get(cell, ())
+            )
+        found = [device for device in candidates if wanted(*where[device])]
+        self.examined += len(candidates) if isinstance(candidates, dict) else len(where)
+        return found
 
     def position_of(self, device_id: str) -> Position | None:
         return self._where.get(device_id)
@@ -194,11 +290,12 @@ class ViewportIndex:
 
     def route(self, deliveries: Iterable[Delivery]) -> None:
         """Hand each delivery to the watchers whose box holds its device, and tell those whose box
-        the device has left. Positions move the device; alerts go to the boxes its newest position
-        is in; a record without a position is in no box (and does not move its device)."""
+        the device has left (those that hold its old position and not its new one). Positions move
+        the device; alerts go to the boxes its newest position is in; a record without a position
+        is in no box (and does not move its device)."""
         where = self._where
-        seen_by = self._seen_by
         watchers_at = self.watchers_at
+        leavers = self._leavers
         for delivery in deliveries:
             device_id = delivery.device_id
             if delivery.alert:
@@ -213,18 +310,11 @@ class ViewportIndex:
             old = where.get(device_id)
             if old != new:
                 self._move(device_id, old, new)
-            inside = watchers_at(*new)
-            for watcher in inside:
+            for watcher in watchers_at(*new):
                 watcher.deliver_in_view(delivery)
-            seen = seen_by.get(device_id)
-            if seen:
-                for watcher in seen:
-                    if watcher not in inside:
-                        watcher.leave_view(device_id)
-            if inside:
-                seen_by[device_id] = inside
-            elif seen is not None:
-                del seen_by[device_id]
+            if old is not None and old != new:
+                for watcher in leavers(old, new):
+                    watcher.leave_view(device_id)
 
     def _move(self, device_id: str, old: Position | None, new: Position) -> None:
         self._where[device_id] = new

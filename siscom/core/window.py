@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from siscom.core import cursors
 from siscom.core.deliveries import Delivery
@@ -40,7 +41,7 @@ class _Entries:
     __slots__ = ("items", "head", "dropped")
 
     def __init__(self) -> None:
-        self.items: list[tuple | None] = []
+        self.items: list[tuple[Any, ...] | None] = []
         #: Index in ``items`` of the oldest entry held.
         self.head = 0
         #: Entries cut off the list's front: the number of ``items[0]``.
@@ -53,10 +54,10 @@ class _Entries:
     def next_number(self) -> int:
         return self.dropped + len(self.items)
 
-    def oldest(self) -> tuple | None:
+    def oldest(self) -> tuple[Any, ...] | None:
         return self.items[self.head] if self.head < len(self.items) else None
 
-    def popleft(self) -> tuple:
+    def popleft(self) -> tuple[Any, ...]:
         items, head = self.items, self.head
         old = items[head]
         assert old is not None
@@ -68,7 +69,7 @@ class _Entries:
             self.head = 0
         return old
 
-    def since(self, number: int) -> list[tuple | None]:
+    def since(self, number: int) -> list[tuple[Any, ...] | None]:
         return self.items[max(self.head, number - self.dropped):]
 
 

@@ -22,13 +22,12 @@ import signal
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from siscom.dev.processes import ChildProcess, ProcessExited, free_port, port_accepts, port_bindable
+from siscom.dev.processes import ChildProcess, OwnsChild, ProcessExited, free_port, port_accepts, port_bindable
 
 # free_port is re-exported: it was first defined here.
 __all__ = ["BrokerError", "TansuBroker", "create_topics", "free_port"]
@@ -56,7 +55,7 @@ def _resolve_binary() -> str:
         raise BrokerError(f"no usable tansu binary: {exc}") from exc
 
 
-class TansuBroker:
+class TansuBroker(OwnsChild):
     """One ``tansu`` broker process on a loopback port.
 
     The object outlives the process: `start`, `stop`, `kill` and `restart`
@@ -83,7 +82,6 @@ class TansuBroker:
         self.extra_args = list(extra_args)
         self.binary = os.fspath(binary) if binary is not None else None
         self.log_path = Path(log_path) if log_path is not None else None
-        self._child: ChildProcess | None = None
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -95,16 +93,6 @@ class TansuBroker:
         if self.port is None:
             raise BrokerError("the broker has no port yet: call start() first")
         return f"{self.host}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        """PID of the current process, or None when there is none."""
-        return self._child.pid if self._child is not None else None
-
-    @property
-    def running(self) -> bool:
-        """True while the process exists (also while paused)."""
-        return self._child is not None and self._child.running
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
         """Spawn the broker and return once it accepts TCP connections.
@@ -222,18 +210,6 @@ class TansuBroker:
             returncode = self._child.stop(0.0)  # it has exited: this only reaps it
             self._child = None
         return returncode
-
-    def __enter__(self) -> TansuBroker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 async def create_topics(

@@ -2,8 +2,8 @@
 
 A :class:`ChildProcess` is one command run in a process group of its own
 (``start_new_session``), its output appended to a log file. It is started, waited for until a
-readiness check passes (a port that accepts connections, an HTTP status, a log line: see
-:func:`port_accepts` and :func:`siscom.dev.http.http_status`), and stopped by its PID together with every
+readiness check passes (a port that accepts connections, an HTTP status, a log line: any
+callable, such as :func:`port_accepts`), and stopped by its PID together with every
 process it forked: ``hypercorn -w 1`` and ``siscom serve --workers N`` fork workers that would
 keep serving if only their parent ended.
 
@@ -20,7 +20,8 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from types import TracebackType
+from typing import IO, Self
 
 __all__ = [
     "INHERITED_ENV",
@@ -325,3 +326,37 @@ class ChildProcess:
     def _tail(self) -> str:
         tail = self.log_tail()
         return f":\n{tail}" if tail else (f" (see {self.log_path})" if self.log_path else "")
+
+
+class OwnsChild:
+    """A helper that runs one :class:`ChildProcess` at a time (a broker, a server, a proxy) and
+    says, between runs too, which process that is and whether it still runs."""
+
+    _child: ChildProcess | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the current process, or None when there is none."""
+        return self._child.pid if self._child is not None else None
+
+    @property
+    def running(self) -> bool:
+        """True while the process exists (also while paused)."""
+        return self._child is not None and self._child.running
+
+    def start(self) -> object:
+        """Start the process and return once it is ready (each helper knows how)."""
+        raise NotImplementedError
+
+    def stop(self) -> object:
+        """End the process, if there is one (each helper knows how)."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

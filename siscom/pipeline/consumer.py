@@ -30,6 +30,7 @@ from supervisors import Actor, Mailbox
 
 from siscom.pipeline.kafka import broker_connections, fetch_metadata, new_consumer, stop_consumer
 from siscom.pipeline.offsets import ReadOffsets, Resumer
+from siscom.pipeline.warmup import WarmUp
 from siscom.config import Settings
 from siscom.metrics import Metric, Metrics
 
@@ -105,8 +106,12 @@ class Consumer(Actor):
         status: KafkaStatus,
         metrics: Metrics,
         offsets: ReadOffsets | None = None,
+        *,
+        warmup: WarmUp | None = None,
     ) -> None:
+        """``warmup``: read the log back once, on the first connection, before reading live."""
         super().__init__(name="consumer")
+        self._warmup = warmup
         self._settings = settings
         self._out = out
         self._status = status
@@ -172,6 +177,8 @@ class Consumer(Actor):
     def _log_connect_failure(self, state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         self._status.connected = False
+        if self._warmup is not None:
+            self._warmup.progress.broker_unreachable()
         if isinstance(error, TimeoutError):
             self._status.last_error = f"no answer within {CONNECT_TIMEOUT:g} s"
         else:
@@ -209,6 +216,8 @@ class Consumer(Actor):
     async def _fetch(self, consumer: AIOKafkaConsumer, resumer: Resumer) -> None:
         max_records = self._settings.kafka_max_poll_records
         out, offsets, status = self._out, self._offsets, self._status
+        if self._warmup is not None and not self._warmup.done:
+            await self._warm(consumer)
         connections = broker_connections(consumer)
         self._handing_on = False
         while True:
@@ -244,6 +253,16 @@ class Consumer(Actor):
                 await out.put(records)
                 offsets.handed_on(batches)
             self._handing_on = False
+
+    async def _warm(self, consumer: AIOKafkaConsumer) -> None:
+        """Read the log back (see :mod:`siscom.pipeline.warmup`); live reading then starts where it ended."""
+        assert self._warmup is not None
+        try:
+            await self._warmup.run(consumer, self._partitions, await fetch_metadata(consumer))
+        except TimeoutError as error:
+            raise BrokerLost("warm-up: the broker did not answer in time") from error
+        except (KafkaError, OSError) as error:
+            raise BrokerLost(f"warm-up: {describe(error)}") from error
 
     async def _note_start_offsets(self, consumer: AIOKafkaConsumer, resumer: Resumer) -> None:
         """Note where reading starts on partitions not read before, before any record is fetched,

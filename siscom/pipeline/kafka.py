@@ -4,7 +4,7 @@ The consumer actor talks to the broker only through these functions and the publ
 :class:`aiokafka.AIOKafkaConsumer` (``start``, ``getmany``, ``assign``, ``seek``,
 ``seek_to_beginning``, ``position``, ``highwater``). Two private attributes of aiokafka are used
 here and nowhere else: ``AIOKafkaConsumer._client`` with its ``fetch_all_metadata()`` and its
-``_conns`` table. ``tests/unit/test_dependency_contracts.py`` fails, naming aiokafka and its
+``_conns`` table. ``tests/contracts/test_dependency_contracts.py`` fails, naming aiokafka and its
 version, when either is missing or changed.
 
 aiokafka also logs every failed connection attempt, at ERROR, every few seconds while a broker is
@@ -29,6 +29,7 @@ from siscom.logs import RepeatLimiter
 
 __all__ = [
     "broker_connections",
+    "client_options",
     "consumer_options",
     "fetch_metadata",
     "is_tls_failure",
@@ -69,6 +70,15 @@ def consumer_options(settings: Settings) -> dict[str, object]:
             keyfile=settings.kafka_ssl_keyfile,
         )
     return options
+
+
+def client_options(settings: Settings) -> dict[str, object]:
+    """The options every Kafka client of ours shares (brokers, client id, security), for the
+    producer and the admin client of ``siscom snapshot-writer``."""
+    shared = ("bootstrap_servers", "client_id", "security_protocol", "sasl_mechanism", "sasl_plain_username",
+              "sasl_plain_password", "ssl_context")
+    options = consumer_options(settings)
+    return {name: options[name] for name in shared if name in options}
 
 
 def new_consumer(settings: Settings) -> AIOKafkaConsumer:

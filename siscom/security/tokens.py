@@ -18,15 +18,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jwt
 
 from siscom.core.protocol import DEVICE_ID_PATTERN, BadRequest
-from siscom.security.keys import load_public_key
-
-if TYPE_CHECKING:
-    from siscom.config import Settings
 
 __all__ = [
     "ALL_DEVICES",
@@ -187,17 +183,6 @@ class TokenVerifier:
 
     def __repr__(self) -> str:  # never the key
         return f"<TokenVerifier {self.algorithm} audience={self._audience!r} issuer={self._issuer!r}>"
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> TokenVerifier | None:
-        """The verifier the settings ask for, or ``None`` when streams need no token."""
-        audience, issuer = settings.stream_jwt_audience, settings.stream_jwt_issuer
-        if settings.stream_jwt_secret is not None:
-            return cls(settings.stream_jwt_secret.encode(), "HS256", audience=audience, issuer=issuer)
-        if settings.stream_jwt_public_key is not None:
-            key, algorithm = load_public_key(settings.stream_jwt_public_key)
-            return cls(key, algorithm, audience=audience, issuer=issuer)
-        return None
 
     def verify(self, token: str | None) -> Grant:
         """The grant ``token`` carries; :class:`TokenError` saying why when there is none."""

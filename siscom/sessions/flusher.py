@@ -1,7 +1,7 @@
 """One write round per event-loop turn for every session that had frames queued in it.
 
 The router queues a batch's frames into many outboxes in one turn. Each session with direct
-writes (see siscom/web/coalesce.py) then has to write once, after the batch, so that everything
+writes (see siscom/web/server/coalesce.py) then has to write once, after the batch, so that everything
 queued for its client leaves together. Scheduling one callback per session would cost an event
 loop handle, a trip through the loop's ready queue and a metrics update for each of them; the
 :class:`Flusher` schedules one callback for all of them, and counts the frames they wrote once.

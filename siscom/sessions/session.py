@@ -57,6 +57,8 @@ from siscom.sessions.latch import Latch
 from siscom.sessions.transport import ClientGone, Transport
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from siscom.sessions.replay import Replayer
 
 logger = logging.getLogger(__name__)
@@ -113,12 +115,15 @@ class Session(Actor):
         metrics: Metrics,
         resume: tuple[Replayer, ResumeRequest] | None = None,
         flusher: Flusher | None = None,
+        gate: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """``resume``: the stream opens with a replay (a cursor or ``since`` was given);
+        ``gate``: waited for before the stream opens (the process warming up);
         ``flusher``: the round of direct writes this session joins (the gateway's; None: one of
         its own)."""
         super().__init__(name=name)
         self._resume = resume
+        self._gate = gate
         self.core = core
         self._transport = transport
         self._limits = limits
@@ -191,6 +196,11 @@ class Session(Actor):
         whether to handle it; False once the client is past its allowance (the stream then closes)."""
         return self.core.control_frame(asyncio.get_running_loop().time())
 
+    def warmed(self) -> None:
+        """The process has just warmed up: a stream open before that gets the snapshot now."""
+        if self._opened:
+            self.core.warm_snapshot()
+
     @property
     def listening(self) -> bool:
         """Whether the session still wants what the client sends (not once it is closing)."""
@@ -203,6 +213,8 @@ class Session(Actor):
         core = self.core
         self._metrics.stream_opened()
         try:
+            if self._gate is not None:
+                await self._gate()
             if self._resume is None:
                 core.open(loop.time())
             else:

@@ -1,7 +1,7 @@
 """The few things a session needs from a client's connection, apart from how a server provides them.
 
 Sessions talk to a :class:`Transport`; the web layer adapts its server's websocket, or a streaming
-HTTP response (siscom/web/sse_transport.py), to it. The seam
+HTTP response (siscom/web/server/sse_transport.py), to it. The seam
 is narrow so that unit tests drive a session with a fake and the send path can be tuned without
 touching session logic.
 """

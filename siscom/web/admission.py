@@ -27,8 +27,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from werkzeug.datastructures import MultiDict
-from werkzeug.local import LocalProxy
-from werkzeug.sansio.request import Request as SansIORequest
 
 from siscom.core.mapoptions import MapOptions, parse_map_options
 from siscom.core.protocol import BadRequest, parse_device_ids
@@ -166,13 +164,3 @@ class Admission:
         self._metrics.incr(counter)
         logger.info("Refusing stream for %s: %s", peer, error.message)
         return Refused(kind, error)
-
-
-def query_args(request: SansIORequest | LocalProxy) -> MultiDict[str, str]:
-    """The query's parameters, parsed as ``request.args`` parses them, without caching them on
-    the request (or websocket). Werkzeug 3.1's ``args`` is a ``cached_property`` that stores
-    them in the object's ``__dict__``, which then grows (about 1.5 KB for Quart's websocket) and
-    keeps them for as long as the connection lasts, for a handshake's use."""
-    if isinstance(request, LocalProxy):  # Quart's request and websocket globals
-        request = request._get_current_object()  # type: ignore[assignment]
-    return type(request).args.fget(request)  # type: ignore[attr-defined]

@@ -31,10 +31,9 @@ from siscom.core.protocol import CloseCode
 from siscom.core.sse import CONTENT_TYPE, EventCache, accepts_event_stream
 from siscom.gateway import Gateway
 from siscom.security.headers import SECURITY_HEADERS
-from siscom.web.admission import Admission, Admitted, Refusal, Refused, query_args
+from siscom.web.admission import Admission, Admitted, Refusal, Refused
 from siscom.web.attend import attend
-from siscom.web.hypercorn_link import HypercornConnection, PipelineGuard
-from siscom.web.sse_transport import SseTransport
+from siscom.web.server import HypercornConnection, PipelineGuard, connection_of, event_stream_transport, query_args
 
 logger = logging.getLogger(__name__)
 
@@ -139,15 +138,14 @@ def sse_blueprint(gateway: Gateway) -> Blueprint:
             return refusal(admission.unavailable(), origin)
         if request.method == "HEAD":
             return Response("", 200, {**SECURITY_HEADERS, **_STREAM_HEADERS, **_VARY, **cors_headers(origin)})
-        asgi_send = request.asgi_send  # type: ignore[attr-defined]  # see StreamHTTPConnection
-        connection = HypercornConnection.of(asgi_send)
+        connection = connection_of(request)
         guard = None
         if connection is not None:
             gateway.drain_when(connection.server_stopping)
             # Whatever the client sends behind its request is ignored, and its leaving seen.
             guard = PipelineGuard.install(connection)
         try:
-            return await stream(peer, origin, admitted, asgi_send, connection)
+            return await stream(peer, origin, admitted, connection)
         finally:
             if guard is not None:
                 guard.stop()
@@ -155,11 +153,11 @@ def sse_blueprint(gateway: Gateway) -> Blueprint:
                     connection.close()  # requests were sent behind the stream: none is answered
 
     async def stream(
-        peer: str, origin: str | None, admitted: Admitted, asgi_send: Any, connection: HypercornConnection | None
+        peer: str, origin: str | None, admitted: Admitted, connection: HypercornConnection | None
     ) -> Response:
-        transport = SseTransport(asgi_send, peer, connection, events)
+        # From here on, the route answers the request itself.
+        transport = event_stream_transport(request, peer, connection, events)
         head = stream_head + _encoded(cors_headers(origin))
-        request.streamed = True  # type: ignore[attr-defined]  # from here on, the route answers itself
         await transport.open(head, retry_ms, coalesce=settings.stream_coalesce_writes)
         try:
             session = await gateway.open_session(

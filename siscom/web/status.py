@@ -22,15 +22,19 @@ def status_blueprint(gateway: Gateway) -> Blueprint:
 
     @blueprint.get("/ready")
     async def ready():
-        """200 once the consumer is connected and has a read offset on every partition, else 503."""
+        """200 once the consumer is connected, has read the log back (warm-up) and has a read
+        offset on every partition, else 503; while warming, the body shows how far it got."""
         kafka = gateway.kafka
         reason = gateway.not_ready_reason()
-        body = {
+        body: dict[str, object] = {
             "status": "not ready" if reason else "ready",
             "reason": reason or "ready",
             "assigned_partitions": len(kafka.assigned),
             "total_partitions": kafka.total_partitions,
         }
+        if reason == "warming":
+            warmup = gateway.warming.as_dict()
+            body.update(warmup, status="warming")
         return body, (503 if reason else 200), NO_STORE
 
     @blueprint.get("/api/v1/stream/stats")

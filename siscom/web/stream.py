@@ -23,12 +23,16 @@ from siscom.core.peers import client_address
 from siscom.core.protocol import BadRequest, CloseCode
 from siscom.security.headers import SECURITY_HEADERS
 from siscom.security.tokens import SUBPROTOCOL
-from siscom.web.admission import Admission, Refusal, Refused, query_args
+from siscom.web.admission import Admission, Refusal, Refused
 from siscom.web.attend import attend
-from siscom.web.coalesce import frame_cache
-from siscom.web.control_frames import watch_control_frames
-from siscom.web.hypercorn_link import HypercornConnection
-from siscom.web.transport import QuartTransport
+from siscom.web.server import (
+    HypercornConnection,
+    connection_of,
+    frame_cache,
+    query_args,
+    watch_control_frames,
+    websocket_transport,
+)
 from siscom.metrics import Metric
 
 logger = logging.getLogger(__name__)
@@ -48,8 +52,8 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
         if not warned:
             warned.append(True)
             logger.warning(
-                "Cannot count clients' pings and pongs under this server (see siscom.web.control_frames); "
-                "set STREAM_WATCH_CONTROL_FRAMES=false to silence this"
+                "Cannot count clients' pings and pongs under this server (see "
+                "siscom.web.server.control_frames); set STREAM_WATCH_CONTROL_FRAMES=false to silence this"
             )
 
     async def refuse(error: BadRequest, reason: str) -> None:
@@ -59,7 +63,7 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
     def abandoned(connection: HypercornConnection | None, peer: str) -> bool:
         """True (and the connection closed) when bytes came before the handshake's answer:
         Hypercorn answered 400 and will tell this route nothing more, nor close the connection
-        (see hypercorn_link)."""
+        (see siscom.web.server.link)."""
         if connection is None or not connection.abandoned:
             return False
         gateway.metrics.incr(Metric.REJECTED_REQUESTS)
@@ -71,7 +75,7 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
     @blueprint.websocket("/api/v1/stream")
     async def stream() -> Response | None:
         peer = client_address(websocket.remote_addr, websocket.headers.get("X-Forwarded-For"), trusted_proxies)
-        connection = HypercornConnection.of(websocket.asgi_send)
+        connection = connection_of(websocket)
         try:
             admission.screen(peer, websocket.headers.get("Origin"))
         except Refused as refused:
@@ -108,7 +112,7 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
         except Refused as refused:
             await refuse(refused.error, refused.kind.value)
             return
-        transport = QuartTransport(websocket._get_current_object(), peer, connection, frames=frames)
+        transport = websocket_transport(websocket, peer, connection, frames)
         try:
             session = await gateway.open_session(
                 transport, admitted.device_ids, grant=admitted.grant, options=admitted.options, resume=admitted.resume
@@ -117,9 +121,7 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
             await websocket.close(CloseCode.TRY_AGAIN_LATER, "server not accepting streams")
             return
         # No await until attend's: a disconnect (the route cancelled) always reaches it.
-        if watch_pings and not watch_control_frames(
-            websocket.asgi_send, session.control_frame, lambda: session.listening, connection
-        ):
+        if watch_pings and not watch_control_frames(websocket, session, connection):
             warn_unwatched()
         await attend(session)
 

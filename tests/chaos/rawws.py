@@ -1,6 +1,6 @@
 """A WebSocket client on a bare socket, for what polite clients never do: stall and reset.
 
-The protocol (handshake, frame codec) is :mod:`siscom.dev.rfc6455`, which the benchmark's load
+The protocol (handshake, frame codec) is :mod:`bench.rfc6455`, which the benchmark's load
 client uses too; this module only does the I/O, and all of it explicitly, so a test can stop
 reading after the handshake, or reset the connection (RST, with ``SO_LINGER`` 0) in the middle
 of a frame.
@@ -14,8 +14,8 @@ import struct
 from collections import deque
 from urllib.parse import urlsplit
 
-from siscom.dev.rfc6455 import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, HandshakeFailed, masked_frame
-from siscom.dev.rfc6455 import ClientHandshake, close_code, split_frames, take_head
+from bench.rfc6455 import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, HandshakeFailed, masked_frame
+from bench.rfc6455 import ClientHandshake, close_code, split_frames, take_head
 
 __all__ = ["OP_CLOSE", "OP_PING", "OP_PONG", "OP_TEXT", "HandshakeFailed", "RawWebSocket", "masked_frame"]
 

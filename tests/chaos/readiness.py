@@ -6,10 +6,11 @@ import asyncio
 import time
 from typing import Any
 
+from support.background import Background
 from support.http import http_get_json
 
 
-class ReadyWatch:
+class ReadyWatch(Background):
     """Polls ``/ready`` in the background and keeps every answer."""
 
     def __init__(self, url: str, interval: float = 0.1) -> None:
@@ -17,18 +18,8 @@ class ReadyWatch:
         self.interval = interval
         #: (monotonic time, status, body) of every answer; status 0 when the request failed.
         self.answers: list[tuple[float, int, Any]] = []
-        self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> ReadyWatch:
-        self._task = asyncio.create_task(self._poll(), name="ready-watch")
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait((self._task,))
-
-    async def _poll(self) -> None:
+    async def _run(self) -> None:
         while True:
             try:
                 status, body = await asyncio.to_thread(http_get_json, self.url, 2.0)

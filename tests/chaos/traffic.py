@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 from websockets.exceptions import ConnectionClosed
 
 from support import WSClient
+from support.background import Background
 
 Frame = dict[str, Any]
 
@@ -57,7 +58,7 @@ class Producer:
         await asyncio.gather(*futures)
 
 
-class FrameLog:
+class FrameLog(Background):
     """Reads every frame one client receives, in the background, noting when each arrived.
 
     Pings are kept (``data_frames`` leaves them out). ``close_code`` is set once the server
@@ -70,18 +71,8 @@ class FrameLog:
         self.close_code: int | None = None
         self.closed = asyncio.Event()
         self._arrived = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> FrameLog:
-        self._task = asyncio.create_task(self._read(), name="frame-log")
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait((self._task,))
-
-    async def _read(self) -> None:
+    async def _run(self) -> None:
         try:
             while True:
                 message = await self.client.connection.recv()

@@ -44,11 +44,13 @@ def test_every_scenario_runs_both_servers_and_writes_its_figures(tmp_path):
     scenarios = {entry["scenario"]: entry for entry in document["scenarios"]}
     assert set(scenarios) == {
         "steady", "capacity", "overload", "idle", "crowd", "many", "overdrive", "pipeline", "viewport", "flood",
-        "churn",
+        "warmup", "churn",
     }
     for entry in scenarios.values():
         # viewport compares routing by box with routing by device_ids, in process and end to end.
-        assert entry["targets"] == (["bbox", "device_ids"] if entry["scenario"] == "viewport" else ["siscom", "naive"])
+        # warmup compares a warm start with the same records read live, both by the gateway.
+        special = {"viewport": ["bbox", "device_ids"], "warmup": ["warm", "live"]}
+        assert entry["targets"] == special.get(entry["scenario"], ["siscom", "naive"])
         assert entry["rows"], entry["scenario"]
         # The table printed for each scenario shows every figure beside the baseline's, as a ratio.
         assert f"== {entry['scenario']}:" in stdout
@@ -68,6 +70,9 @@ def test_every_scenario_runs_both_servers_and_writes_its_figures(tmp_path):
             assert figures["segments_per_delivery"] is not None, scenario
         assert scenarios["crowd"]["figures"][name]["keepalives_on_time"] is not None
     assert "siscom/naive" in stdout
+    warmup = scenarios["warmup"]["figures"]
+    assert warmup["warm"]["records_read"] == scenarios["warmup"]["params"]["records"]
+    assert warmup["warm"]["window_records"] > 0 and warmup["warm"]["devices_known"] > 0
     viewport = scenarios["viewport"]["figures"]
     for mode in ("bbox", "device_ids"):
         counts = sorted(int(count) for count in viewport[mode] if count.isdigit())

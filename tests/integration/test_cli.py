@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from siscom.dev.http import http_status
+from bench.http import http_status
 from siscom.dev.processes import ChildProcess, free_port
 from support import ws_client
 from support.http import http_get, http_get_json

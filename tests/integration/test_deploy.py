@@ -21,7 +21,7 @@ from support.server import REPO_ROOT
 DEPLOY = REPO_ROOT / "deploy"
 COMPOSE = DEPLOY / "docker-compose.yml"
 DOCKERFILE = DEPLOY / "Dockerfile"
-README = REPO_ROOT / "README.md"
+OPERATIONS = REPO_ROOT / "docs" / "operations.md"
 SETTINGS = {name: default for name, default, _ in describe_variables()}
 
 
@@ -81,7 +81,7 @@ def test_the_app_gets_every_setting_it_reads_and_nothing_else(compose):
 
 
 def test_other_services_read_only_settings_of_the_app(compose):
-    for service in ("topics", "simulator"):
+    for service in ("topics", "simulator", "snapshot-writer"):
         assert set(compose["services"][service]["environment"]) <= set(SETTINGS), service
 
 
@@ -139,12 +139,12 @@ def test_the_image_is_slim_and_does_not_run_as_root():
                 assert (REPO_ROOT / source).exists(), source
 
 
-def test_the_image_command_and_build_command_are_the_ones_in_the_readme():
-    readme = README.read_text()
-    assert " ".join(image_command()) in readme
-    assert "docker build -f deploy/Dockerfile -t siscom-stream ." in readme
-    assert "docker compose -f deploy/docker-compose.yml up" in readme
-    assert "cp deploy/.env.example deploy/.env" in readme
+def test_the_image_command_and_build_command_are_the_ones_in_the_operations_doc():
+    doc = OPERATIONS.read_text()
+    assert " ".join(image_command()) in doc
+    assert "docker build -f deploy/Dockerfile -t siscom-stream ." in doc
+    assert "docker compose -f deploy/docker-compose.yml up" in doc
+    assert "cp deploy/.env.example deploy/.env" in doc
     assert image_command()[-1].rpartition(":")[2] == instruction("EXPOSE")
 
 

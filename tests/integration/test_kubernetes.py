@@ -29,7 +29,8 @@ from support.server import REPO_ROOT
 from support.status import wait_ready
 
 BASE = REPO_ROOT / "deploy" / "kubernetes"
-README = REPO_ROOT / "README.md"
+OPERATIONS = REPO_ROOT / "docs" / "operations.md"
+BENCH_RESULTS = REPO_ROOT / "bench" / "RESULTS.md"
 DOCKERFILE = REPO_ROOT / "deploy" / "Dockerfile"
 SETTINGS = {name for name, _, _ in describe_variables()}
 SECRET_SETTINGS = {f.name.upper() for f in dataclasses.fields(Settings) if f.metadata["spec"].secret}
@@ -158,7 +159,8 @@ def test_the_pod_runs_unprivileged_on_a_read_only_root_with_a_tmp_volume(rendere
 
 
 def test_memory_is_sized_for_the_connection_limit_from_the_benchmark_figure(rendered):
-    per_connection_kb = float(re.search(r"server memory per connection \| ([0-9.]+) KB", README.read_text()).group(1))
+    figure = re.search(r"server memory per connection \| ([0-9.]+) KB", BENCH_RESULTS.read_text())
+    per_connection_kb = float(figure.group(1))
     connections = effective_settings(rendered).stream_max_connections
     resources = container(rendered)["resources"]
     request = quantity_bytes(resources["requests"]["memory"])
@@ -223,10 +225,11 @@ def test_the_ingress_routes_the_stream_and_the_page_with_timeouts_above_the_keep
         ), private
 
 
-def test_the_readme_says_how_to_apply_it_what_it_waits_and_what_was_not_verified(rendered):
-    text = README.read_text()
+def test_the_operations_doc_says_how_to_apply_it_what_it_waits_and_what_was_not_verified(rendered):
+    text = OPERATIONS.read_text()
     start = text.index("## Kubernetes")
-    section = " ".join(text[start:text.index("\n## ", start + 1)].split())
+    end = text.find("\n## ", start + 1)  # the next section, or the end of the page
+    section = " ".join(text[start : end if end != -1 else len(text)].split())
     assert "kubectl apply -k deploy/kubernetes" in section
     assert "Not verified here" in section
     assert f"the `preStop` hook waits {prestop_seconds(rendered):.0f} s" in section
@@ -300,3 +303,26 @@ async def test_the_probes_answer_and_sigterm_with_clients_ends_within_the_grace_
     # One process serving alone writes nothing to /tmp (the pod's emptyDir is for --workers N).
     assert list((tmp_path / "tmp").iterdir()) == []
     print(f"SIGTERM with {len(clients)} clients: exited in {elapsed:.2f} s (budget {budget:.0f} s)")
+
+
+def test_the_snapshot_writer_overlay_adds_one_writer_and_gives_every_pod_the_topic():
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(REPO_ROOT / "deploy" / "snapshot-writer")], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    documents = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    deployments = {doc["metadata"]["name"]: doc for doc in documents if doc["kind"] == "Deployment"}
+    assert set(deployments) == {"siscom-stream", "siscom-stream-snapshot-writer"}
+    writer = deployments["siscom-stream-snapshot-writer"]
+    assert writer["spec"]["replicas"] == 1
+    (container,) = writer["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["siscom", "snapshot-writer"]
+    for doc in documents:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSIONS[-1], strict=True)
+    # Both read the same (hash-named) ConfigMap, which names the topic: the writer can start.
+    (config,) = [doc for doc in documents if doc["kind"] == "ConfigMap"]
+    for deployment in deployments.values():
+        (pod_container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert {"configMapRef": {"name": config["metadata"]["name"]}} in pod_container["envFrom"]
+    settings = Settings.from_env({k: v for k, v in config["data"].items()}, env_file=None)
+    assert settings.kafka_snapshot_topic == "tracking-data-last-positions"

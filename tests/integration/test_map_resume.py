@@ -1,7 +1,7 @@
 """Map streams resume too: ``cursor`` and ``since`` with ``bbox``, ``max_hz`` and ``fields``.
 
 A real broker, the app under Hypercorn, real WebSocket clients. What a map client must get on
-resuming (the README's contract): every alert of its devices that a live map would have got,
+resuming (docs/protocol.md's contract): every alert of its devices that a live map would have got,
 each device's newest position once, through its box, fields and rate, a ``leave`` for a device
 whose newest position is out of the box; then live.
 """

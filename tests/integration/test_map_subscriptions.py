@@ -15,7 +15,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from siscom.dev.simulator import QUERETARO, FleetSimulator
-from support import ws_client
+from support import collect, ws_client
 from support.kafka import produce
 from support.status import stats, wait_ready, wait_stats
 
@@ -66,14 +66,6 @@ async def receive(client, count: int, timeout: float = 15.0) -> list[str]:
     return texts
 
 
-async def frames_of(client, count: int, timeout: float = 15.0) -> list[dict]:
-    out = []
-    async with asyncio.timeout(timeout):
-        while len(out) < count:
-            out.append(await client.next_frame(timeout))
-    return out
-
-
 async def assert_quiet(client, seconds: float = 0.5) -> None:
     with pytest.raises(TimeoutError):
         await client.next_frame(seconds)
@@ -119,8 +111,8 @@ async def test_vehicles_crossing_a_box_enter_and_leave_in_order_and_nothing_outs
     async with ws_client(bbox_url(server, city_box)) as city_client, ws_client(bbox_url(server, date_line_box)) as ship_client:
         await wait_stats(server, lambda s: s["connections"] == 2)
         await produce(broker.bootstrap, topic, records)
-        got_city = await frames_of(city_client, len(city))
-        got_ships = await frames_of(ship_client, len(date_line))
+        got_city = await collect(city_client, len(city), timeout=15.0)
+        got_ships = await collect(ship_client, len(date_line), timeout=15.0)
         await assert_quiet(city_client)
         await assert_quiet(ship_client)
     assert [as_seen(f) for f in got_city] == [(k, d, None) for k, d, _ in city]
@@ -139,14 +131,14 @@ async def test_panning_acks_then_sends_new_positions_and_leaves_then_live_with_n
     ])
     await wait_stats(server, lambda s: s["records"] >= 3)
     async with ws_client(bbox_url(server, (9.5, 9.5, 12, 10.5))) as client:
-        snapshot = await frames_of(client, 2)
+        snapshot = await collect(client, 2, timeout=15.0)
         assert sorted(as_seen(f)[1] for f in snapshot) == ["stay", "west"]
         live = [track_record("stay", n, 10.0, 11.5) for n in range(1, 21)]
         await produce(broker.bootstrap, topic, live[:10])
-        before = await frames_of(client, 10)
+        before = await collect(client, 10, timeout=15.0)
         await client.send(json.dumps({"action": "subscribe", "bbox": [11, 9.5, 13, 10.5]}))
         await produce(broker.bootstrap, topic, live[10:])
-        after = await frames_of(client, 13)
+        after = await collect(client, 13, timeout=15.0)
         await assert_quiet(client)
     assert after[0] == {"event": "ack", "data": {"action": "subscribe", "device_ids": None, "bbox": [11, 9.5, 13, 10.5]}}
     answer = [as_seen(f)[:2] for f in after[1:3]]

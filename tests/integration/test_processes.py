@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import websockets
 
-from siscom.dev.http import http_status
+from bench.http import http_status
 from siscom.dev.processes import ChildProcess, StartFailed, clean_env, free_port, group_members
 from support.server import REPO_ROOT
 

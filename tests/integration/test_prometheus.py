@@ -80,7 +80,7 @@ async def test_with_workers_every_scrape_shows_the_sum_over_both_workers(server_
     tmp.mkdir()
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic,
-        "KAFKA_AUTO_OFFSET_RESET": "earliest", "TMPDIR": str(tmp),
+        "KAFKA_AUTO_OFFSET_RESET": "earliest", "STREAM_SNAPSHOT_LOOKBACK_SECONDS": "0", "TMPDIR": str(tmp),
     }
     server = server_factory(env, args=["--workers", "2"])
     workers = {worker.pid for worker in psutil.Process(server.pid).children()}

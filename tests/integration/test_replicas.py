@@ -136,7 +136,9 @@ def client_counts(server) -> list[int]:
 
 async def test_each_worker_process_reads_every_partition(server_factory, broker, topic_factory):
     topic = await topic_factory(partitions=3)
-    env = {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic, "KAFKA_AUTO_OFFSET_RESET": "earliest"}
+    # Every record live, also to a worker whose consumer connects after they were written.
+    env = {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic, "KAFKA_AUTO_OFFSET_RESET": "earliest",
+           "STREAM_SNAPSHOT_LOOKBACK_SECONDS": "0"}
     server = server_factory(env, args=["--workers", "2"])
     assert len(psutil.Process(server.pid).children()) == 2
     async with contextlib.AsyncExitStack() as stack:

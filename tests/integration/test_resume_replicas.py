@@ -20,7 +20,8 @@ import socket
 import statistics
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from siscom.core import cursors
+from support.background import Background
 from support.binaries import require_program
 from support.nginx import Nginx
 from support.status import stats, wait_ready, wait_stats
@@ -126,20 +128,11 @@ async def close_when(stop: asyncio.Event, connection) -> None:
     await connection.close()
 
 
-class LoopLag:
+class LoopLag(Background):
     """How late this test process's own event loop runs: its clients' latencies include it."""
 
     def __init__(self) -> None:
         self.samples: list[tuple[float, float]] = []  # (time, lag)
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> LoopLag:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -237,6 +230,18 @@ def check_exact(client: Client, written: dict[str, list[tuple[str, int]]], place
             assert sequence == sorted(sequence), f"{device} {event}s out of order"
 
 
+@asynccontextmanager
+async def running(clients: list[Client]) -> AsyncIterator[None]:
+    """Each client runs (and reconnects as it is told) until the block ends; then all stop."""
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(client.run(stop)) for client in clients]
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+
+
 async def all_delivered(clients: list[Client], written: dict[str, list[tuple[str, int]]], timeout: float = 15.0) -> None:
     """Until every client holds as many records as were written for its devices (``timeout`` at
     most: check_exact then says what is missing), and half a second more: anything sent twice
@@ -289,9 +294,7 @@ async def test_when_a_replica_is_killed_its_clients_resume_exactly_on_the_surviv
         Client(proxy.ws_url(), [KILL_DEVICES[(n * 2 + k) % len(KILL_DEVICES)] for k in range(10)])
         for n in range(KILL_CLIENTS)
     ]
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(client.run(stop)) for client in clients]
-    try:
+    async with running(clients):
         async with asyncio.timeout(30):
             await asyncio.gather(*(client.connected.wait() for client in clients))
         await wait_stats(servers[0], lambda s: s["connections"] > 0)
@@ -304,9 +307,6 @@ async def test_when_a_replica_is_killed_its_clients_resume_exactly_on_the_surviv
             await asyncio.sleep(5)
         await wait_stats(survivor, lambda s: s["records"] >= sum(map(len, traffic.written.values())), timeout=20)
         await all_delivered(clients, traffic.written)
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks)
     affected = [client for client in clients if client.recoveries]
     assert len(affected) == on_victim > 0
     for client in clients:
@@ -381,9 +381,7 @@ async def test_clients_dropping_at_random_in_every_way_resume_exactly(server_fac
     clients = [Client(server.ws_url(), [DEVICES[(n * 7 + k) % DEVICE_COUNT] for k in range(10)]) for n in range(50)]
     for number, client in enumerate(clients):
         client.drop = dropper(number)
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(client.run(stop)) for client in clients]
-    try:
+    async with running(clients):
         async with asyncio.timeout(30):
             await asyncio.gather(*(client.connected.wait() for client in clients))
         async with Traffic(broker.bootstrap, topic, alerts, rate=200) as traffic:
@@ -392,9 +390,6 @@ async def test_clients_dropping_at_random_in_every_way_resume_exactly(server_fac
                 await asyncio.sleep(0.5)
         await wait_stats(server, lambda s: s["records"] >= sum(map(len, traffic.written.values())), timeout=20)
         await all_delivered(clients, traffic.written)
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks)
     for client in clients:
         check_exact(client, traffic.written, traffic.placed)
         assert all(data == {"recovered": True} for data in client.resumed), client.resumed
@@ -448,15 +443,12 @@ async def test_a_hundred_clients_asking_for_the_same_span_at_once_share_a_few_re
     clients = [
         Client(server.ws_url(), [DEVICES[(n * 7 + k) % DEVICE_COUNT] for k in range(10)]) for n in range(100)
     ]
-    stop = asyncio.Event()
-
     class SinceClient(Client):
         def query(self) -> str:
             return f"{self.url}?device_ids={','.join(self.devices)}&since={since}"
 
     clients = [SinceClient(client.url, client.devices) for client in clients]
-    tasks = [asyncio.create_task(client.run(stop)) for client in clients]
-    try:
+    async with running(clients):
         async with asyncio.timeout(60):
             await asyncio.gather(*(client.connected.wait() for client in clients))
             while sum(len(client.received) for client in clients) < 100 * 200:
@@ -464,9 +456,6 @@ async def test_a_hundred_clients_asking_for_the_same_span_at_once_share_a_few_re
         live = await produce_records(broker.bootstrap, topic, range(1800, 1920))
         written = {device: span[device] + live[device] for device in DEVICES}
         await all_delivered(clients, written)
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks)
     for client in clients:
         assert client.resumed == [{"recovered": True}] and len(client.connections) == 1
         check_exact(client, written)
@@ -513,9 +502,7 @@ async def test_clients_of_an_idle_topic_resume_exactly_on_the_survivor_with_the_
         Client(proxy.ws_url(), [DEVICES[(n * 7 + k) % DEVICE_COUNT] for k in range(10)], backoff=(1.0, 1.5))
         for n in range(20)
     ]
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(client.run(stop)) for client in clients]
-    try:
+    async with running(clients):
         await wait_for(lambda: all(client.last_id for client in clients), 15, "every client has a ping's cursor")
         assert all(not client.received for client in clients)
         assert {cursors.decode(client.last_id)[1] for client in clients} == {((30, 30, 30), (0,))}
@@ -533,9 +520,6 @@ async def test_clients_of_an_idle_topic_resume_exactly_on_the_survivor_with_the_
         await wait_stats(survivor, lambda s: s["records"] >= 180 - 90, timeout=20)
         written = merged(meanwhile, later)
         await all_delivered(clients, written)
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks)
     assert len(affected) == on_victim
     for client in affected:
         assert client.resumed == [{"recovered": True}], client.resumed

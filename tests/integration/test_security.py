@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from support import ServerProcess, ws_client
+from support import ServerProcess, collect, ws_client
 from support.http import http_get_json
 from support.kafka import produce
 from support.status import stats as status_stats
@@ -73,11 +73,6 @@ async def wait_stats_authed(server: ServerProcess, predicate, timeout: float = 1
 
 async def wait_counter(server: ServerProcess, name: str, value: int) -> dict:
     return await wait_stats_authed(server, lambda body: body.get(name) == value)
-
-
-async def collect(client, count: int, timeout: float = 10.0) -> list[dict]:
-    async with asyncio.timeout(timeout):
-        return [await client.next_frame(timeout) for _ in range(count)]
 
 
 def devices_of(frames: list[dict]) -> set[str]:

@@ -335,7 +335,7 @@ async def test_a_reader_that_stops_reading_gets_a_final_error_event_when_it_read
 
 
 def body_events(body: bytes) -> list[dict]:
-    from siscom.dev.eventstream import EventParser
+    from bench.eventstream import EventParser
 
     return [json.loads(event.data) for event in EventParser().feed(body)]
 
@@ -409,11 +409,11 @@ async def test_map_options_apply_to_an_event_stream_as_to_a_websocket(unsnapshot
 
 
 async def test_under_hypercorn_frames_go_out_below_asgi_as_whole_chunks_and_arrive_intact(broker, topic, monkeypatch):
-    """The direct path (siscom.web.sse_transport.ChunkWriter) is taken, and what it writes reads
+    """The direct path (siscom.web.server.sse_transport.ChunkWriter) is taken, and what it writes reads
     back as the same events, in order, between the chunks Hypercorn writes (retry, end)."""
     from chaos.inprocess import InProcessServer
     from siscom.config import Settings
-    from siscom.web.sse_transport import ChunkWriter
+    from siscom.web.server.sse_transport import ChunkWriter
 
     written: list[int] = []
     original = ChunkWriter.write

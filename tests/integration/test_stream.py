@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import pytest
 
-from support import ws_client
+from support import collect, ws_client
 from support.http import http_get_json
 from support.kafka import produce
 from support.status import stats, wait_ready, wait_stats
@@ -22,14 +22,6 @@ def record(device_id: str, n: int, **extra) -> bytes:
 
 def seqs(frames, device_id=None):
     return [f["data"]["data"]["SEQ"] for f in frames if device_id is None or f["data"]["data"]["DEVICE_ID"] == device_id]
-
-
-async def collect(client, count: int, timeout: float = 10.0) -> list[dict]:
-    frames = []
-    async with asyncio.timeout(timeout):
-        while len(frames) < count:
-            frames.append(await client.next_frame(timeout))
-    return frames
 
 
 async def test_a_client_without_filter_receives_every_record_byte_for_byte(make_server, broker, topic):
@@ -197,7 +189,10 @@ async def test_without_a_broker_the_app_serves_and_delivers_once_one_appears(bro
 
     port = free_port()
     server = server_factory({"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}", "KAFKA_TOPIC": "late",
-                             "KAFKA_AUTO_OFFSET_RESET": "earliest", "KAFKA_RECONNECT_BACKOFF_MAX_SECONDS": "0.5"})
+                             "KAFKA_AUTO_OFFSET_RESET": "earliest", "KAFKA_RECONNECT_BACKOFF_MAX_SECONDS": "0.5",
+                             # Every record live: no warm-up (it would make a snapshot of those
+                             # written before the first connection).
+                             "STREAM_SNAPSHOT_LOOKBACK_SECONDS": "0"})
     status, body = http_get_json(f"{server.url}/health")
     assert status == 200
     status, body = http_get_json(f"{server.url}/ready")

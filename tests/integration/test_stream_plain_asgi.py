@@ -1,7 +1,7 @@
 """The stream with write coalescing off (STREAM_COALESCE_WRITES=false): every frame through ASGI.
 
 That is the path under any server other than Hypercorn over HTTP/1.1, and the way back if a
-Hypercorn upgrade breaks coalescing (siscom/web/coalesce.py), so a representative part of the
+Hypercorn upgrade breaks coalescing (siscom/web/server/coalesce.py), so a representative part of the
 end-to-end stream tests runs here again on it: delivery byte for byte and in order, filters,
 alerts, the snapshot, keep-alives, subscription changes, and the close on shutdown.
 """

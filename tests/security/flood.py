@@ -2,7 +2,7 @@
 
 A canary is a well-behaved dashboard: it subscribes to one device and reads every frame; the
 records of that device carry the time they were produced, so the canary knows each frame's age.
-Flooders are attackers on raw sockets, in a process of their own (:mod:`siscom.dev.flood`): they
+Flooders are attackers on raw sockets, in a process of their own (:mod:`bench.flooder`): they
 send pings and subscribe messages as fast as the server takes them, never read, and reconnect
 whenever the server drops them.
 """
@@ -23,7 +23,7 @@ from support.server import REPO_ROOT
 
 
 class Flooders:
-    """``count`` flooding clients in a process of their own (:mod:`siscom.dev.flood`).
+    """``count`` flooding clients in a process of their own (:mod:`bench.flooder`).
 
     Its output goes to `log_path`; the last line it prints when stopped is its tally.
     """
@@ -39,7 +39,7 @@ class Flooders:
     def start(self) -> Flooders:
         if self.count:
             self._process = ChildProcess(
-                [sys.executable, "-m", "siscom.dev.flood", self.url, "--clients", str(self.count)],
+                [sys.executable, "-m", "bench.flooder", self.url, "--clients", str(self.count)],
                 log_path=self.log_path, cwd=REPO_ROOT,
             )
         return self

@@ -6,13 +6,15 @@ test's event loop (served by Hypercorn, clients on real sockets), so the tasks e
 adds can be named by what they run: Hypercorn's and Quart's, and the session's one. A session
 reads what its client sends from the route's task (siscom/web/attend.py), not from a task of
 its own; and a WebSocket route runs in the server's task for the application, not in a task
-Quart would start for it (siscom/web/transport.py).
+Quart would start for it (siscom/web/server/ws_transport.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from chaos.inprocess import InProcessServer
 from chaos.rawws import RawWebSocket
@@ -59,18 +61,30 @@ def _per_connection(added: Counter[str]) -> dict[str, float]:
     return {name: count / CLIENTS for name, count in sorted(added.items())}
 
 
-async def test_an_open_websocket_stream_costs_the_server_four_tasks_and_only_one_is_the_sessions(broker, topic):
+async def _tasks_per_connection(
+    broker, topic, connect: Callable[[InProcessServer], Awaitable[Any]], leave: Callable[[Any], None]
+) -> dict[str, float]:
+    """The serving tasks each of CLIENTS open streams adds, opened by ``connect`` and ended by
+    ``leave`` (the server stopped afterwards)."""
     async with InProcessServer(_settings(broker, topic)) as server:
         before = await _serving(0)
-        clients = [await RawWebSocket.connect(server.ws_url("/api/v1/stream?device_ids=tasks-1")) for _ in range(CLIENTS)]
+        clients = [await connect(server) for _ in range(CLIENTS)]
         try:
             await wait_stats(server, lambda s: s["connections"] == CLIENTS)
             added = await _serving(CLIENTS) - before
         finally:
             for client in clients:
-                client.close()
+                leave(client)
             await wait_stats(server, lambda s: s["connections"] == 0)
-    assert _per_connection(added) == {
+    return _per_connection(added)
+
+
+async def test_an_open_websocket_stream_costs_the_server_four_tasks_and_only_one_is_the_sessions(broker, topic):
+    per_connection = await _tasks_per_connection(
+        broker, topic, lambda server: RawWebSocket.connect(server.ws_url("/api/v1/stream?device_ids=tasks-1")),
+        lambda client: client.close(),
+    )
+    assert per_connection == {
         "ASGIWebsocketConnection.handle_messages": 1,  # Quart: what the client sends
         "Session.run": 1,  # the session's pump
         _CONNECTION: 1,  # Hypercorn: the connection
@@ -79,15 +93,9 @@ async def test_an_open_websocket_stream_costs_the_server_four_tasks_and_only_one
 
 
 async def test_an_open_event_stream_costs_the_session_one_task_of_its_own(broker, topic):
-    async with InProcessServer(_settings(broker, topic)) as server:
-        before = await _serving(0)
-        clients = [await open_sse(f"{server.url}/api/v1/stream?device_ids=tasks-1", timeout=10) for _ in range(CLIENTS)]
-        try:
-            await wait_stats(server, lambda s: s["connections"] == CLIENTS)
-            added = await _serving(CLIENTS) - before
-        finally:
-            for client in clients:
-                client.abort()
-            await wait_stats(server, lambda s: s["connections"] == 0)
-    sessions = {name: count for name, count in _per_connection(added).items() if "Session" in name}
+    per_connection = await _tasks_per_connection(
+        broker, topic, lambda server: open_sse(f"{server.url}/api/v1/stream?device_ids=tasks-1", timeout=10),
+        lambda client: client.abort(),
+    )
+    sessions = {name: count for name, count in per_connection.items() if "Session" in name}
     assert sessions == {"Session.run": 1}

@@ -19,7 +19,7 @@ import jwt
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from siscom.dev import eventstream, rfc6455
+from bench import eventstream, rfc6455
 from support import ServerProcess
 
 SECRET = "odd-input-secret-" + uuid.uuid4().hex

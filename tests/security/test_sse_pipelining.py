@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from siscom.dev.eventstream import take_head
+from bench.eventstream import take_head
 from support import ServerProcess
 from support.sse import open_sse
 from support.status import stats, wait_ready

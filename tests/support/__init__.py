@@ -10,11 +10,12 @@ from siscom.dev.processes import free_port
 from .http import http_get, http_get_json
 from .kafka import consume, produce
 from .server import ServerProcess
-from .ws import WSClient, ws_client
+from .ws import WSClient, collect, ws_client
 
 __all__ = [
     "ServerProcess",
     "WSClient",
+    "collect",
     "consume",
     "free_port",
     "http_get",

@@ -1,5 +1,5 @@
 """Plain HTTP requests to the server under test (the helpers the benchmarks use too)."""
 
-from siscom.dev.http import NotJSON, http_get, http_get_json, http_status
+from bench.http import NotJSON, http_get, http_get_json, http_status
 
 __all__ = ["NotJSON", "http_get", "http_get_json", "http_status"]

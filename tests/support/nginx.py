@@ -20,7 +20,7 @@ from pathlib import Path
 
 from siscom.dev.processes import ChildProcess, StartFailed, free_port, log_tail, port_accepts
 
-from .server import REPO_ROOT
+from .server import REPO_ROOT, LoopbackHttp
 
 TEMPLATE = REPO_ROOT / "deploy" / "nginx.conf"
 
@@ -76,7 +76,7 @@ def _main_config(directory: Path, site: Path) -> str:
     )
 
 
-class Nginx:
+class Nginx(LoopbackHttp):
     """nginx serving a rendered ``deploy/nginx.conf`` on ``127.0.0.1:port``."""
 
     def __init__(
@@ -100,14 +100,6 @@ class Nginx:
                 "SISCOM_NGINX_READ_TIMEOUT": read_timeout,
             },
         )
-        self._child: ChildProcess | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def ws_url(self, path: str = "/api/v1/stream") -> str:
-        return f"ws://{self.host}:{self.port}{path}"
 
     @property
     def error_log(self) -> Path:

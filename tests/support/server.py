@@ -13,10 +13,9 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 
-from siscom.dev.http import http_status
-from siscom.dev.processes import ChildProcess, StartFailed, clean_env, free_port, log_tail, read_log
+from bench.http import http_status
+from siscom.dev.processes import ChildProcess, OwnsChild, StartFailed, clean_env, free_port, log_tail, read_log
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,7 +29,22 @@ DEFAULT_ENV = {
 }
 
 
-class ServerProcess:
+class LoopbackHttp(OwnsChild):
+    """A process that serves HTTP and WebSocket on ``host:port``, with the URLs to reach it."""
+
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def ws_url(self, path: str = "/api/v1/stream") -> str:
+        """``ws://`` URL of `path`, which may carry a (percent-encoded) query."""
+        return f"ws://{self.host}:{self.port}{path}"
+
+
+class ServerProcess(LoopbackHttp):
     """One server process on a loopback port, logging to `log_path`."""
 
     def __init__(
@@ -49,27 +63,10 @@ class ServerProcess:
         # The source tree first, so the checkout is tested even when an
         # older copy is installed.
         self.env = clean_env({"PYTHONPATH": str(REPO_ROOT), **DEFAULT_ENV, **(env or {})})
-        self._child: ChildProcess | None = None
 
     @property
     def command(self) -> list[str]:
         return [sys.executable, "-m", "siscom", "serve", "--bind", f"{self.host}:{self.port}", *self.args]
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def ws_url(self, path: str = "/api/v1/stream") -> str:
-        """``ws://`` URL of `path`, which may carry a (percent-encoded) query."""
-        return f"ws://{self.host}:{self.port}{path}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._child.pid if self._child is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._child is not None and self._child.running
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         """Spawn the server and return once ``GET /health`` answers 200."""
@@ -112,14 +109,3 @@ class ServerProcess:
 
     def log_tail(self, lines: int = 60) -> str:
         return log_tail(self.log_path, lines)
-
-    def __enter__(self) -> ServerProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

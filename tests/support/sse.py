@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
-from siscom.dev.eventstream import BodyDecoder, Event, EventParser, Head, request, take_head
+from bench.eventstream import BodyDecoder, Event, EventParser, Head, request, take_head
 
 
 class ResponseEnded(Exception):

@@ -118,3 +118,10 @@ async def ws_client(
     options.setdefault("max_size", None)
     async with connect(url, open_timeout=open_timeout, **options) as connection:
         yield WSClient(connection, skip_pings)
+
+
+async def collect(client: Any, count: int, timeout: float = 10.0) -> list[Frame]:
+    """The next ``count`` frames of ``client`` (anything with ``next_frame``: a WebSocket or an
+    event-stream client), all within ``timeout``."""
+    async with asyncio.timeout(timeout):
+        return [await client.next_frame(timeout) for _ in range(count)]

@@ -1,4 +1,4 @@
-"""The queue between a websocket's receiving task and its route (siscom/web/inbox.py)."""
+"""The queue between a websocket's receiving task and its route (siscom/web/server/inbox.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from siscom.web.inbox import Inbox
+from siscom.web.server.inbox import Inbox
 
 
 async def test_items_come_out_in_the_order_they_went_in_and_a_reader_waits_for_the_next():

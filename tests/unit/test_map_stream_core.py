@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 
 from siscom.core import cursors
@@ -218,3 +219,20 @@ def test_a_position_waiting_for_its_rate_slot_is_dropped_when_its_device_leaves_
         now[0] = t
         assert frames(core, t) == []
     assert core.wait_time(5.0) > 1.0, "nothing left waiting for a slot"
+
+
+def test_box_clients_that_left_leave_no_stream_core_behind_while_the_devices_they_saw_stay_quiet():
+    """Parked devices never report again: nothing the index keeps for them may hold a client
+    that has left (through its ``on_close`` it would hold the session and the transport too)."""
+    table = SubscriptionTable()
+    world = BBox(-180, -90, 180, 90)
+    route(table, *(position(f"parked{n}", n, 20 + n / 1000, -100) for n in range(200)))
+    keeper = map_core(table, bbox=world)
+    for n in range(300):
+        departed = map_core(table, bbox=world if n % 2 else BBox(-101, 19, -99, 21))
+        departed.end()
+    route(table, position("mover", 1, 20.5, -100.5))  # a live device still routes: the index works
+    del departed
+    gc.collect()
+    assert sum(isinstance(thing, MapStreamCore) for thing in gc.get_objects()) == 1
+    assert [n for _, n in frames(keeper)][-1] == 1

@@ -1,4 +1,4 @@
-"""Every metric is in the registry, and the README's table is the registry's."""
+"""Every metric is in the registry, and docs/metrics.md's table is the registry's."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ from pathlib import Path
 from siscom.metrics import Metric, metrics_table
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-README = REPO_ROOT / "README.md"
+METRICS_DOC = REPO_ROOT / "docs" / "metrics.md"
 
 # A metric named by a string literal instead of a registry member: `metrics.incr("records")`.
 _LITERAL_CALL = re.compile(r"\.(?:incr|gauge|timing)\(\s*[\"']")
 
 
-def test_the_readme_metrics_table_is_generated_from_the_registry():
+def test_the_metrics_doc_statsd_table_is_generated_from_the_registry():
     """Regenerate with `python tests/unit/test_metric_names.py` after changing the registry."""
-    assert metrics_table() in README.read_text()
+    assert metrics_table() in METRICS_DOC.read_text()
 
 
 def test_code_names_metrics_only_through_the_registry():
@@ -34,12 +34,12 @@ def test_a_metric_is_its_name_as_a_string():
     assert len({m.value for m in Metric}) == len(Metric)
 
 
-def _rewrite_readme() -> None:
-    text = README.read_text()
+def _rewrite_doc() -> None:
+    text = METRICS_DOC.read_text()
     start = text.index("| metric | type | what it counts |")
     end = text.index("\n\n", start) + 1
-    README.write_text(text[:start] + metrics_table() + text[end:])
+    METRICS_DOC.write_text(text[:start] + metrics_table() + text[end:])
 
 
 if __name__ == "__main__":
-    _rewrite_readme()
+    _rewrite_doc()

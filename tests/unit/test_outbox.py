@@ -8,11 +8,10 @@ import json
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
-from supervisors import MailboxFull
 
 from siscom.core import cursors
 from siscom.core.deliveries import Delivery
-from siscom.core.outbox import Outbox
+from siscom.core.outbox import Outbox, OutboxFull
 from siscom.core.protocol import alert_frame, message_frame
 
 
@@ -67,7 +66,7 @@ def test_too_many_waiting_alerts_are_refused():
     outbox = Outbox(soft_limit=10, max_alerts=3)
     for n in range(3):
         outbox.put_delivery(alert("a", n))
-    with pytest.raises(MailboxFull):
+    with pytest.raises(OutboxFull):
         outbox.put_delivery(alert("a", 3))
     outbox.take()
     outbox.put_delivery(alert("a", 4))  # taking frees the bound
@@ -138,7 +137,7 @@ def test_a_client_that_keeps_up_still_gets_at_most_a_chunk_per_take():
     steps=[("put", 0, False), ("put", 1, False), ("put", 2, False), ("put", 3, True), ("put", 0, False)], cut=0.2
 )
 def test_a_lagging_client_cut_off_anywhere_resumes_with_every_alert_once_and_each_devices_newest_position(steps, cut):
-    """The guarantee of the README's Cursors section for a conflated client: resuming from the
+    """The guarantee of docs/protocol.md's Cursors section for a conflated client: resuming from the
     last cursor it got, it has every alert exactly once, and for every device the newest
     position there was (a position may come twice, never go missing)."""
     outbox = Outbox(soft_limit=3, max_alerts=1000, chunk=2)

@@ -15,7 +15,7 @@ from siscom.metrics import Kind, Metric, Metrics  # noqa: E402
 from siscom.prometheus import GAUGE_ACROSS_WORKERS, LATENCY_BUCKETS, exposed_name, prometheus_table  # noqa: E402
 from support.settings import error_for, load  # noqa: E402
 
-README = REPO_ROOT / "README.md"
+METRICS_DOC = REPO_ROOT / "docs" / "metrics.md"
 SECRET = "s" * 40
 
 
@@ -29,9 +29,9 @@ def samples(metrics: Metrics) -> dict[str, float]:
     }
 
 
-def test_the_readme_prometheus_table_is_generated_from_the_registry():
+def test_the_metrics_doc_prometheus_table_is_generated_from_the_registry():
     """Regenerate with `python tests/unit/test_prometheus.py` after changing the registry."""
-    assert prometheus_table() in README.read_text()
+    assert prometheus_table() in METRICS_DOC.read_text()
 
 
 def test_every_gauge_says_how_it_combines_over_workers():
@@ -90,12 +90,12 @@ def test_metrics_bind_is_a_host_and_port():
         assert error_for(METRICS_BIND=bad).variable == "METRICS_BIND", bad
 
 
-def _rewrite_readme() -> None:
-    text = README.read_text()
+def _rewrite_doc() -> None:
+    text = METRICS_DOC.read_text()
     start = text.index("| Prometheus metric | type (over workers) |")
     end = text.index("\n\n", start) + 1
-    README.write_text(text[:start] + prometheus_table() + text[end:])
+    METRICS_DOC.write_text(text[:start] + prometheus_table() + text[end:])
 
 
 if __name__ == "__main__":
-    _rewrite_readme()
+    _rewrite_doc()

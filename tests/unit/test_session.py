@@ -391,7 +391,7 @@ async def test_asking_for_devices_outside_the_grant_ends_the_stream_with_1008_an
 
 
 class FakeDirect:
-    """Direct writes (siscom/web/coalesce.py) as the session sees them: ``ready`` cleared is a
+    """Direct writes (siscom/web/server/coalesce.py) as the session sees them: ``ready`` cleared is a
     socket that would block; ``writes`` keeps each write's frames."""
 
     def __init__(self) -> None:

@@ -8,9 +8,9 @@ import timeit
 
 import pytest
 
+from bench.eventstream import BodyDecoder, EventParser, take_head
 from siscom.core.protocol import error_frame, message_frame, ping_frame, resumed_frame
 from siscom.core.sse import EventCache, accepts_event_stream, encode_event, retry_field
-from siscom.dev.eventstream import BodyDecoder, EventParser, take_head
 
 CURSOR = "AQIDBAUGBwgJ"
 

@@ -301,3 +301,29 @@ def test_an_expiry_after_the_close_changes_nothing():
     core.close(CloseCode.NORMAL)
     core.token_expired()
     assert core.closing.cause is Cause.CLOSED
+
+
+# A snapshot that comes after the stream opened (a process that warmed up once its broker came)
+
+
+def test_a_stream_opened_cold_gets_the_snapshot_of_its_current_devices_once_the_process_warms():
+    table = SubscriptionTable()
+    core = make(frozenset({"a", "b"}), table=table)
+    assert drain(core) == []  # opened cold: nothing known yet
+    send(core, action="subscribe", device_ids=["c"])
+    drain(core)
+    for device, n in (("a", 1), ("c", 2), ("z", 3)):
+        table.remember(position(device, n))
+    core.warm_snapshot()
+    assert sorted(numbers(drain(core))) == [1, 2]  # its devices, not z
+
+
+def test_a_closing_stream_or_one_without_snapshots_gets_no_warm_snapshot():
+    table = SubscriptionTable()
+    off = make(table=table, snapshot=False)
+    closing = make(table=table)
+    closing.close(CloseCode.NORMAL)
+    table.remember(position("a", 1))
+    off.warm_snapshot()
+    closing.warm_snapshot()
+    assert numbers(drain(off)) == [] and len(closing.outbox) == 0

@@ -133,6 +133,13 @@ async def started() -> AsyncIterator[Start]:
         await within(supervisor.stop(), "the supervisor to stop its children")
 
 
+async def one_child(lab: Lab, started: Start, restart: Restart = Restart.PERMANENT) -> Supervisor:
+    """A root supervisor (no backoff) over one child ``a`` of the lab, started and running."""
+    root = await started(Supervisor("root", [lab.spec("a", restart)], backoff=NO_WAIT))
+    await eventually(lab.running("a"))
+    return root
+
+
 # Actors
 
 
@@ -221,8 +228,7 @@ async def test_start_returns_once_the_initial_children_are_started(
 
 
 async def test_child_task_is_named_after_supervisor_and_child(lab: Lab, started: Start) -> None:
-    await started(Supervisor("root", [lab.spec("a")], backoff=NO_WAIT))
-    await eventually(lab.running("a"))
+    await one_child(lab, started)
 
     assert lab.current("a").task.get_name() == "root/a"
 
@@ -356,8 +362,7 @@ async def test_child_failing_while_stopping_is_logged(caplog: pytest.LogCaptureF
 async def test_restart_type_decides_whether_an_ended_child_starts_again(
     lab: Lab, started: Start, restart: Restart, ending: str, restarted: bool
 ) -> None:
-    root = await started(Supervisor("root", [lab.spec("a", restart)], backoff=NO_WAIT))
-    await eventually(lab.running("a"))
+    root = await one_child(lab, started, restart)
     first = lab.current("a")
 
     if ending == "exit":
@@ -385,8 +390,7 @@ async def test_restart_type_decides_whether_an_ended_child_starts_again(
 async def test_cancellation_not_requested_by_the_supervisor_counts_as_a_crash(
     lab: Lab, started: Start, caplog: pytest.LogCaptureFixture
 ) -> None:
-    root = await started(Supervisor("root", [lab.spec("a", Restart.TRANSIENT)], backoff=NO_WAIT))
-    await eventually(lab.running("a"))
+    root = await one_child(lab, started, Restart.TRANSIENT)
 
     with caplog.at_level(logging.ERROR, logger=LOGGER):
         lab.current("a").task.cancel()
@@ -403,8 +407,7 @@ async def test_cancellation_not_requested_by_the_supervisor_counts_as_a_crash(
 async def test_crash_is_logged_once_with_its_traceback(
     lab: Lab, started: Start, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await started(Supervisor("root", [lab.spec("a")], backoff=NO_WAIT))
-    await eventually(lab.running("a"))
+    await one_child(lab, started)
     error = Boom("kaput")
 
     with caplog.at_level(logging.DEBUG, logger=LOGGER):
@@ -422,8 +425,7 @@ async def test_crash_is_logged_once_with_its_traceback(
 async def test_normal_exit_is_logged_at_debug_only(
     lab: Lab, started: Start, caplog: pytest.LogCaptureFixture
 ) -> None:
-    root = await started(Supervisor("root", [lab.spec("a", Restart.TRANSIENT)], backoff=NO_WAIT))
-    await eventually(lab.running("a"))
+    root = await one_child(lab, started, Restart.TRANSIENT)
 
     with caplog.at_level(logging.DEBUG, logger=LOGGER):
         lab.current("a").exit()

@@ -134,3 +134,68 @@ def test_a_slot_per_device_passes_one_position_per_interval_and_keeps_the_newest
     throttle.drop("a")
     assert throttle.release(2.0) == [] and throttle.next_due() is None
     assert throttle.offer("a", "a4", 2.0)
+
+
+@settings(max_examples=100)
+@given(
+    st.lists(boxes(), min_size=1, max_size=8),
+    st.lists(st.tuples(st.sampled_from("abc"), lats, lons), min_size=1, max_size=40),
+)
+def test_a_watcher_is_told_of_a_leave_exactly_when_a_device_it_had_in_view_moves_out(box_list, moves):
+    """Leaves come from the geometry alone (nothing is kept per device and watcher): the same
+    as a model that remembers who saw what."""
+    index = ViewportIndex(lambda: [])
+    watchers = [Watcher() for _ in box_list]
+    for watcher, box in zip(watchers, box_list):
+        index.watch(watcher, box)
+    in_view: dict[int, set[str]] = {id(w): set() for w in watchers}
+    expected_left: dict[int, list[str]] = {id(w): [] for w in watchers}
+    for device_id, lat, lon in moves:
+        index.route([Delivery(device_id, "x", False, 0, (lat, lon))])
+        for watcher, box in zip(watchers, box_list):
+            shown = in_view[id(watcher)]
+            if box.contains(lat, lon):
+                shown.add(device_id)
+            elif device_id in shown:
+                shown.discard(device_id)
+                expected_left[id(watcher)].append(device_id)
+    assert {id(w): w.left for w in watchers} == expected_left
+
+
+WORLD = BBox(-180, -90, 180, 90)
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(st.one_of(boxes(), st.just(WORLD), st.just(BBox(-180, -90, 0, 90)), st.just(BBox(100, -90, -100, 90))),
+             min_size=1, max_size=20),
+    st.lists(st.tuples(lats, lons), min_size=1, max_size=20),
+    st.lists(st.tuples(lats, lons), min_size=1, max_size=20),
+)
+def test_boxes_filed_as_covering_their_cells_are_found_and_left_exactly(box_list, points, moves):
+    """Boxes as large as the world (or half of it, or across the antimeridian) skip the exact
+    check in the cells they cover: lookups and leaves still agree with a check of every box."""
+    index = ViewportIndex(lambda: [])
+    watchers = [Watcher() for _ in box_list]
+    for watcher, box in zip(watchers, box_list):
+        index.watch(watcher, box)
+    for lat, lon in points:
+        expected = {id(w) for w, box in zip(watchers, box_list) if box.contains(lat, lon)}
+        assert {id(w) for w in index.watchers_at(lat, lon)} == expected
+    for (lat, lon), (lat2, lon2) in zip(points, moves):
+        left = {id(w) for w, box in zip(watchers, box_list) if box.contains(lat, lon) and not box.contains(lat2, lon2)}
+        assert {id(w) for w in index._leavers((lat, lon), (lat2, lon2))} == left
+
+
+def test_a_box_larger_than_its_cells_is_found_without_a_check_like_a_subscription_to_every_device():
+    """1,000 clients of the world box and one small box: a lookup near the small box's edge
+    checks the small box alone; one inside a cell it covers checks nothing."""
+    index = ViewportIndex(lambda: [])
+    world = [Watcher() for _ in range(1000)]
+    for watcher in world:
+        index.watch(watcher, WORLD)
+    small = Watcher()
+    index.watch(small, BBox(-100.5, 20.5, -100.4, 20.6))
+    assert index.candidates_at(20.599, -100.401) == 1 and len(index.watchers_at(20.599, -100.401)) == 1001
+    assert index.candidates_at(20.55, -100.45) == 0 and len(index.watchers_at(20.55, -100.45)) == 1001
+    assert index.candidates_at(-33.9, 151.2) == 0 and len(index.watchers_at(-33.9, 151.2)) == 1000

@@ -13,15 +13,15 @@ from quart.wrappers import Websocket
 
 from siscom.core.encodings import EncodingCache
 from siscom.sessions.transport import Transport
-from siscom.web.coalesce import DirectWriter
-from siscom.web.hypercorn_link import HypercornConnection
-from siscom.web.inbox import Inbox
+from siscom.web.server.coalesce import DirectWriter
+from siscom.web.server.link import HypercornConnection
+from siscom.web.server.inbox import Inbox
 
 
 class QuartTransport(Transport):
     """A :class:`~siscom.sessions.transport.Transport` over the websocket of a Quart route
     (already accepted); ``connection`` drops the TCP connection when the server allows it, and
-    (given the app's ``frames``, see :func:`~siscom.web.coalesce.frame_cache`) writes frames below
+    (given the app's ``frames``, see :func:`~siscom.web.server.coalesce.frame_cache`) writes frames below
     ASGI, several in one write."""
 
     __slots__ = ("_websocket", "peer", "_closed", "_connection", "direct", "receive")
@@ -43,7 +43,7 @@ class QuartTransport(Transport):
         self.receive: Callable[[], Awaitable[str | bytes]] = websocket._receive
         self._closed = False
         self._connection = connection
-        #: Coalesced writes below ASGI (siscom/web/coalesce.py), unless turned off or unavailable.
+        #: Coalesced writes below ASGI (siscom/web/server/coalesce.py), unless turned off or unavailable.
         self.direct = DirectWriter.of(connection, frames) if frames is not None else None
 
     async def send(self, text: str) -> None:
@@ -93,12 +93,12 @@ class StreamWebsocket(Websocket):
 
 class StreamWebsocketConnection(ASGIWebsocketConnection):
     """Quart's ASGI websocket handling, without the ``websocket_sent`` signal after each frame,
-    with a lighter queue for what the client sends (:class:`~siscom.web.inbox.Inbox`), and the
+    with a lighter queue for what the client sends (:class:`~siscom.web.server.inbox.Inbox`), and the
     route run in the server's task for the application rather than in a task of its own.
 
     Nothing in this service listens to that signal, and firing it costs a coroutine per frame
     per client. It also hands the websocket the ASGI ``send`` it was given, through which the
-    route finds the server's connection (:class:`~siscom.web.hypercorn_link.HypercornConnection`).
+    route finds the server's connection (:class:`~siscom.web.server.link.HypercornConnection`).
     It is the application's :attr:`quart.Quart.asgi_websocket_class`.
     """
 

@@ -13,11 +13,11 @@ module shadows that one method on that one connection with a generator that repo
 and pong. Once the client is past its allowance, or its session no longer listens (it is closing,
 whatever the reason), the connection goes deaf: ``receive_data`` is replaced too, so whatever the
 client still sends is dropped unparsed, with no pong written back, and the socket is no longer
-read (through :class:`~siscom.web.hypercorn_link.HypercornConnection`, which reaches it).
+read (through :class:`~siscom.web.server.link.HypercornConnection`, which reaches it).
 Parsing a flood frame by frame is what costs (a few microseconds per ping in wsproto); a pong per
 ping at least slowed the sender down, dropping pings without parsing less costs even less.
 
-``tests/unit/test_hypercorn_control_frames.py`` pins all of this against the installed Hypercorn
+``tests/contracts/test_hypercorn_control_frames.py`` pins all of this against the installed Hypercorn
 and fails loudly when it changes; ``STREAM_WATCH_CONTROL_FRAMES=false`` turns it off.
 """
 
@@ -29,7 +29,7 @@ from typing import Any
 from wsproto.connection import Connection
 from wsproto.events import Event, Ping, Pong
 
-from siscom.web.hypercorn_link import HypercornConnection
+from siscom.web.server.link import HypercornConnection
 
 __all__ = ["watch_control_frames"]
 

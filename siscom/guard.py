@@ -1,5 +1,9 @@
 """The security checks of one gateway process, built once from its settings.
 
+It stands above :mod:`siscom.security` and :mod:`siscom.config`: the configuration validates keys
+and origins with the security package's parsers, and the guard builds the security package's
+checks from the configuration, so neither package imports the other in a circle.
+
 The gateway owns one :class:`Guard`; the routes ask it, in this order, whether a handshake's
 origin is allowed, whether a connection slot is free, and what the client's token grants.
 """
@@ -11,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from siscom.security.handshakes import HandshakeLimiter
 from siscom.security.inbound import InboundRates
+from siscom.security.keys import load_public_key
 from siscom.security.limits import ConnectionLimiter
 from siscom.security.origins import OriginPolicy
 from siscom.security.tokens import Grant, TokenVerifier
@@ -23,7 +28,7 @@ __all__ = ["Guard"]
 class Guard:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self.verifier = TokenVerifier.from_settings(settings)
+        self.verifier = _verifier(settings)
         self.origins = OriginPolicy(settings.stream_allowed_origins)
         self.limiter = ConnectionLimiter(
             settings.stream_max_connections, settings.stream_max_connections_per_ip
@@ -86,3 +91,14 @@ class Guard:
                 "KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT with PLAIN sends the Kafka password "
                 "unencrypted; prefer SASL_SSL"
             )
+
+
+def _verifier(settings: Settings) -> TokenVerifier | None:
+    """The verifier the settings ask for, or ``None`` when streams need no token."""
+    audience, issuer = settings.stream_jwt_audience, settings.stream_jwt_issuer
+    if settings.stream_jwt_secret is not None:
+        return TokenVerifier(settings.stream_jwt_secret.encode(), "HS256", audience=audience, issuer=issuer)
+    if settings.stream_jwt_public_key is not None:
+        key, algorithm = load_public_key(settings.stream_jwt_public_key)
+        return TokenVerifier(key, algorithm, audience=audience, issuer=issuer)
+    return None

@@ -17,7 +17,7 @@ every end of one:
 :class:`HypercornConnection` reaches the stream and the connection's asyncio writer from the ASGI
 ``send`` callable the app was given (``WSStream.app_send``, whose stream sends through
 ``H11Protocol.stream_send``, which writes through ``TCPServer.protocol_send``).
-``tests/unit/test_hypercorn_contract.py`` fails, naming the version, when that chain or the
+``tests/contracts/test_hypercorn_contract.py`` fails, naming the version, when that chain or the
 behaviour above changes. Over HTTP/2, or under another server, there is no link (``None``): a
 connection shared by several streams is never dropped for one of them.
 """
@@ -71,13 +71,13 @@ class HypercornConnection:
 
     @property
     def stream(self) -> Any:
-        """Hypercorn's ``WSStream`` of this websocket (see siscom/web/coalesce.py), or its
+        """Hypercorn's ``WSStream`` of this websocket (see siscom/web/server/coalesce.py), or its
         ``HTTPStream`` of an HTTP response."""
         return self._stream
 
     @property
     def transport(self) -> asyncio.WriteTransport | None:
-        """The connection's asyncio transport (see siscom/web/coalesce.py)."""
+        """The connection's asyncio transport (see siscom/web/server/coalesce.py)."""
         return self._writer.transport  # type: ignore[return-value]
 
     @property

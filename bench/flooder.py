@@ -1,6 +1,6 @@
 """A flooding client, for the security tests and the ``flood`` benchmark: an attacker, on purpose.
 
-``python -m siscom.dev.flood ws://127.0.0.1:8000/api/v1/stream --clients 3`` opens ``clients``
+``python -m bench.flooder ws://127.0.0.1:8000/api/v1/stream --clients 3`` opens ``clients``
 WebSocket connections on raw sockets and on each sends WebSocket pings (9,500 a second) and
 subscribe messages of 1,000 device ids (1,480 a second), the floods that once took a gateway to
 95 % CPU, without ever reading; when the server drops a connection it opens another at once.
@@ -147,7 +147,7 @@ async def run(url: str, clients: int, pings: float = 9500, messages: float = 148
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m siscom.dev.flood", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.flooder", description=__doc__.split("\n")[0])
     parser.add_argument("url", help="ws://127.0.0.1:PORT/api/v1/stream (loopback only)")
     parser.add_argument("--clients", type=int, default=1)
     parser.add_argument("--pings", type=float, default=9500, help="pings per second per client (0: unpaced)")

@@ -1,9 +1,10 @@
-"""What this project relies on in Hypercorn's internals (siscom/web/hypercorn_link.py), pinned.
+"""What this project relies on in Hypercorn's internals (siscom/web/server/link.py), pinned.
 
 Each check runs the real Hypercorn on a loopback port with a bare ASGI app and fails, naming the
 installed version, when the behaviour or the private chain the link walks has changed: then
-hypercorn_link.py needs a look before the upgrade. (The route gets the ASGI send through Quart's
-private ``ASGIWebsocketConnection._create_websocket_from_scope``, overridden in web/transport.py:
+link.py needs a look before the upgrade. (The route gets the ASGI send through Quart's
+private ``ASGIWebsocketConnection._create_websocket_from_scope``, overridden in
+web/server/ws_transport.py:
 test_dependency_contracts.py checks that method, and tests/security/ fail end to end without it.)
 """
 
@@ -20,8 +21,8 @@ from hypercorn.config import Config
 
 from siscom.dev.broker import free_port
 from siscom.core.sse import EventCache
-from siscom.web.hypercorn_link import HypercornConnection, PipelineGuard
-from siscom.web.sse_transport import ChunkWriter
+from siscom.web.server.link import HypercornConnection, PipelineGuard
+from siscom.web.server.sse_transport import ChunkWriter
 
 HYPERCORN = f"hypercorn {version('hypercorn')} (this project was written against 0.18.0)"
 H11 = f"h11 {version('h11')} (written against 0.16.0)"
@@ -178,7 +179,7 @@ def masked_text_frame(text: bytes) -> bytes:
 
 
 async def test_a_connection_paused_by_the_app_reads_nothing_more_from_its_client():
-    """What a client past its allowance of pings gets (siscom.web.control_frames): the app stops
+    """What a client past its allowance of pings gets (siscom.web.server.control_frames): the app stops
     reading its socket, so what it still sends stays in the kernel, unparsed."""
     probe = Probe()
     async with hypercorn_serving(probe) as port:

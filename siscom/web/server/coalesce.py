@@ -23,7 +23,7 @@ them to the connection's asyncio transport in one ``write``:
 Nothing is buffered here: whatever is written is in the transport before the session can send
 its close frame, so a close never overtakes (or loses) the frames before it.
 
-``tests/unit/test_coalesce_contract.py`` fails, naming the versions, when Hypercorn or wsproto
+``tests/contracts/test_coalesce_contract.py`` fails, naming the versions, when Hypercorn or wsproto
 change what this relies on. ``STREAM_COALESCE_WRITES=false`` turns it off (every frame through
 ASGI, as under any other server).
 """
@@ -34,7 +34,7 @@ import asyncio
 from typing import Any
 
 from siscom.core.encodings import EncodingCache
-from siscom.web.hypercorn_link import HypercornConnection
+from siscom.web.server.link import HypercornConnection
 
 _TEXT_FIN = 0x81
 

@@ -1,4 +1,4 @@
-"""What write coalescing (siscom/web/coalesce.py) relies on in Hypercorn and wsproto, pinned.
+"""What write coalescing (siscom/web/server/coalesce.py) relies on in Hypercorn and wsproto, pinned.
 
 The writer frames texts itself (or through the connection's wsproto object when compressing) and
 writes them to the asyncio transport Hypercorn serves the websocket on, bypassing ASGI. Each
@@ -15,9 +15,9 @@ from importlib.metadata import version
 import pytest
 import websockets
 
-from siscom.web.coalesce import DirectWriter, frame_cache, text_frame
-from siscom.web.hypercorn_link import HypercornConnection
-from unit.test_hypercorn_contract import Probe, hypercorn_serving
+from siscom.web.server.coalesce import DirectWriter, frame_cache, text_frame
+from siscom.web.server.link import HypercornConnection
+from contracts.test_hypercorn_contract import Probe, hypercorn_serving
 
 VERSIONS = (
     f"hypercorn {version('hypercorn')}, wsproto {version('wsproto')} "

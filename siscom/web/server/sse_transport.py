@@ -38,7 +38,7 @@ from quart.wrappers import Request
 
 from siscom.core.sse import EventCache, retry_field
 from siscom.sessions.transport import ClientGone, Transport
-from siscom.web.hypercorn_link import HypercornConnection
+from siscom.web.server.link import HypercornConnection
 
 __all__ = ["ChunkWriter", "SseTransport", "StreamHTTPConnection"]
 
@@ -117,7 +117,7 @@ class SseTransport(Transport):
 class ChunkWriter:
     """Writes events straight to the connection's transport as chunks of the response, without
     waking the session's task (:class:`~siscom.sessions.transport.DirectWrites`), as
-    siscom/web/coalesce.py does for websockets.
+    siscom/web/server/coalesce.py does for websockets.
 
     Sound because h11 frames a chunked body without keeping count (h11 0.16 ``_writers.py``:
     ``ChunkedWriter.send_data`` writes ``%x CRLF data CRLF``, ``send_eom`` ``0 CRLF CRLF``), so

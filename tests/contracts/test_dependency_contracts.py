@@ -10,13 +10,13 @@ override of a Quart method that Quart stopped calling). The uses:
 - Quart: ``Websocket._send`` and ``._receive`` (called by ``StreamWebsocket.send`` and
   ``.receive``) and ``ASGIWebsocketConnection.send_data`` (overridden by
   ``StreamWebsocketConnection``), its ``queue`` (replaced by an ``Inbox``), ``handle_messages``
-  and ``handle_websocket`` (called by its ``__call__``), in ``siscom/web/transport.py``,
+  and ``handle_websocket`` (called by its ``__call__``), in ``siscom/web/server/ws_transport.py``,
   installed through ``Quart.websocket_class`` and ``Quart.asgi_websocket_class``.
 - Quart: ``ASGIHTTPConnection._create_request_from_scope`` and ``._send_response``
-  (overridden by ``StreamHTTPConnection`` in ``siscom/web/sse_transport.py``, installed through
+  (overridden by ``StreamHTTPConnection`` in ``siscom/web/server/sse_transport.py``, installed through
   ``Quart.asgi_http_class``).
 - Werkzeug: ``Request.args`` is a ``cached_property`` whose ``fget`` parses the query, called
-  uncached by ``siscom.web.admission.query_args``.
+  uncached by ``siscom.web.server.query.query_args``.
 - tenacity: a ``RetryCallState`` built by hand, in ``supervisors/backoff.py``.
 """
 
@@ -37,8 +37,8 @@ from quart.asgi import ASGIHTTPConnection, ASGIWebsocketConnection
 from quart.signals import websocket_sent
 from quart.wrappers import Websocket
 
-from siscom.web.sse_transport import StreamHTTPConnection
-from siscom.web.transport import StreamWebsocket, StreamWebsocketConnection
+from siscom.web.server.sse_transport import StreamHTTPConnection
+from siscom.web.server.ws_transport import StreamWebsocket, StreamWebsocketConnection
 from supervisors.backoff import RestartBackoff
 
 
@@ -117,7 +117,7 @@ def test_quart_websocket_keeps_the_asgi_send_it_was_given_as_send():
 
 def test_quart_asgi_websocket_connection_sends_frames_through_send_data():
     send_data = getattr(ASGIWebsocketConnection, "send_data", None)
-    use = "async ASGIWebsocketConnection.send_data(self, send, data), overridden in siscom.web.transport"
+    use = "async ASGIWebsocketConnection.send_data(self, send, data), overridden in siscom.web.server.ws_transport"
     assert inspect.iscoroutinefunction(send_data), broken("Quart", use, send_data)
     assert parameters(send_data) == parameters(StreamWebsocketConnection.send_data) == ["self", "send", "data"], (
         broken("Quart", use, inspect.signature(send_data))
@@ -198,7 +198,7 @@ def test_werkzeug_request_args_parse_the_query_in_a_function_the_gateway_calls_w
     from werkzeug.sansio.request import Request as SansIORequest
     from werkzeug.utils import cached_property
 
-    from siscom.web.admission import query_args
+    from siscom.web.server.query import query_args
 
     use = "werkzeug.sansio.request.Request.args, a cached_property whose fget parses the query"
     assert isinstance(vars(SansIORequest).get("args"), cached_property), broken("Werkzeug", use, vars(SansIORequest).get("args"))
@@ -272,12 +272,12 @@ async def test_a_frame_sent_by_a_route_goes_through_the_streaming_overrides_and_
 
 
 def test_quart_asgi_http_connection_builds_requests_and_sends_responses_where_the_sse_route_expects():
-    """The SSE route writes its response itself (siscom/web/sse_transport.py): it needs the ASGI
+    """The SSE route writes its response itself (siscom/web/server/sse_transport.py): it needs the ASGI
     send on the request, and Quart must send nothing once the route has answered; and the reason
     it does so is that Quart sends a returned response under RESPONSE_TIMEOUT."""
     use = (
         "ASGIHTTPConnection._create_request_from_scope(self, send) and async _send_response(self, send, "
-        "response), overridden by siscom.web.sse_transport.StreamHTTPConnection"
+        "response), overridden by siscom.web.server.sse_transport.StreamHTTPConnection"
     )
     create = getattr(ASGIHTTPConnection, "_create_request_from_scope", None)
     send_response = getattr(ASGIHTTPConnection, "_send_response", None)

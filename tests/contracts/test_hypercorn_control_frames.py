@@ -1,6 +1,6 @@
 """Contract: how Hypercorn handles a client's pings and pongs, which the ping limit relies on.
 
-:mod:`siscom.web.control_frames` counts pings and pongs inside Hypercorn's WebSocket stream,
+:mod:`siscom.web.server.control_frames` counts pings and pongs inside Hypercorn's WebSocket stream,
 because ASGI never carries them. It depends on three facts of Hypercorn's ``WSStream``
 (``hypercorn/protocol/ws_stream.py``): the ASGI ``send`` given to the application is the bound
 method ``WSStream.app_send``; after the accept, ``WSStream.connection`` is a wsproto
@@ -24,7 +24,7 @@ from hypercorn.protocol.ws_stream import WSStream
 from wsproto.connection import Connection
 from wsproto.frame_protocol import FrameDecoder, Opcode
 
-from siscom.web.control_frames import watch_control_frames
+from siscom.web.server.control_frames import watch_control_frames
 
 HYPERCORN = f"hypercorn {version('hypercorn')} (written against 0.18.0)"
 
