@@ -4,7 +4,8 @@ The mix: WebSocket and Server-Sent Events in turn; half of each with a cursor ta
 canary's frames a few seconds earlier (a resume: a replay from the recent window), the rest
 plain; one in ten of every device (with the snapshot of every device, or a replay of every
 record), the others of ten devices. Each stays 0.3 to 3 s, reading, then closes or resets
-its connection. One canary client of ten devices stays throughout and times every position.
+its connection. One canary client of 100 devices (20 positions a second) stays throughout and
+times every position.
 
 Target: the server's RSS ends (10 s after the churn) within 150 MB of where it started, and the
 canary's p99 is at most 250 ms. ``--seconds`` sets the churn's length (default 300).
@@ -38,6 +39,7 @@ SETTLE_SECONDS = 10.0
 #: How far back a resuming client's cursor is.
 CURSOR_AGE_SECONDS = 3.0
 WINDOW_SECONDS = 20.0
+CANARY_DEVICES = 100
 _ID = b'"id":"'
 
 
@@ -152,7 +154,7 @@ async def churn(bench: Bench, targets: Sequence[Target]) -> Result:
         try:
             await producer.start()
             await server.start()
-            canary_devices = ",".join(devices[:10])
+            canary_devices = ",".join(devices[:CANARY_DEVICES])
             canary_client = await OPENERS["websocket"](
                 HOST, server.port, f"/api/v1/stream?device_ids={quote(canary_devices)}", canary.on_text
             )
