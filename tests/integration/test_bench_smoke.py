@@ -44,7 +44,7 @@ def test_every_scenario_runs_both_servers_and_writes_its_figures(tmp_path):
     scenarios = {entry["scenario"]: entry for entry in document["scenarios"]}
     assert set(scenarios) == {
         "steady", "capacity", "overload", "idle", "crowd", "many", "overdrive", "pipeline", "viewport", "pan", "flood",
-        "warmup",
+        "warmup", "churn",
     }
     # pan compares map clients that move their box with the same clients holding still.
     columns = {"viewport": ["bbox", "device_ids"], "pan": ["pan", "still"], "warmup": ["warm", "live"]}
