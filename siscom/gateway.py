@@ -38,6 +38,7 @@ from siscom.core.stream import StreamCore
 from siscom.core.window import RecentWindow
 from siscom.pipeline.history import HistoryReader
 from siscom.sessions.flusher import Flusher
+from siscom.sessions.recovery import BudgetedReplayer, ReplayTurns
 from siscom.sessions.replay import Replayer
 from siscom.sessions.session import Session, SessionLimits
 from siscom.sessions.shedding import LoadShedder
@@ -93,6 +94,17 @@ class Gateway:
             history=self.history,
             metrics=self.metrics,
             max_record_bytes=settings.stream_max_record_bytes,
+        )
+        #: Turns of the replays running at once; and every resume goes through the budget first.
+        self.replay_turns = ReplayTurns(
+            settings.stream_replay_concurrency, settings.stream_replay_wait_seconds, self.metrics
+        )
+        self.recovery = BudgetedReplayer(
+            self.replayer,
+            window=self.window,
+            turns=self.replay_turns,
+            max_records=settings.stream_replay_max_records,
+            metrics=self.metrics,
         )
         self.limits = SessionLimits(
             keepalive_seconds=settings.stream_keepalive_seconds,
@@ -296,7 +308,7 @@ class Gateway:
             name=f"session-{next(self._session_numbers)}",
             limits=self.limits,
             metrics=self.metrics,
-            resume=None if resume is None else (self.replayer, resume),
+            resume=None if resume is None else (self.recovery, resume),
             flusher=self.flusher,
         )
         # Never suspends (start_child does not): a disconnect cancelling the route cannot land

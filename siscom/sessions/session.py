@@ -57,6 +57,7 @@ from siscom.sessions.latch import Latch
 from siscom.sessions.transport import ClientGone, Transport
 
 if TYPE_CHECKING:
+    from siscom.sessions.recovery import BudgetedReplayer
     from siscom.sessions.replay import Replayer
 
 logger = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class Session(Actor):
         name: str,
         limits: SessionLimits,
         metrics: Metrics,
-        resume: tuple[Replayer, ResumeRequest] | None = None,
+        resume: tuple[Replayer | BudgetedReplayer, ResumeRequest] | None = None,
         flusher: Flusher | None = None,
     ) -> None:
         """``resume``: the stream opens with a replay (a cursor or ``since`` was given);
@@ -119,6 +120,8 @@ class Session(Actor):
         its own)."""
         super().__init__(name=name)
         self._resume = resume
+        #: The replay that opens the stream, while it runs (a close cancels it).
+        self._replaying: asyncio.Future[None] | None = None
         self.core = core
         self._transport = transport
         self._limits = limits
@@ -206,8 +209,7 @@ class Session(Actor):
             if self._resume is None:
                 core.open(loop.time())
             else:
-                replayer, request = self._resume
-                await replayer.open(core, request, loop.time)
+                await self._replay(*self._resume)
             logger.info("Stream opened for %s, devices: %s", self._transport.peer, _describe(core.device_ids))
             self._open_to_listener()
             self._arm_token_timers()
@@ -223,6 +225,22 @@ class Session(Actor):
                 self._timer.cancel()
             self._stop_listener()
             self._end()
+
+    async def _replay(self, replayer: Replayer | BudgetedReplayer, request: ResumeRequest) -> None:
+        """Open the stream through ``replayer``, in a task of its own that a close of the stream
+        (the client leaving, a shutdown, a limit) cancels: a replay ends with its stream, and gives
+        back its turn (siscom/sessions/recovery.py) and its place in the log's reads."""
+        loop = asyncio.get_running_loop()
+        replaying = self._replaying = asyncio.ensure_future(replayer.open(self.core, request, loop.time))
+        try:
+            await replaying
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            # Cancelled by the close (go on to the end), or this task itself is (go through).
+            if not replaying.cancelled() or (task is not None and task.cancelling()):
+                raise
+        finally:
+            self._replaying = None
 
     def _arm_token_timers(self, *, refreshed: bool = False) -> None:
         """Schedule the notice and the expiry of the current grant (none without a token).
@@ -385,6 +403,8 @@ class Session(Actor):
         """The core is closing: stop waiting, and stop a write that may be stalled on a client that
         does not read."""
         self._wake()
+        if self._replaying is not None:
+            self._replaying.cancel()
         deadline = self._send_deadline
         if deadline is not None and not deadline.expired():
             deadline.reschedule(asyncio.get_running_loop().time())

@@ -35,6 +35,7 @@ from siscom.web.admission import Admission, Refusal, Refused, query_args
 from siscom.web.attend import attend
 from siscom.web.hypercorn_link import HypercornConnection
 from siscom.web.sse_transport import SseTransport
+from siscom.sessions.session import Session
 
 logger = logging.getLogger(__name__)
 
@@ -109,10 +110,11 @@ def sse_blueprint(gateway: Gateway) -> Blueprint:
             admission.acquire(peer)
         except Refused as refused:
             return refusal(refused, origin)
+        started: list[Session] = []
         try:
-            return await serve(peer, origin)
+            return await serve(peer, origin, started)
         finally:
-            admission.release(peer)
+            admission.release_after(peer, started[0] if started else None)
 
     def preflight(origin: str | None) -> Response:
         """A browser asking whether it may send ``Last-Event-ID`` (or ``Authorization``) across origins."""
@@ -128,7 +130,9 @@ def sse_blueprint(gateway: Gateway) -> Blueprint:
         }
         return Response("", 204, headers)
 
-    async def serve(peer: str, origin: str | None) -> Response:
+    async def serve(peer: str, origin: str | None, started: list[Session]) -> Response:
+        """Serve an admitted stream; ``started`` gets its session, which holds the slot until it
+        has finished (a replay still being stopped after the client left)."""
         try:
             admitted = admission.admit(
                 peer, request.headers, query_args(request), last_event_id=request.headers.get("Last-Event-ID")
@@ -156,6 +160,7 @@ def sse_blueprint(gateway: Gateway) -> Blueprint:
             # reconnects (elsewhere) after its retry delay.
             await transport.close(CloseCode.GOING_AWAY, "server not accepting streams")
             return Response("")
+        started.append(session)
         await attend(session, on_leave=transport.client_left)
         return Response("")
 
