@@ -56,6 +56,14 @@ if TYPE_CHECKING:
     from siscom.security.tokens import Grant
 
 
+#: What a client may send before its stream opens (while its replay, or its turn for one, is
+#: waited for): messages within its allowance are kept, at most this many and this many bytes in
+#: all (the first is always kept, up to the 64 KiB a message may have), and applied in order at
+#: the opening; one more closes the stream as too many messages.
+HELD_MESSAGES = 16
+HELD_BYTES = 128 * 1024
+
+
 class Cause(enum.Enum):
     """Why a stream ends; the session logs and counts by it."""
 
@@ -111,7 +119,7 @@ class StreamCore:
 
     __slots__ = (
         "_table", "_policy", "_grant", "_inbound", "_verify", "_initial_ids", "outbox", "closing", "on_close",
-        "on_refresh", "_next_ping", "_window", "_cursor",
+        "on_refresh", "_next_ping", "_window", "_cursor", "_opened", "_held", "_held_bytes",
     )
 
     def __init__(
@@ -146,6 +154,10 @@ class StreamCore:
         #: Called after each refresh the client asks for: True when accepted (the expiry moved).
         self.on_refresh: Callable[[bool], None] | None = None
         self._next_ping = 0.0
+        #: Whether the stream has opened; what the client sent before (see :meth:`receive`).
+        self._opened = False
+        self._held: list[str | bytes] | None = None
+        self._held_bytes = 0
 
     # Events
 
@@ -165,15 +177,20 @@ class StreamCore:
         cursor) instead of the snapshot, and ``cursor`` is where it stands once they are out.
         """
         self._next_ping = now + self._policy.keepalive_seconds
+        self._opened = True
         if resumed is not None:
             self._reply(resumed)
-        if not self._join():
-            return
-        if replay is not None:
-            self._cursor = cursor
-            self._replay(replay)
-        elif self._policy.snapshot:
-            self._queue_snapshot(self._initial_view())
+        if self._join():
+            if replay is not None:
+                self._cursor = cursor
+                self._replay(replay)
+            elif self._policy.snapshot:
+                self._queue_snapshot(self._initial_view())
+        held, self._held, self._held_bytes = self._held, None, 0
+        for data in held or ():
+            if self.closing is not None:
+                break
+            self._handle(data)
 
     def deliver(self, delivery: Delivery) -> None:
         """A delivery routed to this client. Never blocks, never raises (the router's hot path)."""
@@ -186,12 +203,30 @@ class StreamCore:
 
     def receive(self, data: str | bytes, now: float) -> None:
         """A message from the client at ``now``: apply a subscription change and queue its answer;
-        past the client's allowance of messages, close with 1008 instead."""
+        past the client's allowance of messages, close with 1008 instead. Before the stream opens
+        the message is counted the same, and kept for the opening (see :data:`HELD_MESSAGES`)."""
         if self.closing is not None:
             return
         if self._inbound is not None and not self._inbound.message(now):
             self._too_many_messages()
             return
+        if not self._opened:
+            # Waiting for a replay (or its turn): kept, within a small bound, for the opening.
+            size = len(data)
+            if self._held is not None and (
+                len(self._held) >= HELD_MESSAGES or self._held_bytes + size > HELD_BYTES
+            ):
+                self._too_many_messages()
+                return
+            if self._held is None:
+                self._held = []
+            self._held.append(data)
+            self._held_bytes += size
+            return
+        self._handle(data)
+
+    def _handle(self, data: str | bytes) -> None:
+        """Parse and apply one message of the client (the stream is open)."""
         try:
             command = parse_client_frame(data, max_ids=self._policy.max_device_ids)
         except BadRequest as error:

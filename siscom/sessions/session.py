@@ -148,11 +148,8 @@ class Session(Actor):
         self._closing: asyncio.Future[None] | None = None
         #: Drops the connection once the linger after the end is over.
         self._drop_timer: asyncio.TimerHandle | None = None
-        #: The task running :meth:`listen`, while it runs; the future it waits on until the
-        #: stream opens; whether the stream has opened; whether the end has stopped the listener.
+        #: The task running :meth:`listen`, while it runs; whether the end has stopped it.
         self._listener: asyncio.Task[object] | None = None
-        self._listen_gate: asyncio.Future[None] | None = None
-        self._opened = False
         self._listener_stopped = False
         #: Set when the session has finished, whichever way it ended.
         self.finished = Latch()
@@ -211,7 +208,6 @@ class Session(Actor):
             else:
                 await self._replay(*self._resume)
             logger.info("Stream opened for %s, devices: %s", self._transport.peer, _describe(core.device_ids))
-            self._open_to_listener()
             self._arm_token_timers()
             await self._send_loop()
             await self._say_goodbye()
@@ -425,8 +421,8 @@ class Session(Actor):
         await self._send_close(closing.code, closing.reason)
 
     async def listen(self) -> None:
-        """Feed what the client sends to the core, from the stream's opening until the session
-        ends or the client leaves; return then.
+        """Feed what the client sends to the core, from the start (the core holds what comes
+        before the stream opens) until the session ends or the client leaves; return then.
 
         It runs in the task that serves the connection (the route's, which would otherwise only
         wait for the end; see siscom/web/attend.py), so that a session costs one task of its own,
@@ -440,10 +436,8 @@ class Session(Actor):
         self._listener = task
         core = self.core
         try:
-            if not self._opened and core.closing is None:
-                # Nothing is read before the stream opens (a replay may take a while).
-                gate = self._listen_gate = asyncio.get_running_loop().create_future()
-                await gate
+            # Read from the first byte, also while a replay is waited for: the core counts what
+            # comes against the client's allowance and keeps it, bounded, for the opening.
             receive = self._transport.receive
             clock = asyncio.get_running_loop().time
             while core.closing is None:  # past the client's allowance the core closes: reading stops
@@ -459,18 +453,11 @@ class Session(Actor):
             logger.error("Receiving from %s failed", self._transport.peer, exc_info=error)
             core.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
-            self._listener = self._listen_gate = None
-
-    def _open_to_listener(self) -> None:
-        """The stream is open: the listener may read from now on."""
-        self._opened = True
-        gate = self._listen_gate
-        if gate is not None and not gate.done():
-            gate.set_result(None)
+            self._listener = None
 
     def _stop_listener(self) -> None:
         """The session ends: stop reading (the listener is waiting, in another task, for the
-        client or for the opening)."""
+        client)."""
         listener = self._listener
         if listener is not None and not self._listener_stopped:
             self._listener_stopped = True

@@ -11,7 +11,11 @@ catch-up wait (2 s) before it is answered: these tests use it to hold a turn for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+
+import psutil
+from websockets.exceptions import ConnectionClosed
 
 from siscom.core import cursors
 from support import ws_client
@@ -144,3 +148,52 @@ async def test_a_replay_ends_when_its_client_leaves_and_holds_its_connection_slo
     counters = stats(server)
     assert counters["connection_limit_refusals"] == 0
     assert counters["resumes_not_recovered"] == 0, "none of them ran to its answer"
+
+
+def server_rss(server) -> int:
+    process = psutil.Process(server.pid)
+    return process.memory_info().rss + sum(child.memory_info().rss for child in process.children(recursive=True))
+
+
+async def test_what_a_client_sends_while_its_resume_waits_is_counted_and_bounded_as_later(make_server, broker, topic):
+    server = make_server()
+    await wait_ready(server)
+    await produce(broker.bootstrap, topic, [value("d0", 0)])
+    await wait_stats(server, lambda s: s["records"] >= 1)
+    ahead = server.ws_url("/api/v1/stream?device_ids=d0&cursor=" + cursor_at(topic, 1000))  # waits 2 s
+    big = json.dumps({"action": "subscribe", "device_ids": ["d1"], "pad": "x" * 60_000})
+    before = server_rss(server)
+
+    async def flood() -> tuple[list[dict], int | None, int]:
+        async with ws_client(ahead, compression=None) as client:
+            sent = 0
+            with contextlib.suppress(TimeoutError, ConnectionClosed):
+                async with asyncio.timeout(1.5):  # within the replay's wait
+                    while True:
+                        await client.send(big)
+                        sent += 1
+            frames = []
+            with contextlib.suppress(ConnectionClosed, TimeoutError):
+                while True:
+                    frames.append(await client.next_frame(3))
+            return frames, client.close_code, sent
+
+    results = await asyncio.gather(*(flood() for _ in range(4)))
+    for frames, code, sent in results:
+        assert frames == [{"event": "error", "data": {"message": "too many messages"}}], frames
+        assert code == 1008
+    counters = await wait_stats(server, lambda s: s["connections"] == 0)
+    assert counters["too_many_messages"] == 4
+    assert server_rss(server) - before < 30 * 2**20, "what the waiting clients sent was not kept"
+
+    # Over 64 KiB while waiting: 1009, as later.
+    async with ws_client(ahead, compression=None) as client:
+        await client.send(big + " " * 10_000)
+        assert await client.wait_closed() == 1009
+    # A message within the bounds waits for the opening, and is answered after what opens it.
+    async with ws_client(ahead, compression=None) as client:
+        await client.send(json.dumps({"action": "subscribe", "device_ids": ["d1"]}))
+        opening = await client.next_frame(5)
+        assert opening["event"] == "resumed" and opening["data"]["recovered"] is False
+        assert (await client.next_frame())["data"]["data"]["SEQ"] == 0  # the snapshot
+        assert await client.next_frame() == {"event": "ack", "data": {"action": "subscribe", "device_ids": ["d0", "d1"]}}

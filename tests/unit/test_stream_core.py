@@ -301,3 +301,56 @@ def test_an_expiry_after_the_close_changes_nothing():
     core.close(CloseCode.NORMAL)
     core.token_expired()
     assert core.closing.cause is Cause.CLOSED
+
+
+# What the client sends before the stream opens (while its replay is waited for)
+
+
+def test_messages_sent_before_the_opening_are_applied_after_it_in_order_and_subscribe_nothing_before():
+    from siscom.core.protocol import resumed_frame
+
+    table = SubscriptionTable()
+    core = StreamCore(frozenset({"a"}), table=table, policy=policy())
+    send(core, action="subscribe", device_ids=["b"])
+    send(core, action="unsubscribe", device_ids=["a"])
+    with pytest.raises(KeyError):
+        table.filter_of(core)  # not in the table before the opening: live cannot overtake the replay
+    assert core.backlog == 0, "nothing answered before the opening"
+    core.open(0.0, resumed=resumed_frame(True), replay=[position("a", 1)], cursor=None)
+    assert drain(core) == [
+        {"event": "resumed", "data": {"recovered": True}},
+        json.loads(position("a", 1).text),
+        {"event": "ack", "data": {"action": "subscribe", "device_ids": ["a", "b"]}},
+        {"event": "ack", "data": {"action": "unsubscribe", "device_ids": ["b"]}},
+    ]
+    assert table.filter_of(core) == {"b"}
+
+
+def test_before_the_opening_messages_count_against_the_allowance_and_a_bounded_few_are_kept():
+    from siscom.core.stream import HELD_BYTES, HELD_MESSAGES
+    from siscom.security.inbound import InboundLimits, InboundRates
+
+    def waiting(burst: int) -> StreamCore:
+        inbound = InboundLimits(InboundRates(1.0, burst, 0.0, 1), 0.0)
+        return StreamCore(frozenset({"a"}), table=SubscriptionTable(), policy=policy(), inbound=inbound)
+
+    over_allowance = waiting(burst=3)
+    for _ in range(4):  # the burst, then one past it: as after the opening
+        over_allowance.receive("{}", 0.0)
+    assert over_allowance.closing is not None and over_allowance.closing.cause is Cause.TOO_MANY_MESSAGES
+    assert over_allowance.closing.code == CloseCode.POLICY_VIOLATION
+
+    over_count = waiting(burst=1000)
+    for _ in range(HELD_MESSAGES):
+        over_count.receive("{}", 0.0)
+    assert over_count.closing is None
+    over_count.receive("{}", 0.0)
+    assert over_count.closing is not None and over_count.closing.cause is Cause.TOO_MANY_MESSAGES
+
+    over_bytes = waiting(burst=1000)
+    big = "x" * (64 * 1024)
+    for _ in range(HELD_BYTES // len(big)):
+        over_bytes.receive(big, 0.0)
+    assert over_bytes.closing is None
+    over_bytes.receive(big, 0.0)
+    assert over_bytes.closing is not None and over_bytes.closing.cause is Cause.TOO_MANY_MESSAGES
