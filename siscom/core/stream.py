@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from supervisors import MailboxFull
@@ -61,6 +61,8 @@ if TYPE_CHECKING:
 #: all (the first is always kept, up to the 64 KiB a message may have), and applied in order at
 #: the opening; one more closes the stream as too many messages.
 HELD_MESSAGES = 16
+#: Snapshot frames taken at once (one write to the client): about 16 KB of positions.
+SNAPSHOT_CHUNK = 64
 HELD_BYTES = 128 * 1024
 
 
@@ -119,7 +121,8 @@ class StreamCore:
 
     __slots__ = (
         "_table", "_policy", "_grant", "_inbound", "_verify", "_initial_ids", "outbox", "closing", "on_close",
-        "on_refresh", "_next_ping", "_window", "_cursor", "_opened", "_held", "_held_bytes",
+        "on_refresh", "_next_ping", "_window", "_cursor", "_opened", "_held", "_held_bytes", "_snapshot",
+        "_snapshot_at", "_snapshot_ahead", "_snapshot_cursor",
     )
 
     def __init__(
@@ -158,6 +161,13 @@ class StreamCore:
         self._opened = False
         self._held: list[str | bytes] | None = None
         self._held_bytes = 0
+        #: The devices whose snapshot frames are still to go out (see _queue_snapshot), and where
+        #: in the first list; the frames queued before it, which go first; the cursor its last
+        #: frame carries.
+        self._snapshot: list[Sequence[str]] | None = None
+        self._snapshot_at = 0
+        self._snapshot_ahead = 0
+        self._snapshot_cursor: str | None = None
 
     # Events
 
@@ -178,6 +188,8 @@ class StreamCore:
         """
         self._next_ping = now + self._policy.keepalive_seconds
         self._opened = True
+        # Where a new stream starts: its snapshot's last frame says so.
+        self._snapshot_cursor = self._window.dispatched if self._window is not None else None
         if resumed is not None:
             self._reply(resumed)
         if self._join():
@@ -312,6 +324,7 @@ class StreamCore:
             cause = Cause.SHUTDOWN
         self.closing = Closing(code, reason, cause, None if silent else final_frame, silent)
         self.outbox.clear()
+        self._snapshot = None
         self.outbox.wake()
         if self.on_close is not None:
             self.on_close()
@@ -322,6 +335,7 @@ class StreamCore:
         taken (see :meth:`take_conflated`)."""
         self._table.unsubscribe(self)
         self.outbox.clear()
+        self._snapshot = None
         return self.take_conflated()
 
     # What to do next
@@ -329,7 +343,12 @@ class StreamCore:
     def take(self, now: float) -> list[str]:
         """The next frames to write (at most a chunk), with a keep-alive at the end when one is
         due at ``now``; an empty list when there is nothing to write yet."""
-        texts = self.outbox.take()
+        if self._snapshot is None:
+            texts = self.outbox.take()
+        else:
+            ahead = min(self._snapshot_ahead, len(self.outbox))
+            texts = self.outbox.take(ahead) if ahead else self._snapshot_chunk()
+            self._snapshot_ahead = ahead - len(texts) if ahead else 0
         if now >= self._next_ping:
             texts.append(ping_frame(self._current_cursor(texts)))
             self._next_ping = now + self._policy.keepalive_seconds
@@ -338,7 +357,10 @@ class StreamCore:
     def _current_cursor(self, texts: list[str]) -> str | None:
         """Where this client stands once ``texts`` are out: the dispatch cursor when nothing else
         waits (it has then been given every frame routed), else the last cursor it was given."""
-        if not len(self.outbox) and self._window is not None and self._window.dispatched is not None:
+        if (
+            not len(self.outbox) and self._snapshot is None
+            and self._window is not None and self._window.dispatched is not None
+        ):
             self._cursor = self._window.dispatched
             return self._cursor
         for text in reversed(texts):
@@ -351,7 +373,7 @@ class StreamCore:
     def wait_time(self, now: float) -> float:
         """How long the writer may wait, from ``now``, for frames before a keep-alive is due
         (0 while frames wait)."""
-        if len(self.outbox):
+        if len(self.outbox) or self._snapshot is not None:
             return 0.0
         return max(0.0, self._next_ping - now)
 
@@ -381,8 +403,13 @@ class StreamCore:
 
     @property
     def backlog(self) -> int:
-        """Frames waiting to be written."""
+        """Frames waiting to be written (a snapshot still to go out aside)."""
         return len(self.outbox)
+
+    @property
+    def more(self) -> bool:
+        """Whether anything waits to be taken: frames, or the rest of a snapshot."""
+        return bool(len(self.outbox)) or self._snapshot is not None
 
     @property
     def initial_device_ids(self) -> frozenset[str] | None:
@@ -459,7 +486,49 @@ class StreamCore:
             self.on_refresh(True)
 
     def _queue_snapshot(self, device_ids: Iterable[str] | None) -> None:
-        # Snapshot frames carry the cursor of now, where the client's stream starts, not their own.
-        cursor = self._window.dispatched if self._window is not None else None
-        for device_id, text in self._table.snapshot(device_ids):
-            self.outbox.put_position(device_id, text if cursor is None else with_cursor(text, cursor))
+        """Send the last known frame of ``device_ids`` (all for None) after what waits now.
+
+        Nothing is copied for this client: it keeps its place in a list of device ids (the
+        table's, shared while no new device reports) and takes each device's frame as it goes, a
+        chunk at a time, once the client has taken what was queued before (:meth:`take`). The
+        frames are the table's, built once per frame without a cursor: a snapshot frame says
+        where a device is, not where this client's stream stands. The last frame of the snapshot
+        a stream opens with carries the cursor of the opening (one copy per client), as every
+        snapshot frame did before; frames routed meanwhile wait behind it. Each frame is the
+        device's newest when taken, so a position routed while the snapshot waits is not
+        overtaken by an older one.
+        """
+        ids = self._table.snapshot_ids(device_ids)
+        if not ids:
+            return
+        if self._snapshot is None:
+            self._snapshot, self._snapshot_at = [ids], 0
+            self._snapshot_ahead = len(self.outbox)
+        else:
+            self._snapshot.append(ids)
+        self.outbox.wake()
+
+    def _snapshot_chunk(self) -> list[str]:
+        """The next frames of the snapshot (see :meth:`_queue_snapshot`)."""
+        parts = self._snapshot
+        assert parts is not None
+        frame = self._table.snapshot_frame
+        texts: list[str] = []
+        while parts and len(texts) < SNAPSHOT_CHUNK:
+            ids = parts[0]
+            at = self._snapshot_at
+            for device_id in ids[at:at + SNAPSHOT_CHUNK - len(texts)]:
+                at += 1
+                text = frame(device_id)
+                if text is not None:
+                    texts.append(text)
+            if at >= len(ids):
+                parts.pop(0)
+                at = 0
+            self._snapshot_at = at
+        if not parts:
+            self._snapshot = None
+            cursor, self._snapshot_cursor = self._snapshot_cursor, None
+            if cursor is not None and texts:
+                texts[-1] = with_cursor(texts[-1], cursor)
+        return texts

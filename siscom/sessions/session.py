@@ -323,7 +323,7 @@ class Session(Actor):
             metrics.incr(Metric.FRAMES_SENT, len(texts))
             if outbox.conflated:
                 metrics.incr(Metric.CONFLATED, core.take_conflated())
-            if len(outbox):
+            if core.more:
                 # More waits: let the others run first (the pipeline and the other sessions), so
                 # that no session holds the loop for long and what it takes next is the newest.
                 await asyncio.sleep(0)
