@@ -43,11 +43,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--targets", help=f"comma-separated servers to run, of {', '.join(TARGETS)} (default: per scenario)")
     parser.add_argument("--rate", type=float, help="records per second for steady, overload and viewport's end-to-end part, instead of the default")
-    parser.add_argument("--clients", type=int, help="WebSocket clients of viewport's end-to-end part and of crowd, instead of the default")
+    parser.add_argument("--clients", type=int, help="WebSocket clients of viewport's end-to-end part and of crowd, and resuming clients of storm, instead of the default")
     parser.add_argument(
         "--deflate", action="store_true", help="clients ask for permessage-deflate compression, as browsers do"
     )
     parser.add_argument("--seconds", type=float, help="length of every load scenario's measured window, instead of its default")
+    parser.add_argument("--records", type=int, help="records in storm's log, instead of 300,000")
+    parser.add_argument(
+        "--server-root", type=Path,
+        help="storm also runs the gateway of this tree of the project (e.g. an export of main), as a column 'main'",
+    )
     parser.add_argument("--smoke", action="store_true", help="a tiny, seconds-long run that checks the harness works")
     parser.add_argument("--workdir", type=Path, help="where server and broker logs go (default: a temporary directory)")
     return parser
@@ -56,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
 async def run(names: list[str], args: argparse.Namespace, workdir: Path) -> list[Result]:
     options = Options(
         workdir=workdir, smoke=args.smoke, rate=args.rate, clients=args.clients, deflate=args.deflate,
-        seconds=args.seconds,
+        seconds=args.seconds, records=args.records,
+        server_root=args.server_root.resolve() if args.server_root else None,
     )
     results = []
     with TansuBroker(log_path=workdir / "tansu.log") as broker:
