@@ -43,11 +43,14 @@ def test_every_scenario_runs_both_servers_and_writes_its_figures(tmp_path):
     stdout, document = run_bench(tmp_path, "all", "siscom,naive", timeout=420)
     scenarios = {entry["scenario"]: entry for entry in document["scenarios"]}
     assert set(scenarios) == {
-        "steady", "capacity", "overload", "idle", "crowd", "many", "overdrive", "pipeline", "viewport", "flood"
+        "steady", "capacity", "overload", "idle", "crowd", "many", "overdrive", "pipeline", "viewport", "flood",
+        "storm",
     }
     for entry in scenarios.values():
-        # viewport compares routing by box with routing by device_ids, in process and end to end.
-        assert entry["targets"] == (["bbox", "device_ids"] if entry["scenario"] == "viewport" else ["siscom", "naive"])
+        # viewport compares routing by box with routing by device_ids, in process and end to end;
+        # storm runs only the gateway (the baselines cannot resume).
+        expected = {"viewport": ["bbox", "device_ids"], "storm": ["siscom"]}.get(entry["scenario"], ["siscom", "naive"])
+        assert entry["targets"] == expected
         assert entry["rows"], entry["scenario"]
         # The table printed for each scenario shows every figure beside the baseline's, as a ratio.
         assert f"== {entry['scenario']}:" in stdout
@@ -67,6 +70,9 @@ def test_every_scenario_runs_both_servers_and_writes_its_figures(tmp_path):
             assert figures["segments_per_delivery"] is not None, scenario
         assert scenarios["crowd"]["figures"][name]["keepalives_on_time"] is not None
     assert "siscom/naive" in stdout
+    storm = scenarios["storm"]["figures"]["siscom"]
+    assert storm["exact"] + storm["refused"] + storm["failed"] == scenarios["storm"]["params"]["clients"]
+    assert storm["exact"] > 0 and storm["canary_p99_ms"] is not None
     viewport = scenarios["viewport"]["figures"]
     for mode in ("bbox", "device_ids"):
         counts = sorted(int(count) for count in viewport[mode] if count.isdigit())
