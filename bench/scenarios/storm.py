@@ -6,11 +6,12 @@ The log is filled first (``--records``, default 300,000; one partition, 1,000 de
 device of its own at 50 records/s. Then ``--clients`` clients (default 1,000), half WebSocket with
 ``?cursor=``, half SSE with ``Last-Event-ID``, each on one device, resume at once from cursors
 spread uniformly over the log. Every resuming client checks what it gets: recovered, the exact
-records of its device after its cursor, in order, none twice; not recovered (a budget refused
-it, or anything else), the reason and its device's snapshot. Printed: the canary's latency during
+records of its device after its cursor, in order, none twice; or ``recovered: false`` and the
+reason (a budget refused it; the gateway, started at the log's end, has no snapshot of these
+devices to send). Printed: the canary's latency during
 the storm (p50, p99, worst, and the longest gap between its frames), clients recovered exactly,
 refused (with the budget's counters), failed, RSS peak above idle, and the time until the last
-client was live (its last replayed record, or its snapshot frame, received).
+client was live (its last replayed record received, or its `resumed: false`).
 
 ``--server-root DIR`` runs the same storm a second time against the gateway's code in ``DIR``
 (another tree of this project, e.g. an export of an older commit), in a column of its own.
@@ -19,6 +20,7 @@ client was live (its last replayed record, or its snapshot frame, received).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import random
 import time
@@ -54,8 +56,6 @@ class Resumer:
     device: str
     offset: int
     expected: list[int]
-    #: Its device's newest record: what its snapshot must be.
-    last: int = 0
     opened_at: float = 0.0
     resumed: dict[str, Any] | None = None
     seqs: list[int] = field(default_factory=list)
@@ -72,7 +72,11 @@ class Resumer:
         self.events[event] += 1
         if event == "resumed":
             self.resumed = frame["data"]
-            if self.resumed["recovered"] and not self.expected:  # nothing of its device since
+            if not self.resumed["recovered"]:
+                # Refused (a budget, or a cursor it cannot honour): live from here, after the
+                # snapshot of what this process knows (it started at the log's end: little).
+                self._finish("refused", arrived)
+            elif not self.expected:  # nothing of its device since its cursor
                 self._finish("exact", arrived)
             return
         if event != "message":
@@ -81,10 +85,7 @@ class Resumer:
             self._finish("failed", arrived)  # a stream that did not start with `resumed`
             return
         self.seqs.append(frame["data"]["data"]["SEQ"])
-        if not self.resumed["recovered"]:
-            # Its snapshot: the newest record of its device.
-            self._finish("refused" if self.seqs[-1] == self.last else "failed", arrived)
-        elif len(self.seqs) >= len(self.expected):
+        if len(self.seqs) >= len(self.expected):
             self._finish("exact" if self.seqs == self.expected else "inexact", arrived)
 
     def closed(self, closed: asyncio.Future[int]) -> None:
@@ -114,41 +115,47 @@ async def fill_log(bootstrap: str, topic: str, records: int) -> None:
         await producer.stop()
 
 
-async def canary_producer(bootstrap: str, topic: str, stop: asyncio.Event) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
-    await producer.start()
-    sent = 0
-    try:
-        start = time.monotonic()
-        while not stop.is_set():
-            due = int((time.monotonic() - start) * CANARY_RATE) - sent
-            for _ in range(due):
-                value = {"data": {"DEVICE_ID": CANARY, "SEQ": sent, "TS": time.time() * 1000}}
-                await producer.send(topic, json.dumps(value).encode(), partition=0)
-                sent += 1
-            await asyncio.sleep(0.005)
-    finally:
-        await producer.stop()
-    return sent
-
-
 class Canary:
-    """The live client: the latency of every frame of its device, by the kernel's arrival stamp."""
+    """The live client and its producer: for every record sent, how long until the client saw it
+    or a newer one (positions are conflated for a client that falls behind: a record it never
+    got was shown when a newer one came), by the kernel's arrival stamp."""
 
     def __init__(self) -> None:
-        self.samples: list[tuple[float, float]] = []  # (arrived, sent), POSIX seconds
+        self.sent: list[float] = []  # POSIX time each SEQ was handed to the producer
+        self.arrivals: list[tuple[int, float]] = []  # (SEQ, arrived), in order
+
+    async def produce(self, bootstrap: str, topic: str, stop: asyncio.Event) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
+        await producer.start()
+        try:
+            start = time.monotonic()
+            while not stop.is_set():
+                due = int((time.monotonic() - start) * CANARY_RATE) - len(self.sent)
+                for _ in range(due):
+                    self.sent.append(time.time())
+                    value = {"data": {"DEVICE_ID": CANARY, "SEQ": len(self.sent) - 1}}
+                    await producer.send(topic, json.dumps(value).encode(), partition=0)
+                await asyncio.sleep(0.005)
+        finally:
+            await producer.stop()
 
     def on_text(self, payload: bytes, arrived: float) -> None:
         frame = json.loads(payload)
         if frame.get("event") == "message":
-            self.samples.append((arrived, frame["data"]["data"]["TS"] / 1000))
+            self.arrivals.append((frame["data"]["data"]["SEQ"], arrived))
 
-    def between(self, t0: float, t1: float) -> tuple[list[float], float]:
-        """Latencies (ms) of the frames sent in ``[t0, t1]`` (whenever they arrived), and the
-        longest time without a frame arriving in that span."""
-        latencies = sorted((arrived - sent) * 1000 for arrived, sent in self.samples if t0 <= sent <= t1)
-        times = [t0] + [arrived for arrived, _ in self.samples if t0 <= arrived <= t1] + [t1]
-        return latencies, max(b - a for a, b in zip(times, times[1:]))
+    def between(self, t0: float, t1: float, end: float) -> tuple[list[float], float]:
+        """Latencies (ms) of the records sent in ``[t0, t1]`` (one not seen by ``end`` counts
+        until then), and the longest time without a frame arriving in that span."""
+        seqs = [seq for seq, _ in self.arrivals]
+        latencies = []
+        for seq, sent in enumerate(self.sent):
+            if t0 <= sent <= t1:
+                found = bisect.bisect_left(seqs, seq)
+                seen = self.arrivals[found][1] if found < len(seqs) else end
+                latencies.append((seen - sent) * 1000)
+        times = [t0] + [arrived for _, arrived in self.arrivals if t0 <= arrived <= t1] + [t1]
+        return sorted(latencies), max(b - a for a, b in zip(times, times[1:]))
 
 
 def resumers(records: int, clients: int, seed: int) -> list[Resumer]:
@@ -159,10 +166,7 @@ def resumers(records: int, clients: int, seed: int) -> list[Resumer]:
         offset = rng.randrange(records)
         first = offset + (device_index - offset) % DEVICES
         expected = list(range(first, records, DEVICES))
-        made.append(Resumer(
-            number, "websocket" if number % 2 == 0 else "sse", f"r{device_index:04d}", offset, expected,
-            last=records - DEVICES + device_index,
-        ))
+        made.append(Resumer(number, "websocket" if number % 2 == 0 else "sse", f"r{device_index:04d}", offset, expected))
     return made
 
 
@@ -191,7 +195,7 @@ async def storm_once(bench: Bench, target: Target, records: int, clients: int, r
     await server.start(timeout=60)
     stop = asyncio.Event()
     canary = Canary()
-    producer = asyncio.create_task(canary_producer(bench.broker.bootstrap, topic, stop))
+    producer = asyncio.create_task(canary.produce(bench.broker.bootstrap, topic, stop))
     opened: list[Any] = []
     try:
         opened.append(await wsclient.open_stream(HOST, server.port, f"/api/v1/stream?device_ids={CANARY}", canary.on_text))
@@ -221,7 +225,7 @@ async def storm_once(bench: Bench, target: Target, records: int, clients: int, r
             t1 = max([r.live_at for r in clients_list if r.live_at is not None and r.outcome in ("exact", "refused")]
                      or [time.time()])
             await asyncio.sleep(3.0)  # the canary's frames sent until then arrive
-        latencies, gap = canary.between(t0, max(t1, t0 + 1.0))
+        latencies, gap = canary.between(t0, max(t1, t0 + 1.0), time.time())
         try:
             counters = await server.stats(timeout=10)
         except Exception:  # the figure is what it is
@@ -235,10 +239,10 @@ async def storm_once(bench: Bench, target: Target, records: int, clients: int, r
     outcomes = Counter(r.outcome if r.done.is_set() else "failed (timeout)" for r in clients_list)
     reasons = Counter((r.resumed or {}).get("reason", "") for r in clients_list if r.outcome == "refused")
     return {
-        "canary_p50_ms": percentile(latencies, 0.5) if latencies else None,
-        "canary_p99_ms": percentile(latencies, 0.99) if latencies else None,
+        "canary_p50_ms": percentile(latencies, 50) if latencies else None,
+        "canary_p99_ms": percentile(latencies, 99) if latencies else None,
         "canary_max_ms": latencies[-1] if latencies else None,
-        "canary_frames": len(latencies),
+        "canary_records": len(latencies),
         "canary_gap_s": gap,
         "exact": outcomes.get("exact", 0),
         "refused": outcomes.get("refused", 0),
@@ -258,7 +262,12 @@ async def storm_once(bench: Bench, target: Target, records: int, clients: int, r
         "rss_idle_mb": idle / MB,
         "rss_peak_above_idle_mb": (max(rss for _, rss in sampler.samples) - idle) / MB if sampler.samples else None,
         "last_live_s": t1 - t0,
+        "recovered_live_s_p50": _median([r.live_at - r.opened_at for r in clients_list if r.outcome == "exact" and r.live_at]),
     }
+
+
+def _median(values: list[float]) -> float | None:
+    return percentile(sorted(values), 50) if values else None
 
 
 async def run(bench: Bench, targets: Sequence[Target]) -> Result:
@@ -290,7 +299,7 @@ async def run(bench: Bench, targets: Sequence[Target]) -> Result:
             row("canary worst", "canary_max_ms", "ms"),
             row("canary longest gap", "canary_gap_s", "s", 2),
             row("clients recovered exactly", "exact", "", 0),
-            row("clients not recovered, snapshot right", "refused", "", 0),
+            row("clients not recovered (resumed: false)", "refused", "", 0),
             row("  of which: too far behind", "replay_cost_refusals", "", 0),
             row("  of which: no turn in time", "replay_wait_refusals", "", 0),
             row("clients failed (closed, timed out, wrong records)", "failed", "", 0),
@@ -299,6 +308,7 @@ async def run(bench: Bench, targets: Sequence[Target]) -> Result:
             row("RSS idle", "rss_idle_mb", "MB"),
             row("RSS peak above idle", "rss_peak_above_idle_mb", "MB"),
             row("time until the last client is live", "last_live_s", "s"),
+            row("a recovered client's time to live, median", "recovered_live_s_p50", "s"),
         ],
         figures=figures,
     )
