@@ -53,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
         "--server-root", type=Path,
         help="storm also runs the gateway of this tree of the project (e.g. an export of main), as a column 'main'",
     )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE",
+        help="a setting for the gateway storm starts (repeatable), e.g. --set STREAM_REPLAY_CONCURRENCY=1",
+    )
     parser.add_argument("--smoke", action="store_true", help="a tiny, seconds-long run that checks the harness works")
     parser.add_argument("--workdir", type=Path, help="where server and broker logs go (default: a temporary directory)")
     return parser
@@ -62,6 +66,7 @@ async def run(names: list[str], args: argparse.Namespace, workdir: Path) -> list
     options = Options(
         workdir=workdir, smoke=args.smoke, rate=args.rate, clients=args.clients, deflate=args.deflate,
         seconds=args.seconds, records=args.records,
+        server_env=dict(item.split("=", 1) for item in args.set),
         server_root=args.server_root.resolve() if args.server_root else None,
     )
     results = []

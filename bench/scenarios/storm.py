@@ -189,7 +189,7 @@ async def storm_once(bench: Bench, target: Target, records: int, clients: int, r
     topic = await bench.topic("storm")
     print(f"   filling the log: {records} records", flush=True)
     await fill_log(bench.broker.bootstrap, topic, records)
-    server = bench.server(target, topic, STREAM_KEEPALIVE_SECONDS="5")
+    server = bench.server(target, topic, STREAM_KEEPALIVE_SECONDS="5", **bench.options.server_env)
     if root is not None:
         server._env["PYTHONPATH"] = f"{root}:{GC_PROBE}"  # the other tree's code, same harness
     await server.start(timeout=60)
@@ -291,7 +291,7 @@ async def run(bench: Bench, targets: Sequence[Target]) -> Result:
 
     result = Result(
         "storm",
-        {"records": records, "clients": clients, "devices": DEVICES, "canary_rate": CANARY_RATE},
+        {"records": records, "clients": clients, "devices": DEVICES, "canary_rate": CANARY_RATE, **options.server_env},
         names,
         rows=[
             row("canary p50 during the storm", "canary_p50_ms", "ms"),
