@@ -487,7 +487,7 @@ class Settings:
         "most frame bytes the recent-records window holds (whichever bound is reached first)",
     )
     stream_replay_concurrency: int = _setting(
-        4, _whole_number(1, 10000), "a whole number from 1 to 10000",
+        2, _whole_number(1, 10000), "a whole number from 1 to 10000",
         "replays (resumes with cursor or since) one process runs at once; more wait their turn",
     )
     stream_replay_wait_seconds: float = _setting(
@@ -496,7 +496,7 @@ class Settings:
         "recovered:false, then the snapshot and live",
     )
     stream_replay_max_records: int = _setting(
-        100000, _whole_number(1), _AT_LEAST_ONE,
+        50000, _whole_number(1), _AT_LEAST_ONE,
         "most records one replay may cost (the log's records between its cursor and where this "
         "process has read, every partition); further behind, the stream opens with "
         "recovered:false, then the snapshot and live",
