@@ -492,6 +492,21 @@ class Settings:
         "`siscom snapshot-writer`: writes each device's newest position to KAFKA_SNAPSHOT_TOPIC at "
         "most once per this many seconds",
     )
+    stream_replay_concurrency: int = _setting(
+        2, _whole_number(1, 10000), "a whole number from 1 to 10000",
+        "replays (resumes with cursor or since) one process runs at once; more wait their turn",
+    )
+    stream_replay_wait_seconds: float = _setting(
+        10.0, _non_negative, "a number of seconds, 0 or more (0: a resume never waits for a turn)",
+        "longest a resume waits for its turn to replay; past it the stream opens with "
+        "recovered:false, then the snapshot and live",
+    )
+    stream_replay_max_records: int = _setting(
+        50000, _whole_number(1), _AT_LEAST_ONE,
+        "most records one replay may cost (the log's records between its cursor and where this "
+        "process has read, every partition); further behind, the stream opens with "
+        "recovered:false, then the snapshot and live",
+    )
     stream_jwt_secret: str | None = _setting(
         None, _jwt_secret, "at least 32 characters; empty for none",
         "shared secret that verifies client tokens (HS256); when set, every stream and the stats "

@@ -39,6 +39,7 @@ from siscom.pipeline.history import HistoryReader
 from siscom.pipeline.warmup import WarmUp
 from siscom.core.warming import Phase, WarmProgress
 from siscom.sessions.flusher import Flusher
+from siscom.sessions.recovery import BudgetedReplayer, ReplayTurns
 from siscom.sessions.replay import Replayer
 from siscom.sessions.session import Session, SessionLimits
 from siscom.sessions.shedding import LoadShedder
@@ -103,6 +104,17 @@ class Gateway:
             table=self.subscriptions,
             window=self.window,
             history=self.history,
+            metrics=self.metrics,
+        )
+        #: Turns of the replays running at once; and every resume goes through the budget first.
+        self.replay_turns = ReplayTurns(
+            settings.stream_replay_concurrency, settings.stream_replay_wait_seconds, self.metrics
+        )
+        self.recovery = BudgetedReplayer(
+            self.replayer,
+            window=self.window,
+            turns=self.replay_turns,
+            max_records=settings.stream_replay_max_records,
             metrics=self.metrics,
         )
         self.limits = SessionLimits(
@@ -318,7 +330,7 @@ class Gateway:
             name=f"session-{next(self._session_numbers)}",
             limits=self.limits,
             metrics=self.metrics,
-            resume=None if resume is None else (self.replayer, resume),
+            resume=None if resume is None else (self.recovery, resume),
             flusher=self.flusher,
             gate=self._open_gate,
         )

@@ -109,6 +109,21 @@ class Metric(enum.StrEnum):
         "streams opened with a cursor that could not be honoured (resumed: false, then the snapshot)",
     )
     REPLAYED_RECORDS = "replayed_records", Kind.COUNTER, "records sent to resuming clients from before they connected"
+    REPLAYS_RUNNING = (
+        "replays_running", Kind.GAUGE,
+        "replays (resumes with cursor or since) running now, at most `STREAM_REPLAY_CONCURRENCY`",
+    )
+    REPLAYS_WAITING = (
+        "replays_waiting", Kind.GAUGE, "resumes waiting for their turn to replay",
+    )
+    REPLAY_WAIT_REFUSALS = (
+        "replay_wait_refusals", Kind.COUNTER,
+        "resumes not replayed (resumed: false) after waiting `STREAM_REPLAY_WAIT_SECONDS` for a turn",
+    )
+    REPLAY_COST_REFUSALS = (
+        "replay_cost_refusals", Kind.COUNTER,
+        "resumes not replayed (resumed: false) for being more than `STREAM_REPLAY_MAX_RECORDS` behind",
+    )
     HISTORY_READS = (
         "history_reads", Kind.COUNTER,
         "reads of one partition's log for replays older than the window (concurrent replays share one)",

@@ -53,6 +53,9 @@ GAUGE_ACROSS_WORKERS: dict[Metric, tuple[str, str]] = {
     Metric.PARTITION_LAG: ("livemax", "largest of the live workers"),
     # Each worker runs its own event loop: the one that matters is the latest.
     Metric.LOOP_LAG: ("livemax", "largest of the live workers"),
+    # Each worker runs its own replays: the server's are the sum.
+    Metric.REPLAYS_RUNNING: ("livesum", "sum over live workers"),
+    Metric.REPLAYS_WAITING: ("livesum", "sum over live workers"),
     # Each worker keeps its own window: the shortest and the youngest are what a resume can count on.
     Metric.WINDOW_RECORDS: ("livemin", "smallest of the live workers"),
     # Each worker warms up by itself: the server is warm when its slowest worker is.

@@ -12,7 +12,7 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,12 @@ class Options:
     deflate: bool = False
     #: Length of every load scenario's measured window, instead of its default (short A/B runs).
     seconds: float | None = None
+    #: Records in the log of the storm scenario, instead of its default.
+    records: int | None = None
+    #: Another tree of this project whose gateway the storm scenario runs too (a column "main").
+    server_root: Path | None = None
+    #: Settings for the gateway the storm scenario starts (``--set NAME=VALUE``).
+    server_env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -133,18 +133,20 @@ class Outbox:
         if latest is not None and latest.pop(device_id, None) is not None:
             self.conflated += 1
 
-    def take(self) -> list[str]:
-        """Take up to a chunk of the waiting frames, oldest first (an empty list when none wait)."""
+    def take(self, limit: int | None = None) -> list[str]:
+        """Take up to a chunk (and at most ``limit``) of the waiting frames, oldest first (an
+        empty list when none wait)."""
         latest = self._latest
+        chunk = self._chunk if limit is None else min(self._chunk, limit)
         if latest is None:
             queue = self._queue
-            if len(queue) <= self._chunk:
+            if len(queue) <= chunk:
                 texts = [text for _, text in queue]
                 queue.clear()
                 self._alerts = 0
                 return texts
-            taken = queue[: self._chunk]
-            del queue[: self._chunk]
+            taken = queue[:chunk]
+            del queue[:chunk]
             self._burst = False  # the client had its turn and left frames waiting
             texts = []
             for key, text in taken:
@@ -153,7 +155,7 @@ class Outbox:
                 texts.append(text)
             return texts
         texts = []
-        for _ in range(min(self._chunk, len(latest))):
+        for _ in range(min(chunk, len(latest))):
             slot, text = latest.popitem(last=False)
             if type(slot) is not str:
                 self._alerts -= 1

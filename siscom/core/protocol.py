@@ -196,6 +196,15 @@ def with_cursor(text: str, cursor: str) -> str:
     return head + ',"id":"' + cursor + '"' + text[data:]
 
 
+def without_cursor(text: str) -> str:
+    """A message or alert frame without its cursor (``id``); the frame itself when it has none."""
+    data = text.find(',"data":')
+    mark = text.find(_ID_MARK, 0, data)
+    if data < 0 or mark < 0:
+        return text
+    return text[: mark - 1] + text[data:]
+
+
 def resumed_frame(recovered: bool, reason: str | None = None) -> str:
     """First frame of a resumed stream: whether everything missed follows."""
     data: dict[str, Any] = {"recovered": recovered}

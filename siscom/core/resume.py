@@ -39,6 +39,10 @@ def parse_resume(
             crc, vector = cursors.decode(cursor)
         except cursors.CursorError as error:
             raise BadRequest(f"malformed cursor: {error}") from None
+        if crc == topics_crc and not any(vector):
+            # No stream ever stood nowhere: read as "from the start of every partition", such a
+            # cursor would cost a replay of the whole log.
+            raise BadRequest("malformed cursor: it names no partition")
         return ResumeRequest(vector=vector if crc == topics_crc else ())
     if since is not None:
         since_ms = parse_time(since)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from siscom.core.access import InboundAllowance, TokenGrant
 from siscom.core.deliveries import Delivery
@@ -57,6 +57,16 @@ REPLAY_SLICE_FRAMES = 128
 #: longest one take spends on them (when the replay has a clock).
 REPLAY_SLICE_RECORDS = 1024
 REPLAY_SLICE_SECONDS = 0.002
+
+
+#: What a client may send before its stream opens or while its replay goes out (while the replay,
+#: or its turn for one, is waited for): messages within its allowance are kept, at most this many
+#: and this many bytes in all (the first is always kept, up to the 64 KiB a message may have), and
+#: applied in order once the replay is out; one more closes the stream as too many messages.
+HELD_MESSAGES = 16
+HELD_BYTES = 128 * 1024
+#: Snapshot frames taken at once (one write to the client): about 16 KB of positions.
+SNAPSHOT_CHUNK = 64
 
 
 class Cause(enum.Enum):
@@ -114,7 +124,8 @@ class StreamCore:
 
     __slots__ = (
         "_table", "_policy", "_grant", "_inbound", "_verify", "_initial_ids", "outbox", "closing", "on_close",
-        "on_refresh", "_next_ping", "_window", "_cursor", "_feed", "_held", "_work", "_opened",
+        "on_refresh", "_next_ping", "_window", "_cursor", "_feed", "_held", "_work", "_opened", "_is_open", "_early",
+        "_early_bytes", "_snapshot", "_snapshot_at", "_snapshot_ahead", "_snapshot_cursor",
     )
 
     def __init__(
@@ -156,6 +167,17 @@ class StreamCore:
         #: at for its commands), and since when: what overload shedding ranks clients by.
         self._work = 0
         self._opened = 0.0
+        #: Whether the stream has opened; what the client sent before (see :meth:`receive`).
+        self._is_open = False
+        self._early: list[str | bytes] | None = None
+        self._early_bytes = 0
+        #: The devices whose snapshot frames are still to go out (see _queue_snapshot), and where
+        #: in the first list; the frames queued before it, which go first; the cursor its last
+        #: frame carries.
+        self._snapshot: list[Sequence[str]] | None = None
+        self._snapshot_at = 0
+        self._snapshot_ahead = 0
+        self._snapshot_cursor: str | None = None
 
     # Events
 
@@ -183,15 +205,19 @@ class StreamCore:
         """
         self._next_ping = now + self._policy.keepalive_seconds
         self._opened = now
+        self._is_open = True
+        # Where a new stream starts: its snapshot's last frame says so.
+        self._snapshot_cursor = self._window.dispatched if self._window is not None else None
         if resumed is not None:
             self._reply(resumed)
-        if not self._join():
-            return
-        if replay is not None:
-            self._cursor = cursor
-            self._replay(replay if isinstance(replay, ReplayFeed) else ReplayFeed.of(replay), live)
-        elif self._policy.snapshot:
-            self._queue_snapshot(self._initial_view())
+        if self._join():
+            if replay is not None:
+                self._cursor = cursor
+                self._replay(replay if isinstance(replay, ReplayFeed) else ReplayFeed.of(replay), live)
+            elif self._policy.snapshot:
+                self._queue_snapshot(self._initial_view())
+        if self._held is None:  # else once the replay is out (see _next_of_replay)
+            self._apply_early()
 
     def deliver(self, delivery: Delivery) -> None:
         """A delivery routed to this client. Never blocks, never raises (the router's hot path)."""
@@ -213,12 +239,32 @@ class StreamCore:
 
     def receive(self, data: str | bytes, now: float) -> None:
         """A message from the client at ``now``: apply a subscription change and queue its answer;
-        past the client's allowance of messages, close with 1008 instead."""
+        past the client's allowance of messages, close with 1008 instead. Before the stream opens
+        (and while its replay goes out) the message is counted the same, and kept for then (see
+        :data:`HELD_MESSAGES`)."""
         if self.closing is not None:
             return
         if self._inbound is not None and not self._inbound.message(now):
             self._too_many_messages()
             return
+        if not self._is_open or self._held is not None:
+            # Waiting for a replay (or its turn), or the replay is going out: kept, within a small
+            # bound, for when it is out, so that no answer overtakes the frames it follows.
+            size = len(data)
+            if self._early is not None and (
+                len(self._early) >= HELD_MESSAGES or self._early_bytes + size > HELD_BYTES
+            ):
+                self._too_many_messages()
+                return
+            if self._early is None:
+                self._early = []
+            self._early.append(data)
+            self._early_bytes += size
+            return
+        self._handle(data)
+
+    def _handle(self, data: str | bytes) -> None:
+        """Parse and apply one message of the client (the stream is open)."""
         try:
             command = parse_client_frame(data, max_ids=self._policy.max_device_ids)
         except BadRequest as error:
@@ -305,6 +351,7 @@ class StreamCore:
         self.closing = Closing(code, reason, cause, None if silent else final_frame, silent)
         self._drop_replay()
         self.outbox.clear()
+        self._snapshot = None
         self.outbox.wake()
         if self.on_close is not None:
             self.on_close()
@@ -316,6 +363,7 @@ class StreamCore:
         self._table.unsubscribe(self)
         self._drop_replay()
         self.outbox.clear()
+        self._snapshot = None
         return self.take_conflated()
 
     # What to do next
@@ -328,7 +376,12 @@ class StreamCore:
         as fast as the client takes frames, and one take does a bounded amount of its work."""
         if self._held is not None and not len(self.outbox):
             self._next_of_replay()
-        texts = self.outbox.take()
+        if self._snapshot is None:
+            texts = self.outbox.take()
+        else:
+            ahead = min(self._snapshot_ahead, len(self.outbox))
+            texts = self.outbox.take(ahead) if ahead else self._snapshot_chunk()
+            self._snapshot_ahead = ahead - len(texts) if ahead else 0
         self._work += len(texts)
         if now >= self._next_ping:
             texts.append(ping_frame(self._current_cursor(texts)))
@@ -339,7 +392,7 @@ class StreamCore:
         """Where this client stands once ``texts`` are out: the dispatch cursor when nothing else
         waits (it has then been given every frame routed), else the last cursor it was given."""
         if (
-            not len(self.outbox) and self._held is None
+            not len(self.outbox) and self._held is None and self._snapshot is None
             and self._window is not None and self._window.dispatched is not None
         ):
             self._cursor = self._window.dispatched
@@ -353,8 +406,8 @@ class StreamCore:
 
     def wait_time(self, now: float) -> float:
         """How long the writer may wait, from ``now``, for frames before a keep-alive is due
-        (0 while frames wait, or a replay is under way)."""
-        if len(self.outbox) or self._held is not None:
+        (0 while frames wait, or a replay or a snapshot is under way)."""
+        if len(self.outbox) or self._held is not None or self._snapshot is not None:
             return 0.0
         return max(0.0, self._next_ping - now)
 
@@ -384,8 +437,14 @@ class StreamCore:
         return count
 
     @property
+    def opened(self) -> bool:
+        """Whether the stream has opened (its snapshot or replay under way or out)."""
+        return self._is_open
+
+    @property
     def backlog(self) -> int:
-        """Frames waiting to be written (live ones held behind a replay included)."""
+        """Frames waiting to be written (live ones held behind a replay included; a snapshot still
+        to go out aside)."""
         held = self._held
         return len(self.outbox) + (0 if held is None else len(held))
 
@@ -396,6 +455,11 @@ class StreamCore:
         server look at."""
         outbox = self.outbox
         return (self._work + outbox.conflated + len(outbox)) / max(1.0, now - self._opened)
+
+    @property
+    def more(self) -> bool:
+        """Whether anything waits to be taken: frames, or the rest of a snapshot."""
+        return bool(len(self.outbox)) or self._snapshot is not None
 
     @property
     def initial_device_ids(self) -> frozenset[str] | None:
@@ -444,6 +508,15 @@ class StreamCore:
         held, self._held = self._held, None
         if held is not None:
             outbox.absorb(held)
+        self._apply_early()
+
+    def _apply_early(self) -> None:
+        """Apply, in order, what the client sent before it could be answered."""
+        early, self._early, self._early_bytes = self._early, None, 0
+        for data in early or ():
+            if self.closing is not None:
+                break
+            self._handle(data)
 
     def _drop_replay(self) -> None:
         if self._feed is not None:
@@ -503,7 +576,49 @@ class StreamCore:
             self.on_refresh(True)
 
     def _queue_snapshot(self, device_ids: Iterable[str] | None) -> None:
-        # Snapshot frames carry the cursor of now, where the client's stream starts, not their own.
-        cursor = self._window.dispatched if self._window is not None else None
-        for device_id, text in self._table.snapshot(device_ids):
-            self.outbox.put_position(device_id, text if cursor is None else with_cursor(text, cursor))
+        """Send the last known frame of ``device_ids`` (all for None) after what waits now.
+
+        Nothing is copied for this client: it keeps its place in a list of device ids (the
+        table's, shared while no new device reports) and takes each device's frame as it goes, a
+        chunk at a time, once the client has taken what was queued before (:meth:`take`). The
+        frames are the table's, built once per frame without a cursor: a snapshot frame says
+        where a device is, not where this client's stream stands. The last frame of the snapshot
+        a stream opens with carries the cursor of the opening (one copy per client), as every
+        snapshot frame did before; frames routed meanwhile wait behind it. Each frame is the
+        device's newest when taken, so a position routed while the snapshot waits is not
+        overtaken by an older one.
+        """
+        ids = self._table.snapshot_ids(device_ids)
+        if not ids:
+            return
+        if self._snapshot is None:
+            self._snapshot, self._snapshot_at = [ids], 0
+            self._snapshot_ahead = len(self.outbox)
+        else:
+            self._snapshot.append(ids)
+        self.outbox.wake()
+
+    def _snapshot_chunk(self) -> list[str]:
+        """The next frames of the snapshot (see :meth:`_queue_snapshot`)."""
+        parts = self._snapshot
+        assert parts is not None
+        frame = self._table.snapshot_frame
+        texts: list[str] = []
+        while parts and len(texts) < SNAPSHOT_CHUNK:
+            ids = parts[0]
+            at = self._snapshot_at
+            for device_id in ids[at:at + SNAPSHOT_CHUNK - len(texts)]:
+                at += 1
+                text = frame(device_id)
+                if text is not None:
+                    texts.append(text)
+            if at >= len(ids):
+                parts.pop(0)
+                at = 0
+            self._snapshot_at = at
+        if not parts:
+            self._snapshot = None
+            cursor, self._snapshot_cursor = self._snapshot_cursor, None
+            if cursor is not None and texts:
+                texts[-1] = with_cursor(texts[-1], cursor)
+        return texts

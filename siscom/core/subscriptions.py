@@ -16,11 +16,12 @@ subscribes can never miss or duplicate a frame.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from typing import Protocol
 
 from siscom.core.deliveries import Delivery
 from siscom.core.fields import Projections
+from siscom.core.protocol import without_cursor
 from siscom.core.geo import BBox, Position
 from siscom.core.viewport import ViewportIndex
 
@@ -51,6 +52,10 @@ class SubscriptionTable:
         self._filters: dict[Subscriber, frozenset[str] | None] = {}
         #: The newest position delivery of each device (its text is the snapshot frame).
         self._last: dict[str, Delivery] = {}
+        #: Every device of _last, for snapshots of every device (see snapshot_ids).
+        self._every_id: tuple[str, ...] | None = None
+        #: Per device: its last frame, and that frame without its cursor (see snapshot_frame).
+        self._bare: dict[str, tuple[str, str]] = {}
         self.viewports = ViewportIndex(self._last_positions)
         self.projections = Projections()
         #: Equal filters share one frozenset: filter -> (the shared one, how many hold it).
@@ -179,6 +184,30 @@ class SubscriptionTable:
         if device_ids is None:
             return [(device_id, delivery.text) for device_id, delivery in last.items()]
         return [(device_id, last[device_id].text) for device_id in device_ids if device_id in last]
+
+    def snapshot_ids(self, device_ids: Iterable[str] | None) -> Sequence[str]:
+        """The given devices that have reported (all of them for ``None``), in the order their
+        frames are to go out. All of them: one tuple shared by every stream that asks until a
+        new device reports (devices are never forgotten, so the count tells)."""
+        last = self._last
+        if device_ids is not None:
+            return [device_id for device_id in device_ids if device_id in last]
+        every = self._every_id
+        if every is None or len(every) != len(last):
+            every = self._every_id = tuple(last)
+        return every
+
+    def snapshot_frame(self, device_id: str) -> str | None:
+        """The last known frame of ``device_id`` without its cursor, built once per frame for
+        every stream that sends it (a snapshot frame says where a device is, not where a
+        client's stream stands); None if the device has not reported."""
+        delivery = self._last.get(device_id)
+        if delivery is None:
+            return None
+        bare = self._bare.get(device_id)
+        if bare is None or bare[0] is not delivery.text:
+            bare = self._bare[device_id] = (delivery.text, without_cursor(delivery.text))
+        return bare[1]
 
     def _last_positions(self) -> list[tuple[str, Position]]:
         return [(d, delivery.position) for d, delivery in self._last.items() if delivery.position is not None]

@@ -85,6 +85,11 @@ class Replayer:
             logger.warning("Cannot replay from the log: %s", error)
             self._lost(core, clock, "the log cannot be read now")
 
+    async def since_vector(self, since_ms: int) -> cursors.Vector | None:
+        """Where a replay ``since`` starts (None before this process has read the log); for the
+        budget, which needs it before the replay runs (siscom/sessions/recovery.py)."""
+        return await self._since(since_ms)
+
     async def _open(self, core: StreamCore, request: ResumeRequest, clock: Callable[[], float]) -> None:
         vector = request.vector
         if request.since_ms is not None:

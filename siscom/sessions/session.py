@@ -8,7 +8,7 @@ refresh the core accepts moves both), and sends the close. The router reaches th
 core directly (it is the subscriber), and :meth:`StreamCore.deliver` never waits.
 
 When the transport can write without awaiting (``transport.direct``: write coalescing, see
-siscom/web/coalesce.py), a frame queued while the pump waits does not wake it: the gateway's
+siscom/web/server/coalesce.py), a frame queued while the pump waits does not wake it: the gateway's
 :class:`~siscom.sessions.flusher.Flusher` writes, in the next event-loop turn, everything waiting
 for each client it was queued for, in one write per client. The pump takes over only when the
 socket would block, and writes through the transport's ``send`` under the deadline.
@@ -59,6 +59,7 @@ from siscom.sessions.transport import ClientGone, Transport
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from siscom.sessions.recovery import BudgetedReplayer
     from siscom.sessions.replay import Replayer
 
 logger = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class Session(Actor):
         name: str,
         limits: SessionLimits,
         metrics: Metrics,
-        resume: tuple[Replayer, ResumeRequest] | None = None,
+        resume: tuple[Replayer | BudgetedReplayer, ResumeRequest] | None = None,
         flusher: Flusher | None = None,
         gate: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -126,6 +127,8 @@ class Session(Actor):
         self._gate = gate
         #: The wait at the gate, while it lasts.
         self._gating: asyncio.Future[None] | None = None
+        #: The replay that opens the stream, while it runs (a close cancels it).
+        self._replaying: asyncio.Future[None] | None = None
         self.core = core
         self._transport = transport
         self._limits = limits
@@ -152,11 +155,8 @@ class Session(Actor):
         self._closing: asyncio.Future[None] | None = None
         #: Drops the connection once the linger after the end is over.
         self._drop_timer: asyncio.TimerHandle | None = None
-        #: The task running :meth:`listen`, while it runs; the future it waits on until the
-        #: stream opens; whether the stream has opened; whether the end has stopped the listener.
+        #: The task running :meth:`listen`, while it runs; whether the end has stopped it.
         self._listener: asyncio.Task[object] | None = None
-        self._listen_gate: asyncio.Future[None] | None = None
-        self._opened = False
         self._listener_stopped = False
         #: Set when the session has finished, whichever way it ended.
         self.finished = Latch()
@@ -205,7 +205,7 @@ class Session(Actor):
 
     def warmed(self) -> None:
         """The process has just warmed up: a stream open before that gets the snapshot now."""
-        if self._opened:
+        if self.core.opened:
             self.core.warm_snapshot()
 
     @property
@@ -229,10 +229,8 @@ class Session(Actor):
                 if self._resume is None:
                     core.open(loop.time())
                 else:
-                    replayer, request = self._resume
-                    await replayer.open(core, request, loop.time)
+                    await self._replay(*self._resume)
                 logger.info("Stream opened for %s, devices: %s", self._transport.peer, _describe(core.device_ids))
-                self._open_to_listener()
                 self._arm_token_timers()
                 await self._send_loop()
             await self._say_goodbye()
@@ -246,6 +244,22 @@ class Session(Actor):
                 self._timer.cancel()
             self._stop_listener()
             self._end()
+
+    async def _replay(self, replayer: Replayer | BudgetedReplayer, request: ResumeRequest) -> None:
+        """Open the stream through ``replayer``, in a task of its own that a close of the stream
+        (the client leaving, a shutdown, a limit) cancels: a replay ends with its stream, and gives
+        back its turn (siscom/sessions/recovery.py) and its place in the log's reads."""
+        loop = asyncio.get_running_loop()
+        replaying = self._replaying = asyncio.ensure_future(replayer.open(self.core, request, loop.time))
+        try:
+            await replaying
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            # Cancelled by the close (go on to the end), or this task itself is (go through).
+            if not replaying.cancelled() or (task is not None and task.cancelling()):
+                raise
+        finally:
+            self._replaying = None
 
     def _arm_token_timers(self, *, refreshed: bool = False) -> None:
         """Schedule the notice and the expiry of the current grant (none without a token).
@@ -335,7 +349,7 @@ class Session(Actor):
             metrics.incr(Metric.FRAMES_SENT, len(texts))
             if outbox.conflated:
                 metrics.incr(Metric.CONFLATED, core.take_conflated())
-            if len(outbox):
+            if core.more:
                 # More waits: let the others run first (the pipeline and the other sessions), so
                 # that no session holds the loop for long and what it takes next is the newest.
                 await asyncio.sleep(0)
@@ -413,6 +427,8 @@ class Session(Actor):
         if self._gating is not None:
             self._gating.cancel()
         self._wake()
+        if self._replaying is not None:
+            self._replaying.cancel()
         deadline = self._send_deadline
         if deadline is not None and not deadline.expired():
             deadline.reschedule(asyncio.get_running_loop().time())
@@ -433,8 +449,8 @@ class Session(Actor):
         await self._send_close(closing.code, closing.reason)
 
     async def listen(self) -> None:
-        """Feed what the client sends to the core, from the stream's opening until the session
-        ends or the client leaves; return then.
+        """Feed what the client sends to the core, from the start (the core holds what comes
+        before the stream opens) until the session ends or the client leaves; return then.
 
         It runs in the task that serves the connection (the route's, which would otherwise only
         wait for the end; see siscom/web/attend.py), so that a session costs one task of its own,
@@ -448,10 +464,8 @@ class Session(Actor):
         self._listener = task
         core = self.core
         try:
-            if not self._opened and core.closing is None:
-                # Nothing is read before the stream opens (a replay may take a while).
-                gate = self._listen_gate = asyncio.get_running_loop().create_future()
-                await gate
+            # Read from the first byte, also while a replay is waited for: the core counts what
+            # comes against the client's allowance and keeps it, bounded, for the opening.
             receive = self._transport.receive
             clock = asyncio.get_running_loop().time
             while core.closing is None:  # past the client's allowance the core closes: reading stops
@@ -467,18 +481,11 @@ class Session(Actor):
             logger.error("Receiving from %s failed", self._transport.peer, exc_info=error)
             core.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
-            self._listener = self._listen_gate = None
-
-    def _open_to_listener(self) -> None:
-        """The stream is open: the listener may read from now on."""
-        self._opened = True
-        gate = self._listen_gate
-        if gate is not None and not gate.done():
-            gate.set_result(None)
+            self._listener = None
 
     def _stop_listener(self) -> None:
         """The session ends: stop reading (the listener is waiting, in another task, for the
-        client or for the opening)."""
+        client)."""
         listener = self._listener
         if listener is not None and not self._listener_stopped:
             self._listener_stopped = True

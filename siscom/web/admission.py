@@ -34,6 +34,7 @@ from siscom.core.resume import ResumeRequest, parse_resume
 from siscom.gateway import Gateway
 from siscom.metrics import Metric
 from siscom.security.tokens import Forbidden, Grant, TokenError, find_token
+from siscom.sessions.session import Session
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ class Admission:
         self._guard = gateway.guard
         self._metrics = gateway.metrics
         self._retry_after = retry_after
+        #: Slots given back when their sessions finish (see release_after).
+        self._releasing: set[asyncio.Task[None]] = set()
 
     def screen(self, peer: str, origin: str | None) -> None:
         """The origin and the handshake rate: raises :class:`Refused` (nothing to release)."""
@@ -105,6 +108,23 @@ class Admission:
 
     def release(self, peer: str) -> None:
         self._guard.limiter.release(peer)
+
+    def release_after(self, peer: str, session: Session | None) -> None:
+        """Give the slot back once ``session`` (None: none started) has finished: at once, or,
+        when the route ends first (the client left while its replay is being stopped), then. A
+        slot is held for as long as its stream costs anything."""
+        if session is None or session.finished.is_set():
+            self.release(peer)
+            return
+        task = asyncio.ensure_future(self._release_when_finished(peer, session))
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+
+    async def _release_when_finished(self, peer: str, session: Session) -> None:
+        try:
+            await session.finished.wait()
+        finally:
+            self.release(peer)
 
     def unavailable(self) -> Refused:
         """The refusal of a stream the gateway no longer takes (it is shutting down)."""

@@ -33,6 +33,7 @@ from siscom.gateway import Gateway
 from siscom.security.headers import SECURITY_HEADERS
 from siscom.web.admission import Admission, Admitted, Refusal, Refused
 from siscom.web.attend import attend
+from siscom.sessions.session import Session
 from siscom.web.server import HypercornConnection, PipelineGuard, connection_of, event_stream_transport, query_args
 
 logger = logging.getLogger(__name__)
@@ -108,10 +109,11 @@ def sse_blueprint(gateway: Gateway) -> Blueprint:
             admission.acquire(peer)
         except Refused as refused:
             return refusal(refused, origin)
+        started: list[Session] = []
         try:
-            return await serve(peer, origin)
+            return await serve(peer, origin, started)
         finally:
-            admission.release(peer)
+            admission.release_after(peer, started[0] if started else None)
 
     def preflight(origin: str | None) -> Response:
         """A browser asking whether it may send ``Last-Event-ID`` (or ``Authorization``) across origins."""
@@ -127,7 +129,9 @@ def sse_blueprint(gateway: Gateway) -> Blueprint:
         }
         return Response("", 204, headers)
 
-    async def serve(peer: str, origin: str | None) -> Response:
+    async def serve(peer: str, origin: str | None, started: list[Session]) -> Response:
+        """Serve an admitted stream; ``started`` gets its session, which holds the slot until it
+        has finished (a replay still being stopped after the client left)."""
         try:
             admitted = admission.admit(
                 peer, request.headers, query_args(request), last_event_id=request.headers.get("Last-Event-ID")
@@ -145,7 +149,7 @@ def sse_blueprint(gateway: Gateway) -> Blueprint:
             # Whatever the client sends behind its request is ignored, and its leaving seen.
             guard = PipelineGuard.install(connection)
         try:
-            return await stream(peer, origin, admitted, connection)
+            return await stream(peer, origin, admitted, connection, started)
         finally:
             if guard is not None:
                 guard.stop()
@@ -153,7 +157,11 @@ def sse_blueprint(gateway: Gateway) -> Blueprint:
                     connection.close()  # requests were sent behind the stream: none is answered
 
     async def stream(
-        peer: str, origin: str | None, admitted: Admitted, connection: HypercornConnection | None
+        peer: str,
+        origin: str | None,
+        admitted: Admitted,
+        connection: HypercornConnection | None,
+        started: list[Session],
     ) -> Response:
         # From here on, the route answers the request itself.
         transport = event_stream_transport(request, peer, connection, events)
@@ -168,6 +176,7 @@ def sse_blueprint(gateway: Gateway) -> Blueprint:
             # reconnects (elsewhere) after its retry delay.
             await transport.close(CloseCode.GOING_AWAY, "server not accepting streams")
             return Response("")
+        started.append(session)
         await attend(session, on_leave=transport.client_left)
         return Response("")
 

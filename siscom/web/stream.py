@@ -25,6 +25,7 @@ from siscom.security.headers import SECURITY_HEADERS
 from siscom.security.tokens import SUBPROTOCOL
 from siscom.web.admission import Admission, Refusal, Refused
 from siscom.web.attend import attend
+from siscom.sessions.session import Session
 from siscom.web.server import (
     HypercornConnection,
     connection_of,
@@ -98,13 +99,16 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
         except Refused as refused:
             await websocket.close(CloseCode.TRY_AGAIN_LATER, refused.error.message)
             return None
+        started: list[Session] = []
         try:
-            await serve(peer, connection)
+            await serve(peer, connection, started)
         finally:
-            admission.release(peer)
+            admission.release_after(peer, started[0] if started else None)
         return None
 
-    async def serve(peer: str, connection: HypercornConnection | None) -> None:
+    async def serve(peer: str, connection: HypercornConnection | None, started: list[Session]) -> None:
+        """Serve an admitted stream; ``started`` gets its session, which holds the slot until it
+        has finished (a replay still being stopped after the client left)."""
         try:
             admitted = admission.admit(
                 peer, websocket.headers, query_args(websocket), subprotocols=websocket.requested_subprotocols
@@ -120,6 +124,7 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
         except RuntimeError:
             await websocket.close(CloseCode.TRY_AGAIN_LATER, "server not accepting streams")
             return
+        started.append(session)
         # No await until attend's: a disconnect (the route cancelled) always reaches it.
         if watch_pings and not watch_control_frames(websocket, session, connection):
             warn_unwatched()

@@ -44,13 +44,14 @@ def test_every_scenario_runs_both_servers_and_writes_its_figures(tmp_path):
     scenarios = {entry["scenario"]: entry for entry in document["scenarios"]}
     assert set(scenarios) == {
         "steady", "capacity", "overload", "idle", "crowd", "many", "overdrive", "pipeline", "viewport", "pan", "flood",
-        "warmup", "churn",
+        "warmup", "churn", "storm",
     }
     # pan compares map clients that move their box with the same clients holding still.
-    columns = {"viewport": ["bbox", "device_ids"], "pan": ["pan", "still"], "warmup": ["warm", "live"]}
+    columns = {"viewport": ["bbox", "device_ids"], "pan": ["pan", "still"], "warmup": ["warm", "live"], "storm": ["siscom"]}
     for entry in scenarios.values():
         # viewport compares routing by box with routing by device_ids, in process and end to end.
-        # warmup compares a warm start with the same records read live, both by the gateway.
+        # warmup compares a warm start with the same records read live, both by the gateway;
+        # storm runs only the gateway (the baselines cannot resume).
         assert entry["targets"] == columns.get(entry["scenario"], ["siscom", "naive"])
         assert entry["rows"], entry["scenario"]
         # The table printed for each scenario shows every figure beside the baseline's, as a ratio.
@@ -74,6 +75,9 @@ def test_every_scenario_runs_both_servers_and_writes_its_figures(tmp_path):
     warmup = scenarios["warmup"]["figures"]
     assert warmup["warm"]["records_read"] == scenarios["warmup"]["params"]["records"]
     assert warmup["warm"]["window_records"] > 0 and warmup["warm"]["devices_known"] > 0
+    storm = scenarios["storm"]["figures"]["siscom"]
+    assert storm["exact"] + storm["refused"] + storm["failed"] == scenarios["storm"]["params"]["clients"]
+    assert storm["exact"] > 0 and storm["canary_p99_ms"] is not None
     viewport = scenarios["viewport"]["figures"]
     for mode in ("bbox", "device_ids"):
         counts = sorted(int(count) for count in viewport[mode] if count.isdigit())

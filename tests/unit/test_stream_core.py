@@ -380,3 +380,111 @@ def test_alerts_routed_during_a_replay_wait_as_a_burst_then_past_it_the_client_i
     core.deliver(alert("a", 99))
     assert core.closing is not None and core.closing.cause is Cause.SLOW_CLIENT
     assert core.backlog == 0
+
+
+# What the client sends before the stream opens (while its replay is waited for)
+
+
+def test_messages_sent_before_the_opening_are_applied_after_it_in_order_and_subscribe_nothing_before():
+    from siscom.core.protocol import resumed_frame
+
+    table = SubscriptionTable()
+    core = StreamCore(frozenset({"a"}), table=table, policy=policy())
+    send(core, action="subscribe", device_ids=["b"])
+    send(core, action="unsubscribe", device_ids=["a"])
+    with pytest.raises(KeyError):
+        table.filter_of(core)  # not in the table before the opening: live cannot overtake the replay
+    assert core.backlog == 0, "nothing answered before the opening"
+    core.open(0.0, resumed=resumed_frame(True), replay=[position("a", 1)], cursor=None)
+    assert drain(core) == [
+        {"event": "resumed", "data": {"recovered": True}},
+        json.loads(position("a", 1).text),
+        {"event": "ack", "data": {"action": "subscribe", "device_ids": ["a", "b"]}},
+        {"event": "ack", "data": {"action": "unsubscribe", "device_ids": ["b"]}},
+    ]
+    assert table.filter_of(core) == {"b"}
+
+
+def test_before_the_opening_messages_count_against_the_allowance_and_a_bounded_few_are_kept():
+    from siscom.core.stream import HELD_BYTES, HELD_MESSAGES
+    from siscom.security.inbound import InboundLimits, InboundRates
+
+    def waiting(burst: int) -> StreamCore:
+        inbound = InboundLimits(InboundRates(1.0, burst, 0.0, 1), 0.0)
+        return StreamCore(frozenset({"a"}), table=SubscriptionTable(), policy=policy(), inbound=inbound)
+
+    over_allowance = waiting(burst=3)
+    for _ in range(4):  # the burst, then one past it: as after the opening
+        over_allowance.receive("{}", 0.0)
+    assert over_allowance.closing is not None and over_allowance.closing.cause is Cause.TOO_MANY_MESSAGES
+    assert over_allowance.closing.code == CloseCode.POLICY_VIOLATION
+
+    over_count = waiting(burst=1000)
+    for _ in range(HELD_MESSAGES):
+        over_count.receive("{}", 0.0)
+    assert over_count.closing is None
+    over_count.receive("{}", 0.0)
+    assert over_count.closing is not None and over_count.closing.cause is Cause.TOO_MANY_MESSAGES
+
+    over_bytes = waiting(burst=1000)
+    big = "x" * (64 * 1024)
+    for _ in range(HELD_BYTES // len(big)):
+        over_bytes.receive(big, 0.0)
+    assert over_bytes.closing is None
+    over_bytes.receive(big, 0.0)
+    assert over_bytes.closing is not None and over_bytes.closing.cause is Cause.TOO_MANY_MESSAGES
+
+
+# The snapshot: shared frames, taken a chunk at a time
+
+
+def test_a_large_snapshot_is_the_tables_frames_shared_by_every_stream_without_their_cursors():
+    from siscom.core.protocol import resumed_frame
+    from siscom.core.stream import SNAPSHOT_CHUNK
+
+    table = SubscriptionTable()
+    devices = [f"bus-{n}" for n in range(SNAPSHOT_CHUNK * 3 + 5)]
+    for n, device in enumerate(devices):
+        table.remember(Delivery(device, message_frame(json.dumps({"data": {"DEVICE_ID": device, "N": n}}), "CURSOR"), False, 0))
+    cores = [StreamCore(None, table=table, policy=policy()) for _ in range(2)]
+    taken = []
+    for core in cores:
+        core.open(0.0, resumed=resumed_frame(False, "why"))
+        chunks = []
+        while texts := core.take(0.0):
+            chunks.append(texts)
+        taken.append(chunks)
+    first, second = taken
+    assert [len(chunk) for chunk in first] == [1, SNAPSHOT_CHUNK, SNAPSHOT_CHUNK, SNAPSHOT_CHUNK, 5], "resumed, then chunks"
+    frames = [text for chunk in first[1:] for text in chunk]
+    assert [json.loads(text)["data"]["data"]["N"] for text in frames] == list(range(len(devices)))
+    assert all('"id"' not in text for text in frames), "a snapshot frame says where a device is, not the stream"
+    others = [text for chunk in second[1:] for text in chunk]
+    assert all(a is b for a, b in zip(frames, others)), "one frame per device for every stream"
+
+
+def test_the_last_frame_of_an_opening_snapshot_carries_the_cursor_of_the_opening_and_live_follows_it():
+    from siscom.core.window import RecentWindow
+
+    table = SubscriptionTable()
+    window = RecentWindow(100, 10**6)
+    window.dispatched = "OPENED"
+    for device in ("a", "b"):
+        table.remember(position(device, 0))
+    core = StreamCore(frozenset({"a", "b"}), table=table, policy=policy(), window=window)
+    core.open(0.0)
+    window.dispatched = "LATER"
+    newer = Delivery("a", message_frame(json.dumps({"data": {"DEVICE_ID": "a", "N": 1}}), "LATER"), False, 0)
+    table.remember(newer)
+    core.deliver(newer)  # routed while the snapshot waits
+    ping_during = core.take(100.0)  # a keep-alive due with the snapshot's first frames
+    # Where the client stands once these are out: the opening, not past the live frame still waiting.
+    assert json.loads(ping_during[-1])["id"] == "OPENED"
+    frames = [json.loads(text) for text in ping_during[:-1]] + drain(core, 100.0)
+    seen = [(f["data"]["data"]["DEVICE_ID"], f["data"]["data"]["N"], f.get("id")) for f in frames]
+    snapshot, live = seen[:2], seen[2:]
+    # The newest position of a when taken (never an older one after a newer), in any device order;
+    # only the snapshot's last frame has an id, the opening's.
+    assert sorted((device, n) for device, n, _ in snapshot) == [("a", 1), ("b", 0)]
+    assert [cursor for _, _, cursor in snapshot] == [None, "OPENED"]
+    assert live == [("a", 1, "LATER")]
