@@ -28,28 +28,38 @@ from typing import Any, NamedTuple, TypeVar
 from siscom.core.cursors import LogPositions, Vector
 from siscom.core.deliveries import Delivery, record_delivery
 from siscom.core.protocol import with_cursor
+from siscom.core.geo import Position
 from siscom.core.records import Decoded, MalformedRecord, decode_value
 
 #: What a replay's generators yield: a delivery, or None for a record passed over.
 Step = Delivery | None
 
 
+def raw_record(offset: int, timestamp: int, value: bytes | None) -> tuple[int, int, bytes | None]:
+    """What a replay needs of a Kafka record, as a plain tuple: about a hundred bytes less to hold
+    than the record the client library made, and, holding only numbers and bytes, untracked by
+    the cyclic garbage collector (a read holds hundreds of thousands of them: tracked, each full
+    collection would walk them all and stop the event loop meanwhile; see core/window.py)."""
+    return (offset, timestamp, value)
+
+
 class SharedLog:
     """One partition's records in log order, from one read, decoded on demand and once.
 
-    Records are raw (Kafka records: anything with ``offset``, ``timestamp`` and ``value``) until
-    the first replay that needs one decodes it, for every replay sharing the read; the raw record
-    is then let go (its decoded form is what replays use).
+    Records are raw (:func:`raw_record` tuples) until the first replay that needs one decodes it,
+    for every replay sharing the read; the raw record is then let go (its decoded form, a plain
+    tuple too, is what replays use).
     """
 
     __slots__ = ("_records", "_decoded", "offsets", "_max_bytes")
 
     def __init__(self, records: list[Any], max_bytes: int) -> None:
         self._records: list[Any] = records
-        #: Per record decoded so far: (offset, timestamp, Decoded) or None when malformed.
-        self._decoded: list[tuple[int, int, Decoded] | None] = []
+        #: Per record decoded so far: (offset, timestamp, device id, text, position) or None when
+        #: malformed.
+        self._decoded: list[tuple[int, int, str, str, Position | None] | None] = []
         #: The records' offsets, ascending (where each replay's range starts and ends).
-        self.offsets = array("q", [record.offset for record in records])
+        self.offsets = array("q", [record[0] for record in records])
         self._max_bytes = max_bytes
 
     def __len__(self) -> int:
@@ -60,19 +70,20 @@ class SharedLog:
         """How many records have been decoded (by every replay of this read together)."""
         return len(self._decoded)
 
-    def entry(self, index: int) -> tuple[int, int, Decoded] | None:
-        """Record ``index`` decoded: its offset, timestamp and value (None: malformed, skipped)."""
+    def entry(self, index: int) -> tuple[int, int, str, str, Position | None] | None:
+        """Record ``index`` decoded: its offset, timestamp, device id, value text and position
+        (None: malformed, skipped)."""
         decoded = self._decoded
         while len(decoded) <= index:
             number = len(decoded)
-            record = self._records[number]
+            offset, timestamp, raw = self._records[number]
             self._records[number] = None
             try:
-                value = decode_value(record.value, max_bytes=self._max_bytes)
+                value = decode_value(raw, max_bytes=self._max_bytes)
             except MalformedRecord:
                 decoded.append(None)  # the live decoder counted and logged it when it routed it
                 continue
-            decoded.append((record.offset, record.timestamp, value))
+            decoded.append((offset, timestamp, value.device_id, value.text, value.position))
         return decoded[index]
 
 
@@ -131,11 +142,11 @@ def _span_entries(
         if entry is None:
             yield None
             continue
-        offset, timestamp, value = entry
-        if ids is not None and value.device_id not in ids:
+        offset, timestamp, device_id, text, position = entry
+        if ids is not None and device_id not in ids:
             yield None
             continue
-        yield LogRecord(topic_index, partition, offset, timestamp, alert, value)
+        yield LogRecord(topic_index, partition, offset, timestamp, alert, Decoded(device_id, text, position))
 
 
 def log_entries(
