@@ -23,7 +23,7 @@ from siscom.core import cursors
 from siscom.core.deliveries import Delivery
 from siscom.core.protocol import alert_frame, message_frame
 from siscom.core.records import decode_value
-from siscom.core.replayfeed import LogSpan, ReplayFeed, SharedLog, raw_record
+from siscom.core.replayfeed import LogSpan, ReplayFeed, SharedLog, log_entries, raw_record
 from siscom.core.resume import ResumeRequest
 from siscom.core.stream import StreamCore, StreamPolicy
 from siscom.core.subscriptions import SubscriptionTable
@@ -413,3 +413,24 @@ def test_a_slice_of_a_replay_stops_at_its_time_as_well_as_at_its_counts():
     assert feed.pull(100, 4_096, max_seconds=0.003) == []
     assert not feed.finished
     assert feed.pull(100, 10_000) == [] and feed.finished, "no clock asked: only the counts bound it"
+
+
+def test_a_shared_log_lets_go_of_what_every_replay_reading_it_has_passed():
+    log = SharedLog([raw(Record(TOPIC, 0, o, o, value("d0", o))) for o in range(2_000)], MAX_BYTES)
+    ahead, behind = LogSpan(log, 0, 2_000), LogSpan(log, 0, 2_000)
+    fast = log_entries([(ahead, 0, 0, False)], None)
+    assert len([step for _, step in zip(range(1_000), fast)]) == 1_000
+    assert log.entry(10) is not None, "the other replay has not passed it yet"
+    slow = log_entries([(behind, 0, 0, False)], None)
+    assert [step.offset for _, step in zip(range(600), slow)] == list(range(600))
+    assert log.entry(10) is None and log.entry(600) is not None, "both passed 512: let go"
+    slow.close()  # the slow client left: what the other passed goes
+    assert log.entry(600) is None and log.entry(999) is not None
+
+
+def test_a_span_never_read_lets_go_of_its_records_when_its_replay_is_dropped():
+    log = SharedLog([raw(Record(TOPIC, 0, o, o, value("d0", o))) for o in range(100)], MAX_BYTES)
+    span = LogSpan(log, 10, 100)
+    assert log.entry(50) is not None
+    del span  # the client left before its replay began
+    assert log.entry(50) is None
