@@ -486,6 +486,8 @@ class StreamCore:
 
     def _queue_snapshot(self, device_ids: Iterable[str] | None) -> None:
         # Snapshot frames carry the cursor of now, where the client's stream starts, not their own.
+        # During a replay they wait with the live frames, behind it: their cursor is past it.
         cursor = self._window.dispatched if self._window is not None else None
+        outbox = self.outbox if self._held is None else self._held
         for device_id, text in self._table.snapshot(device_ids):
-            self.outbox.put_position(device_id, text if cursor is None else with_cursor(text, cursor))
+            outbox.put_position(device_id, text if cursor is None else with_cursor(text, cursor))

@@ -354,3 +354,21 @@ def test_alerts_routed_during_a_replay_wait_as_a_burst_then_past_it_the_client_i
     core.deliver(alert("a", 99))
     assert core.closing is not None and core.closing.cause is Cause.SLOW_CLIENT
     assert core.backlog == 0
+
+
+def test_devices_subscribed_during_a_replay_get_their_snapshot_after_it_not_in_its_middle():
+    """A snapshot frame carries the live cursor: in the middle of the replay, a client cut off
+    just after it would resume past the rest of its replay."""
+    table = SubscriptionTable()
+    table.remember(position("b", 77))
+    core = StreamCore(frozenset({"a"}), table=table, policy=policy(max_pending_frames=4))
+    core.open(0.0, replay=[cursored_alert(n) for n in range(10)], cursor="start")
+    assert [json.loads(text)["event"] for text in core.take(0.0)] == ["alert", "alert"]
+    send(core, action="subscribe", device_ids=["b"])
+    frames = []
+    for _ in range(100):
+        if not (texts := core.take(0.0)) and core.wait_time(0.0) > 0:
+            break
+        frames += [json.loads(text) for text in texts]
+    assert [f["event"] for f in frames] == ["ack"] + ["alert"] * 8 + ["message"]
+    assert numbers(frames) == [77]
