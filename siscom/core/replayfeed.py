@@ -8,7 +8,7 @@ that the client's stream pulls from in bounded slices, as it writes:
 - :class:`SharedLog`: one partition's records from one log read, shared by every replay of that
   read, each record decoded at most once, by whichever replay reaches it first;
 - :func:`log_entries`: a client's records of several partitions, through its device filter,
-  merged by time (each partition in log order), as ``(timestamp, partition number, entry)``;
+  merged by time (each partition in log order);
 - :func:`cursored`: each delivery given the cursor where this client stands just after it (its
   own vector, advanced record by record; the frame is built once for it, with that cursor);
 - :class:`ReplayFeed`: what the stream pulls from, a slice at a time.
@@ -21,6 +21,7 @@ replay a bounded step at a time, yielding to the live stream between steps.
 from __future__ import annotations
 
 import heapq
+import weakref
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple, TypeVar
@@ -28,29 +29,70 @@ from typing import Any, NamedTuple, TypeVar
 from siscom.core.cursors import LogPositions, Vector
 from siscom.core.deliveries import Delivery, record_delivery
 from siscom.core.protocol import with_cursor
+from siscom.core.geo import Position
 from siscom.core.records import Decoded, MalformedRecord, decode_value
 
 #: What a replay's generators yield: a delivery, or None for a record passed over.
 Step = Delivery | None
 
 
+def raw_record(offset: int, timestamp: int, value: bytes | None) -> tuple[int, int, bytes | None]:
+    """What a replay needs of a Kafka record, as a plain tuple: about a hundred bytes less to hold
+    than the record the client library made, and, holding only numbers and bytes, untracked by
+    the cyclic garbage collector (a read holds hundreds of thousands of them: tracked, each full
+    collection would walk them all and stop the event loop meanwhile; see core/window.py)."""
+    return (offset, timestamp, value)
+
+
 class SharedLog:
     """One partition's records in log order, from one read, decoded on demand and once.
 
-    Records are raw (Kafka records: anything with ``offset``, ``timestamp`` and ``value``) until
-    the first replay that needs one decodes it, for every replay sharing the read; the raw record
-    is then let go (its decoded form is what replays use).
+    Records are raw (:func:`raw_record` tuples) until the first replay that needs one decodes it,
+    for every replay sharing the read; the raw record is then let go (its decoded form, a plain
+    tuple too, is what replays use).
     """
 
-    __slots__ = ("_records", "_decoded", "offsets", "_max_bytes")
+    __slots__ = ("_records", "_decoded", "offsets", "_max_bytes", "_readers", "_tokens", "_freed")
 
     def __init__(self, records: list[Any], max_bytes: int) -> None:
         self._records: list[Any] = records
-        #: Per record decoded so far: (offset, timestamp, Decoded) or None when malformed.
-        self._decoded: list[tuple[int, int, Decoded] | None] = []
+        #: Per record decoded so far: (offset, timestamp, device id, text, position) or None when
+        #: malformed.
+        self._decoded: list[tuple[int, int, str, str, Position | None] | None] = []
         #: The records' offsets, ascending (where each replay's range starts and ends).
-        self.offsets = array("q", [record.offset for record in records])
+        self.offsets = array("q", [record[0] for record in records])
         self._max_bytes = max_bytes
+        #: Where each replay reading this log stands (the index of its next record): what every
+        #: one of them has passed is let go, a little at a time as they go, not all at the end.
+        self._readers: dict[int, int] = {}
+        self._tokens = 0
+        #: Records before this index have been let go.
+        self._freed = 0
+
+    def join(self, start: int) -> int:
+        """A replay will read from ``start`` on: its token for :meth:`reached` and :meth:`leave`."""
+        self._tokens += 1
+        self._readers[self._tokens] = start
+        return self._tokens
+
+    def reached(self, token: int, index: int) -> None:
+        """The replay ``token`` will read nothing before ``index`` any more."""
+        self._readers[token] = index
+        self._let_go()
+
+    def leave(self, token: int) -> None:
+        """The replay ``token`` is over (or given up)."""
+        if self._readers.pop(token, None) is not None:
+            self._let_go()
+
+    def _let_go(self) -> None:
+        low = min(self._readers.values(), default=len(self.offsets))
+        decoded, records = self._decoded, self._records
+        for index in range(self._freed, min(low, len(decoded))):
+            decoded[index] = None
+        for index in range(max(self._freed, len(decoded)), low):
+            records[index] = None
+        self._freed = max(self._freed, low)
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -60,31 +102,39 @@ class SharedLog:
         """How many records have been decoded (by every replay of this read together)."""
         return len(self._decoded)
 
-    def entry(self, index: int) -> tuple[int, int, Decoded] | None:
-        """Record ``index`` decoded: its offset, timestamp and value (None: malformed, skipped)."""
+    def entry(self, index: int) -> tuple[int, int, str, str, Position | None] | None:
+        """Record ``index`` decoded: its offset, timestamp, device id, value text and position
+        (None: malformed, skipped)."""
         decoded = self._decoded
         while len(decoded) <= index:
             number = len(decoded)
             record = self._records[number]
+            if record is None:  # let go: no replay reads it
+                decoded.append(None)
+                continue
+            offset, timestamp, raw = record
             self._records[number] = None
             try:
-                value = decode_value(record.value, max_bytes=self._max_bytes)
+                value = decode_value(raw, max_bytes=self._max_bytes)
             except MalformedRecord:
                 decoded.append(None)  # the live decoder counted and logged it when it routed it
                 continue
-            decoded.append((record.offset, record.timestamp, value))
+            decoded.append((offset, timestamp, value.device_id, value.text, value.position))
         return decoded[index]
 
 
 class LogSpan:
-    """Records ``[start, end)`` of a :class:`SharedLog` (as indices into it)."""
+    """Records ``[start, end)`` of a :class:`SharedLog` (as indices into it), for one replay: the
+    log keeps them until that replay has passed them, or this span is gone unread."""
 
-    __slots__ = ("log", "start", "end")
+    __slots__ = ("log", "start", "end", "token", "__weakref__")
 
     def __init__(self, log: SharedLog, start: int, end: int) -> None:
         self.log = log
         self.start = start
         self.end = end
+        self.token = log.join(start)
+        weakref.finalize(self, log.leave, self.token)
 
     def __len__(self) -> int:
         return self.end - self.start
@@ -125,17 +175,33 @@ def _span_entries(
     span: LogSpan, ids: frozenset[str] | None, alert: bool, topic_index: int, partition: int
 ) -> Iterator[LogRecord | None]:
     """One partition's records of ``ids`` (None: every device); None for each record passed over."""
-    log = span.log
-    for index in range(span.start, span.end):
+    log, token = span.log, span.token
+    try:
+        yield from _entries_of(log, token, span.start, span.end, ids, alert, topic_index, partition)
+    finally:
+        log.leave(token)
+
+
+#: A replay tells its log how far it got once per this many records.
+_REACHED_EVERY = 256
+
+
+def _entries_of(
+    log: SharedLog, token: int, start: int, end: int, ids: frozenset[str] | None, alert: bool, topic_index: int,
+    partition: int,
+) -> Iterator[LogRecord | None]:
+    for index in range(start, end):
+        if not (index - start) % _REACHED_EVERY:
+            log.reached(token, index)
         entry = log.entry(index)
         if entry is None:
             yield None
             continue
-        offset, timestamp, value = entry
-        if ids is not None and value.device_id not in ids:
+        offset, timestamp, device_id, text, position = entry
+        if ids is not None and device_id not in ids:
             yield None
             continue
-        yield LogRecord(topic_index, partition, offset, timestamp, alert, value)
+        yield LogRecord(topic_index, partition, offset, timestamp, alert, Decoded(device_id, text, position))
 
 
 def log_entries(

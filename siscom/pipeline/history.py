@@ -20,10 +20,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from siscom.config import Settings
-from siscom.core.replayfeed import LogSpan, SharedLog
+from siscom.core.replayfeed import LogSpan, SharedLog, raw_record
 from siscom.metrics import Metric, Metrics
 from siscom.pipeline.kafka import new_consumer, stop_consumer
 
@@ -38,7 +38,7 @@ ROUND_TIMEOUT = 10.0
 FETCH_MS = 200
 
 Ranges = dict[TopicPartition, tuple[int, int]]
-Records = dict[TopicPartition, list[ConsumerRecord]]
+Records = dict[TopicPartition, list[tuple[int, int, bytes | None]]]
 Spans = dict[TopicPartition, LogSpan]
 
 
@@ -194,7 +194,7 @@ class HistoryReader:
                     deadline.reschedule(loop.time() + ROUND_TIMEOUT)
                 for tp, batch in batches.items():
                     end = ranges[tp][1]
-                    records[tp].extend(r for r in batch if r.offset < end)
+                    records[tp].extend(raw_record(r.offset, r.timestamp, r.value) for r in batch if r.offset < end)
                     if batch and batch[-1].offset >= end - 1:
                         open_partitions.discard(tp)
                 for tp in list(open_partitions):

@@ -23,7 +23,7 @@ from siscom.core import cursors
 from siscom.core.deliveries import Delivery
 from siscom.core.protocol import alert_frame, message_frame
 from siscom.core.records import decode_value
-from siscom.core.replayfeed import LogSpan, ReplayFeed, SharedLog
+from siscom.core.replayfeed import LogSpan, ReplayFeed, SharedLog, log_entries, raw_record
 from siscom.core.resume import ResumeRequest
 from siscom.core.stream import StreamCore, StreamPolicy
 from siscom.core.subscriptions import SubscriptionTable
@@ -48,6 +48,10 @@ class Record:
     offset: int
     timestamp: int
     value: bytes
+
+
+def raw(record: Record) -> tuple:
+    return raw_record(record.offset, record.timestamp, record.value)
 
 
 def value(device: str, seq: int) -> bytes:
@@ -147,8 +151,9 @@ async def test_a_request_made_while_a_round_reads_waits_for_the_next_round_and_g
 def test_a_shared_log_decodes_each_record_once_for_every_replay_and_skips_malformed_ones():
     records = [Record(TOPIC, 0, o, 1000 + o, value("d0", o)) for o in range(4)]
     records[2] = Record(TOPIC, 0, 2, 1002, b"not json")
-    log = SharedLog(records, MAX_BYTES)
-    assert log.entry(1) == (1, 1001, decode_value(value("d0", 1), max_bytes=MAX_BYTES))
+    log = SharedLog([raw(r) for r in records], MAX_BYTES)
+    decoded = decode_value(value("d0", 1), max_bytes=MAX_BYTES)
+    assert log.entry(1) == (1, 1001, "d0", decoded.text, decoded.position)
     assert log.decoded == 2
     assert log.entry(2) is None
     assert log.entry(0)[0] == 0 and log.decoded == 3, "what one replay decoded, the next reuses"
@@ -181,7 +186,7 @@ class FakeHistory:
         for tp, (start, end) in ranges.items():
             if start < end:
                 mine = [r for r in self.log if (r.topic, r.partition) == (tp.topic, tp.partition)]
-                spans[tp] = LogSpan(SharedLog(mine, MAX_BYTES), start, end)
+                spans[tp] = LogSpan(SharedLog([raw(r) for r in mine], MAX_BYTES), start, end)
         return spans
 
     async def offsets_for_time(self, partitions, timestamp_ms):  # pragma: no cover - not asked here
@@ -408,3 +413,24 @@ def test_a_slice_of_a_replay_stops_at_its_time_as_well_as_at_its_counts():
     assert feed.pull(100, 4_096, max_seconds=0.003) == []
     assert not feed.finished
     assert feed.pull(100, 10_000) == [] and feed.finished, "no clock asked: only the counts bound it"
+
+
+def test_a_shared_log_lets_go_of_what_every_replay_reading_it_has_passed():
+    log = SharedLog([raw(Record(TOPIC, 0, o, o, value("d0", o))) for o in range(2_000)], MAX_BYTES)
+    ahead, behind = LogSpan(log, 0, 2_000), LogSpan(log, 0, 2_000)
+    fast = log_entries([(ahead, 0, 0, False)], None)
+    assert len([step for _, step in zip(range(1_000), fast)]) == 1_000
+    assert log.entry(10) is not None, "the other replay has not passed it yet"
+    slow = log_entries([(behind, 0, 0, False)], None)
+    assert [step.offset for _, step in zip(range(600), slow)] == list(range(600))
+    assert log.entry(10) is None and log.entry(600) is not None, "both passed 512: let go"
+    slow.close()  # the slow client left: what the other passed goes
+    assert log.entry(600) is None and log.entry(999) is not None
+
+
+def test_a_span_never_read_lets_go_of_its_records_when_its_replay_is_dropped():
+    log = SharedLog([raw(Record(TOPIC, 0, o, o, value("d0", o))) for o in range(100)], MAX_BYTES)
+    span = LogSpan(log, 10, 100)
+    assert log.entry(50) is not None
+    del span  # the client left before its replay began
+    assert log.entry(50) is None

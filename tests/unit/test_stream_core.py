@@ -488,3 +488,22 @@ def test_the_last_frame_of_an_opening_snapshot_carries_the_cursor_of_the_opening
     assert sorted((device, n) for device, n, _ in snapshot) == [("a", 1), ("b", 0)]
     assert [cursor for _, _, cursor in snapshot] == [None, "OPENED"]
     assert live == [("a", 1, "LATER")]
+
+
+def test_devices_subscribed_during_a_replay_get_their_snapshot_after_it_not_in_its_middle():
+    """A subscription change waits for the replay to be out (its answer and its snapshot would
+    overtake replayed frames): a client cut off just after them would resume past the rest of
+    its replay."""
+    table = SubscriptionTable()
+    table.remember(position("b", 77))
+    core = StreamCore(frozenset({"a"}), table=table, policy=policy(max_pending_frames=4))
+    core.open(0.0, replay=[cursored_alert(n) for n in range(10)], cursor="start")
+    assert [json.loads(text)["event"] for text in core.take(0.0)] == ["alert", "alert"]
+    send(core, action="subscribe", device_ids=["b"])
+    frames = []
+    for _ in range(100):
+        if not (texts := core.take(0.0)) and core.wait_time(0.0) > 0:
+            break
+        frames += [json.loads(text) for text in texts]
+    assert [f["event"] for f in frames] == ["alert"] * 8 + ["ack", "message"]
+    assert numbers(frames) == [77]
