@@ -16,10 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from siscom.dev.broker import TansuBroker
-
 from bench.report import Result, render
 from bench.scenarios import DEFAULT_TARGETS, SCENARIOS, TARGETS, Bench, Options
+from siscom.dev.broker import TansuBroker
 
 
 def raise_open_files_limit() -> int:

@@ -22,12 +22,11 @@ import tracemalloc
 from collections import Counter
 from pathlib import Path
 
-from siscom.dev.broker import TansuBroker
-
 from bench.clients import ClientPool
-from bench.scenarios.harness import MB, Bench, Options, wait_connections
 from bench.scenarios import TARGETS
+from bench.scenarios.harness import MB, Bench, Options, wait_connections
 from bench.servers import HOST
+from siscom.dev.broker import TansuBroker
 
 _GROUPS = ("hypercorn", "quart", "wsproto", "h11", "werkzeug", "asyncio", "aiokafka", "supervisors", "siscom")
 

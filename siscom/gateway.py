@@ -23,34 +23,33 @@ from functools import partial
 
 from aiokafka import ConsumerRecord
 
-from supervisors import ChildSpec, Mailbox, Restart, Strategy, Supervisor
-
-from siscom.pipeline.consumer import Consumer, KafkaStatus
-from siscom.pipeline.offsets import ReadOffsets
-from siscom.pipeline.decoder import Decoder
-from siscom.pipeline.router import Router
+from siscom.config import Settings
 from siscom.core.cursors import LogPositions
-from siscom.core.resume import ResumeRequest
+from siscom.core.deliveries import Delivery, Progress
 from siscom.core.mapoptions import MapOptions
 from siscom.core.mapstream import MapStreamCore
+from siscom.core.protocol import CloseCode
+from siscom.core.resume import ResumeRequest
 from siscom.core.stream import StreamCore
-from siscom.core.window import RecentWindow
-from siscom.pipeline.history import HistoryReader
-from siscom.pipeline.warmup import WarmUp
+from siscom.core.subscriptions import SubscriptionTable
 from siscom.core.warming import Phase, WarmProgress
+from siscom.core.window import RecentWindow
+from siscom.guard import Guard
+from siscom.metrics import Metrics
+from siscom.pipeline.consumer import Consumer, KafkaStatus
+from siscom.pipeline.decoder import Decoder
+from siscom.pipeline.history import HistoryReader
+from siscom.pipeline.offsets import ReadOffsets
+from siscom.pipeline.router import Router
+from siscom.pipeline.warmup import WarmUp
+from siscom.security.inbound import InboundLimits
+from siscom.security.tokens import Grant
 from siscom.sessions.flusher import Flusher
 from siscom.sessions.replay import Replayer
 from siscom.sessions.session import Session, SessionLimits
 from siscom.sessions.shedding import LoadShedder
 from siscom.sessions.transport import Transport
-from siscom.config import Settings
-from siscom.core.deliveries import Delivery, Progress
-from siscom.metrics import Metrics
-from siscom.core.protocol import CloseCode
-from siscom.guard import Guard
-from siscom.security.inbound import InboundLimits
-from siscom.security.tokens import Grant
-from siscom.core.subscriptions import SubscriptionTable
+from supervisors import ChildSpec, Mailbox, Restart, Strategy, Supervisor
 
 logger = logging.getLogger(__name__)
 

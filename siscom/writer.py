@@ -19,8 +19,6 @@ from functools import partial
 
 from aiokafka import TopicPartition
 
-from supervisors import ChildSpec, Mailbox, Strategy, Supervisor
-
 from siscom.config import Settings
 from siscom.core.cursors import LogPositions
 from siscom.core.records import device_id_of
@@ -33,6 +31,7 @@ from siscom.pipeline.consumer import Consumer, KafkaStatus
 from siscom.pipeline.offsets import ReadOffsets
 from siscom.pipeline.snapshot_writer import WRITE_TIMEOUT, LatestPositions, SnapshotWriter
 from siscom.pipeline.warmup import WarmUp
+from supervisors import ChildSpec, Mailbox, Strategy, Supervisor
 
 logger = logging.getLogger(__name__)
 

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from siscom.dev.broker import TansuBroker, create_topics
-from siscom.dev.processes import ChildProcess, clean_env
 from support import ServerProcess
 from support.binaries import require_program, unavailable
 from support.nginx import Nginx
 from support.server import REPO_ROOT
+
+from siscom.dev.broker import TansuBroker, create_topics
+from siscom.dev.processes import ChildProcess, clean_env
 
 # Under CI=true a skip of any kind fails (tests/support/ci.py).
 pytest_plugins = ["support.ci"]

@@ -19,12 +19,11 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from siscom.dev.processes import terminate
-
 from bench.report import Result, Row, Verdict
 from bench.scenarios.harness import Bench, Scenario, Shape, ms
 from bench.scenarios.load import LoadRun
 from bench.servers import HOST, NAIVE, REPO_ROOT, SISCOM, Target
+from siscom.dev.processes import terminate
 
 #: How many flooders each window runs beside the canaries.
 FLOODERS = (0, 1, 3)

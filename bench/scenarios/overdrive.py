@@ -22,7 +22,6 @@ from bench.scenarios.load import load_rows, measure_each
 from bench.scenarios.many import many_shape
 from bench.servers import NAIVE, SISCOM, SISCOM_PLAIN, WEBSOCKETS, Target
 
-
 #: The gateway's default recent-records window, set explicitly so that the warm-up fills it.
 WINDOW_RECORDS = 50_000
 

@@ -35,8 +35,6 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from supervisors import Mailbox
-
 from bench.clients import Subscription
 from bench.producer import FixedRateProducer
 from bench.report import Result, Row, Verdict
@@ -54,6 +52,7 @@ from siscom.core.subscriptions import SubscriptionTable
 from siscom.dev.simulator import AREA_RADIUS_M, QUERETARO, FleetSimulator
 from siscom.metrics import Metrics
 from siscom.pipeline.router import Router
+from supervisors import Mailbox
 
 FIELDS = ("GPS_DATETIME", "LATITUD", "LONGITUD", "SPEED")
 BOX_DEGREES = 0.005

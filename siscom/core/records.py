@@ -11,10 +11,9 @@ stop the pipeline.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
-
-import re
 
 import orjson
 

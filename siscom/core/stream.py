@@ -26,8 +26,8 @@ monotonic clock); the core keeps none of its own.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from siscom.core.access import InboundAllowance, TokenGrant
 from siscom.core.deliveries import Delivery

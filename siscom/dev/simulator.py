@@ -446,7 +446,7 @@ async def run_simulator(
         async for attempt in retrying:
             with attempt:
                 await one_connection()
-    except (KafkaError, OSError, asyncio.TimeoutError):
+    except (TimeoutError, KafkaError, OSError):
         if not finished():
             raise
     return SimulatorReport(progress.positions, progress.alerts, progress.reconnects)

@@ -12,14 +12,13 @@ from collections.abc import Sequence
 
 from aiokafka import ConsumerRecord
 
-from supervisors import Actor, Mailbox
-
 from siscom.core.cursors import LogPositions
 from siscom.core.deliveries import Delivery, Progress
-from siscom.metrics import Metric, Metrics
 from siscom.core.protocol import alert_frame, message_frame
 from siscom.core.records import MalformedRecord, decode_value
+from siscom.metrics import Metric, Metrics
 from siscom.pipeline.offsets import ReadOffsets
+from supervisors import Actor, Mailbox
 
 logger = logging.getLogger(__name__)
 

@@ -26,11 +26,10 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from supervisors import Actor, Mailbox
-
 from siscom.config import Settings
 from siscom.core.records import device_id_of
 from siscom.pipeline.kafka import client_options, fetch_metadata, new_consumer, stop_consumer
+from supervisors import Actor, Mailbox
 
 logger = logging.getLogger(__name__)
 

@@ -46,8 +46,6 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from supervisors import Actor
-
 from siscom.core.protocol import CloseCode
 from siscom.core.resume import ResumeRequest
 from siscom.core.stream import Cause, StreamCore, StreamPolicy, final_frame
@@ -55,6 +53,7 @@ from siscom.metrics import Metric, Metrics
 from siscom.sessions.flusher import Flusher
 from siscom.sessions.latch import Latch
 from siscom.sessions.transport import ClientGone, Transport
+from supervisors import Actor
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

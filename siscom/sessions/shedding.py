@@ -14,11 +14,10 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
-from supervisors import Actor
-
 from siscom.core.overload import LagWindow, Sheddable, pick_victims
 from siscom.core.protocol import CloseCode
 from siscom.metrics import Metric, Metrics
+from supervisors import Actor
 
 logger = logging.getLogger(__name__)
 

@@ -18,9 +18,10 @@ import logging
 
 from quart import Blueprint, Response, websocket
 
-from siscom.gateway import Gateway
 from siscom.core.peers import client_address
 from siscom.core.protocol import BadRequest, CloseCode
+from siscom.gateway import Gateway
+from siscom.metrics import Metric
 from siscom.security.headers import SECURITY_HEADERS
 from siscom.security.tokens import SUBPROTOCOL
 from siscom.web.admission import Admission, Refusal, Refused
@@ -33,7 +34,6 @@ from siscom.web.server import (
     watch_control_frames,
     websocket_transport,
 )
-from siscom.metrics import Metric
 
 logger = logging.getLogger(__name__)
 

@@ -13,12 +13,12 @@ import logging
 import time
 
 import pytest
-
-from siscom.config import Settings
-from support.status import wait_stats
 from chaos.inprocess import InProcessServer
 from chaos.rawws import RawWebSocket, masked_frame
 from chaos.traffic import Producer, position
+from support.status import wait_stats
+
+from siscom.config import Settings
 
 pytestmark = pytest.mark.chaos
 

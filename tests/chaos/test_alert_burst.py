@@ -11,11 +11,11 @@ import asyncio
 import json
 
 import pytest
-
-from siscom.dev.broker import create_topics
-from support.status import wait_ready, wait_stats
 from chaos.rawws import RawWebSocket
 from chaos.traffic import Producer, position
+from support.status import wait_ready, wait_stats
+
+from siscom.dev.broker import create_topics
 
 pytestmark = pytest.mark.chaos
 

@@ -12,12 +12,12 @@ import re
 import time
 
 import pytest
-
-from siscom.dev.broker import create_topics, free_port
-from support import ws_client
-from support.http import http_get_json
 from chaos.readiness import ReadyWatch
 from chaos.traffic import FrameLog, Producer, position, sequences
+from support import ws_client
+from support.http import http_get_json
+
+from siscom.dev.broker import create_topics, free_port
 
 pytestmark = pytest.mark.chaos
 

@@ -11,12 +11,11 @@ import asyncio
 import time
 
 import pytest
-
+from chaos.readiness import ReadyWatch
+from chaos.traffic import FrameLog, Producer, position, sequences
 from support import ws_client
 from support.http import http_get_json
 from support.status import stats
-from chaos.readiness import ReadyWatch
-from chaos.traffic import FrameLog, Producer, position, sequences
 
 pytestmark = pytest.mark.chaos
 

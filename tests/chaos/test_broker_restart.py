@@ -14,11 +14,11 @@ import statistics
 import time
 
 import pytest
-
-from siscom.dev.broker import create_topics
+from chaos.traffic import FrameLog, Producer, position, record_of, sequences
 from support import ws_client
 from support.status import stats, wait_ready
-from chaos.traffic import FrameLog, Producer, position, record_of, sequences
+
+from siscom.dev.broker import create_topics
 
 pytestmark = pytest.mark.chaos
 

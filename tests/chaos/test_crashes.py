@@ -15,18 +15,18 @@ import sys
 import time
 
 import pytest
-
-from siscom.config import Settings
-from siscom.gateway import Gateway
-from supervisors import Supervisor
-from support import ServerProcess, ws_client
-from support.http import http_get_json
-from support.server import REPO_ROOT
-from support.status import wait_ready, wait_stats
 from chaos.faults import DECODER_POISON, ROUTER_POISON, InjectedFault, actors
 from chaos.inprocess import InProcessServer
 from chaos.readiness import ReadyWatch
 from chaos.traffic import FrameLog, Producer, position, sequences
+from support import ServerProcess, ws_client
+from support.http import http_get_json
+from support.server import REPO_ROOT
+from support.status import wait_ready, wait_stats
+
+from siscom.config import Settings
+from siscom.gateway import Gateway
+from supervisors import Supervisor
 
 pytestmark = pytest.mark.chaos
 

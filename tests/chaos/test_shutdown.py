@@ -15,10 +15,9 @@ from contextlib import AsyncExitStack
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
-
+from chaos.traffic import FrameLog, Producer, position
 from support import ws_client
 from support.status import wait_stats
-from chaos.traffic import FrameLog, Producer, position
 
 pytestmark = pytest.mark.chaos
 

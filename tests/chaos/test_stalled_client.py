@@ -16,12 +16,11 @@ import time
 from contextlib import AsyncExitStack
 
 import pytest
-
-from support import ws_client
-from support.status import wait_stats
 from chaos.memory import RssSampler
 from chaos.rawws import OP_PING, RawWebSocket, masked_frame
 from chaos.traffic import FrameLog, Producer, percentile, position, record_of, sequences
+from support import ws_client
+from support.status import wait_stats
 
 pytestmark = pytest.mark.chaos
 

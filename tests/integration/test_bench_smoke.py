@@ -14,7 +14,6 @@ import sys
 
 import psutil
 import pytest
-
 from support.server import REPO_ROOT
 
 

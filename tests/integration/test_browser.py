@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-
-from siscom.dev.simulator import device_ids, run_simulator
 from support.browser import chromium
 from support.kafka import produce
 from support.status import wait_ready, wait_stats
+
+from siscom.dev.simulator import device_ids, run_simulator
 
 pytestmark = pytest.mark.browser
 

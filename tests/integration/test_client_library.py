@@ -20,10 +20,8 @@ from typing import Any
 import jwt
 import pytest
 from aiokafka import AIOKafkaProducer
-
-from siscom.dev.broker import create_topics
 from support.kafka import produce
-from support.status import stats, wait_ready, wait_stats
+from support.status import stats, wait_ready
 
 # The module shares one Chromium (tests/integration/conftest.py): its tests run in its loop.
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]

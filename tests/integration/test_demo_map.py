@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from siscom.dev.simulator import QUERETARO, device_ids, run_simulator
-from siscom.security.headers import demo_page_policy
 from support.kafka import produce
 from support.status import wait_ready, wait_stats
 from support.tiles import TILE, serve_tiles
+
+from siscom.dev.simulator import QUERETARO, device_ids, run_simulator
+from siscom.security.headers import demo_page_policy
 
 # The module shares one Chromium (tests/integration/conftest.py): its tests run in its loop.
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]

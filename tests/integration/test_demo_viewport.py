@@ -15,10 +15,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-
-from siscom.dev.simulator import QUERETARO
 from support.kafka import produce
 from support.status import wait_ready, wait_stats
+
+from siscom.dev.simulator import QUERETARO
 
 # The module shares one Chromium (tests/integration/conftest.py): its tests run in its loop.
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]

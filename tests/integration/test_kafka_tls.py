@@ -20,13 +20,13 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.helpers import create_ssl_context
-
-from siscom.dev.broker import TansuBroker, free_port
 from support import ws_client
 from support.http import http_get_json
 from support.pki import CertificateAuthority, Issued
 from support.status import stats, wait_ready, wait_stats
 from support.tlsproxy import TlsTerminator
+
+from siscom.dev.broker import TansuBroker, free_port
 
 
 @dataclass

@@ -19,14 +19,14 @@ import kubernetes_validate
 import psutil
 import pytest
 import yaml
-
-from siscom.config import Settings, describe_variables
 from support import free_port, ws_client
 from support.binaries import require_program
 from support.http import http_get
 from support.kafka import produce
 from support.server import REPO_ROOT
 from support.status import wait_ready
+
+from siscom.config import Settings, describe_variables
 
 BASE = REPO_ROOT / "deploy" / "kubernetes"
 OPERATIONS = REPO_ROOT / "docs" / "operations.md"

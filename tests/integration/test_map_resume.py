@@ -14,7 +14,6 @@ from urllib.parse import quote
 
 import orjson
 import pytest
-
 from support import ws_client
 from support.kafka import produce
 from support.status import stats, wait_ready, wait_stats

@@ -13,11 +13,11 @@ import time
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
-
-from siscom.dev.simulator import QUERETARO, FleetSimulator
 from support import collect, ws_client
 from support.kafka import produce
 from support.status import stats, wait_ready, wait_stats
+
+from siscom.dev.simulator import QUERETARO, FleetSimulator
 
 
 def track_record(device_id: str, seq: int, lat: float, lon: float) -> bytes:

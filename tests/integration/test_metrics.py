@@ -7,13 +7,13 @@ import json
 import socket
 
 import pytest
-from websockets.asyncio.client import connect
-
-from siscom.metrics import Kind, Metric
 from support.kafka import produce
 from support.statsd import StatsdListener
 from support.status import stats, wait_ready, wait_stats
 from support.workload import KNOWN_TOTALS, run_known_workload
+from websockets.asyncio.client import connect
+
+from siscom.metrics import Kind, Metric
 
 PREFIX = "fleet.gw"
 

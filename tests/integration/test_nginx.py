@@ -15,14 +15,13 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from websockets.exceptions import ConnectionClosed, WebSocketException
-
 from support import ws_client
 from support.binaries import require_program
 from support.kafka import produce
 from support.nginx import Nginx
 from support.sse import sse_client
 from support.status import stats, wait_ready, wait_stats
+from websockets.exceptions import ConnectionClosed, WebSocketException
 
 pytestmark = pytest.mark.nginx
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import websockets
+from support.server import REPO_ROOT
 
 from bench.http import http_status
 from siscom.dev.processes import ChildProcess, StartFailed, clean_env, free_port, group_members
-from support.server import REPO_ROOT
 
 # A parent that forks a worker (which writes its PID to a file, and ignores SIGTERM when told
 # to), then sleeps; with "leave" it exits on SIGTERM without stopping its worker.

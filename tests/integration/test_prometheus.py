@@ -13,16 +13,16 @@ from pathlib import Path
 import jwt
 import psutil
 import pytest
-from websockets.exceptions import InvalidStatus
-
-from siscom.metrics import Kind, Metric
-from siscom.prometheus import LATENCY_BUCKETS, exposed_name
 from support import free_port, ws_client
 from support.http import http_get
 from support.kafka import produce
 from support.prometheus import Scrape, get_via_worker, scrape
 from support.status import stats, wait_ready, wait_stats
 from support.workload import KNOWN_TOTALS, run_known_workload
+from websockets.exceptions import InvalidStatus
+
+from siscom.metrics import Kind, Metric
+from siscom.prometheus import LATENCY_BUCKETS, exposed_name
 
 COUNTERS = [m for m in Metric if m.kind is Kind.COUNTER]
 SECRET = "prometheus-secret-" + uuid.uuid4().hex

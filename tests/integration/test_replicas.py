@@ -16,12 +16,12 @@ import uuid
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-
-from siscom.dev.broker import create_topics
 from support import ws_client
 from support.http import http_get_json
 from support.kafka import produce
 from support.status import wait_ready, wait_stats
+
+from siscom.dev.broker import create_topics
 
 
 def record(device_id: str, seq: int) -> bytes:

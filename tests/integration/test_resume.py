@@ -14,16 +14,16 @@ from urllib.parse import quote
 
 import pytest
 from aiokafka import AIOKafkaProducer
-
 from chaos.faults import actors
 from chaos.inprocess import InProcessServer
+from support import ws_client
+from support.kafka import produce
+from support.status import stats, wait_ready, wait_stats
+
 from siscom.config import Settings
 from siscom.core import cursors
 from siscom.dev.broker import create_topics
 from siscom.gateway import Gateway
-from support import ws_client
-from support.kafka import produce
-from support.status import stats, wait_ready, wait_stats
 
 DEVICES = ("d0", "d1", "d2", "d3")
 MINE = ("d0", "d2")

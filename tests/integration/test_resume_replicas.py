@@ -17,7 +17,6 @@ import asyncio
 import json
 import random
 import socket
-import statistics
 import struct
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -27,14 +26,14 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, WebSocketException
-
-from siscom.core import cursors
 from support.background import Background
 from support.binaries import require_program
 from support.nginx import Nginx
 from support.status import stats, wait_ready, wait_stats
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, WebSocketException
+
+from siscom.core import cursors
 
 pytestmark = pytest.mark.nginx
 

@@ -20,13 +20,12 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-
 from support import ServerProcess, collect, ws_client
 from support.http import http_get_json
 from support.kafka import produce
 from support.status import stats as status_stats
 from support.status import wait_ready, wait_stats
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 SECRET = "integration-secret-" + uuid.uuid4().hex  # 51 characters, different every run
 AUDIENCE = "fleet-stream"

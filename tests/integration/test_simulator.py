@@ -9,10 +9,10 @@ import math
 import re
 import uuid
 
+from support import consume, free_port
 
 from siscom.dev.broker import create_topics
 from siscom.dev.simulator import QUERETARO, FleetSimulator, device_ids, run_simulator
-from support import consume, free_port
 
 START = 1_760_748_676.0  # 2025-10-18 00:51:16 UTC, the brief's GPS_DATETIME
 

@@ -9,12 +9,12 @@ import sys
 import time
 
 from aiokafka import AIOKafkaConsumer
-
-from siscom.dev.processes import ChildProcess, clean_env
 from support.fleet import record, snapshot_of
 from support.kafka import produce
 from support.server import DEFAULT_ENV, REPO_ROOT
 from support.status import wait_ready
+
+from siscom.dev.processes import ChildProcess, clean_env
 
 
 async def latest_in(bootstrap: str, topic: str, timeout: float = 5.0) -> dict[str, tuple[int, int, bytes]]:

@@ -10,11 +10,11 @@ import uuid
 
 import jwt
 import pytest
-
-from siscom.core.protocol import CloseCode
 from support.kafka import produce
 from support.sse import open_sse, sse_client
 from support.status import wait_ready, wait_stats
+
+from siscom.core.protocol import CloseCode
 
 
 def record(device_id: str, n: int, **extra) -> bytes:
@@ -362,6 +362,7 @@ async def test_a_stream_outlives_quarts_response_timeout(broker, topic):
     """Quart sends a returned response under RESPONSE_TIMEOUT (60 s by default) and cuts it
     there; the stream is written by its route, outside that timeout."""
     from chaos.inprocess import InProcessServer
+
     from siscom.config import Settings
 
     settings = Settings.from_env(
@@ -412,6 +413,7 @@ async def test_under_hypercorn_frames_go_out_below_asgi_as_whole_chunks_and_arri
     """The direct path (siscom.web.server.sse_transport.ChunkWriter) is taken, and what it writes reads
     back as the same events, in order, between the chunks Hypercorn writes (retry, end)."""
     from chaos.inprocess import InProcessServer
+
     from siscom.config import Settings
     from siscom.web.server.sse_transport import ChunkWriter
 

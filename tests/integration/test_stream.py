@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import json
+import subprocess
 import time
 from urllib.parse import quote
 
 import pytest
-
 from support import collect, ws_client
 from support.http import http_get_json
 from support.kafka import produce
@@ -224,6 +223,7 @@ async def test_ready_comes_with_the_start_offsets_and_not_at_the_next_offset_pro
     first fetch: waiting for the offset probe (every second) made every start and reconnect a
     second late, for a load balancer and for each test that waits for a ready server."""
     from chaos.inprocess import InProcessServer
+
     from siscom.config import Settings
     from siscom.pipeline import consumer
 

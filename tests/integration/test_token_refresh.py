@@ -17,7 +17,6 @@ from collections.abc import Callable
 
 import jwt
 import pytest
-
 from support import ServerProcess, produce, ws_client
 from support.status import stats as status_stats
 from support.status import wait_ready, wait_stats

@@ -7,7 +7,6 @@ import json
 from contextlib import AsyncExitStack
 
 import psutil
-
 from support import ServerProcess, ws_client
 from support.kafka import produce
 

@@ -17,9 +17,10 @@ import time
 from dataclasses import dataclass, field
 
 from chaos.traffic import Producer, percentile, position
-from siscom.dev.processes import ChildProcess
 from support import ws_client
 from support.server import REPO_ROOT
+
+from siscom.dev.processes import ChildProcess
 
 
 class Flooders:

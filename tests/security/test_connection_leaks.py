@@ -21,10 +21,10 @@ import socket
 import time
 
 import psutil
-
-from siscom.config import Settings
 from support import produce, ws_client
 from support.status import stats, wait_ready, wait_stats
+
+from siscom.config import Settings
 
 DEVICE = "bus-1"
 

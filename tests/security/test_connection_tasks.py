@@ -18,9 +18,10 @@ from typing import Any
 
 from chaos.inprocess import InProcessServer
 from chaos.rawws import RawWebSocket
-from siscom.config import Settings
 from support.sse import open_sse
 from support.status import wait_stats
+
+from siscom.config import Settings
 
 CLIENTS = 20
 #: Where the tasks that serve a connection run (the pipeline's and the broker client's are not counted).

@@ -13,9 +13,8 @@ import asyncio
 import uuid
 
 import psutil
-
 from chaos.rawws import RawWebSocket, masked_frame
-from support.status import stats, wait_ready, wait_stats
+from support.status import wait_ready, wait_stats
 
 CLIENTS = 100
 

@@ -17,10 +17,11 @@ from urllib.parse import quote
 
 import jwt
 import pytest
-from hypothesis import HealthCheck, example, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from support import ServerProcess
 
 from bench import eventstream, rfc6455
-from support import ServerProcess
 
 SECRET = "odd-input-secret-" + uuid.uuid4().hex
 DASHBOARD = "https://fleet.example.com"

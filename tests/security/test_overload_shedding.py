@@ -16,13 +16,13 @@ import time
 import uuid
 
 import pytest
-
 from chaos.rawws import RawWebSocket
-from siscom.dev.processes import ChildProcess
-from siscom.dev.simulator import device_ids
 from support import ws_client
 from support.http import http_get_json
 from support.status import wait_ready, wait_stats
+
+from siscom.dev.processes import ChildProcess
+from siscom.dev.simulator import device_ids
 
 from .flood import Canary, describe
 

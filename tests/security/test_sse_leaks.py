@@ -18,12 +18,13 @@ import time
 import tracemalloc
 
 from chaos.inprocess import InProcessServer
-from siscom.config import Settings
-from siscom.sessions.session import Session
-from siscom.web.server.sse_transport import SseTransport
 from support.kafka import produce
 from support.sse import open_sse
 from support.status import wait_stats
+
+from siscom.config import Settings
+from siscom.sessions.session import Session
+from siscom.web.server.sse_transport import SseTransport
 
 CLIENTS = 2000
 WAVE = 200

@@ -17,11 +17,11 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-
-from bench.eventstream import take_head
 from support import ServerProcess
 from support.sse import open_sse
 from support.status import stats, wait_ready
+
+from bench.eventstream import take_head
 
 SLOTS = 12
 #: Time to see the leaving, with a keep-alive of 60 s: the issue's bound is "a second or two".

@@ -49,7 +49,7 @@ class CertificateAuthority:
         self.folder = folder
         self.name = name
         self._key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         self._cert = (
             x509.CertificateBuilder()
             .subject_name(_name(name))
@@ -76,7 +76,7 @@ class CertificateAuthority:
     def issue(self, common_name: str, *, ip: str | None = "127.0.0.1") -> Issued:
         """A certificate for ``common_name``, valid for the address ``ip`` when one is given."""
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         builder = (
             x509.CertificateBuilder()
             .subject_name(_name(common_name))

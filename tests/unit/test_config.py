@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from hypothesis import given, settings as hypothesis_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from support.settings import error_for, load
 
 from siscom.config import ConfigError, Settings, describe_variables
-from support.settings import error_for, load
 
 VARIABLES = [name for name, _, _ in describe_variables()]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import gc
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from siscom.core import cursors
 from siscom.core.deliveries import Delivery

@@ -7,14 +7,15 @@ import json
 import logging
 
 from aiokafka import ConsumerRecord, TopicPartition
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from siscom.core import cursors
 from siscom.core.deliveries import Progress
+from siscom.core.protocol import alert_frame, frame_cursor, message_frame
+from siscom.metrics import Metrics
 from siscom.pipeline.decoder import MALFORMED_LOG_PER_SECOND, Decoder
 from siscom.pipeline.offsets import ReadOffsets
-from siscom.metrics import Metrics
-from siscom.core.protocol import alert_frame, frame_cursor, message_frame
 from supervisors import Mailbox
 
 TOPIC, ALERTS = "positions", "alerts"

@@ -6,8 +6,8 @@ The outbox is pure (no event loop): these tests call it directly and need no wai
 import json
 
 import pytest
-from hypothesis import example, given, settings, strategies as st
-
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from siscom.core import cursors
 from siscom.core.deliveries import Delivery

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from siscom.core.devices import DEVICE_ID_PATTERN
 from siscom.core.protocol import BadRequest, message_frame, parse_device_ids

@@ -8,8 +8,18 @@ import hashlib
 
 import pytest
 
-from bench.rfc6455 import OP_CLOSE, OP_PING, OP_TEXT, RSV1, ClientHandshake, HandshakeFailed, close_code
-from bench.rfc6455 import masked_frame, split_frames, take_head
+from bench.rfc6455 import (
+    OP_CLOSE,
+    OP_PING,
+    OP_TEXT,
+    RSV1,
+    ClientHandshake,
+    HandshakeFailed,
+    close_code,
+    masked_frame,
+    split_frames,
+    take_head,
+)
 
 
 def server_frame(payload: bytes, opcode: int = OP_TEXT, rsv1: bool = False) -> bytes:

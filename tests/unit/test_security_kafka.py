@@ -5,10 +5,10 @@ from __future__ import annotations
 import ssl
 
 import pytest
-
-from siscom.pipeline.kafka import consumer_options
-from siscom.config import Settings
 from support.pki import CertificateAuthority
+
+from siscom.config import Settings
+from siscom.pipeline.kafka import consumer_options
 
 
 def options(**environ: str) -> dict[str, object]:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
-from support.settings import error_for, load
 from support.pki import CertificateAuthority
+from support.settings import error_for, load
 
 SECRET = "a-secret-that-is-at-least-32-chars"
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
-
-import time
 
 from siscom.core.deliveries import Delivery
 from siscom.core.protocol import CloseCode, alert_frame, message_frame

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import tenacity
 import tenacity.wait
+from unit.deadlines import within
 
-from supervisors.backoff import RestartBackoff, default_backoff
 from supervisors import (
     Actor,
     ChildSpec,
@@ -32,7 +32,7 @@ from supervisors import (
     Strategy,
     Supervisor,
 )
-from unit.deadlines import within
+from supervisors.backoff import RestartBackoff, default_backoff
 
 NO_WAIT = tenacity.wait_none()
 LOGGER = "supervisors.supervisor"

@@ -14,8 +14,8 @@ from quart.wrappers import Websocket
 from siscom.core.encodings import EncodingCache
 from siscom.sessions.transport import Transport
 from siscom.web.server.coalesce import DirectWriter
-from siscom.web.server.link import HypercornConnection
 from siscom.web.server.inbox import Inbox
+from siscom.web.server.link import HypercornConnection
 
 
 class QuartTransport(Transport):
