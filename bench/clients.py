@@ -385,7 +385,7 @@ class ClientPool:
                     conn.send(("close", timeout))
                 except OSError:
                     pass
-        for process, conn in self._workers:
+        for _, conn in self._workers:
             try:
                 _, closed = await self._receive(conn, "closed", timeout + 5.0)
                 codes.update(closed)

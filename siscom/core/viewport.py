@@ -174,7 +174,7 @@ class ViewportIndex:
         _, level, cells = entry
         grid = self._grids[level]
         for cell in cells:
-            covering, other = filed = grid[cell]
+            covering, other = grid[cell]
             if covering.pop(watcher, None) is None:
                 del other[watcher]
             if not covering and not other:

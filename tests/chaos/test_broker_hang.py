@@ -36,7 +36,7 @@ async def test_a_hung_broker_keeps_clients_alive_and_the_stream_resumes_when_it_
     async with ws_client(server.ws_url()) as client, FrameLog(client) as log, ReadyWatch(server.url) as ready:
         async with Producer(broker.bootstrap) as producer:
             await producer.send(TOPIC, "car-1", position("car-1", 0))
-        await log.wait_until(lambda l: len(l.data_frames()) == 1, 10, "the first record")
+        await log.wait_until(lambda seen: len(seen.data_frames()) == 1, 10, "the first record")
 
         broker.pause()
         paused = time.monotonic()
@@ -52,7 +52,7 @@ async def test_a_hung_broker_keeps_clients_alive_and_the_stream_resumes_when_it_
         async with Producer(broker.bootstrap) as producer:
             for n in range(1, 21):
                 await producer.send(TOPIC, "car-1", position("car-1", n))
-        await log.wait_until(lambda l: len(l.data_frames()) == 21, 20, "records after SIGCONT")
+        await log.wait_until(lambda seen: len(seen.data_frames()) == 21, 20, "records after SIGCONT")
         first_after = min(at for at, _ in log.data_frames(0)[1:])
         ready_at, _ = await ready.wait_for(200, resumed, timeout=20)
         assert log.close_code is None

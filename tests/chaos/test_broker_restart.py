@@ -49,7 +49,7 @@ async def test_broker_killed_and_restarted_empty_every_new_record_reaches_every_
             async with Producer(broker.bootstrap) as producer:
                 for n in range(6):
                     await producer.send(TOPIC, DEVICES[n % 3], position(DEVICES[n % 3], n, CYCLE=-1))
-            await log.wait_until(lambda l: len(l.data_frames()) >= 6, 10, "records before the first kill")
+            await log.wait_until(lambda seen: len(seen.data_frames()) >= 6, 10, "records before the first kill")
 
             latencies = []
             for cycle, (downtime, pattern) in enumerate(CYCLES):
@@ -67,13 +67,13 @@ async def test_broker_killed_and_restarted_empty_every_new_record_reaches_every_
                             await producer.send(TOPIC, device, value)
                             await asyncio.sleep(SEND_INTERVAL)
                 await log.wait_until(
-                    lambda l: len(list(filter(in_cycle(cycle), l.data_frames()))) >= RECORDS_PER_CYCLE,
+                    lambda seen: len(list(filter(in_cycle(cycle), seen.data_frames()))) >= RECORDS_PER_CYCLE,
                     20, f"all records of cycle {cycle}",
                 )
                 arrivals = [at for at, _ in filter(in_cycle(cycle), log.data_frames())]
                 latencies.append(min(arrivals) - back)
                 await log_one.wait_until(
-                    lambda l: len(list(filter(in_cycle(cycle), l.data_frames()))) >= RECORDS_PER_CYCLE // 3,
+                    lambda seen: len(list(filter(in_cycle(cycle), seen.data_frames()))) >= RECORDS_PER_CYCLE // 3,
                     10, f"bus-2's records of cycle {cycle}",
                 )
 

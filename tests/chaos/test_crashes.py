@@ -86,13 +86,13 @@ async def test_a_crashing_actor_is_restarted_and_clients_stay_connected_and_keep
             async with Producer(broker.bootstrap) as producer:
                 for n in range(5):
                     await producer.send(topic, "car-1", position("car-1", n))
-                await log.wait_until(lambda l: len(l.data_frames()) == 5, 10, "records before the crash")
+                await log.wait_until(lambda seen: len(seen.data_frames()) == 5, 10, "records before the crash")
                 crashed = time.monotonic()
                 await producer.send(topic, "car-1", position("car-1", 99, NOTE=poison))
                 await wait_for(lambda: restarts(server)[f"pipeline/{actor}"] == 1, 10, f"{actor} restarted")
                 for n in range(5, 10):
                     await producer.send(topic, "car-1", position("car-1", n))
-                await log.wait_until(lambda l: len(l.data_frames()) == 10, 10, "records after the crash")
+                await log.wait_until(lambda seen: len(seen.data_frames()) == 10, 10, "records after the crash")
             back = log.data_frames()[5][0] - crashed
             assert log.close_code is None
         counts = restarts(server)
@@ -130,7 +130,7 @@ async def test_crashes_beyond_the_pipeline_intensity_restart_the_pipeline_and_se
                 await wait_ready(server)
                 for n in range(5):
                     await producer.send(topic, "car-1", position("car-1", n))
-                await log.wait_until(lambda l: len(l.data_frames()) == 5, 10, "records after the escalation")
+                await log.wait_until(lambda seen: len(seen.data_frames()) == 5, 10, "records after the escalation")
             assert log.close_code is None
         counts = restarts(server)
         gave_up = [r for r in server.log.records if "giving up" in r.getMessage()]

@@ -62,7 +62,7 @@ async def test_sigterm_under_load_closes_every_client_with_1001_and_exits_0_with
                 logs.append(await stack.enter_async_context(FrameLog(client)))
             await wait_stats(server, lambda s: s["connections"] == CLIENTS)
             for log in logs:
-                await log.wait_until(lambda l: len(l.data_frames()) >= 5, 10, "records flowing")
+                await log.wait_until(lambda seen: len(seen.data_frames()) >= 5, 10, "records flowing")
             groups_while_running = await consumer_groups(broker.bootstrap)
             await asyncio.sleep(1.0)  # under load for a while
 

@@ -66,7 +66,7 @@ async def run(bootstrap: str, logs: list[FrameLog], first_seq: int, count: int) 
     await produce_paced(bootstrap, first_seq, count)
     for log in logs:
         await log.wait_until(
-            lambda l: len(l.data_frames()) >= first_seq + count, 60, f"all {first_seq + count} records"
+            lambda seen: len(seen.data_frames()) >= first_seq + count, 60, f"all {first_seq + count} records"
         )
     return latencies(logs, first_seq)
 

@@ -804,10 +804,10 @@ async def test_a_temporary_child_that_ended_is_forgotten_at_once_not_when_the_ne
             return
 
     root = await started(Supervisor("root", backoff=NO_WAIT))
-    actor = Brief("brief")
-    gone = weakref.ref(actor)
-    await within(root.start_child(ChildSpec("brief", lambda: actor, restart=Restart.TEMPORARY)), "start_child")
-    del actor
+    made = [Brief("brief")]
+    gone = weakref.ref(made[0])
+    # The factory hands its one actor over, keeping no reference of its own.
+    await within(root.start_child(ChildSpec("brief", made.pop, restart=Restart.TEMPORARY)), "start_child")
     await eventually(lambda: not root.which_children())
     for _ in range(5):  # the supervisor goes back to waiting for its next event
         await asyncio.sleep(0)
