@@ -94,7 +94,10 @@ async def measure(
     traced = sum(stat.size_diff for stat in stats)
     print(f"== {target_name}: {clients} idle stream clients x 5 devices, keep-alive every {keepalive:g} s")
     print(f"RSS per connection          {(rss1 - rss0) / per:8.1f} KB  ({rss0 / MB:.1f} -> {rss1 / MB:.1f} MB)")
-    print(f"traced per connection       {traced / per:8.1f} KB  (Python allocations; the rest is the allocator's and the kernel's)")
+    print(
+        f"traced per connection       {traced / per:8.1f} KB  "
+        "(Python allocations; the rest is the allocator's and the kernel's)"
+    )
     groups: Counter[str] = Counter()
     for stat in stats:
         groups[_group(stat.traceback[-1].filename)] += stat.size_diff

@@ -121,7 +121,8 @@ def main() -> None:
         f = asyncio.run(measure(partitions, options.records, options.runs))
         extra = f["us_with"] - f["us_without"]
         print(
-            f"{partitions:>10}  {f['us_without']:>27.2f}  {f['us_with']:>7.2f}  (+{extra:.2f}, +{extra / f['us_without'] * 100:.0f} %)"
+            f"{partitions:>10}  {f['us_without']:>27.2f}  {f['us_with']:>7.2f}  "
+            f"(+{extra:.2f}, +{extra / f['us_without'] * 100:.0f} %)"
             f"  {f['bytes_without']:>20.0f}  {f['bytes_with']:>4.0f}  (+{f['bytes_with'] - f['bytes_without']:.0f})"
         )
     held, back = 50_000, 600

@@ -245,7 +245,10 @@ async def run(clients: int, devices: int, per_client: int, sizes: list[int], del
     for fanout in fanouts:
         await fanout.start()
     print(f"fan-out in-process: {clients:,} clients x {per_client} of {devices:,} devices, median of {runs} runs")
-    print(f"{'records/batch':>13}  {'frames/client/batch':>19}  {'target':>9}  {'us/delivery':>11}  {'writes/delivery':>15}  ratio")
+    print(
+        f"{'records/batch':>13}  {'frames/client/batch':>19}  {'target':>9}  "
+        f"{'us/delivery':>11}  {'writes/delivery':>15}  ratio"
+    )
     try:
         for size in sizes:
             per_batch = size * clients * per_client / devices
@@ -261,7 +264,10 @@ async def run(clients: int, devices: int, per_client: int, sizes: list[int], del
                 raise SystemExit(f"the two fan-outs wrote different bytes: {received}")
             ours, bare = statistics.median(figures["siscom"]), statistics.median(figures["broadcast"])
             frames_per_client = size * per_client / devices
-            print(f"{size:>13}  {frames_per_client:>19.2f}  {'siscom':>9}  {ours:>11.2f}  {writes / delivered:>15.3f}  {ours / bare:.2f}x")
+            print(
+                f"{size:>13}  {frames_per_client:>19.2f}  {'siscom':>9}  "
+                f"{ours:>11.2f}  {writes / delivered:>15.3f}  {ours / bare:.2f}x"
+            )
             print(f"{'':>13}  {'':>19}  {'broadcast':>9}  {bare:>11.2f}  {1.0:>15.3f}")
         print(f"bytes received by the clients of each: {received['siscom']:,} (the same frames, checked)")
     finally:

@@ -4,7 +4,8 @@
 WebSocket connections on raw sockets and on each sends WebSocket pings (9,500 a second) and
 subscribe messages of 1,000 device ids (1,480 a second), the floods that once took a gateway to
 95 % CPU, without ever reading; when the server drops a connection it opens another at once.
-``--pings`` and ``--messages`` change the rates (0: as fast as the server takes them). It runs until SIGTERM or SIGINT, then prints one JSON line:
+``--pings`` and ``--messages`` change the rates (0: as fast as the server takes them). It runs
+until SIGTERM or SIGINT, then prints one JSON line:
 ``{"connections": N, "bytes": B}``. Loopback addresses only: it refuses any other host.
 
 It runs as its own process so that the flood's own CPU is not charged to whoever measures the

@@ -117,7 +117,8 @@ async def capacity(bench: Bench, targets: Sequence[Target]) -> Result:
             )
         )
     result.notes.append(
-        f"sustained = delivery ratio >= 0.999 and p99 <= {CAPACITY_MAX_P99_MS:.0f} ms; a step counts as failed after two tries"
+        f"sustained = delivery ratio >= 0.999 and p99 <= {CAPACITY_MAX_P99_MS:.0f} ms; "
+        "a step counts as failed after two tries"
     )
     return result
 

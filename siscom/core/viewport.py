@@ -9,10 +9,10 @@ filed in that cell are checked exactly, so the candidates per record are the box
 record (about 1.5 to 3 times the boxes that contain it, for boxes of one size), however many
 clients there are. A box that covers a cell (the part of it inside the world) is filed there as
 covering it: a position in that cell is in the box without a check, so a box larger than its cells
-(up to the whole world) costs a lookup what a subscription to every device costs. A device that moves leaves the boxes that hold its old position and not its new
-one: that is a second lookup, at the old position, and nothing is kept per device and watcher (a
-list of who saw each device would hold every departed watcher for as long as the device stays
-quiet).
+(up to the whole world) costs a lookup what a subscription to every device costs. A device that
+moves leaves the boxes that hold its old position and not its new one: that is a second lookup, at
+the old position, and nothing is kept per device and watcher (a list of who saw each device would
+hold every departed watcher for as long as the device stays quiet).
 
 While any box is watched, the index also keeps each device's newest position, and a grid of
 devices per 0.01-degree cell, so that a client that opens or moves its box finds the devices in

@@ -5,7 +5,8 @@ late it woke (the loop's lag), publishes the worst lag of each second as the ``l
 and while :class:`~siscom.core.overload.LagWindow` says the loop is overloaded, closes a
 ``FRACTION`` of the sessions that have frames waiting, largest backlog first, with 1013 "server
 overloaded" (counted as ``overload_closes``); then it judges ``PAUSE`` seconds of fresh samples
-before it sheds again, and stops once the mean lag falls below the threshold. All it needs from a session is a backlog figure and ``close(code, reason)``.
+before it sheds again, and stops once the mean lag falls below the threshold. All it needs from a
+session is a backlog figure and ``close(code, reason)``.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """siscom-stream.js in a real browser: the demo page behind nginx, its replica killed mid-stream.
 
 Also: the ES module and the plain script are one library; a stream with 4-second tokens is
-refreshed by the library and outlives them. Two replicas with one environment behind a real nginx (``deploy/nginx.conf``), Debian's Chromium
-driven by Playwright, alerts produced to the test broker while the replica serving the page is
-SIGKILLed. The page's library reconnects through nginx to the other replica with the last cursor
-it saw, and the alert list, which shows each record's id, must hold every alert exactly once.
-The same holds with no library at all: a plain ``EventSource``, whose browser reconnects by itself
-with ``Last-Event-ID``.
+refreshed by the library and outlives them. Two replicas with one environment behind a real
+nginx (``deploy/nginx.conf``), Debian's Chromium driven by Playwright, alerts produced to the test
+broker while the replica serving the page is SIGKILLed. The page's library reconnects through nginx
+to the other replica with the last cursor it saw, and the alert list, which shows each record's id,
+must hold every alert exactly once. The same holds with no library at all: a plain ``EventSource``,
+whose browser reconnects by itself with ``Last-Event-ID``.
 """
 
 from __future__ import annotations

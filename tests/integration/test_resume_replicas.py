@@ -461,7 +461,10 @@ async def test_a_hundred_clients_asking_for_the_same_span_at_once_share_a_few_re
     reads = stats(server)["history_reads_by_partition"]
     assert set(reads) == {f"{topic}[{p}]" for p in range(PARTITIONS)}
     assert max(reads.values()) <= 5, reads
-    print(f"\n100 clients x 10 devices replaying the same 1,200-record span from the log: reads per partition {sorted(reads.values())}")
+    print(
+        "\n100 clients x 10 devices replaying the same 1,200-record span from the log: "
+        f"reads per partition {sorted(reads.values())}"
+    )
 
 
 def merged(*parts: dict[str, list[tuple[str, int]]]) -> dict[str, list[tuple[str, int]]]:

@@ -65,7 +65,10 @@ async def _come_and_go(server: InProcessServer, count: int, clean: bool | None =
 
 async def test_two_thousand_event_streams_leave_no_task_session_or_memory_behind(broker, topic, scenario):
     scenario.title = "SSE: 2,000 clients come and go"
-    scenario.target = f"connections and subscriptions back to 0; no task, session or transport left; < {BYTES_PER_CLIENT} B per client"
+    scenario.target = (
+        "connections and subscriptions back to 0; no task, session or transport left; "
+        f"< {BYTES_PER_CLIENT} B per client"
+    )
     _enough_file_descriptors(3 * CLIENTS)
     settings = Settings.from_env(
         {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic, "KAFKA_FETCH_MAX_WAIT_MS": "10"}

@@ -27,7 +27,10 @@ SKIPPING = {
         "def test_skipped_by_a_fixture(program):\n    pass\n\n"
         "def test_that_passes():\n    pass\n"
     ),
-    "test_module.py": "import pytest\n\npytest.importorskip('no_such_module_here')\n\ndef test_never_collected():\n    pass\n",
+    "test_module.py": (
+        "import pytest\n\npytest.importorskip('no_such_module_here')\n\n"
+        "def test_never_collected():\n    pass\n"
+    ),
 }
 
 
