@@ -189,12 +189,8 @@ class MapStreamCore(StreamCore):
         return super()._initial_view() if self._box is None else sorted(self._in_view(self._box, self._ids))
 
     def _current_view(self) -> Iterable[str] | None:
-        if self._box is None:
-            return super()._current_view()
-        entered = [device for device in self._in_view(self._box, self._ids) if device not in self._visible]
-        self._visible.update(entered)
-        self._table.viewports.mark_seen(self, entered)
-        return entered
+        # Leaves come from geometry (nothing records what a box client saw): the view now, whole.
+        return self._initial_view()
 
     def _replay(self, replay: list[Delivery]) -> None:
         """What a map would have seen of ``replay`` (this client's records after its cursor, in

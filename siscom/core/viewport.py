@@ -329,6 +329,12 @@ class ViewportIndex:
                 del self._devices_by_cell[old_cell]
         self._devices_by_cell.setdefault(cell, set()).add(device_id)
 
+    def take_remembered(self) -> None:
+        """Track the positions remembered without being routed (a late warm start's): a box watched
+        since before them would not see those devices until they moved."""
+        if self._boxes:
+            self._start_tracking()
+
     def _start_tracking(self) -> None:
         for device_id, position in self._last_positions():
             self._move(device_id, self._where.get(device_id), position)

@@ -196,5 +196,6 @@ class WarmUp:
             if part.malformed:
                 self._metrics.incr(Metric.MALFORMED_RECORDS, part.malformed)
             await asyncio.sleep(0)
+        self._table.viewports.take_remembered()
         for tp, end in ends.items():
             self._offsets.reached(tp, end)
