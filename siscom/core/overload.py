@@ -19,6 +19,8 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Protocol, TypeVar
 
+from siscom.core.protocol import CloseCode
+
 __all__ = ["LagWindow", "Sheddable", "pick_victims"]
 
 
@@ -73,7 +75,7 @@ class Sheddable(Protocol):
     @property
     def backlog(self) -> int: ...
 
-    def close(self, code: int, reason: str) -> None: ...
+    def close(self, code: CloseCode, reason: str) -> None: ...
 
 
 S = TypeVar("S", bound=Sheddable)

@@ -91,9 +91,12 @@ class WarmSet:
         for record in records:
             count += 1
             value = record.value
+            if not value:  # no device, no frame: for positions and the window alike
+                malformed += 1
+                continue
             if positions:
                 # Most records name their device at their start: a full parse is kept for the rest.
-                device_id = device_id_hint(value) if value and len(value) <= max_bytes else None
+                device_id = device_id_hint(value) if len(value) <= max_bytes else None
                 if device_id is None:
                     device_id = device_id_of(value, max_bytes=max_bytes)
                 if device_id is None:
@@ -103,13 +106,10 @@ class WarmSet:
                 old = newest.get(device_id)
                 if old is None or _newer(kept, old):
                     newest[device_id] = kept
-            elif not value:
-                malformed += 1
-                continue
             else:
                 kept = (record.timestamp, topic_index, partition, record.offset, value)
             if windowed:
-                self._tail_bytes += len(value)  # type: ignore[arg-type]
+                self._tail_bytes += len(value)
                 if len(tail) < window_records:
                     heapq.heappush(tail, kept)
                 else:  # full: the oldest of the candidates and this one, one goes

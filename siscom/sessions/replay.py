@@ -217,8 +217,8 @@ class Replayer:
             if delivery.partition >= len(offsets):
                 offsets.extend([0] * (delivery.partition + 1 - len(offsets)))
             offsets[delivery.partition] = delivery.offset + 1
-            cursor = cursors.encode(crc, tuple(tuple(o) for o in stands))
-            frames.append(delivery._replace(text=with_cursor(delivery.text, cursor)))
+            at = cursors.encode(crc, tuple(tuple(o) for o in stands))
+            frames.append(delivery._replace(text=with_cursor(delivery.text, at)))
         replayed = len(frames)
         frames += live or ()
         # Where the client stands until its next frame: its last replayed frame, else its cursor.

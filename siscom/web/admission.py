@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from werkzeug.datastructures import MultiDict
+from werkzeug.datastructures import Headers, MultiDict
 
 from siscom.core.mapoptions import MapOptions, parse_map_options
 from siscom.core.protocol import BadRequest, parse_device_ids
@@ -113,7 +113,7 @@ class Admission:
     def admit(
         self,
         peer: str,
-        headers: Mapping[str, str],
+        headers: Headers | Mapping[str, str],
         args: MultiDict[str, str],
         *,
         subprotocols: Sequence[str] = (),
@@ -140,6 +140,8 @@ class Admission:
                 args.get("bbox"), args.get("max_hz"), args.get("fields"),
                 max_fields=settings.stream_max_fields, highest_hz=settings.stream_max_hz,
             )
+            cursor: str | None
+            since: str | None
             if last_event_id:
                 cursor, since = last_event_id, None
             else:

@@ -96,7 +96,7 @@ class HypercornConnection:
         """Stop reading from the client (a connection whose client is past its allowance: what it
         still sends stays in the kernel, and its window closes)."""
         transport = self._writer.transport
-        if transport.is_reading():
+        if isinstance(transport, asyncio.ReadTransport) and transport.is_reading():
             transport.pause_reading()
 
     def close(self) -> None:
@@ -185,6 +185,7 @@ class PipelineGuard(asyncio.Protocol):
         transport = connection.transport
         if (
             transport is None
+            or protocol is None
             or transport.is_closing()
             or not isinstance(h11_connection, h11.Connection)
             or not isinstance(reader, asyncio.StreamReader)
