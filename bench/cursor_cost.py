@@ -33,7 +33,7 @@ BATCH = 500
 def records(partitions: int, count: int) -> list[ConsumerRecord]:
     """Brief-shaped position records (1 in 40 an alert), round robin over the partitions."""
     out = []
-    offsets = {}
+    offsets: dict[tuple[str, int], int] = {}
     for n in range(count):
         alert = n % 40 == 7
         topic = ALERTS if alert else POSITIONS
@@ -67,7 +67,7 @@ async def decode_all(batches: list[list[ConsumerRecord]], with_ids: bool) -> tup
 
 async def measure(partitions: int, count: int, runs: int) -> dict[str, float]:
     batches = [chunk for chunk in (records(partitions, count)[i:i + BATCH] for i in range(0, count, BATCH))]
-    best = {}
+    best: dict[bool, float] = {}
     sizes = {}
     for with_ids in (False, True, False, True) * runs:
         elapsed, sizes[with_ids] = await decode_all(batches, with_ids)

@@ -100,11 +100,11 @@ class NeverReceives(Transport):
 
     def __init__(self, direct: DirectWriter) -> None:
         self.peer = "bench"
-        self.direct = direct
+        self.direct = self._writer = direct
         self._forever: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     async def send(self, text: str) -> None:
-        self.direct.write([text])
+        self._writer.write([text])
 
     async def receive(self) -> str:
         return await self._forever
@@ -241,7 +241,7 @@ async def run(clients: int, devices: int, per_client: int, sizes: list[int], del
         frozenset(f"dev-{n:05d}" for n in chooser.sample(range(devices), per_client)) for _ in range(clients)
     ]
     by_device = recipients(subscriptions)
-    fanouts = [Gateway(subscriptions), Broadcast(subscriptions)]
+    fanouts: list[Gateway | Broadcast] = [Gateway(subscriptions), Broadcast(subscriptions)]
     for fanout in fanouts:
         await fanout.start()
     print(f"fan-out in-process: {clients:,} clients x {per_client} of {devices:,} devices, median of {runs} runs")

@@ -91,7 +91,8 @@ async def capacity(bench: Bench, targets: Sequence[Target]) -> Result:
     best: dict[str, LoadFigures | None] = {}
     for target in targets:
         best[target.name], steps = await find_capacity(bench, target, shape, limit)
-        result.figures[target.name] = {"best": asdict(best[target.name]) if best[target.name] else None, "steps": steps}
+        found = best[target.name]
+        result.figures[target.name] = {"best": asdict(found) if found is not None else None, "steps": steps}
 
     def pick(getter: Callable[[LoadFigures], Any]) -> dict[str, Any]:
         return {name: (getter(f) if f is not None else None) for name, f in best.items()}

@@ -76,6 +76,7 @@ async def flood(bench: Bench, targets: Sequence[Target]) -> Result:
     for target in targets:
         async with LoadRun(bench, target, shape, "flood") as run:
             for count in FLOODERS:
+                assert run.server is not None  # started on entering the run
                 with FloodProcess(run.server.port, count) as flood:
                     figures[count][target.name] = await run.measure(shape.rate)
                 tallies[count][target.name] = flood.tally

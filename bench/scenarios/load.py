@@ -8,6 +8,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 from bench.clients import ClientPool, LoopLagProbe, PoolReport, Subscription
@@ -277,6 +278,10 @@ def _counter_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, f
     }
 
 
+def _latency(figures: LoadFigures, name: str) -> float | None:
+    return figures.latency_ms[name]
+
+
 def load_rows(result: Result, figures: dict[str, LoadFigures]) -> None:
     """The rows every load scenario prints: throughput, latency, CPU and memory per server; and
     the figures themselves, for the JSON report."""
@@ -290,7 +295,7 @@ def load_rows(result: Result, figures: dict[str, LoadFigures]) -> None:
     row("delivered", "/s", lambda f: f.delivered_s)
     row("delivery ratio", "", lambda f: f.delivery_ratio, 4)
     for name in ("p50", "p95", "p99", "max"):
-        row(f"latency {name}", "ms", lambda f, name=name: f.latency_ms[name])
+        row(f"latency {name}", "ms", partial(_latency, name=name))
     row("worst client p99", "ms", lambda f: f.worst_client_p99_ms)
     row("floor p99: bare Kafka consumer", "ms", lambda f: (f.floor_ms or {}).get("p99"), show_ratio=False)
     row("client loop lag p99", "ms", lambda f: (f.client_loop_lag_ms or {}).get("p99"), show_ratio=False)
@@ -317,6 +322,7 @@ async def measure_each(
     ``env``: settings for the servers; ``measure``: what :meth:`LoadRun.measure` takes besides the rate."""
     figures: dict[str, LoadFigures] = {}
     for target in targets:
-        async with LoadRun(bench, target, shape, label, **(env or {})) as run:
+        # moving and subscribe named, so that env's keys can only be settings
+        async with LoadRun(bench, target, shape, label, moving=False, subscribe=None, **(env or {})) as run:
             figures[target.name] = await run.measure(shape.rate, **measure)
     return figures
