@@ -109,9 +109,10 @@ class SnapshotWriter(Actor):
         max_bytes = self._settings.stream_max_record_bytes
         offer = self._latest.offer
         for record in records:
-            device_id = device_id_of(record.value, max_bytes=max_bytes)
-            if device_id is not None:
-                offer(device_id, record.timestamp, record.value)  # type: ignore[arg-type]
+            value = record.value
+            device_id = device_id_of(value, max_bytes=max_bytes)
+            if device_id is not None and value is not None:  # a device id implies a value
+                offer(device_id, record.timestamp, value)
 
     async def _write_rounds(self, producer: AIOKafkaProducer) -> None:
         pause = min(1.0, self._interval / 4)
