@@ -28,7 +28,7 @@ import asyncio
 import logging
 import socket
 import struct
-from typing import Any
+from typing import Any, cast
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +95,9 @@ class HypercornConnection:
     def pause_reading(self) -> None:
         """Stop reading from the client (a connection whose client is past its allowance: what it
         still sends stays in the kernel, and its window closes)."""
-        transport = self._writer.transport
-        if isinstance(transport, asyncio.ReadTransport) and transport.is_reading():
+        # A stream's transport reads as well as writes (the writer's type names only the writing).
+        transport = cast(asyncio.Transport, self._writer.transport)
+        if transport.is_reading():
             transport.pause_reading()
 
     def close(self) -> None:
