@@ -42,7 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--targets", help=f"comma-separated servers to run, of {', '.join(TARGETS)} (default: per scenario)")
     parser.add_argument("--rate", type=float, help="records per second for steady, overload and viewport's end-to-end part, instead of the default")
-    parser.add_argument("--clients", type=int, help="WebSocket clients of viewport's end-to-end part and of crowd, instead of the default")
+    parser.add_argument("--clients", type=int, help=(
+            "WebSocket clients of viewport's end-to-end part, of crowd and the map clients of pan, "
+            "instead of the default"
+        ))
     parser.add_argument(
         "--deflate", action="store_true", help="clients ask for permessage-deflate compression, as browsers do"
     )

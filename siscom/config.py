@@ -351,7 +351,9 @@ class Settings:
     )
     kafka_auto_offset_reset: str = _setting(
         "latest", _one_of("latest", "earliest"), "one of latest, earliest",
-        "where a partition is first read from when the gateway starts with no offset for it",
+        "where a partition is first read from when the gateway starts with no offset for it, with "
+        "warm-up off (with it, live reading starts where warm-up ended: see docs/warm-start.md); "
+        "also where a partition restarts whose offset left the log",
     )
     kafka_security_protocol: str = _setting(
         "PLAINTEXT", _one_of("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"),
@@ -562,8 +564,8 @@ class Settings:
     stream_shed_lag_seconds: float = _setting(
         0.1, _non_negative, "a number of seconds; 0 turns shedding off",
         "mean event-loop lag that means overload: once the mean over STREAM_SHED_AFTER_SECONDS "
-        "reaches it, the clients with the largest backlogs are closed with 1013, a quarter at a "
-        "time, until it falls back",
+        "reaches it, the clients with frames waiting that cost the most work per second are "
+        "closed with 1013, a quarter at a time, until it falls back",
     )
     stream_shed_after_seconds: float = _setting(
         5.0, _positive_seconds, "a number of seconds greater than 0",

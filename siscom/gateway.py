@@ -103,7 +103,6 @@ class Gateway:
             window=self.window,
             history=self.history,
             metrics=self.metrics,
-            max_record_bytes=settings.stream_max_record_bytes,
         )
         self.limits = SessionLimits(
             keepalive_seconds=settings.stream_keepalive_seconds,
@@ -332,7 +331,7 @@ class Gateway:
         await self.warming.wait_open(START_GRACE)
 
     def sessions(self) -> list[Session]:
-        """The sessions running now (each has ``backlog`` and ``close(code, reason)``)."""
+        """The sessions running now (each has ``backlog``, ``cost`` and ``close(code, reason)``)."""
         if self._sessions is None:
             return []
         return [child.actor for child in self._sessions.which_children() if isinstance(child.actor, Session)]

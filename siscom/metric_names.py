@@ -78,7 +78,8 @@ class Metric(enum.StrEnum):
     )
     OVERLOAD_CLOSES = (
         "overload_closes", Kind.COUNTER,
-        "clients with the largest backlogs closed with 1013 while the event loop lagged (shedding)",
+        "clients that cost the most (of those with frames waiting) closed with 1013 while the event loop lagged "
+        "(shedding)",
     )
     HANDSHAKE_RATE_REFUSALS = (
         "handshake_rate_refusals", Kind.COUNTER,

@@ -42,7 +42,8 @@ class WriterWarmUp(WarmUp):
 
     def __init__(self, settings: Settings, metrics: Metrics, latest: LatestPositions, offsets: ReadOffsets) -> None:
         super().__init__(
-            settings, metrics, WarmProgress(True),
+            # No window: only each device's newest record is kept.
+            settings.replace(stream_replay_window_records=0), metrics, WarmProgress(True),
             table=SubscriptionTable(), window=RecentWindow(0, 0), positions=LogPositions(settings.topics),
             offsets=offsets, snapshot_topic=False,
         )

@@ -13,7 +13,9 @@ those deliveries put on the wire (each frame's text plus its WebSocket header), 
 The in-process part runs without a broker or sockets: what it measures is what the index is for,
 the routing cost as box clients grow. Its wide part routes 1,000 records of 1,000 devices to 1,000
 and 2,000 clients of the world box, and to as many clients of every device (no box), three runs of
-each in turn: the median router CPU per record of each is printed side by side.
+each in turn: the median router CPU per record of each is printed side by side. Then the CPU
+time of a world-box client's join (its snapshot queued) over 2,000 parked devices, before and
+after 500 such clients came and went.
 
 The end-to-end part runs the gateway (``siscom serve``) on the broker, with the bench producer
 sending the simulator's tracks at 2,000 records/s over 10,000 moving devices, and 1,000 WebSocket
@@ -65,6 +67,10 @@ WIDE_RECORDS = 1_000
 WIDE_COUNTS = (1_000, 2_000)
 #: Runs of each, in turn; the median is shown.
 REPEATS = 3
+#: Joins measured over parked devices (that never report again) before and after this many box
+#: clients came and went.
+JOIN_PARKED = 2_000
+JOIN_DEPARTED = 500
 BATCH = 100
 POLICY = StreamPolicy(keepalive_seconds=3600.0, max_pending_frames=100_000, max_device_ids=100_000, snapshot=False)
 
@@ -221,6 +227,41 @@ async def wide_figures(counts: Sequence[int], devices: int, records: int, seed: 
     return {mode: {count: statistics.median(cpu) for count, cpu in by_count.items()} for mode, by_count in runs.items()}
 
 
+def join_cost(parked: int, departed: int, joins: int, seed: int) -> dict[str, float]:
+    """CPU time of a world-box client's join (subscribe and snapshot queued, as at a handshake)
+    over ``parked`` devices that never report again, before and after ``departed`` such clients
+    came and went, beside one that stays."""
+    first, _ = _records(parked, 1, 1.0, seed)
+    table = SubscriptionTable()
+    for delivery in first:
+        table.remember(delivery)
+    policy = StreamPolicy(keepalive_seconds=3600.0, max_pending_frames=100_000, max_device_ids=100_000, snapshot=True)
+
+    def client() -> MapStreamCore:
+        return MapStreamCore(None, table=table, policy=policy, options=MapOptions(bbox=WORLD), clock=time.monotonic)
+
+    def timed_joins() -> float:
+        cpu = 0.0
+        for _ in range(joins):
+            core = client()
+            began = time.process_time()
+            core.open(0.0)
+            cpu += time.process_time() - began
+            core.end()
+        return 1e6 * cpu / joins
+
+    keeper = client()
+    keeper.open(0.0)
+    before = timed_joins()
+    for _ in range(departed):
+        core = client()
+        core.open(0.0)
+        core.end()
+    after = timed_joins()
+    keeper.end()
+    return {"before_us": before, "after_us": after}
+
+
 async def _wide(bench: Bench, result: Result, figures: dict[str, Any]) -> None:
     """Boxes larger than any cell of the index (here the world) against every-device clients."""
     smoke = bench.options.smoke
@@ -232,6 +273,20 @@ async def _wide(bench: Bench, result: Result, figures: dict[str, Any]) -> None:
             f"router CPU per record, {count:,} clients of the world box (bbox) or every device (device_ids)",
             {"bbox": wide["world"][count], "device_ids": wide["every"][count]}, "us", 0, show_ratio=False,
         ))
+    departed = 20 if smoke else JOIN_DEPARTED
+    joins = join_cost(100 if smoke else JOIN_PARKED, departed, 5 if smoke else 50, bench.options.seed)
+    figures["join"] = joins
+    parked = 100 if smoke else JOIN_PARKED
+    for when, key in (("before", "before_us"), (f"after {departed:,} such clients came and went", "after_us")):
+        result.rows.append(Row(
+            f"CPU per world-box join over {parked:,} parked devices, {when}", {"bbox": joins[key]}, "us", 0,
+            show_ratio=False,
+        ))
+    result.verdicts.append(Verdict(
+        "a join costs no more after box clients came and went (within 1.5x)",
+        joins["after_us"] <= 1.5 * joins["before_us"],
+        f"{joins['before_us']:,.0f} us before, {joins['after_us']:,.0f} us after",
+    ))
     top = counts[-1]
     ratio = wide["world"][top] / max(wide["every"][top], 1e-9)
     result.verdicts.append(Verdict(

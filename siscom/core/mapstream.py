@@ -34,6 +34,7 @@ from siscom.core.protocol import (
     leave_frame,
     with_cursor,
 )
+from siscom.core.replayfeed import ReplayFeed
 from siscom.core.stream import Cause, StreamCore, StreamPolicy
 from siscom.core.subscriptions import SubscriptionTable
 from siscom.core.throttle import Throttle
@@ -134,6 +135,7 @@ class MapStreamCore(StreamCore):
             return
         old_box, box = self._box, command.bbox or self._box
         viewports = self._table.viewports
+        examined = viewports.examined
         if wanted is current:  # a pan: only the devices that cross the box's edges are looked at
             entered = self._among(viewports.devices_entering(old_box, box), wanted)
             left = self._among(viewports.devices_entering(box, old_box), wanted)
@@ -143,6 +145,7 @@ class MapStreamCore(StreamCore):
             entered, left = list(now_visible - before), list(before - now_visible)
         entered.sort()
         left.sort()
+        self._work += viewports.examined - examined
         self._box, self._ids = box, wanted
         self._table.subscribe_box(self, wanted, box)
         self._reply(ack_frame(command.action, wanted, box))
@@ -192,9 +195,9 @@ class MapStreamCore(StreamCore):
         # Leaves come from geometry (nothing records what a box client saw): the view now, whole.
         return self._initial_view()
 
-    def _replay(self, replay: list[Delivery]) -> None:
+    def _replay(self, replay: ReplayFeed, live: Iterable[Delivery]) -> None:
         """What a map would have seen of ``replay`` (this client's records after its cursor, in
-        log order), the newest of it first-hand:
+        log order) and of ``live`` (routed while it was read), the newest of it first-hand:
 
         - every alert, in place (with a box: when its device was in the box, by the last position
           replayed before it, else by where the device is now);
@@ -209,6 +212,10 @@ class MapStreamCore(StreamCore):
         that resumes from the last frame it got still gets every alert once and each device's
         newest position.
         """
+        # Taken whole: a map's replay is its alerts and one frame per device, known at the end.
+        self._replay_deliveries([*replay.rest(), *live])
+
+    def _replay_deliveries(self, replay: list[Delivery]) -> None:
         box = self._box
         named = self._ids is not None
         was_inside: set[str] = set()

@@ -12,6 +12,14 @@ conflated and keep their order; more than ``max_alerts`` of them waiting make th
 more (:class:`OutboxFull`), and the session closes that client with 1013. Memory is
 bounded by the devices the client watches plus the alerts it has not read.
 
+The bound is for lag, not for a burst: alerts that arrive together (one batch of the log, all in
+one event-loop turn) while the client had caught up (its writer was waiting for frames) may go
+past it, up to :data:`BURST` times the bound, because the client has not had its turn to read
+them yet. Once the writer has had that turn and left frames waiting, or while it is stuck on a
+client that does not read, the bound holds as it is. An outbox that holds live frames apart while
+a replay goes out (``apart``) is in a burst until it is taken: the client has not had its turn
+for any of them.
+
 A position that takes a waiting one's place in line keeps that one's cursor (the ``id`` of the
 frame it replaces): frames then go out with cursors in dispatch order, and a client cut off
 while behind resumes from a cursor that no waiting frame is older than. Without that, a newer
@@ -29,6 +37,9 @@ from siscom.core.protocol import frame_cursor, with_cursor
 #: Key of frames that are never conflated (alerts, pings, errors, acks) while the client keeps up.
 _KEEP = None
 
+#: How far past ``max_alerts`` a burst may go that arrives while the client has caught up.
+BURST = 8
+
 #: Most frames handed out by one take: a session writes at most this many before it lets the
 #: others run.
 CHUNK = 8
@@ -41,9 +52,12 @@ class OutboxFull(Exception):
 class Outbox:
     """The frames waiting for one client. Pure: whoever writes them waits on :attr:`waker`."""
 
-    __slots__ = ("_queue", "_latest", "_soft_limit", "_chunk", "_max_alerts", "_alerts", "waker", "conflated")
+    __slots__ = (
+        "_queue", "_latest", "_soft_limit", "_chunk", "_max_alerts", "_alerts", "_burst", "_apart", "waker",
+        "conflated",
+    )
 
-    def __init__(self, soft_limit: int, max_alerts: int, chunk: int = CHUNK) -> None:
+    def __init__(self, soft_limit: int, max_alerts: int, chunk: int = CHUNK, *, apart: bool = False) -> None:
         #: Frames in arrival order while the client keeps up: (device id or _KEEP, text).
         #: A list, not a deque: an empty deque keeps a 624-byte block, an empty list nothing, and
         #: most clients' outboxes are empty most of the time. Taken whole or a chunk at a time.
@@ -54,6 +68,11 @@ class Outbox:
         self._chunk = chunk
         self._max_alerts = max_alerts
         self._alerts = 0
+        #: True while every frame waiting came since the client had caught up (see the module
+        #: docstring): the alerts among them may go past the bound, up to BURST times it.
+        self._burst = apart
+        #: Frames held apart while a replay goes out: a burst until taken (see the module docstring).
+        self._apart = apart
         #: Called once, then forgotten, when a frame is queued: set by a writer about to wait.
         self.waker: Callable[[], None] | None = None
         #: Positions dropped because a newer one of the same device replaced them.
@@ -82,20 +101,27 @@ class Outbox:
                 text = _in_place_of(waiting, text)
             latest[device_id] = text  # a waiting device keeps its place in line
         else:
-            self._queue.append((device_id, text))
-            if len(self._queue) > self._soft_limit:
+            queue = self._queue
+            if not queue:
+                self._burst = self.waker is not None or self._apart
+            queue.append((device_id, text))
+            if len(queue) > self._soft_limit:
                 self._fall_behind()
         if self.waker is not None:
             self.wake()
 
     def put_kept(self, text: str) -> None:
-        """Queue a frame that must never be dropped; refuses once too many are waiting."""
-        if self._alerts >= self._max_alerts:
-            raise OutboxFull(f"{self._alerts} unconflatable frames waiting")
-        self._alerts += 1
+        """Queue a frame that must never be dropped; refuses once too many are waiting (past the
+        bound only within a burst: see the module docstring)."""
+        alerts = self._alerts
+        if alerts >= self._max_alerts and (not self._burst or alerts >= self._max_alerts * BURST):
+            raise OutboxFull(f"{alerts} unconflatable frames waiting")
+        self._alerts = alerts + 1
         if self._latest is not None:
             self._latest[object()] = text
         else:
+            if not self._queue:
+                self._burst = self.waker is not None or self._apart
             self._queue.append((_KEEP, text))
         if self.waker is not None:
             self.wake()
@@ -119,6 +145,7 @@ class Outbox:
                 return texts
             taken = queue[: self._chunk]
             del queue[: self._chunk]
+            self._burst = False  # the client had its turn and left frames waiting
             texts = []
             for key, text in taken:
                 if key is _KEEP:
@@ -133,12 +160,30 @@ class Outbox:
             texts.append(text)
         if not latest:
             self._latest = None  # caught up: first in, first out again
+        else:
+            self._burst = False
         return texts
 
     def clear(self) -> None:
         self._queue.clear()
         self._latest = None
         self._alerts = 0
+        self._burst = False
+
+    def absorb(self, other: Outbox) -> None:
+        """Take over everything waiting in ``other`` (which is left empty), in its order and state
+        (behind or not); this outbox must be empty. A stream that held its live frames apart
+        while it replayed the past queues them with this, once the replay is out."""
+        if len(self):
+            raise ValueError("absorb needs an empty outbox")
+        self._queue, other._queue = other._queue, self._queue
+        self._latest, other._latest = other._latest, None
+        self._alerts, other._alerts = other._alerts, 0
+        self._burst, other._burst = False, False
+        self.conflated += other.conflated
+        other.conflated = 0
+        if len(self) and self.waker is not None:
+            self.wake()
 
     def wake(self) -> None:
         """Call the waiting writer's :attr:`waker`, if any, once."""

@@ -6,9 +6,11 @@ doing more work than it can. A single late timer is not overload (a pass of the 
 collector at 10,000 connections takes about a second); a loop late on average over a few seconds
 is.
 
-Whom: the sessions with the largest backlogs (frames waiting in their outboxes), a fraction at a
-time. A client that keeps up has next to nothing waiting; the ones that do not are where the
-loop's time goes and where the data is oldest anyway.
+Whom: of the sessions with frames waiting (a client that keeps up has next to nothing waiting),
+those that cost the most, a fraction at a time. Cost is the work done for a session per second
+(frames written, devices looked at for its commands), so that a client that takes a lot of the
+loop goes before one whose backlog only grew because the loop was late for everyone; the backlog
+breaks ties.
 """
 
 from __future__ import annotations
@@ -75,6 +77,9 @@ class Sheddable(Protocol):
     @property
     def backlog(self) -> int: ...
 
+    @property
+    def cost(self) -> float: ...
+
     def close(self, code: CloseCode, reason: str) -> None: ...
 
 
@@ -82,9 +87,10 @@ S = TypeVar("S", bound=Sheddable)
 
 
 def pick_victims(sessions: Iterable[S], fraction: float) -> list[S]:
-    """The ``fraction`` of sessions (at least one) with the largest backlogs; none with nothing waiting."""
-    waiting = [session for session in sessions if session.backlog > 0]
+    """The ``fraction`` (at least one) of the sessions with frames waiting that cost the most (the
+    largest backlog first among equals); none with nothing waiting."""
+    waiting = [(session.cost, session.backlog, session) for session in sessions if session.backlog > 0]
     if not waiting:
         return []
     count = max(1, math.ceil(len(waiting) * fraction))
-    return heapq.nlargest(count, waiting, key=lambda session: session.backlog)
+    return [session for _, _, session in heapq.nlargest(count, waiting, key=lambda entry: entry[:2])]

@@ -46,8 +46,16 @@ from siscom.core.protocol import (
     token_expiring_frame,
     with_cursor,
 )
+from siscom.core.replayfeed import ReplayFeed
 from siscom.core.subscriptions import SubscriptionLimit, SubscriptionTable
 from siscom.core.window import RecentWindow
+
+#: Most frames of a replay queued at once (fewer when the bound of waiting alerts is lower).
+REPLAY_SLICE_FRAMES = 128
+#: Most records of a replay looked at in one take (decoded, if none had been), and about the
+#: longest one take spends on them (when the replay has a clock).
+REPLAY_SLICE_RECORDS = 1024
+REPLAY_SLICE_SECONDS = 0.002
 
 
 class Cause(enum.Enum):
@@ -105,7 +113,7 @@ class StreamCore:
 
     __slots__ = (
         "_table", "_policy", "_grant", "_inbound", "_verify", "_initial_ids", "outbox", "closing", "on_close",
-        "on_refresh", "_next_ping", "_window", "_cursor",
+        "on_refresh", "_next_ping", "_window", "_cursor", "_feed", "_held", "_work", "_opened",
     )
 
     def __init__(
@@ -140,6 +148,13 @@ class StreamCore:
         #: Called after each refresh the client asks for: True when accepted (the expiry moved).
         self.on_refresh: Callable[[bool], None] | None = None
         self._next_ping = 0.0
+        #: A replay not all taken yet (see :meth:`open`), and the live deliveries held meanwhile.
+        self._feed: ReplayFeed | None = None
+        self._held: Outbox | None = None
+        #: Work done for this client (frames routed to it and taken or conflated, devices looked
+        #: at for its commands), and since when: what overload shedding ranks clients by.
+        self._work = 0
+        self._opened = 0.0
 
     # Events
 
@@ -148,24 +163,32 @@ class StreamCore:
         now: float,
         *,
         resumed: str | None = None,
-        replay: list[Delivery] | None = None,
+        replay: ReplayFeed | list[Delivery] | None = None,
         cursor: str | None = None,
+        live: Iterable[Delivery] = (),
     ) -> None:
         """The stream starts: subscribe, queue the snapshot; the first keep-alive is due at
         ``now`` plus the interval.
 
         A resumed stream first gets the ``resumed`` frame; then, when it recovered, the
         ``replay`` (deliveries of its devices in order, their texts carrying this client's
-        cursor) instead of the snapshot, and ``cursor`` is where it stands once they are out.
+        cursor) instead of the snapshot, then ``live`` (deliveries routed while the replay was
+        being read, with their shared cursors). ``cursor`` is where the client stands until its
+        first replayed frame is out.
+
+        The replay is taken a slice at a time, as the client takes frames (see :meth:`take`):
+        it never waits in the outbox as a whole, so its alerts never count against the bound of
+        waiting alerts; what is routed meanwhile waits apart, under the slow-client rules.
         """
         self._next_ping = now + self._policy.keepalive_seconds
+        self._opened = now
         if resumed is not None:
             self._reply(resumed)
         if not self._join():
             return
         if replay is not None:
             self._cursor = cursor
-            self._replay(replay)
+            self._replay(replay if isinstance(replay, ReplayFeed) else ReplayFeed.of(replay), live)
         elif self._policy.snapshot:
             self._queue_snapshot(self._initial_view())
 
@@ -174,7 +197,7 @@ class StreamCore:
         if self.closing is not None:
             return
         try:
-            self.outbox.put_delivery(delivery)
+            (self.outbox if self._held is None else self._held).put_delivery(delivery)
         except OutboxFull:
             self.close(CloseCode.TRY_AGAIN_LATER, Cause.SLOW_CLIENT.value, cause=Cause.SLOW_CLIENT)
 
@@ -279,6 +302,7 @@ class StreamCore:
         if code == CloseCode.GOING_AWAY and cause is Cause.CLOSED:
             cause = Cause.SHUTDOWN
         self.closing = Closing(code, reason, cause, None if silent else final_frame, silent)
+        self._drop_replay()
         self.outbox.clear()
         self.outbox.wake()
         if self.on_close is not None:
@@ -289,6 +313,7 @@ class StreamCore:
         """The stream is over: leave the table, drop what waits; returns the conflations not yet
         taken (see :meth:`take_conflated`)."""
         self._table.unsubscribe(self)
+        self._drop_replay()
         self.outbox.clear()
         return self.take_conflated()
 
@@ -296,8 +321,14 @@ class StreamCore:
 
     def take(self, now: float) -> list[str]:
         """The next frames to write (at most a chunk), with a keep-alive at the end when one is
-        due at ``now``; an empty list when there is nothing to write yet."""
+        due at ``now``; an empty list when there is nothing to write yet.
+
+        During a replay, the next slice of it is queued when the outbox is empty: the replay goes
+        as fast as the client takes frames, and one take does a bounded amount of its work."""
+        if self._held is not None and not len(self.outbox):
+            self._next_of_replay()
         texts = self.outbox.take()
+        self._work += len(texts)
         if now >= self._next_ping:
             texts.append(ping_frame(self._current_cursor(texts)))
             self._next_ping = now + self._policy.keepalive_seconds
@@ -306,7 +337,10 @@ class StreamCore:
     def _current_cursor(self, texts: list[str]) -> str | None:
         """Where this client stands once ``texts`` are out: the dispatch cursor when nothing else
         waits (it has then been given every frame routed), else the last cursor it was given."""
-        if not len(self.outbox) and self._window is not None and self._window.dispatched is not None:
+        if (
+            not len(self.outbox) and self._held is None
+            and self._window is not None and self._window.dispatched is not None
+        ):
             self._cursor = self._window.dispatched
             return self._cursor
         for text in reversed(texts):
@@ -318,8 +352,8 @@ class StreamCore:
 
     def wait_time(self, now: float) -> float:
         """How long the writer may wait, from ``now``, for frames before a keep-alive is due
-        (0 while frames wait)."""
-        if len(self.outbox):
+        (0 while frames wait, or a replay is under way)."""
+        if len(self.outbox) or self._held is not None:
             return 0.0
         return max(0.0, self._next_ping - now)
 
@@ -345,12 +379,22 @@ class StreamCore:
     def take_conflated(self) -> int:
         """Positions dropped by conflation since the last call."""
         count, self.outbox.conflated = self.outbox.conflated, 0
+        self._work += count
         return count
 
     @property
     def backlog(self) -> int:
-        """Frames waiting to be written."""
-        return len(self.outbox)
+        """Frames waiting to be written (live ones held behind a replay included)."""
+        held = self._held
+        return len(self.outbox) + (0 if held is None else len(held))
+
+    def cost(self, now: float) -> float:
+        """Work done for this client per second since it opened (the first second counts whole):
+        frames routed to it (taken, conflated or waiting; a client that does not read costs
+        every frame routed to it, not only those it got) and devices its commands made the
+        server look at."""
+        outbox = self.outbox
+        return (self._work + outbox.conflated + len(outbox)) / max(1.0, now - self._opened)
 
     @property
     def initial_device_ids(self) -> frozenset[str] | None:
@@ -372,12 +416,38 @@ class StreamCore:
         """Enter the table as the client asked at connect; False when refused (then closing)."""
         return self._subscribe(self._initial_ids)
 
-    def _replay(self, replay: list[Delivery]) -> None:
-        for delivery in replay:
-            if delivery.alert:
-                self._reply(delivery.text)
-            else:
-                self.outbox.put_position(delivery.device_id, delivery.text)
+    def _replay(self, replay: ReplayFeed, live: Iterable[Delivery]) -> None:
+        """Start taking ``replay`` (see :meth:`take`); live deliveries wait apart until it is out."""
+        self._feed = replay
+        bound = self._policy.max_pending_frames
+        held = self._held = Outbox(soft_limit=bound, max_alerts=bound, apart=True)
+        try:
+            for delivery in live:
+                held.put_delivery(delivery)
+        except OutboxFull:
+            self.close(CloseCode.TRY_AGAIN_LATER, Cause.SLOW_CLIENT.value, cause=Cause.SLOW_CLIENT)
+
+    def _next_of_replay(self) -> None:
+        """Queue the next slice of the replay; once it is all out, the live deliveries held."""
+        feed, outbox = self._feed, self.outbox
+        if feed is not None:
+            # Half the bound at most: the replay's alerts and the client's replies fit together.
+            size = max(1, min(REPLAY_SLICE_FRAMES, self._policy.max_pending_frames // 2))
+            for delivery in feed.pull(size, REPLAY_SLICE_RECORDS, REPLAY_SLICE_SECONDS):
+                outbox.put_delivery(delivery)
+            if not feed.finished:
+                return
+            self._feed = None
+            if len(outbox):
+                return
+        held, self._held = self._held, None
+        if held is not None:
+            outbox.absorb(held)
+
+    def _drop_replay(self) -> None:
+        if self._feed is not None:
+            self._feed.close()
+        self._feed = self._held = None
 
     def _initial_view(self) -> Iterable[str] | None:
         """The devices whose last position a new stream starts with (None: every device)."""
@@ -389,10 +459,15 @@ class StreamCore:
         try:
             self._table.subscribe(self, device_ids)
         except SubscriptionLimit:
-            reason = Cause.SUBSCRIPTION_LIMIT.value
-            self.close(CloseCode.TRY_AGAIN_LATER, reason, final_frame=error_frame(reason), cause=Cause.SUBSCRIPTION_LIMIT)
+            self.refuse_subscription()
             return False
         return True
+
+    def refuse_subscription(self) -> None:
+        """Close as past the process's bound of subscribed ids (an error frame, then 1013): what
+        a replay does when it cannot subscribe, as :meth:`open` does."""
+        reason = Cause.SUBSCRIPTION_LIMIT.value
+        self.close(CloseCode.TRY_AGAIN_LATER, reason, final_frame=error_frame(reason), cause=Cause.SUBSCRIPTION_LIMIT)
 
     def _too_many_messages(self) -> None:
         reason = Cause.TOO_MANY_MESSAGES.value

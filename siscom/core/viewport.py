@@ -10,20 +10,22 @@ record (about 1.5 to 3 times the boxes that contain it, for boxes of one size), 
 clients there are. A box that covers a cell (the part of it inside the world) is filed there as
 covering it: a position in that cell is in the box without a check, so a box larger than its cells
 (up to the whole world) costs a lookup what a subscription to every device costs. A device that
-moves leaves the boxes that hold its old position and not its new one: that is a second lookup, at
-the old position, and nothing is kept per device and watcher (a list of who saw each device would
-hold every departed watcher for as long as the device stays quiet).
+moves leaves the boxes that hold its old position and not its new one: that is a second lookup,
+at the old position (in a cell that holds both, only the boxes not covering it are checked), and
+nothing is kept per device and watcher (a list of who saw each device would hold every departed
+watcher for as long as the device stays quiet).
 
 While any box is watched, the index also keeps each device's newest position, and a grid of
-devices per 0.01-degree cell, so that a client that opens or moves its box finds the devices in
-view without a pass over every device. Everything runs on one event loop; the router calls
+devices per 0.001-degree cell, so that a client that opens its box finds the devices in view
+without a pass over every device, and one that moves it looks only at the cells of the strips it
+gained or lost. Everything runs on one event loop; the router calls
 :meth:`ViewportIndex.route` once per batch.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Protocol
 
 from siscom.core.deliveries import Delivery
@@ -36,8 +38,12 @@ FINEST = 0.001
 GROWTH = 2
 #: Levels: the last one's cells (0.001 * 2**19 = 524 degrees) hold any box in one cell.
 LEVELS = 20
-#: Cell size of the device grid, in degrees.
-DEVICE_CELL = 0.01
+#: Cell size of the device grid, in degrees (about 110 m): a pan visits the cells along the box's
+#: edges, so their devices are what a pan costs beyond those that enter and leave.
+DEVICE_CELL = 0.001
+#: A box query visits cells while they number fewer than this many per device known, else
+#: checks every device: looking up a cell costs a fraction of checking a device.
+_CELLS_PER_DEVICE = 4
 
 _Cell = tuple[int, int]
 #: A box as its four numbers (west, south, east, north), for checks without a method call.
@@ -73,21 +79,21 @@ def _overlap(a: BBox, b: BBox) -> bool:
     return a.min_lon <= b.max_lon and b.min_lon <= a.max_lon and a.min_lat <= b.max_lat and b.min_lat <= a.max_lat
 
 
-def _outside(part: BBox, other: BBox | None) -> list[BBox]:
-    """Boxes that together hold every point of ``part`` outside ``other`` (both not crossing the
-    antimeridian): up to four strips, edges included, so they may hold a few points of ``other``."""
+def _outside(part: BBox, other: BBox | None) -> list[_Edges]:
+    """Rectangles that together hold every point of ``part`` outside ``other`` (both not crossing
+    the antimeridian): up to four strips, edges included, so they may hold a few points of ``other``."""
     if other is None or not _overlap(part, other):
-        return [part]
+        return [(part.min_lon, part.min_lat, part.max_lon, part.max_lat)]
     strips = []
     if part.min_lon < other.min_lon:
-        strips.append(BBox(part.min_lon, part.min_lat, other.min_lon, part.max_lat))
+        strips.append((part.min_lon, part.min_lat, other.min_lon, part.max_lat))
     if part.max_lon > other.max_lon:
-        strips.append(BBox(other.max_lon, part.min_lat, part.max_lon, part.max_lat))
+        strips.append((other.max_lon, part.min_lat, part.max_lon, part.max_lat))
     west, east = max(part.min_lon, other.min_lon), min(part.max_lon, other.max_lon)
     if part.min_lat < other.min_lat:
-        strips.append(BBox(west, part.min_lat, east, other.min_lat))
+        strips.append((west, part.min_lat, east, other.min_lat))
     if part.max_lat > other.max_lat:
-        strips.append(BBox(west, other.max_lat, east, part.max_lat))
+        strips.append((west, other.max_lat, east, part.max_lat))
     return strips
 
 
@@ -246,7 +252,10 @@ class ViewportIndex:
 
     def devices_in(self, box: BBox) -> list[str]:
         """The devices whose newest known position lies in ``box``."""
-        return self._devices_in_regions(list(box.parts()), box.contains)
+        where = self._where
+        contains = box.contains
+        parts = [(part.min_lon, part.min_lat, part.max_lon, part.max_lat) for part in box.parts()]
+        return [device for device in self._candidates(parts) if contains(*where[device])]
 
     def devices_entering(self, old: BBox, new: BBox) -> list[str]:
         """The devices whose newest known position lies in ``new`` and not in ``old``: what a box
@@ -260,27 +269,44 @@ class ViewportIndex:
             strip for part in new.parts()
             for strip in _outside(part, next((o for o in old.parts() if _overlap(part, o)), None))
         ]
-        return self._devices_in_regions(regions, lambda lat, lon: new.contains(lat, lon) and not old.contains(lat, lon))
-
-    def _devices_in_regions(self, regions: list[BBox], wanted: Callable[[float, float], bool]) -> list[str]:
-        """The devices in the cells of ``regions`` (or, when those cells outnumber the cells
-        holding any device, every device) for which ``wanted(lat, lon)``."""
+        candidates = self._candidates(regions)
         where = self._where
-        cell_count = sum(
-            (math.floor(r.max_lon / DEVICE_CELL) - math.floor(r.min_lon / DEVICE_CELL) + 1)
-            * (math.floor(r.max_lat / DEVICE_CELL) - math.floor(r.min_lat / DEVICE_CELL) + 1)
-            for r in regions
-        )
-        if cell_count >= len(self._devices_by_cell):
-            candidates: Iterable[str] = where
-        else:
-            by_cell = self._devices_by_cell
-            # Strips may share the cells along their edges: each device once.
-            candidates = dict.fromkeys(
-                device for region in regions for cell in _cells_of(region, DEVICE_CELL) for device in by_cell.get(cell, ())
-            )
-        found = [device for device in candidates if wanted(*where[device])]
-        self.examined += len(candidates) if isinstance(candidates, dict) else len(where)
+        if new.crosses_antimeridian or old.crosses_antimeridian:
+            return [d for d in candidates if new.contains(*where[d]) and not old.contains(*where[d])]
+        # The common case written out: two plain boxes, no call per device.
+        west, south, east, north = new.min_lon, new.min_lat, new.max_lon, new.max_lat
+        old_west, old_south, old_east, old_north = old.min_lon, old.min_lat, old.max_lon, old.max_lat
+        found = []
+        for device in candidates:
+            lat, lon = where[device]
+            if south <= lat <= north and west <= lon <= east and not (
+                old_south <= lat <= old_north and old_west <= lon <= old_east
+            ):
+                found.append(device)
+        return found
+
+    def _candidates(self, regions: list[_Edges]) -> Collection[str]:
+        """The devices in the cells of ``regions`` (west, south, east, north; or, when those cells
+        are many for the devices known, every device), each once; counted in :attr:`examined`."""
+        where = self._where
+        floor = math.floor
+        spans = [
+            (range(floor(west / DEVICE_CELL), floor(east / DEVICE_CELL) + 1),
+             range(floor(south / DEVICE_CELL), floor(north / DEVICE_CELL) + 1))
+            for west, south, east, north in regions
+        ]
+        if sum(len(xs) * len(ys) for xs, ys in spans) >= _CELLS_PER_DEVICE * len(where):
+            self.examined += len(where)
+            return where.keys()
+        get = self._devices_by_cell.get
+        found: set[str] = set()  # strips may share the cells along their edges: each device once
+        for xs, ys in spans:
+            for ix in xs:
+                for iy in ys:
+                    devices = get((ix, iy))
+                    if devices:
+                        found |= devices
+        self.examined += len(found)
         return found
 
     def position_of(self, device_id: str) -> Position | None:

@@ -245,6 +245,12 @@ class RecentWindow:
 
     def after(self, vector: cursors.Vector) -> Iterator[Delivery]:
         """The held deliveries at or after ``vector`` (partitions it does not name: all)."""
+        return (delivery for delivery in self.steps_after(vector) if delivery is not None)
+
+    def steps_after(self, vector: cursors.Vector, ids: frozenset[str] | None = None) -> Iterator[Delivery | None]:
+        """The held deliveries at or after ``vector`` of ``ids`` (None: every device), as they
+        are now, with None for each entry passed over (a replay takes them a bounded slice at a
+        time: see :mod:`siscom.core.replayfeed`)."""
         entries = self._entries
         start = entries.next_number
         for (topic, partition), index in self._partitions.items():
@@ -252,11 +258,20 @@ class RecentWindow:
             number = index.first_at_or_after(offsets[partition] if partition < len(offsets) else 0)
             if number is not None and number < start:
                 start = number
-        # From there on, entries of other partitions that come before the vector are skipped.
-        for entry in entries.since(start):
-            assert entry is not None
-            delivery = Delivery._make(entry)
-            offsets = vector[delivery.topic_index] if delivery.topic_index < len(vector) else ()
-            start = offsets[delivery.partition] if delivery.partition < len(offsets) else 0
-            if delivery.offset >= start:
-                yield delivery
+        # Taken now (a copy of the list from there on): the generator may run later, while more
+        # deliveries are routed, and must not see them.
+        return _following(entries.since(start), vector, ids)
+
+
+def _following(entries: list[tuple[Any, ...] | None], vector: cursors.Vector, ids: frozenset[str] | None) -> Iterator[Delivery | None]:
+    # From the first entry at or after the vector on, entries of other partitions that come
+    # before it are passed over.
+    for entry in entries:
+        assert entry is not None
+        delivery = Delivery._make(entry)
+        offsets = vector[delivery.topic_index] if delivery.topic_index < len(vector) else ()
+        start = offsets[delivery.partition] if delivery.partition < len(offsets) else 0
+        if delivery.offset >= start and (ids is None or delivery.device_id in ids):
+            yield delivery
+        else:
+            yield None

@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from aiokafka import ConsumerRecord
 
 from siscom.core.cursors import LogPositions
-from siscom.core.deliveries import Delivery, Progress
-from siscom.core.protocol import alert_frame, message_frame
+from siscom.core.deliveries import Delivery, Progress, record_delivery
 from siscom.core.records import MalformedRecord, decode_value
 from siscom.metrics import Metric, Metrics
 from siscom.pipeline.offsets import ReadOffsets
@@ -74,20 +73,15 @@ class Decoder(Actor):
                 continue
             if positions is not None:
                 cursor = positions.cursor()
-            if record.topic == alerts_topic:
+            alert = record.topic == alerts_topic
+            if alert:
                 alerts += 1
-                frames.append(Delivery(
-                    decoded.device_id, alert_frame(decoded.text, cursor), True, record.timestamp,
-                    topic_index=topic_index, partition=record.partition, offset=record.offset,
-                ))
-            else:
-                position = decoded.position
-                if position is None:
-                    unplaced += 1
-                frames.append(Delivery(
-                    decoded.device_id, message_frame(decoded.text, cursor), False, record.timestamp, position,
-                    topic_index=topic_index, partition=record.partition, offset=record.offset,
-                ))
+            elif decoded.position is None:
+                unplaced += 1
+            frames.append(record_delivery(
+                decoded, alert=alert, cursor=cursor, timestamp_ms=record.timestamp,
+                topic_index=topic_index, partition=record.partition, offset=record.offset,
+            ))
         if records:
             self._metrics.incr(Metric.RECORDS, len(records))
         if alerts:

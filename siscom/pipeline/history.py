@@ -3,33 +3,43 @@
 One reader per process, with one Kafka consumer of its own (no group, manual assignment), made
 on first use. Concurrent replays share reads: requests that arrive while a read is under way wait
 for the next round, and a round reads each partition once, from the earliest start to the latest
-end any of its requests asked for; each request then gets its own slice. So a storm of resumes,
-or a hundred clients asking for the last minute at once, costs a small number of reads per
-partition, not one consumer per client.
+end any of its requests asked for; each request then gets its own span of that round's records
+(:class:`~siscom.core.replayfeed.LogSpan`: a range of one shared list, not a copy), and each
+record is decoded once for all of them, by the first replay that reaches it. So a storm of
+resumes, or a hundred clients asking for the last minute at once, costs a small number of reads
+and one decode per partition, not one consumer, or one copy, per client.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from bisect import bisect_left
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from siscom.config import Settings
+from siscom.core.replayfeed import LogSpan, SharedLog
 from siscom.metrics import Metric, Metrics
 from siscom.pipeline.kafka import new_consumer, stop_consumer
 
 logger = logging.getLogger(__name__)
 
-#: Longest one round may take (connecting included) before its requests fail.
+T = TypeVar("T")
+
+#: Longest a round may go without progress (connecting, or a fetch that brings no record)
+#: before its requests fail; a long read that keeps bringing records goes on.
 ROUND_TIMEOUT = 10.0
 #: One fetch waits at most this long for records.
 FETCH_MS = 200
 
 Ranges = dict[TopicPartition, tuple[int, int]]
 Records = dict[TopicPartition, list[ConsumerRecord]]
+Spans = dict[TopicPartition, LogSpan]
 
 
 class HistoryUnavailable(Exception):
@@ -39,13 +49,18 @@ class HistoryUnavailable(Exception):
 @dataclass
 class _Request:
     ranges: Ranges
-    done: asyncio.Future[Records] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    done: asyncio.Future[Spans] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class HistoryReader:
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, metrics: Metrics, *, consumer: Callable[[Settings], AIOKafkaConsumer] = new_consumer
+    ) -> None:
+        """``consumer`` makes the reader's Kafka consumer (not yet started), on first use and
+        after a failure."""
         self._settings = settings
         self._metrics = metrics
+        self._new_consumer = consumer
         self._consumer: AIOKafkaConsumer | None = None
         self._pending: list[_Request] = []
         self._wakeup = asyncio.Event()
@@ -54,8 +69,9 @@ class HistoryReader:
         #: Reads of each partition since start (shown in the stats: shared reads keep it small).
         self.reads: Counter[TopicPartition] = Counter()
 
-    async def read(self, ranges: Ranges) -> Records:
-        """Every record in ``[start, end)`` of each partition, in log order."""
+    async def read(self, ranges: Ranges) -> Spans:
+        """Every record in ``[start, end)`` of each partition, in log order (partitions with an
+        empty range are left out)."""
         ranges = {tp: span for tp, span in ranges.items() if span[0] < span[1]}
         if not ranges:
             return {}
@@ -73,8 +89,7 @@ class HistoryReader:
         None when there is none (the time is after the last record)."""
         async with self._lock:
             consumer = await self._connected()
-            async with asyncio.timeout(ROUND_TIMEOUT):
-                found = await consumer.offsets_for_times({tp: timestamp_ms for tp in partitions})
+            found = await self._asking(consumer.offsets_for_times({tp: timestamp_ms for tp in partitions}))
         result: dict[TopicPartition, int | None] = {}
         for tp in partitions:
             hit = found.get(tp)
@@ -88,10 +103,20 @@ class HistoryReader:
         """Per partition, the first offset still held and the log end (ListOffsets)."""
         async with self._lock:
             consumer = await self._connected()
-            async with asyncio.timeout(ROUND_TIMEOUT):
-                starts = await consumer.beginning_offsets(partitions)
-                ends = await consumer.end_offsets(partitions)
+            starts = await self._asking(consumer.beginning_offsets(partitions))
+            ends = await self._asking(consumer.end_offsets(partitions))
         return starts, ends
+
+    async def _asking(self, question: Awaitable[T]) -> T:
+        """The broker's answer to ``question``, within the round's time; any failure (a timeout,
+        a broker error, a lost connection) is :class:`HistoryUnavailable`, and the consumer is
+        made anew next time: a replay answers it (``recovered: false``), it does not crash."""
+        try:
+            async with asyncio.timeout(ROUND_TIMEOUT):
+                return await question
+        except Exception as error:
+            await self._drop_consumer()
+            raise HistoryUnavailable(f"the broker did not answer: {error!r}") from error
 
     async def stop(self) -> None:
         if self._worker is not None:
@@ -107,12 +132,14 @@ class HistoryReader:
 
     async def _connected(self) -> AIOKafkaConsumer:
         if self._consumer is None:
-            consumer = new_consumer(self._settings)
+            consumer = self._new_consumer(self._settings)
             try:
                 async with asyncio.timeout(ROUND_TIMEOUT):
                     await consumer.start()
             except BaseException as error:
                 await stop_consumer(consumer)
+                if isinstance(error, asyncio.CancelledError):
+                    raise
                 raise HistoryUnavailable(f"cannot reach the broker: {error!r}") from error
             self._consumer = consumer
         return self._consumer
@@ -141,16 +168,17 @@ class HistoryReader:
                     if not request.done.done():
                         request.done.set_exception(HistoryUnavailable(repr(error)))
                 continue
+            logs = {tp: SharedLog(batch, self._settings.stream_max_record_bytes) for tp, batch in records.items()}
+            del records
             for request in requests:
                 if request.done.done():
                     continue
-                request.done.set_result({
-                    tp: [r for r in records.get(tp, ()) if start <= r.offset < end]
-                    for tp, (start, end) in request.ranges.items()
-                })
+                request.done.set_result({tp: _span(logs[tp], start, end) for tp, (start, end) in request.ranges.items()})
+            del logs, requests
 
     async def _read_round(self, ranges: Ranges) -> Records:
-        async with asyncio.timeout(ROUND_TIMEOUT):
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(ROUND_TIMEOUT) as deadline:
             consumer = await self._connected()
             partitions = sorted(ranges)
             consumer.assign(partitions)
@@ -162,6 +190,8 @@ class HistoryReader:
             open_partitions = set(partitions)
             while open_partitions:
                 batches = await consumer.getmany(*open_partitions, timeout_ms=FETCH_MS, max_records=5000)
+                if any(batches.values()):
+                    deadline.reschedule(loop.time() + ROUND_TIMEOUT)
                 for tp, batch in batches.items():
                     end = ranges[tp][1]
                     records[tp].extend(r for r in batch if r.offset < end)
@@ -175,3 +205,8 @@ class HistoryReader:
                         open_partitions.discard(tp)
             consumer.assign([])
             return records
+
+
+def _span(log: SharedLog, start: int, end: int) -> LogSpan:
+    """The records of ``log`` at offsets ``[start, end)``."""
+    return LogSpan(log, bisect_left(log.offsets, start), bisect_left(log.offsets, end))

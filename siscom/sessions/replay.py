@@ -13,25 +13,28 @@ dispatch cursor); the live stream goes on from there. Both are joined in one eve
   it) waits, briefly, for this process to catch up; past that it is not honoured.
 
 Replayed frames are built for the one client (their cursor is where that client's stream
-stands, record by record); live frames stay shared.
+stands, record by record); live frames stay shared. They are built only as the client takes them
+(a :class:`~siscom.core.replayfeed.ReplayFeed`, a bounded slice per take), from records decoded
+once for every replay that shares the read; what is routed meanwhile waits in the client's stream
+under the slow-client rules, and follows the replay.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 
 from aiokafka import TopicPartition
 
 from siscom.core import cursors
 from siscom.core.deliveries import Delivery
-from siscom.core.protocol import alert_frame, frame_cursor, message_frame, resumed_frame, with_cursor
-from siscom.core.records import MalformedRecord, decode_value
+from siscom.core.protocol import resumed_frame
+from siscom.core.replayfeed import ReplayFeed, cursored, framed, log_entries, positions_at, recursored
 from siscom.core.resume import ResumeRequest, Source, Verdict, judge
 from siscom.core.stream import StreamCore
-from siscom.core.subscriptions import SubscriptionTable
+from siscom.core.subscriptions import SubscriptionLimit, SubscriptionTable
 from siscom.core.window import RecentWindow
 from siscom.metrics import Metric, Metrics
 from siscom.pipeline.history import HistoryReader, HistoryUnavailable
@@ -67,14 +70,12 @@ class Replayer:
         window: RecentWindow,
         history: HistoryReader,
         metrics: Metrics,
-        max_record_bytes: int,
     ) -> None:
         self._topics = topics
         self._table = table
         self._window = window
         self._history = history
         self._metrics = metrics
-        self._max_record_bytes = max_record_bytes
 
     async def open(self, core: StreamCore, request: ResumeRequest, clock: Callable[[], float]) -> None:
         """Open ``core``'s stream as ``request`` asks (in place of ``core.open``)."""
@@ -105,9 +106,8 @@ class Replayer:
             return
         if verdict.source is Source.WINDOW:
             # No await from the verdict to the open: nothing is routed in between.
-            ids = core.initial_device_ids
-            replay = [d for d in self._window.after(vector) if ids is None or d.device_id in ids]
-            self._recovered(core, clock, vector, replay)
+            steps = self._window.steps_after(vector, core.initial_device_ids)
+            self._recovered(core, clock, vector, cursored(steps, positions_at(self._topics, vector), recursored))
             return
         await self._from_kafka(core, vector, clock)
 
@@ -155,7 +155,11 @@ class Replayer:
     async def _from_kafka(self, core: StreamCore, vector: cursors.Vector, clock: Callable[[], float]) -> None:
         ids = core.initial_device_ids
         holder = _Holder()
-        self._table.subscribe(holder, ids)
+        try:
+            self._table.subscribe(holder, ids)
+        except SubscriptionLimit:
+            core.refuse_subscription()  # as the plain path answers it: an error frame, 1013
+            return
         try:
             dispatched = self._dispatched()
             assert dispatched is not None
@@ -169,65 +173,46 @@ class Replayer:
                 if start < starts.get(tp, 0) and start < end:
                     self._lost(core, clock, "the cursor is older than the log holds")
                     return
-            records = await self._history.read(ranges)
-            replay = self._decode(records, ids)
+            spans = await self._history.read(ranges)
         finally:
             self._table.unsubscribe(holder)
+        index = {topic: number for number, topic in enumerate(self._topics)}
+        records = log_entries(
+            ((span, index[tp.topic], tp.partition, index[tp.topic] == 1) for tp, span in spans.items()), ids
+        )
         # From the unsubscribe above to the open below, nothing awaits: the holder's deliveries
         # are exactly what was routed since the read's end was fixed, and follow the log's.
-        self._recovered(core, clock, vector, replay, live=holder.deliveries)
-
-    def _decode(self, records: dict[TopicPartition, list], ids: frozenset[str] | None) -> list[Delivery]:
-        index = {topic: number for number, topic in enumerate(self._topics)}
-        per_partition = []
-        for tp, batch in records.items():
-            alert = index[tp.topic] == 1
-            decoded = []
-            for record in batch:
-                try:
-                    value = decode_value(record.value, max_bytes=self._max_record_bytes)
-                except MalformedRecord:
-                    continue
-                if ids is not None and value.device_id not in ids:
-                    continue
-                make = alert_frame if alert else message_frame
-                decoded.append(Delivery(
-                    value.device_id, make(value.text), alert, record.timestamp, None if alert else value.position,
-                    topic_index=index[tp.topic], partition=tp.partition, offset=record.offset,
-                ))
-            per_partition.append(decoded)
-        # Partitions interleaved by time, each in log order (a merge keeps each input's order).
-        return list(heapq.merge(*per_partition, key=lambda d: d.timestamp_ms))
+        self._recovered(
+            core, clock, vector, cursored(records, positions_at(self._topics, vector), framed), live=holder.deliveries
+        )
 
     def _recovered(
         self,
         core: StreamCore,
         clock: Callable[[], float],
         vector: cursors.Vector,
-        replay: list[Delivery],
+        replay: Iterator[Delivery | None],
         live: list[Delivery] | None = None,
     ) -> None:
-        """Open ``core`` recovered: ``replay`` gets this client's cursors, then ``live`` (routed
-        while the log was read) follows as routed: its shared cursors are past the replay's."""
-        crc = cursors.topics_crc(self._topics)
-        stands = [list(offsets) for offsets in vector]
-        frames: list[Delivery] = []
-        for delivery in replay:
-            offsets = stands[delivery.topic_index]
-            if delivery.partition >= len(offsets):
-                offsets.extend([0] * (delivery.partition + 1 - len(offsets)))
-            offsets[delivery.partition] = delivery.offset + 1
-            at = cursors.encode(crc, tuple(tuple(o) for o in stands))
-            frames.append(delivery._replace(text=with_cursor(delivery.text, at)))
-        replayed = len(frames)
-        frames += live or ()
-        # Where the client stands until its next frame: its last replayed frame, else its cursor.
-        stands_at = frames[-1].text if frames else None
-        cursor = frame_cursor(stands_at) if stands_at is not None else cursors.encode(crc, vector)
-        core.open(clock(), resumed=resumed_frame(True), replay=frames, cursor=cursor)
+        """Open ``core`` recovered: ``replay`` (this client's deliveries, with its cursors, None
+        for each record passed over), then ``live`` (routed while the log was read), whose shared
+        cursors are past the replay's."""
+        cursor = cursors.encode(cursors.topics_crc(self._topics), vector)
+        core.open(clock(), resumed=resumed_frame(True), replay=ReplayFeed(self._counted(replay), time.perf_counter), cursor=cursor,
+                  live=live or ())
         self._metrics.incr(Metric.RESUMES_RECOVERED)
-        if replayed:
-            self._metrics.incr(Metric.REPLAYED_RECORDS, replayed)
+
+    def _counted(self, replay: Iterator[Delivery | None]) -> Iterator[Delivery | None]:
+        """``replay``, counting what the client was given of it once it ends (or is given up)."""
+        replayed = 0
+        try:
+            for step in replay:
+                if step is not None:
+                    replayed += 1
+                yield step
+        finally:
+            if replayed:
+                self._metrics.incr(Metric.REPLAYED_RECORDS, replayed)
 
     def _lost(self, core: StreamCore, clock: Callable[[], float], reason: str) -> None:
         core.open(clock(), resumed=resumed_frame(False, reason))

@@ -18,7 +18,7 @@ How a session ends, and the close code the client sees (see :class:`~siscom.core
 - the service shuts down: 1001 (the session is asked to close, or cancelled by its supervisor);
 - the client cannot keep up (unconflatable frames past the bound, or a write stalled past
   ``STREAM_SEND_TIMEOUT_SECONDS``): 1013, counted as a slow-client close;
-- the server is overloaded and this session is among those with the largest backlogs: 1013
+- the server is overloaded and this session is among the costliest with a backlog: 1013
   "server overloaded" (:mod:`siscom.sessions.shedding`, which counts it);
 - its subscription would take the process past ``STREAM_MAX_SUBSCRIBED_IDS``: an error frame,
   then 1013, counted;
@@ -123,6 +123,8 @@ class Session(Actor):
         super().__init__(name=name)
         self._resume = resume
         self._gate = gate
+        #: The wait at the gate, while it lasts.
+        self._gating: asyncio.Future[None] | None = None
         self.core = core
         self._transport = transport
         self._limits = limits
@@ -187,8 +189,13 @@ class Session(Actor):
 
     @property
     def backlog(self) -> int:
-        """Frames waiting to be written to this client (what overload shedding ranks sessions by)."""
+        """Frames waiting to be written to this client (overload shedding closes none with none)."""
         return self.core.backlog
+
+    @property
+    def cost(self) -> float:
+        """Work done for this client per second (what overload shedding ranks sessions by)."""
+        return self.core.cost(asyncio.get_running_loop().time())
 
     def control_frame(self) -> bool:
         """A ping or pong arrived from the client (the server answers it below the application):
@@ -212,17 +219,21 @@ class Session(Actor):
         core = self.core
         self._metrics.stream_opened()
         try:
-            if self._gate is not None:
-                await self._gate()
-            if self._resume is None:
-                core.open(loop.time())
-            else:
-                replayer, request = self._resume
-                await replayer.open(core, request, loop.time)
-            logger.info("Stream opened for %s, devices: %s", self._transport.peer, _describe(core.device_ids))
-            self._open_to_listener()
-            self._arm_token_timers()
-            await self._send_loop()
+            if self._gate is not None and core.closing is None:
+                # Waiting for the process to warm up; a close (shutdown, client gone) ends the wait.
+                self._gating = asyncio.ensure_future(self._gate())
+                await asyncio.wait((self._gating,))
+                self._gating = None
+            if core.closing is None:  # else closed while waiting: straight to the goodbye
+                if self._resume is None:
+                    core.open(loop.time())
+                else:
+                    replayer, request = self._resume
+                    await replayer.open(core, request, loop.time)
+                logger.info("Stream opened for %s, devices: %s", self._transport.peer, _describe(core.device_ids))
+                self._open_to_listener()
+                self._arm_token_timers()
+                await self._send_loop()
             await self._say_goodbye()
         except asyncio.CancelledError:
             core.close(CloseCode.GOING_AWAY, Cause.SHUTDOWN.value)
@@ -398,6 +409,8 @@ class Session(Actor):
     def _interrupt(self) -> None:
         """The core is closing: stop waiting, and stop a write that may be stalled on a client that
         does not read."""
+        if self._gating is not None:
+            self._gating.cancel()
         self._wake()
         deadline = self._send_deadline
         if deadline is not None and not deadline.expired():

@@ -1,12 +1,13 @@
-"""Overload shedding: while the event loop stays late, close the sessions with the largest backlogs.
+"""Overload shedding: while the event loop stays late, close the costliest sessions with a backlog.
 
 An actor of its own under the root supervisor. It wakes every ``INTERVAL`` seconds, measures how
 late it woke (the loop's lag), publishes the worst lag of each second as the ``loop_lag`` gauge,
 and while :class:`~siscom.core.overload.LagWindow` says the loop is overloaded, closes a
-``FRACTION`` of the sessions that have frames waiting, largest backlog first, with 1013 "server
-overloaded" (counted as ``overload_closes``); then it judges ``PAUSE`` seconds of fresh samples
-before it sheds again, and stops once the mean lag falls below the threshold. All it needs from a
-session is a backlog figure and ``close(code, reason)``.
+``FRACTION`` of the sessions that have frames waiting, those that cost the most work per second
+first (see :func:`~siscom.core.overload.pick_victims`), with 1013 "server overloaded" (counted as
+``overload_closes``); then it judges ``PAUSE`` seconds of fresh samples before it sheds again, and
+stops once the mean lag falls below the threshold. All it needs from a session is its backlog, its
+cost and ``close(code, reason)``.
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ class LoadShedder(Actor):
         if not victims:
             return
         logger.warning(
-            "Event loop %.0f ms late on average: closing the %d clients with the largest backlogs (%d to %d frames)",
-            lag * 1000, len(victims), victims[-1].backlog, victims[0].backlog,
+            "Event loop %.0f ms late on average: closing the %d costliest clients with a backlog (%.0f to %.0f work/s)",
+            lag * 1000, len(victims), victims[-1].cost, victims[0].cost,
         )
         for session in victims:
             session.close(CloseCode.TRY_AGAIN_LATER, OVERLOADED)

@@ -42,14 +42,15 @@ def test_every_scenario_runs_both_servers_and_writes_its_figures(tmp_path):
     stdout, document = run_bench(tmp_path, "all", "siscom,naive", timeout=420)
     scenarios = {entry["scenario"]: entry for entry in document["scenarios"]}
     assert set(scenarios) == {
-        "steady", "capacity", "overload", "idle", "crowd", "many", "overdrive", "pipeline", "viewport", "flood",
-        "warmup",
+        "steady", "capacity", "overload", "idle", "crowd", "many", "overdrive", "pipeline", "viewport", "pan", "flood",
+        "warmup", "churn",
     }
+    # pan compares map clients that move their box with the same clients holding still.
+    columns = {"viewport": ["bbox", "device_ids"], "pan": ["pan", "still"], "warmup": ["warm", "live"]}
     for entry in scenarios.values():
         # viewport compares routing by box with routing by device_ids, in process and end to end.
         # warmup compares a warm start with the same records read live, both by the gateway.
-        special = {"viewport": ["bbox", "device_ids"], "warmup": ["warm", "live"]}
-        assert entry["targets"] == special.get(entry["scenario"], ["siscom", "naive"])
+        assert entry["targets"] == columns.get(entry["scenario"], ["siscom", "naive"])
         assert entry["rows"], entry["scenario"]
         # The table printed for each scenario shows every figure beside the baseline's, as a ratio.
         assert f"== {entry['scenario']}:" in stdout

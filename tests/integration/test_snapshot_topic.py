@@ -85,12 +85,15 @@ async def test_the_last_positions_topic_fills_the_gap_past_the_lookback_and_the_
     assert (await latest_in(broker.bootstrap, snapshot_topic, timeout=1.0))["parked-0"][0] == 2
 
     # Later, past a short lookback: only the last-positions topic still knows the parked fleet.
-    await asyncio.sleep(10.0)
+    # (Real time: the test broker finds offsets by when it appended records. The lookback must
+    # reach "recent" however long the servers take to start, and not the parked fleet.)
+    await asyncio.sleep(14.0)
     await produce(broker.bootstrap, topic, [record("recent", 1)], partition=0)
     await produce(broker.bootstrap, topic, [record("marker", 0)], partition=1)
-    env = {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic, "STREAM_SNAPSHOT_LOOKBACK_SECONDS": "8"}
-    without = server_factory(env)
-    with_topic = server_factory({**env, "KAFKA_SNAPSHOT_TOPIC": snapshot_topic})
+    env = {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic, "STREAM_SNAPSHOT_LOOKBACK_SECONDS": "12"}
+    without = server_factory(env, started=False)
+    with_topic = server_factory({**env, "KAFKA_SNAPSHOT_TOPIC": snapshot_topic}, started=False)
+    await asyncio.gather(asyncio.to_thread(without.start), asyncio.to_thread(with_topic.start))
     await wait_ready(without)
     await wait_ready(with_topic)
     assert sorted(await snapshot_of(without.ws_url())) == [("marker", 0), ("recent", 1)]

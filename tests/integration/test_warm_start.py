@@ -65,12 +65,12 @@ async def test_replicas_started_after_the_fleet_parked_serve_every_vehicles_newe
 async def test_a_short_lookback_leaves_vehicles_that_reported_before_it_out(server_factory, broker, topic_factory):
     topic = await topic_factory(partitions=2)
     await produce(broker.bootstrap, topic, [record("early", 1)], partition=0)
-    await asyncio.sleep(8.0)
+    await asyncio.sleep(12.0)
     await produce(broker.bootstrap, topic, [record("late", 1)], partition=1)
     await produce(broker.bootstrap, topic, [record("marker", 0)], partition=0)
 
-    # 6 s back from the start: past "early" (8 s before), and "late" even if starting takes 5 s.
-    server = server_factory(env_for(broker, topic, STREAM_SNAPSHOT_LOOKBACK_SECONDS="6"))
+    # 9 s back from the start: past "early" (12 s before), and "late" even if starting takes 8 s.
+    server = server_factory(env_for(broker, topic, STREAM_SNAPSHOT_LOOKBACK_SECONDS="9"))
     await wait_ready(server)
     assert sorted(await snapshot_of(server.ws_url())) == [("late", 1), ("marker", 0)]
 

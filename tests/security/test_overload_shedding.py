@@ -1,11 +1,11 @@
-"""Overload shedding: the clients with the largest backlogs are closed until the loop catches up.
+"""Overload shedding: the costliest clients with a backlog are closed until the loop catches up.
 
 Before: 500 clients of every device that never read, at 2,000 rec/s, were none of them closed in
 123 s (each got about 26 frames/s, so its buffers never filled), while a well-behaved client's
 p50 stayed at 4.8-12 s the whole time. Now, while the event loop lags past
-``STREAM_SHED_LAG_SECONDS`` for ``STREAM_SHED_AFTER_SECONDS``, the sessions with the largest
-backlogs are closed with 1013 "server overloaded", a tenth at a time, counted; a canary client
-that keeps up recovers within seconds.
+``STREAM_SHED_LAG_SECONDS`` for ``STREAM_SHED_AFTER_SECONDS``, the sessions with frames waiting
+that cost the most (frames routed to them per second) are closed with 1013 "server overloaded", a
+tenth at a time, counted; a canary client that keeps up recovers within seconds.
 """
 
 from __future__ import annotations

@@ -236,3 +236,29 @@ def test_box_clients_that_left_leave_no_stream_core_behind_while_the_devices_the
     gc.collect()
     assert sum(isinstance(thing, MapStreamCore) for thing in gc.get_objects()) == 1
     assert [n for _, n in frames(keeper)][-1] == 1
+
+
+def test_a_pan_looks_at_the_devices_that_enter_or_leave_not_at_every_device_in_view(monkeypatch):
+    """12,000 devices on a 0.01-degree lattice, 10,000 of them in the box; a pan of 0.02 degrees
+    east brings 200 in and takes 200 out: the devices checked against a box are a small multiple
+    of those 400, not the 10,000 in view."""
+    table = SubscriptionTable()
+    route(table, *(position(f"d{x}.{y}", 0, 0.005 + y / 100, 0.005 + x / 100) for x in range(120) for y in range(100)))
+    roomy = StreamPolicy(keepalive_seconds=60.0, max_pending_frames=100_000, max_device_ids=10, snapshot=True)
+    core = MapStreamCore(None, table=table, policy=roomy, options=MapOptions(bbox=BBox(0, 0, 1, 1)), clock=lambda: 0.0)
+    core.open(0.0)
+    assert len(frames(core)) == 10_000
+    checks = [0]
+    contains = BBox.contains
+
+    def counted(box: BBox, lat: float, lon: float) -> bool:
+        checks[0] += 1
+        return contains(box, lat, lon)
+
+    monkeypatch.setattr(BBox, "contains", counted)
+    core.receive(json.dumps({"action": "subscribe", "bbox": [0.02, 0, 1.02, 1]}), 0.0)
+    got = frames(core)
+    assert got[0] == ("ack", [0.02, 0, 1.02, 1])
+    assert sorted(n for kind, n in got if kind == "leave") == sorted(f"d{x}.{y}" for x in range(2) for y in range(100))
+    assert len([kind for kind, _ in got if kind == "message"]) == 200
+    assert checks[0] <= 4 * 400, f"{checks[0]} checks for a pan that changed 400 devices"

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from siscom.core import cursors
 from siscom.core.deliveries import Delivery
-from siscom.core.outbox import Outbox, OutboxFull
+from siscom.core.outbox import BURST, Outbox, OutboxFull
 from siscom.core.protocol import alert_frame, message_frame
 
 
@@ -163,3 +163,56 @@ def test_a_lagging_client_cut_off_anywhere_resumes_with_every_alert_once_and_eac
     got_positions = {f["data"]["data"]["O"] for f in frames if f["event"] == "message"} | {o for o, _, a in replayed if not a}
     newest = {device: offset for offset, device, is_alert in routed if not is_alert}
     assert set(newest.values()) <= got_positions
+
+
+def test_a_burst_of_alerts_past_the_bound_is_taken_in_while_the_writer_waited_for_frames():
+    outbox = Outbox(soft_limit=10, max_alerts=3)
+    outbox.waker = lambda: None  # the client had caught up: its writer waits for frames
+    for n in range(3 * 5):
+        outbox.put_delivery(alert("a", n))
+    assert take_all(outbox) == [f"alert a:{n}" for n in range(15)]
+
+
+def test_a_burst_goes_past_the_bound_only_up_to_burst_times_it():
+    outbox = Outbox(soft_limit=10, max_alerts=3)
+    outbox.waker = lambda: None
+    for n in range(3 * BURST):
+        outbox.put_delivery(alert("a", n))
+    with pytest.raises(OutboxFull):
+        outbox.put_delivery(alert("a", 99))
+
+
+def test_once_the_writer_had_its_turn_and_left_alerts_waiting_the_bound_holds():
+    outbox = Outbox(soft_limit=100, max_alerts=3, chunk=2)
+    outbox.waker = lambda: None
+    for n in range(6):
+        outbox.put_delivery(alert("a", n))
+    assert outbox.take() == ["alert a:0", "alert a:1"]  # its turn: four left, past the bound
+    with pytest.raises(OutboxFull):
+        outbox.put_delivery(alert("a", 6))
+
+
+def test_alerts_for_a_writer_that_is_not_waiting_get_no_burst_allowance():
+    """A writer stuck on a client that does not read is not waiting for frames: the bound holds."""
+    outbox = Outbox(soft_limit=100, max_alerts=3)
+    for n in range(3):
+        outbox.put_delivery(alert("a", n))
+    with pytest.raises(OutboxFull):
+        outbox.put_delivery(alert("a", 3))
+
+
+def test_absorbing_takes_over_what_waits_elsewhere_in_its_order_and_state():
+    held = Outbox(soft_limit=2, max_alerts=10)
+    for n in range(4):
+        held.put_delivery(position(f"d{n % 2}", n))  # past the soft limit: behind, conflating
+    held.put_delivery(alert("d0", 9))
+    outbox = Outbox(soft_limit=2, max_alerts=10)
+    woken: list[int] = []
+    outbox.waker = lambda: woken.append(1)
+    outbox.absorb(held)
+    assert len(held) == 0 and woken == [1] and outbox.behind
+    assert take_all(outbox) == ["d0:2", "d1:3", "alert d0:9"]
+    assert outbox.conflated == 2
+    outbox.put_delivery(position("d0", 1))
+    with pytest.raises(ValueError):
+        outbox.absorb(held)

@@ -89,10 +89,11 @@ class Harness:
         #: Reads what the client sends, as the route's task does (it ends with the session).
         self.listener: asyncio.Task[None] | None = None
 
-    def start(self, flusher: Flusher | None = None) -> Session:
+    def start(self, flusher: Flusher | None = None, gate=None) -> Session:
         core = StreamCore(self.device_ids, table=self.table, policy=self.limits.policy, grant=self.grant)
         self.session = Session(
-            self.transport, core, name="session-1", limits=self.limits, metrics=self.metrics, flusher=flusher
+            self.transport, core, name="session-1", limits=self.limits, metrics=self.metrics, flusher=flusher,
+            gate=gate,
         )
         self.task = asyncio.create_task(self.session.run())
         self.listener = asyncio.create_task(self.session.listen())
@@ -594,3 +595,27 @@ async def test_with_close_frames_a_close_for_overload_sends_no_error_frame_as_be
     session.close(CloseCode.TRY_AGAIN_LATER, "server overloaded")
     await h.ended()
     assert h.transport.sent == [] and h.transport.closed == (CloseCode.TRY_AGAIN_LATER, "server overloaded")
+
+
+# The gate: a process that warms up holds new streams until its snapshot is read
+
+
+async def test_a_stream_opens_once_its_gate_opens_and_starts_from_the_snapshot_known_then(harness):
+    h = harness()
+    warm = asyncio.Event()
+    h.start(gate=warm.wait)
+    await asyncio.sleep(0.05)
+    assert h.transport.sent == [] and len(h.table) == 0  # not subscribed: no live frame can come
+    h.table.remember(position("a", 1))  # what the warm-up read
+    warm.set()
+    await h.until(lambda: numbers(h.transport) == [1])
+
+
+async def test_a_stream_closed_while_it_waits_at_the_gate_ends_at_once(harness):
+    h = harness()
+    h.start(gate=asyncio.Event().wait)  # a gate that never opens
+    await asyncio.sleep(0.05)
+    h.session.close(CloseCode.GOING_AWAY, "server shutting down")
+    await h.ended(timeout=1.0)
+    assert h.transport.closed == (CloseCode.GOING_AWAY, "server shutting down")
+    assert len(h.table) == 0

@@ -11,9 +11,11 @@ import json
 import pytest
 
 from siscom.core.deliveries import Delivery
-from siscom.core.protocol import PING_FRAME, CloseCode, alert_frame, message_frame
+from siscom.core.outbox import BURST
+from siscom.core.protocol import PING_FRAME, CloseCode, alert_frame, message_frame, resumed_frame
 from siscom.core.stream import Cause, StreamCore, StreamPolicy
 from siscom.core.subscriptions import SubscriptionTable
+from siscom.core.window import RecentWindow
 from siscom.security.tokens import Grant
 
 BOUND = 50
@@ -327,3 +329,54 @@ def test_a_closing_stream_or_one_without_snapshots_gets_no_warm_snapshot():
     off.warm_snapshot()
     closing.warm_snapshot()
     assert numbers(drain(off)) == [] and len(closing.outbox) == 0
+
+
+# Replays
+
+
+def cursored_alert(n: int) -> Delivery:
+    return Delivery("a", alert_frame(json.dumps({"data": {"DEVICE_ID": "a", "N": n}}), f"c{n}"), True, 0)
+
+
+def test_a_replay_is_queued_a_slice_at_a_time_as_the_client_takes_it_then_what_was_routed_meanwhile():
+    """Ten times the bound of waiting alerts, replayed: none refused, none twice, the outbox never
+    holding more than a slice; live deliveries (handed over, then routed) follow the replay."""
+    core = StreamCore(frozenset({"a"}), table=SubscriptionTable(), policy=policy(max_pending_frames=10))
+    core.open(0.0, resumed=resumed_frame(True), replay=[cursored_alert(n) for n in range(100)], cursor="c",
+              live=[alert("a", 1000)])
+    core.deliver(alert("a", 2000))
+    core.deliver(position("a", 3000))
+    frames: list[dict] = []
+    for _ in range(1000):
+        if not (texts := core.take(0.0)) and core.wait_time(0.0) > 0:
+            break
+        assert len(core.outbox) <= 10 // 2
+        frames += [json.loads(text) for text in texts]
+    assert core.closing is None
+    assert frames[0]["event"] == "resumed"
+    assert numbers(frames, "alert") == [*range(100), 1000, 2000]
+    assert numbers(frames) == [3000]
+    core.deliver(position("a", 4000))  # the replay is out: live frames go straight to the outbox
+    assert numbers(drain(core)) == [4000]
+
+
+def test_a_ping_during_a_replay_names_where_the_client_stands_not_the_live_stream():
+    window = RecentWindow(10, 10**6)
+    window.dispatched = "live"
+    core = StreamCore(frozenset({"a"}), table=SubscriptionTable(), policy=policy(max_pending_frames=4), window=window)
+    core.open(0.0, replay=[cursored_alert(n) for n in range(20)], cursor="start")
+    pinged = [json.loads(text) for text in core.take(100.0) if '"ping"' in text]
+    assert [frame["id"] for frame in pinged] == ["c1"]  # the last replayed frame taken
+
+
+def test_alerts_routed_during_a_replay_wait_as_a_burst_then_past_it_the_client_is_closed_1013():
+    """The client has had no turn for what is routed while its replay goes out: up to BURST times
+    the bound of waiting alerts may wait; one more, and it is too slow."""
+    core = StreamCore(frozenset({"a"}), table=SubscriptionTable(), policy=policy(max_pending_frames=4))
+    core.open(0.0, replay=[cursored_alert(n) for n in range(20)], cursor="start")
+    for n in range(4 * BURST):
+        core.deliver(alert("a", n))
+    assert core.closing is None
+    core.deliver(alert("a", 99))
+    assert core.closing is not None and core.closing.cause is Cause.SLOW_CLIENT
+    assert core.backlog == 0
