@@ -16,10 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from siscom.dev.broker import TansuBroker
-
 from bench.report import Result, render
 from bench.scenarios import DEFAULT_TARGETS, SCENARIOS, TARGETS, Bench, Options
+from siscom.dev.broker import TansuBroker
 
 
 def raise_open_files_limit() -> int:
@@ -37,28 +36,44 @@ def raise_open_files_limit() -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "scenarios", nargs="+", choices=[*SCENARIOS, "all"], metavar="SCENARIO",
+        "scenarios",
+        nargs="+",
+        choices=[*SCENARIOS, "all"],
+        metavar="SCENARIO",
         help=f"one or more of {', '.join(SCENARIOS)}, or 'all' for every one in turn",
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    parser.add_argument("--targets", help=f"comma-separated servers to run, of {', '.join(TARGETS)} (default: per scenario)")
-    parser.add_argument("--rate", type=float, help="records per second for steady, overload and viewport's end-to-end part, instead of the default")
     parser.add_argument(
-        "--clients", type=int,
+        "--targets", help=f"comma-separated servers to run, of {', '.join(TARGETS)} (default: per scenario)"
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        help="records per second for steady, overload and viewport's end-to-end part, instead of the default",
+    )
+    parser.add_argument(
+        "--clients",
+        type=int,
         help="WebSocket clients of viewport's end-to-end part and of crowd, the map clients of pan and the resuming "
         "clients of storm, instead of the default",
     )
     parser.add_argument(
         "--deflate", action="store_true", help="clients ask for permessage-deflate compression, as browsers do"
     )
-    parser.add_argument("--seconds", type=float, help="length of every load scenario's measured window, instead of its default")
+    parser.add_argument(
+        "--seconds", type=float, help="length of every load scenario's measured window, instead of its default"
+    )
     parser.add_argument("--records", type=int, help="records in storm's log, instead of 300,000")
     parser.add_argument(
-        "--server-root", type=Path,
+        "--server-root",
+        type=Path,
         help="storm also runs the gateway of this tree of the project (e.g. an export of main), as a column 'main'",
     )
     parser.add_argument(
-        "--set", action="append", default=[], metavar="NAME=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
         help="a setting for the gateway storm starts (repeatable), e.g. --set STREAM_REPLAY_CONCURRENCY=1",
     )
     parser.add_argument("--smoke", action="store_true", help="a tiny, seconds-long run that checks the harness works")
@@ -68,8 +83,13 @@ def _parser() -> argparse.ArgumentParser:
 
 async def run(names: list[str], args: argparse.Namespace, workdir: Path) -> list[Result]:
     options = Options(
-        workdir=workdir, smoke=args.smoke, rate=args.rate, clients=args.clients, deflate=args.deflate,
-        seconds=args.seconds, records=args.records,
+        workdir=workdir,
+        smoke=args.smoke,
+        rate=args.rate,
+        clients=args.clients,
+        deflate=args.deflate,
+        seconds=args.seconds,
+        records=args.records,
         server_env=dict(item.split("=", 1) for item in args.set),
         server_root=args.server_root.resolve() if args.server_root else None,
     )

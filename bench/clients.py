@@ -20,7 +20,7 @@ import signal
 import time
 from array import array
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from urllib.parse import quote
@@ -31,7 +31,10 @@ from siscom.core.geo import BBox
 
 STREAM_PATH = "/api/v1/stream"
 #: How each transport opens a stream; both clients hand every frame's text to a Recorder.
-OPENERS = {"websocket": wsclient.open_stream, "sse": sseclient.open_stream}
+OPENERS: dict[str, Callable[..., Awaitable[wsclient.StreamClient | sseclient.SseStreamClient]]] = {
+    "websocket": wsclient.open_stream,
+    "sse": sseclient.open_stream,
+}
 _STAMP = b'"producer_ts_ms":'
 _MESSAGE = b'{"event":"message"'
 _PING = b'{"event":"ping"'
@@ -109,6 +112,8 @@ class ProcessReport:
     loop_lags: bytes = b""
     #: How long after data reached a client's socket the client read it, ms, one per read.
     read_lags: bytes = b""
+    #: Open streams by the protocol their client object speaks (what ran, not what was asked).
+    transports: Counter[str] = field(default_factory=Counter)
 
 
 #: The loop-lag probe's period. A frame that reaches a client's socket waits for the loop's
@@ -160,8 +165,6 @@ class LoopLagProbe:
         if clear:
             self.read_times, self.read_lags = array("d"), array("f")
         return lags
-    #: Open streams by the protocol their client object speaks (what ran, not what was asked).
-    transports: Counter[str] = field(default_factory=Counter)
 
 
 def _window_figures(recorder: Recorder, t0_ms: float, t1_ms: float) -> tuple[ClientFigures, array, array]:
@@ -196,7 +199,9 @@ class Dialing:
     deflate: bool = False
 
 
-async def _serve_parent(conn: Connection, host: str, port: int, subscriptions: Sequence[Subscription], dialing: Dialing) -> None:
+async def _serve_parent(
+    conn: Connection, host: str, port: int, subscriptions: Sequence[Subscription], dialing: Dialing
+) -> None:
     loop = asyncio.get_running_loop()
     open_stream = OPENERS[dialing.transport]
     deflate = dialing.deflate
@@ -222,7 +227,7 @@ async def _serve_parent(conn: Connection, host: str, port: int, subscriptions: S
     probe = LoopLagProbe()
     probe.start()
     for client in clients:
-        if client is not None:
+        if isinstance(client, wsclient.StreamClient):  # an event stream's client times no reads
             client.on_read = probe.read
     conn.send(("connected", sum(client is not None for client in clients), dict(errors)))
 
@@ -278,7 +283,9 @@ async def _serve_parent(conn: Connection, host: str, port: int, subscriptions: S
             return
 
 
-def _client_process(conn: Connection, host: str, port: int, subscriptions: Sequence[Subscription], dialing: Dialing) -> None:
+def _client_process(
+    conn: Connection, host: str, port: int, subscriptions: Sequence[Subscription], dialing: Dialing
+) -> None:
     # The harness stops us over the pipe; a Ctrl-C in the terminal is for the harness.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -385,7 +392,7 @@ class ClientPool:
                     conn.send(("close", timeout))
                 except OSError:
                     pass
-        for process, conn in self._workers:
+        for _, conn in self._workers:
             try:
                 _, closed = await self._receive(conn, "closed", timeout + 5.0)
                 codes.update(closed)

@@ -22,12 +22,11 @@ import tracemalloc
 from collections import Counter
 from pathlib import Path
 
-from siscom.dev.broker import TansuBroker
-
 from bench.clients import ClientPool
-from bench.scenarios.harness import MB, Bench, Options, wait_connections
 from bench.scenarios import TARGETS
+from bench.scenarios.harness import MB, Bench, Options, wait_connections
 from bench.servers import HOST
+from siscom.dev.broker import TansuBroker
 
 _GROUPS = ("hypercorn", "quart", "wsproto", "h11", "werkzeug", "asyncio", "aiokafka", "supervisors", "siscom")
 
@@ -40,7 +39,9 @@ def _group(filename: str) -> str:
     return Path(filename).name
 
 
-async def _snapshot(pid: int, prefix: str, index: int, timeout: float = 120.0) -> tuple[tracemalloc.Snapshot, Counter[str]]:
+async def _snapshot(
+    pid: int, prefix: str, index: int, timeout: float = 120.0
+) -> tuple[tracemalloc.Snapshot, Counter[str]]:
     os.kill(pid, signal.SIGUSR1)
     done = Path(f"{prefix}.{index}.done")
     deadline = time.monotonic() + timeout
@@ -62,9 +63,7 @@ async def measure(
     with TansuBroker(log_path=workdir / "tansu.log") as broker:
         bench = Bench(broker, Options(workdir=workdir))
         topic = await bench.topic("connmem")
-        server = bench.server(
-            target, topic, **tracing, STREAM_KEEPALIVE_SECONDS=str(keepalive), LOG_LEVEL="ERROR"
-        )
+        server = bench.server(target, topic, **tracing, STREAM_KEEPALIVE_SECONDS=str(keepalive), LOG_LEVEL="ERROR")
         await server.start(timeout=60.0)
         pool = None
         try:
@@ -88,14 +87,19 @@ async def measure(
             await asyncio.to_thread(server.stop)
     per = 1024.0 * clients
     if rss_only:
-        print(f"== {target_name}: {clients} idle stream clients x 5 devices, keep-alive every {keepalive:g} s, no tracing")
+        print(
+            f"== {target_name}: {clients} idle stream clients x 5 devices, keep-alive every {keepalive:g} s, no tracing"
+        )
         print(f"RSS per connection          {(rss1 - rss0) / per:8.1f} KB  ({rss0 / MB:.1f} -> {rss1 / MB:.1f} MB)")
         return
     stats = after.compare_to(before, "filename")
     traced = sum(stat.size_diff for stat in stats)
     print(f"== {target_name}: {clients} idle stream clients x 5 devices, keep-alive every {keepalive:g} s")
     print(f"RSS per connection          {(rss1 - rss0) / per:8.1f} KB  ({rss0 / MB:.1f} -> {rss1 / MB:.1f} MB)")
-    print(f"traced per connection       {traced / per:8.1f} KB  (Python allocations; the rest is the allocator's and the kernel's)")
+    print(
+        f"traced per connection       {traced / per:8.1f} KB  "
+        "(Python allocations; the rest is the allocator's and the kernel's)"
+    )
     groups: Counter[str] = Counter()
     for stat in stats:
         groups[_group(stat.traceback[-1].filename)] += stat.size_diff
@@ -107,7 +111,11 @@ async def measure(
         frame = stat.traceback[-1]
         where = "/".join(Path(frame.filename).parts[-2:])
         print(f"  {stat.size_diff / per:7.2f}  {stat.count_diff / clients:6.1f} blocks  {where}:{frame.lineno}")
-    ours = [stat for stat in after.compare_to(before, "lineno") if _group(stat.traceback[-1].filename) in ("siscom", "supervisors")]
+    ours = [
+        stat
+        for stat in after.compare_to(before, "lineno")
+        if _group(stat.traceback[-1].filename) in ("siscom", "supervisors")
+    ]
     print("\ntraced KB per connection, the gateway's own lines:")
     for stat in ours[:12]:
         frame = stat.traceback[-1]
@@ -132,9 +140,14 @@ def main() -> None:
     parser.add_argument("--target", default="siscom", help=f"one of {', '.join(TARGETS)}")
     parser.add_argument("--keepalive", type=float, default=5.0)
     parser.add_argument(
-        "--frames", type=int, default=1, help="frames of traceback to keep per allocation; over 1, the allocation sites are printed"
+        "--frames",
+        type=int,
+        default=1,
+        help="frames of traceback to keep per allocation; over 1, the allocation sites are printed",
     )
-    parser.add_argument("--rss-only", action="store_true", help="no tracing: only the RSS per connection, as the benchmark measures it")
+    parser.add_argument(
+        "--rss-only", action="store_true", help="no tracing: only the RSS per connection, as the benchmark measures it"
+    )
     args = parser.parse_args()
     from bench.__main__ import raise_open_files_limit
 

@@ -33,18 +33,28 @@ BATCH = 500
 def records(partitions: int, count: int) -> list[ConsumerRecord]:
     """Brief-shaped position records (1 in 40 an alert), round robin over the partitions."""
     out = []
-    offsets = {}
+    offsets: dict[tuple[str, int], int] = {}
     for n in range(count):
         alert = n % 40 == 7
         topic = ALERTS if alert else POSITIONS
         partition = n % (ALERT_PARTITIONS if alert else partitions)
         offset = offsets.get((topic, partition), AROUND + partition * 37)
         offsets[(topic, partition)] = offset + 1
-        value = json.dumps({"data": {
-            "DEVICE_ID": f"08480860{n % 1000:02d}", "LATITUD": "+20.652472", "LONGITUD": "-100.391423",
-            "SPEED": "42", "GPS_DATETIME": "2026-12-01 18:00:00", "SEQ": n,
-        }}).encode()
-        out.append(ConsumerRecord(topic, partition, offset, 1_700_000_000_000 + n, 0, None, value, None, -1, len(value), ()))
+        value = json.dumps(
+            {
+                "data": {
+                    "DEVICE_ID": f"08480860{n % 1000:02d}",
+                    "LATITUD": "+20.652472",
+                    "LONGITUD": "-100.391423",
+                    "SPEED": "42",
+                    "GPS_DATETIME": "2026-12-01 18:00:00",
+                    "SEQ": n,
+                }
+            }
+        ).encode()
+        out.append(
+            ConsumerRecord(topic, partition, offset, 1_700_000_000_000 + n, 0, None, value, None, -1, len(value), ())
+        )
     return out
 
 
@@ -52,8 +62,9 @@ async def decode_all(batches: list[list[ConsumerRecord]], with_ids: bool) -> tup
     """Seconds to decode every batch, and each frame's length."""
     out: Mailbox = Mailbox()
     positions = LogPositions([POSITIONS, ALERTS]) if with_ids else None
-    decoder = Decoder(Mailbox(), out, alerts_topic=ALERTS, max_record_bytes=1 << 20, metrics=Metrics(),
-                      positions=positions)
+    decoder = Decoder(
+        Mailbox(), out, alerts_topic=ALERTS, max_record_bytes=1 << 20, metrics=Metrics(), positions=positions
+    )
     sizes: list[int] = []
     elapsed = 0.0
     for batch in batches:
@@ -66,8 +77,8 @@ async def decode_all(batches: list[list[ConsumerRecord]], with_ids: bool) -> tup
 
 
 async def measure(partitions: int, count: int, runs: int) -> dict[str, float]:
-    batches = [chunk for chunk in (records(partitions, count)[i:i + BATCH] for i in range(0, count, BATCH))]
-    best = {}
+    batches = [chunk for chunk in (records(partitions, count)[i : i + BATCH] for i in range(0, count, BATCH))]
+    best: dict[bool, float] = {}
     sizes = {}
     for with_ids in (False, True, False, True) * runs:
         elapsed, sizes[with_ids] = await decode_all(batches, with_ids)
@@ -85,13 +96,19 @@ async def window_resume(count: int, back: int, runs: int) -> tuple[float, int]:
     """Milliseconds per resume (best of ``runs``) of a 10-device client whose cursor is ``back``
     records old, from a window holding ``count`` records; and the frames it gets."""
     out: Mailbox = Mailbox()
-    decoder = Decoder(Mailbox(), out, alerts_topic=ALERTS, max_record_bytes=1 << 20, metrics=Metrics(),
-                      positions=LogPositions([POSITIONS, ALERTS]))
+    decoder = Decoder(
+        Mailbox(),
+        out,
+        alerts_topic=ALERTS,
+        max_record_bytes=1 << 20,
+        metrics=Metrics(),
+        positions=LogPositions([POSITIONS, ALERTS]),
+    )
     window = RecentWindow(count, 1 << 40)
     all_records = records(3, count)
     cut = count - back
     for start in range(0, count, BATCH):
-        await decoder.receive(all_records[start:start + BATCH])
+        await decoder.receive(all_records[start : start + BATCH])
         for deliveries in out.drain():
             window.extend(deliveries)
     # The cursor just before record ``cut``: per partition, the offset of its first record from there.
@@ -121,7 +138,8 @@ def main() -> None:
         f = asyncio.run(measure(partitions, options.records, options.runs))
         extra = f["us_with"] - f["us_without"]
         print(
-            f"{partitions:>10}  {f['us_without']:>27.2f}  {f['us_with']:>7.2f}  (+{extra:.2f}, +{extra / f['us_without'] * 100:.0f} %)"
+            f"{partitions:>10}  {f['us_without']:>27.2f}  {f['us_with']:>7.2f}  "
+            f"(+{extra:.2f}, +{extra / f['us_without'] * 100:.0f} %)"
             f"  {f['bytes_without']:>20.0f}  {f['bytes_with']:>4.0f}  (+{f['bytes_with'] - f['bytes_without']:.0f})"
         )
     held, back = 50_000, 600

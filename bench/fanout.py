@@ -100,11 +100,11 @@ class NeverReceives(Transport):
 
     def __init__(self, direct: DirectWriter) -> None:
         self.peer = "bench"
-        self.direct = direct
+        self.direct = self._writer = direct
         self._forever: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     async def send(self, text: str) -> None:
-        self.direct.write([text])
+        self._writer.write([text])
 
     async def receive(self) -> str:
         return await self._forever
@@ -146,8 +146,14 @@ class Gateway:
         for number, ((server, _), device_ids) in enumerate(zip(pairs, self._subscriptions)):
             transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, server)
             core = StreamCore(device_ids, table=self.table, policy=LIMITS.policy, window=self.window)
-            session = Session(NeverReceives(DirectWriter(open_websocket_stub(), transport, frames)), core,
-                              name=f"session-{number}", limits=LIMITS, metrics=self.metrics, flusher=flusher)
+            session = Session(
+                NeverReceives(DirectWriter(open_websocket_stub(), transport, frames)),
+                core,
+                name=f"session-{number}",
+                limits=LIMITS,
+                metrics=self.metrics,
+                flusher=flusher,
+            )
             self._tasks.append(asyncio.create_task(session.run()))
         self.reader = Reader([client for _, client in pairs])
         await asyncio.sleep(0.1)  # every session opened and waiting
@@ -241,11 +247,14 @@ async def run(clients: int, devices: int, per_client: int, sizes: list[int], del
         frozenset(f"dev-{n:05d}" for n in chooser.sample(range(devices), per_client)) for _ in range(clients)
     ]
     by_device = recipients(subscriptions)
-    fanouts = [Gateway(subscriptions), Broadcast(subscriptions)]
+    fanouts: list[Gateway | Broadcast] = [Gateway(subscriptions), Broadcast(subscriptions)]
     for fanout in fanouts:
         await fanout.start()
     print(f"fan-out in-process: {clients:,} clients x {per_client} of {devices:,} devices, median of {runs} runs")
-    print(f"{'records/batch':>13}  {'frames/client/batch':>19}  {'target':>9}  {'us/delivery':>11}  {'writes/delivery':>15}  ratio")
+    print(
+        f"{'records/batch':>13}  {'frames/client/batch':>19}  {'target':>9}  "
+        f"{'us/delivery':>11}  {'writes/delivery':>15}  ratio"
+    )
     try:
         for size in sizes:
             per_batch = size * clients * per_client / devices
@@ -261,7 +270,10 @@ async def run(clients: int, devices: int, per_client: int, sizes: list[int], del
                 raise SystemExit(f"the two fan-outs wrote different bytes: {received}")
             ours, bare = statistics.median(figures["siscom"]), statistics.median(figures["broadcast"])
             frames_per_client = size * per_client / devices
-            print(f"{size:>13}  {frames_per_client:>19.2f}  {'siscom':>9}  {ours:>11.2f}  {writes / delivered:>15.3f}  {ours / bare:.2f}x")
+            print(
+                f"{size:>13}  {frames_per_client:>19.2f}  {'siscom':>9}  "
+                f"{ours:>11.2f}  {writes / delivered:>15.3f}  {ours / bare:.2f}x"
+            )
             print(f"{'':>13}  {'':>19}  {'broadcast':>9}  {bare:>11.2f}  {1.0:>15.3f}")
         print(f"bytes received by the clients of each: {received['siscom']:,} (the same frames, checked)")
     finally:

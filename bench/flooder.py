@@ -4,7 +4,8 @@
 WebSocket connections on raw sockets and on each sends WebSocket pings (9,500 a second) and
 subscribe messages of 1,000 device ids (1,480 a second), the floods that once took a gateway to
 95 % CPU, without ever reading; when the server drops a connection it opens another at once.
-``--pings`` and ``--messages`` change the rates (0: as fast as the server takes them). It runs until SIGTERM or SIGINT, then prints one JSON line:
+``--pings`` and ``--messages`` change the rates (0: as fast as the server takes them). It runs
+until SIGTERM or SIGINT, then prints one JSON line:
 ``{"connections": N, "bytes": B}``. Loopback addresses only: it refuses any other host.
 
 It runs as its own process so that the flood's own CPU is not charged to whoever measures the
@@ -53,7 +54,9 @@ def control_frame(opcode: int = OP_PING, payload: bytes = b"flood") -> bytes:
 TICK = 0.01
 # Built once: masking in Python costs more than sending.
 PING = control_frame()
-SUBSCRIBE = masked_frame(json.dumps({"action": "subscribe", "device_ids": [f"flood-{n}" for n in range(1000)]}).encode())
+SUBSCRIBE = masked_frame(
+    json.dumps({"action": "subscribe", "device_ids": [f"flood-{n}" for n in range(1000)]}).encode()
+)
 
 
 @dataclass
@@ -136,9 +139,7 @@ async def run(url: str, clients: int, pings: float = 9500, messages: float = 148
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    tasks = [
-        asyncio.create_task(_flood(host, parts.port or 80, path, tally, pings, messages)) for _ in range(clients)
-    ]
+    tasks = [asyncio.create_task(_flood(host, parts.port or 80, path, tally, pings, messages)) for _ in range(clients)]
     await stop.wait()
     for task in tasks:
         task.cancel()

@@ -113,9 +113,7 @@ class FixedRateProducer:
             self._templates = [
                 (device_id.encode(), device_id, head, tail) for device_id, head, tail in record_templates(devices, seed)
             ]
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, linger_ms=0, acks=1, max_batch_size=512 * 1024
-        )
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1, max_batch_size=512 * 1024)
         self._next = 0
         self._plan: list[tuple[bytes, str, bytes, bytes, tuple[float, float]]] | None = None
         self.failed = 0

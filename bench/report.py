@@ -97,7 +97,12 @@ def render(result: Result) -> str:
     widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
     out = [f"== {result.scenario}: " + ", ".join(f"{key}={value}" for key, value in result.params.items())]
     for number, line in enumerate(lines):
-        out.append("  ".join(cell.ljust(width) if column < 2 else cell.rjust(width) for column, (cell, width) in enumerate(zip(line, widths))))
+        out.append(
+            "  ".join(
+                cell.ljust(width) if column < 2 else cell.rjust(width)
+                for column, (cell, width) in enumerate(zip(line, widths))
+            )
+        )
         if number == 0:
             out.append("  ".join("-" * width for width in widths))
     if result.verdicts:

@@ -72,7 +72,9 @@ class ClientHandshake:
         Raises :class:`HandshakeFailed` unless it is a 101 with the right ``Sec-WebSocket-Accept``.
         """
         lines = head.decode("latin-1").split("\r\n")
-        headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
+        headers = {
+            name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])
+        }
         expected = base64.b64encode(hashlib.sha1(self.key + _GUID).digest()).decode()
         if lines[0].split(" ", 2)[1:2] != ["101"]:
             raise HandshakeFailed(lines[0])

@@ -60,7 +60,9 @@ SISCOM_PLAIN = Target(
 SISCOM_SSE = Target("siscom-sse", "the gateway, clients over SSE", "siscom", ("serve",), transport="sse")
 NAIVE = Target("naive", "naive Quart fan-out (bench/baselines/naive.py)", "bench.baselines.naive", stats_path="/stats")
 WEBSOCKETS = Target(
-    "websockets", "bare websockets broadcast (bench/baselines/bare_websockets.py)", "bench.baselines.bare_websockets",
+    "websockets",
+    "bare websockets broadcast (bench/baselines/bare_websockets.py)",
+    "bench.baselines.bare_websockets",
     stats_path="/stats",
 )
 
@@ -149,7 +151,10 @@ class ServerUnderTest:
         try:
             listing = subprocess.run(
                 ["ss", "-Htin", "state", "established", f"( sport = :{self.port} )"],
-                capture_output=True, text=True, timeout=30, check=True,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
             ).stdout
         except (OSError, subprocess.SubprocessError):
             return None

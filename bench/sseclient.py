@@ -15,6 +15,7 @@ client closed it, or the server ended the body) and 1006 when the connection dro
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 from bench.eventstream import request
 from bench.sse import EventStreamDecoder, StreamRefused
@@ -41,7 +42,7 @@ class SseStreamClient(asyncio.Protocol):
         self.closed: asyncio.Future[int] = loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = transport = cast(asyncio.Transport, transport)  # a stream's: it writes
         transport.write(self._request)
 
     def data_received(self, data: bytes) -> None:

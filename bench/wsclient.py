@@ -31,7 +31,7 @@ import struct
 import time
 import zlib
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from bench import rfc6455
 from bench.rfc6455 import DEFLATE_TAIL, OP_BINARY, OP_TEXT, RSV1, HandshakeFailed, split_frames
@@ -191,7 +191,7 @@ class StreamClient(asyncio.Protocol):
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = transport = cast(asyncio.Transport, transport)  # a stream's: it writes
         transport.write(self._handshake.request)
 
     def data_received(self, data: bytes) -> None:

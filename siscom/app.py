@@ -16,13 +16,13 @@ from quart import Quart
 
 from siscom.config import Settings
 from siscom.gateway import Gateway
-from siscom.web.demo import demo_blueprint
-from siscom.web.prometheus import prometheus_blueprint
-from siscom.web.status import status_blueprint
-from siscom.web.sse import sse_blueprint
-from siscom.web.stream import stream_blueprint
 from siscom.security.headers import add_security_headers
 from siscom.web import server
+from siscom.web.demo import demo_blueprint
+from siscom.web.prometheus import prometheus_blueprint
+from siscom.web.sse import sse_blueprint
+from siscom.web.status import status_blueprint
+from siscom.web.stream import stream_blueprint
 
 
 def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> Quart:

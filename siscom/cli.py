@@ -54,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
         "--bind", default="127.0.0.1:8000", help="HOST:PORT to listen on, or fd://FD (default %(default)s)"
     )
     serve.add_argument(
-        "--workers", type=_positive_int, default=1,
+        "--workers",
+        type=_positive_int,
+        default=1,
         help="processes serving the port; each reads every partition (default %(default)s)",
     )
     # METRICS_BIND's socket, as the workers' parent hands it down (fd://FD); not for operators.
@@ -215,8 +217,11 @@ def run_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 def run_snapshot_writer(settings: Settings, args: argparse.Namespace) -> int:
     if settings.kafka_snapshot_topic is None:
-        print("siscom: configuration error: KAFKA_SNAPSHOT_TOPIC='' is not valid: required by snapshot-writer "
-              "(the topic it keeps)", file=sys.stderr)
+        print(
+            "siscom: configuration error: KAFKA_SNAPSHOT_TOPIC='' is not valid: required by snapshot-writer "
+            "(the topic it keeps)",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
     from siscom.writer import run_snapshot_writer as run
 

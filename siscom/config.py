@@ -157,6 +157,8 @@ def _positive_seconds(text: str) -> float:
     if seconds <= 0:
         raise _Invalid
     return seconds
+
+
 def _seconds_at_least(low: float) -> Callable[[str], float]:
     """A finite number of seconds, ``low`` or more: below it the service would spin or thrash."""
 
@@ -312,10 +314,7 @@ def _tile_url(text: str) -> str | None:
     return text
 
 
-_TOPIC_RULE = (
-    "a legal Kafka topic name: 1-249 characters of A-Z a-z 0-9 . _ - (not '.' or '..'; "
-    "'/' is not allowed)"
-)
+_TOPIC_RULE = "a legal Kafka topic name: 1-249 characters of A-Z a-z 0-9 . _ - (not '.' or '..'; '/' is not allowed)"
 _AT_LEAST_ONE = "a whole number, at least 1"
 _BYTES = f"a whole number of bytes from 1 to {_INT32_MAX}"
 _SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
@@ -326,311 +325,429 @@ class Settings:
     """Everything the service can be told from outside; see :func:`describe_variables`."""
 
     kafka_bootstrap_servers: tuple[str, ...] = _setting(
-        ("localhost:9092",), _broker_list,
+        ("localhost:9092",),
+        _broker_list,
         "a comma-separated list of host:port (port 1-65535; IPv6 as [::1]:9092)",
         "Kafka brokers to bootstrap from",
     )
     kafka_topic: str = _setting(
-        "tracking-data", _topic, _TOPIC_RULE,
+        "tracking-data",
+        _topic,
+        _TOPIC_RULE,
         "topic with the position records, sent to clients as 'message' frames",
     )
     kafka_alerts_topic: str | None = _setting(
-        None, _topic, _TOPIC_RULE + "; empty for none",
+        None,
+        _topic,
+        _TOPIC_RULE + "; empty for none",
         "optional topic whose records are sent to clients as 'alert' frames",
     )
     kafka_snapshot_topic: str | None = _setting(
-        None, _topic, _TOPIC_RULE + "; empty for none",
+        None,
+        _topic,
+        _TOPIC_RULE + "; empty for none",
         "optional last-positions topic (keyed by device id, values as in KAFKA_TOPIC, compacted; kept "
         "by `siscom snapshot-writer`), read from its beginning at start for vehicles silent longer "
         "than the lookback",
     )
     kafka_group_id: str = _setting(
-        "siscom-stream", _client_id, "1-200 characters of A-Z a-z 0-9 . _ -",
-        "prefix of the Kafka client id (no consumer group is joined: every replica reads every "
-        "partition)",
+        "siscom-stream",
+        _client_id,
+        "1-200 characters of A-Z a-z 0-9 . _ -",
+        "prefix of the Kafka client id (no consumer group is joined: every replica reads every partition)",
     )
     kafka_auto_offset_reset: str = _setting(
-        "latest", _one_of("latest", "earliest"), "one of latest, earliest",
+        "latest",
+        _one_of("latest", "earliest"),
+        "one of latest, earliest",
         "where a partition is first read from when the gateway starts with no offset for it, with "
         "warm-up off (with it, live reading starts where warm-up ended: see docs/warm-start.md); "
         "also where a partition restarts whose offset left the log",
     )
     kafka_security_protocol: str = _setting(
-        "PLAINTEXT", _one_of("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"),
+        "PLAINTEXT",
+        _one_of("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"),
         "one of PLAINTEXT, SASL_PLAINTEXT, SASL_SSL, SSL",
         "how to talk to the brokers",
     )
     kafka_sasl_mechanism: str = _setting(
-        "PLAIN", _one_of("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+        "PLAIN",
+        _one_of("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
         "one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
         "SASL mechanism, used with the SASL_* protocols",
     )
     kafka_username: str | None = _setting(
-        None, _credential, "a user name without control characters; empty for none",
+        None,
+        _credential,
+        "a user name without control characters; empty for none",
         "SASL user name; needs KAFKA_PASSWORD and a SASL_* protocol",
         keep_blanks=True,
     )
     kafka_password: str | None = _setting(
-        None, _credential, "a password without control characters; empty for none",
+        None,
+        _credential,
+        "a password without control characters; empty for none",
         "SASL password (never logged)",
-        secret=True, keep_blanks=True,
+        secret=True,
+        keep_blanks=True,
     )
     kafka_ssl_cafile: str | None = _setting(
-        None, _existing_file, "the path of an existing file; empty for none",
+        None,
+        _existing_file,
+        "the path of an existing file; empty for none",
         "CA bundle (PEM) to verify the brokers with, instead of the system's",
     )
     kafka_ssl_certfile: str | None = _setting(
-        None, _existing_file, "the path of an existing file; empty for none",
+        None,
+        _existing_file,
+        "the path of an existing file; empty for none",
         "client certificate (PEM) for mutual TLS",
     )
     kafka_ssl_keyfile: str | None = _setting(
-        None, _existing_file, "the path of an existing file; empty for none",
+        None,
+        _existing_file,
+        "the path of an existing file; empty for none",
         "private key (PEM) of the client certificate",
     )
     kafka_fetch_max_wait_ms: int = _setting(
-        100, _whole_number(10, 60000),
+        100,
+        _whole_number(10, 60000),
         "a whole number of milliseconds from 10 to 60000 (less makes an idle gateway and its broker "
         "poll each other in a busy loop; Kafka answers at once anyway when data waits)",
         "longest time the broker may hold a fetch waiting for data (bounds latency)",
     )
     kafka_fetch_min_bytes: int = _setting(
-        1, _whole_number(1, _INT32_MAX), _BYTES,
+        1,
+        _whole_number(1, _INT32_MAX),
+        _BYTES,
         "data the broker waits for before answering a fetch",
     )
     kafka_fetch_max_bytes: int = _setting(
-        52428800, _whole_number(1, _INT32_MAX), _BYTES,
+        52428800,
+        _whole_number(1, _INT32_MAX),
+        _BYTES,
         "most data returned by one fetch",
     )
     kafka_max_partition_fetch_bytes: int = _setting(
-        1048576, _whole_number(1, _INT32_MAX), _BYTES,
+        1048576,
+        _whole_number(1, _INT32_MAX),
+        _BYTES,
         "most data returned per partition by one fetch",
     )
     kafka_max_poll_records: int = _setting(
-        2000, _whole_number(1), _AT_LEAST_ONE,
+        2000,
+        _whole_number(1),
+        _AT_LEAST_ONE,
         "most records handed down the pipeline in one batch",
     )
     kafka_reconnect_backoff_max_seconds: float = _setting(
-        5.0, _seconds_at_least(0.1),
+        5.0,
+        _seconds_at_least(0.1),
         "a number of seconds, at least 0.1 (less retries an absent broker in a busy loop)",
         "cap of the exponential backoff between attempts to reach the brokers",
     )
     stream_keepalive_seconds: float = _setting(
-        60.0, _seconds_at_least(0.1),
+        60.0,
+        _seconds_at_least(0.1),
         "a number of seconds, at least 0.1 (less spends the server's CPU on pings)",
         "interval of the keep-alive 'ping' frames",
     )
     stream_max_device_ids: int = _setting(
-        1000, _whole_number(1), _AT_LEAST_ONE,
+        1000,
+        _whole_number(1),
+        _AT_LEAST_ONE,
         "most device ids one client may subscribe to",
     )
     stream_snapshot: bool = _setting(
-        True, _boolean, "true or false (also 1/0, yes/no, on/off)",
+        True,
+        _boolean,
+        "true or false (also 1/0, yes/no, on/off)",
         "send a new client the last known position of each of its devices",
     )
     stream_max_fields: int = _setting(
-        50, _whole_number(1, 1000), "a whole number from 1 to 1000",
+        50,
+        _whole_number(1, 1000),
+        "a whole number from 1 to 1000",
         "most names a client may give in 'fields' (field selection of position frames)",
     )
     stream_max_hz: int = _setting(
-        50, _whole_number(1, 1000), "a whole number from 1 to 1000",
+        50,
+        _whole_number(1, 1000),
+        "a whole number from 1 to 1000",
         "highest 'max_hz' (position frames per second per device) a client may ask for",
     )
     stream_max_record_bytes: int = _setting(
-        1048576, _whole_number(1), _AT_LEAST_ONE,
+        1048576,
+        _whole_number(1),
+        _AT_LEAST_ONE,
         "largest record value accepted, in bytes; larger ones are skipped as malformed",
     )
     stream_max_pending_frames: int = _setting(
-        1000, _whole_number(1), _AT_LEAST_ONE,
-        "frames that cannot be conflated (alerts) a client may have waiting before it is "
-        "closed with 1013",
+        1000,
+        _whole_number(1),
+        _AT_LEAST_ONE,
+        "frames that cannot be conflated (alerts) a client may have waiting before it is closed with 1013",
     )
     stream_trusted_proxies: tuple[IPNetwork, ...] = _setting(
-        (), _networks, "comma-separated IP addresses or networks (CIDR), e.g. 127.0.0.1,10.0.0.0/8",
+        (),
+        _networks,
+        "comma-separated IP addresses or networks (CIDR), e.g. 127.0.0.1,10.0.0.0/8",
         "proxies whose X-Forwarded-For header is believed when finding a client's address",
     )
     stream_send_timeout_seconds: float = _setting(
-        30.0, _seconds_at_least(1.0),
+        30.0,
+        _seconds_at_least(1.0),
         "a number of seconds, at least 1 (less closes healthy clients on a passing stall, such as "
         "a garbage-collector pause)",
         "longest a write to one client may stall before that client is closed with 1013",
     )
     stream_coalesce_writes: bool = _setting(
-        True, _boolean, "true or false (also 1/0, yes/no, on/off)",
+        True,
+        _boolean,
+        "true or false (also 1/0, yes/no, on/off)",
         "write the frames waiting for a client in one write, from the event-loop turn after they "
         "were routed, below ASGI (Hypercorn over HTTP/1.1 only; WebSocket and SSE); false writes "
         "through ASGI (a WebSocket frame, or an SSE chunk, per ASGI message)",
     )
     stream_sse_retry_milliseconds: int = _setting(
-        3000, _whole_number(0, 3600000), "a whole number of milliseconds, 0 to 3600000",
+        3000,
+        _whole_number(0, 3600000),
+        "a whole number of milliseconds, 0 to 3600000",
         "reconnect delay sent to Server-Sent Events clients in the stream's first 'retry:' line "
         "(EventSource waits this long before it reconnects with Last-Event-ID)",
     )
     stream_close_linger_seconds: float = _setting(
-        5.0, _positive_seconds, "a number of seconds greater than 0",
+        5.0,
+        _positive_seconds,
+        "a number of seconds greater than 0",
         "longest a connection stays open after its stream ended (close frame not yet read, or not "
         "answered): then the TCP connection is dropped, whether or not the client reads",
     )
     stream_replay_max_seconds: float = _setting(
-        3600.0, _seconds_at_least(1.0), "a number of seconds, at least 1",
+        3600.0,
+        _seconds_at_least(1.0),
+        "a number of seconds, at least 1",
         "how far back a client may ask to replay with ?since= (further back is refused with 1008)",
     )
     stream_replay_window_records: int = _setting(
-        50000, _whole_number(0), "a whole number; 0 keeps no window (every resume reads Kafka)",
+        50000,
+        _whole_number(0),
+        "a whole number; 0 keeps no window (every resume reads Kafka)",
         "records of the recent-records window each process keeps to serve resumes without Kafka",
     )
     stream_replay_window_bytes: int = _setting(
-        67108864, _whole_number(0), "a whole number of bytes; 0 keeps no window",
+        67108864,
+        _whole_number(0),
+        "a whole number of bytes; 0 keeps no window",
         "most frame bytes the recent-records window holds (whichever bound is reached first)",
     )
     stream_snapshot_lookback_seconds: float = _setting(
-        3600.0, _non_negative, "a number of seconds, 0 or more; 0 turns warm-up off",
+        3600.0,
+        _non_negative,
+        "a number of seconds, 0 or more; 0 turns warm-up off",
         "at start, read this much of the log back (every partition, up to the end found at start) "
         "into the snapshot and the recent-records window before /ready says ready",
     )
     stream_snapshot_write_seconds: float = _setting(
-        60.0, _positive_seconds, "a number of seconds greater than 0",
+        60.0,
+        _positive_seconds,
+        "a number of seconds greater than 0",
         "`siscom snapshot-writer`: writes each device's newest position to KAFKA_SNAPSHOT_TOPIC at "
         "most once per this many seconds",
     )
     stream_replay_concurrency: int = _setting(
-        2, _whole_number(1, 10000), "a whole number from 1 to 10000",
+        64,
+        _whole_number(1, 10000),
+        "a whole number from 1 to 10000",
         "replays (resumes with cursor or since) one process runs at once; more wait their turn",
     )
     stream_replay_wait_seconds: float = _setting(
-        10.0, _non_negative, "a number of seconds, 0 or more (0: a resume never waits for a turn)",
+        10.0,
+        _non_negative,
+        "a number of seconds, 0 or more (0: a resume never waits for a turn)",
         "longest a resume waits for its turn to replay; past it the stream opens with "
         "recovered:false, then the snapshot and live",
     )
     stream_replay_max_records: int = _setting(
-        50000, _whole_number(1), _AT_LEAST_ONE,
+        50000,
+        _whole_number(1),
+        _AT_LEAST_ONE,
         "most records one replay may cost (the log's records between its cursor and where this "
         "process has read, every partition); further behind, the stream opens with "
         "recovered:false, then the snapshot and live",
     )
     stream_jwt_secret: str | None = _setting(
-        None, _jwt_secret, "at least 32 characters; empty for none",
+        None,
+        _jwt_secret,
+        "at least 32 characters; empty for none",
         "shared secret that verifies client tokens (HS256); when set, every stream and the stats "
         "need a token (never logged)",
         secret=True,
     )
     stream_jwt_public_key: str | None = _setting(
-        None, _jwt_public_key,
+        None,
+        _jwt_public_key,
         "a PEM public key (RSA of 2048 bits or more: RS256; EC P-256: ES256), as PEM text (newlines "
         "may be written \\n) or the path of a PEM file; empty for none",
         "public key that verifies client tokens; when set, every stream and the stats need a "
         "token (instead of STREAM_JWT_SECRET)",
     )
     stream_jwt_audience: str | None = _setting(
-        None, _claim_value, "1-200 characters; empty for none",
+        None,
+        _claim_value,
+        "1-200 characters; empty for none",
         "when set, tokens must carry this 'aud' claim",
     )
     stream_jwt_issuer: str | None = _setting(
-        None, _claim_value, "1-200 characters; empty for none",
+        None,
+        _claim_value,
+        "1-200 characters; empty for none",
         "when set, tokens must carry this 'iss' claim",
     )
     stream_token_notice_seconds: float = _setting(
-        60.0, _non_negative, "a number of seconds, 0 or more; 0 for never",
+        60.0,
+        _non_negative,
+        "a number of seconds, 0 or more; 0 for never",
         "how long before a client's token expires the stream sends it a 'token-expiring' frame "
         "(the client may then answer with a new token to keep the stream)",
     )
     stream_allowed_origins: tuple[str, ...] = _setting(
-        ("*",), _origins,
+        ("*",),
+        _origins,
         "'*' for any, or a comma-separated list of origins such as https://fleet.example.com",
         "web pages (the browser's Origin header) that may open a stream; others get 403",
     )
     stream_max_connections: int = _setting(
-        10000, _whole_number(0), "a whole number; 0 for no limit",
+        10000,
+        _whole_number(0),
+        "a whole number; 0 for no limit",
         "most streams one process holds open; past it new clients are closed with 1013",
     )
     stream_max_connections_per_ip: int = _setting(
-        0, _whole_number(0), "a whole number; 0 for no limit",
+        0,
+        _whole_number(0),
+        "a whole number; 0 for no limit",
         "most streams one process holds open per client address (see STREAM_TRUSTED_PROXIES); "
         "past it new clients from that address are closed with 1013",
     )
     stream_client_messages_per_second: float = _setting(
-        10.0, _non_negative, "a number of messages per second; 0 for no limit",
+        10.0,
+        _non_negative,
+        "a number of messages per second; 0 for no limit",
         "messages (subscribe, unsubscribe, anything) one client may send, on average; past "
         "STREAM_CLIENT_MESSAGE_BURST more it is closed with 1008 'too many messages'",
     )
     stream_client_message_burst: int = _setting(
-        50, _whole_number(1), _AT_LEAST_ONE,
+        50,
+        _whole_number(1),
+        _AT_LEAST_ONE,
         "messages one client may send at once beyond STREAM_CLIENT_MESSAGES_PER_SECOND",
     )
     stream_client_pings_per_second: float = _setting(
-        10.0, _non_negative, "a number of frames per second; 0 for no limit",
+        10.0,
+        _non_negative,
+        "a number of frames per second; 0 for no limit",
         "WebSocket pings and pongs one client may send, on average; past "
         "STREAM_CLIENT_PING_BURST more it is closed with 1008 'too many messages' (see "
         "STREAM_WATCH_CONTROL_FRAMES)",
     )
     stream_client_ping_burst: int = _setting(
-        50, _whole_number(1), _AT_LEAST_ONE,
+        50,
+        _whole_number(1),
+        _AT_LEAST_ONE,
         "pings and pongs one client may send at once beyond STREAM_CLIENT_PINGS_PER_SECOND",
     )
     stream_watch_control_frames: bool = _setting(
-        True, _boolean, "true or false (also 1/0, yes/no, on/off)",
+        True,
+        _boolean,
+        "true or false (also 1/0, yes/no, on/off)",
         "count each client's pings and pongs, which Hypercorn answers below the application, by "
         "looking into Hypercorn's connection; false turns that off (and the ping limit with it)",
     )
     stream_max_subscribed_ids: int = _setting(
-        2000000, _whole_number(0), "a whole number; 0 for no limit",
+        2000000,
+        _whole_number(0),
+        "a whole number; 0 for no limit",
         "most device ids all streams of one process may subscribe to together (a stream of every "
         "device counts as one); past it new subscriptions are closed with 1013",
     )
     stream_shed_lag_seconds: float = _setting(
-        0.1, _non_negative, "a number of seconds; 0 turns shedding off",
+        0.1,
+        _non_negative,
+        "a number of seconds; 0 turns shedding off",
         "mean event-loop lag that means overload: once the mean over STREAM_SHED_AFTER_SECONDS "
         "reaches it, the clients with frames waiting that cost the most work per second are "
         "closed with 1013, a quarter at a time, until it falls back",
     )
     stream_shed_after_seconds: float = _setting(
-        5.0, _positive_seconds, "a number of seconds greater than 0",
+        5.0,
+        _positive_seconds,
+        "a number of seconds greater than 0",
         "the window over which event-loop lag is averaged before clients are shed",
     )
     stream_handshakes_per_second_per_ip: float = _setting(
-        0.0, _non_negative, "a number of handshakes per second; 0 for no limit",
+        0.0,
+        _non_negative,
+        "a number of handshakes per second; 0 for no limit",
         "stream handshakes one client address may make, on average (see STREAM_TRUSTED_PROXIES); "
         "past STREAM_HANDSHAKE_BURST_PER_IP more they are answered 429",
     )
     stream_handshake_burst_per_ip: int = _setting(
-        20, _whole_number(1), _AT_LEAST_ONE,
+        20,
+        _whole_number(1),
+        _AT_LEAST_ONE,
         "handshakes one address may make at once beyond STREAM_HANDSHAKES_PER_SECOND_PER_IP",
     )
     stream_map_tile_url: str | None = _setting(
-        "https://tile.openstreetmap.org/{z}/{x}/{y}.png", _tile_url,
+        "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
+        _tile_url,
         "an http:// or https:// URL (host name or IPv4 address, optional port) whose path or "
         "query holds {z}, {x} and {y} once each and no other {...}; or 'off'",
         "raster tiles under the demo page's map; the page's Content-Security-Policy allows images "
         "from this URL's origin only; 'off' draws the vehicles on a plain grid without tiles",
     )
     log_level: str = _setting(
-        "INFO", _one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        "INFO",
+        _one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
         "one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
         "least severe log level written",
     )
     log_format: str = _setting(
-        "text", _one_of("text", "json"), "one of text, json",
+        "text",
+        _one_of("text", "json"),
+        "one of text, json",
         "log lines as plain text or as one JSON object each",
     )
     statsd_host: str | None = _setting(
-        None, _statsd_host, "a host name or IP address; empty for none",
+        None,
+        _statsd_host,
+        "a host name or IP address; empty for none",
         "StatsD server; metrics are off when unset",
     )
     statsd_port: int = _setting(
-        8125, _whole_number(1, 65535), "a whole number from 1 to 65535",
+        8125,
+        _whole_number(1, 65535),
+        "a whole number from 1 to 65535",
         "StatsD UDP port",
     )
     statsd_prefix: str = _setting(
-        "siscom", _metric_prefix, "letters, digits, '_' and '-', in parts joined by single dots",
+        "siscom",
+        _metric_prefix,
+        "letters, digits, '_' and '-', in parts joined by single dots",
         "prefix of every metric name",
     )
     metrics_access: str = _setting(
-        "auto", _one_of("auto", "open", "token"), "one of auto, open, token",
+        "auto",
+        _one_of("auto", "open", "token"),
+        "one of auto, open, token",
         "who may read GET /metrics (Prometheus): 'open' anyone who reaches the port, 'token' any "
         "valid client token (as the stats), 'auto' the same as the stats (a token when "
         "STREAM_JWT_SECRET or STREAM_JWT_PUBLIC_KEY is set, else open)",
     )
     metrics_bind: str | None = _setting(
-        None, _broker_address, "HOST:PORT (port 1-65535; IPv6 as [::1]:9100); empty for none",
+        None,
+        _broker_address,
+        "HOST:PORT (port 1-65535; IPv6 as [::1]:9100); empty for none",
         "a second address where GET /metrics is served, alone: it is then no longer served on the "
         "main address, and nothing else is served on this one (by siscom serve)",
     )
@@ -705,32 +822,33 @@ def _check_combinations(settings: Settings) -> None:
             raise ConfigError("KAFKA_PASSWORD", "", "required when KAFKA_USERNAME is set")
         if protocol not in _SASL_PROTOCOLS:
             raise ConfigError(
-                "KAFKA_SECURITY_PROTOCOL", protocol,
+                "KAFKA_SECURITY_PROTOCOL",
+                protocol,
                 "SASL_PLAINTEXT or SASL_SSL when KAFKA_USERNAME is set",
             )
     elif settings.kafka_password is not None:
         raise ConfigError("KAFKA_USERNAME", "", "required when KAFKA_PASSWORD is set")
     elif protocol in _SASL_PROTOCOLS:
-        raise ConfigError(
-            "KAFKA_USERNAME", "", f"required when KAFKA_SECURITY_PROTOCOL is {protocol}"
-        )
+        raise ConfigError("KAFKA_USERNAME", "", f"required when KAFKA_SECURITY_PROTOCOL is {protocol}")
     if settings.kafka_alerts_topic == settings.kafka_topic:
         raise ConfigError(
-            "KAFKA_ALERTS_TOPIC", settings.kafka_alerts_topic,
+            "KAFKA_ALERTS_TOPIC",
+            settings.kafka_alerts_topic,
             "a topic other than KAFKA_TOPIC, or empty for none",
         )
     if settings.kafka_snapshot_topic is not None and settings.kafka_snapshot_topic in settings.topics:
         raise ConfigError(
-            "KAFKA_SNAPSHOT_TOPIC", settings.kafka_snapshot_topic,
+            "KAFKA_SNAPSHOT_TOPIC",
+            settings.kafka_snapshot_topic,
             "a topic other than KAFKA_TOPIC and KAFKA_ALERTS_TOPIC, or empty for none",
         )
     _check_kafka_tls(settings)
     _check_stream_tokens(settings)
     if settings.metrics_access == "token" and not settings.tokens_on:
         raise ConfigError(
-            "METRICS_ACCESS", "token",
-            "auto or open unless STREAM_JWT_SECRET or STREAM_JWT_PUBLIC_KEY is set (no token could "
-            "be checked)",
+            "METRICS_ACCESS",
+            "token",
+            "auto or open unless STREAM_JWT_SECRET or STREAM_JWT_PUBLIC_KEY is set (no token could be checked)",
         )
 
 
@@ -748,26 +866,22 @@ def _check_kafka_tls(settings: Settings) -> None:
         try:
             context.load_verify_locations(cafile=settings.kafka_ssl_cafile)
         except (ssl.SSLError, ValueError):
-            raise ConfigError(
-                "KAFKA_SSL_CAFILE", settings.kafka_ssl_cafile, "a file of PEM certificates"
-            ) from None
+            raise ConfigError("KAFKA_SSL_CAFILE", settings.kafka_ssl_cafile, "a file of PEM certificates") from None
     if settings.kafka_ssl_certfile is not None:
         try:
             context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
         except (ssl.SSLError, ValueError):
             raise ConfigError(
-                "KAFKA_SSL_CERTFILE", settings.kafka_ssl_certfile,
-                "a PEM certificate whose private key is in KAFKA_SSL_KEYFILE (or in the same "
-                "file), not encrypted",
+                "KAFKA_SSL_CERTFILE",
+                settings.kafka_ssl_certfile,
+                "a PEM certificate whose private key is in KAFKA_SSL_KEYFILE (or in the same file), not encrypted",
             ) from None
 
 
 def _check_stream_tokens(settings: Settings) -> None:
     """One way to verify tokens; claims to check without a key are a mistake, not a policy."""
     if settings.stream_jwt_secret is not None and settings.stream_jwt_public_key is not None:
-        raise ConfigError(
-            "STREAM_JWT_PUBLIC_KEY", "(set)", "empty when STREAM_JWT_SECRET is set: choose one"
-        )
+        raise ConfigError("STREAM_JWT_PUBLIC_KEY", "(set)", "empty when STREAM_JWT_SECRET is set: choose one")
     if settings.stream_jwt_secret is None and settings.stream_jwt_public_key is None:
         for variable, value in (
             ("STREAM_JWT_AUDIENCE", settings.stream_jwt_audience),
@@ -775,7 +889,8 @@ def _check_stream_tokens(settings: Settings) -> None:
         ):
             if value is not None:
                 raise ConfigError(
-                    variable, value,
+                    variable,
+                    value,
                     "empty unless STREAM_JWT_SECRET or STREAM_JWT_PUBLIC_KEY is set (tokens "
                     "would not be checked at all)",
                 )

@@ -23,35 +23,34 @@ from functools import partial
 
 from aiokafka import ConsumerRecord
 
-from supervisors import ChildSpec, Mailbox, Restart, Strategy, Supervisor
-
-from siscom.pipeline.consumer import Consumer, KafkaStatus
-from siscom.pipeline.offsets import ReadOffsets
-from siscom.pipeline.decoder import Decoder
-from siscom.pipeline.router import Router
+from siscom.config import Settings
 from siscom.core.cursors import LogPositions
-from siscom.core.resume import ResumeRequest
+from siscom.core.deliveries import Delivery, Progress
 from siscom.core.mapoptions import MapOptions
 from siscom.core.mapstream import MapStreamCore
+from siscom.core.protocol import CloseCode
+from siscom.core.resume import ResumeRequest
 from siscom.core.stream import StreamCore
-from siscom.core.window import RecentWindow
-from siscom.pipeline.history import HistoryReader
-from siscom.pipeline.warmup import WarmUp
+from siscom.core.subscriptions import SubscriptionTable
 from siscom.core.warming import Phase, WarmProgress
+from siscom.core.window import RecentWindow
+from siscom.guard import Guard
+from siscom.metrics import Metrics
+from siscom.pipeline.consumer import Consumer, KafkaStatus
+from siscom.pipeline.decoder import Decoder
+from siscom.pipeline.history import HistoryReader
+from siscom.pipeline.offsets import ReadOffsets
+from siscom.pipeline.router import Router
+from siscom.pipeline.warmup import WarmUp
+from siscom.security.inbound import InboundLimits
+from siscom.security.tokens import Grant
 from siscom.sessions.flusher import Flusher
 from siscom.sessions.recovery import BudgetedReplayer, ReplayTurns
 from siscom.sessions.replay import Replayer
 from siscom.sessions.session import Session, SessionLimits
 from siscom.sessions.shedding import LoadShedder
 from siscom.sessions.transport import Transport
-from siscom.config import Settings
-from siscom.core.deliveries import Delivery, Progress
-from siscom.metrics import Metrics
-from siscom.core.protocol import CloseCode
-from siscom.guard import Guard
-from siscom.security.inbound import InboundLimits
-from siscom.security.tokens import Grant
-from siscom.core.subscriptions import SubscriptionTable
+from supervisors import ChildSpec, Mailbox, Restart, Strategy, Supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -93,11 +92,18 @@ class Gateway:
         #: Reads the log's past for older resumes and ``since`` (its own Kafka consumer, on first use).
         self.history = HistoryReader(settings, self.metrics)
         #: Where the warm-up stands (the snapshot and window read back from the log at start).
-        self.warming = WarmProgress(settings.stream_snapshot_lookback_seconds > 0 or settings.kafka_snapshot_topic is not None)
+        self.warming = WarmProgress(
+            settings.stream_snapshot_lookback_seconds > 0 or settings.kafka_snapshot_topic is not None
+        )
         self.warming.on_warm.append(self._warmed)
         self._warmup = WarmUp(
-            settings, self.metrics, self.warming,
-            table=self.subscriptions, window=self.window, positions=self.positions, offsets=self.read_offsets,
+            settings,
+            self.metrics,
+            self.warming,
+            table=self.subscriptions,
+            window=self.window,
+            positions=self.positions,
+            offsets=self.read_offsets,
         )
         self.replayer = Replayer(
             topics=settings.topics,
@@ -167,7 +173,9 @@ class Gateway:
             [
                 ChildSpec(
                     "consumer",
-                    partial(consumer, settings, self._records, self.kafka, metrics, self.read_offsets, warmup=self._warmup),
+                    partial(
+                        consumer, settings, self._records, self.kafka, metrics, self.read_offsets, warmup=self._warmup
+                    ),
                 ),
                 ChildSpec(
                     "decoder",
@@ -316,13 +324,25 @@ class Gateway:
         if options is not None and options.any:
             # The session pump passes the event loop's time, which is time.monotonic.
             core = MapStreamCore(
-                device_ids, table=self.subscriptions, policy=self.limits.policy, options=options,
-                clock=time.monotonic, grant=grant, inbound=inbound, verify=verify, window=self.window,
+                device_ids,
+                table=self.subscriptions,
+                policy=self.limits.policy,
+                options=options,
+                clock=time.monotonic,
+                grant=grant,
+                inbound=inbound,
+                verify=verify,
+                window=self.window,
             )
         else:
             core = StreamCore(
-                device_ids, table=self.subscriptions, policy=self.limits.policy, grant=grant, inbound=inbound,
-                verify=verify, window=self.window,
+                device_ids,
+                table=self.subscriptions,
+                policy=self.limits.policy,
+                grant=grant,
+                inbound=inbound,
+                verify=verify,
+                window=self.window,
             )
         session = Session(
             transport,
@@ -379,7 +399,9 @@ class Gateway:
             "restarts": self._root.restarts,
             "warmup": self.warming.as_dict(),
             "window": self.window_stats(),
-            "history_reads_by_partition": {f"{tp.topic}[{tp.partition}]": n for tp, n in sorted(self.history.reads.items())},
+            "history_reads_by_partition": {
+                f"{tp.topic}[{tp.partition}]": n for tp, n in sorted(self.history.reads.items())
+            },
         }
 
     def window_stats(self) -> dict[str, float]:

@@ -25,14 +25,13 @@ if TYPE_CHECKING:
 
 __all__ = ["Guard"]
 
+
 class Guard:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self.verifier = _verifier(settings)
         self.origins = OriginPolicy(settings.stream_allowed_origins)
-        self.limiter = ConnectionLimiter(
-            settings.stream_max_connections, settings.stream_max_connections_per_ip
-        )
+        self.limiter = ConnectionLimiter(settings.stream_max_connections, settings.stream_max_connections_per_ip)
         #: Handshakes per address over time; None when STREAM_HANDSHAKES_PER_SECOND_PER_IP is 0.
         self.handshakes = (
             HandshakeLimiter(settings.stream_handshakes_per_second_per_ip, settings.stream_handshake_burst_per_ip)
@@ -65,7 +64,8 @@ class Guard:
         logger.info(
             "Streams: tokens %s; origins %s; at most %s connections, %s per address, %s handshakes/s "
             "per address; %s messages/s and %s pings/s per client",
-            tokens, origins,
+            tokens,
+            origins,
             settings.stream_max_connections or "unlimited",
             settings.stream_max_connections_per_ip or "unlimited",
             settings.stream_handshakes_per_second_per_ip or "unlimited",
@@ -78,13 +78,15 @@ class Guard:
                 "set STREAM_JWT_SECRET or STREAM_JWT_PUBLIC_KEY to require tokens"
             )
         tls_files = [
-            name for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+            name
+            for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
             if getattr(settings, name) is not None
         ]
         if tls_files and not settings.kafka_security_protocol.endswith("SSL"):
             logger.warning(
                 "%s set, but KAFKA_SECURITY_PROTOCOL=%s: the connection to Kafka is not encrypted",
-                ", ".join(name.upper() for name in tls_files), settings.kafka_security_protocol,
+                ", ".join(name.upper() for name in tls_files),
+                settings.kafka_security_protocol,
             )
         if settings.kafka_security_protocol == "SASL_PLAINTEXT" and settings.kafka_sasl_mechanism == "PLAIN":
             logger.warning(

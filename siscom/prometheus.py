@@ -25,6 +25,8 @@ prometheus_client 0.26 rules this relies on (values.py, multiprocess.py):
 
 from __future__ import annotations
 
+from typing import Literal
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -45,8 +47,11 @@ PREFIX = "siscom_"
 #: Record-to-frame latency buckets, in seconds: a live map cares from a few ms to several s.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
+#: The multiprocess modes of prometheus_client's gauges this module uses.
+GaugeMode = Literal["livesum", "livemax", "livemin"]
+
 #: prometheus_client's multiprocess mode of each gauge, with what it means to an operator.
-GAUGE_ACROSS_WORKERS: dict[Metric, tuple[str, str]] = {
+GAUGE_ACROSS_WORKERS: dict[Metric, tuple[GaugeMode, str]] = {
     # Each worker holds its own clients: the server's streams are the sum.
     Metric.CONNECTIONS: ("livesum", "sum over live workers"),
     # Each worker reads every partition itself: the lag that matters is the worst worker's.

@@ -19,8 +19,6 @@ from functools import partial
 
 from aiokafka import TopicPartition
 
-from supervisors import ChildSpec, Mailbox, Strategy, Supervisor
-
 from siscom.config import Settings
 from siscom.core.cursors import LogPositions
 from siscom.core.records import device_id_of
@@ -33,6 +31,7 @@ from siscom.pipeline.consumer import Consumer, KafkaStatus
 from siscom.pipeline.offsets import ReadOffsets
 from siscom.pipeline.snapshot_writer import WRITE_TIMEOUT, LatestPositions, SnapshotWriter
 from siscom.pipeline.warmup import WarmUp
+from supervisors import ChildSpec, Mailbox, Strategy, Supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +43,14 @@ class WriterWarmUp(WarmUp):
     def __init__(self, settings: Settings, metrics: Metrics, latest: LatestPositions, offsets: ReadOffsets) -> None:
         super().__init__(
             # No window: only each device's newest record is kept.
-            settings.replace(stream_replay_window_records=0), metrics, WarmProgress(True),
-            table=SubscriptionTable(), window=RecentWindow(0, 0), positions=LogPositions(settings.topics),
-            offsets=offsets, snapshot_topic=False,
+            settings.replace(stream_replay_window_records=0),
+            metrics,
+            WarmProgress(True),
+            table=SubscriptionTable(),
+            window=RecentWindow(0, 0),
+            positions=LogPositions(settings.topics),
+            offsets=offsets,
+            snapshot_topic=False,
         )
         self._latest = latest
 
@@ -82,7 +86,9 @@ async def run_snapshot_writer(settings: Settings, stop: asyncio.Event) -> int:
     )
     logger.info(
         "Snapshot writer: %s -> %s, each device at most once per %g s",
-        settings.kafka_topic, settings.kafka_snapshot_topic, settings.stream_snapshot_write_seconds,
+        settings.kafka_topic,
+        settings.kafka_snapshot_topic,
+        settings.stream_snapshot_write_seconds,
     )
     await tree.start()
     failed = asyncio.ensure_future(tree.wait())

@@ -63,9 +63,7 @@ class RestartIntensityExceeded(Exception):
     """
 
     def __init__(self, supervisor: str, intensity: int, period: float) -> None:
-        super().__init__(
-            f"supervisor {supervisor!r}: more than {intensity} restarts within {period:g}s"
-        )
+        super().__init__(f"supervisor {supervisor!r}: more than {intensity} restarts within {period:g}s")
         self.supervisor = supervisor
         self.intensity = intensity
         self.period = period

@@ -283,7 +283,9 @@ class Supervisor(Actor):
             self._events.put_nowait(_Exited(child, task, error))
         elif error is not None and not isinstance(error, asyncio.CancelledError):
             logger.error(
-                "supervisor %r: child %r failed while stopping", self.name, child.spec.id,
+                "supervisor %r: child %r failed while stopping",
+                self.name,
+                child.spec.id,
                 exc_info=error,
             )
 
@@ -293,12 +295,11 @@ class Supervisor(Actor):
         elif isinstance(error, asyncio.CancelledError):
             logger.error(
                 "supervisor %r: child %r was cancelled, not by its supervisor: counted as a crash",
-                self.name, child.spec.id,
+                self.name,
+                child.spec.id,
             )
         else:
-            logger.error(
-                "supervisor %r: child %r crashed", self.name, child.spec.id, exc_info=error
-            )
+            logger.error("supervisor %r: child %r crashed", self.name, child.spec.id, exc_info=error)
 
     # Restarting
 
@@ -327,8 +328,10 @@ class Supervisor(Actor):
         now = self._clock()
         if _count_recent(self._restart_times, now, self.period) > self.intensity:
             logger.error(
-                "supervisor %r: more than %d restarts within %gs; stopping its children and "
-                "giving up", self.name, self.intensity, self.period,
+                "supervisor %r: more than %d restarts within %gs; stopping its children and giving up",
+                self.name,
+                self.intensity,
+                self.period,
             )
             raise RestartIntensityExceeded(self.name, self.intensity, self.period) from error
         self._restarts += 1
@@ -352,7 +355,7 @@ class Supervisor(Actor):
         children = list(self._children.values())
         if self.strategy is Strategy.ONE_FOR_ALL:
             return children
-        return children[children.index(child):]
+        return children[children.index(child) :]
 
     def _on_restart_due(self, due: _RestartDue) -> None:
         self._due.discard(due)
@@ -413,7 +416,9 @@ class Supervisor(Actor):
         for task in late:
             logger.warning(
                 "supervisor %r: child %r still running %gs after being cancelled; cancelling again",
-                self.name, tasks[task].spec.id, shutdown,
+                self.name,
+                tasks[task].spec.id,
+                shutdown,
             )
             task.cancel()
         if late:

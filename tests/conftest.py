@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from siscom.dev.broker import TansuBroker, create_topics
-from siscom.dev.processes import ChildProcess, clean_env
 from support import ServerProcess
 from support.binaries import require_program, unavailable
 from support.nginx import Nginx
 from support.server import REPO_ROOT
+
+from siscom.dev.broker import TansuBroker, create_topics
+from siscom.dev.processes import ChildProcess, clean_env
 
 # Under CI=true a skip of any kind fails (tests/support/ci.py).
 pytest_plugins = ["support.ci"]
@@ -45,10 +45,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def _failed(request: pytest.FixtureRequest) -> bool:
-    return any(
-        getattr(getattr(request.node, f"report_{when}", None), "failed", False)
-        for when in ("setup", "call")
-    )
+    return any(getattr(getattr(request.node, f"report_{when}", None), "failed", False) for when in ("setup", "call"))
 
 
 def _stop_all(
@@ -93,9 +90,7 @@ def broker_factory(tmp_path: Path) -> Iterator[Callable[..., TansuBroker]]:
 
 
 @pytest.fixture
-def topic_factory(
-    broker: TansuBroker, request: pytest.FixtureRequest
-) -> Callable[..., Awaitable[str]]:
+def topic_factory(broker: TansuBroker, request: pytest.FixtureRequest) -> Callable[..., Awaitable[str]]:
     """Create topics on the session broker, named after the test so that
     no two tests share one."""
     test_name = re.sub(r"[^A-Za-z0-9._-]+", "-", request.node.name)[:80]
@@ -121,16 +116,12 @@ async def alerts_topic(topic_factory: Callable[..., Awaitable[str]]) -> str:
 
 
 @pytest.fixture
-def server_factory(
-    tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[Callable[..., ServerProcess]]:
+def server_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., ServerProcess]]:
     """Start server processes with a given environment; every one is
     stopped at teardown, and its log shown if the test failed."""
     servers: list[ServerProcess] = []
 
-    def start(
-        env: Mapping[str, str] | None = None, *, started: bool = True, **options: Any
-    ) -> ServerProcess:
+    def start(env: Mapping[str, str] | None = None, *, started: bool = True, **options: Any) -> ServerProcess:
         server = ServerProcess(env, tmp_path / f"server-{len(servers)}.log", **options)
         servers.append(server)
         if started:

@@ -48,6 +48,7 @@ class Hub:
             broadcast(self.connections, PING)
 
     async def handler(self, connection: ServerConnection) -> None:
+        assert connection.request is not None  # a handler runs once the handshake is read
         values = parse_qs(urlsplit(connection.request.path).query).get("device_ids")
         device_ids = [item for item in ",".join(values).split(",") if item] if values else None
         self.connections.add(connection)

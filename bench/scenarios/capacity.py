@@ -37,7 +37,9 @@ async def find_capacity(
                 figures = await run.measure(rate)
             ok = figures.sustained(CAPACITY_MAX_P99_MS)
             steps.append({"rate": rate, "trial": trial, "sustained": ok, **_step_summary(figures)})
-            print(f"   {target.name}: {rate:,.0f} rec/s -> {_step_line(figures)} {'ok' if ok else 'FAILED'}", flush=True)
+            print(
+                f"   {target.name}: {rate:,.0f} rec/s -> {_step_line(figures)} {'ok' if ok else 'FAILED'}", flush=True
+            )
             if ok:
                 return figures
         return None
@@ -87,11 +89,14 @@ async def capacity(bench: Bench, targets: Sequence[Target]) -> Result:
         drain=0.5 if smoke else 1.5,
     )
     limit = shape.rate if smoke else 20_000.0  # a smoke run tries one step
-    result = Result("capacity", {**shape.params(), "start": shape.rate, "step": CAPACITY_STEP}, [t.name for t in targets])
+    result = Result(
+        "capacity", {**shape.params(), "start": shape.rate, "step": CAPACITY_STEP}, [t.name for t in targets]
+    )
     best: dict[str, LoadFigures | None] = {}
     for target in targets:
         best[target.name], steps = await find_capacity(bench, target, shape, limit)
-        result.figures[target.name] = {"best": asdict(best[target.name]) if best[target.name] else None, "steps": steps}
+        found = best[target.name]
+        result.figures[target.name] = {"best": asdict(found) if found is not None else None, "steps": steps}
 
     def pick(getter: Callable[[LoadFigures], Any]) -> dict[str, Any]:
         return {name: (getter(f) if f is not None else None) for name, f in best.items()}
@@ -117,7 +122,8 @@ async def capacity(bench: Bench, targets: Sequence[Target]) -> Result:
             )
         )
     result.notes.append(
-        f"sustained = delivery ratio >= 0.999 and p99 <= {CAPACITY_MAX_P99_MS:.0f} ms; a step counts as failed after two tries"
+        f"sustained = delivery ratio >= 0.999 and p99 <= {CAPACITY_MAX_P99_MS:.0f} ms; "
+        "a step counts as failed after two tries"
     )
     return result
 

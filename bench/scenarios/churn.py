@@ -131,7 +131,10 @@ async def churn(bench: Bench, targets: Sequence[Target]) -> Result:
     seconds = bench.options.seconds or (5.0 if smoke else 300.0)
     settle = 2.0 if smoke else SETTLE_SECONDS
     params = {
-        "connects_per_s": CONNECTS_PER_SECOND, "churn_s": seconds, "devices": DEVICES, "rate": RATE,
+        "connects_per_s": CONNECTS_PER_SECOND,
+        "churn_s": seconds,
+        "devices": DEVICES,
+        "rate": RATE,
         "settle_s": settle,
     }
     result = Result("churn", params, [target.name for target in targets])
@@ -141,7 +144,10 @@ async def churn(bench: Bench, targets: Sequence[Target]) -> Result:
         # A window of 20 s of records (resuming clients' cursors are 3 s old): filled before the
         # start is measured, so that its growth, by design, is not taken for the churn's.
         server = bench.server(
-            target, topic, STREAM_MAX_CONNECTIONS="2000", STREAM_MAX_CONNECTIONS_PER_IP="2000",
+            target,
+            topic,
+            STREAM_MAX_CONNECTIONS="2000",
+            STREAM_MAX_CONNECTIONS_PER_IP="2000",
             STREAM_REPLAY_WINDOW_RECORDS=str(int(RATE * WINDOW_SECONDS)),
         )
         producer = FixedRateProducer(bench.broker.bootstrap, topic, DEVICES, seed=bench.options.seed)
@@ -267,7 +273,8 @@ async def churn(bench: Bench, targets: Sequence[Target]) -> Result:
 def _tcp_connections(pid: int, port: int) -> int:
     """The server's TCP connections on its port (its clients' sockets it has not closed)."""
     return sum(
-        1 for connection in psutil.Process(pid).net_connections("tcp")
+        1
+        for connection in psutil.Process(pid).net_connections("tcp")
         if connection.laddr and connection.laddr.port == port and connection.raddr
     )
 

@@ -19,12 +19,11 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from siscom.dev.processes import terminate
-
 from bench.report import Result, Row, Verdict
 from bench.scenarios.harness import Bench, Scenario, Shape, ms
 from bench.scenarios.load import LoadRun
 from bench.servers import HOST, NAIVE, REPO_ROOT, SISCOM, Target
+from siscom.dev.processes import terminate
 
 #: How many flooders each window runs beside the canaries.
 FLOODERS = (0, 1, 3)
@@ -36,7 +35,12 @@ class FloodProcess:
 
     def __init__(self, port: int, count: int) -> None:
         self._command = [
-            sys.executable, "-m", "bench.flooder", f"ws://{HOST}:{port}/api/v1/stream", "--clients", str(count)
+            sys.executable,
+            "-m",
+            "bench.flooder",
+            f"ws://{HOST}:{port}/api/v1/stream",
+            "--clients",
+            str(count),
         ]
         self._process: subprocess.Popen[str] | None = None
         self.count = count
@@ -77,21 +81,31 @@ async def flood(bench: Bench, targets: Sequence[Target]) -> Result:
     for target in targets:
         async with LoadRun(bench, target, shape, "flood") as run:
             for count in FLOODERS:
+                assert run.server is not None  # started on entering the run
                 with FloodProcess(run.server.port, count) as flood:
                     figures[count][target.name] = await run.measure(shape.rate)
                 tallies[count][target.name] = flood.tally
                 await asyncio.sleep(1.0)  # the last flooders' connections end before the next window
     for count in FLOODERS:
         by_target = figures[count]
-        result.rows.append(Row(f"{count} flooders: canary p50", {n: f.latency_ms["p50"] for n, f in by_target.items()}, "ms"))
-        result.rows.append(Row(f"{count} flooders: canary p99", {n: f.latency_ms["p99"] for n, f in by_target.items()}, "ms"))
-        result.rows.append(Row(f"{count} flooders: delivered", {n: f.delivery_ratio for n, f in by_target.items()}, "", 4))
+        result.rows.append(
+            Row(f"{count} flooders: canary p50", {n: f.latency_ms["p50"] for n, f in by_target.items()}, "ms")
+        )
+        result.rows.append(
+            Row(f"{count} flooders: canary p99", {n: f.latency_ms["p99"] for n, f in by_target.items()}, "ms")
+        )
+        result.rows.append(
+            Row(f"{count} flooders: delivered", {n: f.delivery_ratio for n, f in by_target.items()}, "", 4)
+        )
         result.rows.append(Row(f"{count} flooders: server CPU", {n: f.cpu_percent for n, f in by_target.items()}, "%"))
         if count:
             result.rows.append(
                 Row(
                     f"{count} flooders: their connections",
-                    {n: t["connections"] for n, t in tallies[count].items()}, "", 0, show_ratio=False,
+                    {n: t["connections"] for n, t in tallies[count].items()},
+                    "",
+                    0,
+                    show_ratio=False,
                 )
             )
     result.figures = {

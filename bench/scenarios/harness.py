@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from siscom.dev.broker import TansuBroker, create_topics
-
 from bench.clients import Subscription
 from bench.report import Result
 from bench.servers import ServerUnderTest, Target
+from siscom.dev.broker import TansuBroker, create_topics
 
 MB = 1024 * 1024
 

@@ -40,8 +40,13 @@ async def idle(bench: Bench, targets: Sequence[Target]) -> Result:
             pool = ClientPool(
                 # Few handshakes in flight at once: a burst beyond the listen backlog costs
                 # clients a SYN retransmission (seconds) and says nothing about idle streams.
-                HOST, server.port, subscriptions, processes=1 if smoke else 4, concurrency=16,
-                deflate=bench.options.deflate, transport=target.transport,
+                HOST,
+                server.port,
+                subscriptions,
+                processes=1 if smoke else 4,
+                concurrency=16,
+                deflate=bench.options.deflate,
+                transport=target.transport,
             )
             started = time.monotonic()
             connected = await pool.start(timeout=600.0)

@@ -8,6 +8,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 from bench.clients import ClientPool, LoopLagProbe, PoolReport, Subscription
@@ -132,13 +133,19 @@ class LoadRun:
             else:
                 self.subscriptions = shape.subscriptions(self.producer.device_ids, bench.options.seed)
             self.pool = ClientPool(
-                HOST, self.server.port, self.subscriptions, processes=shape.client_processes,
-                concurrency=shape.connect_concurrency, deflate=bench.options.deflate,
+                HOST,
+                self.server.port,
+                self.subscriptions,
+                processes=shape.client_processes,
+                concurrency=shape.connect_concurrency,
+                deflate=bench.options.deflate,
                 transport=self.target.transport,
             )
             connected = await self.pool.start(timeout=max(120.0, len(self.subscriptions) / 20))
             if connected < len(self.subscriptions):
-                raise RuntimeError(f"only {connected} of {len(self.subscriptions)} clients connected: {dict(self.pool.errors)}")
+                raise RuntimeError(
+                    f"only {connected} of {len(self.subscriptions)} clients connected: {dict(self.pool.errors)}"
+                )
             await wait_connections(self.server, connected, timeout=max(30.0, len(self.subscriptions) / 100))
             self.rss_connected = self.server.rss_bytes()
         except BaseException:
@@ -157,7 +164,12 @@ class LoadRun:
             await self.probe.stop()
 
     async def measure(
-        self, rate: float, *, duration: float | None = None, age_segment: float | None = None, keepalive: float | None = None
+        self,
+        rate: float,
+        *,
+        duration: float | None = None,
+        age_segment: float | None = None,
+        keepalive: float | None = None,
     ) -> LoadFigures:
         """Warm up, produce for one window at ``rate``, let deliveries drain, and collect the figures."""
         assert self.server is not None and self.pool is not None and self.producer is not None
@@ -223,7 +235,9 @@ class LoadRun:
         return figures
 
 
-def load_figures(rate: float, window: Window, report: PoolReport, cpu: float, rss: list[tuple[float, int]]) -> LoadFigures:
+def load_figures(
+    rate: float, window: Window, report: PoolReport, cpu: float, rss: list[tuple[float, int]]
+) -> LoadFigures:
     seconds = window.seconds
     expected_each = [window.expected(devices) for devices in report.subscriptions]
     expected = sum(expected_each)
@@ -277,12 +291,18 @@ def _counter_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, f
     }
 
 
+def _latency(figures: LoadFigures, name: str) -> float | None:
+    return figures.latency_ms[name]
+
+
 def load_rows(result: Result, figures: dict[str, LoadFigures]) -> None:
     """The rows every load scenario prints: throughput, latency, CPU and memory per server; and
     the figures themselves, for the JSON report."""
     result.figures = {name: asdict(f) for name, f in figures.items()}
 
-    def row(label: str, unit: str, pick: Callable[[LoadFigures], Any], digits: int = 1, show_ratio: bool = True) -> None:
+    def row(
+        label: str, unit: str, pick: Callable[[LoadFigures], Any], digits: int = 1, show_ratio: bool = True
+    ) -> None:
         result.rows.append(Row(label, {name: pick(f) for name, f in figures.items()}, unit, digits, show_ratio))
 
     row("produced", "rec/s", lambda f: f.offered_records_s)
@@ -290,7 +310,7 @@ def load_rows(result: Result, figures: dict[str, LoadFigures]) -> None:
     row("delivered", "/s", lambda f: f.delivered_s)
     row("delivery ratio", "", lambda f: f.delivery_ratio, 4)
     for name in ("p50", "p95", "p99", "max"):
-        row(f"latency {name}", "ms", lambda f, name=name: f.latency_ms[name])
+        row(f"latency {name}", "ms", partial(_latency, name=name))
     row("worst client p99", "ms", lambda f: f.worst_client_p99_ms)
     row("floor p99: bare Kafka consumer", "ms", lambda f: (f.floor_ms or {}).get("p99"), show_ratio=False)
     row("client loop lag p99", "ms", lambda f: (f.client_loop_lag_ms or {}).get("p99"), show_ratio=False)
@@ -304,19 +324,31 @@ def load_rows(result: Result, figures: dict[str, LoadFigures]) -> None:
     row("server CPU per delivery", "us", lambda f: f.cpu_us_per_delivery, 1)
     row("server TCP segments per delivery", "", lambda f: f.segments_per_delivery, 3)
     row("broker CPU", "%", lambda f: f.other_cpu_percent["broker"], show_ratio=False)
-    row("clients + producer CPU", "%", lambda f: f.other_cpu_percent["clients"] + f.other_cpu_percent["harness"], show_ratio=False)
+    row(
+        "clients + producer CPU",
+        "%",
+        lambda f: f.other_cpu_percent["clients"] + f.other_cpu_percent["harness"],
+        show_ratio=False,
+    )
     row("server RSS start", "MB", lambda f: f.rss_start_mb)
     row("server RSS end", "MB", lambda f: f.rss_end_mb)
     row("server RSS max", "MB", lambda f: f.rss_max_mb)
 
 
 async def measure_each(
-    bench: Bench, targets: Sequence[Target], shape: Shape, label: str, *, env: dict[str, str] | None = None, **measure: Any
+    bench: Bench,
+    targets: Sequence[Target],
+    shape: Shape,
+    label: str,
+    *,
+    env: dict[str, str] | None = None,
+    **measure: Any,
 ) -> dict[str, LoadFigures]:
     """Each target in turn under the same load, one window each: their figures by target name.
     ``env``: settings for the servers; ``measure``: what :meth:`LoadRun.measure` takes besides the rate."""
     figures: dict[str, LoadFigures] = {}
     for target in targets:
-        async with LoadRun(bench, target, shape, label, **(env or {})) as run:
+        # moving and subscribe named, so that env's keys can only be settings
+        async with LoadRun(bench, target, shape, label, moving=False, subscribe=None, **(env or {})) as run:
             figures[target.name] = await run.measure(shape.rate, **measure)
     return figures

@@ -44,7 +44,8 @@ async def many(bench: Bench, targets: Sequence[Target]) -> Result:
         f = figures["siscom"]
         result.verdicts.append(
             Verdict(
-                f"many: {f.offered_deliveries_s:,.0f} deliveries/s sustained (ratio >= 0.999, p99 <= {MAX_P99_MS:.0f} ms)",
+                f"many: {f.offered_deliveries_s:,.0f} deliveries/s sustained "
+                f"(ratio >= 0.999, p99 <= {MAX_P99_MS:.0f} ms)",
                 f.sustained(MAX_P99_MS),
                 f"ratio {f.delivery_ratio:.4f}, p99 {ms(f.latency_ms['p99'])}",
             )

@@ -22,7 +22,6 @@ from bench.scenarios.load import load_rows, measure_each
 from bench.scenarios.many import many_shape
 from bench.servers import NAIVE, SISCOM, SISCOM_PLAIN, WEBSOCKETS, Target
 
-
 #: The gateway's default recent-records window, set explicitly so that the warm-up fills it.
 WINDOW_RECORDS = 50_000
 
@@ -33,15 +32,30 @@ async def overdrive(bench: Bench, targets: Sequence[Target]) -> Result:
     if not smoke:
         shape = replace(shape, warmup=max(shape.warmup, WINDOW_RECORDS / shape.rate + 2.0))
     segment = 0.5 if smoke else 5.0
-    result = Result("overdrive", {**shape.params(), "warmup_s": round(shape.warmup, 1)}, [target.name for target in targets])
+    result = Result(
+        "overdrive", {**shape.params(), "warmup_s": round(shape.warmup, 1)}, [target.name for target in targets]
+    )
     figures = await measure_each(
-        bench, targets, shape, "overdrive", env={"STREAM_REPLAY_WINDOW_RECORDS": str(WINDOW_RECORDS)}, age_segment=segment
+        bench,
+        targets,
+        shape,
+        "overdrive",
+        env={"STREAM_REPLAY_WINDOW_RECORDS": str(WINDOW_RECORDS)},
+        age_segment=segment,
     )
     load_rows(result, figures)
     result.rows += [
         Row(f"data age p99, last {segment:g} s", {n: f.age_last_p99_ms for n, f in figures.items()}, "ms"),
-        Row("RSS growth, 2nd half", {n: f.rss_end_mb - f.rss_mid_mb for n, f in figures.items()}, "MB", show_ratio=False),
-        Row("conflated / dropped", {n: f.server_counters.get("conflated", f.server_counters.get("dropped")) for n, f in figures.items()}, "frames", 0, False),
+        Row(
+            "RSS growth, 2nd half", {n: f.rss_end_mb - f.rss_mid_mb for n, f in figures.items()}, "MB", show_ratio=False
+        ),
+        Row(
+            "conflated / dropped",
+            {n: f.server_counters.get("conflated", f.server_counters.get("dropped")) for n, f in figures.items()},
+            "frames",
+            0,
+            False,
+        ),
     ]
     ours = figures.get("siscom")
     if ours is not None:
@@ -52,7 +66,11 @@ async def overdrive(bench: Bench, targets: Sequence[Target]) -> Result:
             theirs = figures.get(name)
             if theirs is not None:
                 met = ours.delivery_ratio >= factor * theirs.delivery_ratio and ours.delivery_ratio > 0
-                ratio = f"{ours.delivery_ratio / theirs.delivery_ratio:.2f}x" if theirs.delivery_ratio else "it delivered nothing"
+                ratio = (
+                    f"{ours.delivery_ratio / theirs.delivery_ratio:.2f}x"
+                    if theirs.delivery_ratio
+                    else "it delivered nothing"
+                )
                 result.verdicts.append(
                     Verdict(
                         f"overdrive: delivered/s >= {factor:g}x {name} (as shares of the offered load)",

@@ -39,8 +39,16 @@ async def overload(bench: Bench, targets: Sequence[Target]) -> Result:
     result.rows += [
         Row(f"data age p99, first {segment:g} s", {n: f.age_first_p99_ms for n, f in figures.items()}, "ms"),
         Row(f"data age p99, last {segment:g} s", {n: f.age_last_p99_ms for n, f in figures.items()}, "ms"),
-        Row("RSS growth, 2nd half", {n: f.rss_end_mb - f.rss_mid_mb for n, f in figures.items()}, "MB", show_ratio=False),
-        Row("conflated / dropped", {n: f.server_counters.get("conflated", f.server_counters.get("dropped")) for n, f in figures.items()}, "frames", 0, False),
+        Row(
+            "RSS growth, 2nd half", {n: f.rss_end_mb - f.rss_mid_mb for n, f in figures.items()}, "MB", show_ratio=False
+        ),
+        Row(
+            "conflated / dropped",
+            {n: f.server_counters.get("conflated", f.server_counters.get("dropped")) for n, f in figures.items()},
+            "frames",
+            0,
+            False,
+        ),
     ]
     if "siscom" in figures:
         f = figures["siscom"]

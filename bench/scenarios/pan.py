@@ -40,8 +40,8 @@ from bench.clients import stream_path
 from bench.report import Result, Row, Verdict
 from bench.scenarios.harness import Bench, Scenario, Shape, ms
 from bench.scenarios.load import LoadRun
-from bench.servers import HOST, SISCOM, Target
 from bench.scenarios.viewport import POLICY, _records
+from bench.servers import HOST, SISCOM, Target
 from siscom.core.geo import BBox
 from siscom.core.mapoptions import MapOptions
 from siscom.core.mapstream import MapStreamCore
@@ -115,14 +115,21 @@ async def _pan_clients(port: int, boxes: list[BBox], pan: bool, conn: Connection
     conn.send(("connected", len(clients)))
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
-    loop.add_reader(conn.fileno(), lambda: stop.done() or stop.set_result(conn.recv()))
+
+    def stopped() -> None:
+        if not stop.done():
+            stop.set_result(conn.recv())
+
+    loop.add_reader(conn.fileno(), stopped)
     sent, move = 0, 0
     interval = 1.0 / MOVES_PER_SECOND
     due = loop.time()
     while not stop.done():
         if pan:
             direction = 1 if (move // MOVES_EACH_WAY) % 2 == 0 else -1
-            offset = STEP_DEGREES * (move % MOVES_EACH_WAY + 1 if direction > 0 else MOVES_EACH_WAY - move % MOVES_EACH_WAY - 1)
+            offset = STEP_DEGREES * (
+                move % MOVES_EACH_WAY + 1 if direction > 0 else MOVES_EACH_WAY - move % MOVES_EACH_WAY - 1
+            )
             for client, box in zip(clients, boxes):
                 moved = [box.min_lon + offset, box.min_lat, box.max_lon + offset, box.max_lat]
                 client.send_text(json.dumps({"action": "subscribe", "bbox": moved}))
@@ -143,8 +150,11 @@ def _pan_process(port: int, boxes: list[BBox], pan: bool, conn: Connection) -> N
 async def _run(bench: Bench, shape: Shape, boxes: list[BBox], pan: bool) -> dict[str, Any]:
     async with LoadRun(bench, SISCOM, shape, "pan" if pan else "still", moving=True) as run:
         assert run.server is not None
+        server = run.server  # the sampler below runs later: mypy narrows names, not attributes
         parent, child = multiprocessing.Pipe()
-        process = multiprocessing.get_context("spawn").Process(target=_pan_process, args=(run.server.port, boxes, pan, child))
+        process = multiprocessing.get_context("spawn").Process(
+            target=_pan_process, args=(run.server.port, boxes, pan, child)
+        )
         process.start()
         try:
             kind, connected = await asyncio.wait_for(asyncio.to_thread(parent.recv), 120.0)
@@ -155,7 +165,7 @@ async def _run(bench: Bench, shape: Shape, boxes: list[BBox], pan: bool) -> dict
                 while True:
                     await asyncio.sleep(0.5)
                     try:
-                        lags.append(float((await run.server.stats(timeout=10.0)).get("loop_lag", 0.0)))
+                        lags.append(float((await server.stats(timeout=10.0)).get("loop_lag", 0.0)))
                     except (OSError, RuntimeError, ValueError):
                         pass
 
@@ -202,10 +212,19 @@ async def pan(bench: Bench, targets: Sequence[Target]) -> Result:
     )
     boxes = _boxes(clients, bench.options.seed)
     columns = ["pan", "still"]
-    result = Result("pan", {
-        "devices": shape.devices, "records/s": shape.rate, "map clients": clients, "box": f"{BOX_DEGREES} deg",
-        "moves/s": MOVES_PER_SECOND, "step": f"{STEP_DEGREES} deg", "window_s": shape.duration,
-    }, columns)
+    result = Result(
+        "pan",
+        {
+            "devices": shape.devices,
+            "records/s": shape.rate,
+            "map clients": clients,
+            "box": f"{BOX_DEGREES} deg",
+            "moves/s": MOVES_PER_SECOND,
+            "step": f"{STEP_DEGREES} deg",
+            "window_s": shape.duration,
+        },
+        columns,
+    )
     cost = pan_cost(shape.devices, clients, 2 if smoke else 10, bench.options.seed)
     runs = {mode: await _run(bench, shape, boxes, mode == "pan") for mode in columns}
     result.figures = {**runs, "in_process": cost}
@@ -223,15 +242,24 @@ async def pan(bench: Bench, targets: Sequence[Target]) -> Result:
     result.rows += [
         Row("in process: CPU per pan (core and index)", {"pan": cost["cpu_us_per_pan"]}, "us", 1, show_ratio=False),
         Row("in process: devices checked per pan", {"pan": cost["examined_per_pan"]}, "", 1, show_ratio=False),
-        Row("in process: frames per pan (ack, entered, leaves)", {"pan": cost["frames_per_pan"]}, "", 1, show_ratio=False),
+        Row(
+            "in process: frames per pan (ack, entered, leaves)",
+            {"pan": cost["frames_per_pan"]},
+            "",
+            1,
+            show_ratio=False,
+        ),
         Row("in process: devices in view per box", {"pan": cost["in_view"]}, "", 0, show_ratio=False),
     ]
     moving = runs["pan"]
-    result.verdicts.append(Verdict(
-        f"{clients} map clients x {MOVES_PER_SECOND:g} moves/s: nobody shed and the canary's p99 <= 250 ms",
-        moving["shed"] == 0 and moving["canary_p99_ms"] is not None and moving["canary_p99_ms"] <= 250.0,
-        f"{moving['shed']} shed, canary p99 {ms(moving['canary_p99_ms'])}, map clients' closes {moving['map_client_closes']}",
-    ))
+    result.verdicts.append(
+        Verdict(
+            f"{clients} map clients x {MOVES_PER_SECOND:g} moves/s: nobody shed and the canary's p99 <= 250 ms",
+            moving["shed"] == 0 and moving["canary_p99_ms"] is not None and moving["canary_p99_ms"] <= 250.0,
+            f"{moving['shed']} shed, canary p99 {ms(moving['canary_p99_ms'])}, "
+            f"map clients' closes {moving['map_client_closes']}",
+        )
+    )
     result.notes.append("pan: every map client moves its box 9 times a second; still: the same boxes, unmoved")
     return result
 

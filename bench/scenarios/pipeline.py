@@ -68,7 +68,13 @@ async def _read_through(server: ServerUnderTest, records: int, timeout: float = 
     elapsed = now - first[0]
     cpu_used = cpu - first[2]
     if count == first[1]:  # all read before the first look: too fast to time (a smoke run)
-        return {"records_s": None, "cpu_percent": None, "records_per_cpu_s": None, "measured_records": 0, "seconds": 0.0}
+        return {
+            "records_s": None,
+            "cpu_percent": None,
+            "records_per_cpu_s": None,
+            "measured_records": 0,
+            "seconds": 0.0,
+        }
     return {
         "records_s": (count - first[1]) / elapsed,
         "cpu_percent": 100.0 * cpu_used / elapsed,

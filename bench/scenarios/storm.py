@@ -32,14 +32,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from siscom.core import cursors
-from bench.eventstream import request
-
 from bench import sseclient, wsclient
+from bench.eventstream import request
 from bench.report import Result, Row
 from bench.scenarios.harness import MB, Bench, Scenario
 from bench.servers import GC_PROBE, HOST, SISCOM, ResourceSampler, ServerUnderTest, Target
 from bench.stats import percentile
+from siscom.core import cursors
 
 DEVICES = 1000
 CANARY = "canary"
@@ -108,7 +107,9 @@ async def fill_log(bootstrap: str, topic: str, records: int) -> None:
     try:
         for first in range(0, records, 5000):
             futures = [
-                await producer.send(topic, json.dumps({"data": {"DEVICE_ID": f"r{i % DEVICES:04d}", "SEQ": i}}).encode(), partition=0)
+                await producer.send(
+                    topic, json.dumps({"data": {"DEVICE_ID": f"r{i % DEVICES:04d}", "SEQ": i}}).encode(), partition=0
+                )
                 for i in range(first, min(first + 5000, records))
             ]
             await asyncio.gather(*futures)
@@ -167,7 +168,9 @@ def resumers(records: int, clients: int, seed: int) -> list[Resumer]:
         offset = rng.randrange(records)
         first = offset + (device_index - offset) % DEVICES
         expected = list(range(first, records, DEVICES))
-        made.append(Resumer(number, "websocket" if number % 2 == 0 else "sse", f"r{device_index:04d}", offset, expected))
+        made.append(
+            Resumer(number, "websocket" if number % 2 == 0 else "sse", f"r{device_index:04d}", offset, expected)
+        )
     return made
 
 
@@ -199,7 +202,9 @@ async def storm_once(bench: Bench, target: Target, records: int, clients: int, r
     producer = asyncio.create_task(canary.produce(bench.broker.bootstrap, topic, stop))
     opened: list[Any] = []
     try:
-        opened.append(await wsclient.open_stream(HOST, server.port, f"/api/v1/stream?device_ids={CANARY}", canary.on_text))
+        opened.append(
+            await wsclient.open_stream(HOST, server.port, f"/api/v1/stream?device_ids={CANARY}", canary.on_text)
+        )
         await asyncio.sleep(3.0)
         idle = server.rss_bytes()
         clients_list = resumers(records, clients, bench.options.seed)
@@ -223,8 +228,10 @@ async def storm_once(bench: Bench, target: Target, records: int, clients: int, r
                     await asyncio.gather(*(resumer.done.wait() for resumer in clients_list))
             except TimeoutError:
                 pass
-            t1 = max([r.live_at for r in clients_list if r.live_at is not None and r.outcome in ("exact", "refused")]
-                     or [time.time()])
+            t1 = max(
+                [r.live_at for r in clients_list if r.live_at is not None and r.outcome in ("exact", "refused")]
+                or [time.time()]
+            )
             await asyncio.sleep(3.0)  # the canary's frames sent until then arrive
         latencies, gap = canary.between(t0, max(t1, t0 + 1.0), time.time())
         try:
@@ -255,17 +262,28 @@ async def storm_once(bench: Bench, target: Target, records: int, clients: int, r
         "outcomes": dict(outcomes),
         "refusal_reasons": dict(reasons),
         "failures": [
-            {"transport": r.transport, "offset": r.offset, "resumed": r.resumed, "got": len(r.seqs),
-             "expected": len(r.expected), "outcome": r.outcome, "events": dict(r.events), "seqs": r.seqs[:20],
-             "want": r.expected[:20]}
-            for r in clients_list if r.outcome not in ("exact", "refused")
+            {
+                "transport": r.transport,
+                "offset": r.offset,
+                "resumed": r.resumed,
+                "got": len(r.seqs),
+                "expected": len(r.expected),
+                "outcome": r.outcome,
+                "events": dict(r.events),
+                "seqs": r.seqs[:20],
+                "want": r.expected[:20],
+            }
+            for r in clients_list
+            if r.outcome not in ("exact", "refused")
         ][:5],
         "replay_cost_refusals": counters.get("replay_cost_refusals"),
         "replay_wait_refusals": counters.get("replay_wait_refusals"),
         "rss_idle_mb": idle / MB,
         "rss_peak_above_idle_mb": (max(rss for _, rss in sampler.samples) - idle) / MB if sampler.samples else None,
         "last_live_s": t1 - t0,
-        "recovered_live_s_p50": _median([r.live_at - r.opened_at for r in clients_list if r.outcome == "exact" and r.live_at]),
+        "recovered_live_s_p50": _median(
+            [r.live_at - r.opened_at for r in clients_list if r.outcome == "exact" and r.live_at]
+        ),
     }
 
 

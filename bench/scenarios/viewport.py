@@ -37,8 +37,6 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from supervisors import Mailbox
-
 from bench.clients import Subscription
 from bench.producer import FixedRateProducer
 from bench.report import Result, Row, Verdict
@@ -56,6 +54,7 @@ from siscom.core.subscriptions import SubscriptionTable
 from siscom.dev.simulator import AREA_RADIUS_M, QUERETARO, FleetSimulator
 from siscom.metrics import Metrics
 from siscom.pipeline.router import Router
+from supervisors import Mailbox
 
 FIELDS = ("GPS_DATETIME", "LATITUD", "LONGITUD", "SPEED")
 BOX_DEGREES = 0.005
@@ -96,7 +95,7 @@ def _records(devices: int, rate: int, seconds: float, seed: int) -> tuple[list[D
     later = []
     for n in range(int(rate * seconds)):
         when = start + 1 + n / rate
-        (_, value), = fleet.step(when, which=[n % devices])
+        ((_, value),) = fleet.step(when, which=[n % devices])
         later.append(delivery(value, when))
     return first, later
 
@@ -136,13 +135,15 @@ async def _route(
             if fields is None:
                 core = StreamCore(ids, table=table, policy=POLICY)
             else:
-                core = MapStreamCore(ids, table=table, policy=POLICY, options=MapOptions(fields=fields), clock=time.monotonic)
+                core = MapStreamCore(
+                    ids, table=table, policy=POLICY, options=MapOptions(fields=fields), clock=time.monotonic
+                )
         core.open(0.0)
         cores.append(core)
     cpu = 0.0
     frames = wire = checked = 0
     for start in range(0, len(later), BATCH):
-        batch = later[start:start + BATCH]
+        batch = later[start : start + BATCH]
         checked += sum(table.viewports.candidates_at(*d.position) for d in batch if d.position is not None)
         began = time.process_time()
         await router.receive(batch)
@@ -152,7 +153,9 @@ async def _route(
                 frames += len(texts)
                 wire += sum(map(_wire_bytes, texts))
     return {
-        "cpu_us_per_record": 1e6 * cpu / len(later), "deliveries": frames, "wire_bytes": wire,
+        "cpu_us_per_record": 1e6 * cpu / len(later),
+        "deliveries": frames,
+        "wire_bytes": wire,
         "boxes_checked_per_record": checked / len(later),
     }
 
@@ -179,33 +182,57 @@ async def viewport(bench: Bench, targets: Sequence[Target]) -> Result:
         figures[mode]["fields"] = await _route(first, later, boxes, mode, FIELDS)
     n = len(later)
     for count in counts:
-        result.rows.append(Row(
-            f"router CPU per record, {count:,} clients",
-            {mode: figures[mode][count]["cpu_us_per_record"] for mode in columns}, "us", 2, show_ratio=False,
-        ))
+        result.rows.append(
+            Row(
+                f"router CPU per record, {count:,} clients",
+                {mode: figures[mode][count]["cpu_us_per_record"] for mode in columns},
+                "us",
+                2,
+                show_ratio=False,
+            )
+        )
     top = counts[-1]
     result.rows += [
         Row(f"deliveries per record, {top:,} clients", {m: figures[m][top]["deliveries"] / n for m in columns}, "", 2),
-        Row("bytes/s on the wire, whole records", {m: figures[m][top]["wire_bytes"] / seconds for m in columns}, "B/s", 0),
-        Row(f"bytes/s on the wire, fields={','.join(FIELDS)}", {m: figures[m]["fields"]["wire_bytes"] / seconds for m in columns}, "B/s", 0),
+        Row(
+            "bytes/s on the wire, whole records",
+            {m: figures[m][top]["wire_bytes"] / seconds for m in columns},
+            "B/s",
+            0,
+        ),
+        Row(
+            f"bytes/s on the wire, fields={','.join(FIELDS)}",
+            {m: figures[m]["fields"]["wire_bytes"] / seconds for m in columns},
+            "B/s",
+            0,
+        ),
     ]
-    result.rows.append(Row(
-        f"boxes checked per record, {top:,} clients", {"bbox": figures["bbox"][top]["boxes_checked_per_record"]}, "", 2,
-    ))
+    result.rows.append(
+        Row(
+            f"boxes checked per record, {top:,} clients",
+            {"bbox": figures["bbox"][top]["boxes_checked_per_record"]},
+            "",
+            2,
+        )
+    )
     checked = figures["bbox"][top]["boxes_checked_per_record"]
     delivered = figures["bbox"][top]["deliveries"] / n
-    result.verdicts.append(Verdict(
-        "no check per box client: boxes checked per record <= 4x the boxes that get it",
-        checked <= 4 * max(delivered, 1.0),
-        f"{checked:.1f} of {top:,} boxes checked for {delivered:.1f} deliveries per record",
-    ))
+    result.verdicts.append(
+        Verdict(
+            "no check per box client: boxes checked per record <= 4x the boxes that get it",
+            checked <= 4 * max(delivered, 1.0),
+            f"{checked:.1f} of {top:,} boxes checked for {delivered:.1f} deliveries per record",
+        )
+    )
     share = figures["bbox"][top]["cpu_us_per_record"] * rate / 1e4
-    result.verdicts.append(Verdict(
-        f"routing to {top:,} box clients at {rate:,} records/s takes <= 10 % of one core",
-        share <= 10.0,
-        f"{share:.1f} % ({figures['bbox'][top]['cpu_us_per_record']:.1f} us per record; by device_ids "
-        f"{figures['device_ids'][top]['cpu_us_per_record']:.1f} us)",
-    ))
+    result.verdicts.append(
+        Verdict(
+            f"routing to {top:,} box clients at {rate:,} records/s takes <= 10 % of one core",
+            share <= 10.0,
+            f"{share:.1f} % ({figures['bbox'][top]['cpu_us_per_record']:.1f} us per record; by device_ids "
+            f"{figures['device_ids'][top]['cpu_us_per_record']:.1f} us)",
+        )
+    )
     await _wide(bench, result, figures)
     saved = 1 - figures["bbox"]["fields"]["wire_bytes"] / max(1, figures["bbox"][top]["wire_bytes"])
     result.notes.append(f"fields={','.join(FIELDS)} saves {100 * saved:.0f} % of the bytes on the wire")
@@ -267,34 +294,50 @@ async def _wide(bench: Bench, result: Result, figures: dict[str, Any]) -> None:
     """Boxes larger than any cell of the index (here the world) against every-device clients."""
     smoke = bench.options.smoke
     counts = (10, 20) if smoke else WIDE_COUNTS
-    wide = await wide_figures(counts, 100 if smoke else WIDE_DEVICES, 100 if smoke else WIDE_RECORDS, bench.options.seed)
+    wide = await wide_figures(
+        counts, 100 if smoke else WIDE_DEVICES, 100 if smoke else WIDE_RECORDS, bench.options.seed
+    )
     figures["wide"] = wide
     for count in counts:
-        result.rows.append(Row(
-            f"router CPU per record, {count:,} clients of the world box (bbox) or every device (device_ids)",
-            {"bbox": wide["world"][count], "device_ids": wide["every"][count]}, "us", 0, show_ratio=False,
-        ))
+        result.rows.append(
+            Row(
+                f"router CPU per record, {count:,} clients of the world box (bbox) or every device (device_ids)",
+                {"bbox": wide["world"][count], "device_ids": wide["every"][count]},
+                "us",
+                0,
+                show_ratio=False,
+            )
+        )
     departed = 20 if smoke else JOIN_DEPARTED
     joins = join_cost(100 if smoke else JOIN_PARKED, departed, 5 if smoke else 50, bench.options.seed)
     figures["join"] = joins
     parked = 100 if smoke else JOIN_PARKED
     for when, key in (("before", "before_us"), (f"after {departed:,} such clients came and went", "after_us")):
-        result.rows.append(Row(
-            f"CPU per world-box join over {parked:,} parked devices, {when}", {"bbox": joins[key]}, "us", 0,
-            show_ratio=False,
-        ))
-    result.verdicts.append(Verdict(
-        "a join costs no more after box clients came and went (within 1.5x)",
-        joins["after_us"] <= 1.5 * joins["before_us"],
-        f"{joins['before_us']:,.0f} us before, {joins['after_us']:,.0f} us after",
-    ))
+        result.rows.append(
+            Row(
+                f"CPU per world-box join over {parked:,} parked devices, {when}",
+                {"bbox": joins[key]},
+                "us",
+                0,
+                show_ratio=False,
+            )
+        )
+    result.verdicts.append(
+        Verdict(
+            "a join costs no more after box clients came and went (within 1.5x)",
+            joins["after_us"] <= 1.5 * joins["before_us"],
+            f"{joins['before_us']:,.0f} us before, {joins['after_us']:,.0f} us after",
+        )
+    )
     top = counts[-1]
     ratio = wide["world"][top] / max(wide["every"][top], 1e-9)
-    result.verdicts.append(Verdict(
-        f"{top:,} world-box clients cost at most 1.5x what {top:,} clients of every device cost",
-        ratio <= 1.5,
-        f"{ratio:.2f}x ({wide['world'][top]:,.0f} us against {wide['every'][top]:,.0f} us per record)",
-    ))
+    result.verdicts.append(
+        Verdict(
+            f"{top:,} world-box clients cost at most 1.5x what {top:,} clients of every device cost",
+            ratio <= 1.5,
+            f"{ratio:.2f}x ({wide['world'][top]:,.0f} us against {wide['every'][top]:,.0f} us per record)",
+        )
+    )
 
 
 def _in_box_at_start(producer: FixedRateProducer, box: BBox) -> tuple[str, ...]:
@@ -336,7 +379,10 @@ async def _end_to_end(bench: Bench, result: Result, figures: dict[str, Any]) -> 
         return list(boxes)
 
     def by_ids(producer: FixedRateProducer) -> list[Subscription]:
-        return [_in_box_at_start(producer, box) for box in _chosen_boxes(producer, shape.clients, box_degrees, bench.options.seed)]
+        return [
+            _in_box_at_start(producer, box)
+            for box in _chosen_boxes(producer, shape.clients, box_degrees, bench.options.seed)
+        ]
 
     runs: dict[str, LoadFigures] = {}
     for mode, subscribe in (("bbox", by_box), ("device_ids", by_ids)):
@@ -344,7 +390,13 @@ async def _end_to_end(bench: Bench, result: Result, figures: dict[str, Any]) -> 
             runs[mode] = await run.measure(shape.rate)
             figures[mode]["end_to_end"] = asdict(runs[mode])
     label = f"end to end, {shape.clients:,} clients"
-    result.params.update({"end_to_end_clients": shape.clients, "end_to_end_devices": shape.devices, "end_to_end_box": f"{box_degrees} deg"})
+    result.params.update(
+        {
+            "end_to_end_clients": shape.clients,
+            "end_to_end_devices": shape.devices,
+            "end_to_end_box": f"{box_degrees} deg",
+        }
+    )
 
     def row(name: str, unit: str, pick: Any, digits: int = 1, show_ratio: bool = True) -> None:
         result.rows.append(Row(f"{label}: {name}", {m: pick(f) for m, f in runs.items()}, unit, digits, show_ratio))
@@ -360,13 +412,15 @@ async def _end_to_end(bench: Bench, result: Result, figures: dict[str, Any]) -> 
     row("server CPU per delivery", "us", lambda f: f.cpu_us_per_delivery)
     row("leave frames and acks received", "", lambda f: f.other_frames, 0, False)
     box, ids = runs["bbox"], runs["device_ids"]
-    result.verdicts.append(Verdict(
-        f"{shape.clients:,} box clients over {shape.devices:,} moving devices at {shape.rate:,.0f} rec/s: "
-        "delivery ratio >= 0.999 and p99 <= 100 ms, as by device_ids",
-        box.sustained(100.0) and ids.sustained(100.0),
-        f"bbox {box.delivery_ratio:.4f}, p99 {ms(box.latency_ms['p99'])}; "
-        f"device_ids {ids.delivery_ratio:.4f}, p99 {ms(ids.latency_ms['p99'])}",
-    ))
+    result.verdicts.append(
+        Verdict(
+            f"{shape.clients:,} box clients over {shape.devices:,} moving devices at {shape.rate:,.0f} rec/s: "
+            "delivery ratio >= 0.999 and p99 <= 100 ms, as by device_ids",
+            box.sustained(100.0) and ids.sustained(100.0),
+            f"bbox {box.delivery_ratio:.4f}, p99 {ms(box.latency_ms['p99'])}; "
+            f"device_ids {ids.delivery_ratio:.4f}, p99 {ms(ids.latency_ms['p99'])}",
+        )
+    )
     result.notes.append(
         f"end to end: the gateway, the broker and {shape.clients:,} WebSocket clients in "
         f"{shape.client_processes} processes; box clients' deliveries offered are the records whose "

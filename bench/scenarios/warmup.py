@@ -94,10 +94,13 @@ async def warmup(bench: Bench, targets: Sequence[Target]) -> Result:
     result.figures = {**figures, "fill_seconds": fill_seconds}
     rate = warm_figures["records_s"]
     if rate is not None and not bench.options.smoke:
-        result.verdicts.append(Verdict(
-            "warm-up >= 200,000 records/s per process", rate >= 200_000,
-            f"{rate:,.0f} records/s; {warm_figures['records_read']:,} records in {seconds:.2f} s",
-        ))
+        result.verdicts.append(
+            Verdict(
+                "warm-up >= 200,000 records/s per process",
+                rate >= 200_000,
+                f"{rate:,.0f} records/s; {warm_figures['records_read']:,} records in {seconds:.2f} s",
+            )
+        )
     return result
 
 

@@ -43,14 +43,35 @@ class Progress(NamedTuple):
 
 
 def record_delivery(
-    value: Decoded, *, alert: bool, cursor: str | None, timestamp_ms: int, topic_index: int, partition: int,
+    value: Decoded,
+    *,
+    alert: bool,
+    cursor: str | None,
+    timestamp_ms: int,
+    topic_index: int,
+    partition: int,
     offset: int,
 ) -> Delivery:
     """A decoded record's delivery, its frame built with ``cursor``: the one record-to-frame step,
     for the live stream (the dispatch cursor, shared by every recipient) and for a replay (the
     replaying client's own cursor)."""
     if alert:
-        return Delivery(value.device_id, alert_frame(value.text, cursor), True, timestamp_ms,
-                        topic_index=topic_index, partition=partition, offset=offset)
-    return Delivery(value.device_id, message_frame(value.text, cursor), False, timestamp_ms, value.position,
-                    topic_index=topic_index, partition=partition, offset=offset)
+        return Delivery(
+            value.device_id,
+            alert_frame(value.text, cursor),
+            True,
+            timestamp_ms,
+            topic_index=topic_index,
+            partition=partition,
+            offset=offset,
+        )
+    return Delivery(
+        value.device_id,
+        message_frame(value.text, cursor),
+        False,
+        timestamp_ms,
+        value.position,
+        topic_index=topic_index,
+        partition=partition,
+        offset=offset,
+    )

@@ -121,8 +121,12 @@ class MapStreamCore(StreamCore):
                     try:
                         self._grant.check(command.device_ids)
                     except BadRequest as error:
-                        self.close(CloseCode.POLICY_VIOLATION, Cause.FORBIDDEN.value, final_frame=error.frame(),
-                                   cause=Cause.FORBIDDEN)
+                        self.close(
+                            CloseCode.POLICY_VIOLATION,
+                            Cause.FORBIDDEN.value,
+                            final_frame=error.frame(),
+                            cause=Cause.FORBIDDEN,
+                        )
                         return
                 wanted = None if current is None else current | command.device_ids
             elif current is None:
@@ -192,12 +196,8 @@ class MapStreamCore(StreamCore):
         return super()._initial_view() if self._box is None else sorted(self._in_view(self._box, self._ids))
 
     def _current_view(self) -> Iterable[str] | None:
-        if self._box is None:
-            return super()._current_view()
-        entered = [device for device in self._in_view(self._box, self._ids) if device not in self._visible]
-        self._visible.update(entered)
-        self._table.viewports.mark_seen(self, entered)
-        return entered
+        # Leaves come from geometry (nothing records what a box client saw): the view now, whole.
+        return self._initial_view()
 
     def _replay(self, replay: ReplayFeed, live: Iterable[Delivery]) -> None:
         """What a map would have seen of ``replay`` (this client's records after its cursor, in
@@ -225,7 +225,8 @@ class MapStreamCore(StreamCore):
         was_inside: set[str] = set()
         # A position record without a position is in no box: a box stream never gets it.
         newest = {
-            delivery.device_id: number for number, delivery in enumerate(replay)
+            delivery.device_id: number
+            for number, delivery in enumerate(replay)
             if not delivery.alert and (box is None or delivery.position is not None)
         }
         where: dict[str, tuple[float, float] | None] = {}

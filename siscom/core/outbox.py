@@ -53,7 +53,15 @@ class Outbox:
     """The frames waiting for one client. Pure: whoever writes them waits on :attr:`waker`."""
 
     __slots__ = (
-        "_queue", "_latest", "_soft_limit", "_chunk", "_max_alerts", "_alerts", "_burst", "_apart", "waker",
+        "_queue",
+        "_latest",
+        "_soft_limit",
+        "_chunk",
+        "_max_alerts",
+        "_alerts",
+        "_burst",
+        "_apart",
+        "waker",
         "conflated",
     )
 

@@ -21,6 +21,8 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Protocol, TypeVar
 
+from siscom.core.protocol import CloseCode
+
 __all__ = ["LagWindow", "Sheddable", "pick_victims"]
 
 
@@ -78,7 +80,7 @@ class Sheddable(Protocol):
     @property
     def cost(self) -> float: ...
 
-    def close(self, code: int, reason: str) -> None: ...
+    def close(self, code: CloseCode, reason: str) -> None: ...
 
 
 S = TypeVar("S", bound=Sheddable)

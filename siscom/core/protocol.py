@@ -109,14 +109,10 @@ def _collect_ids(items: Iterable[str], max_ids: int) -> frozenset[str]:
             continue
         if not is_device_id(device_id):
             shown = device_id[:_SHOWN_ID_CHARS]
-            raise BadRequest(
-                f"invalid device id {shown!r}: expected {DEVICE_ID_RULE}", device_id=shown
-            )
+            raise BadRequest(f"invalid device id {shown!r}: expected {DEVICE_ID_RULE}", device_id=shown)
         ids.add(sys.intern(device_id))
         if len(ids) > max_ids:
-            raise BadRequest(
-                f"too many device ids: at most {max_ids} allowed", max_device_ids=max_ids
-            )
+            raise BadRequest(f"too many device ids: at most {max_ids} allowed", max_device_ids=max_ids)
     return frozenset(ids)
 
 
@@ -183,7 +179,7 @@ def frame_cursor(text: str) -> str | None:
     if start < 0:
         return None
     start += len(_ID_MARK)
-    return text[start:text.index('"', start)]
+    return text[start : text.index('"', start)]
 
 
 def with_cursor(text: str, cursor: str) -> str:

@@ -11,10 +11,9 @@ stop the pipeline.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
-
-import re
 
 import orjson
 
@@ -24,7 +23,13 @@ from siscom.core.geo import Position, position_of
 __all__ = ["REASONS", "Decoded", "MalformedRecord", "decode_value", "device_id_hint", "device_id_of"]
 
 REASONS = (
-    "empty", "too large", "not UTF-8", "not JSON", "not a JSON object", "no device id", "bad device id",
+    "empty",
+    "too large",
+    "not UTF-8",
+    "not JSON",
+    "not a JSON object",
+    "no device id",
+    "bad device id",
 )
 
 

@@ -28,8 +28,8 @@ from typing import Any, NamedTuple, TypeVar
 
 from siscom.core.cursors import LogPositions, Vector
 from siscom.core.deliveries import Delivery, record_delivery
-from siscom.core.protocol import with_cursor
 from siscom.core.geo import Position
+from siscom.core.protocol import with_cursor
 from siscom.core.records import Decoded, MalformedRecord, decode_value
 
 #: What a replay's generators yield: a delivery, or None for a record passed over.
@@ -161,8 +161,13 @@ T = TypeVar("T", LogRecord, Delivery)
 def framed(record: LogRecord, cursor: str) -> Delivery:
     """``record``'s delivery with ``cursor``: the live decoder's own record-to-frame step."""
     return record_delivery(
-        record.value, alert=record.alert, cursor=cursor, timestamp_ms=record.timestamp_ms,
-        topic_index=record.topic_index, partition=record.partition, offset=record.offset,
+        record.value,
+        alert=record.alert,
+        cursor=cursor,
+        timestamp_ms=record.timestamp_ms,
+        topic_index=record.topic_index,
+        partition=record.partition,
+        offset=record.offset,
     )
 
 
@@ -187,7 +192,13 @@ _REACHED_EVERY = 256
 
 
 def _entries_of(
-    log: SharedLog, token: int, start: int, end: int, ids: frozenset[str] | None, alert: bool, topic_index: int,
+    log: SharedLog,
+    token: int,
+    start: int,
+    end: int,
+    ids: frozenset[str] | None,
+    alert: bool,
+    topic_index: int,
     partition: int,
 ) -> Iterator[LogRecord | None]:
     for index in range(start, end):

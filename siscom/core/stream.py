@@ -26,13 +26,12 @@ monotonic clock); the core keeps none of its own.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 from siscom.core.access import InboundAllowance, TokenGrant
 from siscom.core.deliveries import Delivery
 from siscom.core.outbox import Outbox, OutboxFull
-from siscom.core.replayfeed import ReplayFeed
 from siscom.core.protocol import (
     BadRequest,
     ClientCommand,
@@ -47,9 +46,9 @@ from siscom.core.protocol import (
     token_expiring_frame,
     with_cursor,
 )
+from siscom.core.replayfeed import ReplayFeed
 from siscom.core.subscriptions import SubscriptionLimit, SubscriptionTable
 from siscom.core.window import RecentWindow
-
 
 #: Most frames of a replay queued at once (fewer when the bound of waiting alerts is lower).
 REPLAY_SLICE_FRAMES = 128
@@ -123,9 +122,30 @@ class StreamCore:
     """One client's subscription, grant, waiting frames and close state."""
 
     __slots__ = (
-        "_table", "_policy", "_grant", "_inbound", "_verify", "_initial_ids", "outbox", "closing", "on_close",
-        "on_refresh", "_next_ping", "_window", "_cursor", "_feed", "_held", "_work", "_opened", "_is_open", "_early",
-        "_early_bytes", "_snapshot", "_snapshot_at", "_snapshot_ahead", "_snapshot_cursor",
+        "_table",
+        "_policy",
+        "_grant",
+        "_inbound",
+        "_verify",
+        "_initial_ids",
+        "outbox",
+        "closing",
+        "on_close",
+        "on_refresh",
+        "_next_ping",
+        "_window",
+        "_cursor",
+        "_feed",
+        "_held",
+        "_work",
+        "_opened",
+        "_is_open",
+        "_early",
+        "_early_bytes",
+        "_snapshot",
+        "_snapshot_at",
+        "_snapshot_ahead",
+        "_snapshot_cursor",
     )
 
     def __init__(
@@ -251,9 +271,7 @@ class StreamCore:
             # Waiting for a replay (or its turn), or the replay is going out: kept, within a small
             # bound, for when it is out, so that no answer overtakes the frames it follows.
             size = len(data)
-            if self._early is not None and (
-                len(self._early) >= HELD_MESSAGES or self._early_bytes + size > HELD_BYTES
-            ):
+            if self._early is not None and (len(self._early) >= HELD_MESSAGES or self._early_bytes + size > HELD_BYTES):
                 self._too_many_messages()
                 return
             if self._early is None:
@@ -289,8 +307,12 @@ class StreamCore:
                 try:
                     self._grant.check(command.device_ids)
                 except BadRequest as error:  # Forbidden: the grant says no
-                    self.close(CloseCode.POLICY_VIOLATION, Cause.FORBIDDEN.value, final_frame=error.frame(),
-                               cause=Cause.FORBIDDEN)
+                    self.close(
+                        CloseCode.POLICY_VIOLATION,
+                        Cause.FORBIDDEN.value,
+                        final_frame=error.frame(),
+                        cause=Cause.FORBIDDEN,
+                    )
                     return
             added = command.device_ids if current is None else command.device_ids - current
             wanted = None if current is None else current | command.device_ids
@@ -323,8 +345,12 @@ class StreamCore:
         self._reply(token_expiring_frame(self._grant.expires_at - now))
 
     def token_expired(self) -> None:
-        self.close(CloseCode.POLICY_VIOLATION, Cause.TOKEN_EXPIRED.value, final_frame=error_frame("token expired"),
-                   cause=Cause.TOKEN_EXPIRED)
+        self.close(
+            CloseCode.POLICY_VIOLATION,
+            Cause.TOKEN_EXPIRED.value,
+            final_frame=error_frame("token expired"),
+            cause=Cause.TOKEN_EXPIRED,
+        )
 
     def client_gone(self) -> None:
         """The client disconnected: end without sending anything more."""
@@ -392,8 +418,11 @@ class StreamCore:
         """Where this client stands once ``texts`` are out: the dispatch cursor when nothing else
         waits (it has then been given every frame routed), else the last cursor it was given."""
         if (
-            not len(self.outbox) and self._held is None and self._snapshot is None
-            and self._window is not None and self._window.dispatched is not None
+            not len(self.outbox)
+            and self._held is None
+            and self._snapshot is None
+            and self._window is not None
+            and self._window.dispatched is not None
         ):
             self._cursor = self._window.dispatched
             return self._cursor
@@ -607,7 +636,7 @@ class StreamCore:
         while parts and len(texts) < SNAPSHOT_CHUNK:
             ids = parts[0]
             at = self._snapshot_at
-            for device_id in ids[at:at + SNAPSHOT_CHUNK - len(texts)]:
+            for device_id in ids[at : at + SNAPSHOT_CHUNK - len(texts)]:
                 at += 1
                 text = frame(device_id)
                 if text is not None:

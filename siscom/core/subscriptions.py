@@ -21,8 +21,8 @@ from typing import Protocol
 
 from siscom.core.deliveries import Delivery
 from siscom.core.fields import Projections
-from siscom.core.protocol import without_cursor
 from siscom.core.geo import BBox, Position
+from siscom.core.protocol import without_cursor
 from siscom.core.viewport import ViewportIndex
 
 #: Subscribers of one device kept in a tuple up to this many; a set beyond.

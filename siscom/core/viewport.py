@@ -180,7 +180,7 @@ class ViewportIndex:
         _, level, cells = entry
         grid = self._grids[level]
         for cell in cells:
-            covering, other = filed = grid[cell]
+            covering, other = grid[cell]
             if covering.pop(watcher, None) is None:
                 del other[watcher]
             if not covering and not other:
@@ -229,16 +229,18 @@ class ViewportIndex:
             covering, other = filed
             if covering and cell != (floor(lon / size), floor(lat / size)):
                 for watcher, (west, south, east, north) in covering.items():
-                    if not (south <= lat <= north and (
-                        west <= lon <= east if west <= east else (lon >= west or lon <= east)
-                    )):
+                    if not (
+                        south <= lat <= north
+                        and (west <= lon <= east if west <= east else (lon >= west or lon <= east))
+                    ):
                         found.append(watcher)
             for watcher, (west, south, east, north) in other.items():
-                if (south <= old_lat <= north and (
-                    west <= old_lon <= east if west <= east else (old_lon >= west or old_lon <= east)
-                )) and not (south <= lat <= north and (
-                    west <= lon <= east if west <= east else (lon >= west or lon <= east)
-                )):
+                if (
+                    south <= old_lat <= north
+                    and (west <= old_lon <= east if west <= east else (old_lon >= west or old_lon <= east))
+                ) and not (
+                    south <= lat <= north and (west <= lon <= east if west <= east else (lon >= west or lon <= east))
+                ):
                     found.append(watcher)
         return found
 
@@ -246,7 +248,8 @@ class ViewportIndex:
         """How many boxes a lookup of this position checks exactly (for measurements)."""
         floor = math.floor
         return sum(
-            len(filed[1]) for size, grid in self._active
+            len(filed[1])
+            for size, grid in self._active
             if (filed := grid.get((floor(lon / size), floor(lat / size)))) is not None
         )
 
@@ -266,7 +269,8 @@ class ViewportIndex:
         devices in view. :attr:`examined` counts the devices checked.
         """
         regions = [
-            strip for part in new.parts()
+            strip
+            for part in new.parts()
             for strip in _outside(part, next((o for o in old.parts() if _overlap(part, o)), None))
         ]
         candidates = self._candidates(regions)
@@ -279,8 +283,10 @@ class ViewportIndex:
         found = []
         for device in candidates:
             lat, lon = where[device]
-            if south <= lat <= north and west <= lon <= east and not (
-                old_south <= lat <= old_north and old_west <= lon <= old_east
+            if (
+                south <= lat <= north
+                and west <= lon <= east
+                and not (old_south <= lat <= old_north and old_west <= lon <= old_east)
             ):
                 found.append(device)
         return found
@@ -291,8 +297,10 @@ class ViewportIndex:
         where = self._where
         floor = math.floor
         spans = [
-            (range(floor(west / DEVICE_CELL), floor(east / DEVICE_CELL) + 1),
-             range(floor(south / DEVICE_CELL), floor(north / DEVICE_CELL) + 1))
+            (
+                range(floor(west / DEVICE_CELL), floor(east / DEVICE_CELL) + 1),
+                range(floor(south / DEVICE_CELL), floor(north / DEVICE_CELL) + 1),
+            )
             for west, south, east, north in regions
         ]
         if sum(len(xs) * len(ys) for xs, ys in spans) >= _CELLS_PER_DEVICE * len(where):
@@ -354,6 +362,12 @@ class ViewportIndex:
             if not devices:
                 del self._devices_by_cell[old_cell]
         self._devices_by_cell.setdefault(cell, set()).add(device_id)
+
+    def take_remembered(self) -> None:
+        """Track the positions remembered without being routed (a late warm start's): a box watched
+        since before them would not see those devices until they moved."""
+        if self._boxes:
+            self._start_tracking()
 
     def _start_tracking(self) -> None:
         for device_id, position in self._last_positions():

@@ -99,5 +99,10 @@ class WarmProgress:
             "records_read": self.records,
             "partitions_done": self.partitions_done,
             "partitions_total": self.partitions_total,
-            "seconds": round(self.seconds if self.seconds is not None else (time.monotonic() - self._started if self._started else 0.0), 3),
+            "seconds": round(
+                self.seconds
+                if self.seconds is not None
+                else (time.monotonic() - self._started if self._started else 0.0),
+                3,
+            ),
         }

@@ -62,7 +62,9 @@ class WarmResult:
 
 
 class WarmSet:
-    def __init__(self, *, alerts_index: int | None, window_records: int, window_bytes: int, max_record_bytes: int) -> None:
+    def __init__(
+        self, *, alerts_index: int | None, window_records: int, window_bytes: int, max_record_bytes: int
+    ) -> None:
         """``alerts_index``: the topic index of the alerts topic (its records go only to the window)."""
         self._alerts_index = alerts_index
         self._window_records = window_records
@@ -91,9 +93,12 @@ class WarmSet:
         for record in records:
             count += 1
             value = record.value
+            if not value:  # no device, no frame: for positions and the window alike
+                malformed += 1
+                continue
             if positions:
                 # Most records name their device at their start: a full parse is kept for the rest.
-                device_id = device_id_hint(value) if value and len(value) <= max_bytes else None
+                device_id = device_id_hint(value) if len(value) <= max_bytes else None
                 if device_id is None:
                     device_id = device_id_of(value, max_bytes=max_bytes)
                 if device_id is None:
@@ -103,13 +108,10 @@ class WarmSet:
                 old = newest.get(device_id)
                 if old is None or _newer(kept, old):
                     newest[device_id] = kept
-            elif not value:
-                malformed += 1
-                continue
             else:
                 kept = (record.timestamp, topic_index, partition, record.offset, value)
             if windowed:
-                self._tail_bytes += len(value)  # type: ignore[arg-type]
+                self._tail_bytes += len(value)
                 if len(tail) < window_records:
                     heapq.heappush(tail, kept)
                 else:  # full: the oldest of the candidates and this one, one goes
@@ -173,15 +175,30 @@ class WarmSet:
                 continue
             cursor = positions.cursor()
             if topic_index == alerts_index:
-                window.append(Delivery(
-                    decoded.device_id, alert_frame(decoded.text, cursor), True, timestamp,
-                    topic_index=topic_index, partition=partition, offset=offset,
-                ))
+                window.append(
+                    Delivery(
+                        decoded.device_id,
+                        alert_frame(decoded.text, cursor),
+                        True,
+                        timestamp,
+                        topic_index=topic_index,
+                        partition=partition,
+                        offset=offset,
+                    )
+                )
             else:
-                window.append(Delivery(
-                    decoded.device_id, message_frame(decoded.text, cursor), False, timestamp, decoded.position,
-                    topic_index=topic_index, partition=partition, offset=offset,
-                ))
+                window.append(
+                    Delivery(
+                        decoded.device_id,
+                        message_frame(decoded.text, cursor),
+                        False,
+                        timestamp,
+                        decoded.position,
+                        topic_index=topic_index,
+                        partition=partition,
+                        offset=offset,
+                    )
+                )
             if len(window) >= step:
                 yield WarmResult(window=window)
                 window = []
@@ -202,8 +219,14 @@ class WarmSet:
             if topic_index == SNAPSHOT_TOPIC:
                 partition = offset = -1
             delivery = Delivery(
-                decoded.device_id, message_frame(decoded.text, last.cursor), False, timestamp, decoded.position,
-                topic_index=topic_index, partition=partition, offset=offset,
+                decoded.device_id,
+                message_frame(decoded.text, last.cursor),
+                False,
+                timestamp,
+                decoded.position,
+                topic_index=topic_index,
+                partition=partition,
+                offset=offset,
             )
             # A hint that named another device than the record does (it names it twice).
             other = snapshot.get(decoded.device_id)

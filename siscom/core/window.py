@@ -70,7 +70,7 @@ class _Entries:
         return old
 
     def since(self, number: int) -> list[tuple[Any, ...] | None]:
-        return self.items[max(self.head, number - self.dropped):]
+        return self.items[max(self.head, number - self.dropped) :]
 
 
 class _PartitionIndex:
@@ -263,7 +263,9 @@ class RecentWindow:
         return _following(entries.since(start), vector, ids)
 
 
-def _following(entries: list[tuple | None], vector: cursors.Vector, ids: frozenset[str] | None) -> Iterator[Delivery | None]:
+def _following(
+    entries: list[tuple[Any, ...] | None], vector: cursors.Vector, ids: frozenset[str] | None
+) -> Iterator[Delivery | None]:
     # From the first entry at or after the vector on, entries of other partitions that come
     # before it are passed over.
     for entry in entries:

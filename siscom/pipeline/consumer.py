@@ -26,13 +26,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.cluster import ClusterMetadata
 from aiokafka.errors import IllegalStateError, KafkaError, RecordTooLargeError
 
-from supervisors import Actor, Mailbox
-
+from siscom.config import Settings
+from siscom.metrics import Metric, Metrics
 from siscom.pipeline.kafka import broker_connections, fetch_metadata, new_consumer, stop_consumer
 from siscom.pipeline.offsets import ReadOffsets, Resumer
 from siscom.pipeline.warmup import WarmUp
-from siscom.config import Settings
-from siscom.metrics import Metric, Metrics
+from supervisors import Actor, Mailbox
 
 logger = logging.getLogger(__name__)
 

@@ -12,13 +12,12 @@ from collections.abc import Sequence
 
 from aiokafka import ConsumerRecord
 
-from supervisors import Actor, Mailbox
-
 from siscom.core.cursors import LogPositions
 from siscom.core.deliveries import Delivery, Progress, record_delivery
-from siscom.metrics import Metric, Metrics
 from siscom.core.records import MalformedRecord, decode_value
+from siscom.metrics import Metric, Metrics
 from siscom.pipeline.offsets import ReadOffsets
+from supervisors import Actor, Mailbox
 
 logger = logging.getLogger(__name__)
 
@@ -79,10 +78,17 @@ class Decoder(Actor):
                 alerts += 1
             elif decoded.position is None:
                 unplaced += 1
-            frames.append(record_delivery(
-                decoded, alert=alert, cursor=cursor, timestamp_ms=record.timestamp,
-                topic_index=topic_index, partition=record.partition, offset=record.offset,
-            ))
+            frames.append(
+                record_delivery(
+                    decoded,
+                    alert=alert,
+                    cursor=cursor,
+                    timestamp_ms=record.timestamp,
+                    topic_index=topic_index,
+                    partition=record.partition,
+                    offset=record.offset,
+                )
+            )
         if records:
             self._metrics.incr(Metric.RECORDS, len(records))
         if alerts:
@@ -122,6 +128,10 @@ class Decoder(Actor):
         size = len(record.value) if record.value is not None else 0
         logger.warning(
             "Skipping malformed record %s[%d]@%d (%s, %d bytes)%s",
-            record.topic, record.partition, record.offset, error.reason, size,
+            record.topic,
+            record.partition,
+            record.offset,
+            error.reason,
+            size,
             "; more this second are counted, not logged" if self._logged_in_window == MALFORMED_LOG_PER_SECOND else "",
         )

@@ -13,8 +13,8 @@ and one decode per partition, not one consumer, or one copy, per client.
 from __future__ import annotations
 
 import asyncio
-from bisect import bisect_left
 import logging
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -99,7 +99,9 @@ class HistoryReader:
             result[tp] = None if hit is None or hit.timestamp < 0 else hit.offset
         return result
 
-    async def log_bounds(self, partitions: list[TopicPartition]) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+    async def log_bounds(
+        self, partitions: list[TopicPartition]
+    ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
         """Per partition, the first offset still held and the log end (ListOffsets)."""
         async with self._lock:
             consumer = await self._connected()
@@ -173,7 +175,9 @@ class HistoryReader:
             for request in requests:
                 if request.done.done():
                     continue
-                request.done.set_result({tp: _span(logs[tp], start, end) for tp, (start, end) in request.ranges.items()})
+                request.done.set_result(
+                    {tp: _span(logs[tp], start, end) for tp, (start, end) in request.ranges.items()}
+                )
             del logs, requests
 
     async def _read_round(self, ranges: Ranges) -> Records:

@@ -75,8 +75,15 @@ def consumer_options(settings: Settings) -> dict[str, object]:
 def client_options(settings: Settings) -> dict[str, object]:
     """The options every Kafka client of ours shares (brokers, client id, security), for the
     producer and the admin client of ``siscom snapshot-writer``."""
-    shared = ("bootstrap_servers", "client_id", "security_protocol", "sasl_mechanism", "sasl_plain_username",
-              "sasl_plain_password", "ssl_context")
+    shared = (
+        "bootstrap_servers",
+        "client_id",
+        "security_protocol",
+        "sasl_mechanism",
+        "sasl_plain_username",
+        "sasl_plain_password",
+        "ssl_context",
+    )
     options = consumer_options(settings)
     return {name: options[name] for name in shared if name in options}
 

@@ -97,11 +97,7 @@ class ReadOffsets:
 
     def is_new(self, partition: TopicPartition) -> bool:
         """True for a partition that appeared after the first look and was never read."""
-        return (
-            self._first_look is not None
-            and partition not in self._first_look
-            and partition not in self._marks
-        )
+        return self._first_look is not None and partition not in self._first_look and partition not in self._marks
 
 
 class Resumer:
@@ -201,7 +197,9 @@ class Resumer:
             logger.warning(
                 "%s[%d]: the log no longer holds what was read up to offset %s (broker restarted "
                 "without its data, or topic recreated); reading it again from its beginning",
-                partition.topic, partition.partition, mark.next_offset if mark else "?",
+                partition.topic,
+                partition.partition,
+                mark.next_offset if mark else "?",
             )
             self._offsets.forget(partition)
         await self._consumer.seek_to_beginning(*partitions)

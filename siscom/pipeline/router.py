@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import time
 
-from supervisors import Actor, Mailbox
-
 from siscom.core.deliveries import Delivery, Progress
+from siscom.core.subscriptions import SubscriptionTable
 from siscom.core.window import RecentWindow
 from siscom.metrics import Metric, Metrics
-from siscom.core.subscriptions import SubscriptionTable
+from supervisors import Actor, Mailbox
 
 
 class Router(Actor):

@@ -26,11 +26,10 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from supervisors import Actor, Mailbox
-
 from siscom.config import Settings
 from siscom.core.records import device_id_of
 from siscom.pipeline.kafka import client_options, fetch_metadata, new_consumer, stop_consumer
+from supervisors import Actor, Mailbox
 
 logger = logging.getLogger(__name__)
 
@@ -110,9 +109,10 @@ class SnapshotWriter(Actor):
         max_bytes = self._settings.stream_max_record_bytes
         offer = self._latest.offer
         for record in records:
-            device_id = device_id_of(record.value, max_bytes=max_bytes)
-            if device_id is not None:
-                offer(device_id, record.timestamp, record.value)  # type: ignore[arg-type]
+            value = record.value
+            device_id = device_id_of(value, max_bytes=max_bytes)
+            if device_id is not None and value is not None:  # a device id implies a value
+                offer(device_id, record.timestamp, value)
 
     async def _write_rounds(self, producer: AIOKafkaProducer) -> None:
         pause = min(1.0, self._interval / 4)
@@ -149,7 +149,8 @@ class SnapshotWriter(Actor):
             wait=tenacity.wait_exponential_jitter(multiplier=0.2, max=cap, jitter=min(1.0, cap / 4)),
             retry=tenacity.retry_if_exception_type((KafkaError, OSError, TimeoutError)),
             before_sleep=lambda state: logger.warning(
-                "Snapshot writer cannot reach Kafka (attempt %d): %r", state.attempt_number,
+                "Snapshot writer cannot reach Kafka (attempt %d): %r",
+                state.attempt_number,
                 state.outcome.exception() if state.outcome else None,
             ),
             reraise=True,
@@ -191,4 +192,6 @@ class SnapshotWriter(Actor):
         for name, code, *_ in response.topic_errors:
             if code and code != TopicAlreadyExistsError.errno:
                 raise KafkaError(f"cannot create topic {name!r}: error code {code}")
-        logger.info("Created the last-positions topic %s (%d partitions, cleanup.policy=compact)", self._topic, partitions)
+        logger.info(
+            "Created the last-positions topic %s (%d partitions, cleanup.policy=compact)", self._topic, partitions
+        )

@@ -77,7 +77,9 @@ class WarmUp:
     def done(self) -> bool:
         return self.progress.done
 
-    async def run(self, consumer: AIOKafkaConsumer, partitions: frozenset[TopicPartition], cluster: ClusterMetadata) -> None:
+    async def run(
+        self, consumer: AIOKafkaConsumer, partitions: frozenset[TopicPartition], cluster: ClusterMetadata
+    ) -> None:
         """Warm up through ``consumer`` (started, no partition assigned); ``partitions``: those of
         the log topics; ``cluster``: fresh metadata, for the last-positions topic."""
         settings, progress = self._settings, self.progress
@@ -86,8 +88,11 @@ class WarmUp:
         if snapshot_topic is not None:
             found = cluster.partitions_for_topic(snapshot_topic)
             if found is None:
-                logger.warning("The last-positions topic %s does not exist (yet): warming from %s only",
-                               snapshot_topic, ", ".join(settings.topics))
+                logger.warning(
+                    "The last-positions topic %s does not exist (yet): warming from %s only",
+                    snapshot_topic,
+                    ", ".join(settings.topics),
+                )
             extra = [TopicPartition(snapshot_topic, p) for p in sorted(found or ())]
         log_partitions = sorted(partitions)
         everything = extra + log_partitions
@@ -108,7 +113,9 @@ class WarmUp:
                     # No record at or after that time (Kafka: none; the test broker: timestamp -1).
                     starts[tp] = ends[tp] if hit is None or hit.timestamp < 0 else min(hit.offset, ends[tp])
         warm = WarmSet(
-            alerts_index=self._positions.topic_index(settings.kafka_alerts_topic) if settings.kafka_alerts_topic else None,
+            alerts_index=self._positions.topic_index(settings.kafka_alerts_topic)
+            if settings.kafka_alerts_topic
+            else None,
             window_records=settings.stream_replay_window_records,
             window_bytes=settings.stream_replay_window_bytes,
             max_record_bytes=settings.stream_max_record_bytes,
@@ -122,13 +129,21 @@ class WarmUp:
         logger.info(
             "Warm: read %d records of %d partitions in %.2f s (%.0f records/s); %d devices known, "
             "%d records in the window%s",
-            warm.records, len(everything), seconds, warm.records / seconds if seconds > 0 else 0.0,
-            self._table.devices_known, len(self._window),
+            warm.records,
+            len(everything),
+            seconds,
+            warm.records / seconds if seconds > 0 else 0.0,
+            self._table.devices_known,
+            len(self._window),
             f"; {warm.malformed} malformed records skipped" if warm.malformed else "",
         )
 
     async def _read(
-        self, consumer: AIOKafkaConsumer, warm: WarmSet, starts: dict[TopicPartition, int], ends: dict[TopicPartition, int]
+        self,
+        consumer: AIOKafkaConsumer,
+        warm: WarmSet,
+        starts: dict[TopicPartition, int],
+        ends: dict[TopicPartition, int],
     ) -> None:
         positions, progress, metrics = self._positions, self.progress, self._metrics
         snapshot_topic = self._snapshot_topic
@@ -144,8 +159,9 @@ class WarmUp:
         consumer.assign(sorted(todo))
         for tp in todo:
             consumer.seek(tp, starts[tp])
-        index = {tp.topic: (SNAPSHOT_TOPIC if tp.topic == snapshot_topic else positions.topic_index(tp.topic))
-                 for tp in todo}
+        index = {
+            tp.topic: (SNAPSHOT_TOPIC if tp.topic == snapshot_topic else positions.topic_index(tp.topic)) for tp in todo
+        }
         next_log = time.monotonic() + LOG_INTERVAL
         try:
             while todo:
@@ -174,8 +190,9 @@ class WarmUp:
                 metrics.gauge(Metric.WARMUP_PARTITIONS_LEFT, len(todo))
                 if time.monotonic() >= next_log:
                     next_log = time.monotonic() + LOG_INTERVAL
-                    logger.info("Warming: %d records read, %d of %d partitions done",
-                                progress.records, total - len(todo), total)
+                    logger.info(
+                        "Warming: %d records read, %d of %d partitions done", progress.records, total - len(todo), total
+                    )
         finally:
             consumer.assign([])
 
@@ -184,7 +201,9 @@ class WarmUp:
         record is read. In steps, letting the event loop run between them: nothing else writes to
         the snapshot or the window meanwhile (no record is routed, streams wait at the gate)."""
         positions = self._positions
-        parts = warm.finish_in_steps(positions, {(positions.topic_index(tp.topic), tp.partition): end for tp, end in ends.items()})
+        parts = warm.finish_in_steps(
+            positions, {(positions.topic_index(tp.topic), tp.partition): end for tp, end in ends.items()}
+        )
         remember = self._table.remember
         for part in parts:
             if part.window:
@@ -196,5 +215,6 @@ class WarmUp:
             if part.malformed:
                 self._metrics.incr(Metric.MALFORMED_RECORDS, part.malformed)
             await asyncio.sleep(0)
+        self._table.viewports.take_remembered()
         for tp, end in ends.items():
             self._offsets.reached(tp, end)

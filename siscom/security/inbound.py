@@ -36,7 +36,9 @@ class InboundLimits:
         self._messages = (
             TokenBucket(rates.messages_per_second, rates.message_burst, now) if rates.messages_per_second > 0 else None
         )
-        self._control = TokenBucket(rates.pings_per_second, rates.ping_burst, now) if rates.pings_per_second > 0 else None
+        self._control = (
+            TokenBucket(rates.pings_per_second, rates.ping_burst, now) if rates.pings_per_second > 0 else None
+        )
 
     def message(self, now: float) -> bool:
         """A message arrived: True while within the allowance."""

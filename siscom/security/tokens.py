@@ -85,9 +85,7 @@ class Grant:
             return
         outside = device_ids - self.devices
         if outside:
-            raise Forbidden(
-                "device ids not allowed by the token", device_ids=sorted(outside)[:_SHOWN_IDS]
-            )
+            raise Forbidden("device ids not allowed by the token", device_ids=sorted(outside)[:_SHOWN_IDS])
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -100,9 +98,7 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip() or None
 
 
-def find_token(
-    authorization: str | None, subprotocols: Sequence[str], query_token: str | None
-) -> str | None:
+def find_token(authorization: str | None, subprotocols: Sequence[str], query_token: str | None) -> str | None:
     """The token a handshake carries, looking at the header, subprotocols, then the query."""
     token = bearer_token(authorization)
     if token is not None:

@@ -147,7 +147,8 @@ class BudgetedReplayer:
             behind = records_behind(request.vector, cursors.decode(dispatched)[1])
             if behind > self._max_records:
                 self._refuse(
-                    core, clock,
+                    core,
+                    clock,
                     f"the cursor is {behind} records behind, more than this server replays "
                     f"({self._max_records}, STREAM_REPLAY_MAX_RECORDS)",
                     Metric.REPLAY_COST_REFUSALS,
@@ -155,7 +156,9 @@ class BudgetedReplayer:
                 return
         if not await self._turns.take():
             self._refuse(
-                core, clock, "too many replays at once: no turn came in time (STREAM_REPLAY_WAIT_SECONDS)",
+                core,
+                clock,
+                "too many replays at once: no turn came in time (STREAM_REPLAY_WAIT_SECONDS)",
                 Metric.REPLAY_WAIT_REFUSALS,
             )
             return

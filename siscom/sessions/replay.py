@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 CATCH_UP_SECONDS = 2.0
 _POLL_SECONDS = 0.02
 
+
 def _earlier(offset: int | None, reached: int) -> int:
     return reached if offset is None else min(offset, reached)
 
@@ -203,8 +204,13 @@ class Replayer:
         for each record passed over), then ``live`` (routed while the log was read), whose shared
         cursors are past the replay's."""
         cursor = cursors.encode(cursors.topics_crc(self._topics), vector)
-        core.open(clock(), resumed=resumed_frame(True), replay=ReplayFeed(self._counted(replay), time.perf_counter), cursor=cursor,
-                  live=live or ())
+        core.open(
+            clock(),
+            resumed=resumed_frame(True),
+            replay=ReplayFeed(self._counted(replay), time.perf_counter),
+            cursor=cursor,
+            live=live or (),
+        )
         self._metrics.incr(Metric.RESUMES_RECOVERED)
 
     def _counted(self, replay: Iterator[Delivery | None]) -> Iterator[Delivery | None]:

@@ -46,8 +46,6 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from supervisors import Actor
-
 from siscom.core.protocol import CloseCode
 from siscom.core.resume import ResumeRequest
 from siscom.core.stream import Cause, StreamCore, StreamPolicy, final_frame
@@ -55,6 +53,7 @@ from siscom.metrics import Metric, Metrics
 from siscom.sessions.flusher import Flusher
 from siscom.sessions.latch import Latch
 from siscom.sessions.transport import ClientGone, Transport
+from supervisors import Actor
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -98,7 +97,10 @@ class SessionLimits:
     @property
     def policy(self) -> StreamPolicy:
         return StreamPolicy(
-            self.keepalive_seconds, self.max_pending_frames, self.max_device_ids, self.snapshot,
+            self.keepalive_seconds,
+            self.max_pending_frames,
+            self.max_device_ids,
+            self.snapshot,
             self.token_notice_seconds,
         )
 
@@ -511,7 +513,9 @@ class Session(Actor):
         """The linger is over: give up the close frame if still waiting, and drop the connection."""
         if self._closing is not None and not self._closing.done():
             self._closing.cancel()
-            logger.info("Close frame for %s still not read after the linger: dropping the connection", self._transport.peer)
+            logger.info(
+                "Close frame for %s still not read after the linger: dropping the connection", self._transport.peer
+            )
         try:
             self._transport.abort()
         except Exception:  # never let a timer callback raise into the loop

@@ -16,11 +16,10 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
-from supervisors import Actor
-
 from siscom.core.overload import LagWindow, Sheddable, pick_victims
 from siscom.core.protocol import CloseCode
 from siscom.metrics import Metric, Metrics
+from supervisors import Actor
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +77,10 @@ class LoadShedder(Actor):
             return
         logger.warning(
             "Event loop %.0f ms late on average: closing the %d costliest clients with a backlog (%.0f to %.0f work/s)",
-            lag * 1000, len(victims), victims[-1].cost, victims[0].cost,
+            lag * 1000,
+            len(victims),
+            victims[-1].cost,
+            victims[0].cost,
         )
         for session in victims:
             session.close(CloseCode.TRY_AGAIN_LATER, OVERLOADED)

@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from werkzeug.datastructures import MultiDict
+from werkzeug.datastructures import Headers, MultiDict
 
 from siscom.core.mapoptions import MapOptions, parse_map_options
 from siscom.core.protocol import BadRequest, parse_device_ids
@@ -128,12 +128,14 @@ class Admission:
 
     def unavailable(self) -> Refused:
         """The refusal of a stream the gateway no longer takes (it is shutting down)."""
-        return Refused(Refusal.CONNECTION_LIMIT, BadRequest("server not accepting streams"), retry_after=self._retry_after)
+        return Refused(
+            Refusal.CONNECTION_LIMIT, BadRequest("server not accepting streams"), retry_after=self._retry_after
+        )
 
     def admit(
         self,
         peer: str,
-        headers: Mapping[str, str],
+        headers: Headers | Mapping[str, str],
         args: MultiDict[str, str],
         *,
         subprotocols: Sequence[str] = (),
@@ -157,15 +159,21 @@ class Admission:
         try:
             ids = parse_device_ids(",".join(device_ids) if device_ids else None, max_ids=settings.stream_max_device_ids)
             options = parse_map_options(
-                args.get("bbox"), args.get("max_hz"), args.get("fields"),
-                max_fields=settings.stream_max_fields, highest_hz=settings.stream_max_hz,
+                args.get("bbox"),
+                args.get("max_hz"),
+                args.get("fields"),
+                max_fields=settings.stream_max_fields,
+                highest_hz=settings.stream_max_hz,
             )
+            cursor: str | None
+            since: str | None
             if last_event_id:
                 cursor, since = last_event_id, None
             else:
                 cursor, since = args.get("cursor"), args.get("since")
             resume = parse_resume(
-                cursor, since,
+                cursor,
+                since,
                 topics_crc=gateway.positions.crc,
                 now_ms=int(time.time() * 1000),
                 max_seconds=settings.stream_replay_max_seconds,

@@ -21,9 +21,7 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 PAGE = "index.html"
 
 #: OpenStreetMap's licence asks every map drawn from its data to credit it, with a link.
-OSM_ATTRIBUTION = (
-    '© <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors'
-)
+OSM_ATTRIBUTION = '© <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors'
 _TILES_META = '<meta name="siscom-map-tiles" content="">'
 _ATTRIBUTION_META = '<meta name="siscom-map-attribution" content="">'
 
@@ -34,9 +32,7 @@ def render_page(template: str, tile_url: str | None) -> str:
         raise ValueError(f"{PAGE} lost its map <meta> tags")
     if tile_url is None:
         return template
-    return template.replace(
-        _TILES_META, f'<meta name="siscom-map-tiles" content="{html.escape(tile_url)}">'
-    ).replace(
+    return template.replace(_TILES_META, f'<meta name="siscom-map-tiles" content="{html.escape(tile_url)}">').replace(
         _ATTRIBUTION_META,
         f'<meta name="siscom-map-attribution" content="{html.escape(OSM_ATTRIBUTION)}">',
     )
@@ -50,9 +46,7 @@ def demo_blueprint(settings: Settings) -> Blueprint:
 
     @blueprint.get("/")
     async def demo_page() -> Response:
-        return Response(
-            page, 200, {"Content-Type": "text/html; charset=utf-8", "Content-Security-Policy": policy}
-        )
+        return Response(page, 200, {"Content-Type": "text/html; charset=utf-8", "Content-Security-Policy": policy})
 
     @blueprint.get("/static/<path:name>")
     async def static_file(name: str) -> Response:

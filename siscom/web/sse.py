@@ -31,9 +31,9 @@ from siscom.core.protocol import CloseCode
 from siscom.core.sse import CONTENT_TYPE, EventCache, accepts_event_stream
 from siscom.gateway import Gateway
 from siscom.security.headers import SECURITY_HEADERS
+from siscom.sessions.session import Session
 from siscom.web.admission import Admission, Admitted, Refusal, Refused
 from siscom.web.attend import attend
-from siscom.sessions.session import Session
 from siscom.web.server import HypercornConnection, PipelineGuard, connection_of, event_stream_transport, query_args
 
 logger = logging.getLogger(__name__)
@@ -96,8 +96,10 @@ def sse_blueprint(gateway: Gateway) -> Blueprint:
         if not accepts_event_stream(request.headers.get("Accept")):
             return answer(
                 406,
-                {"error": "this path streams over WebSocket (an upgrade request) or Server-Sent Events "
-                          "(Accept: text/event-stream)"},
+                {
+                    "error": "this path streams over WebSocket (an upgrade request) or Server-Sent Events "
+                    "(Accept: text/event-stream)"
+                },
                 origin if gateway.guard.origins.allows(origin) else None,
             )
         peer = client_address(request.remote_addr, request.headers.get("X-Forwarded-For"), trusted_proxies)
@@ -122,7 +124,9 @@ def sse_blueprint(gateway: Gateway) -> Blueprint:
         if not gateway.guard.origins.allows(origin):
             return answer(403, {"error": Refusal.ORIGIN.value}, None)
         headers = {
-            **SECURITY_HEADERS, **_VARY, **cors_headers(origin),
+            **SECURITY_HEADERS,
+            **_VARY,
+            **cors_headers(origin),
             "Access-Control-Allow-Methods": "GET",
             "Access-Control-Allow-Headers": "Last-Event-ID, Authorization",
             "Access-Control-Max-Age": str(_PREFLIGHT_MAX_AGE_SECONDS),

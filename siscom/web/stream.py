@@ -18,14 +18,15 @@ import logging
 
 from quart import Blueprint, Response, websocket
 
-from siscom.gateway import Gateway
 from siscom.core.peers import client_address
 from siscom.core.protocol import BadRequest, CloseCode
+from siscom.gateway import Gateway
+from siscom.metrics import Metric
 from siscom.security.headers import SECURITY_HEADERS
 from siscom.security.tokens import SUBPROTOCOL
+from siscom.sessions.session import Session
 from siscom.web.admission import Admission, Refusal, Refused
 from siscom.web.attend import attend
-from siscom.sessions.session import Session
 from siscom.web.server import (
     HypercornConnection,
     connection_of,
@@ -34,7 +35,6 @@ from siscom.web.server import (
     watch_control_frames,
     websocket_transport,
 )
-from siscom.metrics import Metric
 
 logger = logging.getLogger(__name__)
 
@@ -131,4 +131,3 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
         await attend(session)
 
     return blueprint
-

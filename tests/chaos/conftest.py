@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
-
-from siscom.dev.broker import TansuBroker, create_topics
 from support.scenarios import Scenario, print_figures, record_scenario
 from support.server import ServerProcess
 from support.status import wait_ready
+
+from siscom.dev.broker import TansuBroker, create_topics
 
 _SCENARIOS = pytest.StashKey[list[Scenario]]()
 

@@ -17,6 +17,7 @@ import signal
 import sys
 
 from chaos.faults import actors
+
 from siscom.cli import serve_app
 from siscom.config import Settings
 from siscom.gateway import Gateway

@@ -12,12 +12,13 @@ import asyncio
 import logging
 import time
 
+from support.http import http_get
+
 from siscom.app import create_app, gateway_of
 from siscom.cli import hypercorn_config
 from siscom.config import Settings
 from siscom.dev.broker import free_port
 from siscom.gateway import Gateway
-from support.http import http_get
 
 
 class LogRecorder(logging.Handler):

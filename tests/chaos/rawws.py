@@ -14,8 +14,18 @@ import struct
 from collections import deque
 from urllib.parse import urlsplit
 
-from bench.rfc6455 import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, HandshakeFailed, masked_frame
-from bench.rfc6455 import ClientHandshake, close_code, split_frames, take_head
+from bench.rfc6455 import (
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    ClientHandshake,
+    HandshakeFailed,
+    close_code,
+    masked_frame,
+    split_frames,
+    take_head,
+)
 
 __all__ = ["OP_CLOSE", "OP_PING", "OP_PONG", "OP_TEXT", "HandshakeFailed", "RawWebSocket", "masked_frame"]
 

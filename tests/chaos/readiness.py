@@ -31,7 +31,9 @@ class ReadyWatch(Background):
     @property
     def changes(self) -> list[tuple[float, int, Any]]:
         """The answers whose status differs from the one before."""
-        return [answer for index, answer in enumerate(self.answers) if index == 0 or answer[1] != self.answers[index - 1][1]]
+        return [
+            answer for index, answer in enumerate(self.answers) if index == 0 or answer[1] != self.answers[index - 1][1]
+        ]
 
     def first(self, status: int, after: float) -> tuple[float, Any] | None:
         """When ``/ready`` first answered ``status`` at or after ``after``, and its body."""

@@ -13,12 +13,12 @@ import logging
 import time
 
 import pytest
-
-from siscom.config import Settings
-from support.status import wait_stats
 from chaos.inprocess import InProcessServer
 from chaos.rawws import RawWebSocket, masked_frame
 from chaos.traffic import Producer, position
+from support.status import wait_stats
+
+from siscom.config import Settings
 
 pytestmark = pytest.mark.chaos
 
@@ -94,7 +94,9 @@ async def test_thousands_of_abrupt_disconnects_leave_nothing_behind_and_log_no_e
     assert tasks_after <= tasks_before, f"{tasks_after - tasks_before} tasks more than before"
     assert not errors, errors[:5]
     assert not tracebacks, tracebacks[:5]
-    scenario.figure("connections reset", f"{CYCLES} ({CONCURRENT} at a time, {churn_seconds:.1f} s), records flowing: {records}")
+    scenario.figure(
+        "connections reset", f"{CYCLES} ({CONCURRENT} at a time, {churn_seconds:.1f} s), records flowing: {records}"
+    )
     scenario.figure("connections / devices_subscribed after", f"{body['connections']} / {body['devices_subscribed']}")
     scenario.figure("opened / closed", f"{body['connections_opened']} / {body['connections_closed']}")
     scenario.figure("asyncio tasks before / after", f"{tasks_before} / {tasks_after}")

@@ -11,11 +11,11 @@ import asyncio
 import json
 
 import pytest
-
-from siscom.dev.broker import create_topics
-from support.status import wait_ready, wait_stats
 from chaos.rawws import RawWebSocket
 from chaos.traffic import Producer, position
+from support.status import wait_ready, wait_stats
+
+from siscom.dev.broker import create_topics
 
 pytestmark = pytest.mark.chaos
 
@@ -28,7 +28,9 @@ PADDING = "x" * 3000
 
 async def flood(producer: Producer, device_id: str) -> None:
     for start in range(0, FLOOD, 200):
-        await producer.send_many(TOPIC, [(device_id, position(device_id, n, PAD=PADDING)) for n in range(start, start + 200)])
+        await producer.send_many(
+            TOPIC, [(device_id, position(device_id, n, PAD=PADDING)) for n in range(start, start + 200)]
+        )
 
 
 async def test_alerts_for_a_slow_client_are_never_conflated_and_past_the_bound_it_is_closed_1013(

@@ -12,12 +12,12 @@ import re
 import time
 
 import pytest
-
-from siscom.dev.broker import create_topics, free_port
-from support import ws_client
-from support.http import http_get_json
 from chaos.readiness import ReadyWatch
 from chaos.traffic import FrameLog, Producer, position, sequences
+from support import ws_client
+from support.http import http_get_json
+
+from siscom.dev.broker import create_topics, free_port
 
 pytestmark = pytest.mark.chaos
 
@@ -85,8 +85,9 @@ async def test_an_absent_broker_is_retried_with_capped_backoff_and_streaming_sta
                     for n in range(RECORDS_PER_CYCLE):
                         await producer.send(TOPIC, "van-1", position("van-1", n, CYCLE=cycle))
                 await log.wait_until(
-                    lambda l: len(sequences(l.data_frames(), "van-1", CYCLE=cycle)) >= RECORDS_PER_CYCLE,
-                    20, f"records of cycle {cycle}",
+                    lambda seen: len(sequences(seen.data_frames(), "van-1", CYCLE=cycle)) >= RECORDS_PER_CYCLE,
+                    20,
+                    f"records of cycle {cycle}",
                 )
                 arrivals = [at for at, f in log.data_frames() if f["data"]["data"].get("CYCLE") == cycle]
                 first_records.append(min(arrivals) - present)

@@ -11,12 +11,11 @@ import asyncio
 import time
 
 import pytest
-
+from chaos.readiness import ReadyWatch
+from chaos.traffic import FrameLog, Producer, position, sequences
 from support import ws_client
 from support.http import http_get_json
 from support.status import stats
-from chaos.readiness import ReadyWatch
-from chaos.traffic import FrameLog, Producer, position, sequences
 
 pytestmark = pytest.mark.chaos
 
@@ -27,9 +26,7 @@ HANG_SECONDS = 8.0
 KEEPALIVE_SECONDS = 1.0
 
 
-async def test_a_hung_broker_keeps_clients_alive_and_the_stream_resumes_when_it_runs_again(
-    broker_and_server, scenario
-):
+async def test_a_hung_broker_keeps_clients_alive_and_the_stream_resumes_when_it_runs_again(broker_and_server, scenario):
     scenario.title = "2. broker SIGSTOP, then SIGCONT"
     scenario.target = "keep-alives on; /ready 503 then 200; same process"
     broker, server = await broker_and_server(TOPIC, STREAM_KEEPALIVE_SECONDS=str(KEEPALIVE_SECONDS))
@@ -37,7 +34,7 @@ async def test_a_hung_broker_keeps_clients_alive_and_the_stream_resumes_when_it_
     async with ws_client(server.ws_url()) as client, FrameLog(client) as log, ReadyWatch(server.url) as ready:
         async with Producer(broker.bootstrap) as producer:
             await producer.send(TOPIC, "car-1", position("car-1", 0))
-        await log.wait_until(lambda l: len(l.data_frames()) == 1, 10, "the first record")
+        await log.wait_until(lambda seen: len(seen.data_frames()) == 1, 10, "the first record")
 
         broker.pause()
         paused = time.monotonic()
@@ -53,7 +50,7 @@ async def test_a_hung_broker_keeps_clients_alive_and_the_stream_resumes_when_it_
         async with Producer(broker.bootstrap) as producer:
             for n in range(1, 21):
                 await producer.send(TOPIC, "car-1", position("car-1", n))
-        await log.wait_until(lambda l: len(l.data_frames()) == 21, 20, "records after SIGCONT")
+        await log.wait_until(lambda seen: len(seen.data_frames()) == 21, 20, "records after SIGCONT")
         first_after = min(at for at, _ in log.data_frames(0)[1:])
         ready_at, _ = await ready.wait_for(200, resumed, timeout=20)
         assert log.close_code is None
@@ -68,4 +65,6 @@ async def test_a_hung_broker_keeps_clients_alive_and_the_stream_resumes_when_it_
     scenario.figure("/ready 200 after SIGCONT", f"{ready_at - resumed:.1f} s")
     scenario.figure("SIGCONT -> first new record delivered", f"{first_after - resumed:.2f} s")
     scenario.figure("records after SIGCONT delivered, in order", "20/20")
-    scenario.figure("process restarts / client disconnects", f"0 / 0 (reconnects: {stats(server)['broker_reconnects']})")
+    scenario.figure(
+        "process restarts / client disconnects", f"0 / 0 (reconnects: {stats(server)['broker_reconnects']})"
+    )

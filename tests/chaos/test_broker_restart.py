@@ -14,11 +14,11 @@ import statistics
 import time
 
 import pytest
-
-from siscom.dev.broker import create_topics
+from chaos.traffic import FrameLog, Producer, position, record_of, sequences
 from support import ws_client
 from support.status import stats, wait_ready
-from chaos.traffic import FrameLog, Producer, position, record_of, sequences
+
+from siscom.dev.broker import create_topics
 
 pytestmark = pytest.mark.chaos
 
@@ -36,9 +36,7 @@ def in_cycle(cycle: int):
     return lambda item: record_of(item[1]).get("CYCLE") == cycle
 
 
-async def test_broker_killed_and_restarted_empty_every_new_record_reaches_every_client(
-    broker_and_server, scenario
-):
+async def test_broker_killed_and_restarted_empty_every_new_record_reaches_every_client(broker_and_server, scenario):
     scenario.title = "1. broker SIGKILL + restart empty"
     scenario.target = "median < 3 s; 100% after restart, in order"
     broker, server = await broker_and_server(TOPIC, 2, STREAM_KEEPALIVE_SECONDS="1")
@@ -49,7 +47,7 @@ async def test_broker_killed_and_restarted_empty_every_new_record_reaches_every_
             async with Producer(broker.bootstrap) as producer:
                 for n in range(6):
                     await producer.send(TOPIC, DEVICES[n % 3], position(DEVICES[n % 3], n, CYCLE=-1))
-            await log.wait_until(lambda l: len(l.data_frames()) >= 6, 10, "records before the first kill")
+            await log.wait_until(lambda seen: len(seen.data_frames()) >= 6, 10, "records before the first kill")
 
             latencies = []
             for cycle, (downtime, pattern) in enumerate(CYCLES):
@@ -67,14 +65,16 @@ async def test_broker_killed_and_restarted_empty_every_new_record_reaches_every_
                             await producer.send(TOPIC, device, value)
                             await asyncio.sleep(SEND_INTERVAL)
                 await log.wait_until(
-                    lambda l: len(list(filter(in_cycle(cycle), l.data_frames()))) >= RECORDS_PER_CYCLE,
-                    20, f"all records of cycle {cycle}",
+                    lambda seen: len(list(filter(in_cycle(cycle), seen.data_frames()))) >= RECORDS_PER_CYCLE,
+                    20,
+                    f"all records of cycle {cycle}",
                 )
                 arrivals = [at for at, _ in filter(in_cycle(cycle), log.data_frames())]
                 latencies.append(min(arrivals) - back)
                 await log_one.wait_until(
-                    lambda l: len(list(filter(in_cycle(cycle), l.data_frames()))) >= RECORDS_PER_CYCLE // 3,
-                    10, f"bus-2's records of cycle {cycle}",
+                    lambda seen: len(list(filter(in_cycle(cycle), seen.data_frames()))) >= RECORDS_PER_CYCLE // 3,
+                    10,
+                    f"bus-2's records of cycle {cycle}",
                 )
 
             await asyncio.sleep(0.5)  # anything extra (a duplicate) would arrive by now

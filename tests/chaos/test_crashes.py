@@ -15,18 +15,18 @@ import sys
 import time
 
 import pytest
-
-from siscom.config import Settings
-from siscom.gateway import Gateway
-from supervisors import Supervisor
-from support import ServerProcess, ws_client
-from support.http import http_get_json
-from support.server import REPO_ROOT
-from support.status import wait_ready, wait_stats
 from chaos.faults import DECODER_POISON, ROUTER_POISON, InjectedFault, actors
 from chaos.inprocess import InProcessServer
 from chaos.readiness import ReadyWatch
 from chaos.traffic import FrameLog, Producer, position, sequences
+from support import ServerProcess, ws_client
+from support.http import http_get_json
+from support.server import REPO_ROOT
+from support.status import wait_ready, wait_stats
+
+from siscom.config import Settings
+from siscom.gateway import Gateway
+from supervisors import Supervisor
 
 pytestmark = pytest.mark.chaos
 
@@ -62,7 +62,8 @@ def in_process(broker, topic: str, fault: str) -> InProcessServer:
 
 def crash_lines(server: InProcessServer, actor: str) -> list[logging.LogRecord]:
     return [
-        record for record in server.log.with_traceback()
+        record
+        for record in server.log.with_traceback()
         if f"child {actor!r} crashed" in record.getMessage() and record.exc_info[0] is InjectedFault
     ]
 
@@ -86,13 +87,13 @@ async def test_a_crashing_actor_is_restarted_and_clients_stay_connected_and_keep
             async with Producer(broker.bootstrap) as producer:
                 for n in range(5):
                     await producer.send(topic, "car-1", position("car-1", n))
-                await log.wait_until(lambda l: len(l.data_frames()) == 5, 10, "records before the crash")
+                await log.wait_until(lambda seen: len(seen.data_frames()) == 5, 10, "records before the crash")
                 crashed = time.monotonic()
                 await producer.send(topic, "car-1", position("car-1", 99, NOTE=poison))
                 await wait_for(lambda: restarts(server)[f"pipeline/{actor}"] == 1, 10, f"{actor} restarted")
                 for n in range(5, 10):
                     await producer.send(topic, "car-1", position("car-1", n))
-                await log.wait_until(lambda l: len(l.data_frames()) == 10, 10, "records after the crash")
+                await log.wait_until(lambda seen: len(seen.data_frames()) == 10, 10, "records after the crash")
             back = log.data_frames()[5][0] - crashed
             assert log.close_code is None
         counts = restarts(server)
@@ -102,15 +103,16 @@ async def test_a_crashing_actor_is_restarted_and_clients_stay_connected_and_keep
     assert {name for name, count in counts.items() if count} == {f"pipeline/{name}" for name in restarted}
     assert len(crash_lines(server, actor)) == 1
     assert ready == 200, body
-    scenario.figure("restarted (rest_for_one)", ", ".join(f"{name}: {counts[f'pipeline/{name}']}" for name in ("consumer", "decoder", "router")))
+    scenario.figure(
+        "restarted (rest_for_one)",
+        ", ".join(f"{name}: {counts[f'pipeline/{name}']}" for name in ("consumer", "decoder", "router")),
+    )
     scenario.figure("client", "stayed open, got 10/10 good records in order")
     scenario.figure("poison sent -> next good record delivered", f"{back:.2f} s")
     scenario.figure("crash logged with traceback", "yes (InjectedFault)")
 
 
-async def test_crashes_beyond_the_pipeline_intensity_restart_the_pipeline_and_sessions_stay(
-    broker, topic, scenario
-):
+async def test_crashes_beyond_the_pipeline_intensity_restart_the_pipeline_and_sessions_stay(broker, topic, scenario):
     scenario.title = "4c. decoder crash-loop: escalation"
     scenario.target = "pipeline gives up; root restarts it; clients stay"
     async with in_process(broker, topic, "decoder-poison") as server:
@@ -124,13 +126,14 @@ async def test_crashes_beyond_the_pipeline_intensity_restart_the_pipeline_and_se
                     crashes += 1
                     await wait_for(
                         lambda: restarts(server)["pipeline"] == 1 or restarts(server)["pipeline/decoder"] == crashes,
-                        10, f"crash {crashes} noticed",
+                        10,
+                        f"crash {crashes} noticed",
                     )
                     assert crashes <= 10
                 await wait_ready(server)
                 for n in range(5):
                     await producer.send(topic, "car-1", position("car-1", n))
-                await log.wait_until(lambda l: len(l.data_frames()) == 5, 10, "records after the escalation")
+                await log.wait_until(lambda seen: len(seen.data_frames()) == 5, 10, "records after the escalation")
             assert log.close_code is None
         counts = restarts(server)
         gave_up = [r for r in server.log.records if "giving up" in r.getMessage()]

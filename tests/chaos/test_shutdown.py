@@ -15,10 +15,9 @@ from contextlib import AsyncExitStack
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
-
+from chaos.traffic import FrameLog, Producer, position
 from support import ws_client
 from support.status import wait_stats
-from chaos.traffic import FrameLog, Producer, position
 
 pytestmark = pytest.mark.chaos
 
@@ -46,9 +45,7 @@ async def produce_until(bootstrap: str, stop: asyncio.Event) -> int:
     return sent
 
 
-async def test_sigterm_under_load_closes_every_client_with_1001_and_exits_0_within_10_s(
-    broker_and_server, scenario
-):
+async def test_sigterm_under_load_closes_every_client_with_1001_and_exits_0_within_10_s(broker_and_server, scenario):
     scenario.title = "8. SIGTERM under load"
     scenario.target = "every client 1001; exit 0 < 10 s; nothing left on broker"
     broker, server = await broker_and_server(TOPIC, 3, KAFKA_GROUP_ID="siscom-stream", LOG_LEVEL="INFO")
@@ -63,7 +60,7 @@ async def test_sigterm_under_load_closes_every_client_with_1001_and_exits_0_with
                 logs.append(await stack.enter_async_context(FrameLog(client)))
             await wait_stats(server, lambda s: s["connections"] == CLIENTS)
             for log in logs:
-                await log.wait_until(lambda l: len(l.data_frames()) >= 5, 10, "records flowing")
+                await log.wait_until(lambda seen: len(seen.data_frames()) >= 5, 10, "records flowing")
             groups_while_running = await consumer_groups(broker.bootstrap)
             await asyncio.sleep(1.0)  # under load for a while
 

@@ -16,12 +16,11 @@ import time
 from contextlib import AsyncExitStack
 
 import pytest
-
-from support import ws_client
-from support.status import wait_stats
 from chaos.memory import RssSampler
 from chaos.rawws import OP_PING, RawWebSocket, masked_frame
 from chaos.traffic import FrameLog, Producer, percentile, position, record_of, sequences
+from support import ws_client
+from support.status import wait_stats
 
 pytestmark = pytest.mark.chaos
 
@@ -48,7 +47,9 @@ async def produce_paced(bootstrap: str, first_seq: int, count: int) -> None:
     async with Producer(bootstrap) as producer:
         for start in range(first_seq, first_seq + count, CHUNK):
             began = time.monotonic()
-            await producer.send_many(TOPIC, [(DEVICE, position(DEVICE, n, PAD=PADDING)) for n in range(start, start + CHUNK)])
+            await producer.send_many(
+                TOPIC, [(DEVICE, position(DEVICE, n, PAD=PADDING)) for n in range(start, start + CHUNK)]
+            )
             await asyncio.sleep(max(0.0, CHUNK_INTERVAL - (time.monotonic() - began)))
 
 
@@ -67,14 +68,12 @@ async def run(bootstrap: str, logs: list[FrameLog], first_seq: int, count: int) 
     await produce_paced(bootstrap, first_seq, count)
     for log in logs:
         await log.wait_until(
-            lambda l: len(l.data_frames()) >= first_seq + count, 60, f"all {first_seq + count} records"
+            lambda seen: len(seen.data_frames()) >= first_seq + count, 60, f"all {first_seq + count} records"
         )
     return latencies(logs, first_seq)
 
 
-async def test_a_client_that_never_reads_is_conflated_then_closed_while_others_keep_pace(
-    broker_and_server, scenario
-):
+async def test_a_client_that_never_reads_is_conflated_then_closed_while_others_keep_pace(broker_and_server, scenario):
     scenario.title = "5a. stalled client beside fast ones"
     scenario.target = "fast: all records; RSS < 30 MiB; 1013 + counted"
     broker, server = await broker_and_server(
@@ -111,9 +110,18 @@ async def test_a_client_that_never_reads_is_conflated_then_closed_while_others_k
     assert conflated > 0
     assert rss.growth_mib < 30
     assert "Closing slow client" in server.log_text()
-    scenario.figure("records for its device", f"{BASELINE_RECORDS} without it, {RECORDS} beside it, ~{CHUNK / CHUNK_INTERVAL:,.0f}/s")
-    scenario.figure("fast clients p50 / p99 without it", f"{percentile(alone, .5) * 1000:.0f} / {percentile(alone, .99) * 1000:.0f} ms")
-    scenario.figure("fast clients p50 / p99 beside it", f"{percentile(beside, .5) * 1000:.0f} / {percentile(beside, .99) * 1000:.0f} ms")
+    scenario.figure(
+        "records for its device",
+        f"{BASELINE_RECORDS} without it, {RECORDS} beside it, ~{CHUNK / CHUNK_INTERVAL:,.0f}/s",
+    )
+    scenario.figure(
+        "fast clients p50 / p99 without it",
+        f"{percentile(alone, 0.5) * 1000:.0f} / {percentile(alone, 0.99) * 1000:.0f} ms",
+    )
+    scenario.figure(
+        "fast clients p50 / p99 beside it",
+        f"{percentile(beside, 0.5) * 1000:.0f} / {percentile(beside, 0.99) * 1000:.0f} ms",
+    )
     scenario.figure("fast clients got every record, in order", f"{FAST_CLIENTS} x {BASELINE_RECORDS + RECORDS}")
     scenario.figure("server RSS growth while it stalled (peak)", f"{rss.growth_mib:.1f} MiB")
     scenario.figure("positions conflated for it", f"{conflated}")
@@ -122,9 +130,7 @@ async def test_a_client_that_never_reads_is_conflated_then_closed_while_others_k
     scenario.figure("it sees, once it reads again", f"{len(texts)} frames in order, then close {code}")
 
 
-async def test_a_stalled_client_that_keeps_pinging_gets_its_1013_when_it_reads_again(
-    broker_and_server, scenario
-):
+async def test_a_stalled_client_that_keeps_pinging_gets_its_1013_when_it_reads_again(broker_and_server, scenario):
     """Its pings make the server write pongs, which wait in its full socket while holding the
     server's lock on that socket: the close frame has to wait for the lock, not only for room."""
     scenario.title = "5b. stalled client that keeps pinging"
@@ -160,5 +166,8 @@ async def test_a_stalled_client_that_keeps_pinging_gets_its_1013_when_it_reads_a
     assert code == 1013
     assert ended["connections_closed"] == 1
     assert "waits behind unread data" in server.log_text()
-    scenario.figure("while blocked", f"session ended, counted: connections {ended['connections']}, slow_client_closes {ended['slow_client_closes']}")
+    scenario.figure(
+        "while blocked",
+        f"session ended, counted: connections {ended['connections']}, slow_client_closes {ended['slow_client_closes']}",
+    )
     scenario.figure("once it reads again", f"{len(texts)} frames, then close {code}")

@@ -14,10 +14,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from websockets.exceptions import ConnectionClosed
-
 from support import WSClient
 from support.background import Background
+from websockets.exceptions import ConnectionClosed
 
 Frame = dict[str, Any]
 

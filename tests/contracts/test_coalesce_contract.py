@@ -14,10 +14,10 @@ from importlib.metadata import version
 
 import pytest
 import websockets
+from contracts.test_hypercorn_contract import Probe, hypercorn_serving
 
 from siscom.web.server.coalesce import DirectWriter, frame_cache, text_frame
 from siscom.web.server.link import HypercornConnection
-from contracts.test_hypercorn_contract import Probe, hypercorn_serving
 
 VERSIONS = (
     f"hypercorn {version('hypercorn')}, wsproto {version('wsproto')} "

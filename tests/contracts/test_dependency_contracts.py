@@ -108,7 +108,17 @@ async def test_aiokafka_client_keeps_its_connections_in_a_dict_keyed_by_node_id_
 def test_quart_websocket_keeps_the_asgi_send_it_was_given_as_send():
     sent = object()
     ws = Websocket(
-        "/", b"", "ws", {}, "", "1.1", [], receive=None, send=sent, accept=None, close=None,
+        "/",
+        b"",
+        "ws",
+        {},
+        "",
+        "1.1",
+        [],
+        receive=None,
+        send=sent,
+        accept=None,
+        close=None,
         scope={"type": "websocket"},
     )
     use = "Websocket._send, the send callable given to Websocket(..., send=...)"
@@ -119,8 +129,8 @@ def test_quart_asgi_websocket_connection_sends_frames_through_send_data():
     send_data = getattr(ASGIWebsocketConnection, "send_data", None)
     use = "async ASGIWebsocketConnection.send_data(self, send, data), overridden in siscom.web.server.ws_transport"
     assert inspect.iscoroutinefunction(send_data), broken("Quart", use, send_data)
-    assert parameters(send_data) == parameters(StreamWebsocketConnection.send_data) == ["self", "send", "data"], (
-        broken("Quart", use, inspect.signature(send_data))
+    assert parameters(send_data) == parameters(StreamWebsocketConnection.send_data) == ["self", "send", "data"], broken(
+        "Quart", use, inspect.signature(send_data)
     )
     source = inspect.getsource(ASGIWebsocketConnection._create_websocket_from_scope)
     assert "self.app.websocket_class(" in source and "partial(self.send_data, send)" in source, broken(
@@ -136,18 +146,34 @@ def test_quart_asgi_websocket_connection_queues_what_the_client_sends_only_throu
     assert "self.queue" in init and "self.queue.get," in build, broken("Quart", use, build)
     assert "await self.queue.put(message)" in messages, broken("Quart", use, messages)
     everything = inspect.getsource(__import__("quart.asgi").asgi)
-    assert everything.count("self.queue") == 3, broken("Quart", use + " (and nowhere else)", everything.count("self.queue"))
+    assert everything.count("self.queue") == 3, broken(
+        "Quart", use + " (and nowhere else)", everything.count("self.queue")
+    )
     ws = Websocket(
-        "/", b"", "ws", {}, "", "1.1", [], receive=len, send=None, accept=None, close=None,
+        "/",
+        b"",
+        "ws",
+        {},
+        "",
+        "1.1",
+        [],
+        receive=len,
+        send=None,
+        accept=None,
+        close=None,
         scope={"type": "websocket"},
     )
-    assert getattr(ws, "_receive", None) is len, broken("Quart", "Websocket._receive, the receive callable", vars(ws).keys())
+    assert getattr(ws, "_receive", None) is len, broken(
+        "Quart", "Websocket._receive, the receive callable", vars(ws).keys()
+    )
 
 
 def test_quart_asgi_websocket_connection_runs_a_receiving_and_a_route_coroutine_stream_websocket_connection_calls():
     use = "ASGIWebsocketConnection.handle_messages(receive) and handle_websocket(websocket, send), run by __call__"
     assert parameters(ASGIWebsocketConnection.handle_messages) == ["self", "receive"], broken("Quart", use, None)
-    assert parameters(ASGIWebsocketConnection.handle_websocket) == ["self", "websocket", "send"], broken("Quart", use, None)
+    assert parameters(ASGIWebsocketConnection.handle_websocket) == ["self", "websocket", "send"], broken(
+        "Quart", use, None
+    )
     call = inspect.getsource(ASGIWebsocketConnection.__call__)
     assert "self.handle_messages(receive)" in call and "self.handle_websocket(websocket, send)" in call, broken(
         "Quart", use, call
@@ -176,9 +202,19 @@ async def test_a_route_reads_what_the_client_sends_and_ends_when_the_client_leav
     for message in ({"type": "websocket.connect"}, {"type": "websocket.receive", "text": "hi"}):
         await incoming.put(message)
     scope = {
-        "type": "websocket", "asgi": {"version": "3.0"}, "http_version": "1.1", "scheme": "ws",
-        "path": "/ws", "raw_path": b"/ws", "query_string": b"", "root_path": "", "headers": [],
-        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2), "subprotocols": [], "extensions": {},
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "scheme": "ws",
+        "path": "/ws",
+        "raw_path": b"/ws",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 2),
+        "subprotocols": [],
+        "extensions": {},
     }
     outgoing: list[dict[str, Any]] = []
 
@@ -201,10 +237,22 @@ def test_werkzeug_request_args_parse_the_query_in_a_function_the_gateway_calls_w
     from siscom.web.server.query import query_args
 
     use = "werkzeug.sansio.request.Request.args, a cached_property whose fget parses the query"
-    assert isinstance(vars(SansIORequest).get("args"), cached_property), broken("Werkzeug", use, vars(SansIORequest).get("args"))
+    assert isinstance(vars(SansIORequest).get("args"), cached_property), broken(
+        "Werkzeug", use, vars(SansIORequest).get("args")
+    )
     ws = Websocket(
-        "/", b"device_ids=a,b&device_ids=c&token=%20t", "ws", {}, "", "1.1", [], receive=None, send=None,
-        accept=None, close=None, scope={"type": "websocket"},
+        "/",
+        b"device_ids=a,b&device_ids=c&token=%20t",
+        "ws",
+        {},
+        "",
+        "1.1",
+        [],
+        receive=None,
+        send=None,
+        accept=None,
+        close=None,
+        scope={"type": "websocket"},
     )
     parsed = query_args(ws)
     assert query_args(LocalProxy(lambda: ws)) == parsed  # as Quart's websocket and request globals
@@ -244,9 +292,19 @@ async def test_a_frame_sent_by_a_route_goes_through_the_streaming_overrides_and_
     await incoming.put({"type": "websocket.connect"})
     outgoing: list[dict[str, Any]] = []
     scope = {
-        "type": "websocket", "asgi": {"version": "3.0"}, "http_version": "1.1", "scheme": "ws",
-        "path": "/ws", "raw_path": b"/ws", "query_string": b"", "root_path": "", "headers": [],
-        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2), "subprotocols": [], "extensions": {},
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "scheme": "ws",
+        "path": "/ws",
+        "raw_path": b"/ws",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 2),
+        "subprotocols": [],
+        "extensions": {},
     }
 
     async def send(message: dict[str, Any]) -> None:
@@ -285,9 +343,11 @@ def test_quart_asgi_http_connection_builds_requests_and_sends_responses_where_th
         broken("Quart", use, create and inspect.signature(create))
     )
     assert inspect.iscoroutinefunction(send_response), broken("Quart", use, send_response)
-    assert parameters(send_response) == ["self", "send", "response"], broken("Quart", use, inspect.signature(send_response))
+    assert parameters(send_response) == ["self", "send", "response"], broken(
+        "Quart", use, inspect.signature(send_response)
+    )
     source = inspect.getsource(ASGIHTTPConnection.handle_request)
-    assert "self._send_response(send, response)" in source and 'RESPONSE_TIMEOUT' in source, broken(
+    assert "self._send_response(send, response)" in source and "RESPONSE_TIMEOUT" in source, broken(
         "Quart", use + "; handle_request sends through _send_response under RESPONSE_TIMEOUT", source
     )
     call = inspect.getsource(ASGIHTTPConnection.__call__)

@@ -19,8 +19,8 @@ from importlib.metadata import version
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
-from siscom.dev.broker import free_port
 from siscom.core.sse import EventCache
+from siscom.dev.broker import free_port
 from siscom.web.server.link import HypercornConnection, PipelineGuard
 from siscom.web.server.sse_transport import ChunkWriter
 

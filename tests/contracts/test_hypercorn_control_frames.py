@@ -62,13 +62,23 @@ async def accepted_stream() -> tuple[WSStream, FakeTaskGroup, list[Any]]:
 
     group = FakeTaskGroup()
     stream = WSStream(
-        app=None, config=Config(), context=WorkerContext(None), task_group=group, ssl=False,
-        client=("127.0.0.1", 5000), server=("127.0.0.1", 8000), send=send, stream_id=1,
+        app=None,
+        config=Config(),
+        context=WorkerContext(None),
+        task_group=group,
+        ssl=False,
+        client=("127.0.0.1", 5000),
+        server=("127.0.0.1", 8000),
+        send=send,
+        stream_id=1,
     )
     key = base64.b64encode(os.urandom(16))
     headers = [
-        (b"host", b"127.0.0.1"), (b"upgrade", b"websocket"), (b"connection", b"Upgrade"),
-        (b"sec-websocket-key", key), (b"sec-websocket-version", b"13"),
+        (b"host", b"127.0.0.1"),
+        (b"upgrade", b"websocket"),
+        (b"connection", b"Upgrade"),
+        (b"sec-websocket-key", key),
+        (b"sec-websocket-version", b"13"),
     ]
     await stream.handle(
         Request(stream_id=1, headers=headers, http_version="1.1", method="GET", raw_path=b"/", state={})

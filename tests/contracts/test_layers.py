@@ -110,9 +110,7 @@ def test_the_graph_reads_every_module_and_sees_known_imports() -> None:
         ("siscom.sessions", ("siscom.web",)),
     ],
 )
-def test_a_layer_imports_nothing_from_the_layers_it_must_not_know(
-    importer: str, forbidden: tuple[str, ...]
-) -> None:
+def test_a_layer_imports_nothing_from_the_layers_it_must_not_know(importer: str, forbidden: tuple[str, ...]) -> None:
     assert _violations(importer, forbidden) == []
 
 
@@ -121,8 +119,15 @@ SERVER = "siscom.web.server"
 #: Dependencies' modules that are internals (the servers' own entry points stay allowed:
 #: ``hypercorn.config`` and ``hypercorn.asyncio``, which ``siscom serve`` starts Hypercorn with).
 INTERNALS = (
-    "h11", "wsproto", "quart.asgi", "quart.wrappers", "werkzeug.local", "werkzeug.sansio",
-    "hypercorn.protocol", "hypercorn.asyncio.tcp_server", "hypercorn.asyncio.worker_context",
+    "h11",
+    "wsproto",
+    "quart.asgi",
+    "quart.wrappers",
+    "werkzeug.local",
+    "werkzeug.sansio",
+    "hypercorn.protocol",
+    "hypercorn.asyncio.tcp_server",
+    "hypercorn.asyncio.worker_context",
 )
 
 

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-
 from support.browser import PageOpener, chromium
 from support.tiles import TileServer, serve_tiles
 

@@ -12,7 +12,6 @@ import json
 from urllib.parse import quote
 
 import pytest
-
 from support import ws_client
 from support.kafka import produce
 from support.status import stats, wait_ready, wait_stats
@@ -37,7 +36,9 @@ async def test_a_client_resuming_over_more_alerts_than_the_bound_gets_each_once_
     topic = await topic_factory()
     alerts = await topic_factory(prefix="alerts")
     server = make_server(
-        KAFKA_TOPIC=topic, KAFKA_ALERTS_TOPIC=alerts, STREAM_MAX_PENDING_FRAMES=BOUND,
+        KAFKA_TOPIC=topic,
+        KAFKA_ALERTS_TOPIC=alerts,
+        STREAM_MAX_PENDING_FRAMES=BOUND,
         STREAM_REPLAY_WINDOW_RECORDS=window_records,
     )
     await wait_ready(server)

@@ -14,7 +14,6 @@ import sys
 
 import psutil
 import pytest
-
 from support.server import REPO_ROOT
 
 
@@ -26,9 +25,24 @@ def run_bench(tmp_path, scenario: str, targets: str, timeout: float) -> tuple[st
     env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
     env["PYTHONPATH"] = str(REPO_ROOT)
     completed = subprocess.run(
-        [sys.executable, "-m", "bench", scenario, "--smoke", "--targets", targets, "--json", str(out),
-         "--workdir", str(tmp_path / "logs")],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            scenario,
+            "--smoke",
+            "--targets",
+            targets,
+            "--json",
+            str(out),
+            "--workdir",
+            str(tmp_path / "logs"),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     # Servers, client processes and the broker were all stopped.
@@ -43,11 +57,28 @@ def test_every_scenario_runs_both_servers_and_writes_its_figures(tmp_path):
     stdout, document = run_bench(tmp_path, "all", "siscom,naive", timeout=420)
     scenarios = {entry["scenario"]: entry for entry in document["scenarios"]}
     assert set(scenarios) == {
-        "steady", "capacity", "overload", "idle", "crowd", "many", "overdrive", "pipeline", "viewport", "pan", "flood",
-        "warmup", "churn", "storm",
+        "steady",
+        "capacity",
+        "overload",
+        "idle",
+        "crowd",
+        "many",
+        "overdrive",
+        "pipeline",
+        "viewport",
+        "pan",
+        "flood",
+        "warmup",
+        "churn",
+        "storm",
     }
     # pan compares map clients that move their box with the same clients holding still.
-    columns = {"viewport": ["bbox", "device_ids"], "pan": ["pan", "still"], "warmup": ["warm", "live"], "storm": ["siscom"]}
+    columns = {
+        "viewport": ["bbox", "device_ids"],
+        "pan": ["pan", "still"],
+        "warmup": ["warm", "live"],
+        "storm": ["siscom"],
+    }
     for entry in scenarios.values():
         # viewport compares routing by box with routing by device_ids, in process and end to end.
         # warmup compares a warm start with the same records read live, both by the gateway;
@@ -120,9 +151,28 @@ def test_the_in_process_fan_out_bench_writes_the_same_bytes_as_the_bare_broadcas
     env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
     env["PYTHONPATH"] = str(REPO_ROOT)
     completed = subprocess.run(
-        [sys.executable, "-m", "bench.fanout", "--clients", "40", "--devices", "50", "--per-client", "5",
-         "--sizes", "4,20", "--deliveries", "400", "--runs", "2"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=100,
+        [
+            sys.executable,
+            "-m",
+            "bench.fanout",
+            "--clients",
+            "40",
+            "--devices",
+            "50",
+            "--per-client",
+            "5",
+            "--sizes",
+            "4,20",
+            "--deliveries",
+            "400",
+            "--runs",
+            "2",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=100,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     rows = [line.split() for line in completed.stdout.splitlines() if "siscom" in line.split()[2:3]]

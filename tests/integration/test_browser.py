@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-
-from siscom.dev.simulator import device_ids, run_simulator
 from support.browser import chromium
 from support.kafka import produce
 from support.status import wait_ready, wait_stats
+
+from siscom.dev.simulator import device_ids, run_simulator
 
 pytestmark = pytest.mark.browser
 
@@ -156,9 +156,12 @@ def test_the_event_source_snippets_differ_from_the_briefs_only_in_the_constructo
     a second WebSocket test."""
     for brief, changed in zip(SNIPPETS, EVENT_SOURCE_SNIPPETS):
         assert "WebSocket(" not in changed.replace("new EventSource(", "")
-        assert changed.replace("new EventSource('http://", "new WebSocket('ws://").replace(
-            'new EventSource("', 'new WebSocket("'
-        ) == brief
+        assert (
+            changed.replace("new EventSource('http://", "new WebSocket('ws://").replace(
+                'new EventSource("', 'new WebSocket("'
+            )
+            == brief
+        )
 
 
 async def test_the_briefs_snippets_with_event_source_parse_the_same_frames_as_over_websocket(
@@ -220,7 +223,9 @@ async def test_with_tiles_off_the_demo_page_draws_the_vehicles_on_a_grid_from_th
         requests: list[str] = []
         page.on("request", lambda request: requests.append(request.url))
         failures: list[str] = []
-        page.on("response", lambda response: response.status >= 400 and failures.append(f"{response.status} {response.url}"))
+        page.on(
+            "response", lambda response: response.status >= 400 and failures.append(f"{response.status} {response.url}")
+        )
         await page.goto(f"{server.url}/")
         markers = page.locator("#map svg g.marker[data-device-id]")
         async with asyncio.timeout(15):

@@ -9,11 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support import ws_client
+from support.http import http_get, http_get_json
 
 from bench.http import http_status
 from siscom.dev.processes import ChildProcess, free_port
-from support import ws_client
-from support.http import http_get, http_get_json
 
 HYPERCORN = str(Path(sys.executable).with_name("hypercorn"))
 

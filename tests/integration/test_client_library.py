@@ -1,12 +1,12 @@
 """siscom-stream.js in a real browser: the demo page behind nginx, its replica killed mid-stream.
 
 Also: the ES module and the plain script are one library; a stream with 4-second tokens is
-refreshed by the library and outlives them. Two replicas with one environment behind a real nginx (``deploy/nginx.conf``), Debian's Chromium
-driven by Playwright, alerts produced to the test broker while the replica serving the page is
-SIGKILLed. The page's library reconnects through nginx to the other replica with the last cursor
-it saw, and the alert list, which shows each record's id, must hold every alert exactly once.
-The same holds with no library at all: a plain ``EventSource``, whose browser reconnects by itself
-with ``Last-Event-ID``.
+refreshed by the library and outlives them. Two replicas with one environment behind a real
+nginx (``deploy/nginx.conf``), Debian's Chromium driven by Playwright, alerts produced to the test
+broker while the replica serving the page is SIGKILLed. The page's library reconnects through nginx
+to the other replica with the last cursor it saw, and the alert list, which shows each record's id,
+must hold every alert exactly once. The same holds with no library at all: a plain ``EventSource``,
+whose browser reconnects by itself with ``Last-Event-ID``.
 """
 
 from __future__ import annotations
@@ -20,10 +20,8 @@ from typing import Any
 import jwt
 import pytest
 from aiokafka import AIOKafkaProducer
-
-from siscom.dev.broker import create_topics
 from support.kafka import produce
-from support.status import stats, wait_ready, wait_stats
+from support.status import stats, wait_ready
 
 # The module shares one Chromium (tests/integration/conftest.py): its tests run in its loop.
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
@@ -260,7 +258,9 @@ async def test_in_chromium_the_es_module_and_the_plain_script_are_one_library_th
     async with asyncio.timeout(10):  # the demo page's stream and this one
         while (await asyncio.to_thread(stats, server))["connections"] != 2:
             await asyncio.sleep(0.1)
-    await produce(broker.bootstrap, topic, [json.dumps({"data": {"DEVICE_ID": "lib-1", "SEQ": n}}).encode() for n in range(3)])
+    await produce(
+        broker.bootstrap, topic, [json.dumps({"data": {"DEVICE_ID": "lib-1", "SEQ": n}}).encode() for n in range(3)]
+    )
     async with asyncio.timeout(10):
         while len(got := await page.evaluate("window.got")) < 3:
             await asyncio.sleep(0.1)
@@ -273,7 +273,9 @@ async def test_in_chromium_the_library_refreshes_its_short_tokens_and_keeps_the_
     make_server, broker, topic, browser
 ):
     server = make_server(
-        STREAM_JWT_SECRET=SECRET, STREAM_TOKEN_NOTICE_SECONDS="2", KAFKA_FETCH_MAX_WAIT_MS="10",
+        STREAM_JWT_SECRET=SECRET,
+        STREAM_TOKEN_NOTICE_SECONDS="2",
+        KAFKA_FETCH_MAX_WAIT_MS="10",
         STREAM_MAP_TILE_URL="off",
     )
     await wait_ready(server)

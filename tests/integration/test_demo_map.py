@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from siscom.dev.simulator import QUERETARO, device_ids, run_simulator
-from siscom.security.headers import demo_page_policy
 from support.kafka import produce
 from support.status import wait_ready, wait_stats
 from support.tiles import TILE, serve_tiles
+
+from siscom.dev.simulator import QUERETARO, device_ids, run_simulator
+from siscom.security.headers import demo_page_policy
 
 # The module shares one Chromium (tests/integration/conftest.py): its tests run in its loop.
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
@@ -98,7 +98,10 @@ class PageLog:
         self.failed: list[str] = []
         page.on("console", lambda message: self.console.append(f"{message.type}: {message.text}"))
         page.on("requestfailed", self._on_failed)
-        page.on("response", lambda response: response.status >= 400 and self.failed.append(f"{response.status} {response.url}"))
+        page.on(
+            "response",
+            lambda response: response.status >= 400 and self.failed.append(f"{response.status} {response.url}"),
+        )
 
     def _on_failed(self, request: Any) -> None:
         # Leaflet cancels the downloads of tiles a new view no longer needs: not a failure.
@@ -205,9 +208,11 @@ async def test_markers_sit_on_their_coordinates_turned_to_their_heading_and_stop
         "0000000002": (lat - 0.006, lon + 0.015, 225, 18.5),
         "0000000003": (lat + 0.001, lon + 0.002, 0, 0.0),
     }
-    await produce(broker.bootstrap, topic, [
-        position(device, la, lo, heading=h, speed=s) for device, (la, lo, h, s) in vehicles.items()
-    ])
+    await produce(
+        broker.bootstrap,
+        topic,
+        [position(device, la, lo, heading=h, speed=s) for device, (la, lo, h, s) in vehicles.items()],
+    )
 
     async def all_drawn() -> bool:
         return await marker_count(page) == len(vehicles)
@@ -355,8 +360,9 @@ async def test_the_page_fits_the_simulated_fleet_and_its_screenshot_can_be_regen
     fleet = device_ids(25)
     stop = asyncio.Event()
     simulator = asyncio.create_task(
-        run_simulator(broker.bootstrap, topic, devices=len(fleet), rate=50, stop=stop,
-                      alerts_topic=alerts_topic, alert_every=40)
+        run_simulator(
+            broker.bootstrap, topic, devices=len(fleet), rate=50, stop=stop, alerts_topic=alerts_topic, alert_every=40
+        )
     )
     try:
         page, log = await open_page(browser, f"{server.url}/")

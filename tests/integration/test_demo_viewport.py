@@ -15,10 +15,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-
-from siscom.dev.simulator import QUERETARO
 from support.kafka import produce
 from support.status import wait_ready, wait_stats
+
+from siscom.dev.simulator import QUERETARO
 
 # The module shares one Chromium (tests/integration/conftest.py): its tests run in its loop.
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
@@ -29,7 +29,11 @@ MARKERS = "#map .leaflet-marker-icon.marker[data-device-id]"
 
 def position(device: str, lat: float, lon: float) -> bytes:
     data = {
-        "DEVICE_ID": device, "LATITUD": f"{lat:+.6f}", "LONGITUD": f"{lon:+.6f}", "SPEED": "30.00", "HEADING": "0",
+        "DEVICE_ID": device,
+        "LATITUD": f"{lat:+.6f}",
+        "LONGITUD": f"{lon:+.6f}",
+        "SPEED": "30.00",
+        "HEADING": "0",
         "GPS_DATETIME": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
     return json.dumps({"data": data}).encode()

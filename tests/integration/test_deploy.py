@@ -12,11 +12,11 @@ import sys
 
 import pytest
 import yaml
+from support.nginx import TEMPLATE, placeholders
+from support.server import REPO_ROOT
 
 from siscom.config import describe_variables
 from siscom.dev.processes import free_port
-from support.nginx import TEMPLATE, placeholders
-from support.server import REPO_ROOT
 
 DEPLOY = REPO_ROOT / "deploy"
 COMPOSE = DEPLOY / "docker-compose.yml"

@@ -13,9 +13,9 @@ import psutil
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from support import consume, free_port, produce
 
 from siscom.dev.broker import BrokerError, TansuBroker, create_topics
-from support import consume, free_port, produce
 
 
 def accepts_connections(bootstrap: str) -> bool:

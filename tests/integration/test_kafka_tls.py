@@ -20,13 +20,13 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.helpers import create_ssl_context
-
-from siscom.dev.broker import TansuBroker, free_port
 from support import ws_client
 from support.http import http_get_json
 from support.pki import CertificateAuthority, Issued
 from support.status import stats, wait_ready, wait_stats
 from support.tlsproxy import TlsTerminator
+
+from siscom.dev.broker import TansuBroker, free_port
 
 
 @dataclass
@@ -41,7 +41,9 @@ class TlsBroker:
         return self.terminator.address
 
     def client_options(self) -> dict:
-        context = create_ssl_context(cafile=str(self.ca.cert), certfile=str(self.client.cert), keyfile=str(self.client.key))
+        context = create_ssl_context(
+            cafile=str(self.ca.cert), certfile=str(self.client.cert), keyfile=str(self.client.key)
+        )
         return {"bootstrap_servers": self.bootstrap, "security_protocol": "SSL", "ssl_context": context}
 
     async def create_topic(self) -> str:
@@ -64,7 +66,9 @@ class TlsBroker:
             await producer.stop()
 
 
-def tls_broker(broker_factory, folder: Path, *, mutual: bool = False, broker_args: tuple[str, ...] = ()) -> Iterator[TlsBroker]:
+def tls_broker(
+    broker_factory, folder: Path, *, mutual: bool = False, broker_args: tuple[str, ...] = ()
+) -> Iterator[TlsBroker]:
     ca = CertificateAuthority(folder / "pki")
     port = free_port()
     plain = broker_factory(advertised_port=port, extra_args=broker_args)
@@ -144,8 +148,10 @@ async def test_mutual_tls_sends_the_configured_client_certificate(server_factory
     without = server_factory(tls_env(mutual_tls, topic))
     with_cert = server_factory(
         tls_env(
-            mutual_tls, topic,
-            KAFKA_SSL_CERTFILE=str(mutual_tls.client.cert), KAFKA_SSL_KEYFILE=str(mutual_tls.client.key),
+            mutual_tls,
+            topic,
+            KAFKA_SSL_CERTFILE=str(mutual_tls.client.cert),
+            KAFKA_SSL_KEYFILE=str(mutual_tls.client.key),
         )
     )
     await wait_ready(with_cert)

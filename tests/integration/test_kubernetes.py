@@ -19,14 +19,14 @@ import kubernetes_validate
 import psutil
 import pytest
 import yaml
-
-from siscom.config import Settings, describe_variables
 from support import free_port, ws_client
 from support.binaries import require_program
 from support.http import http_get
 from support.kafka import produce
 from support.server import REPO_ROOT
 from support.status import wait_ready
+
+from siscom.config import Settings, describe_variables
 
 BASE = REPO_ROOT / "deploy" / "kubernetes"
 OPERATIONS = REPO_ROOT / "docs" / "operations.md"
@@ -74,7 +74,7 @@ def app_environment(rendered: list[dict]) -> dict[str, str]:
     assert "env" not in gateway, "settings come from the ConfigMap and the Secret only"
     environment: dict[str, str] = {}
     for source in gateway["envFrom"]:
-        (kind, reference), = ((k, v) for k, v in source.items() if k in ("configMapRef", "secretRef"))
+        ((kind, reference),) = ((k, v) for k, v in source.items() if k in ("configMapRef", "secretRef"))
         doc = only(rendered, "ConfigMap" if kind == "configMapRef" else "Secret")
         assert doc["metadata"]["name"] == reference["name"] and not reference.get("optional")
         data = {name: str(value) for name, value in (doc.get("data") or {}).items()}
@@ -178,7 +178,11 @@ def test_replicas_budget_autoscaler_and_service_all_point_at_the_pods(rendered):
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert deployment["spec"]["replicas"] >= 2
     hpa = only(rendered, "HorizontalPodAutoscaler")
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment["metadata"]["name"]}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
     assert hpa["spec"]["minReplicas"] == deployment["spec"]["replicas"] < hpa["spec"]["maxReplicas"]
     pdb = only(rendered, "PodDisruptionBudget")
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
@@ -197,8 +201,10 @@ def test_prometheus_finds_metrics_on_their_own_port_outside_the_service(rendered
     assert int(annotations["prometheus.io/port"]) == container_ports(rendered)["metrics"] == settings.metrics_port
     # Reached without a token, so only on a port the Service (and so the Ingress) does not carry.
     assert settings.metrics_access == "open"
-    assert all(port["targetPort"] != "metrics" and port["port"] != settings.metrics_port
-               for port in only(rendered, "Service")["spec"]["ports"])
+    assert all(
+        port["targetPort"] != "metrics" and port["port"] != settings.metrics_port
+        for port in only(rendered, "Service")["spec"]["ports"]
+    )
 
 
 def test_the_ingress_routes_the_stream_and_the_page_with_timeouts_above_the_keep_alive(rendered):
@@ -307,7 +313,11 @@ async def test_the_probes_answer_and_sigterm_with_clients_ends_within_the_grace_
 
 def test_the_snapshot_writer_overlay_adds_one_writer_and_gives_every_pod_the_topic():
     result = subprocess.run(
-        [kubectl(), "kustomize", str(REPO_ROOT / "deploy" / "snapshot-writer")], capture_output=True, text=True, timeout=60, check=False
+        [kubectl(), "kustomize", str(REPO_ROOT / "deploy" / "snapshot-writer")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     documents = [doc for doc in yaml.safe_load_all(result.stdout) if doc]

@@ -14,7 +14,6 @@ from urllib.parse import quote
 
 import orjson
 import pytest
-
 from support import ws_client
 from support.kafka import produce
 from support.status import stats, wait_ready, wait_stats
@@ -28,8 +27,9 @@ FIELDS = ("LATITUD", "SEQ")
 
 def record(device: str, seq: int, where: tuple[float, float]) -> bytes:
     lat, lon = where
-    return orjson.dumps({"data": {"DEVICE_ID": device, "SEQ": seq, "LATITUD": f"{lat:+.6f}",
-                                  "LONGITUD": f"{lon:+.6f}", "SPEED": 40}})
+    return orjson.dumps(
+        {"data": {"DEVICE_ID": device, "SEQ": seq, "LATITUD": f"{lat:+.6f}", "LONGITUD": f"{lon:+.6f}", "SPEED": 40}}
+    )
 
 
 def alert(device: str, seq: int) -> bytes:
@@ -74,10 +74,19 @@ async def test_a_map_stream_resumes_with_every_alert_in_its_box_and_each_devices
     await wait_stats(server, lambda s: s["connections"] == 0)
     # Away: a moves inside its box, b leaves it, c leaves and comes back, d enters, e stays out;
     # alerts of a (inside), e (outside) and b (once it has left).
-    await produce(broker.bootstrap, topic, [
-        record("a", 10, IN_TOO), record("b", 11, OUT), record("c", 12, OUT), record("d", 13, IN),
-        record("e", 14, OUT), record("a", 15, IN), record("c", 16, IN_TOO),
-    ])
+    await produce(
+        broker.bootstrap,
+        topic,
+        [
+            record("a", 10, IN_TOO),
+            record("b", 11, OUT),
+            record("c", 12, OUT),
+            record("d", 13, IN),
+            record("e", 14, OUT),
+            record("a", 15, IN),
+            record("c", 16, IN_TOO),
+        ],
+    )
     await produce(broker.bootstrap, alerts_topic, [alert("a", 20), alert("e", 21), alert("b", 22)])
     await wait_stats(server, lambda s: s["records"] >= 13)
     ids = "a,b,c,d,e"
@@ -86,10 +95,16 @@ async def test_a_map_stream_resumes_with_every_alert_in_its_box_and_each_devices
         replayed = await frames_until_quiet(client)
         await produce(broker.bootstrap, topic, [record("d", 30, IN_TOO)])
         live = await frames_until_quiet(client)
-    assert sorted(seen(f) for f in replayed) == sorted([
-        ("message", "a", 15), ("leave", "b", None), ("message", "c", 16), ("message", "d", 13), ("leave", "e", None),
-        ("alert", "a", 20),
-    ]), "a stream naming its devices gets a leave for each one out of its box"
+    assert sorted(seen(f) for f in replayed) == sorted(
+        [
+            ("message", "a", 15),
+            ("leave", "b", None),
+            ("message", "c", 16),
+            ("message", "d", 13),
+            ("leave", "e", None),
+            ("alert", "a", 20),
+        ]
+    ), "a stream naming its devices gets a leave for each one out of its box"
     positions = [f for f in replayed if f["event"] == "message"]
     # The map's fields (and the device id), byte for byte as live frames carry them.
     assert all(sorted(f["data"]["data"]) == ["DEVICE_ID", "LATITUD", "SEQ"] for f in positions)
@@ -110,9 +125,17 @@ async def test_since_with_a_box_gives_the_newest_position_in_view_and_the_alerts
     await wait_stats(server, lambda s: s["records"] >= 1)
     since = str(int(time.time() * 1000) + 50)
     time.sleep(0.2)
-    await produce(broker.bootstrap, topic, [
-        record("a", 2, IN), record("b", 7, IN), record("a", 3, IN_TOO), record("e", 4, OUT), record("b", 8, OUT),
-    ])
+    await produce(
+        broker.bootstrap,
+        topic,
+        [
+            record("a", 2, IN),
+            record("b", 7, IN),
+            record("a", 3, IN_TOO),
+            record("e", 4, OUT),
+            record("b", 8, OUT),
+        ],
+    )
     await produce(broker.bootstrap, alerts_topic, [alert("a", 5), alert("e", 6)])
     await wait_stats(server, lambda s: s["records"] >= 8)
     async with ws_client(server.ws_url(query(since=since))) as client:

@@ -13,16 +13,18 @@ import time
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
-
-from siscom.dev.simulator import QUERETARO, FleetSimulator
 from support import collect, ws_client
 from support.kafka import produce
 from support.status import stats, wait_ready, wait_stats
 
+from siscom.dev.simulator import QUERETARO, FleetSimulator
+
 
 def track_record(device_id: str, seq: int, lat: float, lon: float) -> bytes:
     """The brief's shape: coordinates as signed strings."""
-    return orjson.dumps({"data": {"DEVICE_ID": device_id, "SEQ": seq, "LATITUD": f"{lat:+.6f}", "LONGITUD": f"{lon:+.6f}"}})
+    return orjson.dumps(
+        {"data": {"DEVICE_ID": device_id, "SEQ": seq, "LATITUD": f"{lat:+.6f}", "LONGITUD": f"{lon:+.6f}"}}
+    )
 
 
 def inside(lat: float, lon: float, box: tuple[float, float, float, float]) -> bool:
@@ -90,7 +92,9 @@ async def settled(server):
     return server
 
 
-async def test_vehicles_crossing_a_box_enter_and_leave_in_order_and_nothing_outside_arrives(unsnapshotted_server, broker):
+async def test_vehicles_crossing_a_box_enter_and_leave_in_order_and_nothing_outside_arrives(
+    unsnapshotted_server, broker
+):
     """Simulated vehicles drive in and out of a box over the city; two more drive back and forth
     across the antimeridian. Each client sees exactly the positions inside its box and one
     leave per exit, in order."""
@@ -108,7 +112,10 @@ async def test_vehicles_crossing_a_box_enter_and_leave_in_order_and_nothing_outs
     city = expected_frames(records, city_box)
     date_line = expected_frames(records, date_line_box)
     assert any(kind == "leave" for kind, _, _ in city) and any(kind == "leave" for kind, _, _ in date_line)
-    async with ws_client(bbox_url(server, city_box)) as city_client, ws_client(bbox_url(server, date_line_box)) as ship_client:
+    async with (
+        ws_client(bbox_url(server, city_box)) as city_client,
+        ws_client(bbox_url(server, date_line_box)) as ship_client,
+    ):
         await wait_stats(server, lambda s: s["connections"] == 2)
         await produce(broker.bootstrap, topic, records)
         got_city = await collect(city_client, len(city), timeout=15.0)
@@ -126,9 +133,15 @@ async def test_panning_acks_then_sends_new_positions_and_leaves_then_live_with_n
     server = make_server()
     await wait_ready(server)
     # stay: in both boxes; west: only in the first; east: only in the second.
-    await produce(broker.bootstrap, topic, [
-        track_record("west", 0, 10.0, 10.0), track_record("east", 0, 10.0, 12.5), track_record("stay", 0, 10.0, 11.5),
-    ])
+    await produce(
+        broker.bootstrap,
+        topic,
+        [
+            track_record("west", 0, 10.0, 10.0),
+            track_record("east", 0, 10.0, 12.5),
+            track_record("stay", 0, 10.0, 11.5),
+        ],
+    )
     await wait_stats(server, lambda s: s["records"] >= 3)
     async with ws_client(bbox_url(server, (9.5, 9.5, 12, 10.5))) as client:
         snapshot = await collect(client, 2, timeout=15.0)
@@ -140,10 +153,17 @@ async def test_panning_acks_then_sends_new_positions_and_leaves_then_live_with_n
         await produce(broker.bootstrap, topic, live[10:])
         after = await collect(client, 13, timeout=15.0)
         await assert_quiet(client)
-    assert after[0] == {"event": "ack", "data": {"action": "subscribe", "device_ids": None, "bbox": [11, 9.5, 13, 10.5]}}
+    assert after[0] == {
+        "event": "ack",
+        "data": {"action": "subscribe", "device_ids": None, "bbox": [11, 9.5, 13, 10.5]},
+    }
     answer = [as_seen(f)[:2] for f in after[1:3]]
     assert answer == [("message", "east"), ("leave", "west")]
-    stay = [f["data"]["data"]["SEQ"] for f in before + after if f["event"] == "message" and f["data"]["data"]["DEVICE_ID"] == "stay"]
+    stay = [
+        f["data"]["data"]["SEQ"]
+        for f in before + after
+        if f["event"] == "message" and f["data"]["data"]["DEVICE_ID"] == "stay"
+    ]
     assert stay == list(range(1, 21))
 
 
@@ -187,7 +207,9 @@ def by_event(texts):
     return sorted(texts, key=lambda text: json.loads(text)["event"] != "message")
 
 
-async def test_fields_reduce_position_frames_byte_for_byte_and_leave_alerts_whole(make_server, broker, topic, alerts_topic):
+async def test_fields_reduce_position_frames_byte_for_byte_and_leave_alerts_whole(
+    make_server, broker, topic, alerts_topic
+):
     server = make_server(KAFKA_ALERTS_TOPIC=alerts_topic, STREAM_SNAPSHOT="false")
     await wait_ready(server)
     fleet = FleetSimulator(2, seed=3)
@@ -226,8 +248,18 @@ def strict_server(module_server_factory):
 @pytest.mark.parametrize(
     "query",
     [
-        "bbox=1,2,3", "bbox=0,10,1,5", "bbox=-181,0,1,1", "bbox=a,b,c,d", "max_hz=0", "max_hz=-1", "max_hz=1e9",
-        "max_hz=51", "max_hz=fast", "fields=", "fields=A,B,C", "fields=bad%20name",
+        "bbox=1,2,3",
+        "bbox=0,10,1,5",
+        "bbox=-181,0,1,1",
+        "bbox=a,b,c,d",
+        "max_hz=0",
+        "max_hz=-1",
+        "max_hz=1e9",
+        "max_hz=51",
+        "max_hz=fast",
+        "fields=",
+        "fields=A,B,C",
+        "fields=bad%20name",
     ],
 )
 async def test_bad_map_options_at_connect_get_an_error_frame_and_1008(strict_server, query):

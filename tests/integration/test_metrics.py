@@ -7,13 +7,13 @@ import json
 import socket
 
 import pytest
-from websockets.asyncio.client import connect
-
-from siscom.metrics import Kind, Metric
 from support.kafka import produce
 from support.statsd import StatsdListener
 from support.status import stats, wait_ready, wait_stats
 from support.workload import KNOWN_TOTALS, run_known_workload
+from websockets.asyncio.client import connect
+
+from siscom.metrics import Kind, Metric
 
 PREFIX = "fleet.gw"
 
@@ -41,7 +41,9 @@ async def test_counters_gauges_and_timers_after_a_known_workload(make_server, br
     await wait_ready(server)
     # A record stamped five seconds ago: the latency timer measures from the record's timestamp.
     await run_known_workload(server, broker.bootstrap, topic, alerts_topic, stamped_seconds_ago=5)
-    await statsd.wait_for(lambda l: l.counter(metric("connections_closed")) == 2 and l.gauge(metric("partition_lag")) == 0)
+    await statsd.wait_for(
+        lambda seen: seen.counter(metric("connections_closed")) == 2 and seen.gauge(metric("partition_lag")) == 0
+    )
 
     for name, value in KNOWN_TOTALS.items():
         assert statsd.counter(metric(name)) == value, name
@@ -75,7 +77,10 @@ async def test_conflated_positions_and_slow_client_closes_are_counted(make_serve
     behind = connect(server.ws_url("/api/v1/stream?device_ids=behind"), max_size=None)
     stuck = connect(
         server.ws_url("/api/v1/stream?device_ids=" + ",".join(stuck_ids)),
-        sock=stalling_socket(server), max_queue=1, max_size=None, close_timeout=0.5,
+        sock=stalling_socket(server),
+        max_queue=1,
+        max_size=None,
+        close_timeout=0.5,
         compression=None,  # nothing may shrink the data
     )
     async with stuck:
@@ -88,14 +93,14 @@ async def test_conflated_positions_and_slow_client_closes_are_counted(make_serve
             while not received or received[-1] != positions - 1:
                 frame = json.loads(await asyncio.wait_for(lagging.recv(), 10))
                 received.append(frame["data"]["data"]["SEQ"])
-        await statsd.wait_for(lambda l: l.gauge(metric("connections")) == 1)
+        await statsd.wait_for(lambda seen: seen.gauge(metric("connections")) == 1)
         # Large records of many devices (nothing to conflate) for a client that never reads:
         # once the socket buffers are full its writes stall, and past the send timeout the
         # server closes it and counts it.
         await produce(broker.bootstrap, topic, [record(device, 0, pad=150_000) for device in stuck_ids])
         await wait_stats(server, lambda s: s["slow_client_closes"] == 1, timeout=15)
-        await statsd.wait_for(lambda l: l.gauge(metric("connections")) == 0)
-    await statsd.wait_for(lambda l: l.counter(metric("slow_client_closes")) == 1)
+        await statsd.wait_for(lambda seen: seen.gauge(metric("connections")) == 0)
+    await statsd.wait_for(lambda seen: seen.counter(metric("slow_client_closes")) == 1)
     assert received == sorted(received) and len(received) < positions
-    await statsd.wait_for(lambda l: l.counter(metric("conflated")) >= positions - len(received))
+    await statsd.wait_for(lambda seen: seen.counter(metric("conflated")) >= positions - len(received))
     assert statsd.counter(metric("conflated")) == positions - len(received)

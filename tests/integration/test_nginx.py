@@ -15,14 +15,13 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from websockets.exceptions import ConnectionClosed, WebSocketException
-
 from support import ws_client
 from support.binaries import require_program
 from support.kafka import produce
 from support.nginx import Nginx
 from support.sse import sse_client
 from support.status import stats, wait_ready, wait_stats
+from websockets.exceptions import ConnectionClosed, WebSocketException
 
 pytestmark = pytest.mark.nginx
 
@@ -86,9 +85,7 @@ def stream_url(proxy: Nginx) -> str:
     return proxy.ws_url("/api/v1/stream?device_ids=" + ",".join(DEVICES))
 
 
-async def test_clients_get_every_record_of_their_devices_whichever_replica_serves_them(
-    replicas, nginx_factory, broker
-):
+async def test_clients_get_every_record_of_their_devices_whichever_replica_serves_them(replicas, nginx_factory, broker):
     topic, servers = await replicas(2, STREAM_TRUSTED_PROXIES="127.0.0.1", LOG_FORMAT="json")
     proxy = nginx_factory([s.url.removeprefix("http://") for s in servers])
     async with contextlib.AsyncExitStack() as stack:
@@ -149,9 +146,7 @@ class Follower:
                 await asyncio.sleep(0.05)
 
 
-async def test_clients_of_a_killed_replica_reconnect_and_continue_through_the_other(
-    replicas, nginx_factory, broker
-):
+async def test_clients_of_a_killed_replica_reconnect_and_continue_through_the_other(replicas, nginx_factory, broker):
     topic, servers = await replicas(2)
     proxy = nginx_factory([s.url.removeprefix("http://") for s in servers])
     followers = [Follower(stream_url(proxy)) for _ in range(4)]
@@ -200,9 +195,7 @@ async def test_clients_of_a_killed_replica_reconnect_and_continue_through_the_ot
                 assert received[0] == 0 and received[-1] == last
 
 
-async def test_an_idle_stream_outlives_many_proxy_read_timeouts_thanks_to_keep_alives(
-    replicas, nginx_factory, broker
-):
+async def test_an_idle_stream_outlives_many_proxy_read_timeouts_thanks_to_keep_alives(replicas, nginx_factory, broker):
     topic, (server,) = await replicas(1, STREAM_KEEPALIVE_SECONDS="0.3")
     proxy = nginx_factory([server.url.removeprefix("http://")], read_timeout="1s")
     async with ws_client(stream_url(proxy), skip_pings=False, ping_interval=None) as client:

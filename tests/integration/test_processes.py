@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import websockets
+from support.server import REPO_ROOT
 
 from bench.http import http_status
 from siscom.dev.processes import ChildProcess, StartFailed, clean_env, free_port, group_members
-from support.server import REPO_ROOT
 
 # A parent that forks a worker (which writes its PID to a file, and ignores SIGTERM when told
 # to), then sleeps; with "leave" it exits on SIGTERM without stopping its worker.
@@ -135,7 +135,11 @@ async def test_plain_hypercorn_stops_its_forked_worker_in_order_and_leaves_nothi
         timeout=30,
         log_path=tmp_path / "hypercorn.log",
         env=clean_env(
-            {"PYTHONPATH": str(REPO_ROOT), "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}", "KAFKA_TOPIC": "nowhere"}
+            {
+                "PYTHONPATH": str(REPO_ROOT),
+                "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+                "KAFKA_TOPIC": "nowhere",
+            }
         ),
         cwd=tmp_path,
     )

@@ -13,16 +13,16 @@ from pathlib import Path
 import jwt
 import psutil
 import pytest
-from websockets.exceptions import InvalidStatus
-
-from siscom.metrics import Kind, Metric
-from siscom.prometheus import LATENCY_BUCKETS, exposed_name
 from support import free_port, ws_client
 from support.http import http_get
 from support.kafka import produce
 from support.prometheus import Scrape, get_via_worker, scrape
 from support.status import stats, wait_ready, wait_stats
 from support.workload import KNOWN_TOTALS, run_known_workload
+from websockets.exceptions import InvalidStatus
+
+from siscom.metrics import Kind, Metric
+from siscom.prometheus import LATENCY_BUCKETS, exposed_name
 
 COUNTERS = [m for m in Metric if m.kind is Kind.COUNTER]
 SECRET = "prometheus-secret-" + uuid.uuid4().hex
@@ -79,8 +79,11 @@ async def test_with_workers_every_scrape_shows_the_sum_over_both_workers(server_
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     env = {
-        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic,
-        "KAFKA_AUTO_OFFSET_RESET": "earliest", "STREAM_SNAPSHOT_LOOKBACK_SECONDS": "0", "TMPDIR": str(tmp),
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "KAFKA_TOPIC": topic,
+        "KAFKA_AUTO_OFFSET_RESET": "earliest",
+        "STREAM_SNAPSHOT_LOOKBACK_SECONDS": "0",
+        "TMPDIR": str(tmp),
     }
     server = server_factory(env, args=["--workers", "2"])
     workers = {worker.pid for worker in psutil.Process(server.pid).children()}
@@ -182,7 +185,12 @@ async def test_with_a_metrics_bind_metrics_are_served_there_alone(make_server, s
     env = {"STREAM_JWT_SECRET": SECRET, "METRICS_ACCESS": "open", "METRICS_BIND": f"127.0.0.1:{port}"}
     single = make_server(env)
     workers = server_factory(
-        {**env, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic, "METRICS_BIND": f"127.0.0.1:{free_port()}"},
+        {
+            **env,
+            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+            "KAFKA_TOPIC": topic,
+            "METRICS_BIND": f"127.0.0.1:{free_port()}",
+        },
         args=["--workers", "2"],
     )
     for server in (single, workers):

@@ -15,13 +15,13 @@ import contextlib
 import json
 
 import psutil
-from websockets.exceptions import ConnectionClosed
-
-from siscom.core import cursors
 from support import ws_client
 from support.kafka import produce
 from support.sse import sse_client
 from support.status import stats, wait_ready, wait_stats
+from websockets.exceptions import ConnectionClosed
+
+from siscom.core import cursors
 
 
 def value(device: str, seq: int) -> bytes:
@@ -179,7 +179,7 @@ async def test_what_a_client_sends_while_its_resume_waits_is_counted_and_bounded
             return frames, client.close_code, sent
 
     results = await asyncio.gather(*(flood() for _ in range(4)))
-    for frames, code, sent in results:
+    for frames, code, _sent in results:
         assert frames == [{"event": "error", "data": {"message": "too many messages"}}], frames
         assert code == 1008
     counters = await wait_stats(server, lambda s: s["connections"] == 0)
@@ -196,4 +196,7 @@ async def test_what_a_client_sends_while_its_resume_waits_is_counted_and_bounded
         opening = await client.next_frame(5)
         assert opening["event"] == "resumed" and opening["data"]["recovered"] is False
         assert (await client.next_frame())["data"]["data"]["SEQ"] == 0  # the snapshot
-        assert await client.next_frame() == {"event": "ack", "data": {"action": "subscribe", "device_ids": ["d0", "d1"]}}
+        assert await client.next_frame() == {
+            "event": "ack",
+            "data": {"action": "subscribe", "device_ids": ["d0", "d1"]},
+        }

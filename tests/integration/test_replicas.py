@@ -16,12 +16,12 @@ import uuid
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-
-from siscom.dev.broker import create_topics
 from support import ws_client
 from support.http import http_get_json
 from support.kafka import produce
 from support.status import wait_ready, wait_stats
+
+from siscom.dev.broker import create_topics
 
 
 def record(device_id: str, seq: int) -> bytes:
@@ -70,7 +70,9 @@ async def test_replicas_with_one_environment_each_read_every_partition_and_leave
         for server in servers:
             await wait_stats(server, lambda s: s["connections"] == 1)
         for partition in range(3):
-            await produce(broker.bootstrap, topic, [record(f"dev-{partition}", n) for n in range(5)], partition=partition)
+            await produce(
+                broker.bootstrap, topic, [record(f"dev-{partition}", n) for n in range(5)], partition=partition
+            )
         expected = {(f"dev-{p}", n) for p in range(3) for n in range(5)}
         for client in (first, second):
             frames = [await client.next_frame() for _ in range(15)]
@@ -137,8 +139,12 @@ def client_counts(server) -> list[int]:
 async def test_each_worker_process_reads_every_partition(server_factory, broker, topic_factory):
     topic = await topic_factory(partitions=3)
     # Every record live, also to a worker whose consumer connects after they were written.
-    env = {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic, "KAFKA_AUTO_OFFSET_RESET": "earliest",
-           "STREAM_SNAPSHOT_LOOKBACK_SECONDS": "0"}
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "KAFKA_TOPIC": topic,
+        "KAFKA_AUTO_OFFSET_RESET": "earliest",
+        "STREAM_SNAPSHOT_LOOKBACK_SECONDS": "0",
+    }
     server = server_factory(env, args=["--workers", "2"])
     assert len(psutil.Process(server.pid).children()) == 2
     async with contextlib.AsyncExitStack() as stack:
@@ -150,7 +156,9 @@ async def test_each_worker_process_reads_every_partition(server_factory, broker,
                 break
         assert min(client_counts(server)) >= 1, client_counts(server)
         for partition in range(3):
-            await produce(broker.bootstrap, topic, [record(f"dev-{partition}", n) for n in range(5)], partition=partition)
+            await produce(
+                broker.bootstrap, topic, [record(f"dev-{partition}", n) for n in range(5)], partition=partition
+            )
         expected = {(f"dev-{p}", n) for p in range(3) for n in range(5)}
         for client in clients:
             frames = [await client.next_frame(timeout=10) for _ in range(15)]

@@ -14,16 +14,16 @@ from urllib.parse import quote
 
 import pytest
 from aiokafka import AIOKafkaProducer
-
 from chaos.faults import actors
 from chaos.inprocess import InProcessServer
+from support import ws_client
+from support.kafka import produce
+from support.status import stats, wait_ready, wait_stats
+
 from siscom.config import Settings
 from siscom.core import cursors
 from siscom.dev.broker import create_topics
 from siscom.gateway import Gateway
-from support import ws_client
-from support.kafka import produce
-from support.status import stats, wait_ready, wait_stats
 
 DEVICES = ("d0", "d1", "d2", "d3")
 MINE = ("d0", "d2")
@@ -36,7 +36,11 @@ def value(device: str, seq: int, **extra) -> bytes:
 async def produce_spread(bootstrap: str, topic: str, first: int, count: int, partitions: int, **extra) -> None:
     """``count`` records, device ``seq % 4`` each, spread over the partitions in turn."""
     for partition in range(partitions):
-        values = [value(DEVICES[seq % 4], seq, **extra) for seq in range(first, first + count) if seq % partitions == partition]
+        values = [
+            value(DEVICES[seq % 4], seq, **extra)
+            for seq in range(first, first + count)
+            if seq % partitions == partition
+        ]
         await produce(bootstrap, topic, values, partition=partition)
 
 
@@ -70,7 +74,9 @@ def last_id(frames: list[dict]) -> str:
     return [frame["id"] for frame in frames if "id" in frame][-1]
 
 
-async def run_disconnect_cycle(server, bootstrap, topic, alerts_topic, partitions: int) -> tuple[list[dict], list[dict]]:
+async def run_disconnect_cycle(
+    server, bootstrap, topic, alerts_topic, partitions: int
+) -> tuple[list[dict], list[dict]]:
     """Connect, read, leave, let records come, resume with the last id; return both runs' frames."""
     url = server.ws_url("/api/v1/stream?device_ids=" + quote(",".join(MINE)))
     async with ws_client(url, skip_pings=False) as client:
@@ -282,10 +288,14 @@ async def test_a_quiet_clients_cursor_stays_true_across_a_consumer_restart(broke
 async def run_consumer_restart(broker, topic: str, producer: AIOKafkaProducer) -> None:
     for seq in range(6):  # one record a request: the test broker reports the log end late after batches
         await producer.send_and_wait(topic, value("d1", seq), partition=seq % 2)
-    settings = Settings.from_env({
-        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic, "KAFKA_FETCH_MAX_WAIT_MS": "10",
-        "STREAM_KEEPALIVE_SECONDS": "0.3",
-    })
+    settings = Settings.from_env(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+            "KAFKA_TOPIC": topic,
+            "KAFKA_FETCH_MAX_WAIT_MS": "10",
+            "STREAM_KEEPALIVE_SECONDS": "0.3",
+        }
+    )
     gateway = Gateway(settings, **actors("consumer-crash-on-demand"))
     async with InProcessServer(settings, gateway=gateway) as server:
         await wait_ready(server)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 
-from siscom.core import cursors
-from siscom.dev.broker import create_topics
 from support import ws_client
 from support.kafka import produce
 from support.status import stats, wait_ready, wait_stats
+
+from siscom.core import cursors
+from siscom.dev.broker import create_topics
 
 TOPIC = "positions"
 
@@ -33,9 +34,13 @@ async def test_a_resume_whose_log_read_hangs_gets_recovered_false_then_the_snaps
 ):
     broker = broker_factory()
     await create_topics(broker.bootstrap, {TOPIC: 1})
-    server = server_factory({
-        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": TOPIC, "STREAM_REPLAY_WINDOW_RECORDS": "5",
-    })
+    server = server_factory(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+            "KAFKA_TOPIC": TOPIC,
+            "STREAM_REPLAY_WINDOW_RECORDS": "5",
+        }
+    )
     await wait_ready(server)
     await produce(broker.bootstrap, TOPIC, [value("d0", seq) for seq in range(20)])
     await wait_stats(server, lambda s: s["records"] >= 20)
@@ -63,9 +68,7 @@ async def test_a_resume_whose_log_read_hangs_gets_recovered_false_then_the_snaps
     assert "Traceback" not in server.log_text(), server.log_tail()
 
 
-async def test_a_resume_from_the_log_at_the_subscription_bound_gets_an_error_frame_and_1013(
-    make_server, broker, topic
-):
+async def test_a_resume_from_the_log_at_the_subscription_bound_gets_an_error_frame_and_1013(make_server, broker, topic):
     server = make_server(STREAM_MAX_SUBSCRIBED_IDS=2, STREAM_REPLAY_WINDOW_RECORDS=5)
     await wait_ready(server)
     await produce(broker.bootstrap, topic, [value("d0", seq) for seq in range(20)])

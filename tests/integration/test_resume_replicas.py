@@ -17,7 +17,6 @@ import asyncio
 import json
 import random
 import socket
-import statistics
 import struct
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -27,14 +26,14 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, WebSocketException
-
-from siscom.core import cursors
 from support.background import Background
 from support.binaries import require_program
 from support.nginx import Nginx
 from support.status import stats, wait_ready, wait_stats
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, WebSocketException
+
+from siscom.core import cursors
 
 pytestmark = pytest.mark.nginx
 
@@ -112,7 +111,9 @@ class Traffic:
                 alert = seq % 40 == 7
                 value = json.dumps({"data": {"DEVICE_ID": device, "SEQ": seq, "T": time.time()}}).encode()
                 topic = self.alerts if alert else self.topic
-                futures.append(await self._producer.send(topic, value, partition=partition_of(device) if not alert else 0))
+                futures.append(
+                    await self._producer.send(topic, value, partition=partition_of(device) if not alert else 0)
+                )
                 self.written[device].append(("alert" if alert else "message", seq))
                 seq += 1
             for meta, written in zip(await asyncio.gather(*futures), range(seq - len(futures), seq)):
@@ -172,7 +173,9 @@ class Client:
         while not stop.is_set():
             try:
                 self.connections.append([0, "open", None if self.last_id is None else cursors.decode(self.last_id)[1]])
-                async with connect(self.query(), open_timeout=10, close_timeout=2, max_size=None, ping_interval=None) as connection:
+                async with connect(
+                    self.query(), open_timeout=10, close_timeout=2, max_size=None, ping_interval=None
+                ) as connection:
                     self.connected.set()
                     self.connections[-1][1] = await self._read(connection, stop)
             except (OSError, WebSocketException, TimeoutError) as error:
@@ -242,7 +245,9 @@ async def running(clients: list[Client]) -> AsyncIterator[None]:
         await asyncio.gather(*tasks)
 
 
-async def all_delivered(clients: list[Client], written: dict[str, list[tuple[str, int]]], timeout: float = 15.0) -> None:
+async def all_delivered(
+    clients: list[Client], written: dict[str, list[tuple[str, int]]], timeout: float = 15.0
+) -> None:
     """Until every client holds as many records as were written for its devices (``timeout`` at
     most: check_exact then says what is missing), and half a second more: anything sent twice
     would arrive by then. A fixed wait had to be long enough for the slowest run."""
@@ -263,8 +268,12 @@ async def two_replicas(
 ) -> tuple[list, Nginx]:
     """Two replicas with one identical environment, ready, behind one nginx."""
     env = {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_TOPIC": topic, "KAFKA_ALERTS_TOPIC": alerts,
-        "KAFKA_FETCH_MAX_WAIT_MS": "10", "STREAM_KEEPALIVE_SECONDS": str(keepalive), "LOG_LEVEL": "WARNING",
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KAFKA_TOPIC": topic,
+        "KAFKA_ALERTS_TOPIC": alerts,
+        "KAFKA_FETCH_MAX_WAIT_MS": "10",
+        "STREAM_KEEPALIVE_SECONDS": str(keepalive),
+        "LOG_LEVEL": "WARNING",
     }
     servers = [server_factory(env), server_factory(env)]
     for server in servers:
@@ -298,7 +307,10 @@ async def test_when_a_replica_is_killed_its_clients_resume_exactly_on_the_surviv
         async with asyncio.timeout(30):
             await asyncio.gather(*(client.connected.wait() for client in clients))
         await wait_stats(servers[0], lambda s: s["connections"] > 0)
-        async with LoopLag() as harness, Traffic(broker.bootstrap, topic, alerts, rate=KILL_RATE, devices=KILL_DEVICES) as traffic:
+        async with (
+            LoopLag() as harness,
+            Traffic(broker.bootstrap, topic, alerts, rate=KILL_RATE, devices=KILL_DEVICES) as traffic,
+        ):
             await asyncio.sleep(4)
             victim, survivor = servers
             on_victim = stats(victim)["connections"]
@@ -317,8 +329,11 @@ async def test_when_a_replica_is_killed_its_clients_resume_exactly_on_the_surviv
     assert len(caught_up) == len(affected)
     storm_end = max(end for client in affected for _, end in client.recoveries if end is not None)
     others = [
-        latency for client in clients if not client.recoveries
-        for at, latency in client.latencies if killed_at <= at <= max(storm_end, killed_at + 2)
+        latency
+        for client in clients
+        if not client.recoveries
+        for at, latency in client.latencies
+        if killed_at <= at <= max(storm_end, killed_at + 2)
     ]
     counters = stats(survivor)
     assert counters["history_reads_by_partition"] == {}, "a storm of recent cursors is served from the window"
@@ -353,9 +368,14 @@ async def test_clients_dropping_at_random_in_every_way_resume_exactly(server_fac
     topic = await topic_factory(partitions=PARTITIONS)
     alerts = await topic_factory(prefix="alerts")
     env = {
-        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic, "KAFKA_ALERTS_TOPIC": alerts,
-        "KAFKA_FETCH_MAX_WAIT_MS": "10", "STREAM_KEEPALIVE_SECONDS": "1", "LOG_LEVEL": "WARNING",
-        "STREAM_SEND_TIMEOUT_SECONDS": "2", "STREAM_CLOSE_LINGER_SECONDS": "1",
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "KAFKA_TOPIC": topic,
+        "KAFKA_ALERTS_TOPIC": alerts,
+        "KAFKA_FETCH_MAX_WAIT_MS": "10",
+        "STREAM_KEEPALIVE_SECONDS": "1",
+        "LOG_LEVEL": "WARNING",
+        "STREAM_SEND_TIMEOUT_SECONDS": "2",
+        "STREAM_CLOSE_LINGER_SECONDS": "1",
     }
     server = server_factory(env)
     await wait_ready(server)
@@ -376,6 +396,7 @@ async def test_clients_dropping_at_random_in_every_way_resume_exactly(server_fac
                 connection.transport.pause_reading()
                 asyncio.get_running_loop().call_later(1.0, reset, connection)
             return way
+
         return drop
 
     clients = [Client(server.ws_url(), [DEVICES[(n * 7 + k) % DEVICE_COUNT] for k in range(10)]) for n in range(50)]
@@ -427,8 +448,11 @@ async def test_a_hundred_clients_asking_for_the_same_span_at_once_share_a_few_re
 ):
     topic = await topic_factory(partitions=PARTITIONS)
     env = {
-        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic, "KAFKA_FETCH_MAX_WAIT_MS": "10",
-        "LOG_LEVEL": "WARNING", "STREAM_SNAPSHOT": "false",
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "KAFKA_TOPIC": topic,
+        "KAFKA_FETCH_MAX_WAIT_MS": "10",
+        "LOG_LEVEL": "WARNING",
+        "STREAM_SNAPSHOT": "false",
         # A window too small for the span: the replays must come from the log.
         "STREAM_REPLAY_WINDOW_RECORDS": "10",
     }
@@ -440,9 +464,8 @@ async def test_a_hundred_clients_asking_for_the_same_span_at_once_share_a_few_re
     since = int(time.time() * 1000)
     span = await produce_records(broker.bootstrap, topic, range(600, 1800))
     await wait_stats(server, lambda s: s["records"] >= 1800)
-    clients = [
-        Client(server.ws_url(), [DEVICES[(n * 7 + k) % DEVICE_COUNT] for k in range(10)]) for n in range(100)
-    ]
+    clients = [Client(server.ws_url(), [DEVICES[(n * 7 + k) % DEVICE_COUNT] for k in range(10)]) for n in range(100)]
+
     class SinceClient(Client):
         def query(self) -> str:
             return f"{self.url}?device_ids={','.join(self.devices)}&since={since}"
@@ -462,7 +485,10 @@ async def test_a_hundred_clients_asking_for_the_same_span_at_once_share_a_few_re
     reads = stats(server)["history_reads_by_partition"]
     assert set(reads) == {f"{topic}[{p}]" for p in range(PARTITIONS)}
     assert max(reads.values()) <= 5, reads
-    print(f"\n100 clients x 10 devices replaying the same 1,200-record span from the log: reads per partition {sorted(reads.values())}")
+    print(
+        "\n100 clients x 10 devices replaying the same 1,200-record span from the log: "
+        f"reads per partition {sorted(reads.values())}"
+    )
 
 
 def merged(*parts: dict[str, list[tuple[str, int]]]) -> dict[str, list[tuple[str, int]]]:

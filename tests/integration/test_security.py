@@ -20,13 +20,12 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-
 from support import ServerProcess, collect, ws_client
 from support.http import http_get_json
 from support.kafka import produce
 from support.status import stats as status_stats
 from support.status import wait_ready, wait_stats
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 SECRET = "integration-secret-" + uuid.uuid4().hex  # 51 characters, different every run
 AUDIENCE = "fleet-stream"
@@ -116,11 +115,20 @@ BAD_TOKENS = {
     ),
     "alg none": (lambda: {"Authorization": f"Bearer {unsigned_token()}"}, "token algorithm not accepted"),
     "expired": (lambda: {"Authorization": f"Bearer {mint('*', expires_in=-10)}"}, "token expired"),
-    "not yet valid": (lambda: {"Authorization": f"Bearer {mint('*', nbf=int(time.time()) + 600)}"}, "token not yet valid"),
+    "not yet valid": (
+        lambda: {"Authorization": f"Bearer {mint('*', nbf=int(time.time()) + 600)}"},
+        "token not yet valid",
+    ),
     "wrong audience": (lambda: {"Authorization": f"Bearer {mint('*', aud='billing')}"}, "token audience not accepted"),
-    "wrong issuer": (lambda: {"Authorization": f"Bearer {mint('*', iss='https://evil.test')}"}, "token issuer not accepted"),
+    "wrong issuer": (
+        lambda: {"Authorization": f"Bearer {mint('*', iss='https://evil.test')}"},
+        "token issuer not accepted",
+    ),
     "no devices claim": (lambda: {"Authorization": f"Bearer {mint(None)}"}, 'the token has no "devices" claim'),
-    "basic auth": (lambda: {"Authorization": "Basic dXNlcjpwYXNz"}, "the Authorization header must use the Bearer scheme"),
+    "basic auth": (
+        lambda: {"Authorization": "Basic dXNlcjpwYXNz"},
+        "the Authorization header must use the Bearer scheme",
+    ),
 }
 
 
@@ -301,7 +309,12 @@ async def test_a_handshake_from_another_origin_is_refused_with_403_and_counted(s
 
 
 async def test_tokens_and_the_secret_never_reach_the_logs_ready_or_stats(secured):
-    tokens = [mint(fleet(1)), mint("*", expires_in=-5), mint("*", key="some-other-secret-that-is-32-chars-long"), mint([])]
+    tokens = [
+        mint(fleet(1)),
+        mint("*", expires_in=-5),
+        mint("*", key="some-other-secret-that-is-32-chars-long"),
+        mint([]),
+    ]
     for token in tokens:
         for options in (
             {"additional_headers": {"Authorization": f"Bearer {token}"}},

@@ -9,10 +9,10 @@ import math
 import re
 import uuid
 
+from support import consume, free_port
 
 from siscom.dev.broker import create_topics
 from siscom.dev.simulator import QUERETARO, FleetSimulator, device_ids, run_simulator
-from support import consume, free_port
 
 START = 1_760_748_676.0  # 2025-10-18 00:51:16 UTC, the brief's GPS_DATETIME
 
@@ -122,14 +122,10 @@ def test_alerts_name_the_device_and_a_kind():
     device_id, value = fleet.alert(START + 1, 3)
     data = json.loads(value)["data"]
     assert device_id == data["DEVICE_ID"] == "0848086075"
-    assert data["ALERT"] in {
-        "SPEEDING", "HARSH_BRAKING", "HARSH_ACCELERATION", "GEOFENCE_EXIT", "IGNITION_OFF"
-    }
+    assert data["ALERT"] in {"SPEEDING", "HARSH_BRAKING", "HARSH_ACCELERATION", "GEOFENCE_EXIT", "IGNITION_OFF"}
 
 
-async def test_run_simulator_delivers_positions_and_alerts_keyed_by_device(
-    broker, topic, alerts_topic
-):
+async def test_run_simulator_delivers_positions_and_alerts_keyed_by_device(broker, topic, alerts_topic):
     report = await asyncio.wait_for(
         run_simulator(
             broker.bootstrap,
@@ -164,9 +160,7 @@ async def test_run_simulator_never_exceeds_its_rate(broker, topic):
 
 async def test_run_simulator_ends_when_stop_is_set(broker, topic):
     stop = asyncio.Event()
-    running = asyncio.ensure_future(
-        run_simulator(broker.bootstrap, topic, devices=3, rate=100, stop=stop)
-    )
+    running = asyncio.ensure_future(run_simulator(broker.bootstrap, topic, devices=3, rate=100, stop=stop))
     records = await consume(broker.bootstrap, topic, 5)
     assert len(records) == 5
     stop.set()
@@ -176,9 +170,7 @@ async def test_run_simulator_ends_when_stop_is_set(broker, topic):
 
 async def test_run_simulator_waits_for_a_broker_that_starts_late(broker_factory):
     port = free_port()
-    running = asyncio.ensure_future(
-        run_simulator(f"127.0.0.1:{port}", "late", devices=2, rate=100, limit=10)
-    )
+    running = asyncio.ensure_future(run_simulator(f"127.0.0.1:{port}", "late", devices=2, rate=100, limit=10))
     await asyncio.sleep(0.5)
     assert not running.done()
 
@@ -194,9 +186,7 @@ async def test_run_simulator_keeps_going_after_the_broker_restarts(broker_factor
     broker = broker_factory()
     await create_topics(broker.bootstrap, ["fleet"])
     stop = asyncio.Event()
-    running = asyncio.ensure_future(
-        run_simulator(broker.bootstrap, "fleet", devices=3, rate=50, stop=stop)
-    )
+    running = asyncio.ensure_future(run_simulator(broker.bootstrap, "fleet", devices=3, rate=50, stop=stop))
     try:
         assert len(await consume(broker.bootstrap, "fleet", 5)) == 5
 

@@ -14,7 +14,6 @@ import asyncio
 import json
 
 import psutil
-
 from support.kafka import produce
 from support.sse import open_sse
 from support.status import stats, wait_ready, wait_stats
@@ -33,8 +32,12 @@ async def test_two_hundred_clients_that_never_read_a_snapshot_of_20000_devices_c
 ):
     server = make_server(STREAM_SEND_TIMEOUT_SECONDS="3")
     await wait_ready(server)
-    values = [json.dumps({"data": {"DEVICE_ID": f"veh-{n:05d}", "SEQ": n, "LAT": 19.4, "LON": -99.1, "PAD": "x" * 250}}).encode()
-              for n in range(DEVICES)]
+    values = [
+        json.dumps(
+            {"data": {"DEVICE_ID": f"veh-{n:05d}", "SEQ": n, "LAT": 19.4, "LON": -99.1, "PAD": "x" * 250}}
+        ).encode()
+        for n in range(DEVICES)
+    ]
     await produce(broker.bootstrap, topic, values)
     await wait_stats(server, lambda s: s["records"] >= DEVICES and s["devices_known"] == DEVICES, timeout=60)
     idle = server_rss(server)
@@ -55,8 +58,10 @@ async def test_two_hundred_clients_that_never_read_a_snapshot_of_20000_devices_c
     finally:
         for client in clients:
             client.abort()
-    print(f"\nRSS idle {idle / 2**20:.1f} MB, peak {peak / 2**20:.1f} MB, "
-          f"+{(peak - idle) / 2**20:.1f} MB for {CLIENTS} non-reading clients of {DEVICES} devices")
+    print(
+        f"\nRSS idle {idle / 2**20:.1f} MB, peak {peak / 2**20:.1f} MB, "
+        f"+{(peak - idle) / 2**20:.1f} MB for {CLIENTS} non-reading clients of {DEVICES} devices"
+    )
     counters = await wait_stats(server, lambda s: s["connections"] == 0)
     assert counters["slow_client_closes"] == CLIENTS, "each closed as slow, none left waiting"
     assert peak - idle < 150 * 2**20

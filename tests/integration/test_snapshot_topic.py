@@ -9,18 +9,24 @@ import sys
 import time
 
 from aiokafka import AIOKafkaConsumer
-
-from siscom.dev.processes import ChildProcess, clean_env
 from support.fleet import record, snapshot_of
 from support.kafka import produce
 from support.server import DEFAULT_ENV, REPO_ROOT
 from support.status import wait_ready
 
+from siscom.dev.processes import ChildProcess, clean_env
+
 
 async def latest_in(bootstrap: str, topic: str, timeout: float = 5.0) -> dict[str, tuple[int, int, bytes]]:
     """Per key, the newest (SEQ, timestamp, value) in ``topic``, reading all of it."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-                                enable_auto_commit=False, fetch_max_wait_ms=10)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=10,
+    )
     await consumer.start()
     found: dict[str, tuple[int, int, bytes]] = {}
     try:
@@ -35,16 +41,25 @@ async def latest_in(bootstrap: str, topic: str, timeout: float = 5.0) -> dict[st
 
 
 def writer_process(broker, topic: str, snapshot_topic: str, log_path, **env: str) -> ChildProcess:
-    environment = clean_env({
-        "PYTHONPATH": str(REPO_ROOT), **DEFAULT_ENV, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-        "KAFKA_TOPIC": topic, "KAFKA_SNAPSHOT_TOPIC": snapshot_topic, **env,
-    })
+    environment = clean_env(
+        {
+            "PYTHONPATH": str(REPO_ROOT),
+            **DEFAULT_ENV,
+            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+            "KAFKA_TOPIC": topic,
+            "KAFKA_SNAPSHOT_TOPIC": snapshot_topic,
+            **env,
+        }
+    )
     return ChildProcess([sys.executable, "-m", "siscom", "snapshot-writer"], log_path=log_path, env=environment)
 
 
 def test_the_writer_refuses_to_start_without_its_topic():
     result = subprocess.run(
-        [sys.executable, "-m", "siscom", "snapshot-writer"], capture_output=True, text=True, timeout=30,
+        [sys.executable, "-m", "siscom", "snapshot-writer"],
+        capture_output=True,
+        text=True,
+        timeout=30,
         env=clean_env({"PYTHONPATH": str(REPO_ROOT), "KAFKA_TOPIC": "positions"}),
     )
     assert result.returncode == 2
@@ -98,5 +113,8 @@ async def test_the_last_positions_topic_fills_the_gap_past_the_lookback_and_the_
     await wait_ready(with_topic)
     assert sorted(await snapshot_of(without.ws_url())) == [("marker", 0), ("recent", 1)]
     assert dict(await snapshot_of(with_topic.ws_url())) == {
-        **{f"parked-{n}": 1 for n in range(1, 10)}, "parked-0": 2, "recent": 1, "marker": 0,
+        **{f"parked-{n}": 1 for n in range(1, 10)},
+        "parked-0": 2,
+        "recent": 1,
+        "marker": 0,
     }

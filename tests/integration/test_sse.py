@@ -10,11 +10,11 @@ import uuid
 
 import jwt
 import pytest
-
-from siscom.core.protocol import CloseCode
 from support.kafka import produce
 from support.sse import open_sse, sse_client
 from support.status import wait_ready, wait_stats
+
+from siscom.core.protocol import CloseCode
 
 
 def record(device_id: str, n: int, **extra) -> bytes:
@@ -52,7 +52,9 @@ async def settled(server):
     return server
 
 
-async def test_an_event_stream_is_the_retry_field_then_each_frame_as_one_event_byte_for_byte(make_server, broker, topic):
+async def test_an_event_stream_is_the_retry_field_then_each_frame_as_one_event_byte_for_byte(
+    make_server, broker, topic
+):
     server = make_server(STREAM_SSE_RETRY_MILLISECONDS="1500")
     await wait_ready(server)
     values = [record(f"dev-{n % 3}", n) for n in range(10)]
@@ -189,14 +191,17 @@ async def test_over_the_handshake_rate_the_answer_is_429_with_retry_after(make_s
     assert counters["handshake_rate_refusals"] == 1
 
 
-async def test_the_websocket_upgrade_still_works_on_the_same_path_and_both_get_the_same_frame_text(unsnapshotted_server, broker):
+async def test_the_websocket_upgrade_still_works_on_the_same_path_and_both_get_the_same_frame_text(
+    unsnapshotted_server, broker
+):
     from support import ws_client
 
     server = await settled(unsnapshotted_server)
     topic = server.topic
-    async with sse_client(stream_url(server, "device_ids=both")) as events, ws_client(
-        server.ws_url("/api/v1/stream?device_ids=both")
-    ) as ws:
+    async with (
+        sse_client(stream_url(server, "device_ids=both")) as events,
+        ws_client(server.ws_url("/api/v1/stream?device_ids=both")) as ws,
+    ):
         await wait_stats(server, lambda s: s["connections"] == 2)
         await produce(broker.bootstrap, topic, [record("both", 1)])
         text = await ws.connection.recv()
@@ -247,9 +252,10 @@ async def test_tokens_get_401_and_403_as_for_the_stats_endpoint_and_a_good_one_s
         assert expected in json.dumps(body), (query, body)
         if status == 401:
             assert client.headers["www-authenticate"] == 'Bearer error="invalid_token"'
-    async with sse_client(stream_url(server, f"token={mint(['bus-1'])}")) as by_query, sse_client(
-        stream_url(server), {"Authorization": f"Bearer {mint(['bus-1'])}"}
-    ) as by_header:
+    async with (
+        sse_client(stream_url(server, f"token={mint(['bus-1'])}")) as by_query,
+        sse_client(stream_url(server), {"Authorization": f"Bearer {mint(['bus-1'])}"}) as by_header,
+    ):
         assert by_query.status == by_header.status == 200
     counters = await wait_stats(server, lambda s: s["connections"] == 0, headers=STATS)
     assert counters["auth_failures"] == 4 and counters["forbidden_requests"] == 1
@@ -295,7 +301,11 @@ async def test_a_preflight_for_a_long_last_event_id_is_answered_for_allowed_orig
     """Browsers preflight a reconnect whose Last-Event-ID is not CORS-safelisted (over 128 bytes:
     the cursor of a topic of many partitions)."""
     server = await settled(origins_server)
-    asked = {"Origin": DASHBOARD, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "last-event-id"}
+    asked = {
+        "Origin": DASHBOARD,
+        "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "last-event-id",
+    }
     async with sse_client(stream_url(server), asked, method="OPTIONS") as allowed:
         await allowed.read_body()
     assert allowed.status == 204
@@ -304,14 +314,18 @@ async def test_a_preflight_for_a_long_last_event_id_is_answered_for_allowed_orig
     assert allowed.headers["access-control-allow-methods"] == "GET"
     assert "last-event-id" in allowed.headers["access-control-allow-headers"].lower()
     assert int(allowed.headers["access-control-max-age"]) > 0
-    async with sse_client(stream_url(server), {**asked, "Origin": "https://elsewhere.example"}, method="OPTIONS") as refused:
+    async with sse_client(
+        stream_url(server), {**asked, "Origin": "https://elsewhere.example"}, method="OPTIONS"
+    ) as refused:
         await refused.read_body()
     assert refused.status == 403 and "access-control-allow-origin" not in refused.headers
 
 
 async def test_a_reader_that_stops_reading_gets_a_final_error_event_when_it_reads_again(make_server, broker, topic):
     server = make_server(
-        STREAM_SEND_TIMEOUT_SECONDS="1", STREAM_CLOSE_LINGER_SECONDS="30", STREAM_SNAPSHOT="false",
+        STREAM_SEND_TIMEOUT_SECONDS="1",
+        STREAM_CLOSE_LINGER_SECONDS="30",
+        STREAM_SNAPSHOT="false",
         STREAM_MAX_PENDING_FRAMES="100000",
     )
     await wait_ready(server)
@@ -322,7 +336,9 @@ async def test_a_reader_that_stops_reading_gets_a_final_error_event_when_it_read
         # About 12 MB for a client that reads none of it: its writes stall, and it is let go.
         values = [json.dumps({"data": {"DEVICE_ID": "slow-1", "SEQ": n, "PAD": padding}}).encode() for n in range(600)]
         await produce(broker.bootstrap, topic, values, key="slow-1")
-        counters = await wait_stats(server, lambda s: s["slow_client_closes"] == 1 and s["connections"] == 0, timeout=30)
+        counters = await wait_stats(
+            server, lambda s: s["slow_client_closes"] == 1 and s["connections"] == 0, timeout=30
+        )
         await client.read_body(30)
     finally:
         await client.close()
@@ -362,6 +378,7 @@ async def test_a_stream_outlives_quarts_response_timeout(broker, topic):
     """Quart sends a returned response under RESPONSE_TIMEOUT (60 s by default) and cuts it
     there; the stream is written by its route, outside that timeout."""
     from chaos.inprocess import InProcessServer
+
     from siscom.config import Settings
 
     settings = Settings.from_env(
@@ -412,6 +429,7 @@ async def test_under_hypercorn_frames_go_out_below_asgi_as_whole_chunks_and_arri
     """The direct path (siscom.web.server.sse_transport.ChunkWriter) is taken, and what it writes reads
     back as the same events, in order, between the chunks Hypercorn writes (retry, end)."""
     from chaos.inprocess import InProcessServer
+
     from siscom.config import Settings
     from siscom.web.server.sse_transport import ChunkWriter
 
@@ -424,8 +442,12 @@ async def test_under_hypercorn_frames_go_out_below_asgi_as_whole_chunks_and_arri
 
     monkeypatch.setattr(ChunkWriter, "write", counting)
     settings = Settings.from_env(
-        {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic, "KAFKA_FETCH_MAX_WAIT_MS": "10",
-         "STREAM_SNAPSHOT": "false"}
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+            "KAFKA_TOPIC": topic,
+            "KAFKA_FETCH_MAX_WAIT_MS": "10",
+            "STREAM_SNAPSHOT": "false",
+        }
     )
     async with InProcessServer(settings) as server:
         async with sse_client(stream_url(server, "device_ids=direct")) as client:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import json
+import subprocess
 import time
 from urllib.parse import quote
 
 import pytest
-
 from support import collect, ws_client
 from support.http import http_get_json
 from support.kafka import produce
@@ -21,7 +20,9 @@ def record(device_id: str, n: int, **extra) -> bytes:
 
 
 def seqs(frames, device_id=None):
-    return [f["data"]["data"]["SEQ"] for f in frames if device_id is None or f["data"]["data"]["DEVICE_ID"] == device_id]
+    return [
+        f["data"]["data"]["SEQ"] for f in frames if device_id is None or f["data"]["data"]["DEVICE_ID"] == device_id
+    ]
 
 
 async def test_a_client_without_filter_receives_every_record_byte_for_byte(make_server, broker, topic):
@@ -82,7 +83,10 @@ async def test_alerts_topic_records_arrive_as_alert_frames(make_server, broker, 
         await produce(broker.bootstrap, alerts_topic, [record("bus-7", 1, ALERT="PANIC"), record("bus-8", 2)])
         frame = await client.next_frame()
     assert isinstance(frame.pop("id"), str)  # its cursor
-    assert frame == {"event": "alert", "data": {"data": {"DEVICE_ID": "bus-7", "SEQ": 1, "ALERT": "PANIC"}, "uuid": "bus-7-1"}}
+    assert frame == {
+        "event": "alert",
+        "data": {"data": {"DEVICE_ID": "bus-7", "SEQ": 1, "ALERT": "PANIC"}, "uuid": "bus-7-1"},
+    }
 
 
 async def test_a_late_subscriber_first_gets_the_last_position_of_each_device(plain_server, broker):
@@ -188,11 +192,17 @@ async def test_without_a_broker_the_app_serves_and_delivers_once_one_appears(bro
     from siscom.dev.broker import create_topics, free_port
 
     port = free_port()
-    server = server_factory({"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}", "KAFKA_TOPIC": "late",
-                             "KAFKA_AUTO_OFFSET_RESET": "earliest", "KAFKA_RECONNECT_BACKOFF_MAX_SECONDS": "0.5",
-                             # Every record live: no warm-up (it would make a snapshot of those
-                             # written before the first connection).
-                             "STREAM_SNAPSHOT_LOOKBACK_SECONDS": "0"})
+    server = server_factory(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+            "KAFKA_TOPIC": "late",
+            "KAFKA_AUTO_OFFSET_RESET": "earliest",
+            "KAFKA_RECONNECT_BACKOFF_MAX_SECONDS": "0.5",
+            # Every record live: no warm-up (it would make a snapshot of those
+            # written before the first connection).
+            "STREAM_SNAPSHOT_LOOKBACK_SECONDS": "0",
+        }
+    )
     status, body = http_get_json(f"{server.url}/health")
     assert status == 200
     status, body = http_get_json(f"{server.url}/ready")
@@ -224,6 +234,7 @@ async def test_ready_comes_with_the_start_offsets_and_not_at_the_next_offset_pro
     first fetch: waiting for the offset probe (every second) made every start and reconnect a
     second late, for a load balancer and for each test that waits for a ready server."""
     from chaos.inprocess import InProcessServer
+
     from siscom.config import Settings
     from siscom.pipeline import consumer
 

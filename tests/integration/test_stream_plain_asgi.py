@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
-
 from integration.test_stream import (  # noqa: F401  (collected here again, on the plain path)
+    plain_server,  # noqa: F401  (over this module's shared_server)
     test_a_client_without_filter_receives_every_record_byte_for_byte,
     test_a_late_subscriber_first_gets_the_last_position_of_each_device,
     test_alerts_topic_records_arrive_as_alert_frames,
@@ -22,7 +22,6 @@ from integration.test_stream import (  # noqa: F401  (collected here again, on t
     test_keep_alive_pings_arrive_at_the_configured_interval,
     test_sigterm_closes_clients_with_1001_and_exits_zero,
 )
-from integration.test_stream import plain_server  # noqa: F401  (over this module's shared_server)
 from support.server import ServerProcess
 
 
@@ -43,4 +42,3 @@ def make_server(server_factory, broker, topic) -> Callable[..., ServerProcess]:
         return server_factory(merged)
 
     return make
-

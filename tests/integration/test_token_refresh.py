@@ -17,7 +17,6 @@ from collections.abc import Callable
 
 import jwt
 import pytest
-
 from support import ServerProcess, produce, ws_client
 from support.status import stats as status_stats
 from support.status import wait_ready, wait_stats
@@ -62,9 +61,7 @@ async def wait_counter(server: ServerProcess, name: str, value: int) -> None:
 @pytest.fixture(scope="module")
 def server(module_server_factory: Callable[..., ServerProcess]) -> ServerProcess:
     """A server that requires tokens and warns NOTICE_SECONDS before they expire."""
-    server = module_server_factory(
-        "refresh", STREAM_JWT_SECRET=SECRET, STREAM_TOKEN_NOTICE_SECONDS=str(NOTICE_SECONDS)
-    )
+    server = module_server_factory("refresh", STREAM_JWT_SECRET=SECRET, STREAM_TOKEN_NOTICE_SECONDS=str(NOTICE_SECONDS))
     asyncio.run(wait_ready(server))
     return server
 
@@ -83,7 +80,8 @@ async def test_a_5_second_token_refreshed_three_times_keeps_the_stream(server, b
             token = mint(devices, 5)
             await client.send(refresh_frame(token))
             assert await client.next_frame() == {
-                "event": "ack", "data": {"action": "refresh", "expires_at": expiry_of(token)}
+                "event": "ack",
+                "data": {"action": "refresh", "expires_at": expiry_of(token)},
             }
         # Past the first token's expiry, records still arrive on the same connection.
         assert time.time() > expiry_of(first) + 1
@@ -109,7 +107,10 @@ async def test_a_refresh_with_a_narrower_token_is_refused_and_the_stream_ends_at
         refusal = await client.next_frame()
         assert refusal == {
             "event": "error",
-            "data": {"message": "token refresh refused: device ids not allowed by the token", "device_ids": [devices[1]]},
+            "data": {
+                "message": "token refresh refused: device ids not allowed by the token",
+                "device_ids": [devices[1]],
+            },
         }
         # Refused, but not closed: the stream goes on until the old expiry, then ends.
         await produce(broker.bootstrap, server.topic, [record(devices[1], 7)])

@@ -49,8 +49,10 @@ async def test_replicas_started_after_the_fleet_parked_serve_every_vehicles_newe
 
     # Named devices and live records work on a warm snapshot as on any other.
     async with ws_client(first.ws_url("/api/v1/stream?device_ids=veh-7,veh-8")) as client:
-        got = {(f["data"]["data"]["DEVICE_ID"], f["data"]["data"]["SEQ"]) for f in
-               [await client.next_frame(), await client.next_frame()]}
+        got = {
+            (f["data"]["data"]["DEVICE_ID"], f["data"]["data"]["SEQ"])
+            for f in [await client.next_frame(), await client.next_frame()]
+        }
         assert got == {("veh-7", 2), ("veh-8", 2)}
         await produce(broker.bootstrap, topic, [record("veh-7", 3)], partition=0)
         frame = await client.next_frame(timeout=10)
@@ -172,8 +174,10 @@ async def test_a_warm_replica_serves_boxes_and_resumes_right_after_a_deploy_from
     async with ws_client(new.ws_url(f"/api/v1/stream?device_ids=veh-1,veh-2&cursor={cursor}")) as client:
         resumed = await client.next_frame()
         assert resumed == {"event": "resumed", "data": {"recovered": True}}
-        missed = {(f["data"]["data"]["DEVICE_ID"], f["data"]["data"]["SEQ"]) for f in
-                  [await client.next_frame(), await client.next_frame()]}
+        missed = {
+            (f["data"]["data"]["DEVICE_ID"], f["data"]["data"]["SEQ"])
+            for f in [await client.next_frame(), await client.next_frame()]
+        }
         assert missed == {("veh-1", 4), ("veh-2", 3)}
         with contextlib.suppress(TimeoutError):
             extra = await client.next_frame(timeout=1.0)

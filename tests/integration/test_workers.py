@@ -7,7 +7,6 @@ import json
 from contextlib import AsyncExitStack
 
 import psutil
-
 from support import ServerProcess, ws_client
 from support.kafka import produce
 
@@ -27,13 +26,15 @@ def workers_by_client_count(server: ServerProcess) -> dict[int, int]:
     return counts
 
 
-async def test_two_workers_each_deliver_every_record_and_close_with_1001_on_sigterm(
-    server_factory, broker, topic
-):
+async def test_two_workers_each_deliver_every_record_and_close_with_1001_on_sigterm(server_factory, broker, topic):
     # "earliest" without warm-up: a worker whose consumer starts after the records were written
     # still reads them, live.
-    env = {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic, "KAFKA_AUTO_OFFSET_RESET": "earliest",
-           "STREAM_SNAPSHOT_LOOKBACK_SECONDS": "0"}
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "KAFKA_TOPIC": topic,
+        "KAFKA_AUTO_OFFSET_RESET": "earliest",
+        "STREAM_SNAPSHOT_LOOKBACK_SECONDS": "0",
+    }
     server = server_factory(env, args=["--workers", "2"])
     assert len(psutil.Process(server.pid).children()) == 2
 

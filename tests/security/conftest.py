@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
 from support.scenarios import Scenario, print_figures, record_scenario
 
 _SCENARIOS = pytest.StashKey[list[Scenario]]()

@@ -17,9 +17,10 @@ import time
 from dataclasses import dataclass, field
 
 from chaos.traffic import Producer, percentile, position
-from siscom.dev.processes import ChildProcess
 from support import ws_client
 from support.server import REPO_ROOT
+
+from siscom.dev.processes import ChildProcess
 
 
 class Flooders:
@@ -40,7 +41,8 @@ class Flooders:
         if self.count:
             self._process = ChildProcess(
                 [sys.executable, "-m", "bench.flooder", self.url, "--clients", str(self.count)],
-                log_path=self.log_path, cwd=REPO_ROOT,
+                log_path=self.log_path,
+                cwd=REPO_ROOT,
             )
         return self
 

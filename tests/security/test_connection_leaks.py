@@ -21,10 +21,10 @@ import socket
 import time
 
 import psutil
-
-from siscom.config import Settings
 from support import produce, ws_client
 from support.status import stats, wait_ready, wait_stats
+
+from siscom.config import Settings
 
 DEVICE = "bus-1"
 
@@ -80,7 +80,7 @@ async def test_bytes_before_the_accept_leave_no_session_and_normal_clients_still
         assert all(answer.startswith(b"HTTP/1.1 400") for answer in answers), answers[0]
         # None of them may hold a session or a connection slot, nor its socket on the server.
         settled = await wait_until(lambda: stats(server)["connections"] == 0, timeout=1.0)
-        sockets_gone = await wait_until(lambda: established(server) == 0, timeout=1.0)
+        await wait_until(lambda: established(server) == 0, timeout=1.0)
         counters = stats(server)
         async with ws_client(server.ws_url(f"/api/v1/stream?device_ids={DEVICE}")) as client:
             opened = await wait_stats(server, lambda s: s["connections"] == 1, timeout=5)
@@ -117,7 +117,9 @@ async def test_connections_of_clients_closed_for_not_reading_are_gone_within_the
     assert Settings().stream_close_linger_seconds <= 10  # the default bound
     linger = 2.0
     server = make_server(
-        STREAM_MAX_CONNECTIONS="10", STREAM_SEND_TIMEOUT_SECONDS="1", STREAM_CLOSE_LINGER_SECONDS=str(linger),
+        STREAM_MAX_CONNECTIONS="10",
+        STREAM_SEND_TIMEOUT_SECONDS="1",
+        STREAM_CLOSE_LINGER_SECONDS=str(linger),
         STREAM_SNAPSHOT="false",
     )
     await wait_ready(server)
@@ -140,7 +142,6 @@ async def test_connections_of_clients_closed_for_not_reading_are_gone_within_the
             closed = await wait_stats(
                 server, lambda s: s["slow_client_closes"] == before + 10 and s["connections"] == 0, timeout=30
             )
-            ended_at = time.monotonic()
             peak = established(server)
             gone_after = await wait_until(lambda: established(server) == 0, timeout=linger + 3.0, step=0.1)
             figures.append((wave + 1, closed["slow_client_closes"], peak, gone_after))

@@ -18,9 +18,10 @@ from typing import Any
 
 from chaos.inprocess import InProcessServer
 from chaos.rawws import RawWebSocket
-from siscom.config import Settings
 from support.sse import open_sse
 from support.status import wait_stats
+
+from siscom.config import Settings
 
 CLIENTS = 20
 #: Where the tasks that serve a connection run (the pipeline's and the broker client's are not counted).
@@ -81,7 +82,9 @@ async def _tasks_per_connection(
 
 async def test_an_open_websocket_stream_costs_the_server_four_tasks_and_only_one_is_the_sessions(broker, topic):
     per_connection = await _tasks_per_connection(
-        broker, topic, lambda server: RawWebSocket.connect(server.ws_url("/api/v1/stream?device_ids=tasks-1")),
+        broker,
+        topic,
+        lambda server: RawWebSocket.connect(server.ws_url("/api/v1/stream?device_ids=tasks-1")),
         lambda client: client.close(),
     )
     assert per_connection == {
@@ -94,7 +97,9 @@ async def test_an_open_websocket_stream_costs_the_server_four_tasks_and_only_one
 
 async def test_an_open_event_stream_costs_the_session_one_task_of_its_own(broker, topic):
     per_connection = await _tasks_per_connection(
-        broker, topic, lambda server: open_sse(f"{server.url}/api/v1/stream?device_ids=tasks-1", timeout=10),
+        broker,
+        topic,
+        lambda server: open_sse(f"{server.url}/api/v1/stream?device_ids=tasks-1", timeout=10),
         lambda client: client.abort(),
     )
     sessions = {name: count for name, count in per_connection.items() if "Session" in name}

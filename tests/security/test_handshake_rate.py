@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from websockets.exceptions import InvalidStatus
-
 from support import ws_client
 from support.status import stats
+from websockets.exceptions import InvalidStatus
 
 
 async def _attempt(url: str, address: str) -> int:

@@ -13,9 +13,8 @@ import asyncio
 import uuid
 
 import psutil
-
 from chaos.rawws import RawWebSocket, masked_frame
-from support.status import stats, wait_ready, wait_stats
+from support.status import wait_ready, wait_stats
 
 CLIENTS = 100
 
@@ -74,7 +73,9 @@ async def test_subscriptions_past_the_process_bound_are_closed_with_1013_and_cou
         scenario.figure("third client of 100 ids (200 held)", f"close {code}, {texts[-1:]}")
         assert code == 1013 and b"subscription limit" in texts[-1]
         # 50 ids are left: a subscription of 60 more is refused, and the client closed.
-        await first.send(masked_frame(b'{"action":"subscribe","device_ids":[' + b",".join(b'"x%d"' % i for i in range(60)) + b"]}"))
+        await first.send(
+            masked_frame(b'{"action":"subscribe","device_ids":[' + b",".join(b'"x%d"' % i for i in range(60)) + b"]}")
+        )
         code, texts = await first.read_until_close(timeout=10)
         scenario.figure("60 more ids on a subscribe message", f"close {code}")
         assert code == 1013

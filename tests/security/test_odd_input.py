@@ -17,10 +17,11 @@ from urllib.parse import quote
 
 import jwt
 import pytest
-from hypothesis import HealthCheck, example, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from support import ServerProcess
 
 from bench import eventstream, rfc6455
-from support import ServerProcess
 
 SECRET = "odd-input-secret-" + uuid.uuid4().hex
 DASHBOARD = "https://fleet.example.com"
@@ -33,9 +34,7 @@ WS_HEADERS = ("Authorization", "Origin", "X-Forwarded-For", "Sec-WebSocket-Proto
 odd_text = st.one_of(
     st.text(max_size=40),
     st.text(
-        alphabet=st.one_of(
-            st.characters(categories=["Nd", "No", "Nl"]), st.sampled_from("0123456789,.:-+eETZ ")
-        ),
+        alphabet=st.one_of(st.characters(categories=["Nd", "No", "Nl"]), st.sampled_from("0123456789,.:-+eETZ ")),
         max_size=30,
     ),
 )
@@ -65,7 +64,10 @@ def server(module_server_factory: Callable[..., ServerProcess]) -> Iterator[Serv
 
 
 def exchange(
-    server: ServerProcess, data: bytes, enough: Callable[[bytearray], bool], then: Callable[[bytearray], bytes] | None = None
+    server: ServerProcess,
+    data: bytes,
+    enough: Callable[[bytearray], bool],
+    then: Callable[[bytearray], bytes] | None = None,
 ) -> bytes:
     """Send ``data`` on a new connection; what came back once ``enough`` says so, or the server
     closed, or 5 s passed. ``then(received)``, called once after each receipt until it answers
@@ -227,7 +229,11 @@ def test_a_websocket_answers_any_header_value_with_the_stream_or_an_error_frame_
     @given(value=header_text)
     @with_digit_examples
     def check(value: str) -> None:
-        path = "/api/v1/stream" if header in ("Authorization", "Sec-WebSocket-Protocol") else f"/api/v1/stream?token={mint()}"
+        path = (
+            "/api/v1/stream"
+            if header in ("Authorization", "Sec-WebSocket-Protocol")
+            else f"/api/v1/stream?token={mint()}"
+        )
         headers = {header: value}
         if header == "Authorization":
             headers[header] = "Bearer " + value
@@ -239,7 +245,9 @@ def test_a_websocket_answers_any_header_value_with_the_stream_or_an_error_frame_
 def test_digits_of_other_scripts_are_refused_where_digits_are_meant(server):
     """They parse in Python (``int("١٢")`` is 12): refused all the same, named in the error."""
     for parameter, value, named in (
-        ("since", "١٧٠٠٠٠٠٠٠٠٠٠٠", "since"), ("since", "²", "since"), ("max_hz", "٥", "max_hz"),
+        ("since", "١٧٠٠٠٠٠٠٠٠٠٠٠", "since"),
+        ("since", "²", "since"),
+        ("max_hz", "٥", "max_hz"),
         ("bbox", "0,0,1,١", "bbox"),
     ):
         status, body = sse_answer(

@@ -4,8 +4,8 @@ Before: 500 clients of every device that never read, at 2,000 rec/s, were none o
 123 s (each got about 26 frames/s, so its buffers never filled), while a well-behaved client's
 p50 stayed at 4.8-12 s the whole time. Now, while the event loop lags past
 ``STREAM_SHED_LAG_SECONDS`` for ``STREAM_SHED_AFTER_SECONDS``, the sessions with frames waiting
-that cost the most (frames routed to them per second) are closed with 1013 "server overloaded", a tenth at a time, counted; a canary client
-that keeps up recovers within seconds.
+that cost the most (frames routed to them per second) are closed with 1013 "server overloaded", a
+tenth at a time, counted; a canary client that keeps up recovers within seconds.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import time
 import uuid
 
 import pytest
-
 from chaos.rawws import RawWebSocket
-from siscom.dev.processes import ChildProcess
-from siscom.dev.simulator import device_ids
 from support import ws_client
 from support.http import http_get_json
 from support.status import wait_ready, wait_stats
+
+from siscom.dev.processes import ChildProcess
+from siscom.dev.simulator import device_ids
 
 from .flood import Canary, describe
 
@@ -97,7 +97,9 @@ async def test_normal_full_load_is_not_shed(broker, topic, make_server, spawn, s
 
 
 @pytest.mark.timeout(300)
-async def test_non_readers_are_shed_under_overload_and_a_canary_recovers(broker, topic, make_server, spawn, scenario) -> None:
+async def test_non_readers_are_shed_under_overload_and_a_canary_recovers(
+    broker, topic, make_server, spawn, scenario
+) -> None:
     scenario.title = "5. overload shedding"
     scenario.target = f"{NON_READERS} non-readers of every device at {RATE} rec/s: shed; canary p99 <= 1 s after"
     server = make_server(STREAM_SHED_LAG_SECONDS=THRESHOLD, STREAM_SHED_AFTER_SECONDS=SUSTAIN)

@@ -18,12 +18,13 @@ import time
 import tracemalloc
 
 from chaos.inprocess import InProcessServer
-from siscom.config import Settings
-from siscom.sessions.session import Session
-from siscom.web.server.sse_transport import SseTransport
 from support.kafka import produce
 from support.sse import open_sse
 from support.status import wait_stats
+
+from siscom.config import Settings
+from siscom.sessions.session import Session
+from siscom.web.server.sse_transport import SseTransport
 
 CLIENTS = 2000
 WAVE = 200
@@ -64,7 +65,10 @@ async def _come_and_go(server: InProcessServer, count: int, clean: bool | None =
 
 async def test_two_thousand_event_streams_leave_no_task_session_or_memory_behind(broker, topic, scenario):
     scenario.title = "SSE: 2,000 clients come and go"
-    scenario.target = f"connections and subscriptions back to 0; no task, session or transport left; < {BYTES_PER_CLIENT} B per client"
+    scenario.target = (
+        "connections and subscriptions back to 0; no task, session or transport left; "
+        f"< {BYTES_PER_CLIENT} B per client"
+    )
     _enough_file_descriptors(3 * CLIENTS)
     settings = Settings.from_env(
         {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_TOPIC": topic, "KAFKA_FETCH_MAX_WAIT_MS": "10"}
@@ -88,8 +92,9 @@ async def test_two_thousand_event_streams_leave_no_task_session_or_memory_behind
             churn = time.monotonic() - started
             body = await wait_stats(
                 server,
-                lambda s: s["connections"] == 0 and s["devices_subscribed"] == 0
-                and s["connections_closed"] >= CLIENTS + WAVE,
+                lambda s: (
+                    s["connections"] == 0 and s["devices_subscribed"] == 0 and s["connections_closed"] >= CLIENTS + WAVE
+                ),
                 timeout=30,
             )
             # Hypercorn finishes its side of each connection shortly after the session ended.

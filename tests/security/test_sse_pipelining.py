@@ -17,11 +17,11 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-
-from bench.eventstream import take_head
 from support import ServerProcess
 from support.sse import open_sse
 from support.status import stats, wait_ready
+
+from bench.eventstream import take_head
 
 SLOTS = 12
 #: Time to see the leaving, with a keep-alive of 60 s: the issue's bound is "a second or two".
@@ -31,7 +31,9 @@ FREED_WITHIN_SECONDS = 2.5
 @pytest.fixture(scope="module")
 def server(module_server_factory: Callable[..., ServerProcess]) -> Iterator[ServerProcess]:
     server = module_server_factory(
-        "sse-pipelining", STREAM_MAX_CONNECTIONS=str(SLOTS), STREAM_MAX_CONNECTIONS_PER_IP=str(SLOTS),
+        "sse-pipelining",
+        STREAM_MAX_CONNECTIONS=str(SLOTS),
+        STREAM_MAX_CONNECTIONS_PER_IP=str(SLOTS),
         STREAM_KEEPALIVE_SECONDS="60",
     )
     asyncio.run(wait_ready(server))

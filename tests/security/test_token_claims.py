@@ -15,8 +15,8 @@ import json
 import time
 import uuid
 
-from support.status import stats, wait_ready
 from chaos.rawws import RawWebSocket
+from support.status import stats, wait_ready
 
 SECRET = "security-secret-" + uuid.uuid4().hex
 

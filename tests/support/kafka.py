@@ -25,10 +25,7 @@ async def produce(
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     await producer.start()
     try:
-        futures = [
-            await producer.send(topic, value, key=_as_bytes(key), partition=partition)
-            for value in values
-        ]
+        futures = [await producer.send(topic, value, key=_as_bytes(key), partition=partition) for value in values]
         return list(await asyncio.gather(*futures))
     finally:
         await producer.stop()

@@ -50,9 +50,7 @@ class StatsdListener:
 
     async def __aenter__(self) -> StatsdListener:
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Protocol(self._received), local_addr=(self.host, 0)
-        )
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self._received), local_addr=(self.host, 0))
         self._transport = transport  # type: ignore[assignment]
         self.port = transport.get_extra_info("sockname")[1]
         return self

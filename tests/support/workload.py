@@ -54,7 +54,9 @@ async def run_known_workload(
         async with ws_client(server.ws_url("/api/v1/stream?device_ids=bad%20id")) as refused:
             assert await refused.wait_closed() == 1008
         await produce(
-            bootstrap, topic, [*(record("dev-a", n) for n in range(4)), b"{not json", *(record("dev-b", n) for n in range(6))]
+            bootstrap,
+            topic,
+            [*(record("dev-a", n) for n in range(4)), b"{not json", *(record("dev-b", n) for n in range(6))],
         )
         await produce(bootstrap, alerts_topic, [record("dev-a", 100), record("dev-b", 101)])
         assert len([await one.next_frame() for _ in range(4 + 1)]) == 5

@@ -75,9 +75,7 @@ class WSClient:
                     raise TimeoutError
                 frame = await self.next_frame(left, skip_pings)
             except TimeoutError:
-                raise AssertionError(
-                    f"no matching frame within {timeout}s; got {len(frames)}: {frames[-5:]}"
-                ) from None
+                raise AssertionError(f"no matching frame within {timeout}s; got {len(frames)}: {frames[-5:]}") from None
             frames.append(frame)
             if predicate(frame):
                 return frames

@@ -11,8 +11,7 @@ import pytest
 from bench.sse import EventStreamDecoder, StreamRefused
 
 HEAD = (
-    b"HTTP/1.1 200 \r\ncontent-type: text/event-stream\r\ncache-control: no-store\r\n"
-    b"transfer-encoding: chunked\r\n\r\n"
+    b"HTTP/1.1 200 \r\ncontent-type: text/event-stream\r\ncache-control: no-store\r\ntransfer-encoding: chunked\r\n\r\n"
 )
 EVENTS = [
     b"retry: 2000\n\n",
@@ -20,7 +19,11 @@ EVENTS = [
     b": a comment\n\n",
     b'id: c2\ndata:{"event":"ping","id":"c2"}\n\nid: c3\ndata: {"event":"alert","id":"c3"}\r\n\r\n',
 ]
-PAYLOADS = [b'{"event":"message","id":"c1","data":{"x":1}}', b'{"event":"ping","id":"c2"}', b'{"event":"alert","id":"c3"}']
+PAYLOADS = [
+    b'{"event":"message","id":"c1","data":{"x":1}}',
+    b'{"event":"ping","id":"c2"}',
+    b'{"event":"alert","id":"c3"}',
+]
 
 
 def chunked(parts: list[bytes]) -> bytes:

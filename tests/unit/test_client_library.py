@@ -20,9 +20,7 @@ def test_the_client_library_passes_its_javascript_unit_tests():
     node = require_program("node", "nodejs")
     assert JS_TESTS, "no JavaScript tests found"
     # Files, not a directory: node 18 and node 22 read a directory argument differently.
-    run = subprocess.run(
-        [node, "--test", *map(str, JS_TESTS)], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    run = subprocess.run([node, "--test", *map(str, JS_TESTS)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     report = run.stdout + run.stderr
     assert run.returncode == 0, report[-6000:]
     assert "# fail 0" in report or "ℹ fail 0" in report, report[-3000:]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from hypothesis import given, settings as hypothesis_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from support.settings import error_for, load
 
 from siscom.config import ConfigError, Settings, describe_variables
-from support.settings import error_for, load
 
 VARIABLES = [name for name, _, _ in describe_variables()]
 
@@ -130,9 +132,7 @@ def test_long_value_is_cut_in_the_message_but_kept_on_the_error():
 
 
 def test_password_is_never_shown():
-    error = error_for(
-        KAFKA_USERNAME="user", KAFKA_PASSWORD="hunter2\x00", KAFKA_SECURITY_PROTOCOL="SASL_SSL"
-    )
+    error = error_for(KAFKA_USERNAME="user", KAFKA_PASSWORD="hunter2\x00", KAFKA_SECURITY_PROTOCOL="SASL_SSL")
     assert error.variable == "KAFKA_PASSWORD"
     assert "hunter2" not in str(error) and "hunter2" not in repr(error)
     assert error.value == "***"
@@ -164,8 +164,21 @@ def test_bootstrap_servers_accepts_host_port_lists(raw, expected):
 
 @pytest.mark.parametrize(
     "raw",
-    ["kafka", "kafka:", ":9092", "kafka:0", "kafka:65536", "kafka:port", "::1:9092",
-     "[not-ipv6]:9092", "ka fka:9092", "a:1;b:2", ",", "kafka:+80", "kafka:٩٠"],
+    [
+        "kafka",
+        "kafka:",
+        ":9092",
+        "kafka:0",
+        "kafka:65536",
+        "kafka:port",
+        "::1:9092",
+        "[not-ipv6]:9092",
+        "ka fka:9092",
+        "a:1;b:2",
+        ",",
+        "kafka:+80",
+        "kafka:٩٠",
+    ],
 )
 def test_bootstrap_servers_refuses_anything_but_host_port(raw):
     error = error_for(KAFKA_BOOTSTRAP_SERVERS=raw)
@@ -234,8 +247,17 @@ def test_choices_refuse_other_words(variable, raw):
 
 @pytest.mark.parametrize(
     "raw, expected",
-    [("true", True), ("TRUE", True), ("1", True), ("yes", True), ("On", True),
-     ("false", False), ("0", False), ("no", False), ("OFF", False)],
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("1", True),
+        ("yes", True),
+        ("On", True),
+        ("false", False),
+        ("0", False),
+        ("no", False),
+        ("OFF", False),
+    ],
 )
 def test_booleans_accept_the_usual_words(raw, expected):
     assert load(STREAM_SNAPSHOT=raw).stream_snapshot is expected
@@ -268,15 +290,12 @@ def test_bounded_whole_numbers_accept_their_range_and_nothing_past_it(variable, 
 
 @pytest.mark.parametrize(
     "variable",
-    ["KAFKA_MAX_POLL_RECORDS", "STREAM_MAX_DEVICE_IDS", "STREAM_MAX_RECORD_BYTES",
-     "STREAM_MAX_PENDING_FRAMES"],
+    ["KAFKA_MAX_POLL_RECORDS", "STREAM_MAX_DEVICE_IDS", "STREAM_MAX_RECORD_BYTES", "STREAM_MAX_PENDING_FRAMES"],
 )
 def test_counts_must_be_at_least_one(variable):
     assert getattr(load(**{variable: "1"}), variable.lower()) == 1
     assert getattr(load(**{variable: "123456"}), variable.lower()) == 123456
-    assert str(error_for(**{variable: "0"})) == (
-        f"{variable}='0' is not valid: a whole number, at least 1"
-    )
+    assert str(error_for(**{variable: "0"})) == (f"{variable}='0' is not valid: a whole number, at least 1")
 
 
 @pytest.mark.parametrize("raw", ["1.5", "1e3", "ten", "1_000", "٣", "0x10", "--1"])
@@ -284,14 +303,10 @@ def test_whole_numbers_refuse_anything_but_decimal_digits(raw):
     assert error_for(STREAM_MAX_DEVICE_IDS=raw).variable == "STREAM_MAX_DEVICE_IDS"
 
 
-@pytest.mark.parametrize(
-    "raw, expected", [("60", 60.0), ("0.5", 0.5), (".25", 0.25), ("2.", 2.0), ("1e-1", 0.1)]
-)
+@pytest.mark.parametrize("raw, expected", [("60", 60.0), ("0.5", 0.5), (".25", 0.25), ("2.", 2.0), ("1e-1", 0.1)])
 def test_seconds_accept_positive_decimals(raw, expected):
     assert load(STREAM_KEEPALIVE_SECONDS=raw).stream_keepalive_seconds == expected
-    assert load(
-        KAFKA_RECONNECT_BACKOFF_MAX_SECONDS=raw
-    ).kafka_reconnect_backoff_max_seconds == expected
+    assert load(KAFKA_RECONNECT_BACKOFF_MAX_SECONDS=raw).kafka_reconnect_backoff_max_seconds == expected
 
 
 @pytest.mark.parametrize("raw", ["0", "0.0", "-1", "inf", "nan", "1e999", "1_0", "soon", "1s"])
@@ -324,14 +339,14 @@ def test_intervals_that_would_spin_or_thrash_are_refused_with_one_line(variable,
 def test_a_fetch_wait_that_would_make_an_idle_gateway_poll_the_broker_in_a_loop_is_refused(raw):
     """Measured idle, one partition: 0 ms took 56 % of a core (broker 32 %), 1 ms 20 %, 10 ms 6 %."""
     error = error_for(KAFKA_FETCH_MAX_WAIT_MS=raw)
-    assert str(error).startswith(f"KAFKA_FETCH_MAX_WAIT_MS={raw!r} is not valid: a whole number of milliseconds from 10")
+    assert str(error).startswith(
+        f"KAFKA_FETCH_MAX_WAIT_MS={raw!r} is not valid: a whole number of milliseconds from 10"
+    )
     assert "busy loop" in error.allowed
     assert load(KAFKA_FETCH_MAX_WAIT_MS="10").kafka_fetch_max_wait_ms == 10
 
 
-@pytest.mark.parametrize(
-    "variable", ["KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE", "KAFKA_SSL_KEYFILE"]
-)
+@pytest.mark.parametrize("variable", ["KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE", "KAFKA_SSL_KEYFILE"])
 def test_tls_files_must_exist(variable, tmp_path):
     pem = tmp_path / "file.pem"
     pem.write_text("-----BEGIN CERTIFICATE-----\n")
@@ -383,12 +398,12 @@ def test_username_requires_a_sasl_protocol():
     error = error_for(KAFKA_USERNAME="user", KAFKA_PASSWORD="pass")
     assert error.variable == "KAFKA_SECURITY_PROTOCOL"
     assert str(error) == (
-        "KAFKA_SECURITY_PROTOCOL='PLAINTEXT' is not valid: "
-        "SASL_PLAINTEXT or SASL_SSL when KAFKA_USERNAME is set"
+        "KAFKA_SECURITY_PROTOCOL='PLAINTEXT' is not valid: SASL_PLAINTEXT or SASL_SSL when KAFKA_USERNAME is set"
     )
-    assert error_for(
-        KAFKA_USERNAME="user", KAFKA_PASSWORD="pass", KAFKA_SECURITY_PROTOCOL="SSL"
-    ).variable == "KAFKA_SECURITY_PROTOCOL"
+    assert (
+        error_for(KAFKA_USERNAME="user", KAFKA_PASSWORD="pass", KAFKA_SECURITY_PROTOCOL="SSL").variable
+        == "KAFKA_SECURITY_PROTOCOL"
+    )
 
 
 def test_password_without_username_is_refused():
@@ -402,9 +417,7 @@ def test_sasl_protocol_requires_a_username():
 
 
 def test_credentials_refuse_control_characters():
-    error = error_for(
-        KAFKA_USERNAME="us\x00er", KAFKA_PASSWORD="p", KAFKA_SECURITY_PROTOCOL="SASL_SSL"
-    )
+    error = error_for(KAFKA_USERNAME="us\x00er", KAFKA_PASSWORD="p", KAFKA_SECURITY_PROTOCOL="SASL_SSL")
     assert error.variable == "KAFKA_USERNAME"
 
 

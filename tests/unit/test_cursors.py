@@ -5,7 +5,8 @@ from __future__ import annotations
 import gc
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from siscom.core import cursors
 from siscom.core.deliveries import Delivery
@@ -41,7 +42,14 @@ def test_a_cursor_stays_short_as_partitions_grow(partitions, most_chars):
 
 @pytest.mark.parametrize(
     "text",
-    ["", "not base64!", "A" * (cursors.MAX_CURSOR_CHARS + 1), "AQ", "Ag" + "A" * 10, cursors.encode(CRC, ((5, 300),))[:-2]],
+    [
+        "",
+        "not base64!",
+        "A" * (cursors.MAX_CURSOR_CHARS + 1),
+        "AQ",
+        "Ag" + "A" * 10,
+        cursors.encode(CRC, ((5, 300),))[:-2],
+    ],
     ids=["empty", "garbage", "oversized", "no body", "other version", "truncated"],
 )
 def test_text_that_is_not_a_cursor_is_refused(text):
@@ -82,8 +90,13 @@ def test_the_verdict_says_where_the_missed_records_come_from():
 def delivery(partition: int, offset: int, vector: list[int], device: str = "a") -> Delivery:
     cursor = cursors.encode(CRC, (tuple(vector),))
     return Delivery(
-        device, message_frame('{"n":%d}' % offset, cursor), False, 1000 + offset,
-        topic_index=0, partition=partition, offset=offset,
+        device,
+        message_frame('{"n":%d}' % offset, cursor),
+        False,
+        1000 + offset,
+        topic_index=0,
+        partition=partition,
+        offset=offset,
     )
 
 

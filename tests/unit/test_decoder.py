@@ -7,14 +7,15 @@ import json
 import logging
 
 from aiokafka import ConsumerRecord, TopicPartition
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from siscom.core import cursors
 from siscom.core.deliveries import Progress
+from siscom.core.protocol import alert_frame, frame_cursor, message_frame
+from siscom.metrics import Metrics
 from siscom.pipeline.decoder import MALFORMED_LOG_PER_SECOND, Decoder
 from siscom.pipeline.offsets import ReadOffsets
-from siscom.metrics import Metrics
-from siscom.core.protocol import alert_frame, frame_cursor, message_frame
 from supervisors import Mailbox
 
 TOPIC, ALERTS = "positions", "alerts"
@@ -43,7 +44,11 @@ json_values = st.recursive(
 )
 device_ids = st.one_of(st.text(max_size=12), st.integers(), st.none(), st.booleans())
 documents = st.one_of(
-    st.builds(lambda d, extra: {"data": {"DEVICE_ID": d, **extra}}, device_ids, st.dictionaries(st.text(max_size=5), json_values, max_size=3)),
+    st.builds(
+        lambda d, extra: {"data": {"DEVICE_ID": d, **extra}},
+        device_ids,
+        st.dictionaries(st.text(max_size=5), json_values, max_size=3),
+    ),
     st.builds(lambda d: {"device_id": d}, device_ids),
     json_values,
 )
@@ -82,7 +87,9 @@ def test_any_batch_gives_a_frame_or_a_counted_reject_per_record_and_never_raises
 
 async def test_a_bad_record_does_not_stop_the_good_ones_behind_it(caplog):
     good = json.dumps({"data": {"DEVICE_ID": "a"}}).encode()
-    frames, metrics = await decode([record(b"\xff"), record(good, offset=1), record(b"{", offset=2), record(good, offset=3)])
+    frames, metrics = await decode(
+        [record(b"\xff"), record(good, offset=1), record(b"{", offset=2), record(good, offset=3)]
+    )
     assert [frame.device_id for frame in frames] == ["a", "a"]
     assert metrics.counters["malformed_records"] == 2
     assert "positions[0]@0 (not UTF-8" in caplog.text and "positions[0]@2 (not JSON" in caplog.text
@@ -104,8 +111,15 @@ async def test_an_empty_batch_after_start_offsets_were_noted_moves_the_dispatch_
     offsets.reached(TopicPartition(ALERTS, 0), 3)
     positions = cursors.LogPositions([TOPIC, ALERTS])
     out: Mailbox = Mailbox()
-    decoder = Decoder(Mailbox(), out, alerts_topic=ALERTS, max_record_bytes=MAX_BYTES, metrics=Metrics(),
-                      positions=positions, offsets=offsets)
+    decoder = Decoder(
+        Mailbox(),
+        out,
+        alerts_topic=ALERTS,
+        max_record_bytes=MAX_BYTES,
+        metrics=Metrics(),
+        positions=positions,
+        offsets=offsets,
+    )
     await decoder.receive([])
     (progress,) = out.drain()
     assert isinstance(progress, Progress)

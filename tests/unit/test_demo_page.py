@@ -37,7 +37,7 @@ def test_the_demo_policy_adds_the_tile_origin_to_img_src_and_nothing_else():
 def test_the_page_carries_the_tile_url_and_the_openstreetmap_credit_escaped_for_html():
     page = render_page(PAGE, "https://tiles.example.com/{z}/{x}/{y}.png?a=1&b=2")
     assert '<meta name="siscom-map-tiles" content="https://tiles.example.com/{z}/{x}/{y}.png?a=1&amp;b=2">' in page
-    assert 'href=&quot;https://www.openstreetmap.org/copyright&quot;' in page
+    assert "href=&quot;https://www.openstreetmap.org/copyright&quot;" in page
     assert "OpenStreetMap</a> contributors" in OSM_ATTRIBUTION
 
 

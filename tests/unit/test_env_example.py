@@ -26,8 +26,7 @@ COMPOSE = REPO_ROOT / "deploy" / "docker-compose.yml"
 COMPOSE_ONLY = {
     "SISCOM_HTTP_PORT": "port on the host where nginx serves the gateway",
     "SISCOM_NGINX_READ_TIMEOUT": (
-        "how long nginx lets a stream stay silent before cutting it; keep it above "
-        "STREAM_KEEPALIVE_SECONDS"
+        "how long nginx lets a stream stay silent before cutting it; keep it above STREAM_KEEPALIVE_SECONDS"
     ),
 }
 

@@ -65,8 +65,19 @@ def test_a_box_across_the_antimeridian_holds_both_sides_and_not_the_middle():
 @pytest.mark.parametrize(
     "raw",
     [
-        "", "1,2,3", "1,2,3,4,5", "a,b,c,d", "nan,0,1,1", "inf,0,1,1", "1e3,0,1,1", "-181,0,1,1",
-        "0,0,181,1", "0,-91,1,1", "0,0,1,91", "0,10,1,5", " , , , ",
+        "",
+        "1,2,3",
+        "1,2,3,4,5",
+        "a,b,c,d",
+        "nan,0,1,1",
+        "inf,0,1,1",
+        "1e3,0,1,1",
+        "-181,0,1,1",
+        "0,0,181,1",
+        "0,-91,1,1",
+        "0,0,1,91",
+        "0,10,1,5",
+        " , , , ",
     ],
 )
 def test_bad_boxes_are_refused_with_a_message(raw):
@@ -97,7 +108,11 @@ def test_numbers_parse_as_themselves_in_every_place_a_position_may_be(lat, lon):
     assert position_of({"lat": lat, "lon": lon}) == (lat, lon)
 
 
-@given(st.one_of(st.none(), st.booleans(), st.text(max_size=12), st.floats(), st.integers(), st.lists(st.integers(), max_size=2)))
+@given(
+    st.one_of(
+        st.none(), st.booleans(), st.text(max_size=12), st.floats(), st.integers(), st.lists(st.integers(), max_size=2)
+    )
+)
 def test_any_value_gives_a_valid_position_or_none(value):
     """Whatever a producer writes, the parser never raises and never returns an invalid position."""
     for document in ({"data": {"LATITUD": value, "LONGITUD": value}}, {"lat": value, "lon": value}):
@@ -109,7 +124,8 @@ def test_any_value_gives_a_valid_position_or_none(value):
 
 def test_the_first_valid_pair_wins():
     assert position_of({"data": {"LATITUD": "+20.652472", "LONGITUD": "-100.391423"}, "lat": 1, "lon": 2}) == (
-        20.652472, -100.391423,
+        20.652472,
+        -100.391423,
     )
     assert position_of({"data": {"LATITUD": "", "LONGITUD": "", "lat": 3, "lon": 4}}) == (3, 4)
     assert position_of({"data": {"LATITUD": "x"}, "lat": 5, "lon": 6}) == (5, 6)
@@ -118,10 +134,15 @@ def test_the_first_valid_pair_wins():
 @pytest.mark.parametrize(
     "document",
     [
-        {}, {"data": {}}, {"data": {"LATITUD": "+20.6"}}, {"data": {"LATITUD": "91", "LONGITUD": "0"}},
-        {"data": {"LATITUD": "0", "LONGITUD": "-180.5"}}, {"data": {"LATITUD": "nan", "LONGITUD": "0"}},
-{"data": {"LATITUD": True, "LONGITUD": 0}},
-        {"data": "text", "lat": None, "lon": 1}, {"data": {"lat": [1], "lon": 2}},
+        {},
+        {"data": {}},
+        {"data": {"LATITUD": "+20.6"}},
+        {"data": {"LATITUD": "91", "LONGITUD": "0"}},
+        {"data": {"LATITUD": "0", "LONGITUD": "-180.5"}},
+        {"data": {"LATITUD": "nan", "LONGITUD": "0"}},
+        {"data": {"LATITUD": True, "LONGITUD": 0}},
+        {"data": "text", "lat": None, "lon": 1},
+        {"data": {"lat": [1], "lon": 2}},
     ],
 )
 def test_records_without_a_valid_position_have_none(document):

@@ -61,8 +61,14 @@ def test_a_box_client_sees_only_what_is_in_its_box_with_one_leave_per_exit():
     plain = StreamCore(None, table=table, policy=POLICY)
     plain.open(0.0)
     core = map_core(table, bbox=BBox(0, 0, 1, 1))
-    route(table, position("a", 1, 0.5, 0.5), position("b", 2, 5, 5), position("a", 3, 2, 2),
-          position("a", 4, 3, 3), position("a", 5, 0.2, 0.2))
+    route(
+        table,
+        position("a", 1, 0.5, 0.5),
+        position("b", 2, 5, 5),
+        position("a", 3, 2, 2),
+        position("a", 4, 3, 3),
+        position("a", 5, 0.2, 0.2),
+    )
     assert frames(core) == [("message", 1), ("leave", "a"), ("message", 5)]
     assert [n for _, n in frames(plain)] == [1, 2, 3, 4, 5]
 
@@ -151,8 +157,14 @@ def test_a_resumed_box_stream_gets_its_alerts_and_each_devices_newest_position_i
     table = SubscriptionTable()
     box = BBox(0, 0, 1, 1)
     replay = [
-        position("a", 1, 0.5, 0.5), alert("a", 2), position("b", 3, 0.5, 0.5), position("a", 4, 0.6, 0.6),
-        position("b", 5, 3, 3), alert("b", 6), position("c", 7, 3, 3), alert("c", 8),
+        position("a", 1, 0.5, 0.5),
+        alert("a", 2),
+        position("b", 3, 0.5, 0.5),
+        position("a", 4, 0.6, 0.6),
+        position("b", 5, 3, 3),
+        alert("b", 6),
+        position("c", 7, 3, 3),
+        alert("c", 8),
     ]
     route(table, *replay)  # the live view is where the replay ends
     core = MapStreamCore(None, table=table, policy=POLICY, options=MapOptions(bbox=box), clock=lambda: 0.0)
@@ -166,12 +178,15 @@ def test_a_resumed_box_stream_gets_its_alerts_and_each_devices_newest_position_i
 def test_a_resumed_stream_with_a_rate_and_fields_gets_one_reduced_position_per_device():
     table = SubscriptionTable()
     replay = [position("a", n, 0.5, 0.5) for n in range(5)] + [alert("a", 9)] + [position("b", 10, 5, 5)]
-    core = MapStreamCore(None, table=table, policy=POLICY, options=MapOptions(max_hz=1.0, fields=("N",)),
-                         clock=lambda: 0.0)
+    core = MapStreamCore(
+        None, table=table, policy=POLICY, options=MapOptions(max_hz=1.0, fields=("N",)), clock=lambda: 0.0
+    )
     core.open(0.0, replay=replay, cursor="c")
     texts = [json.loads(text) for text in core.take(0.0)]
     assert [(t["event"], t["data"]["data"]) for t in texts] == [
-        ("message", {"N": 4, "DEVICE_ID": "a"}), ("alert", {"DEVICE_ID": "a", "N": 9}), ("message", {"N": 10, "DEVICE_ID": "b"}),
+        ("message", {"N": 4, "DEVICE_ID": "a"}),
+        ("alert", {"DEVICE_ID": "a", "N": 9}),
+        ("message", {"N": 10, "DEVICE_ID": "b"}),
     ]
 
 
@@ -181,8 +196,9 @@ def test_a_position_released_from_its_rate_slot_carries_the_dispatch_cursor_so_a
     table = SubscriptionTable()
     window = RecentWindow(max_records=100, max_bytes=100_000)
     now = [0.0]
-    core = MapStreamCore(None, table=table, policy=POLICY, options=MapOptions(max_hz=1.0), clock=lambda: now[0],
-                         window=window)
+    core = MapStreamCore(
+        None, table=table, policy=POLICY, options=MapOptions(max_hz=1.0), clock=lambda: now[0], window=window
+    )
     core.open(0.0)
 
     def routed(delivery: Delivery, offset: int) -> None:

@@ -10,7 +10,9 @@ P0, P1, P2 = (TopicPartition("t", n) for n in range(3))
 
 
 def record(partition: TopicPartition, offset: int, value: bytes = b"v", timestamp: int = 1000) -> ConsumerRecord:
-    return ConsumerRecord(partition.topic, partition.partition, offset, timestamp, 0, None, value, None, -1, len(value), ())
+    return ConsumerRecord(
+        partition.topic, partition.partition, offset, timestamp, 0, None, value, None, -1, len(value), ()
+    )
 
 
 class FakeConsumer:

@@ -6,8 +6,8 @@ The outbox is pure (no event loop): these tests call it directly and need no wai
 import json
 
 import pytest
-from hypothesis import example, given, settings, strategies as st
-
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from siscom.core import cursors
 from siscom.core.deliveries import Delivery
@@ -130,7 +130,9 @@ def test_a_client_that_keeps_up_still_gets_at_most_a_chunk_per_take():
 
 @settings(max_examples=400, deadline=None)
 @given(
-    steps=st.lists(st.tuples(st.sampled_from(["put", "put", "put", "take"]), st.integers(0, 3), st.booleans()), max_size=80),
+    steps=st.lists(
+        st.tuples(st.sampled_from(["put", "put", "put", "take"]), st.integers(0, 3), st.booleans()), max_size=80
+    ),
     cut=st.floats(0, 1),
 )
 @example(  # behind: d0's slot comes before the alert, and holds a position newer than the alert
@@ -160,7 +162,9 @@ def test_a_lagging_client_cut_off_anywhere_resumes_with_every_alert_once_and_eac
     replayed = [(offset, device, is_alert) for offset, device, is_alert in routed if offset >= resume_from]
     got_alerts = [f["data"]["data"]["O"] for f in frames if f["event"] == "alert"] + [o for o, _, a in replayed if a]
     assert sorted(got_alerts) == [offset for offset, _, is_alert in routed if is_alert]
-    got_positions = {f["data"]["data"]["O"] for f in frames if f["event"] == "message"} | {o for o, _, a in replayed if not a}
+    got_positions = {f["data"]["data"]["O"] for f in frames if f["event"] == "message"} | {
+        o for o, _, a in replayed if not a
+    }
     newest = {device: offset for offset, device, is_alert in routed if not is_alert}
     assert set(newest.values()) <= got_positions
 

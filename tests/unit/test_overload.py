@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import json
+from dataclasses import dataclass
 
 from siscom.core.deliveries import Delivery
 from siscom.core.geo import BBox
@@ -74,10 +73,14 @@ def test_the_clients_that_cost_most_go_first_not_the_well_behaved_ones_whose_bac
 def test_a_core_costs_the_frames_taken_for_it_and_the_devices_its_pans_looked_at_per_second() -> None:
     table = SubscriptionTable()
     for n in range(50):  # the router's part: every device's position, 0.001 degrees apart
-        table.remember(Delivery(f"d{n}", message_frame(f'{{"data":{{"DEVICE_ID":"d{n}"}}}}'), False, 0, (0.5, 0.001 * n)))
+        table.remember(
+            Delivery(f"d{n}", message_frame(f'{{"data":{{"DEVICE_ID":"d{n}"}}}}'), False, 0, (0.5, 0.001 * n))
+        )
     policy = StreamPolicy(keepalive_seconds=60.0, max_pending_frames=1000, max_device_ids=10, snapshot=True)
     quiet = StreamCore(frozenset({"d0"}), table=table, policy=policy)
-    panner = MapStreamCore(None, table=table, policy=policy, options=MapOptions(bbox=BBox(0, 0, 0.02, 1)), clock=lambda: 0.0)
+    panner = MapStreamCore(
+        None, table=table, policy=policy, options=MapOptions(bbox=BBox(0, 0, 0.02, 1)), clock=lambda: 0.0
+    )
     for core in (quiet, panner):
         core.open(10.0)
         core.take(10.0)

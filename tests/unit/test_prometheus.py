@@ -10,10 +10,10 @@ if __name__ == "__main__":  # run as a script from anywhere
     sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tests")]
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from support.settings import error_for, load  # noqa: E402
 
 from siscom.metrics import Kind, Metric, Metrics  # noqa: E402
 from siscom.prometheus import GAUGE_ACROSS_WORKERS, LATENCY_BUCKETS, exposed_name, prometheus_table  # noqa: E402
-from support.settings import error_for, load  # noqa: E402
 
 METRICS_DOC = REPO_ROOT / "docs" / "metrics.md"
 SECRET = "s" * 40

@@ -6,7 +6,8 @@ import json
 import re
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from siscom.core.protocol import (
     PING_FRAME,
@@ -178,9 +179,7 @@ def test_ack_frame_lists_ids_sorted_or_null_for_every_device():
     assert ack_frame("subscribe", frozenset({"b", "a"})) == (
         '{"event":"ack","data":{"action":"subscribe","device_ids":["a","b"]}}'
     )
-    assert ack_frame("unsubscribe", None) == (
-        '{"event":"ack","data":{"action":"unsubscribe","device_ids":null}}'
-    )
+    assert ack_frame("unsubscribe", None) == ('{"event":"ack","data":{"action":"unsubscribe","device_ids":null}}')
 
 
 # -- client frames ---------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from siscom.core.devices import DEVICE_ID_PATTERN
 from siscom.core.protocol import BadRequest, message_frame, parse_device_ids
@@ -179,14 +180,10 @@ json_scalars = (
 )
 json_values = st.recursive(
     json_scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=20,
 )
-device_ids = st.from_regex(DEVICE_ID_PATTERN, fullmatch=True) | st.integers(
-    min_value=-(2**63), max_value=2**63 - 1
-)
+device_ids = st.from_regex(DEVICE_ID_PATTERN, fullmatch=True) | st.integers(min_value=-(2**63), max_value=2**63 - 1)
 
 
 @st.composite

@@ -17,7 +17,9 @@ import time
 from dataclasses import dataclass
 
 from aiokafka import TopicPartition
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support.settings import load
 
 from siscom.core import cursors
 from siscom.core.deliveries import Delivery
@@ -31,7 +33,6 @@ from siscom.core.window import RecentWindow
 from siscom.metrics import Metrics
 from siscom.pipeline.history import HistoryReader
 from siscom.sessions.replay import Replayer
-from support.settings import load
 
 TOPIC, ALERTS = "positions", "alerts"
 TOPICS = (TOPIC, ALERTS)
@@ -103,7 +104,9 @@ class FakeConsumer:
 
 def a_log(partitions: int = 2, length: int = 12) -> dict[TopicPartition, list[Record]]:
     return {
-        TopicPartition(TOPIC, p): [Record(TOPIC, p, o, 1000 + o, value(f"d{o % 3}", 100 * p + o)) for o in range(length)]
+        TopicPartition(TOPIC, p): [
+            Record(TOPIC, p, o, 1000 + o, value(f"d{o % 3}", 100 * p + o)) for o in range(length)
+        ]
         for p in range(partitions)
     }
 
@@ -115,7 +118,9 @@ def span_offsets(spans: dict[TopicPartition, LogSpan]) -> dict[TopicPartition, l
 async def test_concurrent_reads_share_one_round_and_each_gets_exactly_its_range():
     log = a_log()
     consumer = FakeConsumer(log)
-    reader = HistoryReader(load(KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9", KAFKA_TOPIC=TOPIC), Metrics(), consumer=lambda _: consumer)
+    reader = HistoryReader(
+        load(KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9", KAFKA_TOPIC=TOPIC), Metrics(), consumer=lambda _: consumer
+    )
     p0, p1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
     try:
         first = asyncio.ensure_future(reader.read({p0: (2, 5), p1: (0, 3)}))
@@ -133,7 +138,9 @@ async def test_concurrent_reads_share_one_round_and_each_gets_exactly_its_range(
 
 async def test_a_request_made_while_a_round_reads_waits_for_the_next_round_and_gets_its_range():
     consumer = FakeConsumer(a_log(partitions=1, length=30), batch=2)
-    reader = HistoryReader(load(KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9", KAFKA_TOPIC=TOPIC), Metrics(), consumer=lambda _: consumer)
+    reader = HistoryReader(
+        load(KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9", KAFKA_TOPIC=TOPIC), Metrics(), consumer=lambda _: consumer
+    )
     p0 = TopicPartition(TOPIC, 0)
     try:
         first = asyncio.ensure_future(reader.read({p0: (0, 10)}))
@@ -211,8 +218,14 @@ class Live:
         decoded = decode_value(record.value, max_bytes=MAX_BYTES)
         make = alert_frame if topic == 1 else message_frame
         delivery = Delivery(
-            decoded.device_id, make(decoded.text, self.positions.cursor()), topic == 1, record.timestamp,
-            decoded.position, topic, record.partition, record.offset,
+            decoded.device_id,
+            make(decoded.text, self.positions.cursor()),
+            topic == 1,
+            record.timestamp,
+            decoded.position,
+            topic,
+            record.partition,
+            record.offset,
         )
         named, everything = self.table.subscribers_of(delivery.device_id)
         for subscriber in (*named, *everything):
@@ -344,7 +357,11 @@ async def resume(log, partitions, routed_before, routed_during, vector, window_r
 
 
 def expected(log: list[Record], after: int, mine) -> list[int]:
-    return [seq for seq, r in enumerate(log) if seq >= after and (mine is None or json.loads(r.value)["data"]["DEVICE_ID"] in mine)]
+    return [
+        seq
+        for seq, r in enumerate(log)
+        if seq >= after and (mine is None or json.loads(r.value)["data"]["DEVICE_ID"] in mine)
+    ]
 
 
 def assert_guarantee(log: list[Record], got: list[int], want: list[int], exact: bool) -> None:
@@ -404,7 +421,6 @@ def test_an_empty_range_replays_nothing_and_goes_live():
 
     frames = asyncio.run(run())
     assert seqs(frames) == [7]
-
 
 
 def test_a_slice_of_a_replay_stops_at_its_time_as_well_as_at_its_counts():

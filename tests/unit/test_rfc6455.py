@@ -8,8 +8,18 @@ import hashlib
 
 import pytest
 
-from bench.rfc6455 import OP_CLOSE, OP_PING, OP_TEXT, RSV1, ClientHandshake, HandshakeFailed, close_code
-from bench.rfc6455 import masked_frame, split_frames, take_head
+from bench.rfc6455 import (
+    OP_CLOSE,
+    OP_PING,
+    OP_TEXT,
+    RSV1,
+    ClientHandshake,
+    HandshakeFailed,
+    close_code,
+    masked_frame,
+    split_frames,
+    take_head,
+)
 
 
 def server_frame(payload: bytes, opcode: int = OP_TEXT, rsv1: bool = False) -> bytes:
@@ -53,11 +63,11 @@ def test_every_length_encoding_comes_back_whole_from_a_stream_fed_one_byte_at_a_
 def test_an_incomplete_frame_stays_in_the_buffer_after_the_complete_ones():
     stream = server_frame(b"one") + server_frame(b"two", rsv1=True)
     buffer = bytearray(stream[:-1])
-    first, = split_frames(buffer)
+    (first,) = split_frames(buffer)
     assert first == (0x80 | OP_TEXT, b"one")
     assert bytes(buffer) == stream[len(server_frame(b"one")) : -1]
     buffer += stream[-1:]
-    (flags, payload), = split_frames(buffer)
+    ((flags, payload),) = split_frames(buffer)
     assert payload == b"two" and flags & RSV1 and flags & 0x0F == OP_TEXT
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import ssl
 
 import pytest
-
-from siscom.pipeline.kafka import consumer_options
-from siscom.config import Settings
 from support.pki import CertificateAuthority
+
+from siscom.config import Settings
+from siscom.pipeline.kafka import consumer_options
 
 
 def options(**environ: str) -> dict[str, object]:
@@ -30,8 +30,10 @@ def test_plaintext_passes_no_credentials_and_no_tls():
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
 def test_sasl_plaintext_passes_mechanism_and_credentials_without_tls(mechanism):
     given = options(
-        KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT", KAFKA_SASL_MECHANISM=mechanism,
-        KAFKA_USERNAME="gateway", KAFKA_PASSWORD="p@ss word",
+        KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT",
+        KAFKA_SASL_MECHANISM=mechanism,
+        KAFKA_USERNAME="gateway",
+        KAFKA_PASSWORD="p@ss word",
     )
     assert given["security_protocol"] == "SASL_PLAINTEXT"
     assert given["sasl_mechanism"] == mechanism
@@ -42,8 +44,11 @@ def test_sasl_plaintext_passes_mechanism_and_credentials_without_tls(mechanism):
 def test_sasl_ssl_passes_credentials_and_a_verifying_tls_context(pki):
     ca, _ = pki
     given = options(
-        KAFKA_SECURITY_PROTOCOL="SASL_SSL", KAFKA_SASL_MECHANISM="SCRAM-SHA-512",
-        KAFKA_USERNAME="gateway", KAFKA_PASSWORD="secret", KAFKA_SSL_CAFILE=str(ca.cert),
+        KAFKA_SECURITY_PROTOCOL="SASL_SSL",
+        KAFKA_SASL_MECHANISM="SCRAM-SHA-512",
+        KAFKA_USERNAME="gateway",
+        KAFKA_PASSWORD="secret",
+        KAFKA_SSL_CAFILE=str(ca.cert),
     )
     assert given["sasl_mechanism"] == "SCRAM-SHA-512"
     context = given["ssl_context"]
@@ -62,8 +67,10 @@ def test_ssl_trusts_the_system_store_without_a_ca_file():
 def test_ssl_with_a_client_certificate_loads_it_for_mutual_tls(pki):
     ca, client = pki
     given = options(
-        KAFKA_SECURITY_PROTOCOL="SSL", KAFKA_SSL_CAFILE=str(ca.cert),
-        KAFKA_SSL_CERTFILE=str(client.cert), KAFKA_SSL_KEYFILE=str(client.key),
+        KAFKA_SECURITY_PROTOCOL="SSL",
+        KAFKA_SSL_CAFILE=str(ca.cert),
+        KAFKA_SSL_CERTFILE=str(client.cert),
+        KAFKA_SSL_KEYFILE=str(client.key),
     )
     assert isinstance(given["ssl_context"], ssl.SSLContext)
     assert "sasl_plain_password" not in given

@@ -22,7 +22,8 @@ def test_origins_compare_in_one_spelling(text, origin):
 
 
 @pytest.mark.parametrize(
-    "text", ["null", "fleet.example.com", "file:///x", "https://x/path", "https://x?q=1", "https://a:b@x", "http://x:99999"]
+    "text",
+    ["null", "fleet.example.com", "file:///x", "https://x/path", "https://x?q=1", "https://a:b@x", "http://x:99999"],
 )
 def test_anything_but_a_bare_http_origin_is_not_an_origin(text):
     with pytest.raises(ValueError):

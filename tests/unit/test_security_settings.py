@@ -5,17 +5,18 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
-from support.settings import error_for, load
 from support.pki import CertificateAuthority
+from support.settings import error_for, load
 
 SECRET = "a-secret-that-is-at-least-32-chars"
 
 
 def public_pem(private_key) -> str:
-    return private_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    return (
+        private_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 def test_out_of_the_box_streams_are_open_to_any_origin_with_a_total_cap_only():

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
-
-import time
 
 from siscom.core.deliveries import Delivery
 from siscom.core.protocol import CloseCode, alert_frame, message_frame
@@ -26,7 +25,11 @@ BOUND = 50
 
 def limits(**changes) -> SessionLimits:
     values = dict(
-        keepalive_seconds=60.0, send_timeout_seconds=5.0, max_pending_frames=BOUND, max_device_ids=10, snapshot=True,
+        keepalive_seconds=60.0,
+        send_timeout_seconds=5.0,
+        max_pending_frames=BOUND,
+        max_device_ids=10,
+        snapshot=True,
         close_linger_seconds=0.2,
     )
     values.update(changes)
@@ -93,7 +96,12 @@ class Harness:
     def start(self, flusher: Flusher | None = None, gate=None) -> Session:
         core = StreamCore(self.device_ids, table=self.table, policy=self.limits.policy, grant=self.grant)
         self.session = Session(
-            self.transport, core, name="session-1", limits=self.limits, metrics=self.metrics, flusher=flusher,
+            self.transport,
+            core,
+            name="session-1",
+            limits=self.limits,
+            metrics=self.metrics,
+            flusher=flusher,
             gate=gate,
         )
         self.task = asyncio.create_task(self.session.run())
@@ -381,7 +389,9 @@ async def test_a_session_that_ends_first_leaves_no_expiry_timer_behind(harness):
 
 
 async def test_asking_for_devices_outside_the_grant_ends_the_stream_with_1008_and_is_counted(harness):
-    h = harness(device_ids=frozenset({"bus-1"}), grant=Grant(frozenset({"bus-1", "bus-2"}), time.time() + 60), snapshot=False)
+    h = harness(
+        device_ids=frozenset({"bus-1"}), grant=Grant(frozenset({"bus-1", "bus-2"}), time.time() + 60), snapshot=False
+    )
     h.start()
     await h.transport.incoming.put(json.dumps({"action": "subscribe", "device_ids": ["car-9"]}))
     await h.ended()

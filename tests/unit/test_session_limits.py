@@ -16,7 +16,9 @@ from siscom.security.inbound import InboundLimits, InboundRates
 from siscom.sessions.session import Session, SessionLimits
 from siscom.sessions.transport import Transport
 
-LIMITS = SessionLimits(keepalive_seconds=60, send_timeout_seconds=5, max_pending_frames=100, max_device_ids=10, snapshot=False)
+LIMITS = SessionLimits(
+    keepalive_seconds=60, send_timeout_seconds=5, max_pending_frames=100, max_device_ids=10, snapshot=False
+)
 
 
 class ScriptedTransport(Transport):
@@ -41,7 +43,9 @@ class ScriptedTransport(Transport):
         pass
 
 
-def session(transport: ScriptedTransport, *, table: SubscriptionTable | None = None, ids=frozenset({"a"}), rates=None) -> tuple[Session, Metrics]:
+def session(
+    transport: ScriptedTransport, *, table: SubscriptionTable | None = None, ids=frozenset({"a"}), rates=None
+) -> tuple[Session, Metrics]:
     metrics = Metrics()
     inbound = InboundLimits(rates, asyncio.get_running_loop().time()) if rates else None
     table = table if table is not None else SubscriptionTable()

@@ -116,8 +116,19 @@ def test_the_client_decodes_a_chunked_body_fed_in_pieces():
 
 def test_sharing_one_encoding_costs_1000_recipients_less_than_encoding_for_each():
     """Why frames are encoded once per process (run with -s for the figures)."""
-    value = json.dumps({"data": {"DEVICE_ID": "0848086072", "LAT": -12.04, "LNG": -77.03, "SPEED": 42.5,
-                                 "HEADING": 180, "TS": "2026-12-01T20:00:00Z", "IGNITION": True}})
+    value = json.dumps(
+        {
+            "data": {
+                "DEVICE_ID": "0848086072",
+                "LAT": -12.04,
+                "LNG": -77.03,
+                "SPEED": 42.5,
+                "HEADING": 180,
+                "TS": "2026-12-01T20:00:00Z",
+                "IGNITION": True,
+            }
+        }
+    )
     text = message_frame(value, CURSOR * 2)
     recipients = 1000
     cache = EventCache()
@@ -127,6 +138,8 @@ def test_sharing_one_encoding_costs_1000_recipients_less_than_encoding_for_each(
 
     each = best(lambda: [encode_event(text) for _ in range(recipients)])
     shared = best(lambda: [cache.event(text) for _ in range(recipients)])
-    print(f"\n{recipients} SSE recipients of a {len(text)}-byte frame: encoded for each {each * 1e3:.2f} ms, "
-          f"one shared encoding {shared * 1e3:.2f} ms")
+    print(
+        f"\n{recipients} SSE recipients of a {len(text)}-byte frame: encoded for each {each * 1e3:.2f} ms, "
+        f"one shared encoding {shared * 1e3:.2f} ms"
+    )
     assert shared < each / 2

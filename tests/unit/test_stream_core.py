@@ -11,11 +11,11 @@ import json
 import pytest
 
 from siscom.core.deliveries import Delivery
+from siscom.core.outbox import BURST
 from siscom.core.protocol import PING_FRAME, CloseCode, alert_frame, message_frame, resumed_frame
 from siscom.core.stream import Cause, StreamCore, StreamPolicy
 from siscom.core.subscriptions import SubscriptionTable
 from siscom.core.window import RecentWindow
-from siscom.core.outbox import BURST
 from siscom.security.tokens import Grant
 
 BOUND = 50
@@ -30,7 +30,9 @@ def policy(**changes) -> StreamPolicy:
 
 
 def make(device_ids=frozenset({"a", "b"}), *, table=None, grant=None, now=0.0, **changes) -> StreamCore:
-    core = StreamCore(device_ids, table=SubscriptionTable() if table is None else table, policy=policy(**changes), grant=grant)
+    core = StreamCore(
+        device_ids, table=SubscriptionTable() if table is None else table, policy=policy(**changes), grant=grant
+    )
     core.open(now)
     return core
 
@@ -138,7 +140,9 @@ def test_alerts_are_never_conflated_and_past_the_bound_the_client_is_closed_with
         core.deliver(alert("a", n))
     assert core.closing is not None
     assert (core.closing.code, core.closing.reason, core.closing.cause) == (
-        CloseCode.TRY_AGAIN_LATER, "client too slow", Cause.SLOW_CLIENT
+        CloseCode.TRY_AGAIN_LATER,
+        "client too slow",
+        Cause.SLOW_CLIENT,
     )
     assert core.backlog == 0  # what waited is dropped
     core.end()
@@ -165,7 +169,10 @@ def test_the_first_close_wins_and_says_what_to_send_last():
     core.client_gone()
     closing = core.closing
     assert (closing.code, closing.reason, closing.final_frame, closing.silent) == (
-        CloseCode.POLICY_VIOLATION, "token expired", '{"event":"error"}', False
+        CloseCode.POLICY_VIOLATION,
+        "token expired",
+        '{"event":"error"}',
+        False,
     )
     assert woken == ["closed"]
 
@@ -257,10 +264,13 @@ def test_subscribing_outside_the_grant_ends_the_stream_with_an_error_frame_and_1
     send(core, action="subscribe", device_ids=["bus-3", "car-9"])
     closing = core.closing
     assert json.loads(closing.final_frame) == {
-        "event": "error", "data": {"message": "device ids not allowed by the token", "device_ids": ["car-9"]}
+        "event": "error",
+        "data": {"message": "device ids not allowed by the token", "device_ids": ["car-9"]},
     }
     assert (closing.code, closing.reason, closing.cause) == (
-        CloseCode.POLICY_VIOLATION, "device not allowed", Cause.FORBIDDEN
+        CloseCode.POLICY_VIOLATION,
+        "device not allowed",
+        Cause.FORBIDDEN,
     )
     assert table.filter_of(core) == {"bus-1"}  # nothing of the request was applied
 
@@ -285,7 +295,9 @@ def test_an_expired_token_closes_with_an_error_frame_and_1008():
     closing = core.closing
     assert json.loads(closing.final_frame) == {"event": "error", "data": {"message": "token expired"}}
     assert (closing.code, closing.reason, closing.cause) == (
-        CloseCode.POLICY_VIOLATION, "token expired", Cause.TOKEN_EXPIRED
+        CloseCode.POLICY_VIOLATION,
+        "token expired",
+        Cause.TOKEN_EXPIRED,
     )
 
 
@@ -342,8 +354,13 @@ def test_a_replay_is_queued_a_slice_at_a_time_as_the_client_takes_it_then_what_w
     """Ten times the bound of waiting alerts, replayed: none refused, none twice, the outbox never
     holding more than a slice; live deliveries (handed over, then routed) follow the replay."""
     core = StreamCore(frozenset({"a"}), table=SubscriptionTable(), policy=policy(max_pending_frames=10))
-    core.open(0.0, resumed=resumed_frame(True), replay=[cursored_alert(n) for n in range(100)], cursor="c",
-              live=[alert("a", 1000)])
+    core.open(
+        0.0,
+        resumed=resumed_frame(True),
+        replay=[cursored_alert(n) for n in range(100)],
+        cursor="c",
+        live=[alert("a", 1000)],
+    )
     core.deliver(alert("a", 2000))
     core.deliver(position("a", 3000))
     frames: list[dict] = []
@@ -445,7 +462,9 @@ def test_a_large_snapshot_is_the_tables_frames_shared_by_every_stream_without_th
     table = SubscriptionTable()
     devices = [f"bus-{n}" for n in range(SNAPSHOT_CHUNK * 3 + 5)]
     for n, device in enumerate(devices):
-        table.remember(Delivery(device, message_frame(json.dumps({"data": {"DEVICE_ID": device, "N": n}}), "CURSOR"), False, 0))
+        table.remember(
+            Delivery(device, message_frame(json.dumps({"data": {"DEVICE_ID": device, "N": n}}), "CURSOR"), False, 0)
+        )
     cores = [StreamCore(None, table=table, policy=policy()) for _ in range(2)]
     taken = []
     for core in cores:
@@ -455,7 +474,9 @@ def test_a_large_snapshot_is_the_tables_frames_shared_by_every_stream_without_th
             chunks.append(texts)
         taken.append(chunks)
     first, second = taken
-    assert [len(chunk) for chunk in first] == [1, SNAPSHOT_CHUNK, SNAPSHOT_CHUNK, SNAPSHOT_CHUNK, 5], "resumed, then chunks"
+    assert [len(chunk) for chunk in first] == [1, SNAPSHOT_CHUNK, SNAPSHOT_CHUNK, SNAPSHOT_CHUNK, 5], (
+        "resumed, then chunks"
+    )
     frames = [text for chunk in first[1:] for text in chunk]
     assert [json.loads(text)["data"]["data"]["N"] for text in frames] == list(range(len(devices)))
     assert all('"id"' not in text for text in frames), "a snapshot frame says where a device is, not the stream"

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import tenacity
 import tenacity.wait
+from unit.deadlines import within
 
-from supervisors.backoff import RestartBackoff, default_backoff
 from supervisors import (
     Actor,
     ChildSpec,
@@ -32,7 +32,7 @@ from supervisors import (
     Strategy,
     Supervisor,
 )
-from unit.deadlines import within
+from supervisors.backoff import RestartBackoff, default_backoff
 
 NO_WAIT = tenacity.wait_none()
 LOGGER = "supervisors.supervisor"
@@ -74,9 +74,7 @@ class Lab:
         self.log: list[str] = []
         self.made: defaultdict[str, list[Worker]] = defaultdict(list)
 
-    def spec(
-        self, id: str, restart: Restart = Restart.PERMANENT, shutdown: float = 1.0
-    ) -> ChildSpec:
+    def spec(self, id: str, restart: Restart = Restart.PERMANENT, shutdown: float = 1.0) -> ChildSpec:
         def start() -> Worker:
             worker = Worker(id, self.log)
             self.made[id].append(worker)
@@ -165,7 +163,7 @@ async def test_default_run_hands_inbox_messages_to_receive_in_order() -> None:
     await eventually(lambda: len(received) == 3)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await within(task, "the supervisor\'s run to end")
+        await within(task, "the supervisor's run to end")
 
     assert received == ["a", "b", "c"]
 
@@ -213,9 +211,7 @@ async def test_children_start_in_order_and_stop_in_reverse_order(lab: Lab) -> No
     assert root.count_children() == 0
 
 
-async def test_start_returns_once_the_initial_children_are_started(
-    lab: Lab, started: Start
-) -> None:
+async def test_start_returns_once_the_initial_children_are_started(lab: Lab, started: Start) -> None:
     root = await started(Supervisor("root", [lab.spec(id) for id in "ab"], backoff=NO_WAIT))
 
     assert root.running
@@ -259,7 +255,7 @@ async def test_stop_is_idempotent_and_wait_then_returns(lab: Lab) -> None:
 
     await within(root.stop(), "the supervisor to stop its children")
     await within(root.stop(), "the supervisor to stop its children")
-    await within(root.wait(), "the supervisor\'s run to end")
+    await within(root.wait(), "the supervisor's run to end")
 
     assert lab.log == ["start a", "stop a"]
     assert not root.running
@@ -272,7 +268,7 @@ async def test_cancelling_run_stops_the_children_and_propagates(lab: Lab) -> Non
 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await within(task, "the supervisor\'s run to end")
+        await within(task, "the supervisor's run to end")
 
     assert lab.log[-2:] == ["stop b", "stop a"]
 
@@ -422,9 +418,7 @@ async def test_crash_is_logged_once_with_its_traceback(
     assert "Traceback" in caplog.text and "kaput" in caplog.text
 
 
-async def test_normal_exit_is_logged_at_debug_only(
-    lab: Lab, started: Start, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_normal_exit_is_logged_at_debug_only(lab: Lab, started: Start, caplog: pytest.LogCaptureFixture) -> None:
     root = await one_child(lab, started, Restart.TRANSIENT)
 
     with caplog.at_level(logging.DEBUG, logger=LOGGER):
@@ -454,13 +448,9 @@ async def test_one_for_one_restarts_only_the_crashed_child(lab: Lab, started: St
     assert root.restarts == 1
 
 
-async def test_one_for_all_stops_the_others_in_reverse_then_restarts_all_in_order(
-    lab: Lab, started: Start
-) -> None:
+async def test_one_for_all_stops_the_others_in_reverse_then_restarts_all_in_order(lab: Lab, started: Start) -> None:
     root = await started(
-        Supervisor(
-            "root", [lab.spec(id) for id in "abc"], strategy=Strategy.ONE_FOR_ALL, backoff=NO_WAIT
-        )
+        Supervisor("root", [lab.spec(id) for id in "abc"], strategy=Strategy.ONE_FOR_ALL, backoff=NO_WAIT)
     )
     await eventually(lab.running("a", "b", "c"))
     lab.log.clear()
@@ -473,14 +463,8 @@ async def test_one_for_all_stops_the_others_in_reverse_then_restarts_all_in_orde
     assert root.restarts == 1  # one restart of the group, as the intensity counts it
 
 
-async def test_rest_for_one_restarts_the_crashed_child_and_those_started_after_it(
-    lab: Lab, started: Start
-) -> None:
-    await started(
-        Supervisor(
-            "root", [lab.spec(id) for id in "abcd"], strategy=Strategy.REST_FOR_ONE, backoff=NO_WAIT
-        )
-    )
+async def test_rest_for_one_restarts_the_crashed_child_and_those_started_after_it(lab: Lab, started: Start) -> None:
+    await started(Supervisor("root", [lab.spec(id) for id in "abcd"], strategy=Strategy.REST_FOR_ONE, backoff=NO_WAIT))
     await eventually(lab.running("a", "b", "c", "d"))
     lab.log.clear()
 
@@ -492,13 +476,9 @@ async def test_rest_for_one_restarts_the_crashed_child_and_those_started_after_i
     assert lab.starts("a") == 1
 
 
-async def test_dynamic_children_come_last_in_the_rest_for_one_order(
-    lab: Lab, started: Start
-) -> None:
+async def test_dynamic_children_come_last_in_the_rest_for_one_order(lab: Lab, started: Start) -> None:
     root = await started(
-        Supervisor(
-            "root", [lab.spec("a"), lab.spec("b")], strategy=Strategy.REST_FOR_ONE, backoff=NO_WAIT
-        )
+        Supervisor("root", [lab.spec("a"), lab.spec("b")], strategy=Strategy.REST_FOR_ONE, backoff=NO_WAIT)
     )
     await within(root.start_child(lab.spec("x")), "start_child to return")
     await eventually(lab.running("a", "b", "x"))
@@ -512,9 +492,7 @@ async def test_dynamic_children_come_last_in_the_rest_for_one_order(
 
 
 async def test_group_restart_forgets_temporary_siblings(lab: Lab, started: Start) -> None:
-    root = await started(
-        Supervisor("root", [lab.spec("a")], strategy=Strategy.ONE_FOR_ALL, backoff=NO_WAIT)
-    )
+    root = await started(Supervisor("root", [lab.spec("a")], strategy=Strategy.ONE_FOR_ALL, backoff=NO_WAIT))
     await within(root.start_child(lab.spec("t", Restart.TEMPORARY)), "start_child to return")
     await eventually(lab.running("a", "t"))
 
@@ -539,7 +517,7 @@ async def test_too_many_restarts_stop_the_children_and_escalate(lab: Lab) -> Non
         lab.current("a").crash(last_crash)
 
     with pytest.raises(RestartIntensityExceeded) as raised:
-        await within(root.wait(), "the supervisor\'s run to end")
+        await within(root.wait(), "the supervisor's run to end")
 
     assert raised.value.supervisor == "root"
     assert raised.value.__cause__ is last_crash
@@ -561,16 +539,14 @@ async def test_zero_intensity_escalates_on_the_first_restart(lab: Lab) -> None:
     lab.current("a").crash()
 
     with pytest.raises(RestartIntensityExceeded):
-        await within(root.wait(), "the supervisor\'s run to end")
+        await within(root.wait(), "the supervisor's run to end")
     assert lab.starts("a") == 1
 
 
 async def test_restarts_older_than_the_period_no_longer_count(lab: Lab, started: Start) -> None:
     now = [1000.0]
     root = await started(
-        Supervisor(
-            "root", [lab.spec("a")], intensity=1, period=10.0, backoff=NO_WAIT, clock=lambda: now[0]
-        )
+        Supervisor("root", [lab.spec("a")], intensity=1, period=10.0, backoff=NO_WAIT, clock=lambda: now[0])
     )
     for attempt in (1, 2, 3):
         await eventually(lambda: lab.starts("a") == attempt and lab.current("a").task)
@@ -600,7 +576,7 @@ async def test_child_that_cannot_be_restarted_counts_as_crashing_again(
     with caplog.at_level(logging.ERROR, logger=LOGGER):
         starts[0].crash()
         with pytest.raises(RestartIntensityExceeded):
-            await within(root.wait(), "the supervisor\'s run to end")
+            await within(root.wait(), "the supervisor's run to end")
 
     crashes = [r for r in caplog.records if "crashed" in r.getMessage()]
     assert len(crashes) == 3  # the crash, then two failed restarts; the third is one too many
@@ -620,11 +596,7 @@ def nested(lab: Lab, inner_intensity: int) -> ChildSpec:
 async def test_escalation_is_a_crash_the_parent_handles_by_its_strategy(
     lab: Lab, started: Start, caplog: pytest.LogCaptureFixture, strategy: Strategy
 ) -> None:
-    root = await started(
-        Supervisor(
-            "root", [nested(lab, 0), lab.spec("sibling")], strategy=strategy, backoff=NO_WAIT
-        )
-    )
+    root = await started(Supervisor("root", [nested(lab, 0), lab.spec("sibling")], strategy=strategy, backoff=NO_WAIT))
     await eventually(lab.running("w", "sibling"))
     first_inner = root.which_children()[0].actor
 
@@ -649,7 +621,7 @@ async def test_escalation_climbs_to_the_top_when_every_level_gives_up(lab: Lab) 
     lab.current("w").crash()
 
     with pytest.raises(RestartIntensityExceeded) as raised:
-        await within(root.wait(), "the supervisor\'s run to end")
+        await within(root.wait(), "the supervisor's run to end")
     assert raised.value.supervisor == "root"
     assert isinstance(raised.value.__cause__, RestartIntensityExceeded)
     assert raised.value.__cause__.supervisor == "inner"
@@ -674,14 +646,16 @@ class RecordingWait(tenacity.wait.wait_base):
         return self.delay_for(error)
 
 
-async def test_backoff_is_asked_with_the_childs_restarts_within_the_period(
-    lab: Lab, started: Start
-) -> None:
+async def test_backoff_is_asked_with_the_childs_restarts_within_the_period(lab: Lab, started: Start) -> None:
     now = [1000.0]
     wait = RecordingWait()
     await started(
         Supervisor(
-            "root", [lab.spec("a"), lab.spec("b")], intensity=10, period=60.0, backoff=wait,
+            "root",
+            [lab.spec("a"), lab.spec("b")],
+            intensity=10,
+            period=60.0,
+            backoff=wait,
             clock=lambda: now[0],
         )
     )
@@ -713,9 +687,7 @@ async def test_backoff_is_asked_with_the_childs_restarts_within_the_period(
     ]
 
 
-async def test_supervisor_keeps_working_while_a_restart_waits_out_its_backoff(
-    lab: Lab, started: Start
-) -> None:
+async def test_supervisor_keeps_working_while_a_restart_waits_out_its_backoff(lab: Lab, started: Start) -> None:
     class SlowBoom(Boom):
         """Crashes that the test's backoff answers with an hour's wait."""
 
@@ -738,19 +710,15 @@ async def test_supervisor_keeps_working_while_a_restart_waits_out_its_backoff(
     ]
     before_stop = lab.log.copy()
     await within(root.stop(), "the supervisor to stop its children")  # does not wait for the hour
-    assert lab.log[len(before_stop):] == ["stop b"]
+    assert lab.log[len(before_stop) :] == ["stop b"]
 
 
-async def test_child_taken_into_a_later_group_restart_is_started_only_once(
-    lab: Lab, started: Start
-) -> None:
+async def test_child_taken_into_a_later_group_restart_is_started_only_once(lab: Lab, started: Start) -> None:
     class SlowBoom(Boom):
         """Crashes that the test's backoff answers with a short real wait."""
 
     wait = RecordingWait(lambda error: 0.02 if isinstance(error, SlowBoom) else 0.0)
-    root = await started(
-        Supervisor("root", [lab.spec("a")], strategy=Strategy.ONE_FOR_ALL, backoff=wait)
-    )
+    root = await started(Supervisor("root", [lab.spec("a")], strategy=Strategy.ONE_FOR_ALL, backoff=wait))
     await eventually(lab.running("a"))
     lab.current("a").crash(SlowBoom())  # "a" waits 20 ms for its restart...
     await eventually(lambda: root.restarts == 1)
@@ -804,10 +772,10 @@ async def test_a_temporary_child_that_ended_is_forgotten_at_once_not_when_the_ne
             return
 
     root = await started(Supervisor("root", backoff=NO_WAIT))
-    actor = Brief("brief")
-    gone = weakref.ref(actor)
-    await within(root.start_child(ChildSpec("brief", lambda: actor, restart=Restart.TEMPORARY)), "start_child")
-    del actor
+    made = [Brief("brief")]
+    gone = weakref.ref(made[0])
+    # The factory hands its one actor over, keeping no reference of its own.
+    await within(root.start_child(ChildSpec("brief", made.pop, restart=Restart.TEMPORARY)), "start_child")
     await eventually(lambda: not root.which_children())
     for _ in range(5):  # the supervisor goes back to waiting for its next event
         await asyncio.sleep(0)
@@ -900,9 +868,7 @@ async def test_terminate_child_ignores_an_unknown_id(lab: Lab, started: Start) -
     assert root.count_children() == 1
 
 
-async def test_many_dynamic_temporary_children_are_stopped_together(
-    lab: Lab, started: Start
-) -> None:
+async def test_many_dynamic_temporary_children_are_stopped_together(lab: Lab, started: Start) -> None:
     sessions = 1000
     cancelled = 0
     seen_when_finishing: list[int] = []
@@ -922,7 +888,9 @@ async def test_many_dynamic_temporary_children_are_stopped_together(
     root = Supervisor("root", [lab.spec("static")], backoff=NO_WAIT)
     await within(root.start(), "the supervisor to start its children")
     for number in range(sessions):
-        await within(root.start_child(ChildSpec(f"session-{number}", Session, Restart.TEMPORARY)), "start_child to return")
+        await within(
+            root.start_child(ChildSpec(f"session-{number}", Session, Restart.TEMPORARY)), "start_child to return"
+        )
     await settle()
     assert root.count_children() == sessions + 1
 

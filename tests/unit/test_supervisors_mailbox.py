@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from unit.deadlines import within
 
 from supervisors import Mailbox, MailboxFull
-from unit.deadlines import within
 
 
 async def settle(turns: int = 10) -> None:

@@ -110,10 +110,12 @@ def test_a_token_that_no_longer_grants_a_subscribed_device_is_refused_and_the_ol
     now = time.time()
     before = core.expiry_delay(now)
     frames = refresh(core, mint(["a"], expires_in=600.0))
-    assert frames == [{
-        "event": "error",
-        "data": {"message": "token refresh refused: device ids not allowed by the token", "device_ids": ["b"]},
-    }]
+    assert frames == [
+        {
+            "event": "error",
+            "data": {"message": "token refresh refused: device ids not allowed by the token", "device_ids": ["b"]},
+        }
+    ]
     assert core.expiry_delay(now) == before
     assert heard == [False]
     assert core.closing is None  # the stream goes on until the old expiry

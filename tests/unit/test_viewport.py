@@ -71,13 +71,15 @@ def test_a_device_crossing_the_edge_enters_and_leaves_once_each_and_alerts_follo
     inside, outside = Watcher(), Watcher()
     index.watch(inside, BBox(-1, -1, 1, 1))
     index.watch(outside, BBox(10, 10, 11, 11))
-    index.route([
-        Delivery("v", "p1", False, 0, (0.5, 0.5)),
-        Delivery("v", "a1", True, 0, None),
-        Delivery("v", "p2", False, 0, (5.0, 5.0)),
-        Delivery("v", "a2", True, 0, None),
-        Delivery("v", "p3", False, 0, None),  # no position: in no box, not moved
-    ])
+    index.route(
+        [
+            Delivery("v", "p1", False, 0, (0.5, 0.5)),
+            Delivery("v", "a1", True, 0, None),
+            Delivery("v", "p2", False, 0, (5.0, 5.0)),
+            Delivery("v", "a2", True, 0, None),
+            Delivery("v", "p3", False, 0, None),  # no position: in no box, not moved
+        ]
+    )
     assert inside.got == ["v", "v"] and inside.left == ["v"]
     assert outside.got == [] and outside.left == []
 
@@ -98,8 +100,16 @@ def test_the_reduced_text_is_built_once_per_field_set_and_shared_by_every_client
     assert fields == ("GPS_DATETIME", "LATITUD", "LONGITUD", "SPEED")
     clients = [projections.get(fields) for _ in range(100)]
     assert all(client is clients[0] for client in clients)
-    record = {"data": {"DEVICE_ID": "0848086072", "LATITUD": "+20.652472", "LONGITUD": "-100.391423",
-                       "SPEED": 42, "GPS_DATETIME": "2026-12-01 18:00:00", "ODOMETER": 1}}
+    record = {
+        "data": {
+            "DEVICE_ID": "0848086072",
+            "LATITUD": "+20.652472",
+            "LONGITUD": "-100.391423",
+            "SPEED": 42,
+            "GPS_DATETIME": "2026-12-01 18:00:00",
+            "ODOMETER": 1,
+        }
+    }
     frame = message_frame(json.dumps(record))
     texts = [client.reduce("0848086072", frame) for client in clients]
     assert all(text is texts[0] for text in texts)
@@ -109,7 +119,9 @@ def test_the_reduced_text_is_built_once_per_field_set_and_shared_by_every_client
         '"LONGITUD":"-100.391423","SPEED":42,"DEVICE_ID":"0848086072"}}}'
     )
     other = projections.get(("SPEED",))
-    assert other.reduce("0848086072", frame) == '{"event":"message","data":{"data":{"SPEED":42,"DEVICE_ID":"0848086072"}}}'
+    assert (
+        other.reduce("0848086072", frame) == '{"event":"message","data":{"data":{"SPEED":42,"DEVICE_ID":"0848086072"}}}'
+    )
     next_frame = message_frame(json.dumps({"device_id": "x7", "data": {"SPEED": 1}}))
     assert clients[5].reduce("x7", next_frame) == '{"event":"message","data":{"data":{"SPEED":1,"device_id":"x7"}}}'
     assert clients[0].builds == 2
@@ -167,8 +179,11 @@ WORLD = BBox(-180, -90, 180, 90)
 
 @settings(max_examples=200)
 @given(
-    st.lists(st.one_of(boxes(), st.just(WORLD), st.just(BBox(-180, -90, 0, 90)), st.just(BBox(100, -90, -100, 90))),
-             min_size=1, max_size=20),
+    st.lists(
+        st.one_of(boxes(), st.just(WORLD), st.just(BBox(-180, -90, 0, 90)), st.just(BBox(100, -90, -100, 90))),
+        min_size=1,
+        max_size=20,
+    ),
     st.lists(st.tuples(lats, lons), min_size=1, max_size=20),
     st.lists(st.tuples(lats, lons), min_size=1, max_size=20),
 )

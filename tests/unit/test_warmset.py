@@ -68,7 +68,10 @@ def test_the_window_keeps_the_newest_records_as_a_suffix_of_every_partition_and_
     assert cursors.decode(result.cursor)[1] == ((5, 5),)
     # Each frame's cursor is the vector just after it, in the order the window holds them.
     assert [cursors.decode(frame_cursor(d.text))[1] for d in result.window] == [
-        ((4, 3),), ((4, 4),), ((5, 4),), ((5, 5),)
+        ((4, 3),),
+        ((4, 4),),
+        ((5, 4),),
+        ((5, 5),),
     ]
     window = RecentWindow(100, 1 << 20)
     window.extend(result.window)

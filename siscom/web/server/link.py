@@ -28,7 +28,7 @@ import asyncio
 import logging
 import socket
 import struct
-from typing import Any
+from typing import Any, cast
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,8 @@ class HypercornConnection:
     def pause_reading(self) -> None:
         """Stop reading from the client (a connection whose client is past its allowance: what it
         still sends stays in the kernel, and its window closes)."""
-        transport = self._writer.transport
+        # A stream's transport reads as well as writes (the writer's type names only the writing).
+        transport = cast(asyncio.Transport, self._writer.transport)
         if transport.is_reading():
             transport.pause_reading()
 
@@ -185,6 +186,7 @@ class PipelineGuard(asyncio.Protocol):
         transport = connection.transport
         if (
             transport is None
+            or protocol is None
             or transport.is_closing()
             or not isinstance(h11_connection, h11.Connection)
             or not isinstance(reader, asyncio.StreamReader)

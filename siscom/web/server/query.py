@@ -18,6 +18,8 @@ __all__ = ["query_args"]
 def query_args(request: SansIORequest | LocalProxy) -> MultiDict[str, str]:
     """The query's parameters, parsed as ``request.args`` parses them, without caching them on
     the request (or websocket)."""
-    if isinstance(request, LocalProxy):  # Quart's request and websocket globals
-        request = request._get_current_object()  # type: ignore[assignment]
-    return type(request).args.fget(request)  # type: ignore[attr-defined]
+    # Quart's request and websocket globals are proxies of the object itself.
+    target: SansIORequest = request._get_current_object() if isinstance(request, LocalProxy) else request
+    # On the class, ``args`` is Werkzeug's cached_property (typed as the value it caches): its
+    # getter parses the query without storing the result.
+    return type(target).args.fget(target)  # type: ignore[attr-defined]

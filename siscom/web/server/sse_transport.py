@@ -54,9 +54,7 @@ class SseTransport(Transport):
 
     __slots__ = ("peer", "direct", "in_band_close", "_send", "_events", "_connection", "_left", "_closing", "_ended")
 
-    def __init__(
-        self, asgi_send: Any, peer: str, connection: HypercornConnection | None, events: EventCache
-    ) -> None:
+    def __init__(self, asgi_send: Any, peer: str, connection: HypercornConnection | None, events: EventCache) -> None:
         self.peer = peer
         #: Writes below ASGI, once the head is out (see :meth:`open`).
         self.direct: ChunkWriter | None = None

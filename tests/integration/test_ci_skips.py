@@ -27,7 +27,9 @@ SKIPPING = {
         "def test_skipped_by_a_fixture(program):\n    pass\n\n"
         "def test_that_passes():\n    pass\n"
     ),
-    "test_module.py": "import pytest\n\npytest.importorskip('no_such_module_here')\n\ndef test_never_collected():\n    pass\n",
+    "test_module.py": (
+        "import pytest\n\npytest.importorskip('no_such_module_here')\n\ndef test_never_collected():\n    pass\n"
+    ),
 }
 
 
@@ -36,8 +38,24 @@ def run_suite(tmp_path: Path, ci: str | None) -> subprocess.CompletedProcess[str
         (tmp_path / name).write_text(text)
     env = clean_env({"PYTHONPATH": f"{TESTS}:{REPO_ROOT}", **({"CI": ci} if ci is not None else {})})
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:asyncio", "--continue-on-collection-errors", "-rfEs", str(tmp_path)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:asyncio",
+            "--continue-on-collection-errors",
+            "-rfEs",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -47,7 +65,10 @@ def test_under_ci_every_kind_of_skip_fails_the_run(tmp_path):
     assert run.returncode == 1, report
     assert "1 passed" in report and "skipped" not in report.splitlines()[-1], report
     for reason in ("no frobnicator", "later", "no program", "no_such_module_here"):
-        assert any("skipped under CI=true, where nothing may be skipped" in line and reason in line for line in report.splitlines()), reason
+        assert any(
+            "skipped under CI=true, where nothing may be skipped" in line and reason in line
+            for line in report.splitlines()
+        ), reason
 
 
 def test_outside_ci_skips_stay_skips(tmp_path):
