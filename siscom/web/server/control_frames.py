@@ -23,7 +23,7 @@ and fails loudly when it changes; ``STREAM_WATCH_CONTROL_FRAMES=false`` turns it
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from typing import Any
 
 from wsproto.connection import Connection
@@ -57,7 +57,7 @@ def watch_control_frames(
         return False
     events = connection.events
 
-    def watched() -> Iterator[Event]:
+    def watched() -> Generator[Event, None, None]:
         if connection.receive_data is _discard:  # deaf: what wsproto still holds is dropped too
             _pause_reading(link)
             return

@@ -96,7 +96,7 @@ class HypercornConnection:
         """Stop reading from the client (a connection whose client is past its allowance: what it
         still sends stays in the kernel, and its window closes)."""
         transport = self._writer.transport
-        if transport.is_reading():
+        if isinstance(transport, asyncio.ReadTransport) and transport.is_reading():
             transport.pause_reading()
 
     def close(self) -> None:

@@ -8,6 +8,9 @@ as long as the connection lasts, for a handshake's use.
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 from werkzeug.datastructures import MultiDict
 from werkzeug.local import LocalProxy
 from werkzeug.sansio.request import Request as SansIORequest
@@ -15,9 +18,11 @@ from werkzeug.sansio.request import Request as SansIORequest
 __all__ = ["query_args"]
 
 
-def query_args(request: SansIORequest | LocalProxy) -> MultiDict[str, str]:
+def query_args(request: SansIORequest | LocalProxy[Any]) -> MultiDict[str, str]:
     """The query's parameters, parsed as ``request.args`` parses them, without caching them on
     the request (or websocket)."""
-    if isinstance(request, LocalProxy):  # Quart's request and websocket globals
-        request = request._get_current_object()  # type: ignore[assignment]
-    return type(request).args.fget(request)  # type: ignore[attr-defined]
+    # Quart's request and websocket globals are proxies of the current one.
+    target = request._get_current_object() if isinstance(request, LocalProxy) else request
+    # The class's cached_property itself, whose function parses without storing the result.
+    args: MultiDict[str, str] = inspect.getattr_static(type(target), "args").fget(target)
+    return args

@@ -5,7 +5,7 @@ and the cheapest send path Quart offers for streaming many frames.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from quart.asgi import ASGIWebsocketConnection
@@ -40,7 +40,7 @@ class QuartTransport(Transport):
         #: ``Websocket._receive``, the queue's ``get``). The websocket is accepted, so Quart's
         #: ``receive`` would only add its accept, and one coroutine frame more for each of the
         #: thousands of connections that wait for a message most of their life.
-        self.receive: Callable[[], Awaitable[str | bytes]] = websocket._receive
+        self.receive: Callable[[], Coroutine[Any, Any, str | bytes]] = websocket._receive
         self._closed = False
         self._connection = connection
         #: Coalesced writes below ASGI (siscom/web/server/coalesce.py), unless turned off or unavailable.
@@ -143,7 +143,7 @@ class StreamWebsocketConnection(ASGIWebsocketConnection):
 
     def _create_websocket_from_scope(self, send: Any) -> Websocket:
         websocket = super()._create_websocket_from_scope(send)
-        websocket.asgi_send = send
+        websocket.asgi_send = send  # type: ignore[attr-defined]  # a StreamWebsocket (see install)
         return websocket
 
     async def send_data(self, send: Any, data: str | bytes) -> None:
