@@ -76,6 +76,12 @@ class HypercornConnection:
         return self._stream
 
     @property
+    def h11(self) -> Any:
+        """The h11 connection the stream's ``H11Protocol`` writes through (see
+        :class:`~siscom.web.server.sse_transport.ChunkWriter`); the chain :meth:`of` checked."""
+        return self._stream.send.__self__.connection
+
+    @property
     def transport(self) -> asyncio.WriteTransport | None:
         """The connection's asyncio transport (see siscom/web/server/coalesce.py)."""
         return self._writer.transport  # type: ignore[return-value]

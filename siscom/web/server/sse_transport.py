@@ -148,8 +148,7 @@ class ChunkWriter:
             return None
         from h11._writers import ChunkedWriter
 
-        protocol = getattr(getattr(connection.stream, "send", None), "__self__", None)
-        h11_connection = getattr(protocol, "connection", None)
+        h11_connection = connection.h11
         if not isinstance(getattr(h11_connection, "_writer", None), ChunkedWriter):
             return None
         return cls(connection.stream, h11_connection, connection.transport, events)
