@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from siscom.core.cursors import LogPositions
-from siscom.core.deliveries import Delivery
-from siscom.core.protocol import alert_frame, message_frame
+from siscom.core.deliveries import Delivery, record_delivery
 from siscom.core.records import MalformedRecord, decode_value, device_id_hint, device_id_of
 
 __all__ = ["SNAPSHOT_TOPIC", "LogRecord", "WarmResult", "WarmSet"]
@@ -173,32 +172,17 @@ class WarmSet:
             except MalformedRecord:
                 malformed += topic_index == alerts_index  # positions were counted as they were read
                 continue
-            cursor = positions.cursor()
-            if topic_index == alerts_index:
-                window.append(
-                    Delivery(
-                        decoded.device_id,
-                        alert_frame(decoded.text, cursor),
-                        True,
-                        timestamp,
-                        topic_index=topic_index,
-                        partition=partition,
-                        offset=offset,
-                    )
+            window.append(
+                record_delivery(
+                    decoded,
+                    alert=topic_index == alerts_index,
+                    cursor=positions.cursor(),
+                    timestamp_ms=timestamp,
+                    topic_index=topic_index,
+                    partition=partition,
+                    offset=offset,
                 )
-            else:
-                window.append(
-                    Delivery(
-                        decoded.device_id,
-                        message_frame(decoded.text, cursor),
-                        False,
-                        timestamp,
-                        decoded.position,
-                        topic_index=topic_index,
-                        partition=partition,
-                        offset=offset,
-                    )
-                )
+            )
             if len(window) >= step:
                 yield WarmResult(window=window)
                 window = []
@@ -218,12 +202,11 @@ class WarmSet:
                 continue
             if topic_index == SNAPSHOT_TOPIC:
                 partition = offset = -1
-            delivery = Delivery(
-                decoded.device_id,
-                message_frame(decoded.text, last.cursor),
-                False,
-                timestamp,
-                decoded.position,
+            delivery = record_delivery(
+                decoded,
+                alert=False,
+                cursor=last.cursor,
+                timestamp_ms=timestamp,
                 topic_index=topic_index,
                 partition=partition,
                 offset=offset,
