@@ -391,7 +391,7 @@ class Session(Actor):
             return 0
         outbox = core.outbox
         texts = core.take(now)
-        while len(outbox):  # everything, not a chunk: it all leaves in this one write
+        while core.more:  # everything (a snapshot's rest too), not a chunk: it all leaves in this one write
             texts += core.take(now)
         if texts:
             try:
