@@ -167,7 +167,8 @@ def test_many_with_deflate_runs_the_gateway_without_and_with_compression_and_com
 @pytest.mark.timeout(120)
 def test_the_in_process_fan_out_bench_writes_the_same_bytes_as_the_bare_broadcast():
     """``bench.fanout`` compares CPU only if both fan-outs did the same work: it refuses to print
-    figures when their clients received different bytes, so a run that finishes checked that."""
+    figures when their clients received different bytes, so a run that finishes checked that.
+    ``--deflate`` adds the gateway's fan-out with compression agreed."""
     env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
     env["PYTHONPATH"] = str(REPO_ROOT)
     completed = subprocess.run(
@@ -187,6 +188,7 @@ def test_the_in_process_fan_out_bench_writes_the_same_bytes_as_the_bare_broadcas
             "400",
             "--runs",
             "2",
+            "--deflate",
         ],
         cwd=REPO_ROOT,
         env=env,
@@ -198,3 +200,6 @@ def test_the_in_process_fan_out_bench_writes_the_same_bytes_as_the_bare_broadcas
     rows = [line.split() for line in completed.stdout.splitlines() if "siscom" in line.split()[2:3]]
     assert [row[0] for row in rows] == ["4", "20"]
     assert "(the same frames, checked)" in completed.stdout
+    # With --deflate, the gateway's fan-out with compression agreed, and what it saved.
+    assert [line.split()[0] for line in completed.stdout.splitlines() if "siscom's CPU" in line] == ["deflate"] * 2
+    assert "... compressed (siscom-deflate): " in completed.stdout
