@@ -15,7 +15,7 @@ import zlib
 from importlib.metadata import version
 
 import websockets
-from contracts.test_hypercorn_contract import hypercorn_serving
+from contracts.test_hypercorn_contract import hypercorn_serving, serve_lifespan
 
 from siscom.web.server.coalesce import DirectWriter, frame_cache
 from siscom.web.server.deflate import DeflatedFrames, deflated, negotiate
@@ -43,11 +43,8 @@ class DeflateProbe:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                await send({"type": message["type"] + ".complete"})
-                if message["type"] == "lifespan.shutdown":
-                    return
+            await serve_lifespan(receive, send)
+            return
         await receive()  # websocket.connect
         link = HypercornConnection.of(send)
         self.negotiated.append(negotiate(link, self.frames))

@@ -10,6 +10,7 @@ dependency upgrade can break something, and each is pinned by a contract test un
 - :mod:`~siscom.web.server.coalesce`: websocket frames written below ASGI, several in one write;
 - :mod:`~siscom.web.server.deflate`: permessage-deflate agreed by the gateway, each frame
   compressed once for all its recipients;
+- :mod:`~siscom.web.server.frames`: the data frames those two build themselves;
 - :mod:`~siscom.web.server.control_frames`: the pings and pongs Hypercorn answers itself, counted;
 - :mod:`~siscom.web.server.ws_transport` and :mod:`~siscom.web.server.sse_transport`: Quart's
   websocket and HTTP handling adapted to streaming, and the sessions' transports over them;

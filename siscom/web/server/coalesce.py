@@ -36,23 +36,17 @@ from typing import Any
 
 from siscom.core.encodings import EncodingCache
 from siscom.web.server.deflate import SharedDeflate
+from siscom.web.server.frames import data_frame
 from siscom.web.server.link import HypercornConnection
-
-_TEXT_FIN = 0x81
 
 
 def text_frame(payload: bytes) -> bytes:
     """One unmasked, final text frame carrying ``payload`` (RFC 6455 5.2)."""
-    size = len(payload)
-    if size < 126:
-        return bytes((_TEXT_FIN, size)) + payload
-    if size < 65536:
-        return bytes((_TEXT_FIN, 126)) + size.to_bytes(2, "big") + payload
-    return bytes((_TEXT_FIN, 127)) + size.to_bytes(8, "big") + payload
+    return data_frame(payload)
 
 
 def _framed(text: str) -> bytes:
-    return text_frame(text.encode())
+    return data_frame(text.encode())
 
 
 def frame_cache() -> EncodingCache:

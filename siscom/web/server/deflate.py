@@ -49,6 +49,7 @@ from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import Opcode, RsvBits
 
 from siscom.core.encodings import EncodingCache
+from siscom.web.server.frames import TEXT_FIN_RSV1, data_frame
 from siscom.web.server.link import HypercornConnection
 
 NAME = "permessage-deflate"
@@ -61,8 +62,6 @@ _LOOKAHEAD = 262
 _MEMORY_LEVEL = 4
 #: The empty stored block a sync flush ends with, which RFC 7692 section 7.2.1 strips.
 _TAIL = b"\x00\x00\xff\xff"
-#: A text frame, final, RSV1 set: compressed (RFC 7692 section 6).
-_TEXT_FIN_RSV1 = 0xC1
 #: RFC 7692 section 7.1.2.1: a decimal 8 to 15, no leading zero (maybe quoted, RFC 6455 9.1).
 _BITS = re.compile(r'"?(8|9|1[0-5])"?')
 _OFFER_PARAMETERS = frozenset(
@@ -81,13 +80,7 @@ def deflated(payload: bytes, max_window_bits: int = MAX_WINDOW_BITS) -> bytes:
 
 def deflated_text_frame(payload: bytes, max_window_bits: int = MAX_WINDOW_BITS) -> bytes:
     """One unmasked, final, compressed text frame carrying ``payload`` (RFC 6455 5.2, RFC 7692 6)."""
-    data = deflated(payload, max_window_bits)
-    size = len(data)
-    if size < 126:
-        return bytes((_TEXT_FIN_RSV1, size)) + data
-    if size < 65536:
-        return bytes((_TEXT_FIN_RSV1, 126)) + size.to_bytes(2, "big") + data
-    return bytes((_TEXT_FIN_RSV1, 127)) + size.to_bytes(8, "big") + data
+    return data_frame(deflated(payload, max_window_bits), TEXT_FIN_RSV1)
 
 
 class DeflatedFrames:
