@@ -322,13 +322,11 @@ class Gateway:
         verify = None if verifier is None else verifier.verify
         core: StreamCore
         if options is not None and options.any:
-            # The session pump passes the event loop's time, which is time.monotonic.
             core = MapStreamCore(
                 device_ids,
                 table=self.subscriptions,
                 policy=self.limits.policy,
                 options=options,
-                clock=time.monotonic,
                 grant=grant,
                 inbound=inbound,
                 verify=verify,

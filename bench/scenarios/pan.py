@@ -65,7 +65,7 @@ def pan_cost(devices: int, clients: int, moves: int, seed: int) -> dict[str, flo
     boxes = _boxes(clients, seed)
     cores = []
     for box in boxes:
-        core = MapStreamCore(None, table=table, policy=POLICY, options=MapOptions(bbox=box), clock=time.monotonic)
+        core = MapStreamCore(None, table=table, policy=POLICY, options=MapOptions(bbox=box))
         core.open(0.0)
         while core.take(0.0):
             pass

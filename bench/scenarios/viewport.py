@@ -121,23 +121,17 @@ async def _route(
     cores: list[StreamCore] = []
     for box in boxes:
         if mode == "world":
-            core: StreamCore = MapStreamCore(
-                None, table=table, policy=POLICY, options=MapOptions(bbox=WORLD), clock=time.monotonic
-            )
+            core: StreamCore = MapStreamCore(None, table=table, policy=POLICY, options=MapOptions(bbox=WORLD))
         elif mode == "every":
             core = StreamCore(None, table=table, policy=POLICY)
         elif mode == "bbox":
-            core = MapStreamCore(
-                None, table=table, policy=POLICY, options=MapOptions(bbox=box, fields=fields), clock=time.monotonic
-            )
+            core = MapStreamCore(None, table=table, policy=POLICY, options=MapOptions(bbox=box, fields=fields))
         else:
             ids = frozenset(d.device_id for d in first if d.position is not None and box.contains(*d.position))
             if fields is None:
                 core = StreamCore(ids, table=table, policy=POLICY)
             else:
-                core = MapStreamCore(
-                    ids, table=table, policy=POLICY, options=MapOptions(fields=fields), clock=time.monotonic
-                )
+                core = MapStreamCore(ids, table=table, policy=POLICY, options=MapOptions(fields=fields))
         core.open(0.0)
         cores.append(core)
     cpu = 0.0
@@ -266,7 +260,7 @@ def join_cost(parked: int, departed: int, joins: int, seed: int) -> dict[str, fl
     policy = StreamPolicy(keepalive_seconds=3600.0, max_pending_frames=100_000, max_device_ids=100_000, snapshot=True)
 
     def client() -> MapStreamCore:
-        return MapStreamCore(None, table=table, policy=policy, options=MapOptions(bbox=WORLD), clock=time.monotonic)
+        return MapStreamCore(None, table=table, policy=policy, options=MapOptions(bbox=WORLD))
 
     def timed_joins() -> float:
         cpu = 0.0

@@ -35,7 +35,7 @@ class Watcher:
         self.got: list[str] = []
         self.left: list[str] = []
 
-    def deliver_in_view(self, delivery: Delivery) -> None:
+    def deliver_in_view(self, delivery: Delivery, now: float) -> None:
         self.got.append(delivery.device_id)
 
     def leave_view(self, device_id: str) -> None:
@@ -61,7 +61,7 @@ def test_the_index_finds_exactly_the_boxes_that_contain_a_point(box_list, points
 def test_the_devices_in_a_box_are_those_whose_newest_position_is_there(box, points):
     index = ViewportIndex(lambda: [])
     index.watch(Watcher(), BBox(-180, -90, 180, 90))
-    index.route([Delivery(f"d{i}", "x", False, 0, point) for i, point in enumerate(points)])
+    index.route([Delivery(f"d{i}", "x", False, 0, point) for i, point in enumerate(points)], 0.0)
     expected = {f"d{i}" for i, (lat, lon) in enumerate(points) if box.contains(lat, lon)}
     assert set(index.devices_in(box)) == expected
 
@@ -78,7 +78,8 @@ def test_a_device_crossing_the_edge_enters_and_leaves_once_each_and_alerts_follo
             Delivery("v", "p2", False, 0, (5.0, 5.0)),
             Delivery("v", "a2", True, 0, None),
             Delivery("v", "p3", False, 0, None),  # no position: in no box, not moved
-        ]
+        ],
+        0.0,
     )
     assert inside.got == ["v", "v"] and inside.left == ["v"]
     assert outside.got == [] and outside.left == []
@@ -163,7 +164,7 @@ def test_a_watcher_is_told_of_a_leave_exactly_when_a_device_it_had_in_view_moves
     in_view: dict[int, set[str]] = {id(w): set() for w in watchers}
     expected_left: dict[int, list[str]] = {id(w): [] for w in watchers}
     for device_id, lat, lon in moves:
-        index.route([Delivery(device_id, "x", False, 0, (lat, lon))])
+        index.route([Delivery(device_id, "x", False, 0, (lat, lon))], 0.0)
         for watcher, box in zip(watchers, box_list):
             shown = in_view[id(watcher)]
             if box.contains(lat, lon):
