@@ -28,16 +28,14 @@ from siscom.core.deliveries import Delivery
 from siscom.core.geo import BBox
 from siscom.core.mapoptions import MapOptions
 from siscom.core.protocol import (
-    BadRequest,
     ClientCommand,
-    CloseCode,
     ack_frame,
     error_frame,
     leave_frame,
     with_cursor,
 )
 from siscom.core.replayfeed import ReplayFeed
-from siscom.core.stream import Cause, StreamCore, StreamPolicy
+from siscom.core.stream import StreamCore, StreamPolicy
 from siscom.core.subscriptions import SubscriptionTable
 from siscom.core.throttle import Throttle
 
@@ -124,17 +122,8 @@ class MapStreamCore(StreamCore):
         current = wanted = self._ids
         if command.device_ids or command.bbox is None:
             if command.action == "subscribe":
-                if self._grant is not None:
-                    try:
-                        self._grant.check(command.device_ids)
-                    except BadRequest as error:
-                        self._close(
-                            CloseCode.POLICY_VIOLATION,
-                            Cause.FORBIDDEN.value,
-                            final_frame=error.frame(),
-                            cause=Cause.FORBIDDEN,
-                        )
-                        return
+                if not self._granted(command.device_ids):
+                    return
                 wanted = None if current is None else current | command.device_ids
             elif current is None:
                 self._reply(error_frame("this stream receives every device in its box; subscribe to a list first"))

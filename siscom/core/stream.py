@@ -348,17 +348,8 @@ class StreamCore:
             return
         current = self.device_ids
         if command.action == "subscribe":
-            if self._grant is not None:
-                try:
-                    self._grant.check(command.device_ids)
-                except BadRequest as error:  # Forbidden: the grant says no
-                    self._close(
-                        CloseCode.POLICY_VIOLATION,
-                        Cause.FORBIDDEN.value,
-                        final_frame=error.frame(),
-                        cause=Cause.FORBIDDEN,
-                    )
-                    return
+            if not self._granted(command.device_ids):
+                return
             added = command.device_ids if current is None else command.device_ids - current
             wanted = None if current is None else current | command.device_ids
         elif current is None:
@@ -642,6 +633,19 @@ class StreamCore:
         a replay does when it cannot subscribe, as :meth:`open` does."""
         reason = Cause.SUBSCRIPTION_LIMIT.value
         self._close(CloseCode.TRY_AGAIN_LATER, reason, final_frame=error_frame(reason), cause=Cause.SUBSCRIPTION_LIMIT)
+
+    def _granted(self, device_ids: frozenset[str]) -> bool:
+        """Whether the client's grant allows ``device_ids``; if not, close as forbidden (the
+        grant's error frame, then 1008)."""
+        if self._grant is not None:
+            try:
+                self._grant.check(device_ids)
+            except BadRequest as error:
+                self._close(
+                    CloseCode.POLICY_VIOLATION, Cause.FORBIDDEN.value, final_frame=error.frame(), cause=Cause.FORBIDDEN
+                )
+                return False
+        return True
 
     def _too_many_messages(self) -> None:
         reason = Cause.TOO_MANY_MESSAGES.value
