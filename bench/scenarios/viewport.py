@@ -100,15 +100,17 @@ def _records(devices: int, rate: int, seconds: float, seed: int) -> tuple[list[D
     return first, later
 
 
-def _boxes(count: int, seed: int) -> list[BBox]:
+def scattered(count: int, seed: int, share: float) -> list[tuple[float, float]]:
+    """``count`` points (lat, lon) drawn evenly around the simulated city, at most ``share`` of its
+    radius from its centre on each axis; the same ones for the same seed."""
     rng = random.Random(seed)
     lat0, lon0 = QUERETARO
-    spread = AREA_RADIUS_M / 111_320.0 * 0.8
-    boxes = []
-    for _ in range(count):
-        lat, lon = lat0 + rng.uniform(-spread, spread), lon0 + rng.uniform(-spread, spread)
-        boxes.append(BBox(lon, lat, lon + BOX_DEGREES, lat + BOX_DEGREES))
-    return boxes
+    spread = AREA_RADIUS_M / 111_320.0 * share
+    return [(lat0 + rng.uniform(-spread, spread), lon0 + rng.uniform(-spread, spread)) for _ in range(count)]
+
+
+def _boxes(count: int, seed: int) -> list[BBox]:
+    return [BBox(lon, lat, lon + BOX_DEGREES, lat + BOX_DEGREES) for lat, lon in scattered(count, seed, 0.8)]
 
 
 async def _route(
