@@ -42,18 +42,29 @@ class Watcher:
         self.left.append(device_id)
 
 
+def watched(box_list: list[BBox]) -> tuple[ViewportIndex, list[Watcher]]:
+    """An index with one watcher per box."""
+    index = ViewportIndex(lambda: [])
+    watchers = [Watcher() for _ in box_list]
+    for watcher, box in zip(watchers, box_list):
+        index.watch(watcher, box)
+    return index, watchers
+
+
+def assert_found_exactly(index: ViewportIndex, watchers: list[Watcher], box_list: list[BBox], points) -> None:
+    """The index finds at each point the watchers whose box holds it, as a check of every box does."""
+    for lat, lon in points:
+        expected = {id(w) for w, box in zip(watchers, box_list) if box.contains(lat, lon)}
+        assert {id(w) for w in index.watchers_at(lat, lon)} == expected
+
+
 @settings(max_examples=200)
 @given(st.lists(boxes(), min_size=1, max_size=30), st.lists(st.tuples(lats, lons), min_size=1, max_size=30))
 def test_the_index_finds_exactly_the_boxes_that_contain_a_point(box_list, points):
     """Whatever the boxes (tiny, huge, across the antimeridian), the grid agrees with a check of
     every box."""
-    index = ViewportIndex(lambda: [])
-    watchers = [Watcher() for _ in box_list]
-    for watcher, box in zip(watchers, box_list):
-        index.watch(watcher, box)
-    for lat, lon in points:
-        expected = {id(w) for w, box in zip(watchers, box_list) if box.contains(lat, lon)}
-        assert {id(w) for w in index.watchers_at(lat, lon)} == expected
+    index, watchers = watched(box_list)
+    assert_found_exactly(index, watchers, box_list, points)
 
 
 @settings(max_examples=100)
@@ -191,13 +202,8 @@ WORLD = BBox(-180, -90, 180, 90)
 def test_boxes_filed_as_covering_their_cells_are_found_and_left_exactly(box_list, points, moves):
     """Boxes as large as the world (or half of it, or across the antimeridian) skip the exact
     check in the cells they cover: lookups and leaves still agree with a check of every box."""
-    index = ViewportIndex(lambda: [])
-    watchers = [Watcher() for _ in box_list]
-    for watcher, box in zip(watchers, box_list):
-        index.watch(watcher, box)
-    for lat, lon in points:
-        expected = {id(w) for w, box in zip(watchers, box_list) if box.contains(lat, lon)}
-        assert {id(w) for w in index.watchers_at(lat, lon)} == expected
+    index, watchers = watched(box_list)
+    assert_found_exactly(index, watchers, box_list, points)
     for (lat, lon), (lat2, lon2) in zip(points, moves):
         left = {id(w) for w, box in zip(watchers, box_list) if box.contains(lat, lon) and not box.contains(lat2, lon2)}
         assert {id(w) for w in index._leavers((lat, lon), (lat2, lon2))} == left
