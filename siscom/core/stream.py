@@ -139,8 +139,8 @@ class Effects:
     #: The stream began to close in this event: stop waiting and any write in progress, then
     #: send this closing's final frame and close frame.
     closing: Closing | None = None
-    #: The client asked for a token refresh: count it; an accepted one moves the token's timers.
-    refresh: Refresh | None = None
+    #: The client's token refreshes, in order: count each; an accepted one moves the token's timers.
+    refreshes: tuple[Refresh, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +168,7 @@ class StreamCore:
         "outbox",
         "closing",
         "alarm",
-        "_new_closing",
-        "_new_refresh",
+        "pending",
         "_next_ping",
         "_window",
         "_cursor",
@@ -216,9 +215,9 @@ class StreamCore:
         #: Rung when a delivery (the router's call, which takes no effects back) closed the stream:
         #: its owner collects the effects (:meth:`effects`) and stops a stalled write.
         self.alarm: Callable[[], None] | None = None
-        #: Effects not yet handed to the owner (see :meth:`effects`).
-        self._new_closing: Closing | None = None
-        self._new_refresh: Refresh | None = None
+        #: Effects not yet handed to the owner (see :meth:`effects`): an owner on a hot path reads
+        #: this to skip collecting when there are none.
+        self.pending: Effects | None = None
         self._next_ping = 0.0
         #: A replay not all taken yet (see :meth:`open`), and the live deliveries held meanwhile.
         self._feed: ReplayFeed | None = None
@@ -425,7 +424,9 @@ class StreamCore:
         if self.closing is None:
             if code == CloseCode.GOING_AWAY and cause is Cause.CLOSED:
                 cause = Cause.SHUTDOWN
-            self.closing = self._new_closing = Closing(code, reason, cause, None if silent else final_frame, silent)
+            self.closing = closing = Closing(code, reason, cause, None if silent else final_frame, silent)
+            pending = self.pending
+            self.pending = Effects(closing, () if pending is None else pending.refreshes)
             self._drop_replay()
             self.outbox.clear()
             self._snapshot = None
@@ -434,11 +435,8 @@ class StreamCore:
     def effects(self) -> Effects | None:
         """The effects not yet handed out (None when there are none), once: those of the events
         that return none themselves (:meth:`take`, :meth:`control_frame`, a delivery)."""
-        closing, refresh = self._new_closing, self._new_refresh
-        if closing is None and refresh is None:
-            return None
-        self._new_closing = self._new_refresh = None
-        return Effects(closing, refresh)
+        pending, self.pending = self.pending, None
+        return pending
 
     def _ring(self) -> None:
         """A delivery closed the stream: tell the owner, who has no return value to read."""
@@ -671,11 +669,21 @@ class StreamCore:
                 grant.check(current)
         except BadRequest as error:
             self._reply(error_frame(f"token refresh refused: {error.message}", **error.detail))
-            self._new_refresh = Refresh(None)
+            self._refreshed(Refresh(None))
             return
         self._grant = grant
         self._reply(refreshed_frame(grant.expires_at))
-        self._new_refresh = Refresh(grant.expires_at)
+        self._refreshed(Refresh(grant.expires_at))
+
+    def _refreshed(self, refresh: Refresh) -> None:
+        """Note a refresh's outcome among the effects (several may come in one event: the
+        messages held during a replay, applied once it is out)."""
+        pending = self.pending
+        self.pending = (
+            Effects(refreshes=(refresh,))
+            if pending is None
+            else Effects(pending.closing, (*pending.refreshes, refresh))
+        )
 
     def _queue_snapshot(self, device_ids: Iterable[str] | None, now: float) -> None:
         """Send the last known frame of ``device_ids`` (all for None) after what waits now (a

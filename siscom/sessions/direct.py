@@ -114,9 +114,8 @@ class DirectPath:
         texts = core.take(now)
         while core.more:  # everything (a snapshot's rest too), not a chunk: it all leaves in this one write
             texts += core.take(now)
-        effects = core.effects()
-        if effects is not None:
-            self._on_effects(effects)
+        if core.pending is not None:
+            self._on_effects(core.effects())
         if texts:
             try:
                 direct.write(texts)

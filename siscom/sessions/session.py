@@ -222,8 +222,8 @@ class Session(Actor):
             return
         if effects.closing is not None:
             self._interrupt()
-        if effects.refresh is not None:
-            self._tokens.refreshed(effects.refresh)
+        for refresh in effects.refreshes:
+            self._tokens.refreshed(refresh)
 
     def _alarmed(self) -> None:
         """A delivery closed the stream (the router's call returns nothing): collect its effects."""
@@ -322,9 +322,8 @@ class Session(Actor):
         wait = self._writes.wait
         while core.closing is None:
             texts = core.take(loop.time())
-            effects = core.effects()
-            if effects is not None:
-                self._apply(effects)
+            if core.pending is not None:
+                self._apply(core.effects())
             if not texts:
                 await wait(core.wait_time(loop.time()))
                 continue

@@ -163,7 +163,7 @@ def test_nothing_is_queued_after_the_close():
 def test_the_first_close_wins_says_what_to_send_last_and_returns_the_close_once():
     core = make()
     effects = core.close(CloseCode.POLICY_VIOLATION, "token expired", final_frame='{"event":"error"}')
-    assert effects is not None and effects.closing is core.closing and effects.refresh is None
+    assert effects is not None and effects.closing is core.closing and effects.refreshes == ()
     assert core.close(CloseCode.GOING_AWAY, "server shutting down") is None
     assert core.client_gone() is None
     assert core.effects() is None, "handed out once"

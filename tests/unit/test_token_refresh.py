@@ -37,8 +37,8 @@ class Heard(StreamCore):
 
     def receive(self, data: str | bytes, now: float) -> Effects | None:
         effects = super().receive(data, now)
-        if effects is not None and effects.refresh is not None:
-            self.heard.append(effects.refresh)
+        if effects is not None:
+            self.heard.extend(effects.refreshes)
         return effects
 
 
@@ -192,3 +192,18 @@ def test_a_refresh_without_a_token_string_is_answered_with_an_error_and_the_stre
 def test_a_parsed_refresh_never_shows_its_token():
     command = parse_client_frame(json.dumps({"action": "refresh", "token": "secret-token-text"}), max_ids=10)
     assert command is not None and "secret-token-text" not in repr(command)
+
+
+def test_refreshes_sent_before_the_stream_opened_are_each_returned_in_order_by_the_opening():
+    """Messages that came before the opening are applied by it: every refresh among them is an
+    effect of its own (each is counted), the accepted one with its new expiry."""
+    grant = VERIFIER.verify(mint(["a"], expires_in=100.0))
+    policy = StreamPolicy(keepalive_seconds=60.0, max_pending_frames=50, max_device_ids=10, snapshot=False)
+    core = StreamCore(frozenset({"a"}), table=SubscriptionTable(), policy=policy, grant=grant, verify=VERIFIER.verify)
+    new = mint(["a"], expires_in=600.0)
+    assert core.receive(json.dumps({"action": "refresh", "token": mint(["b"])}), 0.0) is None  # held
+    assert core.receive(json.dumps({"action": "refresh", "token": new}), 0.0) is None
+    effects = core.open(0.0)
+    assert effects is not None and effects.closing is None
+    assert effects.refreshes == (Refresh(None), Refresh(VERIFIER.verify(new).expires_at))
+    assert core.effects() is None
