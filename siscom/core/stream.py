@@ -15,14 +15,15 @@ timing. Events in:
 Events from the owner of the connection return what the owner is to do besides writing
 (:class:`Effects`, None when nothing): the stream has begun to close (stop waiting, stop a stalled
 write, then send :attr:`StreamCore.closing`'s final frame and close code), or the client asked
-for a token refresh (its outcome, and the grant's new expiry that the timers follow). Effects that
-arise inside :meth:`StreamCore.take` (messages held during a replay, applied once it is out) are
-collected with :meth:`StreamCore.effects`.
+for token refreshes (each outcome, and an accepted grant's new expiry that the timers follow).
+Effects that arise inside :meth:`StreamCore.take` (messages held during a replay, applied once it
+is out) or :meth:`StreamCore.control_frame` wait in :attr:`StreamCore.pending`, collected with
+:meth:`StreamCore.effects`.
 
-The router's deliveries have no caller to return effects to: the core calls two hooks then, and
-nothing else ever. The outbox's waker (the pump waits on it for frames) and :attr:`StreamCore.alarm`,
-rung when a delivery closed the stream (a client past its bound): its owner then collects the
-effects and stops a write stalled on that client.
+The router's deliveries have no caller to return effects to, so the core calls out through two
+hooks, and only these: the outbox's waker (set while the pump waits for frames, called when one
+is queued) and :attr:`StreamCore.alarm`, rung when a delivery closed the stream (a client past
+its bound): its owner then collects the effects and stops a write stalled on that client.
 
 Token refresh: the pump asks :meth:`StreamCore.notice_delay` and :meth:`StreamCore.expiry_delay`
 when to call :meth:`StreamCore.token_expiring` (which queues the ``token-expiring`` frame) and
