@@ -357,3 +357,21 @@ async def measure_each(
         async with LoadRun(bench, target, shape, label, moving=False, subscribe=None, **(env or {})) as run:
             figures[target.name] = await run.measure(shape.rate, **measure)
     return figures
+
+
+def backlog_rows(figures: dict[str, LoadFigures], segment: float) -> list[Row]:
+    """The rows of a scenario that offers more than a server can send: how old the data is at the
+    end, whether memory grows, and what was conflated (or dropped) instead of queued."""
+    return [
+        Row(f"data age p99, last {segment:g} s", {n: f.age_last_p99_ms for n, f in figures.items()}, "ms"),
+        Row(
+            "RSS growth, 2nd half", {n: f.rss_end_mb - f.rss_mid_mb for n, f in figures.items()}, "MB", show_ratio=False
+        ),
+        Row(
+            "conflated / dropped",
+            {n: f.server_counters.get("conflated", f.server_counters.get("dropped")) for n, f in figures.items()},
+            "frames",
+            0,
+            False,
+        ),
+    ]

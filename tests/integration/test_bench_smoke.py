@@ -17,34 +17,25 @@ import pytest
 from support.server import REPO_ROOT
 
 
+def run_module(module: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python -m MODULE ARGS`` from the repository, in a plain environment; asserted to exit 0."""
+    env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    completed = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return completed
+
+
 def run_bench(tmp_path, scenario: str, targets: str | None, timeout: float, *options: str) -> tuple[str, dict]:
     """``python -m bench SCENARIO --smoke --targets TARGETS [OPTIONS]``: what it printed and its
     JSON, once it exited 0 leaving no process behind."""
     before = {child.pid for child in psutil.Process().children(recursive=True)}
     out = tmp_path / "figures.json"
-    env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            scenario,
-            "--smoke",
-            *(("--targets", targets) if targets else ()),
-            *options,
-            "--json",
-            str(out),
-            "--workdir",
-            str(tmp_path / "logs"),
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    chosen = ("--targets", targets) if targets else ()
+    args = [scenario, "--smoke", *chosen, *options, "--json", str(out), "--workdir", str(tmp_path / "logs")]
+    completed = run_module("bench", *args, timeout=timeout)
     # Servers, client processes and the broker were all stopped.
     leftovers = [child for child in psutil.Process().children(recursive=True) if child.pid not in before]
     assert leftovers == []
@@ -169,34 +160,8 @@ def test_the_in_process_fan_out_bench_writes_the_same_bytes_as_the_bare_broadcas
     """``bench.fanout`` compares CPU only if both fan-outs did the same work: it refuses to print
     figures when their clients received different bytes, so a run that finishes checked that.
     ``--deflate`` adds the gateway's fan-out with compression agreed."""
-    env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.fanout",
-            "--clients",
-            "40",
-            "--devices",
-            "50",
-            "--per-client",
-            "5",
-            "--sizes",
-            "4,20",
-            "--deliveries",
-            "400",
-            "--runs",
-            "2",
-            "--deflate",
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=100,
-    )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    sizes = ("--clients", "40", "--devices", "50", "--per-client", "5", "--sizes", "4,20")
+    completed = run_module("bench.fanout", *sizes, "--deliveries", "400", "--runs", "2", "--deflate", timeout=100)
     rows = [line.split() for line in completed.stdout.splitlines() if "siscom" in line.split()[2:3]]
     assert [row[0] for row in rows] == ["4", "20"]
     assert "(the same frames, checked)" in completed.stdout
