@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from bench.report import Result, render
-from bench.scenarios import DEFAULT_TARGETS, SCENARIOS, TARGETS, Bench, Options
+from bench.scenarios import DEFAULT_TARGETS, DEFLATE_TARGETS, SCENARIOS, TARGETS, Bench, Options
 from siscom.dev.broker import TansuBroker
 
 
@@ -58,7 +58,10 @@ def _parser() -> argparse.ArgumentParser:
         "clients of storm, instead of the default",
     )
     parser.add_argument(
-        "--deflate", action="store_true", help="clients ask for permessage-deflate compression, as browsers do"
+        "--deflate",
+        action="store_true",
+        help="compare compression: the gateway with clients that do not and that do offer permessage-deflate "
+        "(targets siscom,siscom-deflate, unless --targets names others)",
     )
     parser.add_argument(
         "--seconds", type=float, help="length of every load scenario's measured window, instead of its default"
@@ -97,7 +100,10 @@ async def run(names: list[str], args: argparse.Namespace, workdir: Path) -> list
     with TansuBroker(log_path=workdir / "tansu.log") as broker:
         bench = Bench(broker, options)
         for name in names:
-            targets = [TARGETS[t] for t in args.targets.split(",")] if args.targets else DEFAULT_TARGETS[name]
+            if args.targets:
+                targets = [TARGETS[t] for t in args.targets.split(",")]
+            else:
+                targets = list(DEFLATE_TARGETS if args.deflate else DEFAULT_TARGETS[name])
             started = time.monotonic()
             print(f"-- {name}: {', '.join(t.name for t in targets)}", flush=True)
             result = await SCENARIOS[name].run(bench, targets)

@@ -10,6 +10,11 @@ connections:
 - ``broadcast``: what the bare ``websockets`` server does for each record:
   ``websockets.broadcast`` over real ``websockets`` connections, one write per frame per client.
 
+With ``--deflate`` a third fan-out runs: ``siscom-deflate``, the gateway's as ``siscom`` with every
+client having agreed permessage-deflate (each frame compressed once, on its own, for all its
+recipients: siscom/web/server/deflate.py); its CPU and the bytes its clients received are printed
+as ratios to ``siscom``'s.
+
 It prints the process CPU per delivery of routing and writing (the clients' reading is not
 counted) and the writes per delivery, for a few batch sizes: 24 records is what a 10 ms fetch
 holds at ``many``'s 2,400 records/s; a loaded server reads bigger batches. No broker, no client
@@ -45,6 +50,7 @@ from siscom.sessions.flusher import Flusher
 from siscom.sessions.session import Session, SessionLimits
 from siscom.sessions.transport import Transport
 from siscom.web.server.coalesce import DirectWriter, frame_cache
+from siscom.web.server.deflate import DeflatedFrames, SharedDeflate, agree
 from supervisors import Mailbox
 
 #: A brief-shaped record value (what the simulator produces), about 230 bytes.
@@ -116,20 +122,26 @@ class NeverReceives(Transport):
         pass
 
 
-def open_websocket_stub() -> SimpleNamespace:
-    """What :class:`DirectWriter` reads of a Hypercorn websocket stream: open, no compression."""
+def open_websocket_stub(deflated: DeflatedFrames | None = None) -> SimpleNamespace:
+    """What :class:`DirectWriter` reads of a Hypercorn websocket stream: open, and without
+    compression or (given ``deflated``) with the gateway's, as Chromium's offer agrees it."""
     from wsproto.connection import ConnectionState
 
-    connection = SimpleNamespace(state=ConnectionState.OPEN, _proto=SimpleNamespace(extensions=[]))
+    extensions = []
+    if deflated is not None:
+        agreement = agree(["permessage-deflate; client_max_window_bits"])
+        assert agreement is not None
+        extensions.append(SharedDeflate(agreement, deflated))
+    connection = SimpleNamespace(state=ConnectionState.OPEN, _proto=SimpleNamespace(extensions=extensions))
     return SimpleNamespace(closed=False, connection=connection)
 
 
 class Gateway:
     """The gateway's fan-out: router, sessions, write round."""
 
-    name = "siscom"
-
-    def __init__(self, subscriptions: list[frozenset[str]]) -> None:
+    def __init__(self, subscriptions: list[frozenset[str]], *, deflate: bool = False) -> None:
+        self.name = "siscom-deflate" if deflate else "siscom"
+        self._deflated = DeflatedFrames() if deflate else None
         self._subscriptions = subscriptions
         self.metrics = Metrics()
         self.table = SubscriptionTable()
@@ -147,7 +159,7 @@ class Gateway:
             transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, server)
             core = StreamCore(device_ids, table=self.table, policy=LIMITS.policy, window=self.window)
             session = Session(
-                NeverReceives(DirectWriter(open_websocket_stub(), transport, frames)),
+                NeverReceives(DirectWriter(open_websocket_stub(self._deflated), transport, frames)),
                 core,
                 name=f"session-{number}",
                 limits=LIMITS,
@@ -241,13 +253,17 @@ def recipients(subscriptions: list[frozenset[str]]) -> dict[str, list[int]]:
     return by_device
 
 
-async def run(clients: int, devices: int, per_client: int, sizes: list[int], deliveries: int, runs: int) -> None:
+async def run(
+    clients: int, devices: int, per_client: int, sizes: list[int], deliveries: int, runs: int, deflate: bool = False
+) -> None:
     chooser = random.Random(1)
     subscriptions = [
         frozenset(f"dev-{n:05d}" for n in chooser.sample(range(devices), per_client)) for _ in range(clients)
     ]
     by_device = recipients(subscriptions)
     fanouts: list[Gateway | Broadcast] = [Gateway(subscriptions), Broadcast(subscriptions)]
+    if deflate:
+        fanouts.append(Gateway(subscriptions, deflate=True))
     for fanout in fanouts:
         await fanout.start()
     print(f"fan-out in-process: {clients:,} clients x {per_client} of {devices:,} devices, median of {runs} runs")
@@ -275,7 +291,16 @@ async def run(clients: int, devices: int, per_client: int, sizes: list[int], del
                 f"{ours:>11.2f}  {writes / delivered:>15.3f}  {ours / bare:.2f}x"
             )
             print(f"{'':>13}  {'':>19}  {'broadcast':>9}  {bare:>11.2f}  {1.0:>15.3f}")
+            if deflate:
+                squeezed = statistics.median(figures["siscom-deflate"])
+                print(
+                    f"{'':>13}  {'':>19}  {'deflate':>9}  {squeezed:>11.2f}  {writes / delivered:>15.3f}  "
+                    f"{squeezed / ours:.2f}x siscom's CPU"
+                )
         print(f"bytes received by the clients of each: {received['siscom']:,} (the same frames, checked)")
+        if deflate:
+            compressed = received["siscom-deflate"]
+            print(f"... compressed (siscom-deflate): {compressed:,}, {compressed / received['siscom']:.2f}x")
     finally:
         for fanout in fanouts:
             await fanout.stop()
@@ -289,9 +314,20 @@ def main() -> None:
     parser.add_argument("--sizes", default="24,96,480", help="records per batch, comma-separated")
     parser.add_argument("--deliveries", type=int, default=100_000, help="deliveries per measurement")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--deflate", action="store_true", help="also the gateway's fan-out with compression agreed")
     options = parser.parse_args()
     sizes = [int(size) for size in options.sizes.split(",")]
-    asyncio.run(run(options.clients, options.devices, options.per_client, sizes, options.deliveries, options.runs))
+    asyncio.run(
+        run(
+            options.clients,
+            options.devices,
+            options.per_client,
+            sizes,
+            options.deliveries,
+            options.runs,
+            options.deflate,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Holds the sitecustomize that logs a server's garbage-collector pauses (see its docstring).
 GC_PROBE = Path(__file__).resolve().parent / "gcprobe"
 _SEGS_OUT = re.compile(r"\bsegs_out:(\d+)")
+_BYTES_SENT = re.compile(r"\bbytes_sent:(\d+)")
 HOST = "127.0.0.1"
 
 
@@ -46,6 +47,8 @@ class Target:
     env: Mapping[str, str] = field(default_factory=dict)
     #: How the clients read the stream: ``websocket`` or ``sse`` (Server-Sent Events).
     transport: str = "websocket"
+    #: The clients offer permessage-deflate, as browsers do (WebSocket only).
+    deflate: bool = False
 
     def command(self, bind: str) -> list[str]:
         return [sys.executable, "-m", self.module, *self.args, "--bind", bind]
@@ -55,6 +58,20 @@ SISCOM = Target("siscom", "the gateway (siscom serve)", "siscom", ("serve",))
 SISCOM_2_WORKERS = Target("siscom-w2", "the gateway, 2 workers", "siscom", ("serve", "--workers", "2"))
 SISCOM_PLAIN = Target(
     "siscom-plain", "the gateway, write coalescing off", "siscom", ("serve",), env={"STREAM_COALESCE_WRITES": "false"}
+)
+#: The same gateway, its clients offering permessage-deflate as browsers do: each frame compressed
+#: once for all of them (STREAM_WEBSOCKET_COMPRESSION=shared, the default).
+SISCOM_DEFLATE = Target(
+    "siscom-deflate", "the gateway, clients offering compression", "siscom", ("serve",), deflate=True
+)
+#: ... with the offer left to Hypercorn, which compresses each frame again for each client.
+SISCOM_DEFLATE_EACH = Target(
+    "siscom-deflate-each",
+    "the gateway, compression per client (Hypercorn's)",
+    "siscom",
+    ("serve",),
+    env={"STREAM_WEBSOCKET_COMPRESSION": "server"},
+    deflate=True,
 )
 #: The same gateway, its clients reading the stream over Server-Sent Events instead of WebSocket.
 SISCOM_SSE = Target("siscom-sse", "the gateway, clients over SSE", "siscom", ("serve",), transport="sse")
@@ -138,9 +155,10 @@ class ServerUnderTest:
                 continue
         return total
 
-    def segments_out(self) -> int | None:
-        """TCP segments the server has sent on its port so far, over its open connections
-        (the kernel's per-socket ``segs_out``, from ``ss``); None when ``ss`` is not installed.
+    def segments_out(self) -> tuple[int, int] | None:
+        """TCP segments and bytes the server has sent on its port so far, over its open
+        connections (the kernel's per-socket ``segs_out`` and ``bytes_sent``, from ``ss``); None
+        when ``ss`` is not installed.
 
         The count of ``send()`` calls that reach the network: one per write of a frame or of a
         coalesced group of frames (loopback's segment size is far above any group of frames).
@@ -158,7 +176,10 @@ class ServerUnderTest:
             ).stdout
         except (OSError, subprocess.SubprocessError):
             return None
-        return sum(int(found) for found in _SEGS_OUT.findall(listing))
+        return (
+            sum(int(found) for found in _SEGS_OUT.findall(listing)),
+            sum(int(found) for found in _BYTES_SENT.findall(listing)),
+        )
 
     def gc_pauses(self, t0: float, t1: float) -> list[tuple[int, float]] | None:
         """``(generation, seconds)`` of every garbage collection the server's processes ended

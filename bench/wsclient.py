@@ -229,6 +229,7 @@ class StreamClient(asyncio.Protocol):
             return False
         if deflate:
             self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            self.transport = "websocket+deflate"  # what the client reports it spoke
         self._upgraded = True
         self.opened.set_result(None)
         return True

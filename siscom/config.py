@@ -509,6 +509,15 @@ class Settings:
         "were routed, below ASGI (Hypercorn over HTTP/1.1 only; WebSocket and SSE); false writes "
         "through ASGI (a WebSocket frame, or an SSE chunk, per ASGI message)",
     )
+    stream_websocket_compression: str = _setting(
+        "shared",
+        _one_of("shared", "off", "server"),
+        "one of shared, off, server",
+        "permessage-deflate for WebSocket clients that offer it (every browser does): shared "
+        "compresses each frame once, on its own, for every client that gets it (Hypercorn over "
+        "HTTP/1.1; elsewhere the server's own); off declines every offer; server leaves the offer "
+        "to the server (Hypercorn compresses each frame again for each client)",
+    )
     stream_sse_retry_milliseconds: int = _setting(
         3000,
         _whole_number(0, 3600000),

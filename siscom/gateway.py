@@ -16,6 +16,7 @@ picks up the same inbox and the same subscribers, so connected clients notice no
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import math
@@ -325,30 +326,19 @@ class Gateway:
         inbound = InboundLimits(self.guard.inbound, asyncio.get_running_loop().time())
         verifier = self.guard.verifier
         verify = None if verifier is None else verifier.verify
-        core: StreamCore
-        if options is not None and options.any:
-            # The session pump passes the event loop's time, which is time.monotonic.
-            core = MapStreamCore(
-                device_ids,
-                table=self.subscriptions,
-                policy=self.limits.policy,
-                options=options,
-                clock=time.monotonic,
-                grant=grant,
-                inbound=inbound,
-                verify=verify,
-                window=self.window,
-            )
-        else:
-            core = StreamCore(
-                device_ids,
-                table=self.subscriptions,
-                policy=self.limits.policy,
-                grant=grant,
-                inbound=inbound,
-                verify=verify,
-                window=self.window,
-            )
+        # Plain streams keep the plain core: the router's path to them costs what it did.
+        kind: type[StreamCore] | functools.partial[MapStreamCore] = (
+            functools.partial(MapStreamCore, options=options) if options is not None and options.any else StreamCore
+        )
+        core = kind(
+            device_ids,
+            table=self.subscriptions,
+            policy=self.limits.policy,
+            grant=grant,
+            inbound=inbound,
+            verify=verify,
+            window=self.window,
+        )
         session = Session(
             transport,
             core,

@@ -17,9 +17,19 @@ import importlib
 import pkgutil
 
 from bench.scenarios.harness import Bench, Options, Scenario
-from bench.servers import NAIVE, SISCOM, SISCOM_2_WORKERS, SISCOM_PLAIN, SISCOM_SSE, WEBSOCKETS, Target
+from bench.servers import (
+    NAIVE,
+    SISCOM,
+    SISCOM_2_WORKERS,
+    SISCOM_DEFLATE,
+    SISCOM_DEFLATE_EACH,
+    SISCOM_PLAIN,
+    SISCOM_SSE,
+    WEBSOCKETS,
+    Target,
+)
 
-__all__ = ["DEFAULT_TARGETS", "SCENARIOS", "TARGETS", "Bench", "Options", "Scenario", "discover"]
+__all__ = ["DEFAULT_TARGETS", "DEFLATE_TARGETS", "SCENARIOS", "TARGETS", "Bench", "Options", "Scenario", "discover"]
 
 
 def discover() -> dict[str, Scenario]:
@@ -37,5 +47,17 @@ SCENARIOS: dict[str, Scenario] = discover()
 #: The servers each scenario runs by default.
 DEFAULT_TARGETS: dict[str, tuple[Target, ...]] = {name: scenario.targets for name, scenario in SCENARIOS.items()}
 TARGETS: dict[str, Target] = {
-    target.name: target for target in (SISCOM, NAIVE, SISCOM_2_WORKERS, SISCOM_PLAIN, SISCOM_SSE, WEBSOCKETS)
+    target.name: target
+    for target in (
+        SISCOM,
+        NAIVE,
+        SISCOM_2_WORKERS,
+        SISCOM_PLAIN,
+        SISCOM_SSE,
+        SISCOM_DEFLATE,
+        SISCOM_DEFLATE_EACH,
+        WEBSOCKETS,
+    )
 }
+#: The servers of ``--deflate``: the gateway, its clients without and with a compression offer.
+DEFLATE_TARGETS: tuple[Target, ...] = (SISCOM, SISCOM_DEFLATE)

@@ -33,7 +33,8 @@ class Options:
     #: Clients of viewport's end-to-end part, overriding its default.
     clients: int | None = None
     seed: int = 1
-    #: Clients ask for permessage-deflate, as browsers do (the server then compresses per client).
+    #: Run the gateway with clients that offer permessage-deflate beside the same without
+    #: (``--deflate``: targets siscom and siscom-deflate unless ``--targets`` names others).
     deflate: bool = False
     #: Length of every load scenario's measured window, instead of its default (short A/B runs).
     seconds: float | None = None

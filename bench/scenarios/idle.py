@@ -45,7 +45,7 @@ async def idle(bench: Bench, targets: Sequence[Target]) -> Result:
                 subscriptions,
                 processes=1 if smoke else 4,
                 concurrency=16,
-                deflate=bench.options.deflate,
+                deflate=target.deflate,
                 transport=target.transport,
             )
             started = time.monotonic()

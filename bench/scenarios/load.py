@@ -46,6 +46,8 @@ class LoadFigures:
     age_last_p99_ms: float | None = None
     #: TCP segments the server sent in the window per frame delivered (see ServerUnderTest.segments_out).
     segments_per_delivery: float | None = None
+    #: Bytes the server sent in the window (TCP payload: frames with their headers) per frame delivered.
+    bytes_per_delivery: float | None = None
     #: Clients whose keep-alives all came on time in the window (when the scenario checks them).
     keepalives_on_time: int | None = None
     clients: int = 0
@@ -138,7 +140,7 @@ class LoadRun:
                 self.subscriptions,
                 processes=shape.client_processes,
                 concurrency=shape.connect_concurrency,
-                deflate=bench.options.deflate,
+                deflate=self.target.deflate,
                 transport=self.target.transport,
             )
             connected = await self.pool.start(timeout=max(120.0, len(self.subscriptions) / 20))
@@ -221,8 +223,10 @@ class LoadRun:
             # Frames of the window may still arrive in the drain; segments are counted in the window.
             # They are summed over the open connections: clients closed in the window take their
             # segments out of the second count (an undercount; no figure when it goes negative).
-            sent = segments_after - segments_before
+            sent = segments_after[0] - segments_before[0]
             figures.segments_per_delivery = sent / figures.delivered if sent >= 0 else None
+            sent = segments_after[1] - segments_before[1]
+            figures.bytes_per_delivery = sent / figures.delivered if sent >= 0 else None
         if keepalive is not None:
             wanted = math.floor(window.seconds / keepalive)
             late_after = keepalive + max(1.0, 0.2 * keepalive)
@@ -323,6 +327,7 @@ def load_rows(result: Result, figures: dict[str, LoadFigures]) -> None:
     row("server CPU", "%", lambda f: f.cpu_percent)
     row("server CPU per delivery", "us", lambda f: f.cpu_us_per_delivery, 1)
     row("server TCP segments per delivery", "", lambda f: f.segments_per_delivery, 3)
+    row("server bytes sent per delivery", "B", lambda f: f.bytes_per_delivery, 1)
     row("broker CPU", "%", lambda f: f.other_cpu_percent["broker"], show_ratio=False)
     row(
         "clients + producer CPU",
@@ -352,3 +357,21 @@ async def measure_each(
         async with LoadRun(bench, target, shape, label, moving=False, subscribe=None, **(env or {})) as run:
             figures[target.name] = await run.measure(shape.rate, **measure)
     return figures
+
+
+def backlog_rows(figures: dict[str, LoadFigures], segment: float) -> list[Row]:
+    """The rows of a scenario that offers more than a server can send: how old the data is at the
+    end, whether memory grows, and what was conflated (or dropped) instead of queued."""
+    return [
+        Row(f"data age p99, last {segment:g} s", {n: f.age_last_p99_ms for n, f in figures.items()}, "ms"),
+        Row(
+            "RSS growth, 2nd half", {n: f.rss_end_mb - f.rss_mid_mb for n, f in figures.items()}, "MB", show_ratio=False
+        ),
+        Row(
+            "conflated / dropped",
+            {n: f.server_counters.get("conflated", f.server_counters.get("dropped")) for n, f in figures.items()},
+            "frames",
+            0,
+            False,
+        ),
+    ]

@@ -17,6 +17,10 @@ from bench.scenarios.load import LoadFigures, load_rows, measure_each
 from bench.servers import NAIVE, SISCOM, SISCOM_PLAIN, SISCOM_SSE, WEBSOCKETS, Target
 
 MAX_P99_MS = 100.0
+#: ``many --deflate``: compression may cost at most this much CPU per delivery over the same
+#: clients without it, and should leave at most this share of the bytes sent per delivery.
+MAX_DEFLATE_CPU_RATIO = 1.2
+MAX_DEFLATE_BYTES_RATIO = 0.6
 
 
 def many_shape(smoke: bool, rate: float) -> Shape:
@@ -52,7 +56,27 @@ async def many(bench: Bench, targets: Sequence[Target]) -> Result:
         )
     if "siscom" in figures and "siscom-sse" in figures:
         result.notes.append(transport_note(figures["siscom"], figures["siscom-sse"]))
+    if "siscom" in figures and "siscom-deflate" in figures:
+        result.verdicts.extend(compression_verdicts(figures["siscom"], figures["siscom-deflate"]))
     return result
+
+
+def compression_verdicts(plain: LoadFigures, deflate: LoadFigures) -> list[Verdict]:
+    """The compressed run against the uncompressed one: CPU and bytes sent per delivery."""
+    verdicts = []
+    for label, top, bottom, limit in (
+        ("CPU per delivery", deflate.cpu_us_per_delivery, plain.cpu_us_per_delivery, MAX_DEFLATE_CPU_RATIO),
+        ("bytes sent per delivery", deflate.bytes_per_delivery, plain.bytes_per_delivery, MAX_DEFLATE_BYTES_RATIO),
+    ):
+        ratio = top / bottom if top is not None and bottom else None
+        verdicts.append(
+            Verdict(
+                f"many --deflate: {label} <= {limit}x uncompressed (siscom-deflate/siscom)",
+                ratio is not None and ratio <= limit,
+                "-" if ratio is None else f"{top:.1f} against {bottom:.1f}: {ratio:.2f}x",
+            )
+        )
+    return verdicts
 
 
 def transport_note(websocket: LoadFigures, sse: LoadFigures) -> str:

@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from bench.report import Result, Row, Verdict
+from bench.report import Result, Verdict
 from bench.scenarios.harness import Bench, Scenario, ms
-from bench.scenarios.load import load_rows, measure_each
+from bench.scenarios.load import backlog_rows, load_rows, measure_each
 from bench.scenarios.many import many_shape
 from bench.servers import NAIVE, SISCOM, SISCOM_PLAIN, WEBSOCKETS, Target
 
@@ -44,19 +44,7 @@ async def overdrive(bench: Bench, targets: Sequence[Target]) -> Result:
         age_segment=segment,
     )
     load_rows(result, figures)
-    result.rows += [
-        Row(f"data age p99, last {segment:g} s", {n: f.age_last_p99_ms for n, f in figures.items()}, "ms"),
-        Row(
-            "RSS growth, 2nd half", {n: f.rss_end_mb - f.rss_mid_mb for n, f in figures.items()}, "MB", show_ratio=False
-        ),
-        Row(
-            "conflated / dropped",
-            {n: f.server_counters.get("conflated", f.server_counters.get("dropped")) for n, f in figures.items()},
-            "frames",
-            0,
-            False,
-        ),
-    ]
+    result.rows += backlog_rows(figures, segment)
     ours = figures.get("siscom")
     if ours is not None:
         # Compared as shares of what each run offered: the producer's rate differs by a few

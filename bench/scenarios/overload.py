@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from bench.report import Result, Row, Verdict
 from bench.scenarios.harness import Bench, Scenario, Shape, ms
-from bench.scenarios.load import load_rows, measure_each
+from bench.scenarios.load import backlog_rows, load_rows, measure_each
 from bench.servers import NAIVE, SISCOM, Target
 
 #: Deliveries per second one gateway process sustained in the capacity scenario on the reference
@@ -38,17 +38,7 @@ async def overload(bench: Bench, targets: Sequence[Target]) -> Result:
     load_rows(result, figures)
     result.rows += [
         Row(f"data age p99, first {segment:g} s", {n: f.age_first_p99_ms for n, f in figures.items()}, "ms"),
-        Row(f"data age p99, last {segment:g} s", {n: f.age_last_p99_ms for n, f in figures.items()}, "ms"),
-        Row(
-            "RSS growth, 2nd half", {n: f.rss_end_mb - f.rss_mid_mb for n, f in figures.items()}, "MB", show_ratio=False
-        ),
-        Row(
-            "conflated / dropped",
-            {n: f.server_counters.get("conflated", f.server_counters.get("dropped")) for n, f in figures.items()},
-            "frames",
-            0,
-            False,
-        ),
+        *backlog_rows(figures, segment),
     ]
     if "siscom" in figures:
         f = figures["siscom"]

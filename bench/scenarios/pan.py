@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
-import random
 import statistics
 import time
 from collections import Counter
@@ -40,13 +39,12 @@ from bench.clients import stream_path
 from bench.report import Result, Row, Verdict
 from bench.scenarios.harness import Bench, Scenario, Shape, ms
 from bench.scenarios.load import LoadRun
-from bench.scenarios.viewport import POLICY, _records
+from bench.scenarios.viewport import POLICY, _records, scattered
 from bench.servers import HOST, SISCOM, Target
 from siscom.core.geo import BBox
 from siscom.core.mapoptions import MapOptions
 from siscom.core.mapstream import MapStreamCore
 from siscom.core.subscriptions import SubscriptionTable
-from siscom.dev.simulator import AREA_RADIUS_M, QUERETARO
 
 BOX_DEGREES = 0.04
 STEP_DEGREES = 0.00005
@@ -65,7 +63,7 @@ def pan_cost(devices: int, clients: int, moves: int, seed: int) -> dict[str, flo
     boxes = _boxes(clients, seed)
     cores = []
     for box in boxes:
-        core = MapStreamCore(None, table=table, policy=POLICY, options=MapOptions(bbox=box), clock=time.monotonic)
+        core = MapStreamCore(None, table=table, policy=POLICY, options=MapOptions(bbox=box))
         core.open(0.0)
         while core.take(0.0):
             pass
@@ -92,14 +90,8 @@ def pan_cost(devices: int, clients: int, moves: int, seed: int) -> dict[str, flo
 
 
 def _boxes(count: int, seed: int) -> list[BBox]:
-    rng = random.Random(seed)
-    lat0, lon0 = QUERETARO
-    spread = AREA_RADIUS_M / 111_320.0 * 0.5
-    boxes = []
-    for _ in range(count):
-        lat, lon = lat0 + rng.uniform(-spread, spread), lon0 + rng.uniform(-spread, spread)
-        boxes.append(BBox(lon - BOX_DEGREES / 2, lat - BOX_DEGREES / 2, lon + BOX_DEGREES / 2, lat + BOX_DEGREES / 2))
-    return boxes
+    half = BOX_DEGREES / 2
+    return [BBox(lon - half, lat - half, lon + half, lat + half) for lat, lon in scattered(count, seed, 0.5)]
 
 
 async def _pan_clients(port: int, boxes: list[BBox], pan: bool, conn: Connection) -> None:

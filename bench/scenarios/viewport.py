@@ -100,15 +100,17 @@ def _records(devices: int, rate: int, seconds: float, seed: int) -> tuple[list[D
     return first, later
 
 
-def _boxes(count: int, seed: int) -> list[BBox]:
+def scattered(count: int, seed: int, share: float) -> list[tuple[float, float]]:
+    """``count`` points (lat, lon) drawn evenly around the simulated city, at most ``share`` of its
+    radius from its centre on each axis; the same ones for the same seed."""
     rng = random.Random(seed)
     lat0, lon0 = QUERETARO
-    spread = AREA_RADIUS_M / 111_320.0 * 0.8
-    boxes = []
-    for _ in range(count):
-        lat, lon = lat0 + rng.uniform(-spread, spread), lon0 + rng.uniform(-spread, spread)
-        boxes.append(BBox(lon, lat, lon + BOX_DEGREES, lat + BOX_DEGREES))
-    return boxes
+    spread = AREA_RADIUS_M / 111_320.0 * share
+    return [(lat0 + rng.uniform(-spread, spread), lon0 + rng.uniform(-spread, spread)) for _ in range(count)]
+
+
+def _boxes(count: int, seed: int) -> list[BBox]:
+    return [BBox(lon, lat, lon + BOX_DEGREES, lat + BOX_DEGREES) for lat, lon in scattered(count, seed, 0.8)]
 
 
 async def _route(
@@ -121,23 +123,17 @@ async def _route(
     cores: list[StreamCore] = []
     for box in boxes:
         if mode == "world":
-            core: StreamCore = MapStreamCore(
-                None, table=table, policy=POLICY, options=MapOptions(bbox=WORLD), clock=time.monotonic
-            )
+            core: StreamCore = MapStreamCore(None, table=table, policy=POLICY, options=MapOptions(bbox=WORLD))
         elif mode == "every":
             core = StreamCore(None, table=table, policy=POLICY)
         elif mode == "bbox":
-            core = MapStreamCore(
-                None, table=table, policy=POLICY, options=MapOptions(bbox=box, fields=fields), clock=time.monotonic
-            )
+            core = MapStreamCore(None, table=table, policy=POLICY, options=MapOptions(bbox=box, fields=fields))
         else:
             ids = frozenset(d.device_id for d in first if d.position is not None and box.contains(*d.position))
             if fields is None:
                 core = StreamCore(ids, table=table, policy=POLICY)
             else:
-                core = MapStreamCore(
-                    ids, table=table, policy=POLICY, options=MapOptions(fields=fields), clock=time.monotonic
-                )
+                core = MapStreamCore(ids, table=table, policy=POLICY, options=MapOptions(fields=fields))
         core.open(0.0)
         cores.append(core)
     cpu = 0.0
@@ -266,7 +262,7 @@ def join_cost(parked: int, departed: int, joins: int, seed: int) -> dict[str, fl
     policy = StreamPolicy(keepalive_seconds=3600.0, max_pending_frames=100_000, max_device_ids=100_000, snapshot=True)
 
     def client() -> MapStreamCore:
-        return MapStreamCore(None, table=table, policy=policy, options=MapOptions(bbox=WORLD), clock=time.monotonic)
+        return MapStreamCore(None, table=table, policy=policy, options=MapOptions(bbox=WORLD))
 
     def timed_joins() -> float:
         cpu = 0.0

@@ -11,6 +11,8 @@ them costs what it did). What it adds, all without I/O:
   now in view that was not, and a ``leave`` frame for each that no longer is.
 - ``max_hz``: positions pass a :class:`~siscom.core.throttle.Throttle`; the ones that wait are
   released by :meth:`take` when their slot frees, and :meth:`wait_time` wakes the pump for them.
+  Rate slots are on the clock of the times the events pass in (a delivery's ``now`` is the
+  router's, on the same monotonic clock as the pump's).
 - ``fields``: positions are reduced by the shared :class:`~siscom.core.fields.Projection`.
 
 Alerts are sent whole and never wait for a slot.
@@ -26,16 +28,14 @@ from siscom.core.deliveries import Delivery
 from siscom.core.geo import BBox
 from siscom.core.mapoptions import MapOptions
 from siscom.core.protocol import (
-    BadRequest,
     ClientCommand,
-    CloseCode,
     ack_frame,
     error_frame,
     leave_frame,
     with_cursor,
 )
 from siscom.core.replayfeed import ReplayFeed
-from siscom.core.stream import Cause, StreamCore, StreamPolicy
+from siscom.core.stream import StreamCore, StreamPolicy
 from siscom.core.subscriptions import SubscriptionTable
 from siscom.core.throttle import Throttle
 
@@ -46,7 +46,7 @@ __all__ = ["MapStreamCore"]
 
 
 class MapStreamCore(StreamCore):
-    __slots__ = ("_box", "_ids", "_projection", "_throttle", "_clock", "_plain")
+    __slots__ = ("_box", "_ids", "_projection", "_throttle", "_plain")
 
     def __init__(
         self,
@@ -55,13 +55,11 @@ class MapStreamCore(StreamCore):
         table: SubscriptionTable,
         policy: StreamPolicy,
         options: MapOptions,
-        clock: Callable[[], float],
         grant: TokenGrant | None = None,
         inbound: InboundAllowance | None = None,
         verify: Callable[[str], TokenGrant] | None = None,
         window: RecentWindow | None = None,
     ) -> None:
-        """``clock`` is the monotonic clock the pump passes to :meth:`take` (rate slots use it)."""
         super().__init__(
             device_ids, table=table, policy=policy, grant=grant, inbound=inbound, verify=verify, window=window
         )
@@ -72,7 +70,6 @@ class MapStreamCore(StreamCore):
         self._ids = device_ids
         self._projection = None if options.fields is None else table.projections.get(options.fields)
         self._throttle = None if options.max_hz is None else Throttle(options.max_hz)
-        self._clock = clock
         #: Positions go to the outbox as they are (no fields, no rate).
         self._plain = self._projection is None and self._throttle is None
 
@@ -82,52 +79,51 @@ class MapStreamCore(StreamCore):
 
     # Events
 
-    def deliver(self, delivery: Delivery) -> None:
+    def deliver(self, delivery: Delivery, now: float) -> None:
         if self.closing is not None:
             return
         if delivery.alert:
-            self._reply(delivery.text)
+            self._routed_reply(delivery.text)
         else:
-            self._position(delivery.device_id, delivery.text)
+            self._position(delivery.device_id, delivery.text, now)
 
-    def deliver_in_view(self, delivery: Delivery) -> None:
+    def deliver_in_view(self, delivery: Delivery, now: float) -> None:
         """From the viewport index: a record of a device whose newest position is in the box
         (for an alert: was, when the alert came)."""
         ids = self._ids
         if (ids is not None and delivery.device_id not in ids) or self.closing is not None:
             return
         if delivery.alert:
-            self._reply(delivery.text)
+            self._routed_reply(delivery.text)
         elif self._plain:  # the common case, inline: nothing to reduce or to hold
             self.outbox.put_position(delivery.device_id, delivery.text)
         else:
-            self._position(delivery.device_id, delivery.text)
+            self._position(delivery.device_id, delivery.text, now)
 
     def leave_view(self, device_id: str) -> None:
         """From the viewport index: a device whose newest position was in the box moved out."""
         ids = self._ids
         if self.closing is None and (ids is None or device_id in ids):
             self._leave(device_id)
+            if self.closing is not None:
+                self._ring()
 
-    def _apply(self, command: ClientCommand) -> None:
+    def _routed_reply(self, text: str) -> None:
+        """Queue an alert the router hands over; a close it causes (past the bound) rings the alarm."""
+        self._reply(text)
+        if self.closing is not None:
+            self._ring()
+
+    def _apply(self, command: ClientCommand, now: float) -> None:
         if self._box is None:
-            super()._apply(command)
+            super()._apply(command, now)
             return
         max_ids = self._policy.max_device_ids
         current = wanted = self._ids
         if command.device_ids or command.bbox is None:
             if command.action == "subscribe":
-                if self._grant is not None:
-                    try:
-                        self._grant.check(command.device_ids)
-                    except BadRequest as error:
-                        self.close(
-                            CloseCode.POLICY_VIOLATION,
-                            Cause.FORBIDDEN.value,
-                            final_frame=error.frame(),
-                            cause=Cause.FORBIDDEN,
-                        )
-                        return
+                if not self._granted(command.device_ids):
+                    return
                 wanted = None if current is None else current | command.device_ids
             elif current is None:
                 self._reply(error_frame("this stream receives every device in its box; subscribe to a list first"))
@@ -153,7 +149,7 @@ class MapStreamCore(StreamCore):
         self._box, self._ids = box, wanted
         self._table.subscribe_box(self, wanted, box)
         self._reply(ack_frame(command.action, wanted, box))
-        self._queue_snapshot(entered)
+        self._queue_snapshot(entered, now)
         for device_id in left:
             self._leave(device_id)
 
@@ -199,7 +195,7 @@ class MapStreamCore(StreamCore):
         # Leaves come from geometry (nothing records what a box client saw): the view now, whole.
         return self._initial_view()
 
-    def _replay(self, replay: ReplayFeed, live: Iterable[Delivery]) -> None:
+    def _replay(self, replay: ReplayFeed, live: Iterable[Delivery], now: float) -> None:
         """What a map would have seen of ``replay`` (this client's records after its cursor, in
         log order) and of ``live`` (routed while it was read), the newest of it first-hand:
 
@@ -217,9 +213,9 @@ class MapStreamCore(StreamCore):
         newest position.
         """
         # Taken whole: a map's replay is its alerts and one frame per device, known at the end.
-        self._replay_deliveries([*replay.rest(), *live])
+        self._replay_deliveries([*replay.rest(), *live], now)
 
-    def _replay_deliveries(self, replay: list[Delivery]) -> None:
+    def _replay_deliveries(self, replay: list[Delivery], now: float) -> None:
         box = self._box
         named = self._ids is not None
         was_inside: set[str] = set()
@@ -242,7 +238,7 @@ class MapStreamCore(StreamCore):
                 continue
             if box is None:
                 if newest.get(device_id) == number:
-                    self._position(device_id, delivery.text)
+                    self._position(device_id, delivery.text, now)
                 continue
             position = delivery.position
             if position is None:
@@ -253,17 +249,17 @@ class MapStreamCore(StreamCore):
                 if inside:
                     was_inside.add(device_id)
             elif inside:
-                self._position(device_id, delivery.text)
+                self._position(device_id, delivery.text, now)
             elif named or device_id in was_inside:
                 self._leave(device_id)
 
-    def _position(self, device_id: str, text: str) -> None:
+    def _position(self, device_id: str, text: str, now: float) -> None:
         if self._projection is not None:
             text = self._projection.reduce(device_id, text)
         throttle = self._throttle
         if throttle is not None:
             waiting = len(throttle)
-            if not throttle.offer(device_id, text, self._clock()):
+            if not throttle.offer(device_id, text, now):
                 if len(throttle) != waiting:
                     self.outbox.wake()  # a new slot to wait for: the pump recomputes its wait
                 return
@@ -275,9 +271,9 @@ class MapStreamCore(StreamCore):
         self.outbox.drop_position(device_id)
         self._reply(leave_frame(device_id))
 
-    def _queue_snapshot(self, device_ids: Iterable[str] | None) -> None:
+    def _queue_snapshot(self, device_ids: Iterable[str] | None, now: float) -> None:
         for device_id, text in self._table.snapshot(device_ids):
-            self._position(device_id, text)
+            self._position(device_id, text, now)
 
     def _in_view(self, box: BBox, ids: frozenset[str] | None) -> list[str]:
         return self._among(self._table.viewports.devices_in(box), ids)

@@ -24,6 +24,9 @@ A position that takes a waiting one's place in line keeps that one's cursor (the
 frame it replaces): frames then go out with cursors in dispatch order, and a client cut off
 while behind resumes from a cursor that no waiting frame is older than. Without that, a newer
 position ahead of a waiting alert would carry a cursor past it, and the alert would be lost.
+The kept cursor is noted beside the slot and written into the frame only when it is taken: a
+client that does not read costs a dictionary update per position routed to it, not a new
+string (that rewrite, once per conflation, was most of an overloaded server's time).
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class Outbox:
         "_alerts",
         "_burst",
         "_apart",
+        "_cursors",
         "waker",
         "conflated",
     )
@@ -72,6 +76,9 @@ class Outbox:
         self._queue: list[tuple[str | None, str]] = []
         #: While the client is behind: device id (or a unique key per kept frame) -> newest text.
         self._latest: OrderedDict[object, str] | None = None
+        #: While behind: the cursor a slot keeps (its first frame's), for slots a newer position
+        #: took; written into the frame when it is taken.
+        self._cursors: dict[object, str] = {}
         self._soft_limit = soft_limit
         self._chunk = chunk
         self._max_alerts = max_alerts
@@ -106,7 +113,8 @@ class Outbox:
             waiting = latest.get(device_id)
             if waiting is not None:
                 self.conflated += 1
-                text = _in_place_of(waiting, text)
+                if device_id not in self._cursors:  # the hot path of a client that does not read
+                    self._keep_cursor(device_id, waiting)
             latest[device_id] = text  # a waiting device keeps its place in line
         else:
             queue = self._queue
@@ -139,6 +147,7 @@ class Outbox:
         queued next (a leave) is not overtaken by a newer position taking the old one's place."""
         latest = self._latest
         if latest is not None and latest.pop(device_id, None) is not None:
+            self._cursors.pop(device_id, None)
             self.conflated += 1
 
     def take(self, limit: int | None = None) -> list[str]:
@@ -163,10 +172,15 @@ class Outbox:
                 texts.append(text)
             return texts
         texts = []
+        cursors = self._cursors
         for _ in range(min(chunk, len(latest))):
             slot, text = latest.popitem(last=False)
             if type(slot) is not str:
                 self._alerts -= 1
+            elif cursors:
+                cursor = cursors.pop(slot, None)
+                if cursor is not None:
+                    text = with_cursor(text, cursor)
             texts.append(text)
         if not latest:
             self._latest = None  # caught up: first in, first out again
@@ -177,6 +191,7 @@ class Outbox:
     def clear(self) -> None:
         self._queue.clear()
         self._latest = None
+        self._cursors.clear()
         self._alerts = 0
         self._burst = False
 
@@ -188,6 +203,7 @@ class Outbox:
             raise ValueError("absorb needs an empty outbox")
         self._queue, other._queue = other._queue, self._queue
         self._latest, other._latest = other._latest, None
+        self._cursors, other._cursors = other._cursors, {}
         self._alerts, other._alerts = other._alerts, 0
         self._burst, other._burst = False, False
         self.conflated += other.conflated
@@ -212,15 +228,17 @@ class Outbox:
                 waiting = latest.get(key)
                 if waiting is not None:
                     self.conflated += 1
-                    text = _in_place_of(waiting, text)
+                    self._keep_cursor(key, waiting)
                 latest[key] = text
         self._queue.clear()
         self._latest = latest
 
-
-def _in_place_of(waiting: str, newer: str) -> str:
-    """``newer`` with the cursor of the ``waiting`` frame whose place in line it takes (see the
-    module docstring); as it is when the frames carry none. Its data says more than its cursor:
-    a client resuming from that cursor gets this position again."""
-    cursor = frame_cursor(waiting)
-    return newer if cursor is None else with_cursor(newer, cursor)
+    def _keep_cursor(self, slot: object, waiting: str) -> None:
+        """Note the cursor ``slot`` keeps when a newer position takes the place of ``waiting``
+        (see the module docstring): the first frame's, so only the first replacement reads it.
+        The newer frame's data says more than the cursor: a client resuming from that cursor gets
+        this position again."""
+        if slot not in self._cursors:
+            cursor = frame_cursor(waiting)
+            if cursor is not None:
+                self._cursors[slot] = cursor

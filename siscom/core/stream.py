@@ -12,15 +12,29 @@ timing. Events in:
 - :meth:`StreamCore.token_expiring`, :meth:`StreamCore.token_expired`, :meth:`StreamCore.close`,
   :meth:`StreamCore.client_gone`.
 
+Events from the owner of the connection return what the owner is to do besides writing
+(:class:`Effects`, None when nothing): the stream has begun to close (stop waiting, stop a stalled
+write, then send :attr:`StreamCore.closing`'s final frame and close code), or the client asked
+for token refreshes (each outcome, and an accepted grant's new expiry that the timers follow).
+Effects that arise inside :meth:`StreamCore.take` (messages held during a replay, applied once it
+is out) or :meth:`StreamCore.control_frame` wait in :attr:`StreamCore.pending`, collected with
+:meth:`StreamCore.effects`.
+
+The router's deliveries have no caller to return effects to, so the core calls out through two
+hooks, and only these: the outbox's waker (set while the pump waits for frames, called when one
+is queued) and :attr:`StreamCore.alarm`, rung when a delivery closed the stream (a client past
+its bound): its owner then collects the effects and stops a write stalled on that client.
+
 Token refresh: the pump asks :meth:`StreamCore.notice_delay` and :meth:`StreamCore.expiry_delay`
 when to call :meth:`StreamCore.token_expiring` (which queues the ``token-expiring`` frame) and
 :meth:`StreamCore.token_expired`. A client's ``refresh`` with a valid token that still grants the
-current subscription replaces the grant; :attr:`StreamCore.on_refresh` then tells the pump to move
-its timers. Any other refresh gets an error frame and changes nothing.
+current subscription replaces the grant (:class:`Refresh` with the new expiry); any other refresh
+gets an error frame and changes nothing (:class:`Refresh` without one).
 
 What to send: :meth:`StreamCore.take` (the next frames, with a keep-alive when one is due), then,
 once :attr:`StreamCore.closing` is set, its final frame and close code. Times are passed in (any
-monotonic clock); the core keeps none of its own.
+monotonic clock; POSIX time for the token's), to every event that needs one: the core keeps no
+clock of its own.
 """
 
 from __future__ import annotations
@@ -107,6 +121,30 @@ def final_frame(closing: Closing, *, in_band: bool = False) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Refresh:
+    """The outcome of a client's token refresh: the new grant's expiry (POSIX time), or None when
+    it was refused (the grant, and so the timers, stay as they were)."""
+
+    expires_at: float | None
+
+    @property
+    def accepted(self) -> bool:
+        return self.expires_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Effects:
+    """What the owner of the connection is to do after an event, besides writing what
+    :meth:`StreamCore.take` hands out."""
+
+    #: The stream began to close in this event: stop waiting and any write in progress, then
+    #: send this closing's final frame and close frame.
+    closing: Closing | None = None
+    #: The client's token refreshes, in order: count each; an accepted one moves the token's timers.
+    refreshes: tuple[Refresh, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class StreamPolicy:
     """The limits of one stream that the core enforces."""
 
@@ -130,8 +168,8 @@ class StreamCore:
         "_initial_ids",
         "outbox",
         "closing",
-        "on_close",
-        "on_refresh",
+        "alarm",
+        "pending",
         "_next_ping",
         "_window",
         "_cursor",
@@ -175,10 +213,12 @@ class StreamCore:
         self.outbox = Outbox(soft_limit=policy.max_pending_frames, max_alerts=policy.max_pending_frames)
         #: Set once, by the first close request: how the stream ends.
         self.closing: Closing | None = None
-        #: Called once when :attr:`closing` is set (the pump stops a stalled write with it).
-        self.on_close: Callable[[], None] | None = None
-        #: Called after each refresh the client asks for: True when accepted (the expiry moved).
-        self.on_refresh: Callable[[bool], None] | None = None
+        #: Rung when a delivery (the router's call, which takes no effects back) closed the stream:
+        #: its owner collects the effects (:meth:`effects`) and stops a stalled write.
+        self.alarm: Callable[[], None] | None = None
+        #: Effects not yet handed to the owner (see :meth:`effects`): an owner on a hot path reads
+        #: this to skip collecting when there are none.
+        self.pending: Effects | None = None
         self._next_ping = 0.0
         #: A replay not all taken yet (see :meth:`open`), and the live deliveries held meanwhile.
         self._feed: ReplayFeed | None = None
@@ -209,7 +249,7 @@ class StreamCore:
         replay: ReplayFeed | list[Delivery] | None = None,
         cursor: str | None = None,
         live: Iterable[Delivery] = (),
-    ) -> None:
+    ) -> Effects | None:
         """The stream starts: subscribe, queue the snapshot; the first keep-alive is due at
         ``now`` plus the interval.
 
@@ -233,55 +273,60 @@ class StreamCore:
         if self._join():
             if replay is not None:
                 self._cursor = cursor
-                self._replay(replay if isinstance(replay, ReplayFeed) else ReplayFeed.of(replay), live)
+                self._replay(replay if isinstance(replay, ReplayFeed) else ReplayFeed.of(replay), live, now)
             elif self._policy.snapshot:
-                self._queue_snapshot(self._initial_view())
+                self._queue_snapshot(self._initial_view(), now)
         if self._held is None:  # else once the replay is out (see _next_of_replay)
-            self._apply_early()
+            self._apply_early(now)
+        return self.effects()
 
-    def deliver(self, delivery: Delivery) -> None:
-        """A delivery routed to this client. Never blocks, never raises (the router's hot path)."""
+    def deliver(self, delivery: Delivery, now: float) -> None:
+        """A delivery routed to this client at ``now``. Never blocks, never raises (the router's
+        hot path); a close it causes rings :attr:`alarm`."""
         if self.closing is not None:
             return
         try:
             (self.outbox if self._held is None else self._held).put_delivery(delivery)
         except OutboxFull:
-            self.close(CloseCode.TRY_AGAIN_LATER, Cause.SLOW_CLIENT.value, cause=Cause.SLOW_CLIENT)
+            self._close(CloseCode.TRY_AGAIN_LATER, Cause.SLOW_CLIENT.value, cause=Cause.SLOW_CLIENT)
+            self._ring()
 
-    def warm_snapshot(self) -> None:
+    def warm_snapshot(self, now: float) -> Effects | None:
         """The snapshot arrived after the stream opened (the process warmed up late): queue it."""
         if self.closing is None and self._policy.snapshot:
-            self._queue_snapshot(self._current_view())
+            self._queue_snapshot(self._current_view(), now)
+        return self.effects()
 
     def _current_view(self) -> Iterable[str] | None:
         """The devices whose snapshot the stream would get if it opened now (None: every device)."""
         return self.device_ids
 
-    def receive(self, data: str | bytes, now: float) -> None:
+    def receive(self, data: str | bytes, now: float) -> Effects | None:
         """A message from the client at ``now``: apply a subscription change and queue its answer;
         past the client's allowance of messages, close with 1008 instead. Before the stream opens
         (and while its replay goes out) the message is counted the same, and kept for then (see
         :data:`HELD_MESSAGES`)."""
         if self.closing is not None:
-            return
+            return None
         if self._inbound is not None and not self._inbound.message(now):
             self._too_many_messages()
-            return
+            return self.effects()
         if not self._is_open or self._held is not None:
             # Waiting for a replay (or its turn), or the replay is going out: kept, within a small
             # bound, for when it is out, so that no answer overtakes the frames it follows.
             size = len(data)
             if self._early is not None and (len(self._early) >= HELD_MESSAGES or self._early_bytes + size > HELD_BYTES):
                 self._too_many_messages()
-                return
+                return self.effects()
             if self._early is None:
                 self._early = []
             self._early.append(data)
             self._early_bytes += size
-            return
-        self._handle(data)
+            return None
+        self._handle(data, now)
+        return self.effects()
 
-    def _handle(self, data: str | bytes) -> None:
+    def _handle(self, data: str | bytes, now: float) -> None:
         """Parse and apply one message of the client (the stream is open)."""
         try:
             command = parse_client_frame(data, max_ids=self._policy.max_device_ids)
@@ -293,9 +338,9 @@ class StreamCore:
         if isinstance(command, RefreshCommand):
             self._refresh(command.token)
             return
-        self._apply(command)
+        self._apply(command, now)
 
-    def _apply(self, command: ClientCommand) -> None:
+    def _apply(self, command: ClientCommand, now: float) -> None:
         """A subscription change the client asked for (a subclass may read more of it)."""
         max_ids = self._policy.max_device_ids
         if command.bbox is not None:
@@ -303,17 +348,8 @@ class StreamCore:
             return
         current = self.device_ids
         if command.action == "subscribe":
-            if self._grant is not None:
-                try:
-                    self._grant.check(command.device_ids)
-                except BadRequest as error:  # Forbidden: the grant says no
-                    self.close(
-                        CloseCode.POLICY_VIOLATION,
-                        Cause.FORBIDDEN.value,
-                        final_frame=error.frame(),
-                        cause=Cause.FORBIDDEN,
-                    )
-                    return
+            if not self._granted(command.device_ids):
+                return
             added = command.device_ids if current is None else command.device_ids - current
             wanted = None if current is None else current | command.device_ids
         elif current is None:
@@ -328,33 +364,35 @@ class StreamCore:
             return
         self._reply(ack_frame(command.action, wanted))
         if self._policy.snapshot and added:
-            self._queue_snapshot(added)
+            self._queue_snapshot(added, now)
 
     def control_frame(self, now: float) -> bool:
         """A WebSocket ping or pong from the client at ``now`` (the server answers pings below the
-        application): whether to handle it. Past the client's allowance, close with 1008 and say no."""
+        application): whether to handle it. Past the client's allowance, close with 1008 and say no
+        (the close's effects are then to collect with :meth:`effects`)."""
         if self._inbound is None or self._inbound.control_frame(now):
             return True
         self._too_many_messages()
         return False
 
-    def token_expiring(self, now: float) -> None:
+    def token_expiring(self, now: float) -> Effects | None:
         """The notice is due (``now`` in POSIX time): tell the client how long its token has left."""
         if self.closing is not None or self._grant is None:
-            return
+            return None
         self._reply(token_expiring_frame(self._grant.expires_at - now))
+        return self.effects()
 
-    def token_expired(self) -> None:
-        self.close(
+    def token_expired(self) -> Effects | None:
+        return self.close(
             CloseCode.POLICY_VIOLATION,
             Cause.TOKEN_EXPIRED.value,
             final_frame=error_frame("token expired"),
             cause=Cause.TOKEN_EXPIRED,
         )
 
-    def client_gone(self) -> None:
+    def client_gone(self) -> Effects | None:
         """The client disconnected: end without sending anything more."""
-        self.close(CloseCode.NORMAL, Cause.CLIENT_LEFT.value, cause=Cause.CLIENT_LEFT, silent=True)
+        return self.close(CloseCode.NORMAL, Cause.CLIENT_LEFT.value, cause=Cause.CLIENT_LEFT, silent=True)
 
     def close(
         self,
@@ -364,24 +402,47 @@ class StreamCore:
         final_frame: str | None = None,
         cause: Cause = Cause.CLOSED,
         silent: bool = False,
-    ) -> bool:
-        """Ask to end the stream with ``code`` (the first request wins; True if this one did).
+    ) -> Effects | None:
+        """Ask to end the stream with ``code`` (the first request wins: its effects say to close;
+        a later one's are None, or other effects not yet collected).
 
         ``final_frame`` (an error frame saying why) goes out just before the close frame; whatever
         else was waiting is dropped.
         """
-        if self.closing is not None:
-            return False
-        if code == CloseCode.GOING_AWAY and cause is Cause.CLOSED:
-            cause = Cause.SHUTDOWN
-        self.closing = Closing(code, reason, cause, None if silent else final_frame, silent)
-        self._drop_replay()
-        self.outbox.clear()
-        self._snapshot = None
-        self.outbox.wake()
-        if self.on_close is not None:
-            self.on_close()
-        return True
+        self._close(code, reason, final_frame=final_frame, cause=cause, silent=silent)
+        return self.effects()
+
+    def _close(
+        self,
+        code: CloseCode,
+        reason: str,
+        *,
+        final_frame: str | None = None,
+        cause: Cause = Cause.CLOSED,
+        silent: bool = False,
+    ) -> None:
+        """Begin to close (see :meth:`close`); the effect waits for the event's end."""
+        if self.closing is None:
+            if code == CloseCode.GOING_AWAY and cause is Cause.CLOSED:
+                cause = Cause.SHUTDOWN
+            self.closing = closing = Closing(code, reason, cause, None if silent else final_frame, silent)
+            pending = self.pending
+            self.pending = Effects(closing, () if pending is None else pending.refreshes)
+            self._drop_replay()
+            self.outbox.clear()
+            self._snapshot = None
+            self.outbox.wake()
+
+    def effects(self) -> Effects | None:
+        """The effects not yet handed out (None when there are none), once: those of the events
+        that return none themselves (:meth:`take`, :meth:`control_frame`, a delivery)."""
+        pending, self.pending = self.pending, None
+        return pending
+
+    def _ring(self) -> None:
+        """A delivery closed the stream: tell the owner, who has no return value to read."""
+        if self.alarm is not None:
+            self.alarm()
 
     def end(self) -> int:
         """The stream is over: leave the table, drop what waits; returns the conflations not yet
@@ -401,7 +462,7 @@ class StreamCore:
         During a replay, the next slice of it is queued when the outbox is empty: the replay goes
         as fast as the client takes frames, and one take does a bounded amount of its work."""
         if self._held is not None and not len(self.outbox):
-            self._next_of_replay()
+            self._next_of_replay(now)
         if self._snapshot is None:
             texts = self.outbox.take()
         else:
@@ -510,7 +571,7 @@ class StreamCore:
         """Enter the table as the client asked at connect; False when refused (then closing)."""
         return self._subscribe(self._initial_ids)
 
-    def _replay(self, replay: ReplayFeed, live: Iterable[Delivery]) -> None:
+    def _replay(self, replay: ReplayFeed, live: Iterable[Delivery], now: float) -> None:
         """Start taking ``replay`` (see :meth:`take`); live deliveries wait apart until it is out."""
         self._feed = replay
         bound = self._policy.max_pending_frames
@@ -519,9 +580,9 @@ class StreamCore:
             for delivery in live:
                 held.put_delivery(delivery)
         except OutboxFull:
-            self.close(CloseCode.TRY_AGAIN_LATER, Cause.SLOW_CLIENT.value, cause=Cause.SLOW_CLIENT)
+            self._close(CloseCode.TRY_AGAIN_LATER, Cause.SLOW_CLIENT.value, cause=Cause.SLOW_CLIENT)
 
-    def _next_of_replay(self) -> None:
+    def _next_of_replay(self, now: float) -> None:
         """Queue the next slice of the replay; once it is all out, the live deliveries held."""
         feed, outbox = self._feed, self.outbox
         if feed is not None:
@@ -537,15 +598,15 @@ class StreamCore:
         held, self._held = self._held, None
         if held is not None:
             outbox.absorb(held)
-        self._apply_early()
+        self._apply_early(now)
 
-    def _apply_early(self) -> None:
+    def _apply_early(self, now: float) -> None:
         """Apply, in order, what the client sent before it could be answered."""
         early, self._early, self._early_bytes = self._early, None, 0
         for data in early or ():
             if self.closing is not None:
                 break
-            self._handle(data)
+            self._handle(data, now)
 
     def _drop_replay(self) -> None:
         if self._feed is not None:
@@ -570,17 +631,30 @@ class StreamCore:
         """Close as past the process's bound of subscribed ids (an error frame, then 1013): what
         a replay does when it cannot subscribe, as :meth:`open` does."""
         reason = Cause.SUBSCRIPTION_LIMIT.value
-        self.close(CloseCode.TRY_AGAIN_LATER, reason, final_frame=error_frame(reason), cause=Cause.SUBSCRIPTION_LIMIT)
+        self._close(CloseCode.TRY_AGAIN_LATER, reason, final_frame=error_frame(reason), cause=Cause.SUBSCRIPTION_LIMIT)
+
+    def _granted(self, device_ids: frozenset[str]) -> bool:
+        """Whether the client's grant allows ``device_ids``; if not, close as forbidden (the
+        grant's error frame, then 1008)."""
+        if self._grant is not None:
+            try:
+                self._grant.check(device_ids)
+            except BadRequest as error:
+                self._close(
+                    CloseCode.POLICY_VIOLATION, Cause.FORBIDDEN.value, final_frame=error.frame(), cause=Cause.FORBIDDEN
+                )
+                return False
+        return True
 
     def _too_many_messages(self) -> None:
         reason = Cause.TOO_MANY_MESSAGES.value
-        self.close(CloseCode.POLICY_VIOLATION, reason, final_frame=error_frame(reason), cause=Cause.TOO_MANY_MESSAGES)
+        self._close(CloseCode.POLICY_VIOLATION, reason, final_frame=error_frame(reason), cause=Cause.TOO_MANY_MESSAGES)
 
     def _reply(self, text: str) -> None:
         try:
             self.outbox.put_kept(text)
         except OutboxFull:
-            self.close(CloseCode.TRY_AGAIN_LATER, Cause.SLOW_CLIENT.value, cause=Cause.SLOW_CLIENT)
+            self._close(CloseCode.TRY_AGAIN_LATER, Cause.SLOW_CLIENT.value, cause=Cause.SLOW_CLIENT)
 
     def _refresh(self, token: str) -> None:
         """Adopt the grant of ``token`` if it is valid and still grants the current subscription."""
@@ -596,16 +670,25 @@ class StreamCore:
                 grant.check(current)
         except BadRequest as error:
             self._reply(error_frame(f"token refresh refused: {error.message}", **error.detail))
-            if self.on_refresh is not None:
-                self.on_refresh(False)
+            self._refreshed(Refresh(None))
             return
         self._grant = grant
         self._reply(refreshed_frame(grant.expires_at))
-        if self.on_refresh is not None:
-            self.on_refresh(True)
+        self._refreshed(Refresh(grant.expires_at))
 
-    def _queue_snapshot(self, device_ids: Iterable[str] | None) -> None:
-        """Send the last known frame of ``device_ids`` (all for None) after what waits now.
+    def _refreshed(self, refresh: Refresh) -> None:
+        """Note a refresh's outcome among the effects (several may come in one event: the
+        messages held during a replay, applied once it is out)."""
+        pending = self.pending
+        self.pending = (
+            Effects(refreshes=(refresh,))
+            if pending is None
+            else Effects(pending.closing, (*pending.refreshes, refresh))
+        )
+
+    def _queue_snapshot(self, device_ids: Iterable[str] | None, now: float) -> None:
+        """Send the last known frame of ``device_ids`` (all for None) after what waits now (a
+        subclass may hold some of them for a rate slot from ``now``).
 
         Nothing is copied for this client: it keeps its place in a list of device ids (the
         table's, shared while no new device reports) and takes each device's frame as it goes, a

@@ -34,8 +34,9 @@ class SubscriptionLimit(Exception):
 
 
 class Subscriber(Protocol):
-    def deliver(self, delivery: Delivery) -> None:
-        """Take one delivery without blocking (the router never waits for a client)."""
+    def deliver(self, delivery: Delivery, now: float) -> None:
+        """Take one delivery, routed at ``now`` (a monotonic clock's), without blocking (the
+        router never waits for a client)."""
 
 
 class SubscriptionTable:

@@ -56,8 +56,9 @@ _MARGIN = 1e-9
 
 
 class Watcher(Protocol):
-    def deliver_in_view(self, delivery: Delivery) -> None:
-        """A record of a device whose newest position is in this watcher's box (or an alert of one)."""
+    def deliver_in_view(self, delivery: Delivery, now: float) -> None:
+        """A record of a device whose newest position is in this watcher's box (or an alert of
+        one), routed at ``now``."""
 
     def leave_view(self, device_id: str) -> None:
         """A device this watcher saw in its box has moved out of it."""
@@ -322,7 +323,7 @@ class ViewportIndex:
 
     # Routing
 
-    def route(self, deliveries: Iterable[Delivery]) -> None:
+    def route(self, deliveries: Iterable[Delivery], now: float) -> None:
         """Hand each delivery to the watchers whose box holds its device, and tell those whose box
         the device has left (those that hold its old position and not its new one). Positions move
         the device; alerts go to the boxes its newest position is in; a record without a position
@@ -336,7 +337,7 @@ class ViewportIndex:
                 old = where.get(device_id)
                 if old is not None:
                     for watcher in watchers_at(*old):
-                        watcher.deliver_in_view(delivery)
+                        watcher.deliver_in_view(delivery, now)
                 continue
             new = delivery.position
             if new is None:
@@ -345,7 +346,7 @@ class ViewportIndex:
             if old != new:
                 self._move(device_id, old, new)
             for watcher in watchers_at(*new):
-                watcher.deliver_in_view(delivery)
+                watcher.deliver_in_view(delivery, now)
             if old is not None and old != new:
                 for watcher in leavers(old, new):
                     watcher.leave_view(device_id)

@@ -42,24 +42,25 @@ class Router(Actor):
         table = self._table
         subscribers_of = table.subscribers_of
         remember = table.remember
+        # One time for the batch, routed in one step (the clock the sessions' loop reads).
+        now = time.monotonic()
         for delivery in deliveries:
             if not delivery.alert:
                 remember(delivery)
             named, everything = subscribers_of(delivery.device_id)
             for subscriber in named:
-                subscriber.deliver(delivery)
+                subscriber.deliver(delivery, now)
             for subscriber in everything:
-                subscriber.deliver(delivery)
+                subscriber.deliver(delivery, now)
         # Clients that watch a box are reached through the viewport index, once per batch.
         viewports = table.viewports
         if viewports.active:
-            viewports.route(deliveries)
+            viewports.route(deliveries, now)
         window = self._window
         if window is not None:
             # In the same step as the deliveries: a resume never sees a record twice or misses one.
             window.extend(deliveries)
             window.routed(deliveries[-1])
-            now = time.monotonic()
             if now >= self._next_gauges:
                 self._next_gauges = now + 1.0
                 self._metrics.gauge(Metric.WINDOW_RECORDS, len(window))

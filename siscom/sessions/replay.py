@@ -58,7 +58,7 @@ class _Holder:
     def __init__(self) -> None:
         self.deliveries: list[Delivery] = []
 
-    def deliver(self, delivery: Delivery) -> None:
+    def deliver(self, delivery: Delivery, now: float) -> None:
         self.deliveries.append(delivery)
 
 

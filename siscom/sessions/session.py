@@ -1,17 +1,23 @@
 """The session actor: the asynchronous pump around one client's :class:`~siscom.core.stream.StreamCore`.
 
 The core decides (what the client watches, what waits, when a keep-alive is due, how the stream
-ends); the session does the I/O: it writes what the core hands out under a deadline
-(``STREAM_SEND_TIMEOUT_SECONDS``), waits for frames or the next keep-alive, feeds the client's
-messages to the core, arms the token's timers (the ``token-expiring`` notice and the expiry; a
-refresh the core accepts moves both), and sends the close. The router reaches the
-core directly (it is the subscriber), and :meth:`StreamCore.deliver` never waits.
+ends) and returns what to do besides writing (:class:`~siscom.core.stream.Effects`); the session
+does the I/O. Its parts, one module and one context each:
 
-When the transport can write without awaiting (``transport.direct``: write coalescing, see
-siscom/web/server/coalesce.py), a frame queued while the pump waits does not wake it: the gateway's
-:class:`~siscom.sessions.flusher.Flusher` writes, in the next event-loop turn, everything waiting
-for each client it was queued for, in one write per client. The pump takes over only when the
-socket would block, and writes through the transport's ``send`` under the deadline.
+- the pump (this module): the session's own task. It opens the stream, writes what the core hands
+  out under a deadline (``STREAM_SEND_TIMEOUT_SECONDS``), waits for frames or the next
+  keep-alive, and sends the close;
+- the direct-write path (:mod:`siscom.sessions.direct`): event-loop callbacks (the write round,
+  the keep-alive timer) that write while the pump waits;
+- the token's timers (:mod:`siscom.sessions.token_timers`): timer callbacks, the
+  ``token-expiring`` notice and the expiry (a refresh the core accepts moves both);
+- the listener (:mod:`siscom.sessions.listener`): the route's task, feeding the client's
+  messages to the core.
+
+Each hands the core's effects to :meth:`Session._apply`: a close stops the pump's wait and a
+write stalled on the client, a refresh moves the token's timers. The router reaches the core
+directly (it is the subscriber), and :meth:`StreamCore.deliver` never waits; a delivery that
+closes the stream rings the core's alarm, which the session answers the same way.
 
 How a session ends, and the close code the client sees (see :class:`~siscom.core.stream.Cause`):
 - the client leaves: nothing to send;
@@ -40,18 +46,19 @@ closed within ``STREAM_CLOSE_LINGER_SECONDS``, whether or not the client reads.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from siscom.core.protocol import CloseCode
 from siscom.core.resume import ResumeRequest
-from siscom.core.stream import Cause, StreamCore, StreamPolicy, final_frame
+from siscom.core.stream import Cause, Effects, StreamCore, StreamPolicy, final_frame
 from siscom.metrics import Metric, Metrics
+from siscom.sessions.direct import DirectPath
 from siscom.sessions.flusher import Flusher
 from siscom.sessions.latch import Latch
+from siscom.sessions.listener import Listener
+from siscom.sessions.token_timers import TokenTimers
 from siscom.sessions.transport import ClientGone, Transport
 from supervisors import Actor
 
@@ -62,9 +69,6 @@ if TYPE_CHECKING:
     from siscom.sessions.replay import Replayer
 
 logger = logging.getLogger(__name__)
-
-#: Deadlines closer than this (seconds) are the same deadline, computed twice.
-_SAME_DEADLINE = 0.001
 
 #: What each way of ending is counted as.
 _COUNTED = {
@@ -135,31 +139,18 @@ class Session(Actor):
         self._transport = transport
         self._limits = limits
         self._metrics = metrics
-        core.on_close = self._interrupt
-        core.on_refresh = self._refreshed
+        core.alarm = self._alarmed
         #: The token's timers: the notice (token-expiring) and the expiry (close 1008).
-        self._notice: asyncio.TimerHandle | None = None
-        self._expiry: asyncio.TimerHandle | None = None
+        self._tokens = TokenTimers(core, metrics, transport.peer, self._apply)
         #: The deadline of the writes in progress, if any; a close moves it to now.
         self._send_deadline: asyncio.Timeout | None = None
-        #: Waiting for frames or the next keep-alive; and the timer that ends that wait. The
-        #: deadline is the same for many waits in a row, so one timer serves them all.
-        self._waiter: asyncio.Future[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._wake_callback = self._wake
-        #: Writing without waking this task (see _flush), when the transport offers it: a queued
-        #: frame schedules this session's flush in the next write round.
-        self._direct = transport.direct
-        self._flusher = flusher or Flusher(metrics)
-        self._queued_callback = functools.partial(self._flusher.schedule, self._flush)
-        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Where the pump waits, and what writes meanwhile when the transport allows it.
+        self._writes = DirectPath(core, transport.direct, flusher or Flusher(metrics), metrics, self._apply)
         #: Sending the close frame, when it took longer than the close timeout (see _send_close).
         self._closing: asyncio.Future[None] | None = None
         #: Drops the connection once the linger after the end is over.
         self._drop_timer: asyncio.TimerHandle | None = None
-        #: The task running :meth:`listen`, while it runs; whether the end has stopped it.
-        self._listener: asyncio.Task[object] | None = None
-        self._listener_stopped = False
+        self._listener = Listener(core, transport, name, self._apply, self.client_left)
         #: Set when the session has finished, whichever way it ended.
         self.finished = Latch()
 
@@ -171,11 +162,11 @@ class Session(Actor):
     def close(self, code: CloseCode, reason: str = "", *, final_frame: str | None = None) -> None:
         """Ask the session to send ``final_frame`` if any, then a close frame with ``code``, and end
         (the first request wins)."""
-        self.core.close(code, reason, final_frame=final_frame)
+        self._apply(self.core.close(code, reason, final_frame=final_frame))
 
     def client_left(self) -> None:
         """The client disconnected: stop without sending anything more."""
-        self.core.client_gone()
+        self._apply(self.core.client_gone())
         if self._closing is not None:
             self._closing.cancel()
         if self._drop_timer is not None and self.finished.is_set():
@@ -203,22 +194,57 @@ class Session(Actor):
     def control_frame(self) -> bool:
         """A ping or pong arrived from the client (the server answers it below the application):
         whether to handle it; False once the client is past its allowance (the stream then closes)."""
-        return self.core.control_frame(asyncio.get_running_loop().time())
+        if self.core.control_frame(asyncio.get_running_loop().time()):
+            return True
+        self._apply(self.core.effects())
+        return False
 
     def warmed(self) -> None:
         """The process has just warmed up: a stream open before that gets the snapshot now."""
         if self.core.opened:
-            self.core.warm_snapshot()
+            self._apply(self.core.warm_snapshot(asyncio.get_running_loop().time()))
 
     @property
     def listening(self) -> bool:
         """Whether the session still wants what the client sends (not once it is closing)."""
         return self.core.closing is None
 
+    async def listen(self) -> None:
+        """Feed what the client sends to the core until the session ends or the client leaves
+        (see :class:`~siscom.sessions.listener.Listener`); it runs in the caller's task."""
+        await self._listener.listen()
+
+    # What the core returns
+
+    def _apply(self, effects: Effects | None) -> None:
+        """Do what the core said to, besides writing: whoever handed it the event calls this."""
+        if effects is None:
+            return
+        if effects.closing is not None:
+            self._interrupt()
+        for refresh in effects.refreshes:
+            self._tokens.refreshed(refresh)
+
+    def _alarmed(self) -> None:
+        """A delivery closed the stream (the router's call returns nothing): collect its effects."""
+        self._apply(self.core.effects())
+
+    def _interrupt(self) -> None:
+        """The core is closing: stop waiting, and stop a write that may be stalled on a client that
+        does not read."""
+        if self._gating is not None:
+            self._gating.cancel()
+        self._writes.wake()
+        if self._replaying is not None:
+            self._replaying.cancel()
+        deadline = self._send_deadline
+        if deadline is not None and not deadline.expired():
+            deadline.reschedule(asyncio.get_running_loop().time())
+
     # The pump
 
     async def run(self) -> None:
-        loop = self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         core = self.core
         self._metrics.stream_opened()
         try:
@@ -229,22 +255,22 @@ class Session(Actor):
                 self._gating = None
             if core.closing is None:  # else closed while waiting: straight to the goodbye
                 if self._resume is None:
-                    core.open(loop.time())
+                    self._apply(core.open(loop.time()))
                 else:
                     await self._replay(*self._resume)
+                    self._apply(core.effects())  # the replayer opened the core: what it said
                 logger.info("Stream opened for %s, devices: %s", self._transport.peer, _describe(core.device_ids))
-                self._arm_token_timers()
+                self._tokens.arm()
                 await self._send_loop()
             await self._say_goodbye()
         except asyncio.CancelledError:
-            core.close(CloseCode.GOING_AWAY, Cause.SHUTDOWN.value)
+            self._apply(core.close(CloseCode.GOING_AWAY, Cause.SHUTDOWN.value))
             await self._say_goodbye()
             raise
         finally:
-            self._cancel_token_timers()
-            if self._timer is not None:
-                self._timer.cancel()
-            self._stop_listener()
+            self._tokens.cancel()
+            self._writes.stop()
+            self._listener.stop()
             self._end()
 
     async def _replay(self, replayer: Replayer | BudgetedReplayer, request: ResumeRequest) -> None:
@@ -263,49 +289,10 @@ class Session(Actor):
         finally:
             self._replaying = None
 
-    def _arm_token_timers(self, *, refreshed: bool = False) -> None:
-        """Schedule the notice and the expiry of the current grant (none without a token).
-
-        After a refresh to a token already inside the notice time, no notice is scheduled: the
-        client has just answered one, and a new notice at once would have it refresh in a loop.
-        """
-        self._cancel_token_timers()
-        loop = asyncio.get_running_loop()
-        now = time.time()  # a token's exp is POSIX time; the delays go on the loop's clock
-        delay = self.core.expiry_delay(now)
-        if delay is not None:
-            self._expiry = loop.call_later(delay, self.core.token_expired)
-        notice = self.core.notice_delay(now)
-        if notice is not None and not (refreshed and notice <= 0):
-            self._notice = loop.call_later(notice, self._token_notice)
-
-    def _cancel_token_timers(self) -> None:
-        for timer in (self._notice, self._expiry):
-            if timer is not None:
-                timer.cancel()
-        self._notice = self._expiry = None
-
-    def _token_notice(self) -> None:
-        self._notice = None
-        self.core.token_expiring(time.time())
-
-    def _refreshed(self, accepted: bool) -> None:
-        """The client sent a new token: count it; when accepted, the timers follow the new expiry.
-
-        Logged at DEBUG only: a refresh is a client's routine action, repeated by every client as
-        often as its tokens expire; the counters say how many (and the client got its answer)."""
-        if accepted:
-            self._metrics.incr(Metric.TOKEN_REFRESHES)
-            self._arm_token_timers(refreshed=True)
-            logger.debug("Token refreshed for %s", self._transport.peer)
-        else:
-            self._metrics.incr(Metric.TOKEN_REFRESH_REFUSALS)
-            logger.debug("Token refresh refused for %s", self._transport.peer)
-
     def _end(self) -> None:
         """The one place where every session ends."""
         if self.core.closing is None:  # the pump failed: the supervisor logs why
-            self.core.close(CloseCode.INTERNAL_ERROR, "internal error")
+            self._apply(self.core.close(CloseCode.INTERNAL_ERROR, "internal error"))
         closing = self.core.closing
         assert closing is not None
         conflated = self.core.end()  # a client that stalled for good never got to a count
@@ -332,19 +319,22 @@ class Session(Actor):
         send_many = self._transport.send_many
         metrics = self._metrics
         send_timeout = self._limits.send_timeout_seconds
+        wait = self._writes.wait
         while core.closing is None:
             texts = core.take(loop.time())
+            if core.pending is not None:
+                self._apply(core.effects())
             if not texts:
-                await self._wait(core.wait_time(loop.time()))
+                await wait(core.wait_time(loop.time()))
                 continue
             try:
                 async with asyncio.timeout(send_timeout) as self._send_deadline:
                     await send_many(texts)
             except TimeoutError:
-                core.close(CloseCode.TRY_AGAIN_LATER, Cause.SLOW_CLIENT.value, cause=Cause.SLOW_CLIENT)
+                self._apply(core.close(CloseCode.TRY_AGAIN_LATER, Cause.SLOW_CLIENT.value, cause=Cause.SLOW_CLIENT))
                 break
             except ClientGone:
-                core.client_gone()
+                self._apply(core.client_gone())
                 break
             finally:
                 self._send_deadline = None
@@ -355,85 +345,6 @@ class Session(Actor):
                 # More waits: let the others run first (the pipeline and the other sessions), so
                 # that no session holds the loop for long and what it takes next is the newest.
                 await asyncio.sleep(0)
-
-    async def _wait(self, delay: float) -> None:
-        """Wait until a frame is queued, the stream is closed, or ``delay`` seconds pass."""
-        loop = asyncio.get_running_loop()
-        self._arm_timer(loop.time() + delay)
-        self._waiter = loop.create_future()
-        self.core.outbox.waker = self._wake_callback if self._direct is None else self._queued_callback
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
-            self.core.outbox.waker = None
-
-    def _arm_timer(self, deadline: float) -> None:
-        """End the pump's wait at ``deadline`` (the timer already set is kept if it is the same)."""
-        timer = self._timer
-        if timer is None or abs(timer.when() - deadline) > _SAME_DEADLINE:
-            if timer is not None:
-                timer.cancel()
-            assert self._loop is not None
-            self._timer = self._loop.call_at(deadline, self._time_is_up)
-
-    def _flush(self, now: float) -> int:
-        """Write what waits straight to the socket, in one write, while the pump waits and the
-        socket takes the bytes now; otherwise wake the pump, which writes through the plain path
-        and waits for the client under the send deadline (so a slow client only holds its own
-        task, never the turn that routes for everyone). Returns the frames written (the flusher
-        counts them)."""
-        waiter, core, direct = self._waiter, self.core, self._direct
-        if waiter is None or waiter.done() or core.closing is not None or direct is None:
-            return 0  # the pump is busy writing, or the stream is ending: it takes what waits
-        if not direct.ready():
-            self._wake()
-            return 0
-        outbox = core.outbox
-        texts = core.take(now)
-        while core.more:  # everything (a snapshot's rest too), not a chunk: it all leaves in this one write
-            texts += core.take(now)
-        if texts:
-            try:
-                direct.write(texts)
-            except (OSError, RuntimeError):  # the connection is going (e.g. after write_eof)
-                core.client_gone()
-                return 0
-            if outbox.conflated:
-                self._metrics.incr(Metric.CONFLATED, core.take_conflated())
-        outbox.waker = self._queued_callback
-        # What the core says to wait for may have changed (a frame held for a rate slot, the
-        # keep-alive just written): the pump's wait ends then, as if it had recomputed it.
-        self._arm_timer(now + core.wait_time(now))
-        return len(texts)
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _time_is_up(self) -> None:
-        """The pump's wait is over (a keep-alive or a held frame is due). With direct writes, what
-        is due is written from this timer callback, as a routed frame is, so that a keep-alive
-        costs no task wake-up and no pass through ASGI; the pump is woken only when the socket
-        would block (see _flush)."""
-        self._timer = None
-        if self._direct is not None:
-            self._flusher.flush_now(self._flush)
-        else:
-            self._wake()
-
-    def _interrupt(self) -> None:
-        """The core is closing: stop waiting, and stop a write that may be stalled on a client that
-        does not read."""
-        if self._gating is not None:
-            self._gating.cancel()
-        self._wake()
-        if self._replaying is not None:
-            self._replaying.cancel()
-        deadline = self._send_deadline
-        if deadline is not None and not deadline.expired():
-            deadline.reschedule(asyncio.get_running_loop().time())
 
     async def _say_goodbye(self) -> None:
         """Send the final error frame, if any, then the close frame (unless the client is gone)."""
@@ -449,49 +360,6 @@ class Session(Actor):
             except (TimeoutError, ClientGone):
                 pass
         await self._send_close(closing.code, closing.reason)
-
-    async def listen(self) -> None:
-        """Feed what the client sends to the core, from the start (the core holds what comes
-        before the stream opens) until the session ends or the client leaves; return then.
-
-        It runs in the task that serves the connection (the route's, which would otherwise only
-        wait for the end; see siscom/web/attend.py), so that a session costs one task of its own,
-        not two. A client that leaves (:class:`ClientGone`) ends the session quietly; a failure
-        here ends it with 1011. Cancelling the caller's task (the client left) goes through.
-        """
-        if self._listener is not None:
-            raise RuntimeError(f"{self.name} already has a listener")
-        task = asyncio.current_task()
-        assert task is not None
-        self._listener = task
-        core = self.core
-        try:
-            # Read from the first byte, also while a replay is waited for: the core counts what
-            # comes against the client's allowance and keeps it, bounded, for the opening.
-            receive = self._transport.receive
-            clock = asyncio.get_running_loop().time
-            while core.closing is None:  # past the client's allowance the core closes: reading stops
-                core.receive(await receive(), clock())
-        except ClientGone:
-            self.client_left()
-        except asyncio.CancelledError:
-            # The session's end stops the listener with a cancellation of its own (see
-            # _stop_listener), taken back here: the caller's task goes on. Any other goes through.
-            if not self._listener_stopped or task.uncancel() > 0:
-                raise
-        except Exception as error:
-            logger.error("Receiving from %s failed", self._transport.peer, exc_info=error)
-            core.close(CloseCode.INTERNAL_ERROR, "internal error")
-        finally:
-            self._listener = None
-
-    def _stop_listener(self) -> None:
-        """The session ends: stop reading (the listener is waiting, in another task, for the
-        client)."""
-        listener = self._listener
-        if listener is not None and not self._listener_stopped:
-            self._listener_stopped = True
-            listener.cancel()
 
     async def _send_close(self, code: CloseCode, reason: str) -> None:
         """Send the close frame; if the client does not take it in the close timeout, end anyway.

@@ -28,9 +28,11 @@ from siscom.sessions.session import Session
 from siscom.web.admission import Admission, Refusal, Refused
 from siscom.web.attend import attend
 from siscom.web.server import (
+    DeflatedFrames,
     HypercornConnection,
     connection_of,
     frame_cache,
+    negotiate_compression,
     query_args,
     watch_control_frames,
     websocket_transport,
@@ -47,6 +49,10 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
     warned: list[bool] = []
     #: Each routed frame framed once for every websocket that gets it (writes below ASGI only).
     frames = frame_cache() if gateway.settings.stream_coalesce_writes else None
+    #: permessage-deflate: answered by the gateway (shared: each frame compressed once for every
+    #: websocket that gets it; off: declined), or by the server itself.
+    compression = gateway.settings.stream_websocket_compression
+    deflated = DeflatedFrames() if compression == "shared" else None
 
     def warn_unwatched() -> None:
         """Once per app: the server is not the Hypercorn whose pings can be counted."""
@@ -89,6 +95,8 @@ def stream_blueprint(gateway: Gateway) -> Blueprint:
             return Response("too many handshakes\n", 429, {**headers, "Retry-After": str(refused.retry_after)})
         # A browser that offered the token as a subprotocol fails the handshake unless one is chosen.
         subprotocol = SUBPROTOCOL if SUBPROTOCOL in websocket.requested_subprotocols else None
+        if compression != "server":
+            negotiate_compression(connection, deflated)
         await websocket.accept(subprotocol=subprotocol)
         if abandoned(connection, peer):
             return None

@@ -33,21 +33,26 @@ __all__ = ["OP_CLOSE", "OP_PING", "OP_PONG", "OP_TEXT", "HandshakeFailed", "RawW
 class RawWebSocket:
     """One connection; nothing is read unless the test asks."""
 
-    def __init__(self, sock: socket.socket, leftover: bytes) -> None:
+    def __init__(self, sock: socket.socket, leftover: bytes, deflate: bool = False) -> None:
         self.sock = sock
         self._buffer = bytearray(leftover)
         self._frames: deque[tuple[int, bytes]] = deque()
+        #: Whether the server agreed to permessage-deflate.
+        self.deflate = deflate
 
     @classmethod
-    async def connect(cls, url: str, *, receive_buffer: int | None = None, timeout: float = 5.0) -> RawWebSocket:
+    async def connect(
+        cls, url: str, *, receive_buffer: int | None = None, timeout: float = 5.0, deflate: bool = False
+    ) -> RawWebSocket:
         """Open ``ws://host:port/path?query`` and complete the handshake; read nothing more.
 
         ``receive_buffer`` sets ``SO_RCVBUF`` before connecting, so the TCP window stays small.
+        ``deflate`` offers permessage-deflate as browsers do (frames are then read as sent).
         """
         parts = urlsplit(url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
         path = parts.path + (f"?{parts.query}" if parts.query else "")
-        handshake = ClientHandshake(host, port, path)
+        handshake = ClientHandshake(host, port, path, deflate=deflate)
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
@@ -64,14 +69,19 @@ class RawWebSocket:
                     if not chunk:
                         raise HandshakeFailed(f"connection closed during the handshake: {bytes(response)!r}")
                     response += chunk
-                handshake.accept(head)
+                agreed = handshake.accept(head)
         except BaseException:
             sock.close()
             raise
-        return cls(sock, bytes(response))
+        return cls(sock, bytes(response), agreed)
 
     async def read_frame(self) -> tuple[int, bytes]:
         """The next frame from the server: (opcode, payload)."""
+        first, payload = await self.read_raw_frame()
+        return first & 0x0F, payload
+
+    async def read_raw_frame(self) -> tuple[int, bytes]:
+        """The next frame from the server as sent: (first byte, payload, compressed or not)."""
         loop = asyncio.get_running_loop()
         while not self._frames:
             self._frames.extend(split_frames(self._buffer))
@@ -81,8 +91,7 @@ class RawWebSocket:
             if not chunk:
                 raise ConnectionError("connection closed by the server")
             self._buffer += chunk
-        first, payload = self._frames.popleft()
-        return first & 0x0F, payload
+        return self._frames.popleft()
 
     async def read_until_close(self, timeout: float) -> tuple[int, list[bytes]]:
         """Read frames until a close frame; return its code (1005 if it has none) and the text

@@ -72,6 +72,43 @@ def client_class() -> type:
     return client
 
 
+def bare_websocket(query: bytes = b"", *, receive: Any = None, send: Any = None) -> Websocket:
+    """Quart's websocket object for ``/`` with ``query``, built outside any app."""
+    return Websocket(
+        "/",
+        query,
+        "ws",
+        {},
+        "",
+        "1.1",
+        [],
+        receive=receive,
+        send=send,
+        accept=None,
+        close=None,
+        scope={"type": "websocket"},
+    )
+
+
+def websocket_scope() -> dict[str, Any]:
+    """The ASGI scope of a WebSocket to ``/ws`` from loopback, as a server hands it to the app."""
+    return {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "scheme": "ws",
+        "path": "/ws",
+        "raw_path": b"/ws",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 2),
+        "subprotocols": [],
+        "extensions": {},
+    }
+
+
 async def test_aiokafka_consumer_has_a_client_that_fetches_all_metadata_on_demand(consumer):
     client = getattr(consumer, "_client", None)
     use = "AIOKafkaConsumer._client, an AIOKafkaClient"
@@ -107,20 +144,7 @@ async def test_aiokafka_client_keeps_its_connections_in_a_dict_keyed_by_node_id_
 
 def test_quart_websocket_keeps_the_asgi_send_it_was_given_as_send():
     sent = object()
-    ws = Websocket(
-        "/",
-        b"",
-        "ws",
-        {},
-        "",
-        "1.1",
-        [],
-        receive=None,
-        send=sent,
-        accept=None,
-        close=None,
-        scope={"type": "websocket"},
-    )
+    ws = bare_websocket(send=sent)
     use = "Websocket._send, the send callable given to Websocket(..., send=...)"
     assert getattr(ws, "_send", None) is sent, broken("Quart", use, vars(ws).keys())
 
@@ -149,20 +173,7 @@ def test_quart_asgi_websocket_connection_queues_what_the_client_sends_only_throu
     assert everything.count("self.queue") == 3, broken(
         "Quart", use + " (and nowhere else)", everything.count("self.queue")
     )
-    ws = Websocket(
-        "/",
-        b"",
-        "ws",
-        {},
-        "",
-        "1.1",
-        [],
-        receive=len,
-        send=None,
-        accept=None,
-        close=None,
-        scope={"type": "websocket"},
-    )
+    ws = bare_websocket(receive=len)
     assert getattr(ws, "_receive", None) is len, broken(
         "Quart", "Websocket._receive, the receive callable", vars(ws).keys()
     )
@@ -201,21 +212,7 @@ async def test_a_route_reads_what_the_client_sends_and_ends_when_the_client_leav
     incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     for message in ({"type": "websocket.connect"}, {"type": "websocket.receive", "text": "hi"}):
         await incoming.put(message)
-    scope = {
-        "type": "websocket",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "scheme": "ws",
-        "path": "/ws",
-        "raw_path": b"/ws",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 2),
-        "subprotocols": [],
-        "extensions": {},
-    }
+    scope = websocket_scope()
     outgoing: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:
@@ -240,20 +237,7 @@ def test_werkzeug_request_args_parse_the_query_in_a_function_the_gateway_calls_w
     assert isinstance(vars(SansIORequest).get("args"), cached_property), broken(
         "Werkzeug", use, vars(SansIORequest).get("args")
     )
-    ws = Websocket(
-        "/",
-        b"device_ids=a,b&device_ids=c&token=%20t",
-        "ws",
-        {},
-        "",
-        "1.1",
-        [],
-        receive=None,
-        send=None,
-        accept=None,
-        close=None,
-        scope={"type": "websocket"},
-    )
+    ws = bare_websocket(b"device_ids=a,b&device_ids=c&token=%20t")
     parsed = query_args(ws)
     assert query_args(LocalProxy(lambda: ws)) == parsed  # as Quart's websocket and request globals
     assert "args" not in vars(ws), broken("Werkzeug", use + " (nothing cached on the object)", vars(ws).keys())
@@ -291,21 +275,7 @@ async def test_a_frame_sent_by_a_route_goes_through_the_streaming_overrides_and_
     incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     await incoming.put({"type": "websocket.connect"})
     outgoing: list[dict[str, Any]] = []
-    scope = {
-        "type": "websocket",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "scheme": "ws",
-        "path": "/ws",
-        "raw_path": b"/ws",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 2),
-        "subprotocols": [],
-        "extensions": {},
-    }
+    scope = websocket_scope()
 
     async def send(message: dict[str, Any]) -> None:
         outgoing.append(message)

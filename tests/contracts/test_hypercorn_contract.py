@@ -41,6 +41,15 @@ def test_h11_frames_a_chunked_body_without_keeping_count():
     assert not getattr(writer, "__dict__", {}), f"{H11}: ChunkedWriter keeps state {vars(writer)}"
 
 
+async def serve_lifespan(receive, send) -> None:
+    """An ASGI app's part of the lifespan protocol: every step done at once, until shutdown."""
+    while True:
+        message = await receive()
+        await send({"type": message["type"] + ".complete"})
+        if message["type"] == "lifespan.shutdown":
+            return
+
+
 class Probe:
     """A bare ASGI websocket app that accepts at once and records what it sees."""
 
@@ -51,11 +60,8 @@ class Probe:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                await send({"type": message["type"] + ".complete"})
-                if message["type"] == "lifespan.shutdown":
-                    return
+            await serve_lifespan(receive, send)
+            return
         self.messages.append((await receive())["type"])  # websocket.connect
         await send({"type": "websocket.accept"})
         self.links.append(HypercornConnection.of(send))

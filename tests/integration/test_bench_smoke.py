@@ -17,34 +17,25 @@ import pytest
 from support.server import REPO_ROOT
 
 
-def run_bench(tmp_path, scenario: str, targets: str, timeout: float) -> tuple[str, dict]:
-    """``python -m bench SCENARIO --smoke --targets TARGETS``: what it printed and its JSON, once
-    it exited 0 leaving no process behind."""
-    before = {child.pid for child in psutil.Process().children(recursive=True)}
-    out = tmp_path / "figures.json"
+def run_module(module: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python -m MODULE ARGS`` from the repository, in a plain environment; asserted to exit 0."""
     env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
     env["PYTHONPATH"] = str(REPO_ROOT)
     completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            scenario,
-            "--smoke",
-            "--targets",
-            targets,
-            "--json",
-            str(out),
-            "--workdir",
-            str(tmp_path / "logs"),
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+        [sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return completed
+
+
+def run_bench(tmp_path, scenario: str, targets: str | None, timeout: float, *options: str) -> tuple[str, dict]:
+    """``python -m bench SCENARIO --smoke --targets TARGETS [OPTIONS]``: what it printed and its
+    JSON, once it exited 0 leaving no process behind."""
+    before = {child.pid for child in psutil.Process().children(recursive=True)}
+    out = tmp_path / "figures.json"
+    chosen = ("--targets", targets) if targets else ()
+    args = [scenario, "--smoke", *chosen, *options, "--json", str(out), "--workdir", str(tmp_path / "logs")]
+    completed = run_module("bench", *args, timeout=timeout)
     # Servers, client processes and the broker were all stopped.
     leftovers = [child for child in psutil.Process().children(recursive=True) if child.pid not in before]
     assert leftovers == []
@@ -144,37 +135,36 @@ def test_many_runs_the_gateway_over_sse_beside_websocket_in_one_invocation(tmp_p
     assert "note: siscom-sse/siscom (SSE over WebSocket): delivered/s " in stdout
 
 
+@pytest.mark.timeout(180)
+@pytest.mark.usefixtures("broker")
+def test_many_with_deflate_runs_the_gateway_without_and_with_compression_and_compares_them(tmp_path):
+    """``many --deflate``: the same clients, without and then with a permessage-deflate offer the
+    gateway agrees to; CPU and bytes sent per delivery of the two, and the verdicts on them."""
+    stdout, many = run_bench(tmp_path, "many", None, 150, "--deflate")
+    assert many["targets"] == ["siscom", "siscom-deflate"]
+    assert many["params"]["deflate"] is True
+    clients = many["params"]["clients"]
+    for name, transport in (("siscom", "websocket"), ("siscom-deflate", "websocket+deflate")):
+        figures = many["figures"][name]
+        assert figures["client_transports"] == {transport: clients}, name
+        assert 0 < figures["delivered"] <= figures["expected"], name
+        assert figures["bytes_per_delivery"] > 0, name
+        assert figures["cpu_percent"] > 0, name
+    assert "server bytes sent per delivery" in stdout
+    assert "many --deflate: CPU per delivery <= 1.2x uncompressed" in stdout
+    assert "many --deflate: bytes sent per delivery <= 0.6x uncompressed" in stdout
+
+
 @pytest.mark.timeout(120)
 def test_the_in_process_fan_out_bench_writes_the_same_bytes_as_the_bare_broadcast():
     """``bench.fanout`` compares CPU only if both fan-outs did the same work: it refuses to print
-    figures when their clients received different bytes, so a run that finishes checked that."""
-    env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.fanout",
-            "--clients",
-            "40",
-            "--devices",
-            "50",
-            "--per-client",
-            "5",
-            "--sizes",
-            "4,20",
-            "--deliveries",
-            "400",
-            "--runs",
-            "2",
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=100,
-    )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    figures when their clients received different bytes, so a run that finishes checked that.
+    ``--deflate`` adds the gateway's fan-out with compression agreed."""
+    sizes = ("--clients", "40", "--devices", "50", "--per-client", "5", "--sizes", "4,20")
+    completed = run_module("bench.fanout", *sizes, "--deliveries", "400", "--runs", "2", "--deflate", timeout=100)
     rows = [line.split() for line in completed.stdout.splitlines() if "siscom" in line.split()[2:3]]
     assert [row[0] for row in rows] == ["4", "20"]
     assert "(the same frames, checked)" in completed.stdout
+    # With --deflate, the gateway's fan-out with compression agreed, and what it saved.
+    assert [line.split()[0] for line in completed.stdout.splitlines() if "siscom's CPU" in line] == ["deflate"] * 2
+    assert "... compressed (siscom-deflate): " in completed.stdout

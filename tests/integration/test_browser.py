@@ -255,3 +255,38 @@ async def test_with_tiles_off_the_demo_page_draws_the_vehicles_on_a_grid_from_th
     finally:
         stop.set()
         await asyncio.wait_for(simulator, 10)
+
+
+COMPRESSED_CLIENT = """\
+const ws = new WebSocket('ws://localhost:8000/api/v1/stream?device_ids=0848086075');
+ws.onopen = () => {
+  console.log('extensions: ' + ws.extensions);
+  // Chromium compresses what it sends too, once compression is agreed.
+  ws.send(JSON.stringify({action: 'subscribe', device_ids: ['0848086076'], note: 'x'.repeat(2000)}));
+};
+ws.onmessage = (event) => {
+  const data = JSON.parse(event.data);
+  console.log('Mensaje recibido:', data);
+};
+"""
+
+
+async def test_chromiums_own_compression_offer_is_agreed_and_its_frames_decode(make_server, broker, topic, browser):
+    """Chromium always offers ``permessage-deflate; client_max_window_bits``; the gateway agrees
+    it (compressing each frame once for all its clients) and Chromium decodes every frame, and
+    what Chromium compresses the gateway reads."""
+    server = make_server()
+    await wait_ready(server)
+    _, console = await run_snippet(browser, server, COMPRESSED_CLIENT)
+    assert await console.wait_line("extensions: ") == "extensions: permessage-deflate"
+    (ack,) = await console.wait_frames(1)
+    assert ack["event"] == "ack" and ack["data"]["device_ids"] == ["0848086075", "0848086076"]
+    await wait_stats(server, lambda s: s["connections"] == 1)
+    fields = {f"SENSOR_{k}": k / 3 for k in range(40)}
+    values = [
+        json.dumps({"data": {"DEVICE_ID": device, "SEQ": n, **fields}, "uuid": f"{device}-{n}"}).encode()
+        for n, device in enumerate(["0848086075", "0848086076"] * 5)
+    ]
+    await produce(broker.bootstrap, topic, values)
+    frames = (await console.wait_frames(11))[1:]
+    assert [frame["data"] for frame in frames] == [json.loads(value) for value in values]

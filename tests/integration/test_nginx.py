@@ -225,15 +225,17 @@ async def test_a_stream_silent_for_longer_than_proxy_read_timeout_is_cut_by_ngin
     assert stats(server)["connections_closed"] == 1
 
 
-async def test_nginx_keeps_per_client_compression_off_while_the_app_alone_would_accept_it(replicas, nginx_factory):
-    """Compression costs the gateway CPU per frame per client; the template turns it off."""
-    _, (server,) = await replicas(1)
+async def test_nginx_passes_the_compression_offer_and_compressed_frames_through(replicas, nginx_factory, broker):
+    """The gateway compresses each frame once for all its clients: the template lets browsers'
+    offers through, and the frames they get through nginx decode to the records."""
+    topic, (server,) = await replicas(1)
     proxy = nginx_factory([server.url.removeprefix("http://")])
-    offer = {"compression": "deflate"}
-    async with ws_client(server.ws_url("/api/v1/stream?device_ids=car-0"), **offer) as direct:
-        assert [type(e).__name__ for e in direct.connection.protocol.extensions] == ["PerMessageDeflate"]
-    async with ws_client(stream_url(proxy), **offer) as proxied:
-        assert proxied.connection.protocol.extensions == []
+    async with ws_client(proxy.ws_url("/api/v1/stream?device_ids=car-1"), compression="deflate") as proxied:
+        assert [type(e).__name__ for e in proxied.connection.protocol.extensions] == ["PerMessageDeflate"]
+        await wait_stats(server, lambda s: s["connections"] == 1)
+        await produce(broker.bootstrap, topic, [record("car-1", n) for n in range(3)], partition=1)
+        frames = await proxied.frames_until(lambda f: f["event"] == "message" and f["data"]["data"]["SEQ"] == 2)
+    assert [f["data"]["data"]["SEQ"] for f in frames if f["event"] == "message"] == [0, 1, 2]
 
 
 async def test_server_sent_events_pass_through_nginx_unbuffered_and_outlive_its_read_timeout(

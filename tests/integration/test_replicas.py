@@ -13,13 +13,13 @@ import json
 import time
 import uuid
 
-import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from support import ws_client
 from support.http import http_get_json
 from support.kafka import produce
 from support.status import wait_ready, wait_stats
+from support.workers import clients_on_both, start_two_workers
 
 from siscom.dev.broker import create_topics
 
@@ -125,36 +125,12 @@ async def test_partitions_that_appear_later_are_picked_up(server_factory, broker
     assert sorted(f["data"]["data"]["SEQ"] for f in frames) == [0, 1, 2, 3]
 
 
-def client_counts(server) -> list[int]:
-    """Established client connections of each worker process of `server`."""
-    counts = []
-    for worker in psutil.Process(server.pid).children():
-        connections = worker.net_connections(kind="tcp")
-        counts.append(
-            sum(1 for c in connections if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == server.port)
-        )
-    return counts
-
-
 async def test_each_worker_process_reads_every_partition(server_factory, broker, topic_factory):
     topic = await topic_factory(partitions=3)
-    # Every record live, also to a worker whose consumer connects after they were written.
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-        "KAFKA_TOPIC": topic,
-        "KAFKA_AUTO_OFFSET_RESET": "earliest",
-        "STREAM_SNAPSHOT_LOOKBACK_SECONDS": "0",
-    }
-    server = server_factory(env, args=["--workers", "2"])
-    assert len(psutil.Process(server.pid).children()) == 2
+    server = start_two_workers(server_factory, broker.bootstrap, topic)
     async with contextlib.AsyncExitStack() as stack:
         # The workers share the listening socket; open streams until both hold some.
-        clients = []
-        while len(clients) < 40:
-            clients.append(await stack.enter_async_context(ws_client(server.ws_url())))
-            if len(clients) >= 4 and min(client_counts(server)) >= 1:
-                break
-        assert min(client_counts(server)) >= 1, client_counts(server)
+        clients = await clients_on_both(stack, server)
         for partition in range(3):
             await produce(
                 broker.bootstrap, topic, [record(f"dev-{partition}", n) for n in range(5)], partition=partition

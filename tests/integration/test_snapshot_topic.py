@@ -8,9 +8,8 @@ import subprocess
 import sys
 import time
 
-from aiokafka import AIOKafkaConsumer
 from support.fleet import record, snapshot_of
-from support.kafka import produce
+from support.kafka import consume, produce
 from support.server import DEFAULT_ENV, REPO_ROOT
 from support.status import wait_ready
 
@@ -20,26 +19,11 @@ from siscom.dev.processes import ChildProcess, clean_env
 async def latest_in(bootstrap: str, topic: str, timeout: float = 5.0) -> dict[str, tuple[int, int, bytes]]:
     """Per key (the device id in the value when a record has none), the newest (SEQ, timestamp,
     value) in ``topic``, reading all of it."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=10,
-    )
-    await consumer.start()
     found: dict[str, tuple[int, int, bytes]] = {}
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                for r in records:
-                    data = json.loads(r.value)["data"]
-                    key = r.key.decode() if r.key is not None else data["DEVICE_ID"]
-                    found[key] = (data["SEQ"], r.timestamp, r.value)
-    finally:
-        await consumer.stop()
+    for r in await consume(bootstrap, topic, None, timeout=timeout):
+        data = json.loads(r.value)["data"]
+        key = r.key.decode() if r.key is not None else data["DEVICE_ID"]
+        found[key] = (data["SEQ"], r.timestamp, r.value)
     return found
 
 

@@ -34,14 +34,15 @@ async def produce(
 async def consume(
     bootstrap: str,
     topic: str,
-    count: int,
+    count: int | None,
     timeout: float = 10.0,
 ) -> list[ConsumerRecord]:
     """Read up to `count` records of `topic`, from the start of each partition.
 
     Returns as soon as `count` records arrived; fewer after `timeout`, for
     the test to assert on.  (To check that nothing more is there, ask for
-    one more than expected.)  No consumer group is involved.
+    one more than expected.)  `count` None: all that arrives within
+    `timeout`.  No consumer group is involved.
     """
     consumer = AIOKafkaConsumer(
         topic,
@@ -56,7 +57,7 @@ async def consume(
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while len(records) < count and (left := deadline - loop.time()) > 0:
+        while (count is None or len(records) < count) and (left := deadline - loop.time()) > 0:
             batches = await consumer.getmany(timeout_ms=int(min(left, 0.5) * 1000))
             for batch in batches.values():
                 records.extend(batch)

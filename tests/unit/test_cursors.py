@@ -126,7 +126,8 @@ def test_records_held_in_the_window_add_no_objects_for_the_garbage_collector_to_
     gc.collect()
     before = len(gc.get_objects())
     window.extend(
-        delivery(0, offset, [offset + 1])._replace(position=(-12.0 - offset / 1e4, -77.0)) for offset in range(2_000)
+        delivery(0, offset, [offset + 1], f"d{offset % 500}")._replace(position=(-12.0 - offset / 1e4, -77.0))
+        for offset in range(2_000)
     )
     gc.collect()
     gc.collect()  # a tuple is untracked once what it holds is: nested ones may take a second pass
@@ -182,27 +183,46 @@ def test_before_any_record_the_window_takes_where_reading_starts_as_dispatch_cur
 
 
 @given(
-    steps=st.lists(st.tuples(st.integers(0, 2), st.integers(1, 3)), min_size=1, max_size=120),
+    steps=st.lists(
+        st.tuples(st.integers(0, 2), st.integers(1, 3), st.sampled_from("abcdefgh")), min_size=1, max_size=120
+    ),
     size=st.integers(1, 40),
     vector=st.tuples(st.integers(0, 60), st.integers(0, 60), st.integers(0, 60)),
+    ids=st.none() | st.frozensets(st.sampled_from("abcdefghz"), max_size=9),
 )
 def test_the_window_replays_from_a_cursor_exactly_what_a_scan_of_everything_held_finds(
-    monkeypatch_compaction, steps, size, vector
+    monkeypatch_compaction, steps, size, vector, ids
 ):
-    """The per-partition index only finds where to start; what it yields must be what scanning
-    every held entry yields, through trims and compactions."""
+    """The per-partition and per-device indexes only find where to look; what a replay gets must
+    be what scanning every held entry finds, through trims and compactions, for every device or
+    for a few."""
     window = RecentWindow(max_records=size, max_bytes=10**9)
     offsets = [0, 0, 0]
     held: list[Delivery] = []
-    for partition, gap in steps:
+    for partition, gap, device in steps:
         offsets[partition] += gap  # offsets skip now and then (malformed records, other topics)
-        routed = delivery(partition, offsets[partition], [o + 1 for o in offsets])
+        routed = delivery(partition, offsets[partition], [o + 1 for o in offsets], device)
         window.extend([routed])
         held = (held + [routed])[-size:]
         cursor = ((vector[0], vector[1], vector[2]),)
-        expected = [d for d in held if d.offset >= cursor[0][d.partition]]
-        assert list(window.after(cursor)) == expected
+        expected = [d for d in held if d.offset >= cursor[0][d.partition] and (ids is None or d.device_id in ids)]
+        assert [d for d in window.steps_after(cursor, ids) if d is not None] == expected
     assert len(window) == len(held)
+
+
+def test_a_replay_of_one_device_reads_its_entries_from_the_cursor_on_and_no_others():
+    """Few devices of a full window: read through the devices' index (the property test above
+    checks any mix against a scan; this pins the records at the cursor's edge)."""
+    window = RecentWindow(max_records=100, max_bytes=10**9)
+    window.extend(delivery(offset % 2, offset, [offset + 1, offset + 1], f"d{offset % 10}") for offset in range(100))
+    steps = [d for d in window.steps_after(((0, 50),), frozenset({"d0", "d3"})) if d is not None]
+    assert [(d.device_id, d.partition, d.offset) for d in steps] == [
+        (f"d{offset % 10}", offset % 2, offset)
+        for offset in range(100)
+        if offset % 10 in (0, 3) and offset >= (0, 50)[offset % 2]
+    ]
+    assert [d.offset for d in steps][:3] == [0, 10, 20]  # partition 0 from 0, partition 1 from 50 on
+    assert 53 in [d.offset for d in steps] and 43 not in [d.offset for d in steps]
 
 
 @pytest.fixture(scope="module")

@@ -23,16 +23,16 @@ def position(device_id: str, n: int, lat: float, lon: float) -> Delivery:
     return Delivery(device_id, text, False, 0, (lat, lon))
 
 
-def route(table: SubscriptionTable, *deliveries: Delivery) -> None:
-    """What the router does with a batch."""
+def route(table: SubscriptionTable, *deliveries: Delivery, now: float = 0.0) -> None:
+    """What the router does with a batch, routed at ``now``."""
     for delivery in deliveries:
         if not delivery.alert:
             table.remember(delivery)
         named, everything = table.subscribers_of(delivery.device_id)
         for subscriber in [*named, *everything]:
-            subscriber.deliver(delivery)
+            subscriber.deliver(delivery, now)
     if table.viewports.active:
-        table.viewports.route(deliveries)
+        table.viewports.route(deliveries, now)
 
 
 def frames(core: StreamCore, now: float = 0.0) -> list[tuple[str, object]]:
@@ -50,8 +50,8 @@ def frames(core: StreamCore, now: float = 0.0) -> list[tuple[str, object]]:
     return out
 
 
-def map_core(table, clock=lambda: 0.0, ids=None, **options) -> MapStreamCore:
-    core = MapStreamCore(ids, table=table, policy=POLICY, options=MapOptions(**options), clock=clock)
+def map_core(table, ids=None, **options) -> MapStreamCore:
+    core = MapStreamCore(ids, table=table, policy=POLICY, options=MapOptions(**options))
     core.open(0.0)
     return core
 
@@ -100,13 +100,17 @@ def test_a_box_with_device_ids_needs_both_and_alerts_pass_whole():
 def test_max_hz_sends_the_newest_position_when_the_slot_frees_and_never_holds_alerts():
     table = SubscriptionTable()
     now = [0.0]
-    core = map_core(table, clock=lambda: now[0], ids=frozenset({"a"}), max_hz=1.0)
+    core = map_core(table, ids=frozenset({"a"}), max_hz=1.0)
     sent = []
     for tick in range(100):  # 10 Hz for 10 s
         now[0] = tick / 10
-        route(table, position("a", tick, 0, 0))
+        route(table, position("a", tick, 0, 0), now=now[0])
         if tick % 25 == 0:
-            route(table, Delivery("a", alert_frame(f'{{"data":{{"DEVICE_ID":"a","N":{1000 + tick}}}}}'), True, 0))
+            route(
+                table,
+                Delivery("a", alert_frame(f'{{"data":{{"DEVICE_ID":"a","N":{1000 + tick}}}}}'), True, 0),
+                now=now[0],
+            )
         sent += frames(core, now[0])
     now[0] = 10.0
     assert core.wait_time(9.95) <= 0.05 + 1e-9
@@ -139,7 +143,7 @@ def test_for_a_client_that_fell_behind_a_device_that_leaves_and_comes_back_ends_
     device leaves must not be replaced by its return, ahead of the leave."""
     table = SubscriptionTable()
     policy = StreamPolicy(keepalive_seconds=60.0, max_pending_frames=3, max_device_ids=10, snapshot=False)
-    core = MapStreamCore(None, table=table, policy=policy, options=MapOptions(bbox=BBox(0, 0, 1, 1)), clock=lambda: 0.0)
+    core = MapStreamCore(None, table=table, policy=policy, options=MapOptions(bbox=BBox(0, 0, 1, 1)))
     core.open(0.0)
     route(table, *(position(f"x{n}", n, 0.5, 0.5) for n in range(4)))  # past the soft limit: behind
     route(table, position("a", 10, 0.5, 0.5), position("a", 11, 5, 5), position("a", 12, 0.6, 0.6))
@@ -167,10 +171,10 @@ def test_a_resumed_box_stream_gets_its_alerts_and_each_devices_newest_position_i
         alert("c", 8),
     ]
     route(table, *replay)  # the live view is where the replay ends
-    core = MapStreamCore(None, table=table, policy=POLICY, options=MapOptions(bbox=box), clock=lambda: 0.0)
+    core = MapStreamCore(None, table=table, policy=POLICY, options=MapOptions(bbox=box))
     core.open(0.0, replay=replay, cursor="c")
     assert frames(core) == [("alert", 2), ("message", 4), ("leave", "b")]
-    named = MapStreamCore(frozenset("abc"), table=table, policy=POLICY, options=MapOptions(bbox=box), clock=lambda: 0.0)
+    named = MapStreamCore(frozenset("abc"), table=table, policy=POLICY, options=MapOptions(bbox=box))
     named.open(0.0, replay=replay, cursor="c")
     assert frames(named)[-1] == ("leave", "c"), "a stream naming its devices: a leave for each out of view"
 
@@ -178,9 +182,7 @@ def test_a_resumed_box_stream_gets_its_alerts_and_each_devices_newest_position_i
 def test_a_resumed_stream_with_a_rate_and_fields_gets_one_reduced_position_per_device():
     table = SubscriptionTable()
     replay = [position("a", n, 0.5, 0.5) for n in range(5)] + [alert("a", 9)] + [position("b", 10, 5, 5)]
-    core = MapStreamCore(
-        None, table=table, policy=POLICY, options=MapOptions(max_hz=1.0, fields=("N",)), clock=lambda: 0.0
-    )
+    core = MapStreamCore(None, table=table, policy=POLICY, options=MapOptions(max_hz=1.0, fields=("N",)))
     core.open(0.0, replay=replay, cursor="c")
     texts = [json.loads(text) for text in core.take(0.0)]
     assert [(t["event"], t["data"]["data"]) for t in texts] == [
@@ -196,15 +198,13 @@ def test_a_position_released_from_its_rate_slot_carries_the_dispatch_cursor_so_a
     table = SubscriptionTable()
     window = RecentWindow(max_records=100, max_bytes=100_000)
     now = [0.0]
-    core = MapStreamCore(
-        None, table=table, policy=POLICY, options=MapOptions(max_hz=1.0), clock=lambda: now[0], window=window
-    )
+    core = MapStreamCore(None, table=table, policy=POLICY, options=MapOptions(max_hz=1.0), window=window)
     core.open(0.0)
 
     def routed(delivery: Delivery, offset: int) -> None:
         text = with_cursor(delivery.text, cursors.encode(0, ((offset + 1,),)))
         delivery = delivery._replace(text=text, topic_index=0, partition=0, offset=offset)
-        route(table, delivery)
+        route(table, delivery, now=now[0])
         window.extend([delivery])
         window.routed(delivery)
 
@@ -224,11 +224,11 @@ def test_a_position_waiting_for_its_rate_slot_is_dropped_when_its_device_leaves_
     client was just told had left."""
     table = SubscriptionTable()
     now = [0.0]
-    core = map_core(table, clock=lambda: now[0], bbox=BBox(0, 0, 1, 1), max_hz=1.0)
+    core = map_core(table, bbox=BBox(0, 0, 1, 1), max_hz=1.0)
     sent = []
     for t, n, lat, lon in ((0.0, 1, 0.5, 0.5), (0.1, 2, 0.6, 0.6), (0.2, 3, 5, 5)):
         now[0] = t
-        route(table, position("a", n, lat, lon))
+        route(table, position("a", n, lat, lon), now=now[0])
         sent += frames(core, t)
     assert sent == [("message", 1), ("leave", "a")]
     for t in (1.0, 1.5, 2.0, 5.0):  # past every slot the held position could have waited for
@@ -239,7 +239,7 @@ def test_a_position_waiting_for_its_rate_slot_is_dropped_when_its_device_leaves_
 
 def test_box_clients_that_left_leave_no_stream_core_behind_while_the_devices_they_saw_stay_quiet():
     """Parked devices never report again: nothing the index keeps for them may hold a client
-    that has left (through its ``on_close`` it would hold the session and the transport too)."""
+    that has left (through its ``alarm`` it would hold the session and the transport too)."""
     table = SubscriptionTable()
     world = BBox(-180, -90, 180, 90)
     route(table, *(position(f"parked{n}", n, 20 + n / 1000, -100) for n in range(200)))
@@ -261,7 +261,7 @@ def test_a_pan_looks_at_the_devices_that_enter_or_leave_not_at_every_device_in_v
     table = SubscriptionTable()
     route(table, *(position(f"d{x}.{y}", 0, 0.005 + y / 100, 0.005 + x / 100) for x in range(120) for y in range(100)))
     roomy = StreamPolicy(keepalive_seconds=60.0, max_pending_frames=100_000, max_device_ids=10, snapshot=True)
-    core = MapStreamCore(None, table=table, policy=roomy, options=MapOptions(bbox=BBox(0, 0, 1, 1)), clock=lambda: 0.0)
+    core = MapStreamCore(None, table=table, policy=roomy, options=MapOptions(bbox=BBox(0, 0, 1, 1)))
     core.open(0.0)
     assert len(frames(core)) == 10_000
     checks = [0]

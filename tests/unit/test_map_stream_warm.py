@@ -29,26 +29,26 @@ def numbers(core: MapStreamCore) -> list[int]:
 
 def test_a_box_stream_opened_cold_gets_the_devices_in_its_box_once_the_process_warms() -> None:
     table = SubscriptionTable()
-    core = MapStreamCore(None, table=table, policy=POLICY, options=MapOptions(bbox=BBox(0, 0, 1, 1)), clock=lambda: 0.0)
+    core = MapStreamCore(None, table=table, policy=POLICY, options=MapOptions(bbox=BBox(0, 0, 1, 1)))
     core.open(0.0)
     assert numbers(core) == []  # opened cold: nothing known yet
     for delivery in (position("a", 1, 0.5, 0.5), position("b", 2, 5, 5), position("c", 3, 0.2, 0.7)):
         table.remember(delivery)
     table.viewports.take_remembered()  # what the warm start does once it has remembered them all
-    core.warm_snapshot()
+    core.warm_snapshot(0.0)
     assert sorted(numbers(core)) == [1, 3]  # what lies in its box, not b
 
 
 def test_a_device_the_warm_start_placed_in_a_box_gets_its_leave_when_it_moves_out() -> None:
     table = SubscriptionTable()
-    core = MapStreamCore(None, table=table, policy=POLICY, options=MapOptions(bbox=BBox(0, 0, 1, 1)), clock=lambda: 0.0)
+    core = MapStreamCore(None, table=table, policy=POLICY, options=MapOptions(bbox=BBox(0, 0, 1, 1)))
     core.open(0.0)
     table.remember(position("a", 1, 0.5, 0.5))
     table.viewports.take_remembered()
-    core.warm_snapshot()
+    core.warm_snapshot(0.0)
     assert numbers(core) == [1]
     moved = position("a", 2, 5, 5)
     table.remember(moved)
-    table.viewports.route([moved])
+    table.viewports.route([moved], 0.0)
     texts = core.take(0.0)
     assert [json.loads(text)["event"] for text in texts] == ["leave"]

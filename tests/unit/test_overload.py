@@ -78,9 +78,7 @@ def test_a_core_costs_the_frames_taken_for_it_and_the_devices_its_pans_looked_at
         )
     policy = StreamPolicy(keepalive_seconds=60.0, max_pending_frames=1000, max_device_ids=10, snapshot=True)
     quiet = StreamCore(frozenset({"d0"}), table=table, policy=policy)
-    panner = MapStreamCore(
-        None, table=table, policy=policy, options=MapOptions(bbox=BBox(0, 0, 0.02, 1)), clock=lambda: 0.0
-    )
+    panner = MapStreamCore(None, table=table, policy=policy, options=MapOptions(bbox=BBox(0, 0, 0.02, 1)))
     for core in (quiet, panner):
         core.open(10.0)
         core.take(10.0)

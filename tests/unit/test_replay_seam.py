@@ -229,7 +229,7 @@ class Live:
         )
         named, everything = self.table.subscribers_of(delivery.device_id)
         for subscriber in (*named, *everything):
-            subscriber.deliver(delivery)
+            subscriber.deliver(delivery, 0.0)
         self.window.extend([delivery])
         self.window.routed(delivery)
 

@@ -174,7 +174,7 @@ async def test_a_new_session_gets_the_snapshot_first_then_live_frames_in_order(h
     session = h.start()
     await h.until(lambda: h.transport.sent)
     for n in range(1, 6):
-        session.core.deliver(position("a", n))
+        session.core.deliver(position("a", n), 0.0)
     await h.until(lambda: len(h.transport.sent) == 6)
     assert numbers(h.transport) == [0, 1, 2, 3, 4, 5]
     assert h.metrics.counters["frames_sent"] == 6
@@ -184,11 +184,11 @@ async def test_deliver_never_waits_and_a_stalled_client_gets_the_newest_position
     h = harness(snapshot=False)
     session = h.start()
     h.transport.writable.clear()
-    session.core.deliver(position("a", -1))
+    session.core.deliver(position("a", -1), 0.0)
     await asyncio.sleep(0.01)  # that write is now stalled
     for n in range(10 * BOUND):  # synchronous: the router never waits for a client
-        session.core.deliver(position("a", n))
-        session.core.deliver(position("b", n))
+        session.core.deliver(position("a", n), 0.0)
+        session.core.deliver(position("b", n), 0.0)
     h.transport.writable.set()
     await h.until(lambda: numbers(h.transport)[-2:] == [10 * BOUND - 1] * 2)
     received = numbers(h.transport)
@@ -203,15 +203,15 @@ async def test_alerts_are_never_conflated_and_past_the_bound_the_client_is_close
     h = harness(snapshot=False)
     session = h.start()
     for n in range(BOUND):
-        session.core.deliver(alert("a", n))
+        session.core.deliver(alert("a", n), 0.0)
     await h.until(lambda: len(h.transport.sent) == BOUND)
     assert numbers(h.transport, "alert") == list(range(BOUND))
 
     h.transport.writable.clear()
-    session.core.deliver(alert("a", BOUND))
+    session.core.deliver(alert("a", BOUND), 0.0)
     await asyncio.sleep(0.01)
     for n in range(BOUND + 1, 2 * BOUND + 2):
-        session.core.deliver(alert("a", n))
+        session.core.deliver(alert("a", n), 0.0)
     await h.ended()
     assert h.transport.closed == (CloseCode.TRY_AGAIN_LATER, "client too slow")
     assert h.metrics.counters["slow_client_closes"] == 1
@@ -222,10 +222,10 @@ async def test_a_write_stalled_past_the_send_timeout_closes_with_1013_and_is_cou
     h = harness(snapshot=False, send_timeout_seconds=0.1)
     session = h.start()
     h.transport.writable.clear()
-    session.core.deliver(position("a", 1))
+    session.core.deliver(position("a", 1), 0.0)
     await asyncio.sleep(0.01)
     for n in range(3 * BOUND):
-        session.core.deliver(position("a", n))
+        session.core.deliver(position("a", n), 0.0)
     await h.ended()
     assert h.transport.closed == (CloseCode.TRY_AGAIN_LATER, "client too slow")
     assert h.metrics.counters["slow_client_closes"] == 1
@@ -238,7 +238,7 @@ async def test_closing_interrupts_a_stalled_write_at_once(harness):
     h = harness(snapshot=False, send_timeout_seconds=30.0)
     session = h.start()
     h.transport.writable.clear()
-    session.core.deliver(position("a", 1))
+    session.core.deliver(position("a", 1), 0.0)
     await asyncio.sleep(0.01)  # that write is now stalled; the close frame is not
     session.close(CloseCode.GOING_AWAY, "server shutting down")
     await h.ended(timeout=1.0)
@@ -251,7 +251,7 @@ async def test_a_close_frame_stuck_behind_unread_data_does_not_keep_the_session(
     session = h.start()
     h.transport.writable.clear()
     h.transport.closable.clear()
-    session.core.deliver(position("a", 1))
+    session.core.deliver(position("a", 1), 0.0)
     await h.ended()  # ended, although the close frame is still waiting
     assert h.transport.closed is None
     assert len(h.table) == 0
@@ -354,7 +354,7 @@ async def test_requests_that_cannot_be_granted_get_an_error_frame_and_the_stream
     await h.until(lambda: len(h.transport.sent) == 2)
     assert h.transport.events() == ["error", "error"]
     assert "every device" in h.transport.frames()[0]["data"]["message"]
-    session.core.deliver(position("q", 1))
+    session.core.deliver(position("q", 1), 0.0)
     await h.until(lambda: len(h.transport.sent) == 3)
     assert h.table.filter_of(session.core) is None
 
@@ -428,15 +428,15 @@ async def test_frames_routed_in_one_turn_leave_in_one_write_without_waking_the_p
     session = h.start()
     await asyncio.sleep(0.01)  # the pump now waits
     for n in range(3):  # one router batch: synchronous
-        session.core.deliver(position("a", n))
-        session.core.deliver(position("b", n))
+        session.core.deliver(position("a", n), 0.0)
+        session.core.deliver(position("b", n), 0.0)
     await asyncio.sleep(0)  # the next turn
     assert [len(texts) for texts in direct.writes] == [6]
     assert [json.loads(t)["data"]["data"]["N"] for t in direct.writes[0]] == [0, 0, 1, 1, 2, 2]
     assert h.transport.sent == []  # nothing through the awaited path
-    assert session._waiter is not None and not session._waiter.done(), "the pump was woken"
+    assert session._writes.waiting, "the pump was woken"
     assert h.metrics.counters["frames_sent"] == 6
-    session.core.deliver(position("a", 3))  # the next batch: armed again
+    session.core.deliver(position("a", 3), 0.0)  # the next batch: armed again
     await asyncio.sleep(0)
     assert [len(texts) for texts in direct.writes] == [6, 1]
 
@@ -450,10 +450,10 @@ async def test_sessions_sharing_a_write_round_each_get_their_frames_in_one_write
     await asyncio.sleep(0.01)  # both pumps wait
     for n in range(2):
         for session in sessions:
-            session.core.deliver(position("a", n))
+            session.core.deliver(position("a", n), 0.0)
     await asyncio.sleep(0)
     assert [[len(texts) for texts in direct.writes] for direct in directs] == [[2], [2]]
-    assert all(s._waiter is not None and not s._waiter.done() for s in sessions), "a pump was woken"
+    assert all(s._writes.waiting for s in sessions), "a pump was woken"
 
 
 async def test_keep_alives_on_an_idle_stream_are_written_directly_without_waking_the_pump(harness):
@@ -465,7 +465,7 @@ async def test_keep_alives_on_an_idle_stream_are_written_directly_without_waking
     await h.until(lambda: len(direct.writes) >= 3)
     assert h.transport.sent == []  # nothing through the awaited path
     assert all(json.loads(texts[-1])["event"] == "ping" for texts in direct.writes)
-    assert session._waiter is not None and not session._waiter.done(), "the pump was woken"
+    assert session._writes.waiting, "the pump was woken"
 
 
 async def test_a_socket_that_would_block_sends_through_the_pump_under_its_deadline(harness):
@@ -475,7 +475,7 @@ async def test_a_socket_that_would_block_sends_through_the_pump_under_its_deadli
     await asyncio.sleep(0.01)
     direct.is_ready = False
     h.transport.writable.clear()  # the plain path stalls too: a client that does not read
-    session.core.deliver(position("a", 1))
+    session.core.deliver(position("a", 1), 0.0)
     await asyncio.sleep(0.05)
     assert direct.writes == [] and h.transport.sent == []
     await h.ended(timeout=3.0)  # past the deadline: closed as a slow client
@@ -488,10 +488,10 @@ async def test_once_the_socket_drains_direct_writes_resume(harness):
     session = h.start()
     await asyncio.sleep(0.01)
     direct.is_ready = False
-    session.core.deliver(position("a", 1))
+    session.core.deliver(position("a", 1), 0.0)
     await h.until(lambda: numbers(h.transport) == [1])  # written by the pump
     direct.is_ready = True
-    session.core.deliver(position("a", 2))
+    session.core.deliver(position("a", 2), 0.0)
     await h.until(lambda: direct.writes)
     assert [json.loads(t)["data"]["data"]["N"] for t in direct.writes[0]] == [2]
 
@@ -501,7 +501,7 @@ async def test_a_flush_due_after_the_close_writes_nothing(harness):
     direct = with_direct(h)
     session = h.start()
     await asyncio.sleep(0.01)
-    session.core.deliver(position("a", 1))
+    session.core.deliver(position("a", 1), 0.0)
     session.close(CloseCode.GOING_AWAY, "bye")  # in the same turn, before the flush
     await h.ended()
     assert direct.writes == []
@@ -533,7 +533,7 @@ async def test_a_frame_held_until_later_goes_out_then_though_the_pump_was_never_
     await asyncio.sleep(0.01)
     loop = asyncio.get_running_loop()
     core.held = (loop.time() + 0.1, position("b", 9).text)
-    core.deliver(position("a", 1))  # written directly; the held frame is due in 0.1 s
+    core.deliver(position("a", 1), 0.0)  # written directly; the held frame is due in 0.1 s
     await h.until(lambda: direct.writes)
     await h.until(lambda: h.transport.sent or len(direct.writes) > 1, timeout=1.0)
     sent = [t for texts in direct.writes for t in texts] + h.transport.sent
@@ -562,7 +562,7 @@ async def test_frames_routed_in_one_turn_leave_in_one_write_through_send_many(ha
     session = h.start()
     await asyncio.sleep(0.01)
     for n in range(5):
-        session.core.deliver(position("a", n))
+        session.core.deliver(position("a", n), 0.0)
     await h.until(lambda: len(h.transport.sent) == 5)
     assert h.transport.writes == [h.transport.sent]
     assert h.metrics.counters["frames_sent"] == 5

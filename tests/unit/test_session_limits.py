@@ -130,5 +130,5 @@ async def test_the_backlog_is_what_waits_in_the_outbox() -> None:
     s, _ = session(transport)
     assert s.backlog == 0
     for _ in range(3):
-        s.core.deliver(Delivery("a", '{"event":"message","data":{}}', False, 0))
+        s.core.deliver(Delivery("a", '{"event":"message","data":{}}', False, 0), 0.0)
     assert s.backlog == 3

@@ -88,16 +88,16 @@ def test_a_keep_alive_taken_late_schedules_the_next_one_an_interval_after_it_was
 
 def test_keep_alives_go_out_on_time_while_frames_flow_too():
     core = make(snapshot=False, keepalive_seconds=1.0)
-    core.deliver(position("a", 1))
+    core.deliver(position("a", 1), 0.0)
     assert core.take(0.5) == [position("a", 1).text]
-    core.deliver(position("a", 2))
+    core.deliver(position("a", 2), 0.0)
     assert core.take(1.0) == [position("a", 2).text, PING_FRAME]
     assert core.wait_time(1.0) == pytest.approx(1.0)
 
 
 def test_frames_waiting_mean_no_wait():
     core = make(snapshot=False)
-    core.deliver(position("a", 1))
+    core.deliver(position("a", 1), 0.0)
     assert core.wait_time(0.0) == 0.0
 
 
@@ -110,15 +110,15 @@ def test_a_new_stream_gets_the_snapshot_first_then_live_frames_in_order():
     table.remember(position("z", 0))  # not subscribed
     core = make(table=table)
     for n in range(1, 6):
-        core.deliver(position("a", n))
+        core.deliver(position("a", n), 0.0)
     assert numbers(drain(core)) == [0, 1, 2, 3, 4, 5]
 
 
 def test_a_client_that_falls_behind_gets_the_newest_position_per_device_never_reordered():
     core = make(snapshot=False)
     for n in range(10 * BOUND):  # synchronous: the router never waits for a client
-        core.deliver(position("a", n))
-        core.deliver(position("b", n))
+        core.deliver(position("a", n), 0.0)
+        core.deliver(position("b", n), 0.0)
     frames = drain(core)
     assert numbers(frames)[-2:] == [10 * BOUND - 1] * 2
     assert len(frames) < 10 * BOUND
@@ -133,11 +133,11 @@ def test_alerts_are_never_conflated_and_past_the_bound_the_client_is_closed_with
     table = SubscriptionTable()
     core = make(snapshot=False, table=table)
     for n in range(BOUND):
-        core.deliver(alert("a", n))
+        core.deliver(alert("a", n), 0.0)
     assert core.backlog == BOUND
     assert numbers(drain(core), "alert") == list(range(BOUND))
     for n in range(BOUND + 1):
-        core.deliver(alert("a", n))
+        core.deliver(alert("a", n), 0.0)
     assert core.closing is not None
     assert (core.closing.code, core.closing.reason, core.closing.cause) == (
         CloseCode.TRY_AGAIN_LATER,
@@ -152,7 +152,7 @@ def test_alerts_are_never_conflated_and_past_the_bound_the_client_is_closed_with
 def test_nothing_is_queued_after_the_close():
     core = make(snapshot=False)
     core.close(CloseCode.GOING_AWAY, "server shutting down")
-    core.deliver(position("a", 1))
+    core.deliver(position("a", 1), 0.0)
     send(core, action="subscribe", device_ids=["c"])
     assert core.take(0.0) == []
 
@@ -160,13 +160,13 @@ def test_nothing_is_queued_after_the_close():
 # Closing
 
 
-def test_the_first_close_wins_and_says_what_to_send_last():
-    woken: list[str] = []
+def test_the_first_close_wins_says_what_to_send_last_and_returns_the_close_once():
     core = make()
-    core.on_close = lambda: woken.append("closed")
-    assert core.close(CloseCode.POLICY_VIOLATION, "token expired", final_frame='{"event":"error"}')
-    assert not core.close(CloseCode.GOING_AWAY, "server shutting down")
-    core.client_gone()
+    effects = core.close(CloseCode.POLICY_VIOLATION, "token expired", final_frame='{"event":"error"}')
+    assert effects is not None and effects.closing is core.closing and effects.refreshes == ()
+    assert core.close(CloseCode.GOING_AWAY, "server shutting down") is None
+    assert core.client_gone() is None
+    assert core.effects() is None, "handed out once"
     closing = core.closing
     assert (closing.code, closing.reason, closing.final_frame, closing.silent) == (
         CloseCode.POLICY_VIOLATION,
@@ -174,7 +174,19 @@ def test_the_first_close_wins_and_says_what_to_send_last():
         '{"event":"error"}',
         False,
     )
-    assert woken == ["closed"]
+
+
+def test_a_delivery_that_closes_the_stream_rings_the_alarm_and_leaves_the_close_to_collect():
+    """The router takes no effects back: a client past its bound is told to its owner by the
+    alarm, and the close waits in :meth:`StreamCore.effects`."""
+    rung: list[str] = []
+    core = make(max_pending_frames=2)
+    core.alarm = lambda: rung.append("rung")
+    for n in range(100):
+        core.deliver(alert("a", n), 0.0)
+    assert rung == ["rung"]
+    effects = core.effects()
+    assert effects is not None and effects.closing is not None and effects.closing.cause is Cause.SLOW_CLIENT
 
 
 def test_a_client_that_left_is_sent_nothing_more():
@@ -194,7 +206,7 @@ def test_ending_leaves_the_table_and_returns_the_conflations_not_yet_counted():
     table = SubscriptionTable()
     core = make(snapshot=False, table=table)
     for n in range(3 * BOUND):
-        core.deliver(position("a", n))
+        core.deliver(position("a", n), 0.0)
     core.close(CloseCode.TRY_AGAIN_LATER, "client too slow", cause=Cause.SLOW_CLIENT)
     assert core.end() >= BOUND
     assert len(table) == 0
@@ -227,7 +239,7 @@ def test_requests_that_cannot_be_granted_get_an_error_frame_and_the_stream_goes_
     frames = drain(core)
     assert [f["event"] for f in frames] == ["error", "error"]
     assert "every device" in frames[0]["data"]["message"]
-    core.deliver(position("q", 1))
+    core.deliver(position("q", 1), 0.0)
     assert numbers(drain(core)) == [1]
     assert table.filter_of(core) is None
     assert core.closing is None
@@ -261,8 +273,9 @@ def test_subscribing_within_the_grant_is_acknowledged():
 def test_subscribing_outside_the_grant_ends_the_stream_with_an_error_frame_and_1008():
     table = SubscriptionTable()
     core = make(frozenset({"bus-1"}), grant=Grant(GRANTED, FOREVER), table=table, snapshot=False)
-    send(core, action="subscribe", device_ids=["bus-3", "car-9"])
+    effects = core.receive(json.dumps({"action": "subscribe", "device_ids": ["bus-3", "car-9"]}), 0.0)
     closing = core.closing
+    assert effects is not None and effects.closing is closing, "the message's answer says to close"
     assert json.loads(closing.final_frame) == {
         "event": "error",
         "data": {"message": "device ids not allowed by the token", "device_ids": ["car-9"]},
@@ -328,7 +341,7 @@ def test_a_stream_opened_cold_gets_the_snapshot_of_its_current_devices_once_the_
     drain(core)
     for device, n in (("a", 1), ("c", 2), ("z", 3)):
         table.remember(position(device, n))
-    core.warm_snapshot()
+    core.warm_snapshot(0.0)
     assert sorted(numbers(drain(core))) == [1, 2]  # its devices, not z
 
 
@@ -338,8 +351,8 @@ def test_a_closing_stream_or_one_without_snapshots_gets_no_warm_snapshot():
     closing = make(table=table)
     closing.close(CloseCode.NORMAL)
     table.remember(position("a", 1))
-    off.warm_snapshot()
-    closing.warm_snapshot()
+    off.warm_snapshot(0.0)
+    closing.warm_snapshot(0.0)
     assert numbers(drain(off)) == [] and len(closing.outbox) == 0
 
 
@@ -361,8 +374,8 @@ def test_a_replay_is_queued_a_slice_at_a_time_as_the_client_takes_it_then_what_w
         cursor="c",
         live=[alert("a", 1000)],
     )
-    core.deliver(alert("a", 2000))
-    core.deliver(position("a", 3000))
+    core.deliver(alert("a", 2000), 0.0)
+    core.deliver(position("a", 3000), 0.0)
     frames: list[dict] = []
     for _ in range(1000):
         if not (texts := core.take(0.0)) and core.wait_time(0.0) > 0:
@@ -373,7 +386,7 @@ def test_a_replay_is_queued_a_slice_at_a_time_as_the_client_takes_it_then_what_w
     assert frames[0]["event"] == "resumed"
     assert numbers(frames, "alert") == [*range(100), 1000, 2000]
     assert numbers(frames) == [3000]
-    core.deliver(position("a", 4000))  # the replay is out: live frames go straight to the outbox
+    core.deliver(position("a", 4000), 0.0)  # the replay is out: live frames go straight to the outbox
     assert numbers(drain(core)) == [4000]
 
 
@@ -392,9 +405,9 @@ def test_alerts_routed_during_a_replay_wait_as_a_burst_then_past_it_the_client_i
     core = StreamCore(frozenset({"a"}), table=SubscriptionTable(), policy=policy(max_pending_frames=4))
     core.open(0.0, replay=[cursored_alert(n) for n in range(20)], cursor="start")
     for n in range(4 * BURST):
-        core.deliver(alert("a", n))
+        core.deliver(alert("a", n), 0.0)
     assert core.closing is None
-    core.deliver(alert("a", 99))
+    core.deliver(alert("a", 99), 0.0)
     assert core.closing is not None and core.closing.cause is Cause.SLOW_CLIENT
     assert core.backlog == 0
 
@@ -497,7 +510,7 @@ def test_the_last_frame_of_an_opening_snapshot_carries_the_cursor_of_the_opening
     window.dispatched = "LATER"
     newer = Delivery("a", message_frame(json.dumps({"data": {"DEVICE_ID": "a", "N": 1}}), "LATER"), False, 0)
     table.remember(newer)
-    core.deliver(newer)  # routed while the snapshot waits
+    core.deliver(newer, 0.0)  # routed while the snapshot waits
     ping_during = core.take(100.0)  # a keep-alive due with the snapshot's first frames
     # Where the client stands once these are out: the opening, not past the live frame still waiting.
     assert json.loads(ping_during[-1])["id"] == "OPENED"

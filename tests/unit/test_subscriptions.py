@@ -5,7 +5,7 @@ from siscom.core.subscriptions import SubscriptionTable
 
 
 class Client:
-    def deliver(self, frame):  # pragma: no cover - not called here
+    def deliver(self, frame, now):  # pragma: no cover - not called here
         raise AssertionError
 
 

@@ -14,7 +14,7 @@ import jwt
 import pytest
 
 from siscom.core.protocol import parse_client_frame, token_expiring_frame
-from siscom.core.stream import Cause, StreamCore, StreamPolicy
+from siscom.core.stream import Cause, Effects, Refresh, StreamCore, StreamPolicy
 from siscom.core.subscriptions import SubscriptionTable
 from siscom.security.tokens import TokenVerifier
 
@@ -26,19 +26,34 @@ def mint(devices, *, expires_in: float = 300.0, key: str = SECRET) -> str:
     return jwt.encode({"devices": devices, "exp": int(time.time() + expires_in)}, key, algorithm="HS256")
 
 
+class Heard(StreamCore):
+    """A core that keeps the refresh effects its ``receive`` returns."""
+
+    __slots__ = ("heard",)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.heard: list[Refresh] = []
+
+    def receive(self, data: str | bytes, now: float) -> Effects | None:
+        effects = super().receive(data, now)
+        if effects is not None:
+            self.heard.extend(effects.refreshes)
+        return effects
+
+
 def make(
     device_ids=frozenset({"a", "b"}), *, devices=("a", "b", "c"), expires_in=100.0, notice=30.0, verify=VERIFIER.verify
-) -> tuple[StreamCore, list[bool]]:
-    """An open core holding a grant of ``devices``; the list collects what ``on_refresh`` hears."""
+) -> tuple[StreamCore, list[Refresh]]:
+    """An open core holding a grant of ``devices``; the list collects the refresh effects its
+    ``receive`` returns."""
     grant = VERIFIER.verify(mint(list(devices) if devices != "*" else "*", expires_in=expires_in))
     policy = StreamPolicy(
         keepalive_seconds=60.0, max_pending_frames=50, max_device_ids=10, snapshot=False, token_notice_seconds=notice
     )
-    core = StreamCore(device_ids, table=SubscriptionTable(), policy=policy, grant=grant, verify=verify)
-    heard: list[bool] = []
-    core.on_refresh = heard.append
+    core = Heard(device_ids, table=SubscriptionTable(), policy=policy, grant=grant, verify=verify)
     core.open(0.0)
-    return core, heard
+    return core, core.heard
 
 
 def drain(core: StreamCore) -> list[dict]:
@@ -101,7 +116,7 @@ def test_a_valid_token_granting_the_subscription_moves_the_expiry_and_is_acknowl
     assert frames == [{"event": "ack", "data": {"action": "refresh", "expires_at": VERIFIER.verify(new).expires_at}}]
     assert core.expiry_delay(now) > before + 500
     assert core.notice_delay(now) == pytest.approx(core.expiry_delay(now) - 30.0)
-    assert heard == [True]
+    assert heard == [Refresh(VERIFIER.verify(new).expires_at)], "the effect carries the new expiry"
     assert core.closing is None
 
 
@@ -117,7 +132,7 @@ def test_a_token_that_no_longer_grants_a_subscribed_device_is_refused_and_the_ol
         }
     ]
     assert core.expiry_delay(now) == before
-    assert heard == [False]
+    assert [r.accepted for r in heard] == [False]
     assert core.closing is None  # the stream goes on until the old expiry
     core.token_expired()
     assert core.closing is not None and core.closing.cause is Cause.TOKEN_EXPIRED
@@ -139,14 +154,14 @@ def test_an_invalid_token_is_refused_with_the_reason_and_changes_nothing(token, 
     frames = refresh(core, token())
     assert frames == [{"event": "error", "data": {"message": f"token refresh refused: {reason}"}}]
     assert core.expiry_delay(now) == before
-    assert heard == [False]
+    assert [r.accepted for r in heard] == [False]
 
 
 def test_a_stream_of_every_device_needs_a_token_for_every_device():
     core, heard = make(None, devices="*")
     assert refresh(core, mint(["a", "b", "c"]))[0]["data"]["message"].startswith("token refresh refused: ")
     assert refresh(core, mint("*"))[0]["data"]["action"] == "refresh"
-    assert heard == [False, True]
+    assert [r.accepted for r in heard] == [False, True]
 
 
 def test_the_new_grant_decides_later_subscriptions():
@@ -177,3 +192,18 @@ def test_a_refresh_without_a_token_string_is_answered_with_an_error_and_the_stre
 def test_a_parsed_refresh_never_shows_its_token():
     command = parse_client_frame(json.dumps({"action": "refresh", "token": "secret-token-text"}), max_ids=10)
     assert command is not None and "secret-token-text" not in repr(command)
+
+
+def test_refreshes_sent_before_the_stream_opened_are_each_returned_in_order_by_the_opening():
+    """Messages that came before the opening are applied by it: every refresh among them is an
+    effect of its own (each is counted), the accepted one with its new expiry."""
+    grant = VERIFIER.verify(mint(["a"], expires_in=100.0))
+    policy = StreamPolicy(keepalive_seconds=60.0, max_pending_frames=50, max_device_ids=10, snapshot=False)
+    core = StreamCore(frozenset({"a"}), table=SubscriptionTable(), policy=policy, grant=grant, verify=VERIFIER.verify)
+    new = mint(["a"], expires_in=600.0)
+    assert core.receive(json.dumps({"action": "refresh", "token": mint(["b"])}), 0.0) is None  # held
+    assert core.receive(json.dumps({"action": "refresh", "token": new}), 0.0) is None
+    effects = core.open(0.0)
+    assert effects is not None and effects.closing is None
+    assert effects.refreshes == (Refresh(None), Refresh(VERIFIER.verify(new).expires_at))
+    assert core.effects() is None

@@ -35,11 +35,27 @@ class Watcher:
         self.got: list[str] = []
         self.left: list[str] = []
 
-    def deliver_in_view(self, delivery: Delivery) -> None:
+    def deliver_in_view(self, delivery: Delivery, now: float) -> None:
         self.got.append(delivery.device_id)
 
     def leave_view(self, device_id: str) -> None:
         self.left.append(device_id)
+
+
+def watched(box_list: list[BBox]) -> tuple[ViewportIndex, list[Watcher]]:
+    """An index with one watcher per box."""
+    index = ViewportIndex(lambda: [])
+    watchers = [Watcher() for _ in box_list]
+    for watcher, box in zip(watchers, box_list):
+        index.watch(watcher, box)
+    return index, watchers
+
+
+def assert_found_exactly(index: ViewportIndex, watchers: list[Watcher], box_list: list[BBox], points) -> None:
+    """The index finds at each point the watchers whose box holds it, as a check of every box does."""
+    for lat, lon in points:
+        expected = {id(w) for w, box in zip(watchers, box_list) if box.contains(lat, lon)}
+        assert {id(w) for w in index.watchers_at(lat, lon)} == expected
 
 
 @settings(max_examples=200)
@@ -47,13 +63,8 @@ class Watcher:
 def test_the_index_finds_exactly_the_boxes_that_contain_a_point(box_list, points):
     """Whatever the boxes (tiny, huge, across the antimeridian), the grid agrees with a check of
     every box."""
-    index = ViewportIndex(lambda: [])
-    watchers = [Watcher() for _ in box_list]
-    for watcher, box in zip(watchers, box_list):
-        index.watch(watcher, box)
-    for lat, lon in points:
-        expected = {id(w) for w, box in zip(watchers, box_list) if box.contains(lat, lon)}
-        assert {id(w) for w in index.watchers_at(lat, lon)} == expected
+    index, watchers = watched(box_list)
+    assert_found_exactly(index, watchers, box_list, points)
 
 
 @settings(max_examples=100)
@@ -61,7 +72,7 @@ def test_the_index_finds_exactly_the_boxes_that_contain_a_point(box_list, points
 def test_the_devices_in_a_box_are_those_whose_newest_position_is_there(box, points):
     index = ViewportIndex(lambda: [])
     index.watch(Watcher(), BBox(-180, -90, 180, 90))
-    index.route([Delivery(f"d{i}", "x", False, 0, point) for i, point in enumerate(points)])
+    index.route([Delivery(f"d{i}", "x", False, 0, point) for i, point in enumerate(points)], 0.0)
     expected = {f"d{i}" for i, (lat, lon) in enumerate(points) if box.contains(lat, lon)}
     assert set(index.devices_in(box)) == expected
 
@@ -78,7 +89,8 @@ def test_a_device_crossing_the_edge_enters_and_leaves_once_each_and_alerts_follo
             Delivery("v", "p2", False, 0, (5.0, 5.0)),
             Delivery("v", "a2", True, 0, None),
             Delivery("v", "p3", False, 0, None),  # no position: in no box, not moved
-        ]
+        ],
+        0.0,
     )
     assert inside.got == ["v", "v"] and inside.left == ["v"]
     assert outside.got == [] and outside.left == []
@@ -163,7 +175,7 @@ def test_a_watcher_is_told_of_a_leave_exactly_when_a_device_it_had_in_view_moves
     in_view: dict[int, set[str]] = {id(w): set() for w in watchers}
     expected_left: dict[int, list[str]] = {id(w): [] for w in watchers}
     for device_id, lat, lon in moves:
-        index.route([Delivery(device_id, "x", False, 0, (lat, lon))])
+        index.route([Delivery(device_id, "x", False, 0, (lat, lon))], 0.0)
         for watcher, box in zip(watchers, box_list):
             shown = in_view[id(watcher)]
             if box.contains(lat, lon):
@@ -190,13 +202,8 @@ WORLD = BBox(-180, -90, 180, 90)
 def test_boxes_filed_as_covering_their_cells_are_found_and_left_exactly(box_list, points, moves):
     """Boxes as large as the world (or half of it, or across the antimeridian) skip the exact
     check in the cells they cover: lookups and leaves still agree with a check of every box."""
-    index = ViewportIndex(lambda: [])
-    watchers = [Watcher() for _ in box_list]
-    for watcher, box in zip(watchers, box_list):
-        index.watch(watcher, box)
-    for lat, lon in points:
-        expected = {id(w) for w, box in zip(watchers, box_list) if box.contains(lat, lon)}
-        assert {id(w) for w in index.watchers_at(lat, lon)} == expected
+    index, watchers = watched(box_list)
+    assert_found_exactly(index, watchers, box_list, points)
     for (lat, lon), (lat2, lon2) in zip(points, moves):
         left = {id(w) for w, box in zip(watchers, box_list) if box.contains(lat, lon) and not box.contains(lat2, lon2)}
         assert {id(w) for w in index._leavers((lat, lon), (lat2, lon2))} == left

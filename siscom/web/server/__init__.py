@@ -8,6 +8,9 @@ dependency upgrade can break something, and each is pinned by a contract test un
   response (drop it, see a handshake Hypercorn abandoned, see the server stopping, stop reading,
   keep reading behind an event stream to see its client leave);
 - :mod:`~siscom.web.server.coalesce`: websocket frames written below ASGI, several in one write;
+- :mod:`~siscom.web.server.deflate`: permessage-deflate agreed by the gateway, each frame
+  compressed once for all its recipients;
+- :mod:`~siscom.web.server.frames`: the data frames those two build themselves;
 - :mod:`~siscom.web.server.control_frames`: the pings and pongs Hypercorn answers itself, counted;
 - :mod:`~siscom.web.server.ws_transport` and :mod:`~siscom.web.server.sse_transport`: Quart's
   websocket and HTTP handling adapted to streaming, and the sessions' transports over them;
@@ -28,12 +31,14 @@ from siscom.core.encodings import EncodingCache
 from siscom.core.sse import EventCache
 from siscom.web.server import control_frames
 from siscom.web.server.coalesce import frame_cache
+from siscom.web.server.deflate import DeflatedFrames, negotiate
 from siscom.web.server.link import HypercornConnection, PipelineGuard, refuse_non_ascii_handshakes
 from siscom.web.server.query import query_args
 from siscom.web.server.sse_transport import SseTransport, StreamHTTPConnection
 from siscom.web.server.ws_transport import QuartTransport, StreamWebsocket, StreamWebsocketConnection
 
 __all__ = [
+    "DeflatedFrames",
     "HypercornConnection",
     "PipelineGuard",
     "QuartTransport",
@@ -43,6 +48,7 @@ __all__ = [
     "event_stream_transport",
     "frame_cache",
     "install",
+    "negotiate_compression",
     "query_args",
     "watch_control_frames",
     "websocket_transport",
@@ -64,6 +70,13 @@ def connection_of(message: Any) -> HypercornConnection | None:
     """The Hypercorn connection behind Quart's current ``websocket`` or ``request``, or None
     (another server, HTTP/2, an app not set up by :func:`install`)."""
     return HypercornConnection.of(getattr(message, "asgi_send", None))
+
+
+def negotiate_compression(connection: HypercornConnection | None, frames: DeflatedFrames | None) -> bool:
+    """Before the accept: the gateway answers the websocket's permessage-deflate offer, compressing
+    into ``frames`` (None: declined); False when the server's own handshake answers it (see
+    :mod:`siscom.web.server.deflate`)."""
+    return negotiate(connection, frames)
 
 
 def websocket_transport(

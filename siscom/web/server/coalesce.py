@@ -16,9 +16,10 @@ them to the connection's asyncio transport in one ``write``:
   mark, the same test under which Hypercorn's ``drain`` returns at once); otherwise the session
   falls back to the ASGI path, which waits for the client under the send deadline;
 - without compression the frame is built here (RFC 6455 section 5.2, unmasked, FIN set), once
-  per frame for all its recipients (:func:`frame_cache`); with permessage-deflate it is built by
-  the connection's own wsproto object, whose compression context must see every data frame in
-  order.
+  per frame for all its recipients (:func:`frame_cache`); with the gateway's permessage-deflate
+  (siscom/web/server/deflate.py) it is compressed once per frame for all its recipients too;
+  with Hypercorn's own it is built by the connection's wsproto object, whose compression context
+  must see every data frame in order.
 
 Nothing is buffered here: whatever is written is in the transport before the session can send
 its close frame, so a close never overtakes (or loses) the frames before it.
@@ -34,23 +35,18 @@ import asyncio
 from typing import Any
 
 from siscom.core.encodings import EncodingCache
+from siscom.web.server.deflate import SharedDeflate
+from siscom.web.server.frames import data_frame
 from siscom.web.server.link import HypercornConnection
-
-_TEXT_FIN = 0x81
 
 
 def text_frame(payload: bytes) -> bytes:
     """One unmasked, final text frame carrying ``payload`` (RFC 6455 5.2)."""
-    size = len(payload)
-    if size < 126:
-        return bytes((_TEXT_FIN, size)) + payload
-    if size < 65536:
-        return bytes((_TEXT_FIN, 126)) + size.to_bytes(2, "big") + payload
-    return bytes((_TEXT_FIN, 127)) + size.to_bytes(8, "big") + payload
+    return data_frame(payload)
 
 
 def _framed(text: str) -> bytes:
-    return text_frame(text.encode())
+    return data_frame(text.encode())
 
 
 def frame_cache() -> EncodingCache:
@@ -61,7 +57,7 @@ def frame_cache() -> EncodingCache:
 class DirectWriter:
     """Writes text frames of one Hypercorn websocket straight to its transport."""
 
-    __slots__ = ("_stream", "_connection", "_transport", "_high_water", "_open", "_compressing", "_frames")
+    __slots__ = ("_stream", "_connection", "_transport", "_high_water", "_open", "_frames")
 
     def __init__(self, stream: Any, transport: asyncio.WriteTransport, frames: EncodingCache) -> None:
         from wsproto.connection import ConnectionState
@@ -71,12 +67,15 @@ class DirectWriter:
         #: ``_accept``) and the same until the end.
         self._connection = stream.connection
         self._transport = transport
-        self._frames = frames
         self._high_water = transport.get_write_buffer_limits()[1]
         self._open = ConnectionState.OPEN
         # wsproto 1.3: Connection._proto is the FrameProtocol; its extensions were agreed in the
-        # handshake (permessage-deflate or none).
-        self._compressing = bool(self._connection._proto.extensions)
+        # handshake (none, the gateway's permessage-deflate or Hypercorn's).
+        extensions = self._connection._proto.extensions
+        #: The frames of this websocket, shared with the app's others; None: wsproto frames them.
+        self._frames: EncodingCache | None = frames
+        if extensions:
+            self._frames = extensions[0].frames if isinstance(extensions[0], SharedDeflate) else None
 
     @classmethod
     def of(cls, connection: HypercornConnection | None, frames: EncodingCache) -> DirectWriter | None:
@@ -104,13 +103,20 @@ class DirectWriter:
             and transport.get_write_buffer_size() <= self._high_water
         )
 
+    @property
+    def shared(self) -> bool:
+        """True when the frames written are the app's shared copies (uncompressed, or compressed
+        by the gateway), False when this connection's wsproto object compresses them."""
+        return self._frames is not None
+
     def write(self, texts: list[str]) -> None:
         """Frame ``texts`` and write them in one piece (call only when :meth:`ready`)."""
-        if self._compressing:
+        frames = self._frames
+        if frames is not None:
+            data = frames.joined(texts)
+        else:
             from wsproto.events import TextMessage
 
             send = self._connection.send
             data = b"".join([send(TextMessage(data=text)) for text in texts])
-        else:
-            data = self._frames.joined(texts)
         self._transport.write(data)
