@@ -99,8 +99,13 @@ class FixedRateProducer:
     stamp.
     """
 
-    def __init__(self, bootstrap: str, topic: str, devices: int, seed: int = 0, *, moving: bool = False) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, devices: int, seed: int = 0, *, moving: bool = False, tick: float = TICK
+    ) -> None:
+        """``tick``: how often the pacing loop wakes (see :data:`TICK`); a run of minutes needs a
+        longer one, or the broker slows down under the batches the topic accumulates."""
         self.topic = topic
+        self._tick = tick
         self._fleet: FleetSimulator | None = None
         #: Where each device is before the first record is sent (moving producers only).
         self.start_positions: dict[str, tuple[float, float]] = {}
@@ -185,7 +190,7 @@ class FixedRateProducer:
                 future.add_done_callback(on_done)
                 per_device[device_id] += 1
             sent += max(due, 0)
-            await asyncio.sleep(TICK)
+            await asyncio.sleep(self._tick)
         t1_ms = await _next_millisecond()
         return Window(t0_ms, t1_ms, per_device, sorted(positions) if plan is not None else None)
 

@@ -4,7 +4,9 @@
 
     root (one_for_one)
     ├── pipeline (rest_for_one): consumer -> decoder -> router
-    └── sessions (one_for_one, temporary children): one session per WebSocket client
+    ├── sessions (one_for_one, temporary children): one session per WebSocket client
+    ├── shedder: overload shedding (unless turned off)
+    └── reclaimer: a full garbage collection once enough streams have ended
 
 The mailboxes between pipeline actors and the subscription table belong to the gateway, not to
 any actor incarnation: when the supervisor restarts the decoder or the router, the new actor
@@ -46,6 +48,7 @@ from siscom.pipeline.warmup import WarmUp
 from siscom.security.inbound import InboundLimits
 from siscom.security.tokens import Grant
 from siscom.sessions.flusher import Flusher
+from siscom.sessions.reclaim import Reclaimer
 from siscom.sessions.recovery import BudgetedReplayer, ReplayTurns
 from siscom.sessions.replay import Replayer
 from siscom.sessions.session import Session, SessionLimits
@@ -154,6 +157,8 @@ class Gateway:
                 ChildSpec("pipeline", self._new_pipeline, shutdown=math.inf),
                 ChildSpec("sessions", self._new_session_supervisor, shutdown=math.inf),
                 *self._shedder_spec(),
+                # Frees what ended streams leave in reference cycles (siscom/sessions/reclaim.py).
+                ChildSpec("reclaimer", partial(Reclaimer, self.metrics)),
             ],
             strategy=Strategy.ONE_FOR_ONE,
             intensity=3,

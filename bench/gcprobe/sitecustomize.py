@@ -71,3 +71,64 @@ if _SNAPSHOTS:
             pass
 
     signal.signal(signal.SIGUSR1, _snapshot)
+
+_MALLOC = os.environ.get("BENCH_MALLOC_STATS")
+
+if _MALLOC:
+    # Where a server's bytes are, without tracing its allocations (tracing costs more memory than
+    # it measures): on SIGUSR2 append to ``<prefix>`` one JSON line with the RSS, glibc's heap
+    # (``mallinfo2``: bytes the heap holds, bytes of it free, what ``malloc_trim`` could give back
+    # from its top) and pymalloc's arenas (``sys._debugmallocstats``, whose report goes to the C
+    # stderr: read back through a temporary file on descriptor 2 for the call).
+    import ctypes
+    import json
+    import signal
+    import sys
+    import tempfile
+
+    _FIELDS = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
+
+    class _MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in _FIELDS]
+
+    def _glibc() -> dict[str, int]:
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallinfo2.restype = _MallInfo2
+        except (OSError, AttributeError):
+            return {}
+        info = libc.mallinfo2()
+        return {name: getattr(info, name) for name in _FIELDS}
+
+    def _pymalloc() -> dict[str, int]:
+        saved = os.dup(2)
+        with tempfile.TemporaryFile() as report:
+            try:
+                sys.stderr.flush()
+                os.dup2(report.fileno(), 2)
+                sys._debugmallocstats()
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            report.seek(0)
+            text = report.read().decode(errors="replace")
+        found = {}
+        for line in text.splitlines():
+            label, _, value = line.partition("=")
+            if label.startswith("# arenas") or label.startswith("# bytes in"):
+                found[label.strip("# ").strip()] = int(value.strip().replace(",", ""))
+            elif "unused pools" in label:
+                found["unused pool bytes"] = int(value.strip().replace(",", ""))
+        found["arena bytes"] = found.get("arenas allocated current", 0) * 1048576
+        return found
+
+    _MALLOC_PATH: str = _MALLOC
+
+    def _malloc_stats(signum: int, frame: object) -> None:
+        with open("/proc/self/statm") as statm:
+            rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        line = {"at": time.time(), "rss": rss, "glibc": _glibc(), "pymalloc": _pymalloc()}
+        with open(_MALLOC_PATH, "a") as out:
+            out.write(json.dumps(line) + "\n")
+
+    signal.signal(signal.SIGUSR2, _malloc_stats)
