@@ -164,26 +164,39 @@ async def test_what_a_client_sends_while_its_resume_waits_is_counted_and_bounded
     big = json.dumps({"action": "subscribe", "device_ids": ["d1"], "pad": "x" * 60_000})
     before = server_rss(server)
 
-    async def flood() -> tuple[list[dict], int | None, int]:
+    async def past_the_bound() -> tuple[list[dict], int | None]:
+        """Three messages of 60 kB: the third goes past what is kept for the opening. Nothing
+        more is sent, so none of the client's bytes is left unread when the server closes."""
         async with ws_client(ahead, compression=None) as client:
-            sent = 0
-            with contextlib.suppress(TimeoutError, ConnectionClosed):
-                async with asyncio.timeout(1.5):  # within the replay's wait
-                    while True:
-                        await client.send(big)
-                        sent += 1
+            for _ in range(3):
+                await client.send(big)
             frames = []
             with contextlib.suppress(ConnectionClosed, TimeoutError):
                 while True:
                     frames.append(await client.next_frame(3))
-            return frames, client.close_code, sent
+            return frames, client.close_code
 
-    results = await asyncio.gather(*(flood() for _ in range(4)))
-    for frames, code, _sent in results:
+    for frames, code in await asyncio.gather(*(past_the_bound() for _ in range(4))):
         assert frames == [{"event": "error", "data": {"message": "too many messages"}}], frames
         assert code == 1008
+
+    async def flood() -> int | None:
+        """60 kB messages for 1.5 s, within the replay's wait. A server that closes a connection
+        with bytes of it unread resets it, and the client may then lose the frames it had not
+        read yet: 1006 is as good an end as 1008 here; what counts is that nothing was kept."""
+        async with ws_client(ahead, compression=None) as client:
+            with contextlib.suppress(TimeoutError, ConnectionClosed):
+                async with asyncio.timeout(1.5):
+                    while True:
+                        await client.send(big)
+            with contextlib.suppress(ConnectionClosed, TimeoutError):
+                while True:
+                    await client.next_frame(3)
+            return client.close_code
+
+    assert set(await asyncio.gather(*(flood() for _ in range(4)))) <= {1008, 1006}
     counters = await wait_stats(server, lambda s: s["connections"] == 0)
-    assert counters["too_many_messages"] == 4
+    assert counters["too_many_messages"] == 8
     assert server_rss(server) - before < 30 * 2**20, "what the waiting clients sent was not kept"
 
     # Over 64 KiB while waiting: 1009, as later.

@@ -89,8 +89,15 @@ async def test_a_client_connected_during_warm_up_misses_nothing_and_gets_nothing
 
     server = server_factory(env_for(broker, topic))
     async with ws_client(server.ws_url()) as client:
-        status, body = await asyncio.to_thread(http_get_json, f"{server.url}/ready")
-        assert status == 503 and body["status"] == "warming", body  # the client is in before the warm-up ends
+        # The client is in before the warm-up ends: the process is still connecting to the broker
+        # ("not ready", no partition assigned yet) or already warming; wait for the warming.
+        connecting_until = time.monotonic() + 30
+        while True:
+            status, body = await asyncio.to_thread(http_get_json, f"{server.url}/ready")
+            if body.get("status") != "not ready" or time.monotonic() > connecting_until:
+                break
+            await asyncio.sleep(0.05)
+        assert status == 503 and body["status"] == "warming", body
         assert {"records_read", "partitions_done", "partitions_total"} <= set(body)
 
         # Vehicles report while the process warms, and on after it: each once, so that conflation
