@@ -27,7 +27,7 @@ CHECK_TESTS = $(wildcard tests/unit tests/contracts)
 check: lint
 	$(VENV)/bin/pytest -q $(CHECK_TESTS) $(PYTEST_ARGS)
 
-# The whole suite, as CI runs it (about 12 minutes on the 2-core reference machine).
+# The whole suite, as CI runs it (about 13 minutes on the 2-core reference machine).
 test: $(STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
