@@ -29,7 +29,7 @@ import binascii
 import zlib
 from collections.abc import Sequence
 
-__all__ = ["MAX_CURSOR_CHARS", "CursorError", "Vector", "decode", "encode", "LogPositions", "topics_crc"]
+__all__ = ["MAX_CURSOR_CHARS", "CursorError", "Vector", "decode", "encode", "LogPositions", "offset_in", "topics_crc"]
 
 VERSION = 1
 #: Longest cursor text accepted (oversized ones are malformed): room for about 1,000 partitions.
@@ -39,6 +39,13 @@ UNKNOWN = -1
 
 #: Per topic (in the gateway's topic order), the next offset to deliver of each partition.
 Vector = tuple[tuple[int, ...], ...]
+
+
+def offset_in(vector: Vector, topic: int, partition: int) -> int:
+    """The offset ``vector`` names for ``partition`` of ``topic``; 0 for one it does not name (a
+    client resumes such a partition from its start)."""
+    offsets = vector[topic] if topic < len(vector) else ()
+    return offsets[partition] if partition < len(offsets) else 0
 
 
 class CursorError(ValueError):

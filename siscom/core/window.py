@@ -271,8 +271,7 @@ class RecentWindow:
         entries = self._entries
         start = entries.next_number
         for (topic, partition), index in self._partitions.items():
-            offsets = vector[topic] if topic < len(vector) else ()
-            number = index.first_at_or_after(offsets[partition] if partition < len(offsets) else 0)
+            number = index.first_at_or_after(cursors.offset_in(vector, topic, partition))
             if number is not None and number < start:
                 start = number
         if ids is not None and len(ids) * 2 < len(self._newest):
@@ -313,8 +312,7 @@ class RecentWindow:
         out: list[Delivery | None] = []
         for number in numbers[0] if len(numbers) == 1 else heapq.merge(*numbers):
             delivery = Delivery._make(items[number - dropped])  # type: ignore[arg-type]
-            offsets = vector[delivery.topic_index] if delivery.topic_index < len(vector) else ()
-            if delivery.offset >= (offsets[delivery.partition] if delivery.partition < len(offsets) else 0):
+            if delivery.offset >= cursors.offset_in(vector, delivery.topic_index, delivery.partition):
                 out.append(delivery)
         return out
 
@@ -327,8 +325,7 @@ def _following(
     for entry in entries:
         assert entry is not None
         delivery = Delivery._make(entry)
-        offsets = vector[delivery.topic_index] if delivery.topic_index < len(vector) else ()
-        start = offsets[delivery.partition] if delivery.partition < len(offsets) else 0
+        start = cursors.offset_in(vector, delivery.topic_index, delivery.partition)
         if delivery.offset >= start and (ids is None or delivery.device_id in ids):
             yield delivery
         else:
