@@ -16,7 +16,8 @@ import pytest
 import websockets
 from contracts.test_hypercorn_contract import Probe, hypercorn_serving
 
-from siscom.web.server.coalesce import DirectWriter, frame_cache, text_frame
+from siscom.web.server.coalesce import DirectWriter, frame_cache
+from siscom.web.server.frames import data_frame
 from siscom.web.server.link import HypercornConnection
 
 VERSIONS = (
@@ -86,4 +87,4 @@ def test_text_frames_are_built_as_wsproto_builds_them():
 
     protocol = FrameProtocol(client=False, extensions=[])
     for text in TEXTS:
-        assert text_frame(text.encode()) == bytes(protocol.send_data(text, True)), VERSIONS
+        assert data_frame(text.encode()) == bytes(protocol.send_data(text, True)), VERSIONS

@@ -40,11 +40,6 @@ from siscom.web.server.frames import data_frame
 from siscom.web.server.link import HypercornConnection
 
 
-def text_frame(payload: bytes) -> bytes:
-    """One unmasked, final text frame carrying ``payload`` (RFC 6455 5.2)."""
-    return data_frame(payload)
-
-
 def _framed(text: str) -> bytes:
     return data_frame(text.encode())
 
