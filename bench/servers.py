@@ -73,6 +73,15 @@ SISCOM_DEFLATE_EACH = Target(
     env={"STREAM_WEBSOCKET_COMPRESSION": "server"},
     deflate=True,
 )
+#: The same gateway with a write delay: frames routed within 50 ms of each other leave in one
+#: write per client (STREAM_WRITE_DELAY_MILLISECONDS; the default, 0, writes after every batch).
+SISCOM_DELAYED = Target(
+    "siscom-delay",
+    "the gateway, frames written every 50 ms",
+    "siscom",
+    ("serve",),
+    env={"STREAM_WRITE_DELAY_MILLISECONDS": "50"},
+)
 #: The same gateway, its clients reading the stream over Server-Sent Events instead of WebSocket.
 SISCOM_SSE = Target("siscom-sse", "the gateway, clients over SSE", "siscom", ("serve",), transport="sse")
 NAIVE = Target("naive", "naive Quart fan-out (bench/baselines/naive.py)", "bench.baselines.naive", stats_path="/stats")

@@ -509,6 +509,14 @@ class Settings:
         "were routed, below ASGI (Hypercorn over HTTP/1.1 only; WebSocket and SSE); false writes "
         "through ASGI (a WebSocket frame, or an SSE chunk, per ASGI message)",
     )
+    stream_write_delay_milliseconds: int = _setting(
+        0,
+        _whole_number(0, 1000),
+        "a whole number of milliseconds, 0 to 1000",
+        "how long frames routed to clients wait to be written, so that those of several batches "
+        "leave in one write per client (fewer system calls, less CPU per delivery, latency up by "
+        "as much); 0 writes in the event-loop turn after each batch. With write coalescing only",
+    )
     stream_websocket_compression: str = _setting(
         "shared",
         _one_of("shared", "off", "server"),

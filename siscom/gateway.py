@@ -137,8 +137,8 @@ class Gateway:
             close_linger_seconds=settings.stream_close_linger_seconds,
             token_notice_seconds=settings.stream_token_notice_seconds,
         )
-        #: Writes, once per event-loop turn, the frames routed to every session in that turn.
-        self.flusher = Flusher(self.metrics)
+        #: Writes, once per event-loop turn (or write delay), the frames routed to every session.
+        self.flusher = Flusher(self.metrics, delay=settings.stream_write_delay_milliseconds / 1000)
         self._actor_factories = (consumer, decoder, router)
         self._session_numbers = itertools.count(1)
         #: Closing every client (1001) when the server stops; set by the first :meth:`drain`.

@@ -23,6 +23,7 @@ from bench.servers import (
     SISCOM_2_WORKERS,
     SISCOM_DEFLATE,
     SISCOM_DEFLATE_EACH,
+    SISCOM_DELAYED,
     SISCOM_PLAIN,
     SISCOM_SSE,
     WEBSOCKETS,
@@ -56,6 +57,7 @@ TARGETS: dict[str, Target] = {
         SISCOM_SSE,
         SISCOM_DEFLATE,
         SISCOM_DEFLATE_EACH,
+        SISCOM_DELAYED,
         WEBSOCKETS,
     )
 }

@@ -2,7 +2,9 @@
 (36,000 deliveries/s): more than one process of any of the servers delivers on two shared cores.
 
 Target: delivered/s >= 2x the naive baseline and >= 1.0x the bare ``websockets`` broadcast
-server; no backlog (every client's p99 data age <= 1 s: positions are conflated); RSS flat.
+server; no backlog (every client's p99 data age <= 1 s: positions are conflated); RSS flat; CPU
+per delivery <= 0.8x the bare server's (once every server delivers all it is offered, delivered/s
+says nothing: judged for the gateway as it ships and with a 50 ms write delay, ``siscom-delay``).
 
 RSS flat is judged once the gateway's recent-records window (kept for resumes) is full: it holds
 the last ``STREAM_REPLAY_WINDOW_RECORDS`` records by design, and at 3,600 records/s the default
@@ -18,10 +20,12 @@ from dataclasses import replace
 
 from bench.report import Result, Verdict
 from bench.scenarios.harness import Bench, Scenario, ms
-from bench.scenarios.load import backlog_rows, load_rows, measure_each
+from bench.scenarios.load import LoadFigures, backlog_rows, load_rows, measure_each
 from bench.scenarios.many import many_shape
-from bench.servers import NAIVE, SISCOM, SISCOM_PLAIN, WEBSOCKETS, Target
+from bench.servers import NAIVE, SISCOM, SISCOM_DELAYED, SISCOM_PLAIN, WEBSOCKETS, Target
 
+#: CPU per delivery, as a share of the bare ``websockets`` server's, at most.
+MAX_CPU_RATIO = 0.8
 #: The gateway's default recent-records window, set explicitly so that the warm-up fills it.
 WINDOW_RECORDS = 50_000
 
@@ -80,7 +84,30 @@ async def overdrive(bench: Bench, targets: Sequence[Target]) -> Result:
                 f"{ours.rss_mid_mb:.1f} MB halfway, {ours.rss_end_mb:.1f} MB at the end (flat: grows <= 5 MB or 5%)",
             ),
         ]
+    result.verdicts += cpu_verdicts(figures)
     return result
 
 
-SCENARIO = Scenario("overdrive", overdrive, targets=(SISCOM, SISCOM_PLAIN, NAIVE, WEBSOCKETS), order=55)
+def cpu_verdicts(figures: dict[str, LoadFigures]) -> list[Verdict]:
+    """CPU per delivery of each gateway run against the bare ``websockets`` server's."""
+    theirs = figures.get("websockets")
+    if theirs is None or not theirs.cpu_us_per_delivery:
+        return []
+    verdicts = []
+    for name in (SISCOM.name, SISCOM_DELAYED.name):
+        ours = figures.get(name)
+        if ours is None or ours.cpu_us_per_delivery is None:
+            continue
+        ratio = ours.cpu_us_per_delivery / theirs.cpu_us_per_delivery
+        verdicts.append(
+            Verdict(
+                f"overdrive: {name} CPU per delivery <= {MAX_CPU_RATIO:g}x websockets",
+                ratio <= MAX_CPU_RATIO,
+                f"{ours.cpu_us_per_delivery:.1f} vs {theirs.cpu_us_per_delivery:.1f} us: {ratio:.2f}x "
+                f"(p99 {ms(ours.latency_ms['p99'])} vs {ms(theirs.latency_ms['p99'])})",
+            )
+        )
+    return verdicts
+
+
+SCENARIO = Scenario("overdrive", overdrive, targets=(SISCOM, SISCOM_DELAYED, SISCOM_PLAIN, NAIVE, WEBSOCKETS), order=55)

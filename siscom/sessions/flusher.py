@@ -28,20 +28,31 @@ Flush = Callable[[float], int]
 
 
 class Flusher:
-    """Runs the flushes scheduled during one event-loop turn, together, in the next."""
+    """Runs the flushes scheduled during one event-loop turn, together, in the next; or, given a
+    ``delay``, those scheduled within ``delay`` seconds of the first, together, at its end.
 
-    __slots__ = ("_due", "_metrics", "_run_callback")
+    A delay trades latency for system calls, as Nagle's algorithm or a Kafka producer's
+    ``linger.ms`` do: a client that gets a frame every few batches gets them in one write
+    instead of one write each (at most one write per client per round, whatever the delay).
+    """
 
-    def __init__(self, metrics: Metrics) -> None:
+    __slots__ = ("_due", "_metrics", "_run_callback", "_delay")
+
+    def __init__(self, metrics: Metrics, delay: float = 0.0) -> None:
         self._due: list[Flush] = []
         self._metrics = metrics
         self._run_callback = self._run
+        self._delay = delay
 
     def schedule(self, flush: Flush) -> None:
         """Run ``flush`` in the next round (a session schedules itself once until it has run)."""
         due = self._due
         if not due:
-            asyncio.get_running_loop().call_soon(self._run_callback)
+            loop = asyncio.get_running_loop()
+            if self._delay:
+                loop.call_later(self._delay, self._run_callback)
+            else:
+                loop.call_soon(self._run_callback)
         due.append(flush)
 
     def flush_now(self, flush: Flush) -> None:

@@ -54,3 +54,25 @@ async def test_a_flush_scheduled_during_a_round_runs_in_the_next_one():
     assert ran == ["first"]
     await asyncio.sleep(0)
     assert ran == ["first", "second"]
+
+
+async def test_with_a_write_delay_flushes_scheduled_within_it_run_together_when_it_ends():
+    loop = asyncio.get_running_loop()
+    flusher = Flusher(Metrics(), delay=0.05)
+    ran: list[tuple[str, float]] = []
+    start = loop.time()
+    flusher.schedule(lambda now: ran.append(("a", now)) or 1)
+    await asyncio.sleep(0.01)
+    assert ran == []  # a turn, and more, went by: still waiting
+    flusher.schedule(lambda now: ran.append(("b", now)) or 1)
+    await asyncio.sleep(0.08)
+    assert [name for name, _ in ran] == ["a", "b"]
+    assert ran[0][1] - start >= 0.05  # written when the delay counted from the first had passed
+    assert ran[0][1] == ran[1][1]  # in one round
+
+
+async def test_a_keepalive_flush_is_not_delayed():
+    flusher = Flusher(Metrics(), delay=10.0)
+    ran: list[str] = []
+    flusher.flush_now(lambda now: ran.append("keep-alive") or 1)
+    assert ran == ["keep-alive"]

@@ -456,6 +456,20 @@ async def test_sessions_sharing_a_write_round_each_get_their_frames_in_one_write
     assert all(s._writes.waiting for s in sessions), "a pump was woken"
 
 
+async def test_with_a_write_delay_frames_of_several_batches_leave_in_one_write(harness):
+    flusher = Flusher(Metrics(), delay=0.05)
+    h = harness(snapshot=False)
+    direct = with_direct(h)
+    session = h.start(flusher=flusher)
+    await asyncio.sleep(0.01)  # the pump waits
+    for n in range(3):  # three router batches, a turn or more apart
+        session.core.deliver(position("a", n), 0.0)
+        await asyncio.sleep(0.005)
+    assert direct.writes == []
+    await h.until(lambda: direct.writes)
+    assert [len(texts) for texts in direct.writes] == [3]
+
+
 async def test_keep_alives_on_an_idle_stream_are_written_directly_without_waking_the_pump(harness):
     """A keep-alive is due on every stream every interval: through the pump it cost each session a
     task wake-up and an ASGI send; from the timer it is one direct write, like a routed frame."""
