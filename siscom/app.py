@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     gateway = gateway or Gateway(settings)
     app = Quart(__name__, static_folder=None)
     # Streaming websockets and responses (siscom.web.server).
-    server.install(app)
+    server.install(app, internals=settings.stream_coalesce_writes)
     app.extensions["siscom.gateway"] = gateway
     app.register_blueprint(status_blueprint(gateway))
     app.register_blueprint(prometheus_blueprint(gateway))

@@ -507,7 +507,8 @@ class Settings:
         "true or false (also 1/0, yes/no, on/off)",
         "write the frames waiting for a client in one write, from the event-loop turn after they "
         "were routed, below ASGI (Hypercorn over HTTP/1.1 only; WebSocket and SSE); false writes "
-        "through ASGI (a WebSocket frame, or an SSE chunk, per ASGI message)",
+        "through ASGI (a WebSocket frame, or an SSE chunk, per ASGI message) and leaves "
+        "Hypercorn's own queue of each connection in place",
     )
     stream_write_delay_milliseconds: int = _setting(
         0,

@@ -283,3 +283,52 @@ async def test_a_guarded_stream_hears_a_client_that_pipelined_a_request_and_left
         )
         assert guard.dropped == 2 * len(head)
         writer.close()
+
+
+def test_hypercorn_makes_a_queue_per_stream_in_spawn_app_and_uses_only_its_put_and_get():
+    """link.lighter_app_queues replaces ``TaskGroup.spawn_app``: sound while Hypercorn builds the
+    app's ``receive`` there, from a queue of ``max_app_queue_size``, and hands the stream its put."""
+    import inspect
+
+    from hypercorn.asyncio import task_group
+
+    original = task_group.TaskGroup.spawn_app
+    if getattr(original, "_siscom_inbox", False):  # replaced in this process already: read the module
+        source = inspect.getsource(task_group)
+    else:
+        source = inspect.getsource(original)
+    assert "asyncio.Queue(config.max_app_queue_size)" in source, f"{HYPERCORN}: spawn_app's queue changed"
+    assert "app_queue.get," in source and "return app_queue.put" in source, f"{HYPERCORN}: spawn_app changed"
+    handle = inspect.signature(task_group._handle)
+    assert list(handle.parameters) == ["app", "config", "scope", "receive", "send", "sync_spawn", "call_soon"], (
+        f"{HYPERCORN}: _handle's parameters are now {list(handle.parameters)}"
+    )
+
+
+async def test_with_lighter_queues_a_websocket_app_receives_through_an_inbox_until_the_client_leaves():
+    from siscom.web.server.inbox import Inbox
+    from siscom.web.server.link import lighter_app_queues
+
+    lighter_app_queues()
+    receivers: list[object] = []
+
+    class Recording(Probe):
+        async def __call__(self, scope, receive, send) -> None:
+            receivers.append(getattr(receive, "__self__", None))
+            await super().__call__(scope, receive, send)
+
+    probe = Recording()
+    async with hypercorn_serving(probe) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(upgrade_request(port))
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        await asyncio.wait_for(probe.accepted.wait(), 5)
+        writer.write(b"\x88\x82abcd" + bytes(a ^ b for a, b in zip(b"\x03\xe8", b"ab")))  # a masked close, 1000
+        await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        for _ in range(100):
+            if "websocket.disconnect" in probe.messages:
+                break
+            await asyncio.sleep(0.05)
+    assert any(isinstance(receiver, Inbox) for receiver in receivers), f"{HYPERCORN}: receive came from {receivers}"
+    assert probe.messages == ["websocket.connect", "websocket.disconnect"], probe.messages

@@ -1,4 +1,5 @@
-"""The queue between a websocket's receiving task and its route (siscom/web/server/inbox.py)."""
+"""The queue between a connection's reading and the app, and between a websocket's receiving task and
+its route (siscom/web/server/inbox.py)."""
 
 from __future__ import annotations
 
@@ -34,12 +35,42 @@ async def test_a_reader_cancelled_as_an_item_arrives_leaves_it_for_the_next_read
     assert await asyncio.wait_for(inbox.get(), 1) == "kept"
 
 
-async def test_a_second_reader_at_the_same_time_is_refused():
+async def test_two_readers_waiting_get_the_next_items_in_the_order_they_came():
     inbox = Inbox()
     first = asyncio.ensure_future(inbox.get())
     await asyncio.sleep(0)
-    with pytest.raises(RuntimeError):
-        await inbox.get()
-    first.cancel()
+    second = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    inbox.put_nowait("a")
+    inbox.put_nowait("b")
+    assert await asyncio.wait_for(asyncio.gather(first, second), 1) == ["a", "b"]
+
+
+async def test_a_full_inbox_makes_the_writer_wait_until_an_item_is_read():
+    inbox = Inbox(maxsize=2)
+    await inbox.put(1)
+    await inbox.put(2)
+    with pytest.raises(asyncio.QueueFull):
+        inbox.put_nowait(3)
+    writing = asyncio.ensure_future(inbox.put(3))
+    await asyncio.sleep(0.01)
+    assert not writing.done() and inbox.qsize() == 2
+    assert await inbox.get() == 1
+    await asyncio.wait_for(writing, 1)
+    assert [await inbox.get(), await inbox.get()] == [2, 3]
+
+
+async def test_a_writer_cancelled_as_room_appears_passes_the_room_to_the_next_writer():
+    inbox = Inbox(maxsize=1)
+    await inbox.put("in")
+    first = asyncio.ensure_future(inbox.put("first"))
+    await asyncio.sleep(0)
+    second = asyncio.ensure_future(inbox.put("second"))
+    await asyncio.sleep(0)
+    assert await inbox.get() == "in"  # wakes the first writer ...
+    first.cancel()  # ... which is cancelled before it can write
     with pytest.raises(asyncio.CancelledError):
         await first
+    await asyncio.wait_for(second, 1)
+    assert await inbox.get() == "second"
+    assert inbox.qsize() == 0

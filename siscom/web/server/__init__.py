@@ -14,7 +14,8 @@ dependency upgrade can break something, and each is pinned by a contract test un
 - :mod:`~siscom.web.server.control_frames`: the pings and pongs Hypercorn answers itself, counted;
 - :mod:`~siscom.web.server.ws_transport` and :mod:`~siscom.web.server.sse_transport`: Quart's
   websocket and HTTP handling adapted to streaming, and the sessions' transports over them;
-- :mod:`~siscom.web.server.inbox`: the lighter queue under Quart's websocket;
+- :mod:`~siscom.web.server.inbox`: the lighter queue under Quart's websocket and, while write
+  coalescing is on, under every stream Hypercorn serves (``link.lighter_app_queues``);
 - :mod:`~siscom.web.server.query`: a request's query, read without caching it on the request.
 
 Nothing outside this package imports its modules, or those dependencies' internals
@@ -32,7 +33,12 @@ from siscom.core.sse import EventCache
 from siscom.web.server import control_frames
 from siscom.web.server.coalesce import frame_cache
 from siscom.web.server.deflate import DeflatedFrames, negotiate
-from siscom.web.server.link import HypercornConnection, PipelineGuard, refuse_non_ascii_handshakes
+from siscom.web.server.link import (
+    HypercornConnection,
+    PipelineGuard,
+    lighter_app_queues,
+    refuse_non_ascii_handshakes,
+)
 from siscom.web.server.query import query_args
 from siscom.web.server.sse_transport import SseTransport, StreamHTTPConnection
 from siscom.web.server.ws_transport import QuartTransport, StreamWebsocket, StreamWebsocketConnection
@@ -55,10 +61,13 @@ __all__ = [
 ]
 
 
-def install(app: Quart) -> None:
-    """Make ``app`` handle websockets and HTTP requests the streaming way (the classes above)."""
+def install(app: Quart, *, internals: bool = True) -> None:
+    """Make ``app`` handle websockets and HTTP requests the streaming way (the classes above);
+    ``internals``: also lighten Hypercorn's queue per stream (off with write coalescing)."""
     # A handshake header Hypercorn cannot decode gets 400, not a traceback and no answer.
     refuse_non_ascii_handshakes()
+    if internals:
+        lighter_app_queues()
     # Streams write many frames per client: the cheapest send path Quart offers (ws_transport).
     app.websocket_class = StreamWebsocket
     app.asgi_websocket_class = StreamWebsocketConnection

@@ -25,10 +25,13 @@ connection shared by several streams is never dropped for one of them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import struct
 from typing import Any, cast
+
+from siscom.web.server.inbox import Inbox
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +153,40 @@ def refuse_non_ascii_handshakes() -> None:
 
     init._siscom_ascii_only = True  # type: ignore[attr-defined]
     Handshake.__init__ = init  # type: ignore[method-assign]
+
+
+def lighter_app_queues() -> None:
+    """Give every stream Hypercorn serves an :class:`~siscom.web.server.inbox.Inbox` where it
+    would make an ``asyncio.Queue``: the queue between the connection's reading and the app's
+    ``receive``, the same size (``max_app_queue_size``), put and got the same way, about 3 KB
+    lighter per connection (see siscom/web/server/inbox.py).
+
+    Hypercorn 0.18 makes that queue in ``TaskGroup.spawn_app`` (``asyncio/task_group.py``) and
+    uses nothing of it but ``put`` (returned, for the stream) and ``get`` (the app's
+    ``receive``); the method is replaced by one that does the same with the lighter queue.
+    Applied once per process; a no-op under another server.
+    """
+    try:
+        from hypercorn.asyncio import task_group
+    except ImportError:
+        return
+    group = task_group.TaskGroup
+    if getattr(group.spawn_app, "_siscom_inbox", False):
+        return
+
+    async def spawn_app(self: Any, app: Any, config: Any, scope: Any, send: Any) -> Any:
+        queue = Inbox(config.max_app_queue_size)
+        loop = self._loop
+
+        def call_soon(func: Any, *args: Any) -> Any:  # what a sync app's thread runs on the loop
+            return asyncio.run_coroutine_threadsafe(func(*args), loop).result()
+
+        run_in_executor = functools.partial(loop.run_in_executor, None)
+        self.spawn(task_group._handle, app, config, scope, queue.get, send, run_in_executor, call_soon)
+        return queue.put
+
+    spawn_app._siscom_inbox = True  # type: ignore[attr-defined]
+    group.spawn_app = spawn_app  # type: ignore[method-assign]
 
 
 class PipelineGuard(asyncio.Protocol):
