@@ -48,7 +48,7 @@ from siscom.pipeline.warmup import WarmUp
 from siscom.security.inbound import InboundLimits
 from siscom.security.tokens import Grant
 from siscom.sessions.flusher import Flusher
-from siscom.sessions.reclaim import Reclaimer
+from siscom.sessions.reclaim import FrozenStreams, Reclaimer
 from siscom.sessions.recovery import BudgetedReplayer, ReplayTurns
 from siscom.sessions.replay import Replayer
 from siscom.sessions.session import Session, SessionLimits
@@ -139,6 +139,8 @@ class Gateway:
         )
         #: Writes, once per event-loop turn (or write delay), the frames routed to every session.
         self.flusher = Flusher(self.metrics, delay=settings.stream_write_delay_milliseconds / 1000)
+        #: What the reclaimer froze (siscom/sessions/reclaim.py), kept across its restarts.
+        self._frozen_streams = FrozenStreams()
         self._actor_factories = (consumer, decoder, router)
         self._session_numbers = itertools.count(1)
         #: Closing every client (1001) when the server stops; set by the first :meth:`drain`.
@@ -158,7 +160,7 @@ class Gateway:
                 ChildSpec("sessions", self._new_session_supervisor, shutdown=math.inf),
                 *self._shedder_spec(),
                 # Frees what ended streams leave in reference cycles (siscom/sessions/reclaim.py).
-                ChildSpec("reclaimer", partial(Reclaimer, self.metrics)),
+                ChildSpec("reclaimer", partial(Reclaimer, self.metrics, self._frozen_streams)),
             ],
             strategy=Strategy.ONE_FOR_ONE,
             intensity=3,

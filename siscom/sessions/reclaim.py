@@ -33,11 +33,12 @@ import asyncio
 import gc
 import logging
 import time
+from dataclasses import dataclass
 
 from siscom.metrics import Metric, Metrics
 from supervisors import Actor
 
-__all__ = ["Reclaimer", "due", "grown"]
+__all__ = ["FrozenStreams", "Reclaimer", "due", "grown"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,20 +62,28 @@ def grown(open_streams: int, frozen_with: int) -> bool:
     return open_streams - frozen_with >= max(MIN_ENDED, SHARE * frozen_with)
 
 
-class Reclaimer(Actor):
-    """Runs a full collection when :func:`due` says so, looking at the stream counters every
-    ``INTERVAL`` seconds."""
+@dataclass
+class FrozenStreams:
+    """What the reclaimer has frozen, kept by the gateway so that a restart of the reclaimer does
+    not forget it (frozen streams that end are freed only by a pass that thaws them)."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    #: Streams open at the last freeze of streams; 0: no stream frozen.
+    open_then: int = 0
+
+
+class Reclaimer(Actor):
+    """Runs a full collection when :func:`due` says so, and freezes the open streams when
+    :func:`grown` says so, looking at the stream counters every ``INTERVAL`` seconds."""
+
+    def __init__(self, metrics: Metrics, frozen: FrozenStreams) -> None:
         super().__init__(name="reclaimer")
         self._metrics = metrics
+        self._frozen = frozen
 
     async def run(self) -> None:
         counters = self._metrics.counters
         collected_at = counters[Metric.CONNECTIONS_CLOSED]
-        #: Streams open at the last freeze of streams (0: none frozen; None: not known, as
-        #: after a restart of this actor, so the first pass thaws to be sure).
-        frozen_with: int | None = None
+        frozen = self._frozen
         while True:
             await asyncio.sleep(INTERVAL)
             closed = counters[Metric.CONNECTIONS_CLOSED]
@@ -83,16 +92,16 @@ class Reclaimer(Actor):
             if due(ended, open_streams):
                 # Streams were frozen: what the ended ones left may be among them. Thawing
                 # also thaws the start-up objects, so whatever survives is frozen again.
-                thaw = frozen_with != 0
+                thaw = frozen.open_then > 0
                 if thaw:
                     gc.unfreeze()
                 freeze = thaw or grown(open_streams, 0)
                 self._collect(f"{ended} streams ended", freeze=freeze)
                 collected_at = closed
-                frozen_with = open_streams if freeze else 0
-            elif grown(open_streams, frozen_with or 0):
+                frozen.open_then = open_streams if freeze else 0
+            elif grown(open_streams, frozen.open_then):
                 self._collect(f"{open_streams} streams open", freeze=True)
-                frozen_with = open_streams
+                frozen.open_then = open_streams
 
     @staticmethod
     def _collect(why: str, *, freeze: bool) -> None:
