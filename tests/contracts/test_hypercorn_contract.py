@@ -179,9 +179,10 @@ async def test_the_worker_context_says_when_the_server_stops():
     assert stopping.is_set(), f"{HYPERCORN}: WorkerContext.terminated is not set on shutdown"
 
 
-def masked_text_frame(text: bytes) -> bytes:
+def masked_text_frame(text: bytes, opcode: int = 0x1) -> bytes:
+    """A client's frame (FIN set, masked), text unless ``opcode`` says otherwise."""
     mask = os.urandom(4)
-    return bytes([0x81, 0x80 | len(text)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(text))
+    return bytes([0x80 | opcode, 0x80 | len(text)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(text))
 
 
 async def test_a_connection_paused_by_the_app_reads_nothing_more_from_its_client():
@@ -323,7 +324,7 @@ async def test_with_lighter_queues_a_websocket_app_receives_through_an_inbox_unt
         writer.write(upgrade_request(port))
         await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         await asyncio.wait_for(probe.accepted.wait(), 5)
-        writer.write(b"\x88\x82abcd" + bytes(a ^ b for a, b in zip(b"\x03\xe8", b"ab")))  # a masked close, 1000
+        writer.write(masked_text_frame((1000).to_bytes(2, "big"), opcode=0x8))  # a close, 1000
         await asyncio.wait_for(reader.read(), 5)
         writer.close()
         for _ in range(100):
