@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seconds", type=float, help="length of every load scenario's measured window, instead of its default"
     )
+    parser.add_argument(
+        "--client-processes",
+        type=int,
+        help="processes every load scenario spreads its clients over, instead of its default (2 for many)",
+    )
     parser.add_argument("--records", type=int, help="records in storm's log, instead of 300,000")
     parser.add_argument(
         "--server-root",
@@ -92,6 +97,7 @@ async def run(names: list[str], args: argparse.Namespace, workdir: Path) -> list
         clients=args.clients,
         deflate=args.deflate,
         seconds=args.seconds,
+        client_processes=args.client_processes,
         records=args.records,
         server_env=dict(item.split("=", 1) for item in args.set),
         server_root=args.server_root.resolve() if args.server_root else None,

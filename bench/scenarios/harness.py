@@ -38,6 +38,8 @@ class Options:
     deflate: bool = False
     #: Length of every load scenario's measured window, instead of its default (short A/B runs).
     seconds: float | None = None
+    #: Processes the load scenarios spread their clients over, instead of each one's default.
+    client_processes: int | None = None
     #: Records in the log of the storm scenario, instead of its default.
     records: int | None = None
     #: Another tree of this project whose gateway the storm scenario runs too (a column "main").

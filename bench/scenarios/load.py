@@ -138,7 +138,7 @@ class LoadRun:
                 HOST,
                 self.server.port,
                 self.subscriptions,
-                processes=shape.client_processes,
+                processes=bench.options.client_processes or shape.client_processes,
                 concurrency=shape.connect_concurrency,
                 deflate=self.target.deflate,
                 transport=self.target.transport,
