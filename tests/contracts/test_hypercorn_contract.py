@@ -114,6 +114,16 @@ def upgrade_request(port: int) -> bytes:
     ).encode()
 
 
+async def accepted_websocket(port: int, probe: Probe) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    """A raw client's websocket on ``port``, once the probe app has accepted it, and the head of
+    the server's answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(upgrade_request(port))
+    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    await asyncio.wait_for(probe.accepted.wait(), 5)
+    return reader, writer, answer
+
+
 async def test_bytes_before_the_accept_get_a_400_and_the_app_sees_only_the_abandoned_flag():
     probe = Probe()
     async with hypercorn_serving(probe) as port:
@@ -138,10 +148,7 @@ async def test_bytes_before_the_accept_get_a_400_and_the_app_sees_only_the_aband
 async def test_a_normal_handshake_is_not_abandoned_and_its_connection_can_be_dropped_by_the_app():
     probe = Probe()
     async with hypercorn_serving(probe) as port:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(upgrade_request(port))
-        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-        await asyncio.wait_for(probe.accepted.wait(), 5)
+        reader, writer, answer = await accepted_websocket(port, probe)
         link = probe.links[0]
         assert answer.startswith(b"HTTP/1.1 101"), f"{HYPERCORN}: answered {answer[:40]!r}"
         assert link is not None, f"{HYPERCORN}: the ASGI send no longer leads to WSStream -> H11Protocol -> TCPServer"
@@ -190,10 +197,7 @@ async def test_a_connection_paused_by_the_app_reads_nothing_more_from_its_client
     reading its socket, so what it still sends stays in the kernel, unparsed."""
     probe = Probe()
     async with hypercorn_serving(probe) as port:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(upgrade_request(port))
-        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-        await asyncio.wait_for(probe.accepted.wait(), 5)
+        reader, writer, _ = await accepted_websocket(port, probe)
         link = probe.links[0]
         assert link is not None, f"{HYPERCORN}: the ASGI send no longer leads to WSStream -> H11Protocol -> TCPServer"
         writer.write(masked_text_frame(b"before"))
@@ -320,10 +324,7 @@ async def test_with_lighter_queues_a_websocket_app_receives_through_an_inbox_unt
 
     probe = Recording()
     async with hypercorn_serving(probe) as port:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(upgrade_request(port))
-        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-        await asyncio.wait_for(probe.accepted.wait(), 5)
+        reader, writer, _ = await accepted_websocket(port, probe)
         writer.write(masked_text_frame((1000).to_bytes(2, "big"), opcode=0x8))  # a close, 1000
         await asyncio.wait_for(reader.read(), 5)
         writer.close()
