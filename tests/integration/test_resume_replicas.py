@@ -484,7 +484,10 @@ async def test_a_hundred_clients_asking_for_the_same_span_at_once_share_a_few_re
         check_exact(client, written)
     reads = stats(server)["history_reads_by_partition"]
     assert set(reads) == {f"{topic}[{p}]" for p in range(PARTITIONS)}
-    assert max(reads.values()) <= 5, reads
+    # A round reads each partition once for every request that came before it started; how many
+    # rounds 100 connects straddle depends on how fast they come (5 on a quiet machine, 6 seen on
+    # a loaded one). Without sharing it would be one read per client: 100.
+    assert max(reads.values()) <= 10, reads
     print(
         "\n100 clients x 10 devices replaying the same 1,200-record span from the log: "
         f"reads per partition {sorted(reads.values())}"
